@@ -1,0 +1,366 @@
+//! Jobs, listApis, settings, events and capacity.
+
+use super::*;
+use crate::api::registry::{f, opt, req, Field, PAGING};
+use crate::api::render::{date, Obj, Reply};
+use crate::api::views;
+use crate::cmd;
+use crate::service::settings;
+use crate::store::{Col, Query, Tx, Val};
+use serde_json::{json, Value};
+
+const JOB_FIELDS: &[Field] = &[
+    f("jobid", "string", "the job ID"),
+    f("jobstatus", "integer", "0 pending, 1 succeeded, 2 failed"),
+    f("jobresultcode", "integer", "the result code"),
+    f("jobresulttype", "string", "the type of the result"),
+    f("jobresult", "object", "the result"),
+    f("jobinstancetype", "string", "the type of the resource"),
+    f("jobinstanceid", "string", "the ID of the resource"),
+    f("cmd", "string", "the command class"),
+    f("created", "date", "when the job was created"),
+    f("completed", "date", "when the job completed"),
+];
+const API_FIELDS: &[Field] = &[
+    f("name", "string", "the command name"),
+    f("description", "string", "what the command does"),
+    f("isasync", "boolean", "whether the command is asynchronous"),
+    f("params", "list", "the parameters"),
+    f("response", "list", "the response fields"),
+];
+const CONFIG_FIELDS: &[Field] = &[
+    f("name", "string", "the setting"),
+    f("value", "string", "its value"),
+    f("defaultvalue", "string", "its default"),
+    f("category", "string", "its category"),
+    f("scope", "string", "its scope"),
+    f("type", "string", "its type"),
+    f("description", "string", "what it does"),
+    f("isdynamic", "boolean", "whether a change applies without a restart"),
+];
+const EVENT_FIELDS: &[Field] = &[
+    f("id", "string", "the event ID"),
+    f("type", "string", "the event type"),
+    f("level", "string", "INFO, WARN or ERROR"),
+    f("description", "string", "what happened"),
+    f("created", "date", "when"),
+    f("resourceid", "string", "the resource"),
+];
+const CAPACITY_FIELDS: &[Field] = &[
+    f("type", "short", "0 memory, 1 CPU, 90 CPU cores"),
+    f("name", "string", "the capacity name"),
+    f("capacitytotal", "long", "total"),
+    f("capacityused", "long", "used"),
+    f("capacityallocated", "long", "allocated"),
+    f("percentused", "string", "used share"),
+];
+
+pub fn commands() -> Vec<Command> {
+    vec![
+        cmd!("queryAsyncJobResult", "Retrieves the current status of an asynchronous job.", false, All,
+            &[req("jobid", "uuid", "the job ID")], JOB_FIELDS, query_job),
+        cmd!("listAsyncJobs", "Lists asynchronous jobs of the caller's account.", false, All,
+            &[opt("startdate", "date", "jobs created since, yyyy-MM-dd HH:mm:ss"), opt("resourceid", "uuid", "jobs on a resource"), opt("listall", "boolean", "all visible jobs"), opt("account", "string", "owner"), opt("domainid", "uuid", "domain"), PAGING[0], PAGING[1], PAGING[2]],
+            JOB_FIELDS, list_jobs),
+        cmd!("listApis", "Lists all available APIs and their parameters.", false, All,
+            &[opt("name", "string", "one command")], API_FIELDS, list_apis),
+        cmd!("listConfigurations", "Lists settings and their values.", false, RootAdmin,
+            &[opt("name", "string", "setting name"), opt("category", "string", "category"), opt("zoneid", "uuid", "zone scope"), opt("clusterid", "uuid", "cluster scope"), opt("accountid", "uuid", "account scope"), PAGING[0], PAGING[1], PAGING[2]],
+            CONFIG_FIELDS, list_configs),
+        cmd!("updateConfiguration", "Updates a setting, globally or for a zone, cluster or account.", false, RootAdmin,
+            &[req("name", "string", "setting name"), opt("value", "string", "new value; empty resets"), opt("zoneid", "uuid", "zone scope"), opt("clusterid", "uuid", "cluster scope"), opt("accountid", "uuid", "account scope")],
+            CONFIG_FIELDS, update_config),
+        cmd!("listEvents", "Lists events.", false, All,
+            &[opt("id", "uuid", "event"), opt("type", "string", "event type"), opt("level", "string", "level"), opt("resourceid", "uuid", "resource"), opt("startdate", "date", "since"), opt("enddate", "date", "until"), opt("listall", "boolean", "all visible"), opt("account", "string", "owner"), opt("domainid", "uuid", "domain"), PAGING[0], PAGING[1], PAGING[2]],
+            EVENT_FIELDS, list_events),
+        cmd!("listCapacity", "Lists memory, CPU and CPU-core capacity from host totals and allocations.", false, RootAdmin,
+            &[opt("zoneid", "uuid", "zone"), opt("podid", "uuid", "pod"), opt("clusterid", "uuid", "cluster"), opt("type", "integer", "capacity type")],
+            CAPACITY_FIELDS, list_capacity),
+    ]
+}
+
+async fn job_json(ctx: &Ctx, j: &Job) -> Result<Value, ApiError> {
+    let a: Option<Account> = ctx.svc.store.load(j.account_id).await?;
+    let u: Option<User> = ctx.svc.store.load(j.user_id).await?;
+    let d: Option<Domain> = ctx.svc.store.load(j.domain_id).await?;
+    Ok(views::job(j, a.as_ref(), u.as_ref(), d.as_ref()))
+}
+
+async fn query_job(ctx: Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.p.required("jobid")?;
+    let j: Job = ctx.svc.by_uuid("jobid", id).await?;
+    let path = ctx.svc.domain_path(j.domain_id).await?;
+    if !ctx.caller.can_access(j.account_id, &path) {
+        return Err(ApiError::unknown_id("jobid", id));
+    }
+    Ok(Reply::Inner(job_json(&ctx, &j).await?))
+}
+
+/// `yyyy-MM-dd HH:mm:ss` or `yyyy-MM-dd`, as CloudStack's list filters take.
+pub fn parse_date(param: &str, s: &str) -> Result<i64, ApiError> {
+    use chrono::NaiveDateTime;
+    let s = s.trim();
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+        .or_else(|_| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).expect("midnight")))
+        .map(|d| d.and_utc().timestamp())
+        .map_err(|_| ApiError::param(format!("Invalid value for parameter {param}: expected yyyy-MM-dd HH:mm:ss")))
+}
+
+async fn list_jobs(ctx: Ctx) -> Result<Reply, ApiError> {
+    let mut q = Query::new();
+    q.conds = list_scope(&ctx).await?;
+    if let Some(r) = ctx.p.str("resourceid") {
+        q = q.eq(Col::K1, r);
+    }
+    q.page = paging(&ctx)?;
+    q.descending = true;
+    let (jobs, total) = ctx.svc.store.list::<Job>(&q).await?;
+    let since = ctx.p.str("startdate").map(|s| parse_date("startdate", s)).transpose()?;
+    let mut items = Vec::new();
+    for j in jobs.iter().filter(|j| since.map(|t| j.created >= t).unwrap_or(true)) {
+        items.push(job_json(&ctx, j).await?);
+    }
+    Ok(Reply::List("asyncjobs", items, total))
+}
+
+async fn list_apis(ctx: Ctx) -> Result<Reply, ApiError> {
+    let mut items = Vec::new();
+    let want = ctx.p.str("name");
+    for c in all() {
+        if want.map(|w| w != c.name).unwrap_or(false) {
+            continue;
+        }
+        if !crate::api::authorize_svc(&ctx.svc, &ctx.caller, c).await? {
+            continue;
+        }
+        let params: Vec<Value> = c
+            .params
+            .iter()
+            .map(|p| json!({"name": p.name, "type": p.ty, "required": p.required, "description": p.description, "length": 255}))
+            .collect();
+        let response: Vec<Value> = c
+            .response
+            .iter()
+            .map(|r| json!({"name": r.name, "type": r.ty, "description": r.description, "response": []}))
+            .collect();
+        items.push(json!({
+            "name": c.name,
+            "description": c.description,
+            "isasync": c.is_async,
+            "since": "4.0.0",
+            "type": if c.is_async { "async" } else { "sync" },
+            "related": "",
+            "params": params,
+            "response": response,
+        }));
+    }
+    let n = items.len() as u64;
+    Ok(Reply::List("api", items, n))
+}
+
+fn scope_of(ctx: &Ctx) -> (&'static str, Option<&str>, &'static str) {
+    for (p, s) in [("zoneid", "zone"), ("clusterid", "cluster"), ("accountid", "account")] {
+        if let Some(v) = ctx.p.str(p) {
+            return (s, Some(v), p);
+        }
+    }
+    ("global", None, "")
+}
+
+async fn scope_id(ctx: &Ctx) -> Result<(&'static str, i64), ApiError> {
+    let (scope, id, param) = scope_of(ctx);
+    let Some(id) = id else { return Ok(("global", 0)) };
+    let n = match scope {
+        "zone" => ctx.svc.by_uuid::<Zone>(param, id).await?.id,
+        "cluster" => ctx.svc.by_uuid::<Cluster>(param, id).await?.id,
+        _ => ctx.svc.by_uuid::<Account>(param, id).await?.id,
+    };
+    Ok((scope, n))
+}
+
+fn config_json(s: &settings::Setting, value: &str, scope: &str) -> Value {
+    Obj::new()
+        .s("name", s.name)
+        .s("value", value)
+        .s("defaultvalue", s.default)
+        .s("category", s.category)
+        .s("description", s.description)
+        .s("displaytext", s.name)
+        .s("type", s.ty.name())
+        .s("scope", scope)
+        .v("isdynamic", true)
+        .s("component", "orrery")
+        .build()
+}
+
+async fn list_configs(ctx: Ctx) -> Result<Reply, ApiError> {
+    let (scope, id) = scope_id(&ctx).await?;
+    let mut items = Vec::new();
+    for s in settings::SETTINGS {
+        if scope != "global" && !s.scopes.contains(&scope) {
+            continue;
+        }
+        if let Some(n) = ctx.p.str("name") {
+            if !s.name.contains(n) {
+                continue;
+            }
+        }
+        if let Some(k) = ctx.p.str("keyword") {
+            if !s.name.contains(k) {
+                continue;
+            }
+        }
+        if let Some(c) = ctx.p.str("category") {
+            if !s.category.eq_ignore_ascii_case(c) {
+                continue;
+            }
+        }
+        let value = ctx.svc.setting(s.name, &[(scope, id)]);
+        items.push(config_json(s, &value, scope));
+    }
+    let total = items.len() as u64;
+    let items = match paging(&ctx)? {
+        Some((off, lim)) => items.into_iter().skip(off as usize).take(lim as usize).collect(),
+        None => items,
+    };
+    Ok(Reply::List("configuration", items, total))
+}
+
+async fn update_config(ctx: Ctx) -> Result<Reply, ApiError> {
+    let name = ctx.p.required("name")?;
+    let s = settings::find(name).ok_or_else(|| ApiError::param(format!("Invalid value for parameter name: there is no setting {name}")))?;
+    let (scope, id) = scope_id(&ctx).await?;
+    if scope != "global" && !s.scopes.contains(&scope) {
+        return Err(ApiError::param(format!("Setting {name} cannot be set at {scope} scope")));
+    }
+    let raw = ctx.p.raw("value").unwrap_or("");
+    let value = if raw.is_empty() { s.default.to_string() } else { settings::validate(s, raw).map_err(|e| ApiError::param(format!("Invalid value for parameter value: {e}")))? };
+    let existing: Option<Config> = ctx.svc.store.first(Query::new().eq(Col::Ukey, format!("{scope}/{id}/{name}"))).await?;
+    let mut tx = Tx::new();
+    match existing {
+        Some(mut c) => {
+            c.value = value.clone();
+            tx.update(&mut c);
+        }
+        None => {
+            tx.insert(&Config {
+                id: ctx.svc.store.new_id::<Config>().await?,
+                uuid: crate::service::new_uuid(),
+                version: 1,
+                name: name.to_string(),
+                value: value.clone(),
+                scope: scope.to_string(),
+                scope_id: if scope == "global" { None } else { Some(id) },
+                created: crate::service::now(),
+            });
+        }
+    }
+    let (acct, dom) = (ctx.caller.account.id, ctx.caller.domain.id);
+    ctx.svc.event(&mut tx, &ctx.caller, "CONFIGURATION.VALUE.EDIT", format!("Value of {name} changed to {value}"), acct, dom, None);
+    ctx.svc.store.commit(tx.ops).await?;
+    ctx.svc.cache_setting(scope, id, name, &value);
+    Ok(Reply::Object("configuration", config_json(s, &value, scope)))
+}
+
+async fn list_events(ctx: Ctx) -> Result<Reply, ApiError> {
+    let mut q = Query::new();
+    q.conds = list_scope(&ctx).await?;
+    if let Some(id) = ctx.p.str("id") {
+        q = q.eq(Col::Uuid, id);
+    }
+    if let Some(t) = ctx.p.str("type") {
+        q = q.and(Cond::EqNoCase(Col::Name, t.to_string()));
+    }
+    if let Some(t) = ctx.p.str("level") {
+        q = q.and(Cond::EqNoCase(Col::State, t.to_string()));
+    }
+    if let Some(r) = ctx.p.str("resourceid") {
+        q = q.eq(Col::K1, r);
+    }
+    if let Some(k) = ctx.p.str("keyword") {
+        q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.to_string()));
+    }
+    let start = ctx.p.str("startdate").map(|s| parse_date("startdate", s)).transpose()?;
+    let end = ctx.p.str("enddate").map(|s| parse_date("enddate", s)).transpose()?;
+    if let Some(e) = end {
+        q = q.and(Cond::Le(Col::Created, Val::I(e)));
+    }
+    q.page = paging(&ctx)?;
+    q.descending = true;
+    let (events, total) = ctx.svc.store.list::<Event>(&q).await?;
+    let mut items = Vec::new();
+    for e in events.iter().filter(|e| start.map(|s| e.created >= s).unwrap_or(true)) {
+        let a: Option<Account> = ctx.svc.store.load(e.account_id).await?;
+        let d: Option<Domain> = ctx.svc.store.load(e.domain_id).await?;
+        let u: Option<User> = ctx.svc.store.load(e.user_id).await?;
+        items.push(
+            Obj::new()
+                .s("id", &e.uuid)
+                .s("type", &e.event_type)
+                .s("level", &e.level)
+                .s("description", &e.description)
+                .s("state", &e.state)
+                .s("created", date(e.created))
+                .os("username", u.map(|u| u.username))
+                .os("account", a.map(|a| a.name))
+                .os("domainid", d.as_ref().map(|d| d.uuid.clone()))
+                .os("domain", d.map(|d| d.name))
+                .os("resourceid", e.resource_uuid.clone())
+                .os("resourcetype", e.resource_type.clone())
+                .os("resourcename", e.resource_name.clone())
+                .build(),
+        );
+    }
+    Ok(Reply::List("event", items, total))
+}
+
+async fn list_capacity(ctx: Ctx) -> Result<Reply, ApiError> {
+    let mut hq = Query::new();
+    let zone = opt_ref::<Zone>(&ctx, "zoneid").await?;
+    if let Some(z) = &zone {
+        hq = hq.eq(Col::Zone, z.id);
+    }
+    if let Some(c) = opt_ref::<Cluster>(&ctx, "clusterid").await? {
+        hq = hq.eq(Col::Parent, c.id);
+    }
+    if let Some(p) = opt_ref::<Pod>(&ctx, "podid").await? {
+        hq = hq.eq(Col::Ref, p.id);
+    }
+    let hosts: Vec<Host> = ctx.svc.store.all(hq).await?;
+    let hosts: Vec<Host> = hosts.into_iter().filter(|h| h.removed.is_none()).collect();
+    let ids: Vec<Val> = hosts.iter().map(|h| h.id.into()).collect();
+    let states: Vec<Val> = ["Starting", "Running", "Stopping", "Migrating"].iter().map(|s| (*s).into()).collect();
+    let vms: Vec<Vm> = ctx.svc.store.all(Query::new().and(Cond::In(Col::Host, ids)).and(Cond::In(Col::State, states))).await?;
+    let (mut mem_t, mut cpu_t, mut cores_t) = (0f64, 0f64, 0i64);
+    for h in &hosts {
+        let sc = [("cluster", h.cluster_id)];
+        mem_t += h.memory_total as f64 * ctx.svc.setting_f64("mem.overprovisioning.factor", &sc);
+        cpu_t += (h.cpu_number * h.cpu_speed) as f64 * ctx.svc.setting_f64("cpu.overprovisioning.factor", &sc);
+        cores_t += h.cpu_number;
+    }
+    let mem_u: i64 = vms.iter().map(|v| v.memory * 1024 * 1024).sum();
+    let cpu_u: i64 = vms.iter().map(|v| v.cpu_number * v.cpu_speed).sum();
+    let cores_u: i64 = vms.iter().map(|v| v.cpu_number).sum();
+    let want = ctx.p.i64("type")?;
+    let mut items = Vec::new();
+    for (ty, name, used, total) in [(0, "MEMORY", mem_u, mem_t as i64), (1, "CPU", cpu_u, cpu_t as i64), (90, "CPU_CORE", cores_u, cores_t)] {
+        if want.map(|w| w != ty).unwrap_or(false) {
+            continue;
+        }
+        let pct = if total > 0 { used as f64 * 100.0 / total as f64 } else { 0.0 };
+        items.push(
+            Obj::new()
+                .v("type", ty)
+                .s("name", name)
+                .v("capacityused", used)
+                .v("capacityallocated", used)
+                .v("capacitytotal", total)
+                .s("percentused", format!("{pct:.2}"))
+                .os("zoneid", zone.as_ref().map(|z| z.uuid.clone()))
+                .os("zonename", zone.as_ref().map(|z| z.name.clone()))
+                .build(),
+        );
+    }
+    let n = items.len() as u64;
+    Ok(Reply::List("capacity", items, n))
+}

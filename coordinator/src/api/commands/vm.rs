@@ -1,0 +1,607 @@
+//! Instance, instance group and volume commands.
+
+use super::*;
+use crate::api::registry::{f, opt, req, Access, Field, P, PAGING};
+use crate::api::render::Reply;
+use crate::api::views::{self, Lookup};
+use crate::handler;
+use crate::service::jobs::Work;
+use crate::service::vm::{DeployArgs, Pin, VmUpdate};
+use crate::service::Service;
+use crate::store::{Col, Query, Tx, Val};
+use orrery_model::{Transition, VmState};
+use serde_json::json;
+
+pub const VM_FIELDS: &[Field] = &[
+    f("id", "string", "the ID of the instance"),
+    f("name", "string", "the host name of the instance"),
+    f("displayname", "string", "the display name of the instance"),
+    f("instancename", "string", "the internal name, for root admins"),
+    f("state", "string", "the state of the instance"),
+    f("account", "string", "the owning account"),
+    f("domainid", "string", "the domain ID"),
+    f("zoneid", "string", "the zone ID"),
+    f("hostid", "string", "the host ID, for admins"),
+    f("templateid", "string", "the template ID"),
+    f("serviceofferingid", "string", "the service offering ID"),
+    f("cpunumber", "integer", "the number of CPUs"),
+    f("cpuspeed", "integer", "the CPU speed in MHz"),
+    f("memory", "integer", "the memory in MB"),
+    f("nic", "list", "the NICs of the instance"),
+    f("created", "date", "when the instance was created"),
+    f("deleteprotection", "boolean", "whether delete protection is on"),
+    f("jobid", "string", "the latest async job on the instance"),
+];
+
+const SUCCESS_FIELDS: &[Field] = &[f("success", "boolean", "true if the operation succeeded"), f("displaytext", "string", "any text")];
+const VOLUME_FIELDS: &[Field] = &[
+    f("id", "string", "the volume ID"),
+    f("name", "string", "the volume name"),
+    f("type", "string", "ROOT or DATADISK"),
+    f("size", "long", "the size in bytes"),
+    f("state", "string", "the volume state"),
+    f("virtualmachineid", "string", "the instance it is attached to"),
+];
+const GROUP_FIELDS: &[Field] = &[f("id", "string", "the group ID"), f("name", "string", "the group name"), f("account", "string", "the owner"), f("created", "date", "creation time")];
+
+const ID: [P; 1] = [req("id", "uuid", "the ID of the instance")];
+
+pub fn commands() -> Vec<Command> {
+    vec![
+        Command {
+            name: "deployVirtualMachine",
+            description: "Creates and automatically starts an instance based on a service offering, disk offering, and template.",
+            is_async: true,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[
+                req("zoneid", "uuid", "availability zone for the instance"),
+                req("serviceofferingid", "uuid", "the service offering"),
+                opt("templateid", "uuid", "the template or ISO for the instance"),
+                opt("name", "string", "host name for the instance (RFC 1123)"),
+                opt("displayname", "string", "display name of the instance"),
+                opt("group", "string", "instance group name"),
+                opt("startvm", "boolean", "true (default) to start the instance"),
+                opt("diskofferingid", "uuid", "disk offering for a data disk, or the root disk of an ISO deploy"),
+                opt("size", "long", "data disk size in GB for a custom disk offering"),
+                opt("rootdisksize", "long", "root disk size in GB"),
+                opt("details", "map", "details: cpuNumber, cpuSpeed, memory for custom offerings"),
+                opt("keypair", "string", "SSH key pair name"),
+                opt("keypairs", "list", "SSH key pair names"),
+                opt("userdata", "string", "base64 user data"),
+                opt("extraconfig", "string", "extra hypervisor configuration, admins only"),
+                opt("hostid", "uuid", "destination host, admins only"),
+                opt("podid", "uuid", "destination pod, admins only"),
+                opt("clusterid", "uuid", "destination cluster, admins only"),
+                opt("networkids", "list", "network IDs"),
+                opt("account", "string", "owning account, with domainid"),
+                opt("domainid", "uuid", "domain of the owning account"),
+                opt("hypervisor", "string", "hypervisor of the instance"),
+                opt("displayvm", "boolean", "whether users see the instance"),
+                opt("dynamicscalingenabled", "boolean", "allow dynamic scaling"),
+            ]; PARAMS },
+            response: VM_FIELDS,
+            response_key: None,
+            handler: handler!(deploy),
+        },
+        Command {
+            name: "startVirtualMachine",
+            description: "Starts an instance.",
+            is_async: true,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[
+                req("id", "uuid", "the ID of the instance"),
+                opt("hostid", "uuid", "destination host, admins only"),
+                opt("podid", "uuid", "destination pod, admins only"),
+                opt("clusterid", "uuid", "destination cluster, admins only"),
+                opt("considerlasthost", "boolean", "prefer the last host"),
+            ]; PARAMS },
+            response: VM_FIELDS,
+            response_key: None,
+            handler: handler!(start),
+        },
+        Command {
+            name: "stopVirtualMachine",
+            description: "Stops an instance.",
+            is_async: true,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[req("id", "uuid", "the ID of the instance"), opt("forced", "boolean", "stop at once, without a guest shutdown")]; PARAMS },
+            response: VM_FIELDS,
+            response_key: None,
+            handler: handler!(stop),
+        },
+        Command {
+            name: "rebootVirtualMachine",
+            description: "Reboots an instance.",
+            is_async: true,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[req("id", "uuid", "the ID of the instance"), opt("forced", "boolean", "reboot at once")]; PARAMS },
+            response: VM_FIELDS,
+            response_key: None,
+            handler: handler!(reboot),
+        },
+        Command {
+            name: "destroyVirtualMachine",
+            description: "Destroys an instance. Unless expunged, it can be recovered until the expunger removes it.",
+            is_async: true,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[
+                req("id", "uuid", "the ID of the instance"),
+                opt("expunge", "boolean", "expunge at once"),
+                opt("volumeids", "list", "data volumes to delete with the instance"),
+            ]; PARAMS },
+            response: VM_FIELDS,
+            response_key: None,
+            handler: handler!(destroy),
+        },
+        Command {
+            name: "expungeVirtualMachine",
+            description: "Expunges a destroyed instance.",
+            is_async: true,
+            access: Access::All,
+            params: &ID,
+            response: SUCCESS_FIELDS,
+            response_key: None,
+            handler: handler!(expunge),
+        },
+        Command {
+            name: "recoverVirtualMachine",
+            description: "Recovers a destroyed instance.",
+            is_async: false,
+            access: Access::All,
+            params: &ID,
+            response: VM_FIELDS,
+            response_key: None,
+            handler: handler!(recover),
+        },
+        Command {
+            name: "updateVirtualMachine",
+            description: "Updates properties of an instance. Name, OS type and settings need a stopped instance.",
+            is_async: false,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[
+                req("id", "uuid", "the ID of the instance"),
+                opt("name", "string", "new host name"),
+                opt("displayname", "string", "new display name"),
+                opt("group", "string", "instance group; empty to clear"),
+                opt("ostypeid", "uuid", "OS type"),
+                opt("haenable", "boolean", "HA on or off"),
+                opt("isdynamicallyscalable", "boolean", "dynamic scaling on or off"),
+                opt("deleteprotection", "boolean", "delete protection on or off"),
+                opt("details", "map", "instance settings"),
+                opt("cleanupdetails", "boolean", "remove all settings"),
+                opt("displayvm", "boolean", "whether users see the instance"),
+                opt("extraconfig", "string", "extra configuration, admins only"),
+                opt("userdata", "string", "base64 user data"),
+            ]; PARAMS },
+            response: VM_FIELDS,
+            response_key: None,
+            handler: handler!(update),
+        },
+        Command {
+            name: "listVirtualMachines",
+            description: "Lists instances.",
+            is_async: false,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[
+                opt("id", "uuid", "instance ID"),
+                opt("ids", "list", "instance IDs"),
+                opt("name", "string", "instance name"),
+                opt("state", "string", "state, or Present"),
+                opt("zoneid", "uuid", "zone"),
+                opt("hostid", "uuid", "host, admins only"),
+                opt("templateid", "uuid", "template"),
+                opt("serviceofferingid", "uuid", "service offering"),
+                opt("groupid", "uuid", "instance group"),
+                opt("account", "string", "account, with domainid"),
+                opt("domainid", "uuid", "domain"),
+                opt("isrecursive", "boolean", "include subdomains"),
+                opt("listall", "boolean", "everything the caller may see"),
+                opt("details", "list", "detail groups to return"),
+                PAGING[0], PAGING[1], PAGING[2],
+            ]; PARAMS },
+            response: VM_FIELDS,
+            response_key: None,
+            handler: handler!(list),
+        },
+        Command {
+            name: "createInstanceGroup",
+            description: "Creates an instance group.",
+            is_async: false,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[req("name", "string", "group name"), opt("account", "string", "owner"), opt("domainid", "uuid", "owner's domain")]; PARAMS },
+            response: GROUP_FIELDS,
+            response_key: None,
+            handler: handler!(create_group),
+        },
+        Command {
+            name: "listInstanceGroups",
+            description: "Lists instance groups.",
+            is_async: false,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[opt("id", "uuid", "group"), opt("name", "string", "name"), opt("listall", "boolean", "all visible"), opt("account", "string", "owner"), opt("domainid", "uuid", "domain"), PAGING[0], PAGING[1], PAGING[2]]; PARAMS },
+            response: GROUP_FIELDS,
+            response_key: None,
+            handler: handler!(list_groups),
+        },
+        Command {
+            name: "listVolumes",
+            description: "Lists volumes; an instance's ROOT volume comes first.",
+            is_async: false,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[opt("id", "uuid", "volume"), opt("virtualmachineid", "uuid", "instance"), opt("type", "string", "ROOT or DATADISK"), opt("name", "string", "name"), opt("zoneid", "uuid", "zone"), opt("listall", "boolean", "all visible"), opt("account", "string", "owner"), opt("domainid", "uuid", "domain"), PAGING[0], PAGING[1], PAGING[2]]; PARAMS },
+            response: VOLUME_FIELDS,
+            response_key: None,
+            handler: handler!(list_volumes),
+        },
+    ]
+}
+
+async fn vm_reply(svc: &Service, caller: &Caller, v: &Vm) -> Result<Reply, ApiError> {
+    let mut l = Lookup::new(svc);
+    Ok(Reply::Object("virtualmachine", views::vm(&mut l, caller, v, None).await?))
+}
+
+/// Admin-only placement parameters; users get CloudStack's permission error.
+async fn admin_pin(ctx: &Ctx) -> Result<Pin, ApiError> {
+    let mut p = Pin::default();
+    for name in ["hostid", "podid", "clusterid"] {
+        if ctx.p.has(name) && !ctx.caller.is_root_admin() {
+            return Err(ApiError::denied(format!("Parameter {name} can only be specified by a Root Admin")));
+        }
+    }
+    if let Some(h) = opt_ref::<Host>(ctx, "hostid").await? {
+        p.host_id = Some(h.id);
+    }
+    if let Some(x) = opt_ref::<Pod>(ctx, "podid").await? {
+        p.pod_id = Some(x.id);
+    }
+    if let Some(x) = opt_ref::<Cluster>(ctx, "clusterid").await? {
+        p.cluster_id = Some(x.id);
+    }
+    Ok(p)
+}
+
+async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
+    let zone: Zone = ctx.svc.by_uuid("zoneid", ctx.p.required("zoneid")?).await?;
+    let offering: ServiceOffering = ctx.svc.by_uuid("serviceofferingid", ctx.p.required("serviceofferingid")?).await?;
+    if offering.removed.is_some() {
+        return Err(ApiError::unknown_id("serviceofferingid", &offering.uuid));
+    }
+    let Some(tid) = ctx.p.str("templateid") else {
+        return Err(ApiError::missing(&ctx.p.command, "templateid"));
+    };
+    let t: Template = ctx.svc.by_uuid("templateid", tid).await?;
+    let visible = t.is_public || ctx.caller.can_access(t.account_id, &ctx.svc.domain_path(t.domain_id).await?);
+    if t.removed.is_some() || !visible {
+        return Err(ApiError::unknown_id("templateid", tid));
+    }
+    let (template, iso) = if t.is_iso { (None, Some(t)) } else { (Some(t), None) };
+    let disk_offering: Option<DiskOffering> = opt_ref(&ctx, "diskofferingid").await?;
+    if ctx.p.has("extraconfig") && !ctx.caller.is_root_admin() {
+        return Err(ApiError::denied("Parameter extraconfig can only be specified by a Root Admin"));
+    }
+    let pin = admin_pin(&ctx).await?;
+    let owner = owner(&ctx).await?;
+    let network = match ctx.p.list("networkids").first() {
+        Some(n) => Some(ctx.svc.by_uuid::<Network>("networkids", n).await?),
+        None => None,
+    };
+    let mut keypairs = ctx.p.list("keypairs");
+    if let Some(k) = ctx.p.str("keypair") {
+        if !keypairs.iter().any(|x| x == k) {
+            keypairs.push(k.to_string());
+        }
+    }
+    let mut details = ctx.p.map_merged("details");
+    let root_gb = match ctx.p.i64("rootdisksize")? {
+        Some(x) => Some(x),
+        None => match details.remove("rootdisksize") {
+            Some(v) => Some(v.parse::<i64>().map_err(|_| ApiError::param("Invalid value for details rootdisksize"))?),
+            None => None,
+        },
+    };
+    if let Some(u) = ctx.p.str("userdata") {
+        use base64::Engine;
+        if base64::engine::general_purpose::STANDARD.decode(u.trim()).is_err() {
+            return Err(ApiError::param("Invalid value for parameter userdata: it must be base64-encoded"));
+        }
+    }
+    let args = DeployArgs {
+        zone,
+        offering,
+        template,
+        iso,
+        disk_offering,
+        owner,
+        name: ctx.p.str("name").map(str::to_string),
+        display_name: ctx.p.str("displayname").map(str::to_string),
+        group: ctx.p.str("group").map(str::to_string),
+        details,
+        root_disk_size_gb: root_gb,
+        data_disk_size_gb: ctx.p.i64("size")?,
+        keypairs,
+        userdata: ctx.p.str("userdata").map(str::to_string),
+        extraconfig: ctx.p.str("extraconfig").map(str::to_string),
+        start: ctx.p.bool_or("startvm", true),
+        pin,
+        network,
+        ha_enable: None,
+        dynamically_scalable: ctx.p.bool("dynamicscalingenabled"),
+        display_vm: ctx.p.bool_or("displayvm", true),
+    };
+    let (vm, job) = ctx.svc.deploy(&ctx.caller, args).await?;
+    Ok(Reply::Async { job: job.uuid, id: Some(vm.uuid) })
+}
+
+async fn load_vm(ctx: &Ctx, param: &str) -> Result<Vm, ApiError> {
+    let id = ctx.p.required(param)?;
+    ctx.svc.owned::<Vm>(&ctx.caller, param, id).await
+}
+
+async fn queue(ctx: &Ctx, vm: &Vm, t: Transition, work: Work) -> Result<Reply, ApiError> {
+    Service::check_transition(vm, t)?;
+    let job = ctx.svc.queue_vm_job(&ctx.caller, vm, ctx.p.raw("command").unwrap_or(""), work).await?;
+    Ok(Reply::Async { job: job.uuid, id: None })
+}
+
+async fn start(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vm = load_vm(&ctx, "id").await?;
+    let pin = admin_pin(&ctx).await?;
+    queue(&ctx, &vm, Transition::BeginStart, Work::Start { vm_id: vm.id, pin }).await
+}
+
+async fn stop(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vm = load_vm(&ctx, "id").await?;
+    let forced = ctx.p.bool_or("forced", false);
+    queue(&ctx, &vm, Transition::BeginStop, Work::Stop { vm_id: vm.id, forced }).await
+}
+
+async fn reboot(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vm = load_vm(&ctx, "id").await?;
+    queue(&ctx, &vm, Transition::Reboot, Work::Reboot { vm_id: vm.id }).await
+}
+
+fn protection_error(vm: &Vm) -> ApiError {
+    ApiError::param(format!(
+        "Instance {} has delete protection enabled and cannot be deleted; remove it with updateVirtualMachine deleteprotection=false first",
+        vm.uuid
+    ))
+}
+
+/// Expunging is allowed to admins, or to users when the setting permits; the
+/// role's rule for expungeVirtualMachine applies however expunging is reached.
+async fn check_expunge_allowed(ctx: &Ctx) -> Result<(), ApiError> {
+    if !ctx.caller.is_admin() && ctx.svc.setting("allow.user.expunge.recover.vm", &[("account", ctx.caller.account.id)]) != "true" {
+        return Err(ApiError::denied("Parameter expunge can be passed by Admin only. Or when the allow.user.expunge.recover.vm key is set."));
+    }
+    if !ctx.svc.role_allows(&ctx.caller, "expungeVirtualMachine").await? {
+        return Err(ApiError::denied("The caller's role does not allow expungeVirtualMachine, so expunge=true is refused"));
+    }
+    Ok(())
+}
+
+async fn destroy(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vm = load_vm(&ctx, "id").await?;
+    let expunge = ctx.p.bool_or("expunge", false);
+    if expunge {
+        check_expunge_allowed(&ctx).await?;
+    }
+    if vm.delete_protection {
+        return Err(protection_error(&vm));
+    }
+    let mut volume_ids = Vec::new();
+    for vid in ctx.p.list("volumeids") {
+        let vol: Volume = ctx.svc.owned(&ctx.caller, "volumeids", &vid).await?;
+        if vol.vm_id != Some(vm.id) || vol.volume_type != "DATADISK" {
+            return Err(ApiError::param(format!("Volume {vid} is not a data volume of instance {}", vm.uuid)));
+        }
+        volume_ids.push(vol.id);
+    }
+    if vm.state == VmState::Destroyed && expunge {
+        return queue(&ctx, &vm, Transition::BeginExpunge, Work::Destroy { vm_id: vm.id, expunge, volume_ids }).await;
+    }
+    queue(&ctx, &vm, Transition::Destroy, Work::Destroy { vm_id: vm.id, expunge, volume_ids }).await
+}
+
+async fn expunge(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vm = load_vm(&ctx, "id").await?;
+    if !ctx.caller.is_admin() && ctx.svc.setting("allow.user.expunge.recover.vm", &[("account", ctx.caller.account.id)]) != "true" {
+        return Err(ApiError::denied("Expunging is allowed to admins only, or when allow.user.expunge.recover.vm is set"));
+    }
+    if vm.delete_protection {
+        return Err(protection_error(&vm));
+    }
+    if vm.state != VmState::Destroyed {
+        return Err(ApiError::state(format!("Instance {} is {}; only a destroyed instance can be expunged", vm.uuid, vm.state)));
+    }
+    queue(&ctx, &vm, Transition::BeginExpunge, Work::Expunge { vm_id: vm.id }).await
+}
+
+async fn recover(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vm = load_vm(&ctx, "id").await?;
+    let vm = ctx.svc.recover(&ctx.caller, &vm).await?;
+    vm_reply(&ctx.svc, &ctx.caller, &vm).await
+}
+
+async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vm = load_vm(&ctx, "id").await?;
+    if ctx.p.has("extraconfig") && !ctx.caller.is_root_admin() {
+        return Err(ApiError::denied("Parameter extraconfig can only be specified by a Root Admin"));
+    }
+    let os_type_id = match opt_ref::<OsType>(&ctx, "ostypeid").await? {
+        Some(o) => Some(o.id),
+        None => None,
+    };
+    let u = VmUpdate {
+        name: ctx.p.str("name").map(str::to_string),
+        display_name: ctx.p.str("displayname").map(str::to_string),
+        group: ctx.p.raw("group").map(str::to_string),
+        os_type_id,
+        ha_enable: ctx.p.bool("haenable"),
+        dynamically_scalable: ctx.p.bool("isdynamicallyscalable"),
+        delete_protection: ctx.p.bool("deleteprotection"),
+        display_vm: ctx.p.bool("displayvm"),
+        details: ctx.p.map_merged("details"),
+        cleanup_details: ctx.p.bool_or("cleanupdetails", false),
+        extraconfig: ctx.p.str("extraconfig").map(str::to_string),
+        userdata: ctx.p.str("userdata").map(str::to_string),
+    };
+    let nothing = u.name.is_none() && u.display_name.is_none() && u.group.is_none() && u.os_type_id.is_none() && u.ha_enable.is_none()
+        && u.dynamically_scalable.is_none() && u.delete_protection.is_none() && u.display_vm.is_none() && u.details.is_empty()
+        && !u.cleanup_details && u.extraconfig.is_none() && u.userdata.is_none();
+    // With nothing to change, clients use the call as a getter.
+    let vm = if nothing { vm } else { ctx.svc.update_vm(&ctx.caller, vm, u).await? };
+    vm_reply(&ctx.svc, &ctx.caller, &vm).await
+}
+
+async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
+    let mut q = Query::new();
+    q.conds = list_scope(&ctx).await?;
+    if let Some(id) = ctx.p.str("id") {
+        let vm: Option<Vm> = ctx.svc.store.load_uuid(id).await?;
+        // An unknown or expunged id is an error, not an empty list: clients
+        // (Terraform) rely on this text to learn an instance is gone.
+        match vm {
+            Some(v) if v.removed.is_none() => q = q.eq(Col::Id, v.id),
+            _ => return Err(ApiError::unknown_id("id", id)),
+        }
+    }
+    let ids = ctx.p.list("ids");
+    if !ids.is_empty() {
+        q = q.and(Cond::In(Col::Uuid, ids.into_iter().map(Val::S).collect()));
+    }
+    if let Some(n) = ctx.p.str("name") {
+        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
+    }
+    if let Some(k) = ctx.p.str("keyword") {
+        q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.to_string()));
+    }
+    match ctx.p.str("state") {
+        Some(s) if s.eq_ignore_ascii_case("present") => {
+            q = q.and(Cond::NotIn(Col::State, vec!["Destroyed".into(), "Expunging".into(), "Expunged".into()]))
+        }
+        Some(s) => {
+            let st: VmState = s.parse().map_err(|_| ApiError::param(format!("Invalid value for parameter state: {s}")))?;
+            q = q.eq(Col::State, st.as_str());
+        }
+        None => {}
+    }
+    // Expunged instances are gone; destroyed ones are shown to admins only.
+    q = q.and(Cond::Ne(Col::State, "Expunged".into()));
+    if !ctx.caller.is_admin() && ctx.svc.setting("allow.user.expunge.recover.vm", &[("account", ctx.caller.account.id)]) != "true" {
+        q = q.and(Cond::NotIn(Col::State, vec!["Destroyed".into(), "Expunging".into()]));
+    }
+    if let Some(z) = opt_ref::<Zone>(&ctx, "zoneid").await? {
+        q = q.eq(Col::Zone, z.id);
+    }
+    if ctx.p.has("hostid") {
+        if !ctx.caller.is_root_admin() {
+            return Err(ApiError::denied("Parameter hostid can only be specified by a Root Admin"));
+        }
+        let h: Host = ctx.svc.by_uuid("hostid", ctx.p.str("hostid").unwrap_or_default()).await?;
+        q = q.eq(Col::Host, h.id);
+    }
+    if let Some(t) = opt_ref::<Template>(&ctx, "templateid").await? {
+        q = q.eq(Col::Ref, t.id);
+    }
+    if let Some(o) = opt_ref::<ServiceOffering>(&ctx, "serviceofferingid").await? {
+        q = q.eq(Col::K1, o.id.to_string());
+    }
+    if let Some(g) = opt_ref::<InstanceGroup>(&ctx, "groupid").await? {
+        q = q.eq(Col::Parent, g.id);
+    }
+    q.page = paging(&ctx)?;
+    let (vms, total) = ctx.svc.store.list::<Vm>(&q).await?;
+    let mut l = Lookup::new(&ctx.svc);
+    let mut items = Vec::with_capacity(vms.len());
+    for v in &vms {
+        items.push(views::vm(&mut l, &ctx.caller, v, None).await?);
+    }
+    Ok(Reply::List("virtualmachine", items, total))
+}
+
+async fn create_group(ctx: Ctx) -> Result<Reply, ApiError> {
+    let owner = owner(&ctx).await?;
+    let name = ctx.p.required("name")?.to_string();
+    let g = InstanceGroup {
+        id: ctx.svc.store.new_id::<InstanceGroup>().await?,
+        uuid: crate::service::new_uuid(),
+        version: 1,
+        name: name.clone(),
+        account_id: owner.id,
+        domain_id: owner.domain_id,
+        created: crate::service::now(),
+    };
+    let mut tx = Tx::new();
+    tx.insert(&g);
+    ctx.svc.store.commit(tx.ops).await.map_err(|e| match e {
+        crate::store::StoreError::Duplicate(..) => ApiError::param(format!("Unable to create instance group, a group with name {name} already exists for the account")),
+        e => e.into(),
+    })?;
+    Ok(Reply::Object("instancegroup", group_json(&ctx, &g, &owner).await?))
+}
+
+async fn group_json(ctx: &Ctx, g: &InstanceGroup, owner: &Account) -> Result<serde_json::Value, ApiError> {
+    let dom: Option<Domain> = ctx.svc.store.load(g.domain_id).await?;
+    Ok(json!({"id": g.uuid, "name": g.name, "account": owner.name, "domainid": dom.as_ref().map(|d| d.uuid.clone()), "domain": dom.map(|d| d.name), "created": crate::api::render::date(g.created)}))
+}
+
+async fn list_groups(ctx: Ctx) -> Result<Reply, ApiError> {
+    let mut q = Query::new();
+    q.conds = list_scope(&ctx).await?;
+    if let Some(id) = ctx.p.str("id") {
+        let g: InstanceGroup = ctx.svc.owned(&ctx.caller, "id", id).await?;
+        q = q.eq(Col::Id, g.id);
+    }
+    if let Some(n) = ctx.p.str("name") {
+        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
+    }
+    if let Some(k) = ctx.p.str("keyword") {
+        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
+    }
+    q.page = paging(&ctx)?;
+    let (gs, total) = ctx.svc.store.list::<InstanceGroup>(&q).await?;
+    let mut items = Vec::new();
+    for g in &gs {
+        let owner: Account = ctx.svc.store.load(g.account_id).await?.ok_or_else(|| ApiError::internal("owner missing"))?;
+        items.push(group_json(&ctx, g, &owner).await?);
+    }
+    Ok(Reply::List("instancegroup", items, total))
+}
+
+async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
+    let mut q = Query::new();
+    q.conds = list_scope(&ctx).await?;
+    q = q.and(Cond::IsNull(Col::Ukey));
+    q = q.and(Cond::NotIn(Col::State, vec!["Expunged".into(), "Destroy".into()]));
+    if let Some(id) = ctx.p.str("id") {
+        let v: Volume = ctx.svc.owned(&ctx.caller, "id", id).await?;
+        q = q.eq(Col::Id, v.id);
+    }
+    if let Some(vid) = ctx.p.str("virtualmachineid") {
+        let vm: Vm = ctx.svc.owned(&ctx.caller, "virtualmachineid", vid).await?;
+        q = q.eq(Col::Parent, vm.id);
+    }
+    if let Some(t) = ctx.p.str("type") {
+        q = q.and(Cond::EqNoCase(Col::K1, t.to_string()));
+    }
+    if let Some(n) = ctx.p.str("name") {
+        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
+    }
+    if let Some(k) = ctx.p.str("keyword") {
+        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
+    }
+    if let Some(z) = opt_ref::<Zone>(&ctx, "zoneid").await? {
+        q = q.eq(Col::Zone, z.id);
+    }
+    q.page = paging(&ctx)?;
+    let (mut vols, total) = ctx.svc.store.list::<Volume>(&q).await?;
+    // ROOT first, then data disks by device id, as clients expect.
+    vols.sort_by_key(|v| (v.vm_id, v.volume_type != "ROOT", v.device_id, v.id));
+    let mut l = Lookup::new(&ctx.svc);
+    let mut items = Vec::new();
+    for v in &vols {
+        items.push(views::volume(&mut l, &ctx.caller, v).await?);
+    }
+    Ok(Reply::List("volume", items, total))
+}

@@ -1,0 +1,264 @@
+//! The CloudStack wire layer: request decoding, authentication, dispatch through
+//! the command table, envelopes and errors.
+
+pub mod commands;
+pub mod params;
+pub mod registry;
+pub mod render;
+pub mod signature;
+pub mod views;
+
+use crate::error::ApiError;
+use crate::service::{Caller, Service};
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use params::Params;
+use registry::{Access, Command, Ctx};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub struct Api {
+    pub svc: Arc<Service>,
+    pub commands: HashMap<&'static str, &'static Command>,
+}
+
+impl Api {
+    pub fn new(svc: Arc<Service>) -> Arc<Self> {
+        let commands = commands::all().iter().map(|c| (c.name, c)).collect();
+        Arc::new(Api { svc, commands })
+    }
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/client/api", get(handle).post(handle))
+        .route("/client/api/", get(handle).post(handle))
+        .with_state(api)
+}
+
+const JSON_TYPE: &str = "application/json; charset=UTF-8";
+
+fn reply(status: u16, body: Value, extra: Vec<(header::HeaderName, String)>) -> Response {
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body.to_string(),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_TYPE));
+    for (k, v) in extra {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            r.headers_mut().append(k, v);
+        }
+    }
+    r
+}
+
+fn error_reply(key: &str, e: &ApiError) -> Response {
+    let mut extra = Vec::new();
+    // Header values must be visible ASCII.
+    let desc: String = e.text.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).collect();
+    extra.push((header::HeaderName::from_static("x-description"), desc));
+    reply(e.code, json!({ key: e.body() }), extra)
+}
+
+fn decode_pairs(raw: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    for v in headers.get_all(header::COOKIE) {
+        let Ok(s) = v.to_str() else { continue };
+        for part in s.split(';') {
+            if let Some((k, val)) = part.trim().split_once('=') {
+                if k == name {
+                    return Some(val.trim_matches('"').to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn handle(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let mut pairs = decode_pairs(query.as_deref().unwrap_or(""));
+    if method == Method::POST {
+        pairs.extend(decode_pairs(&String::from_utf8_lossy(&body)));
+    }
+    // The first value of a repeated name wins, for the signature as for dispatch.
+    let mut seen = std::collections::HashSet::new();
+    pairs.retain(|(k, _)| seen.insert(k.clone()));
+    let params = Params::from_pairs(pairs.clone());
+    let command_name = params.raw("command").unwrap_or("").to_string();
+    let cmd = api.commands.get(command_name.as_str()).copied();
+    let key = cmd.map(|c| c.key()).unwrap_or_else(|| "errorresponse".into());
+
+    if !params
+        .raw("response")
+        .map(|r| r.eq_ignore_ascii_case("json"))
+        .unwrap_or(false)
+    {
+        return error_reply(
+            &key,
+            &ApiError::new(
+                431,
+                9999,
+                "Only JSON responses are served: add response=json to the request",
+            ),
+        );
+    }
+    if command_name.is_empty() {
+        return error_reply(&key, &ApiError::new(400, 9999, "Missing parameter command"));
+    }
+
+    if command_name == "login" {
+        return login(&api, &params, &key).await;
+    }
+
+    let session_param = params.str("sessionkey").map(str::to_string);
+    let session_cookie = cookie(&headers, "sessionkey");
+    let caller = match authenticate(&api, &pairs, &params, session_param.or(session_cookie)).await {
+        Ok(c) => c,
+        Err(e) => return error_reply(&key, &e),
+    };
+
+    if command_name == "logout" {
+        if let Some(k) = params.str("sessionkey").map(str::to_string).or_else(|| cookie(&headers, "sessionkey")) {
+            let _ = api.svc.logout(&k).await;
+        }
+        return reply(
+            200,
+            json!({"logoutresponse": {"description": "success"}}),
+            vec![(header::SET_COOKIE, "sessionkey=; Path=/client; Max-Age=0; HttpOnly".into())],
+        );
+    }
+
+    // An unknown command with valid credentials is reported as CloudStack does.
+    let Some(cmd) = cmd else {
+        return error_reply(&key, &ApiError::unauthorized());
+    };
+    match authorize(&api, &caller, cmd).await {
+        Ok(true) => {}
+        Ok(false) => return error_reply(&key, &ApiError::not_available(cmd.name)),
+        Err(e) => return error_reply(&key, &e),
+    }
+    for p in cmd.params.iter().filter(|p| p.required) {
+        if !params.has(p.name) {
+            return error_reply(&key, &ApiError::missing(cmd.name, p.name));
+        }
+    }
+    let started = std::time::Instant::now();
+    let ctx = Ctx { svc: api.svc.clone(), caller, p: params };
+    let result = (cmd.handler)(ctx).await;
+    tracing::debug!(command = cmd.name, elapsed_ms = started.elapsed().as_millis() as u64, "api");
+    match result {
+        Ok(r) => reply(200, json!({ key: r.into_inner() }), vec![]),
+        Err(e) => error_reply(&key, &e.with_command(cmd.name)),
+    }
+}
+
+pub async fn authorize(api: &Api, caller: &Caller, cmd: &Command) -> Result<bool, ApiError> {
+    authorize_svc(&api.svc, caller, cmd).await
+}
+
+/// Whether the caller's role type and role rules allow a command.
+pub async fn authorize_svc(svc: &Service, caller: &Caller, cmd: &Command) -> Result<bool, ApiError> {
+    let by_type = match cmd.access {
+        Access::All => true,
+        Access::Admins => caller.is_admin(),
+        Access::RootAdmin => caller.is_root_admin(),
+    };
+    if !by_type {
+        return Ok(false);
+    }
+    svc.role_allows(caller, cmd.name).await
+}
+
+async fn authenticate(
+    api: &Api,
+    pairs: &[(String, String)],
+    params: &Params,
+    session: Option<String>,
+) -> Result<Caller, ApiError> {
+    if let Some(key) = params.str("apikey") {
+        let Some(caller) = api.svc.caller_by_api_key(key).await? else {
+            return Err(ApiError::unauthorized());
+        };
+        let secret = caller.user.secret_key.clone().unwrap_or_default();
+        signature::verify(pairs, &secret, chrono::Utc::now()).map_err(|e| {
+            tracing::debug!(error = %e, "signature rejected");
+            ApiError::unauthorized()
+        })?;
+        if api.svc.setting_bool("enforce.post.requests.and.timestamps") {
+            let v3 = params.raw("signatureversion") == Some("3");
+            let exp = params.str("expires").and_then(signature::parse_expires);
+            let soon = chrono::Utc::now() + chrono::Duration::minutes(15);
+            if !v3 || exp.map(|e| e > soon).unwrap_or(true) {
+                return Err(ApiError::unauthorized());
+            }
+        }
+        return Ok(caller);
+    }
+    if let Some(k) = session {
+        if let Some(c) = api.svc.caller_by_session(&k).await? {
+            return Ok(c);
+        }
+    }
+    Err(ApiError::unauthorized())
+}
+
+async fn login(api: &Api, params: &Params, key: &str) -> Response {
+    let (Some(user), Some(pass)) = (params.str("username"), params.raw("password")) else {
+        return error_reply(key, &ApiError { code: 401, cs_code: None, text: "unable to verify user credentials".into() });
+    };
+    let mut domain = params.str("domain").unwrap_or("/").to_string();
+    if let Some(did) = params.str("domainid") {
+        match api.svc.store_domain_path_by_uuid(did).await {
+            Some(p) => domain = p,
+            None => return error_reply(key, &ApiError { code: 401, cs_code: None, text: "unable to verify user credentials".into() }),
+        }
+    }
+    match api.svc.login(user, pass, &domain).await {
+        Ok(Some((c, s))) => {
+            let body = json!({"loginresponse": {
+                "username": c.user.username,
+                "userid": c.user.uuid,
+                "domainid": c.domain.uuid,
+                "timeout": api.svc.setting_i64("session.timeout"),
+                "account": c.account.name,
+                "firstname": c.user.firstname,
+                "lastname": c.user.lastname,
+                "type": c.account.account_type.to_string(),
+                "timezone": c.user.timezone.clone().unwrap_or_else(|| "UTC".into()),
+                "timezoneoffset": "0.0",
+                "registered": "false",
+                "sessionkey": s.uuid,
+                "is2faenabled": "false",
+                "is2faverified": "true",
+            }});
+            reply(
+                200,
+                body,
+                vec![
+                    (header::SET_COOKIE, format!("sessionkey={}; Path=/client; HttpOnly", s.uuid)),
+                    (header::SET_COOKIE, format!("JSESSIONID={}; Path=/client; HttpOnly", crate::service::identity::random_key(16))),
+                ],
+            )
+        }
+        Ok(None) => error_reply(key, &ApiError { code: 401, cs_code: None, text: "unable to verify user credentials".into() }),
+        Err(e) => error_reply(key, &e),
+    }
+}

@@ -1,0 +1,221 @@
+//! Records rendered as CloudStack response objects. Related names are looked up
+//! once per reply through a small cache.
+
+use super::render::{date, Obj};
+use crate::error::ApiError;
+use crate::service::jobs::{JobOutput, Renderer};
+use crate::service::{Caller, SResult, Service};
+use crate::store::records::*;
+use crate::store::{Col, Entity, Query, StoreExt};
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Per-reply cache of related records.
+pub struct Lookup<'a> {
+    svc: &'a Service,
+    cache: HashMap<(crate::store::Kind, i64), Option<Value>>,
+}
+
+impl<'a> Lookup<'a> {
+    pub fn new(svc: &'a Service) -> Self {
+        Lookup { svc, cache: HashMap::new() }
+    }
+    pub async fn get<E: Entity>(&mut self, id: Option<i64>) -> SResult<Option<E>> {
+        let Some(id) = id else { return Ok(None) };
+        let k = (E::KIND, id);
+        if let Some(v) = self.cache.get(&k) {
+            return Ok(v.clone().and_then(|v| serde_json::from_value(v).ok()));
+        }
+        let e: Option<E> = self.svc.store.load(id).await?;
+        self.cache.insert(k, e.as_ref().map(|x| serde_json::to_value(x).expect("serialises")));
+        Ok(e)
+    }
+}
+
+pub async fn vm(l: &mut Lookup<'_>, caller: &Caller, v: &Vm, job: Option<(&str, i64)>) -> SResult<Value> {
+    let zone: Option<Zone> = l.get(Some(v.zone_id)).await?;
+    let acct: Option<Account> = l.get(Some(v.account_id)).await?;
+    let dom: Option<Domain> = l.get(Some(v.domain_id)).await?;
+    let tmpl: Option<Template> = l.get(v.template_id).await?;
+    let iso: Option<Template> = l.get(v.iso_id).await?;
+    let so: Option<ServiceOffering> = l.get(Some(v.service_offering_id)).await?;
+    let dso: Option<DiskOffering> = l.get(v.disk_offering_id).await?;
+    let host: Option<Host> = l.get(v.host_id).await?;
+    let group: Option<InstanceGroup> = l.get(v.group_id).await?;
+    let os: Option<OsType> = l.get(Some(v.os_type_id)).await?;
+    let user: Option<User> = l.get(Some(v.user_id)).await?;
+    let nics: Vec<Nic> = l.svc.store.all(Query::new().eq(Col::Parent, v.id)).await?;
+    let mut nic_json = Vec::new();
+    for n in &nics {
+        let net: Option<Network> = l.get(Some(n.network_id)).await?;
+        nic_json.push(
+            Obj::new()
+                .s("id", &n.uuid)
+                .os("networkid", net.as_ref().map(|x| x.uuid.clone()))
+                .os("networkname", net.as_ref().map(|x| x.name.clone()))
+                .s("netmask", &n.netmask)
+                .s("gateway", &n.gateway)
+                .s("ipaddress", &n.ip_address)
+                .s("isolationuri", "vlan://untagged")
+                .s("broadcasturi", "vlan://untagged")
+                .s("traffictype", "Guest")
+                .s("type", net.as_ref().map(|x| x.guest_type.clone()).unwrap_or_else(|| "Shared".into()))
+                .v("isdefault", n.is_default)
+                .s("macaddress", &n.mac_address)
+                .s("deviceid", n.device_id.to_string())
+                .s("virtualmachineid", &v.uuid)
+                .v("secondaryip", json!([]))
+                .v("extradhcpoption", json!([]))
+                .build(),
+        );
+    }
+    let admin = caller.is_root_admin();
+    let details: serde_json::Map<String, Value> = v.details.iter().map(|(k, x)| (k.clone(), json!(x))).collect();
+    Ok(Obj::new()
+        .s("id", &v.uuid)
+        .s("name", &v.name)
+        .s("displayname", &v.display_name)
+        .when(admin, |o| o.s("instancename", &v.instance_name))
+        .os("account", acct.map(|a| a.name))
+        .os("userid", user.as_ref().map(|u| u.uuid.clone()))
+        .os("username", user.map(|u| u.username))
+        .os("domainid", dom.as_ref().map(|d| d.uuid.clone()))
+        .os("domain", dom.as_ref().map(|d| d.name.clone()))
+        .os("domainpath", dom.map(|d| d.path))
+        .s("created", date(v.created))
+        .s("lastupdated", date(v.last_updated))
+        .s("state", v.state.as_str())
+        .v("haenable", v.ha_enable)
+        .os("groupid", group.as_ref().map(|g| g.uuid.clone()))
+        .os("group", group.map(|g| g.name))
+        .os("zoneid", zone.as_ref().map(|z| z.uuid.clone()))
+        .os("zonename", zone.map(|z| z.name))
+        .when(admin, |o| {
+            o.os("hostid", host.as_ref().map(|h| h.uuid.clone()))
+                .os("hostname", host.as_ref().map(|h| h.name.clone()))
+        })
+        .os("templateid", tmpl.as_ref().map(|t| t.uuid.clone()))
+        .os("templatename", tmpl.as_ref().map(|t| t.name.clone()))
+        .os("templatedisplaytext", tmpl.as_ref().map(|t| t.display_text.clone()))
+        .os("templatetype", tmpl.as_ref().map(|t| t.template_type.clone()))
+        .os("templateformat", tmpl.as_ref().map(|t| t.format.clone()))
+        .os("isoid", iso.as_ref().map(|t| t.uuid.clone()))
+        .os("isoname", iso.as_ref().map(|t| t.name.clone()))
+        .os("isodisplaytext", iso.as_ref().map(|t| t.display_text.clone()))
+        .v("passwordenabled", v.password_enabled)
+        .os("serviceofferingid", so.as_ref().map(|s| s.uuid.clone()))
+        .os("serviceofferingname", so.map(|s| s.name))
+        .os("diskofferingid", dso.as_ref().map(|s| s.uuid.clone()))
+        .os("diskofferingname", dso.map(|s| s.name))
+        .v("cpunumber", v.cpu_number)
+        .v("cpuspeed", v.cpu_speed)
+        .v("memory", v.memory)
+        .os("guestosid", os.as_ref().map(|o| o.uuid.clone()))
+        .os("ostypeid", os.as_ref().map(|o| o.uuid.clone()))
+        .os("osdisplayname", os.map(|o| o.description))
+        .v("rootdeviceid", 0)
+        .s("rootdevicetype", "ROOT")
+        .s("hypervisor", &v.hypervisor)
+        .v("securitygroup", json!([]))
+        .v("affinitygroup", json!([]))
+        .v("nic", Value::Array(nic_json))
+        .v("tags", json!([]))
+        .when(!v.keypairs.is_empty(), |o| o.s("keypairs", v.keypairs.join(",")).s("keypair", v.keypairs.join(",")))
+        .v("details", Value::Object(details))
+        .v("isdynamicallyscalable", v.dynamically_scalable)
+        .when(caller.is_admin(), |o| o.v("displayvm", v.display_vm))
+        .s("bootmode", "legacy")
+        .s("boottype", "BIOS")
+        .v("deleteprotection", v.delete_protection)
+        .s("arch", "x86_64")
+        .when(caller.is_admin(), |o| o.os("extraconfig", v.extraconfig.clone()))
+        .ov("jobid", job.map(|j| j.0.to_string()))
+        .ov("jobstatus", job.map(|j| j.1))
+        .build())
+}
+
+pub async fn volume(l: &mut Lookup<'_>, caller: &Caller, v: &Volume) -> SResult<Value> {
+    let zone: Option<Zone> = l.get(Some(v.zone_id)).await?;
+    let acct: Option<Account> = l.get(Some(v.account_id)).await?;
+    let dom: Option<Domain> = l.get(Some(v.domain_id)).await?;
+    let vm: Option<Vm> = l.get(v.vm_id).await?;
+    let dso: Option<DiskOffering> = l.get(v.disk_offering_id).await?;
+    let tmpl: Option<Template> = l.get(v.template_id).await?;
+    let pool: Option<StoragePool> = l.get(v.pool_id).await?;
+    Ok(Obj::new()
+        .s("id", &v.uuid)
+        .s("name", &v.name)
+        .os("zoneid", zone.as_ref().map(|z| z.uuid.clone()))
+        .os("zonename", zone.map(|z| z.name))
+        .s("type", &v.volume_type)
+        .ov("deviceid", v.device_id)
+        .os("virtualmachineid", vm.as_ref().map(|x| x.uuid.clone()))
+        .os("vmname", vm.as_ref().map(|x| x.name.clone()))
+        .os("vmdisplayname", vm.as_ref().map(|x| x.display_name.clone()))
+        .os("vmstate", vm.as_ref().map(|x| x.state.as_str().to_string()))
+        .v("size", v.size)
+        .s("created", date(v.created))
+        .ov("attached", v.attached.map(date))
+        .s("state", &v.state)
+        .os("account", acct.map(|a| a.name))
+        .os("domainid", dom.as_ref().map(|d| d.uuid.clone()))
+        .os("domain", dom.map(|d| d.name))
+        .s("storagetype", "shared")
+        .s("hypervisor", vm.as_ref().map(|x| x.hypervisor.clone()).unwrap_or_else(|| "None".into()))
+        .os("diskofferingid", dso.as_ref().map(|d| d.uuid.clone()))
+        .os("diskofferingname", dso.map(|d| d.name))
+        .os("templateid", tmpl.as_ref().map(|t| t.uuid.clone()))
+        .os("templatename", tmpl.map(|t| t.name))
+        .when(caller.is_root_admin(), |o| {
+            o.os("storageid", pool.as_ref().map(|p| p.uuid.clone()))
+                .os("storage", pool.map(|p| p.name))
+        })
+        .v("destroyed", v.state == "Destroy")
+        .v("isextractable", true)
+        .v("tags", json!([]))
+        .build())
+}
+
+pub fn job(j: &Job, acct: Option<&Account>, user: Option<&User>, dom: Option<&Domain>) -> Value {
+    Obj::new()
+        .s("jobid", &j.uuid)
+        .os("accountid", acct.map(|a| a.uuid.clone()))
+        .os("account", acct.map(|a| a.name.clone()))
+        .os("userid", user.map(|u| u.uuid.clone()))
+        .os("domainid", dom.map(|d| d.uuid.clone()))
+        .os("domainpath", dom.map(|d| d.path.clone()))
+        .s("cmd", &j.cmd)
+        .v("jobstatus", j.status)
+        .v("jobprocstatus", 0)
+        .v("jobresultcode", j.result_code)
+        .when(j.status != JOB_PENDING, |o| o.os("jobresulttype", j.result_type.clone()).ov("jobresult", j.result.clone()))
+        .os("jobinstancetype", j.instance_type.clone())
+        .os("jobinstanceid", j.instance_uuid.clone())
+        .s("created", date(j.created))
+        .ov("completed", j.completed.map(date))
+        .build()
+}
+
+/// The job renderer the service uses when a job completes.
+pub struct JobRenderer;
+
+impl Renderer for JobRenderer {
+    fn render<'a>(&'a self, svc: &'a Service, caller: &'a Caller, out: &'a JobOutput, job_uuid: &'a str) -> BoxFuture<'a, SResult<Value>> {
+        Box::pin(async move {
+            let mut l = Lookup::new(svc);
+            Ok(match out {
+                JobOutput::Vm { id } => {
+                    let v: Vm = svc.store.load(*id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+                    json!({"virtualmachine": vm(&mut l, caller, &v, Some((job_uuid, 1))).await?})
+                }
+                JobOutput::VmGone => json!({"virtualmachine": {}}),
+                JobOutput::Volume { id } => {
+                    let v: Volume = svc.store.load(*id).await?.ok_or_else(|| ApiError::internal("volume vanished"))?;
+                    json!({"volume": volume(&mut l, caller, &v).await?})
+                }
+                JobOutput::Success => json!({"success": true}),
+            })
+        })
+    }
+}

@@ -1,0 +1,9 @@
+//! The Orrery coordinator: the CloudStack-compatible API, persistence, jobs and
+//! placement. See ARCHITECTURE.md for the layers.
+
+pub mod api;
+pub mod ca;
+pub mod config;
+pub mod error;
+pub mod service;
+pub mod store;

@@ -1,0 +1,114 @@
+//! `orrery-coordinator`: `init` creates a data directory, `serve` runs the API.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use orrery_coordinator::api::{self, views::JobRenderer};
+use orrery_coordinator::service::agent::Simulator;
+use orrery_coordinator::service::Service;
+use orrery_coordinator::store::{sqlite::SqliteStore, DynStore, Store};
+use orrery_coordinator::{ca, config};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "orrery-coordinator", version, about = "Orrery coordinator: CloudStack-compatible API, placement, jobs")]
+struct Cli {
+    /// Configuration file (default /etc/orrery/coordinator.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create the store, the CA and the root admin; print the admin's keys as JSON.
+    Init {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Serve the API.
+    Serve {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// API listen address (default 127.0.0.1:8080).
+        #[arg(long)]
+        api_listen: Option<String>,
+        /// Agent listen address (default 0.0.0.0:8250).
+        #[arg(long)]
+        agent_listen: Option<String>,
+        /// Register this many simulated hosts.
+        #[arg(long)]
+        simulated_hosts: Option<usize>,
+    },
+}
+
+async fn open_store(dir: &Path) -> Result<DynStore> {
+    let store = SqliteStore::open(&dir.join("orrery.db")).await.context("opening the store")?;
+    store.migrate().await.context("migrating the store")?;
+    Ok(Arc::new(store))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ORRERY_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let file = config::load(cli.config.as_deref())?;
+    match cli.cmd {
+        Cmd::Init { data_dir } => {
+            let dir = data_dir.or(file.data_dir).context("--data-dir is required")?;
+            if dir.join("orrery.db").exists() || dir.join("ca.pem").exists() {
+                bail!("{} is already initialised; refusing to touch it", dir.display());
+            }
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let store = open_store(&dir).await?;
+            let svc = Service::new(store, Arc::new(Simulator::new(Duration::ZERO)), dir.clone()).await.map_err(|e| anyhow::anyhow!(e.text))?;
+            let out = svc.initialise().await.map_err(|e| anyhow::anyhow!(e.text))?;
+            ca::create(&dir)?;
+            println!("{}", serde_json::json!({"apikey": out.api_key, "secretkey": out.secret_key, "userid": out.admin_user_uuid, "username": "admin"}));
+            Ok(())
+        }
+        Cmd::Serve { data_dir, api_listen, agent_listen, simulated_hosts } => {
+            let dir = data_dir.or(file.data_dir).context("--data-dir is required")?;
+            if !dir.join("orrery.db").exists() {
+                bail!("{} is not initialised; run `orrery-coordinator init --data-dir {}` first", dir.display(), dir.display());
+            }
+            let listen = api_listen.or(file.api_listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+            let _agent_listen = agent_listen.or(file.agent_listen).unwrap_or_else(|| "0.0.0.0:8250".into());
+            let store = open_store(&dir).await?;
+            let delay = Duration::from_millis(file.simulator_delay_ms.unwrap_or(200));
+            let svc = Service::new(store, Arc::new(Simulator::new(delay)), dir.clone()).await.map_err(|e| anyhow::anyhow!(e.text))?;
+            svc.set_renderer(Arc::new(JobRenderer));
+            if let Some(n) = simulated_hosts.or(file.simulated_hosts) {
+                svc.ensure_simulated_hosts(n).await.map_err(|e| anyhow::anyhow!(e.text))?;
+            }
+            let failed = svc.recover_after_restart().await.map_err(|e| anyhow::anyhow!(e.text))?;
+            if failed > 0 {
+                tracing::warn!(jobs = failed, "failed jobs interrupted by the previous shutdown");
+            }
+            spawn_expunger(svc.clone());
+            let app = api::router(api::Api::new(svc));
+            let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+            tracing::info!(%listen, "API listening at /client/api");
+            axum::serve(listener, app).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Expunges destroyed instances older than `expunge.delay`, every `expunge.interval`.
+fn spawn_expunger(svc: Arc<Service>) {
+    tokio::spawn(async move {
+        loop {
+            let every = svc.setting_i64("expunge.interval").max(1) as u64;
+            tokio::time::sleep(Duration::from_secs(every)).await;
+            if let Err(e) = svc.expunge_due().await {
+                tracing::error!(error = %e, "expunger pass failed");
+            }
+        }
+    });
+}

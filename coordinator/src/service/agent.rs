@@ -1,0 +1,103 @@
+//! How the coordinator reaches hosts: the `AgentClient` trait, and the simulated
+//! host set that stands behind it when hosts are simulated (like CloudStack's
+//! Simulator hypervisor). Simulated instances change power state a little after
+//! the request, as real ones do.
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerState {
+    On,
+    Off,
+    Missing,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub instance_name: String,
+    pub cpu_number: i64,
+    pub cpu_speed: i64,
+    pub memory_mb: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    #[error("host {0} is not connected")]
+    NotConnected(i64),
+    #[error("host {host} failed: {reason}")]
+    Failed { host: i64, reason: String },
+}
+
+#[async_trait]
+pub trait AgentClient: Send + Sync {
+    async fn start(&self, host_id: i64, spec: &VmSpec) -> Result<(), AgentError>;
+    async fn stop(&self, host_id: i64, instance: &str, forced: bool) -> Result<(), AgentError>;
+    async fn reboot(&self, host_id: i64, instance: &str) -> Result<(), AgentError>;
+    /// Removes the instance and its disks from the host.
+    async fn expunge(&self, host_id: i64, instance: &str) -> Result<(), AgentError>;
+    async fn power_state(&self, host_id: i64, instance: &str) -> Result<PowerState, AgentError>;
+}
+
+/// Simulated hosts. State lives in memory, as it would on a real host: after a
+/// coordinator restart the simulator has forgotten its instances, so the
+/// coordinator's reconcile treats them as powered off.
+pub struct Simulator {
+    delay: Duration,
+    vms: Mutex<HashMap<(i64, String), PowerState>>,
+}
+
+impl Simulator {
+    pub fn new(delay: Duration) -> Self {
+        Simulator {
+            delay,
+            vms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn set(&self, host: i64, name: &str, st: PowerState) {
+        self.vms
+            .lock()
+            .expect("simulator lock")
+            .insert((host, name.to_string()), st);
+    }
+}
+
+#[async_trait]
+impl AgentClient for Simulator {
+    async fn start(&self, host_id: i64, spec: &VmSpec) -> Result<(), AgentError> {
+        tokio::time::sleep(self.delay).await;
+        self.set(host_id, &spec.instance_name, PowerState::On);
+        Ok(())
+    }
+    async fn stop(&self, host_id: i64, instance: &str, forced: bool) -> Result<(), AgentError> {
+        if !forced {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.set(host_id, instance, PowerState::Off);
+        Ok(())
+    }
+    async fn reboot(&self, host_id: i64, instance: &str) -> Result<(), AgentError> {
+        tokio::time::sleep(self.delay).await;
+        self.set(host_id, instance, PowerState::On);
+        Ok(())
+    }
+    async fn expunge(&self, host_id: i64, instance: &str) -> Result<(), AgentError> {
+        self.vms
+            .lock()
+            .expect("simulator lock")
+            .remove(&(host_id, instance.to_string()));
+        Ok(())
+    }
+    async fn power_state(&self, host_id: i64, instance: &str) -> Result<PowerState, AgentError> {
+        Ok(self
+            .vms
+            .lock()
+            .expect("simulator lock")
+            .get(&(host_id, instance.to_string()))
+            .copied()
+            .unwrap_or(PowerState::Missing))
+    }
+}

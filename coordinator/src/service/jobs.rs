@@ -1,0 +1,222 @@
+//! Async jobs. A job record is committed in the same transaction as the change
+//! that queues it, before any work runs, so a reply's `jobid` always exists. After
+//! a restart, jobs left pending are failed with a clear error and the instances
+//! they touched are reconciled with what their hosts report.
+
+use super::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op")]
+pub enum Work {
+    Deploy {
+        vm_id: i64,
+        start: bool,
+        pin: vm::Pin,
+    },
+    Start {
+        vm_id: i64,
+        pin: vm::Pin,
+    },
+    Stop {
+        vm_id: i64,
+        forced: bool,
+    },
+    Reboot {
+        vm_id: i64,
+    },
+    Destroy {
+        vm_id: i64,
+        expunge: bool,
+        volume_ids: Vec<i64>,
+    },
+    Expunge {
+        vm_id: i64,
+    },
+    DeleteAccount {
+        account_id: i64,
+    },
+    /// Completes at once with the given result; for commands that are async in
+    /// CloudStack but need no host work here.
+    Done {
+        result: JobOutput,
+    },
+}
+
+/// What a finished job returns, rendered when the job completes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum JobOutput {
+    Vm { id: i64 },
+    /// `{"virtualmachine":{}}`: an instance that no longer exists.
+    VmGone,
+    Volume { id: i64 },
+    Success,
+}
+
+/// Turns job outputs into CloudStack objects; provided by the API layer.
+pub trait Renderer: Send + Sync {
+    fn render<'a>(
+        &'a self,
+        svc: &'a Service,
+        caller: &'a Caller,
+        out: &'a JobOutput,
+        job_uuid: &'a str,
+    ) -> futures::future::BoxFuture<'a, SResult<Value>>;
+}
+
+pub struct NewJob<'a> {
+    pub command: &'a str,
+    pub instance_type: Option<&'a str>,
+    pub instance_uuid: Option<&'a str>,
+    pub work: Work,
+}
+
+impl Service {
+    /// Builds a pending job record; the caller adds it to its transaction and,
+    /// after committing, calls `spawn_job`.
+    pub fn new_job(&self, caller: &Caller, j: NewJob<'_>) -> Job {
+        let admin = if caller.is_admin() { "admin." } else { "user." };
+        Job {
+            id: 0,
+            uuid: new_uuid(),
+            version: 0,
+            command: j.command.to_string(),
+            cmd: format!(
+                "org.apache.cloudstack.api.command.{admin}{}",
+                class_name(j.command)
+            ),
+            account_id: caller.account.id,
+            user_id: caller.user.id,
+            domain_id: caller.domain.id,
+            status: JOB_PENDING,
+            result_code: 0,
+            result_type: None,
+            result: None,
+            instance_type: j.instance_type.map(str::to_string),
+            instance_uuid: j.instance_uuid.map(str::to_string),
+            work: serde_json::to_value(&j.work).expect("work serialises"),
+            created: now(),
+            completed: None,
+        }
+    }
+
+    pub fn spawn_job(self: &Arc<Self>, job_uuid: String) {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = svc.run_job(&job_uuid).await {
+                tracing::error!(job = %job_uuid, error = %e, "job bookkeeping failed");
+            }
+        });
+    }
+
+    async fn run_job(self: &Arc<Self>, job_uuid: &str) -> SResult<()> {
+        let Some(job) = self.store.load_uuid::<Job>(job_uuid).await? else {
+            return Ok(());
+        };
+        let caller = self.caller_for_user(job.user_id).await?;
+        let work: Work = serde_json::from_value(job.work.clone())
+            .map_err(|e| ApiError::internal(format!("unreadable job: {e}")))?;
+        let outcome = self.execute(&caller, work).await;
+        let outcome = match outcome {
+            Ok(out) => match self.renderer().render(self, &caller, &out, &job.uuid).await {
+                Ok(v) => Ok(v),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        self.finish_job(job.id, outcome).await
+    }
+
+    pub(crate) async fn finish_job(&self, job_id: i64, outcome: SResult<Value>) -> SResult<()> {
+        for _ in 0..5 {
+            let Some(mut job) = self.store.load::<Job>(job_id).await? else {
+                return Ok(());
+            };
+            match &outcome {
+                Ok(v) => {
+                    job.status = JOB_SUCCEEDED;
+                    job.result_code = 0;
+                    job.result_type = Some("object".into());
+                    job.result = Some(v.clone());
+                }
+                Err(e) => {
+                    job.status = JOB_FAILED;
+                    job.result_code = e.code as i64;
+                    job.result_type = Some("object".into());
+                    job.result = Some(json!({"errorcode": e.code, "errortext": e.text}));
+                }
+            }
+            job.completed = Some(now());
+            let mut tx = Tx::new();
+            tx.update(&mut job);
+            match self.store.commit(tx.ops).await {
+                Ok(()) => return Ok(()),
+                Err(crate::store::StoreError::Conflict(..)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::internal("job record kept changing"))
+    }
+
+    async fn execute(self: &Arc<Self>, caller: &Caller, work: Work) -> SResult<JobOutput> {
+        match work {
+            Work::Deploy { vm_id, start, pin } => self.exec_deploy(caller, vm_id, start, pin).await,
+            Work::Start { vm_id, pin } => self.exec_start(caller, vm_id, pin).await,
+            Work::Stop { vm_id, forced } => self.exec_stop(caller, vm_id, forced).await,
+            Work::Reboot { vm_id } => self.exec_reboot(caller, vm_id).await,
+            Work::Destroy { vm_id, expunge, volume_ids } => {
+                self.exec_destroy(caller, vm_id, expunge, volume_ids).await
+            }
+            Work::Expunge { vm_id } => {
+                self.exec_expunge(caller, vm_id).await?;
+                Ok(JobOutput::Success)
+            }
+            Work::DeleteAccount { account_id } => {
+                self.exec_delete_account(caller, account_id).await?;
+                Ok(JobOutput::Success)
+            }
+            Work::Done { result } => Ok(result),
+        }
+    }
+
+    pub fn set_renderer(&self, r: Arc<dyn Renderer>) {
+        let _ = self.renderer.set(r);
+    }
+
+    fn renderer(&self) -> Arc<dyn Renderer> {
+        self.renderer.get().expect("renderer installed at startup").clone()
+    }
+
+    /// Fails every job a previous run left pending and brings the instances they
+    /// were working on back to a stable state. Runs once at startup, before the
+    /// API accepts requests.
+    pub async fn recover_after_restart(&self) -> SResult<usize> {
+        let pending: Vec<Job> = self
+            .store
+            .all(Query::new().eq(Col::State, JOB_PENDING.to_string()))
+            .await?;
+        let n = pending.len();
+        for job in pending {
+            self.finish_job(
+                job.id,
+                Err(ApiError::internal(
+                    "The job was interrupted by a restart of the coordinator before it completed; check the resource's state and retry",
+                )),
+            )
+            .await?;
+        }
+        self.reconcile_transitional().await?;
+        Ok(n)
+    }
+}
+
+/// `deployVirtualMachine` -> `vm.DeployVMCmd`-like class names, which clients show.
+fn class_name(command: &str) -> String {
+    let mut c = command.to_string();
+    if let Some(f) = c.get_mut(0..1) {
+        f.make_ascii_uppercase();
+    }
+    format!("{c}Cmd")
+}

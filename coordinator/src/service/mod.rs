@@ -1,0 +1,287 @@
+//! The only module that combines the store, placement and the agents. API
+//! handlers call into it with an authenticated caller and typed arguments.
+
+pub mod agent;
+pub mod identity;
+pub mod jobs;
+pub mod settings;
+pub mod templates;
+pub mod bootstrap;
+pub mod vm;
+
+use crate::error::ApiError;
+use crate::store::records::*;
+use crate::store::{Col, Cond, DynStore, Entity, Query, StoreExt, Tx};
+use agent::AgentClient;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+pub type SResult<T> = Result<T, ApiError>;
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+pub fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The authenticated caller of an API command.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub account: Account,
+    pub domain: Domain,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn is_root_admin(&self) -> bool {
+        self.role.role_type == "Admin"
+    }
+    pub fn is_domain_admin(&self) -> bool {
+        self.role.role_type == "DomainAdmin"
+    }
+    pub fn is_admin(&self) -> bool {
+        self.is_root_admin() || self.is_domain_admin()
+    }
+    /// Whether the caller may see and act on a resource owned by `account_id` in
+    /// the domain with path `domain_path`.
+    pub fn can_access(&self, account_id: i64, domain_path: &str) -> bool {
+        if self.is_root_admin() {
+            return true;
+        }
+        if self.is_domain_admin() {
+            return in_subtree(domain_path, &self.domain.path);
+        }
+        account_id == self.account.id
+    }
+}
+
+pub fn in_subtree(path: &str, root: &str) -> bool {
+    path == root || path.starts_with(&format!("{root}/"))
+}
+
+pub struct Service {
+    pub store: DynStore,
+    pub agents: Arc<dyn AgentClient>,
+    pub data_dir: PathBuf,
+    settings: RwLock<HashMap<(String, i64, String), String>>,
+    /// Serialises placement decisions with their capacity commit, so concurrent
+    /// deploys never overcommit a host.
+    pub(crate) place_lock: tokio::sync::Mutex<()>,
+    /// Per-network address pools, loaded lazily from the NICs in the store.
+    pub(crate) ip_pools: tokio::sync::Mutex<HashMap<i64, vm::IpPool>>,
+    pub(crate) domain_paths: RwLock<HashMap<i64, String>>,
+    renderer: std::sync::OnceLock<Arc<dyn jobs::Renderer>>,
+}
+
+impl Service {
+    pub async fn new(
+        store: DynStore,
+        agents: Arc<dyn AgentClient>,
+        data_dir: PathBuf,
+    ) -> SResult<Arc<Self>> {
+        let svc = Arc::new(Service {
+            store,
+            agents,
+            data_dir,
+            settings: RwLock::new(HashMap::new()),
+            place_lock: tokio::sync::Mutex::new(()),
+            ip_pools: tokio::sync::Mutex::new(HashMap::new()),
+            domain_paths: RwLock::new(HashMap::new()),
+            renderer: std::sync::OnceLock::new(),
+        });
+        svc.reload_settings().await?;
+        Ok(svc)
+    }
+
+    pub async fn reload_settings(&self) -> SResult<()> {
+        let all: Vec<Config> = self.store.all(Query::new()).await?;
+        let mut m = self.settings.write().expect("settings lock");
+        m.clear();
+        for c in all {
+            m.insert((c.scope, c.scope_id.unwrap_or(0), c.name), c.value);
+        }
+        Ok(())
+    }
+
+    /// A setting's effective value: account, then cluster, then zone override,
+    /// then the global value, then the default.
+    pub fn setting(&self, name: &str, scopes: &[(&str, i64)]) -> String {
+        let m = self.settings.read().expect("settings lock");
+        for (scope, id) in scopes {
+            if let Some(v) = m.get(&(scope.to_string(), *id, name.to_string())) {
+                return v.clone();
+            }
+        }
+        if let Some(v) = m.get(&("global".to_string(), 0, name.to_string())) {
+            return v.clone();
+        }
+        settings::find(name).map(|s| s.default.to_string()).unwrap_or_default()
+    }
+
+    pub fn setting_i64(&self, name: &str) -> i64 {
+        self.setting(name, &[]).parse().unwrap_or(0)
+    }
+    pub fn setting_f64(&self, name: &str, scopes: &[(&str, i64)]) -> f64 {
+        self.setting(name, scopes).parse().unwrap_or(1.0)
+    }
+    pub fn setting_bool(&self, name: &str) -> bool {
+        self.setting(name, &[]) == "true"
+    }
+
+    pub(crate) fn cache_setting(&self, scope: &str, id: i64, name: &str, value: &str) {
+        self.settings.write().expect("settings lock").insert(
+            (scope.to_string(), id, name.to_string()),
+            value.to_string(),
+        );
+    }
+
+    pub async fn domain_path(&self, id: i64) -> SResult<String> {
+        if let Some(p) = self.domain_paths.read().expect("lock").get(&id) {
+            return Ok(p.clone());
+        }
+        let d: Domain = self
+            .store
+            .load(id)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("domain {id} missing")))?;
+        self.domain_paths
+            .write()
+            .expect("lock")
+            .insert(id, d.path.clone());
+        Ok(d.path)
+    }
+
+    /// Resolves a uuid parameter to a record, or the standard unknown-id error.
+    pub async fn by_uuid<E: Entity>(&self, param: &str, uuid: &str) -> SResult<E> {
+        self.store
+            .load_uuid::<E>(uuid)
+            .await?
+            .ok_or_else(|| ApiError::unknown_id(param, uuid))
+    }
+
+    /// Like `by_uuid`, but a resource the caller may not access is reported as
+    /// unknown too, so ids of other accounts do not leak.
+    pub async fn owned<E: Entity + Owned>(&self, caller: &Caller, param: &str, uuid: &str) -> SResult<E> {
+        let e: E = self.by_uuid(param, uuid).await?;
+        let path = self.domain_path(e.owner_domain()).await?;
+        if e.is_removed() || !caller.can_access(e.owner_account(), &path) {
+            return Err(ApiError::unknown_id(param, uuid));
+        }
+        Ok(e)
+    }
+
+    /// Conditions restricting a list to what the caller may see. `listall` widens
+    /// an admin's view from its own account to everything it administers, as in
+    /// CloudStack.
+    pub async fn scope_conds(
+        &self,
+        caller: &Caller,
+        listall: bool,
+        account: Option<(i64, i64)>,
+        domain_id: Option<i64>,
+        recursive: bool,
+    ) -> SResult<Vec<Cond>> {
+        if let Some((acct, _)) = account {
+            return Ok(vec![Cond::Eq(Col::Account, acct.into())]);
+        }
+        if !caller.is_admin() {
+            return Ok(vec![Cond::Eq(Col::Account, caller.account.id.into())]);
+        }
+        if let Some(d) = domain_id {
+            if recursive || listall {
+                return Ok(vec![Cond::In(Col::Domain, self.subtree_ids(d).await?)]);
+            }
+            return Ok(vec![Cond::Eq(Col::Domain, d.into())]);
+        }
+        if !listall {
+            return Ok(vec![Cond::Eq(Col::Account, caller.account.id.into())]);
+        }
+        if caller.is_root_admin() {
+            return Ok(vec![]);
+        }
+        Ok(vec![Cond::In(Col::Domain, self.subtree_ids(caller.domain.id).await?)])
+    }
+
+    pub async fn subtree_ids(&self, domain_id: i64) -> SResult<Vec<crate::store::Val>> {
+        let root = self.domain_path(domain_id).await?;
+        let domains: Vec<Domain> = self.store.all(Query::new()).await?;
+        Ok(domains
+            .into_iter()
+            .filter(|d| d.removed.is_none() && in_subtree(&d.path, &root))
+            .map(|d| d.id.into())
+            .collect())
+    }
+
+    /// Records an event in the same transaction as the change it describes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn event(
+        &self,
+        tx: &mut Tx,
+        caller: &Caller,
+        event_type: &str,
+        description: String,
+        account_id: i64,
+        domain_id: i64,
+        resource: Option<(&str, &str, &str)>,
+    ) {
+        let e = Event {
+            id: 0,
+            uuid: new_uuid(),
+            version: 0,
+            event_type: event_type.to_string(),
+            level: "INFO".into(),
+            description,
+            state: "Completed".into(),
+            account_id,
+            domain_id,
+            user_id: caller.user.id,
+            resource_uuid: resource.map(|r| r.0.to_string()),
+            resource_type: resource.map(|r| r.1.to_string()),
+            resource_name: resource.map(|r| r.2.to_string()),
+            created: now(),
+        };
+        tx.insert(&e);
+    }
+}
+
+/// Records owned by an account.
+pub trait Owned {
+    fn owner_account(&self) -> i64;
+    fn owner_domain(&self) -> i64;
+    fn is_removed(&self) -> bool;
+}
+
+macro_rules! owned {
+    ($t:ty) => {
+        impl Owned for $t {
+            fn owner_account(&self) -> i64 {
+                self.account_id
+            }
+            fn owner_domain(&self) -> i64 {
+                self.domain_id
+            }
+            fn is_removed(&self) -> bool {
+                self.removed.is_some()
+            }
+        }
+    };
+}
+owned!(Vm);
+owned!(Volume);
+owned!(Template);
+
+impl Owned for InstanceGroup {
+    fn owner_account(&self) -> i64 {
+        self.account_id
+    }
+    fn owner_domain(&self) -> i64 {
+        self.domain_id
+    }
+    fn is_removed(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,158 @@
+//! Global settings: every key with its type, default, scope and description. The
+//! defaults are the specification's. Values may be overridden per zone, cluster
+//! or account where the setting allows that scope; the narrowest scope wins.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingType {
+    Boolean,
+    Integer,
+    Float,
+    String,
+}
+
+impl SettingType {
+    pub fn name(self) -> &'static str {
+        match self {
+            SettingType::Boolean => "Boolean",
+            SettingType::Integer => "Integer",
+            SettingType::Float => "Float",
+            SettingType::String => "String",
+        }
+    }
+}
+
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub ty: SettingType,
+    pub category: &'static str,
+    /// Scopes beyond global where the setting may be overridden.
+    pub scopes: &'static [&'static str],
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub description: &'static str,
+}
+
+const fn s(
+    name: &'static str,
+    default: &'static str,
+    ty: SettingType,
+    category: &'static str,
+    scopes: &'static [&'static str],
+    description: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        default,
+        ty,
+        category,
+        scopes,
+        min: None,
+        max: None,
+        description,
+    }
+}
+
+const fn r(mut x: Setting, min: f64, max: f64) -> Setting {
+    x.min = Some(min);
+    x.max = Some(max);
+    x
+}
+
+use SettingType::{Boolean, Float, Integer};
+
+pub static SETTINGS: &[Setting] = &[
+    r(s("expunge.delay", "86400", Integer, "Advanced", &[], "Seconds a destroyed instance is kept before it is expunged"), 0.0, 1e9),
+    r(s("expunge.interval", "86400", Integer, "Advanced", &[], "Seconds between runs of the expunger"), 1.0, 1e9),
+    s("vm.instancename.flag", "false", Boolean, "Advanced", &[], "Append the user-provided name to the internal name of an instance"),
+    s("instance.name", "VM", SettingType::String, "Hidden", &[], "Name of the deployment instance, used in generated instance names"),
+    r(s("default.page.size", "500", Integer, "Advanced", &[], "Default and largest page size of list commands"), 1.0, 1e7),
+    r(s("cpu.overprovisioning.factor", "1", Float, "Advanced", &["cluster"], "CPU over-provisioning factor"), 1.0, 1000.0),
+    r(s("mem.overprovisioning.factor", "1", Float, "Advanced", &["cluster"], "Memory over-provisioning factor"), 1.0, 1000.0),
+    s("vm.allocation.algorithm", "random", SettingType::String, "Advanced", &[], "Host allocation algorithm: random, firstfit, userdispersing, userconcentratedpod_random, userconcentratedpod_firstfit, firstfitleastconsumed"),
+    s("enforce.post.requests.and.timestamps", "false", Boolean, "Advanced", &[], "Require POST and signature version 3 with a timestamp of at most 15 minutes ahead"),
+    s("vm.metadata.manufacturer", "Apache Software Foundation", SettingType::String, "Advanced", &["zone"], "Manufacturer in the SMBIOS system information of instances"),
+    s("vm.metadata.product", "CloudStack KVM Hypervisor", SettingType::String, "Advanced", &["zone"], "Product in the SMBIOS system information of instances; cloud-init's CloudStack data source needs it to contain CloudStack"),
+    r(s("vm.stats.interval", "60000", Integer, "Advanced", &[], "Milliseconds between instance statistics collections"), 0.0, 1e9),
+    r(s("vm.disk.stats.interval", "0", Integer, "Advanced", &[], "Seconds between instance disk statistics collections; 0 disables them"), 0.0, 1e9),
+    r(s("vm.disk.stats.interval.min", "300", Integer, "Advanced", &[], "Smallest interval in seconds for disk statistics"), 0.0, 1e9),
+    s("vm.disk.stats.retention.enabled", "false", Boolean, "Advanced", &[], "Keep instance disk statistics"),
+    r(s("vm.disk.stats.max.retention.time", "720", Integer, "Advanced", &[], "Minutes instance disk statistics are kept"), -1e9, 1e9),
+    r(s("vm.stats.max.retention.time", "720", Integer, "Advanced", &[], "Minutes instance statistics are kept"), -1e9, 1e9),
+    s("vm.stats.user.vm.only", "false", Boolean, "Advanced", &[], "Collect statistics of user instances only"),
+    s("instance.lease.enabled", "false", Boolean, "Advanced", &[], "Enable instance leases"),
+    r(s("instance.lease.scheduler.interval", "3600", Integer, "Advanced", &[], "Seconds between lease expiry checks"), 1.0, 1e9),
+    r(s("instance.lease.eventscheduler.interval", "86400", Integer, "Advanced", &[], "Seconds between lease expiry event checks"), 1.0, 1e9),
+    r(s("instance.lease.expiryevent.daysbefore", "7", Integer, "Advanced", &[], "Days before expiry when the lease expiring event is raised"), 0.0, 36500.0),
+    r(s("session.timeout", "1800", Integer, "Advanced", &[], "Seconds a login session stays valid without use"), 60.0, 1e7),
+    s("allow.user.expunge.recover.vm", "false", Boolean, "Advanced", &["account"], "Users may expunge and recover their instances"),
+    s("vm.destroy.forcestop", "false", Boolean, "Advanced", &[], "Force-stop an instance when destroying it"),
+];
+
+pub fn find(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|x| x.name == name)
+}
+
+/// Checks a value against the setting's type and range; returns it normalised.
+pub fn validate(setting: &Setting, value: &str) -> Result<String, String> {
+    let v = value.trim();
+    match setting.ty {
+        Boolean => match v.to_ascii_lowercase().as_str() {
+            "true" | "false" => Ok(v.to_ascii_lowercase()),
+            _ => Err(format!("value for {} must be true or false", setting.name)),
+        },
+        Integer => {
+            let n: i64 = v
+                .parse()
+                .map_err(|_| format!("value for {} must be an integer", setting.name))?;
+            check_range(setting, n as f64)?;
+            Ok(n.to_string())
+        }
+        Float => {
+            let n: f64 = v
+                .parse()
+                .map_err(|_| format!("value for {} must be a number", setting.name))?;
+            if !n.is_finite() {
+                return Err(format!("value for {} must be a number", setting.name));
+            }
+            check_range(setting, n)?;
+            Ok(v.to_string())
+        }
+        SettingType::String => Ok(value.to_string()),
+    }
+}
+
+fn check_range(setting: &Setting, n: f64) -> Result<(), String> {
+    if let (Some(min), Some(max)) = (setting.min, setting.max) {
+        if n < min || n > max {
+            return Err(format!(
+                "value for {} must be between {} and {}",
+                setting.name, min, max
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        for x in SETTINGS {
+            assert_eq!(validate(x, x.default).is_ok(), true, "{}", x.name);
+        }
+    }
+
+    #[test]
+    fn typed_validation() {
+        let d = find("expunge.delay").unwrap();
+        assert!(validate(d, "abc").is_err());
+        assert!(validate(d, "-5").is_err());
+        assert_eq!(validate(d, " 30 ").unwrap(), "30");
+        let f = find("vm.instancename.flag").unwrap();
+        assert_eq!(validate(f, "TRUE").unwrap(), "true");
+        assert!(validate(f, "yes").is_err());
+    }
+}

@@ -1,0 +1,937 @@
+//! Instances, their volumes and NICs: deploy, the lifecycle operations, first-fit
+//! placement, address allocation and the expunger.
+
+use super::agent::{PowerState, VmSpec};
+use super::jobs::{JobOutput, NewJob, Work};
+use super::*;
+use crate::store::Kind;
+use orrery_model::{naming, Transition, VmState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// Admin placement choices on deploy and start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Pin {
+    pub host_id: Option<i64>,
+    pub pod_id: Option<i64>,
+    pub cluster_id: Option<i64>,
+}
+
+pub struct DeployArgs {
+    pub zone: Zone,
+    pub offering: ServiceOffering,
+    pub template: Option<Template>,
+    pub iso: Option<Template>,
+    pub disk_offering: Option<DiskOffering>,
+    pub owner: Account,
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+    pub group: Option<String>,
+    pub details: BTreeMap<String, String>,
+    pub root_disk_size_gb: Option<i64>,
+    pub data_disk_size_gb: Option<i64>,
+    pub keypairs: Vec<String>,
+    pub userdata: Option<String>,
+    pub extraconfig: Option<String>,
+    pub start: bool,
+    pub pin: Pin,
+    pub network: Option<Network>,
+    pub ha_enable: Option<bool>,
+    pub dynamically_scalable: Option<bool>,
+    pub display_vm: bool,
+}
+
+pub const GIB: i64 = 1 << 30;
+
+/// Free addresses of one guest network.
+pub struct IpPool {
+    next: u32,
+    start: u32,
+    end: u32,
+    used: std::collections::HashSet<u32>,
+}
+
+impl IpPool {
+    fn take(&mut self) -> Option<Ipv4Addr> {
+        let span = self.end - self.start + 1;
+        for _ in 0..span {
+            let cand = self.next;
+            self.next = if self.next >= self.end { self.start } else { self.next + 1 };
+            if self.used.insert(cand) {
+                return Some(Ipv4Addr::from(cand));
+            }
+        }
+        None
+    }
+    fn release(&mut self, ip: &str) {
+        if let Ok(a) = ip.parse::<Ipv4Addr>() {
+            self.used.remove(&u32::from(a));
+        }
+    }
+}
+
+fn running_like() -> Vec<crate::store::Val> {
+    [VmState::Starting, VmState::Running, VmState::Stopping, VmState::Migrating]
+        .iter()
+        .map(|s| s.as_str().into())
+        .collect()
+}
+
+impl Service {
+    async fn ip_take(&self, net: &Network) -> SResult<Ipv4Addr> {
+        let mut pools = self.ip_pools.lock().await;
+        if !pools.contains_key(&net.id) {
+            let start: Ipv4Addr = net.start_ip.parse().map_err(|_| ApiError::internal("bad network range"))?;
+            let end: Ipv4Addr = net.end_ip.parse().map_err(|_| ApiError::internal("bad network range"))?;
+            let nics: Vec<Nic> = self.store.all(Query::new().eq(Col::Ref, net.id)).await?;
+            let used = nics
+                .iter()
+                .filter_map(|n| n.ip_address.parse::<Ipv4Addr>().ok().map(u32::from))
+                .collect();
+            pools.insert(
+                net.id,
+                IpPool { next: u32::from(start), start: u32::from(start), end: u32::from(end), used },
+            );
+        }
+        let pool = pools.get_mut(&net.id).expect("pool inserted above");
+        pool.take().ok_or_else(|| {
+            ApiError::new(535, 4370, format!("Insufficient address capacity: no free IP address left in network {}", net.name))
+        })
+    }
+
+    async fn ip_release(&self, network_id: i64, ip: &str) {
+        if let Some(p) = self.ip_pools.lock().await.get_mut(&network_id) {
+            p.release(ip);
+        }
+    }
+
+    pub async fn zone_default_network(&self, zone_id: i64) -> SResult<Network> {
+        let nets: Vec<Network> = self.store.all(Query::new().eq(Col::Zone, zone_id)).await?;
+        nets.into_iter()
+            .find(|n| n.is_zone_default && n.removed.is_none())
+            .ok_or_else(|| ApiError::unavailable("The zone has no guest network"))
+    }
+
+    /// Validates everything, then creates the instance, its ROOT volume, its NIC
+    /// and the deploy job in one transaction. The job starts the instance when
+    /// asked to.
+    pub async fn deploy(self: &Arc<Self>, caller: &Caller, a: DeployArgs) -> SResult<(Vm, Job)> {
+        if let Some(n) = &a.name {
+            naming::validate_hostname(n).map_err(|e| {
+                ApiError::param(format!("Invalid value for parameter name: {e}"))
+            })?;
+        }
+        let (cpu, speed, mem) = compute_size(&a.offering, &a.details)?;
+        let tmpl = a.template.as_ref().or(a.iso.as_ref());
+        if let Some(t) = tmpl {
+            if !t.is_ready {
+                return Err(ApiError::param(format!(
+                    "Template {} is not ready yet (status: {})",
+                    t.uuid, t.status
+                )));
+            }
+            if t.zone_id.is_some() && t.zone_id != Some(a.zone.id) {
+                return Err(ApiError::param(format!(
+                    "Template {} is not available in zone {}",
+                    t.uuid, a.zone.uuid
+                )));
+            }
+        }
+        if a.zone.allocation_state != "Enabled" && !caller.is_root_admin() {
+            return Err(ApiError::param(format!("Zone {} is disabled for allocation", a.zone.uuid)));
+        }
+        let root_size = root_size(a.template.as_ref(), a.disk_offering.as_ref(), a.root_disk_size_gb, a.iso.is_some(), a.data_disk_size_gb)?;
+        let network = match &a.network {
+            Some(n) => n.clone(),
+            None => self.zone_default_network(a.zone.id).await?,
+        };
+        let group = match &a.group {
+            Some(g) => Some(self.group_for(&a.owner, g).await?),
+            None => None,
+        };
+        let ip = self.ip_take(&network).await?;
+        let created = self.create_vm_records(caller, &a, cpu, speed, mem, root_size, &network, ip, group).await;
+        match created {
+            Ok(x) => Ok(x),
+            Err(e) => {
+                self.ip_release(network.id, &ip.to_string()).await;
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_vm_records(
+        self: &Arc<Self>,
+        caller: &Caller,
+        a: &DeployArgs,
+        cpu: i64,
+        speed: i64,
+        mem: i64,
+        root_size: i64,
+        network: &Network,
+        ip: Ipv4Addr,
+        group: Option<(InstanceGroup, bool)>,
+    ) -> SResult<(Vm, Job)> {
+        let vm_id = self.store.new_id::<Vm>().await?;
+        let uuid = new_uuid();
+        let names = naming::instance_names(
+            a.owner.id,
+            vm_id,
+            &uuid,
+            a.name.as_deref(),
+            a.display_name.as_deref(),
+            &self.setting("instance.name", &[]),
+            self.setting_bool("vm.instancename.flag"),
+        );
+        let t = now();
+        let tmpl = a.template.as_ref().or(a.iso.as_ref());
+        let mut tx = Tx::new();
+        let group_id = match group {
+            Some((g, is_new)) => {
+                if is_new {
+                    tx.insert(&g);
+                }
+                Some(g.id)
+            }
+            None => None,
+        };
+        let mut vm = Vm {
+            id: vm_id,
+            uuid: uuid.clone(),
+            version: 1,
+            name: names.name,
+            display_name: names.display_name,
+            instance_name: names.internal_name,
+            account_id: a.owner.id,
+            domain_id: a.owner.domain_id,
+            user_id: caller.user.id,
+            zone_id: a.zone.id,
+            pod_id: None,
+            cluster_id: None,
+            host_id: None,
+            last_host_id: None,
+            template_id: a.template.as_ref().map(|x| x.id),
+            iso_id: a.iso.as_ref().map(|x| x.id),
+            service_offering_id: a.offering.id,
+            disk_offering_id: a.disk_offering.as_ref().map(|d| d.id),
+            os_type_id: tmpl.map(|x| x.os_type_id).unwrap_or(0),
+            cpu_number: cpu,
+            cpu_speed: speed,
+            memory: mem,
+            state: VmState::Creating,
+            group_id,
+            ha_enable: a.ha_enable.unwrap_or(a.offering.offer_ha),
+            dynamically_scalable: a.dynamically_scalable.unwrap_or(
+                a.offering.dynamic_scaling && tmpl.map(|x| x.dynamically_scalable).unwrap_or(false),
+            ),
+            delete_protection: false,
+            display_vm: a.display_vm,
+            hypervisor: tmpl.map(|x| x.hypervisor.clone()).unwrap_or_else(|| "Simulator".into()),
+            details: a.details.clone(),
+            keypairs: a.keypairs.clone(),
+            userdata: a.userdata.clone(),
+            extraconfig: a.extraconfig.clone(),
+            password_enabled: tmpl.map(|x| x.password_enabled).unwrap_or(false),
+            job_id: None,
+            created: t,
+            last_updated: t,
+            destroyed_at: None,
+            removed: None,
+        };
+        let vol_ids = self.store.allocate_ids(Kind::Volume, 2).await?;
+        let root = Volume {
+            id: vol_ids,
+            uuid: new_uuid(),
+            version: 1,
+            name: format!("ROOT-{vm_id}"),
+            vm_id: Some(vm_id),
+            account_id: a.owner.id,
+            domain_id: a.owner.domain_id,
+            zone_id: a.zone.id,
+            volume_type: "ROOT".into(),
+            size: root_size,
+            disk_offering_id: if a.iso.is_some() { a.disk_offering.as_ref().map(|d| d.id) } else { None },
+            state: "Allocated".into(),
+            device_id: Some(0),
+            pool_id: None,
+            template_id: a.template.as_ref().map(|x| x.id),
+            created: t,
+            attached: Some(t),
+            removed: None,
+        };
+        tx.insert(&root);
+        // A disk offering next to a template asks for a data disk as well.
+        if let (Some(d), Some(_)) = (&a.disk_offering, &a.template) {
+            let size = if d.customized { a.data_disk_size_gb.unwrap_or(0) * GIB } else { d.disk_size_gb * GIB };
+            tx.insert(&Volume {
+                id: vol_ids + 1,
+                uuid: new_uuid(),
+                version: 1,
+                name: format!("DATA-{vm_id}"),
+                vm_id: Some(vm_id),
+                account_id: a.owner.id,
+                domain_id: a.owner.domain_id,
+                zone_id: a.zone.id,
+                volume_type: "DATADISK".into(),
+                size,
+                disk_offering_id: Some(d.id),
+                state: "Allocated".into(),
+                device_id: Some(1),
+                pool_id: None,
+                template_id: None,
+                created: t,
+                attached: Some(t),
+                removed: None,
+            });
+        }
+        let nic = Nic {
+            id: self.store.new_id::<Nic>().await?,
+            uuid: new_uuid(),
+            version: 1,
+            vm_id,
+            network_id: network.id,
+            ip_address: ip.to_string(),
+            mac_address: mac_for(vm_id, 0),
+            netmask: network.netmask.clone(),
+            gateway: network.gateway.clone(),
+            is_default: true,
+            device_id: 0,
+            created: t,
+        };
+        tx.insert(&nic);
+        let job = self.new_job(
+            caller,
+            NewJob {
+                command: "deployVirtualMachine",
+                instance_type: Some("VirtualMachine"),
+                instance_uuid: Some(&uuid),
+                work: Work::Deploy { vm_id, start: a.start, pin: a.pin.clone() },
+            },
+        );
+        vm.job_id = None;
+        tx.insert(&vm);
+        tx.insert(&job);
+        self.event(
+            &mut tx,
+            caller,
+            "VM.CREATE",
+            format!("Successfully created entity for deploying instance. Instance Id: {}", vm.uuid),
+            vm.account_id,
+            vm.domain_id,
+            Some((&vm.uuid, "VirtualMachine", &vm.name)),
+        );
+        self.store.commit(tx.ops).await?;
+        self.spawn_job(job.uuid.clone());
+        Ok((vm, job))
+    }
+
+    /// The instance group of an account with this name, created when missing.
+    async fn group_for(&self, owner: &Account, name: &str) -> SResult<(InstanceGroup, bool)> {
+        let existing: Option<InstanceGroup> = self
+            .store
+            .first(Query::new().eq(Col::Ukey, format!("{}/{}", owner.id, name.to_lowercase())))
+            .await?;
+        if let Some(g) = existing {
+            return Ok((g, false));
+        }
+        Ok((
+            InstanceGroup {
+                id: self.store.new_id::<InstanceGroup>().await?,
+                uuid: new_uuid(),
+                version: 1,
+                name: name.to_string(),
+                account_id: owner.id,
+                domain_id: owner.domain_id,
+                created: now(),
+            },
+            true,
+        ))
+    }
+
+    /// Moves an instance through one transition, re-reading it on a concurrent
+    /// change; `edit` may change other fields in the same write.
+    pub(crate) async fn transition(
+        &self,
+        vm_id: i64,
+        t: Transition,
+        edit: impl Fn(&mut Vm),
+        extra: impl Fn(&Vm, &mut Tx),
+    ) -> SResult<Vm> {
+        for _ in 0..10 {
+            let mut vm: Vm = self
+                .store
+                .load(vm_id)
+                .await?
+                .ok_or_else(|| ApiError::internal("instance vanished"))?;
+            let to = t.apply(vm.state).map_err(|e| ApiError::state(format!("Instance {} {}", vm.uuid, e)))?;
+            vm.state = to;
+            vm.last_updated = now();
+            edit(&mut vm);
+            let mut tx = Tx::new();
+            extra(&vm, &mut tx);
+            tx.update(&mut vm);
+            match self.store.commit(tx.ops).await {
+                Ok(()) => return Ok(vm),
+                Err(crate::store::StoreError::Conflict(..)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::new(530, 4300, "The instance is being changed concurrently; retry"))
+    }
+
+    /// Checks that an operation may begin, before its job is queued.
+    pub fn check_transition(vm: &Vm, t: Transition) -> SResult<()> {
+        if vm.state.is_transitional() {
+            return Err(ApiError::state(format!(
+                "Instance {} is in state {}; another operation is in progress",
+                vm.uuid, vm.state
+            )));
+        }
+        t.apply(vm.state)
+            .map(|_| ())
+            .map_err(|e| ApiError::state(format!("Instance {}: {}", vm.uuid, e)))
+    }
+
+    /// Queues a lifecycle job on an instance.
+    pub async fn queue_vm_job(self: &Arc<Self>, caller: &Caller, vm: &Vm, command: &str, work: Work) -> SResult<Job> {
+        let job = self.new_job(
+            caller,
+            NewJob {
+                command,
+                instance_type: Some("VirtualMachine"),
+                instance_uuid: Some(&vm.uuid),
+                work,
+            },
+        );
+        let mut tx = Tx::new();
+        tx.insert(&job);
+        self.store.commit(tx.ops).await?;
+        self.spawn_job(job.uuid.clone());
+        Ok(job)
+    }
+
+    pub(crate) async fn exec_deploy(self: &Arc<Self>, caller: &Caller, vm_id: i64, start: bool, pin: Pin) -> SResult<JobOutput> {
+        if !start {
+            let vm = self.transition(vm_id, Transition::CreateStopped, |_| {}, |_, _| {}).await?;
+            return Ok(JobOutput::Vm { id: vm.id });
+        }
+        match self.exec_start(caller, vm_id, pin).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                // A deploy that cannot start leaves the record in Error, as in CloudStack.
+                if let Some(mut vm) = self.store.load::<Vm>(vm_id).await? {
+                    if matches!(vm.state, VmState::Creating | VmState::Starting) {
+                        vm.state = VmState::Error;
+                        vm.host_id = None;
+                        let mut tx = Tx::new();
+                        tx.update(&mut vm);
+                        let _ = self.store.commit(tx.ops).await;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// First fit over the zone's hosts, honouring admin pins, host and cluster
+    /// state, host tags and capacity with the over-provisioning factors. Returns
+    /// the host or a 533 saying why each host was rejected.
+    async fn place(&self, vm: &Vm, pin: &Pin) -> SResult<Host> {
+        let offering: Option<ServiceOffering> = self.store.load(vm.service_offering_id).await?;
+        let want_tags: Vec<String> = offering
+            .and_then(|o| o.host_tags)
+            .map(|t| t.split(',').map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        let mut q = Query::new().eq(Col::Zone, vm.zone_id);
+        if let Some(h) = pin.host_id {
+            q = q.eq(Col::Id, h);
+        }
+        if let Some(c) = pin.cluster_id {
+            q = q.eq(Col::Parent, c);
+        }
+        if let Some(p) = pin.pod_id {
+            q = q.eq(Col::Ref, p);
+        }
+        let hosts: Vec<Host> = self.store.all(q).await?;
+        let clusters: Vec<Cluster> = self.store.all(Query::new().eq(Col::Zone, vm.zone_id)).await?;
+        let pods: Vec<Pod> = self.store.all(Query::new().eq(Col::Zone, vm.zone_id)).await?;
+        let host_ids: Vec<crate::store::Val> = hosts.iter().map(|h| h.id.into()).collect();
+        let active: Vec<Vm> = self
+            .store
+            .all(Query::new().and(Cond::In(Col::Host, host_ids)).and(Cond::In(Col::State, running_like())))
+            .await?;
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut reject = |r: String| *reasons.entry(r).or_default() += 1;
+        for h in &hosts {
+            if h.removed.is_some() {
+                continue;
+            }
+            if h.state != "Up" {
+                reject(format!("host not Up"));
+                continue;
+            }
+            if h.resource_state != "Enabled" {
+                reject(format!("host {}", h.resource_state.to_lowercase()));
+                continue;
+            }
+            let cl = clusters.iter().find(|c| c.id == h.cluster_id);
+            if cl.map(|c| c.allocation_state != "Enabled").unwrap_or(true) {
+                reject("cluster disabled".into());
+                continue;
+            }
+            if pods.iter().find(|p| p.id == h.pod_id).map(|p| p.allocation_state != "Enabled").unwrap_or(true) {
+                reject("pod disabled".into());
+                continue;
+            }
+            let tags: Vec<String> = h.host_tags.iter().map(|t| t.to_lowercase()).collect();
+            if let Some(missing) = want_tags.iter().find(|t| !tags.contains(t)) {
+                reject(format!("missing host tag '{missing}'"));
+                continue;
+            }
+            let scopes = [("cluster", h.cluster_id)];
+            let cpu_factor = self.setting_f64("cpu.overprovisioning.factor", &scopes);
+            let mem_factor = self.setting_f64("mem.overprovisioning.factor", &scopes);
+            let (mut cpu_used, mut mem_used) = (0i64, 0i64);
+            for v in active.iter().filter(|v| v.host_id == Some(h.id) && v.id != vm.id) {
+                cpu_used += v.cpu_number * v.cpu_speed;
+                mem_used += v.memory;
+            }
+            let cpu_total = (h.cpu_number * h.cpu_speed) as f64 * cpu_factor;
+            let mem_total = (h.memory_total / (1024 * 1024)) as f64 * mem_factor;
+            if vm.cpu_number > h.cpu_number {
+                reject(format!("not enough CPU cores (need {}, host has {})", vm.cpu_number, h.cpu_number));
+                continue;
+            }
+            if (cpu_used + vm.cpu_number * vm.cpu_speed) as f64 > cpu_total {
+                reject(format!("not enough free CPU (need {} MHz)", vm.cpu_number * vm.cpu_speed));
+                continue;
+            }
+            if (mem_used + vm.memory) as f64 > mem_total {
+                reject(format!("not enough free memory (need {} MB)", vm.memory));
+                continue;
+            }
+            return Ok(h.clone());
+        }
+        let summary = if reasons.is_empty() {
+            "no hosts in the zone".to_string()
+        } else {
+            reasons.iter().map(|(r, n)| format!("{n} host{}: {r}", if *n == 1 { "" } else { "s" })).collect::<Vec<_>>().join("; ")
+        };
+        Err(ApiError::capacity(format!(
+            "Unable to create a deployment for VM instance {}: insufficient capacity ({summary})",
+            vm.uuid
+        )))
+    }
+
+    pub(crate) async fn exec_start(self: &Arc<Self>, _caller: &Caller, vm_id: i64, pin: Pin) -> SResult<JobOutput> {
+        let vm: Vm = self.store.load(vm_id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+        let host = {
+            let _g = self.place_lock.lock().await;
+            let host = self.place(&vm, &pin).await?;
+            let hid = host.id;
+            let (pod, cl) = (host.pod_id, host.cluster_id);
+            self.transition(
+                vm_id,
+                Transition::BeginStart,
+                move |v| {
+                    v.host_id = Some(hid);
+                    v.pod_id = Some(pod);
+                    v.cluster_id = Some(cl);
+                },
+                |_, _| {},
+            )
+            .await?;
+            host
+        };
+        let spec = VmSpec {
+            instance_name: vm.instance_name.clone(),
+            cpu_number: vm.cpu_number,
+            cpu_speed: vm.cpu_speed,
+            memory_mb: vm.memory,
+        };
+        if let Err(e) = self.agents.start(host.id, &spec).await {
+            self.transition(vm_id, Transition::StartFailed, |v| v.host_id = None, |_, _| {}).await?;
+            return Err(e.into());
+        }
+        let vols: Vec<Volume> = self.store.all(Query::new().eq(Col::Parent, vm_id)).await?;
+        let hid = host.id;
+        let vm = self
+            .transition(
+                vm_id,
+                Transition::StartSucceeded,
+                move |v| v.last_host_id = Some(hid),
+                |v, tx| {
+                    for vol in &vols {
+                        if vol.state == "Allocated" {
+                            let mut vol = vol.clone();
+                            vol.state = "Ready".into();
+                            tx.update(&mut vol);
+                        }
+                    }
+                    let _ = v;
+                },
+            )
+            .await?;
+        self.record(&vm, "VM.START", "Started instance").await?;
+        Ok(JobOutput::Vm { id: vm.id })
+    }
+
+    pub(crate) async fn exec_stop(&self, _caller: &Caller, vm_id: i64, forced: bool) -> SResult<JobOutput> {
+        let vm = self.stop_inner(vm_id, forced).await?;
+        self.record(&vm, "VM.STOP", "Stopped instance").await?;
+        Ok(JobOutput::Vm { id: vm.id })
+    }
+
+    async fn stop_inner(&self, vm_id: i64, forced: bool) -> SResult<Vm> {
+        let vm = self.transition(vm_id, Transition::BeginStop, |_| {}, |_, _| {}).await?;
+        if let Some(h) = vm.host_id {
+            if let Err(e) = self.agents.stop(h, &vm.instance_name, forced).await {
+                if !forced {
+                    // Stay Running: the host still runs it.
+                    let mut v: Vm = self.store.load(vm_id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+                    v.state = VmState::Running;
+                    let mut tx = Tx::new();
+                    tx.update(&mut v);
+                    self.store.commit(tx.ops).await?;
+                    return Err(e.into());
+                }
+            }
+        }
+        self.transition(vm_id, Transition::StopSucceeded, |v| v.host_id = None, |_, _| {}).await
+    }
+
+    pub(crate) async fn exec_reboot(&self, _caller: &Caller, vm_id: i64) -> SResult<JobOutput> {
+        let vm: Vm = self.store.load(vm_id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+        Transition::Reboot.apply(vm.state).map_err(|e| ApiError::state(format!("Instance {}: {e}", vm.uuid)))?;
+        let h = vm.host_id.ok_or_else(|| ApiError::internal("running instance without host"))?;
+        self.agents.reboot(h, &vm.instance_name).await?;
+        let vm = self.transition(vm_id, Transition::Reboot, |_| {}, |_, _| {}).await?;
+        self.record(&vm, "VM.REBOOT", "Rebooted instance").await?;
+        Ok(JobOutput::Vm { id: vm.id })
+    }
+
+    pub(crate) async fn exec_destroy(&self, caller: &Caller, vm_id: i64, expunge: bool, volume_ids: Vec<i64>) -> SResult<JobOutput> {
+        let vm: Vm = self.store.load(vm_id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+        if vm.state == VmState::Running {
+            self.stop_inner(vm_id, self.setting_bool("vm.destroy.forcestop")).await?;
+        }
+        let t = now();
+        let vm = if vm.state == VmState::Destroyed {
+            vm
+        } else {
+            let vols: Vec<Volume> = self.store.all(Query::new().and(Cond::In(Col::Id, volume_ids.iter().map(|v| (*v).into()).collect()))).await?;
+            self.transition(vm_id, Transition::Destroy, move |v| { v.destroyed_at = Some(t); v.host_id = None; }, |_, tx| {
+                for vol in &vols {
+                    let mut vol = vol.clone();
+                    vol.state = "Destroy".into();
+                    vol.vm_id = None;
+                    vol.removed = Some(t);
+                    tx.update(&mut vol);
+                }
+            }).await?
+        };
+        self.record(&vm, "VM.DESTROY", "Destroyed instance").await?;
+        if expunge {
+            self.exec_expunge(caller, vm_id).await?;
+            return Ok(JobOutput::VmGone);
+        }
+        Ok(JobOutput::Vm { id: vm.id })
+    }
+
+    /// Removes the instance for good: host resources, volumes and addresses.
+    pub(crate) async fn exec_expunge(&self, _caller: &Caller, vm_id: i64) -> SResult<()> {
+        let vm: Vm = self.store.load(vm_id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+        if vm.state == VmState::Running {
+            self.stop_inner(vm_id, true).await?;
+        }
+        let vm = if vm.state == VmState::Expunging { vm } else {
+            self.transition(vm_id, Transition::BeginExpunge, |_| {}, |_, _| {}).await?
+        };
+        if let Some(h) = vm.last_host_id.or(vm.host_id) {
+            self.agents.expunge(h, &vm.instance_name).await?;
+        }
+        let nics: Vec<Nic> = self.store.all(Query::new().eq(Col::Parent, vm_id)).await?;
+        let vols: Vec<Volume> = self.store.all(Query::new().eq(Col::Parent, vm_id)).await?;
+        let t = now();
+        let vm = self
+            .transition(
+                vm_id,
+                Transition::ExpungeDone,
+                move |v| {
+                    v.removed = Some(t);
+                    v.host_id = None;
+                },
+                |_, tx| {
+                    for n in &nics {
+                        tx.delete::<Nic>(n.id);
+                    }
+                    for vol in &vols {
+                        let mut vol = vol.clone();
+                        if vol.volume_type == "ROOT" {
+                            vol.state = "Expunged".into();
+                            vol.removed = Some(t);
+                        } else {
+                            // Data disks survive the instance, detached.
+                            vol.vm_id = None;
+                            vol.device_id = None;
+                            vol.attached = None;
+                        }
+                        tx.update(&mut vol);
+                    }
+                },
+            )
+            .await?;
+        for n in &nics {
+            self.ip_release(n.network_id, &n.ip_address).await;
+        }
+        self.record(&vm, "VM.EXPUNGE", "Expunged instance").await?;
+        Ok(())
+    }
+
+    pub async fn recover(&self, caller: &Caller, vm: &Vm) -> SResult<Vm> {
+        Self::check_transition(vm, Transition::Recover)?;
+        let vm = self.transition(vm.id, Transition::Recover, |v| v.destroyed_at = None, |_, _| {}).await?;
+        let _ = caller;
+        self.record(&vm, "VM.RECOVER", "Recovered instance").await?;
+        Ok(vm)
+    }
+
+    /// Writes an event attributed to the instance's owner.
+    async fn record(&self, vm: &Vm, kind: &str, what: &str) -> SResult<()> {
+        let mut tx = Tx::new();
+        tx.insert(&Event {
+            id: 0,
+            uuid: new_uuid(),
+            version: 0,
+            event_type: kind.into(),
+            level: "INFO".into(),
+            description: format!("{what}. Instance Id: {}", vm.uuid),
+            state: "Completed".into(),
+            account_id: vm.account_id,
+            domain_id: vm.domain_id,
+            user_id: vm.user_id,
+            resource_uuid: Some(vm.uuid.clone()),
+            resource_type: Some("VirtualMachine".into()),
+            resource_name: Some(vm.name.clone()),
+            created: now(),
+        });
+        self.store.commit(tx.ops).await?;
+        Ok(())
+    }
+
+    /// Instances left in a transitional state by an interrupted run are settled
+    /// by asking their hosts what really runs.
+    pub(crate) async fn reconcile_transitional(&self) -> SResult<()> {
+        let states: Vec<crate::store::Val> = [VmState::Creating, VmState::Starting, VmState::Stopping, VmState::Migrating, VmState::Expunging]
+            .iter()
+            .map(|s| s.as_str().into())
+            .collect();
+        let vms: Vec<Vm> = self.store.all(Query::new().and(Cond::In(Col::State, states))).await?;
+        for mut vm in vms {
+            let power = match vm.host_id {
+                Some(h) => self.agents.power_state(h, &vm.instance_name).await.unwrap_or(PowerState::Missing),
+                None => PowerState::Missing,
+            };
+            match vm.state {
+                VmState::Expunging => {
+                    let c = self.system_caller().await?;
+                    self.exec_expunge(&c, vm.id).await?;
+                    continue;
+                }
+                VmState::Creating => vm.state = VmState::Stopped,
+                _ if power == PowerState::On => vm.state = VmState::Running,
+                _ => {
+                    vm.state = VmState::Stopped;
+                    vm.host_id = None;
+                }
+            }
+            let mut tx = Tx::new();
+            tx.update(&mut vm);
+            self.store.commit(tx.ops).await?;
+        }
+        // Running instances whose host no longer knows them (a simulated host
+        // forgets across restarts) are reported powered off.
+        let running: Vec<Vm> = self.store.all(Query::new().eq(Col::State, "Running")).await?;
+        for vm in running {
+            if let Some(h) = vm.host_id {
+                if self.agents.power_state(h, &vm.instance_name).await.unwrap_or(PowerState::Missing) != PowerState::On {
+                    self.transition(vm.id, Transition::PoweredOffOutOfBand, |v| v.host_id = None, |_, _| {}).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One expunger pass: instances destroyed longer than `expunge.delay` ago.
+    pub async fn expunge_due(&self) -> SResult<usize> {
+        let delay = self.setting_i64("expunge.delay");
+        let cutoff = now() - delay;
+        let vms: Vec<Vm> = self.store.all(Query::new().eq(Col::State, "Destroyed")).await?;
+        let c = self.system_caller().await?;
+        let mut n = 0;
+        for vm in vms.into_iter().filter(|v| v.destroyed_at.unwrap_or(0) <= cutoff) {
+            self.exec_expunge(&c, vm.id).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub async fn update_vm(&self, caller: &Caller, mut vm: Vm, u: VmUpdate) -> SResult<Vm> {
+        let needs_stop = u.name.is_some() || u.os_type_id.is_some() || !u.details.is_empty() || u.cleanup_details;
+        if needs_stop && vm.state != VmState::Stopped {
+            return Err(ApiError::state(format!(
+                "Instance {} must be stopped to change its name, OS type or settings; it is {}",
+                vm.uuid, vm.state
+            )));
+        }
+        if let Some(n) = &u.name {
+            naming::validate_hostname(n).map_err(|e| ApiError::param(format!("Invalid value for parameter name: {e}")))?;
+        }
+        let mut tx = Tx::new();
+        if let Some(g) = &u.group {
+            if g.is_empty() {
+                vm.group_id = None;
+            } else {
+                let owner: Account = self.store.load(vm.account_id).await?.ok_or_else(|| ApiError::internal("owner missing"))?;
+                let (grp, is_new) = self.group_for(&owner, g).await?;
+                if is_new {
+                    tx.insert(&grp);
+                }
+                vm.group_id = Some(grp.id);
+            }
+        }
+        if let Some(n) = u.name { vm.name = n; }
+        if let Some(d) = u.display_name { vm.display_name = d; }
+        if let Some(o) = u.os_type_id { vm.os_type_id = o; }
+        if let Some(h) = u.ha_enable { vm.ha_enable = h; }
+        if let Some(d) = u.dynamically_scalable { vm.dynamically_scalable = d; }
+        if let Some(p) = u.delete_protection { vm.delete_protection = p; }
+        if let Some(x) = u.display_vm { vm.display_vm = x; }
+        if let Some(x) = u.extraconfig { vm.extraconfig = Some(x); }
+        if let Some(x) = u.userdata { vm.userdata = Some(x); }
+        if u.cleanup_details { vm.details.clear(); }
+        for (k, v) in u.details { vm.details.insert(k, v); }
+        vm.last_updated = now();
+        let (acct, dom, uuid, name) = (vm.account_id, vm.domain_id, vm.uuid.clone(), vm.name.clone());
+        tx.update(&mut vm);
+        self.event(&mut tx, caller, "VM.UPDATE", format!("Updated instance. Instance Id: {uuid}"), acct, dom, Some((&uuid, "VirtualMachine", &name)));
+        self.store.commit(tx.ops).await.map_err(|e| match e {
+            crate::store::StoreError::Conflict(..) => ApiError::new(530, 4300, "The instance changed concurrently; retry"),
+            e => e.into(),
+        })?;
+        Ok(vm)
+    }
+}
+
+#[derive(Default)]
+pub struct VmUpdate {
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+    pub group: Option<String>,
+    pub os_type_id: Option<i64>,
+    pub ha_enable: Option<bool>,
+    pub dynamically_scalable: Option<bool>,
+    pub delete_protection: Option<bool>,
+    pub display_vm: Option<bool>,
+    pub details: BTreeMap<String, String>,
+    pub cleanup_details: bool,
+    pub extraconfig: Option<String>,
+    pub userdata: Option<String>,
+}
+
+/// CPU count, speed and memory from a fixed offering, or from `details` within a
+/// custom offering's limits.
+pub fn compute_size(o: &ServiceOffering, details: &BTreeMap<String, String>) -> SResult<(i64, i64, i64)> {
+    let get = |k: &str| -> SResult<Option<i64>> {
+        match details.iter().find(|(dk, _)| dk.eq_ignore_ascii_case(k)) {
+            None => Ok(None),
+            Some((_, v)) => v.trim().parse::<i64>().map(Some).map_err(|_| ApiError::param(format!("Invalid value for details {k}: {v} is not an integer"))),
+        }
+    };
+    let cpu = match o.cpu_number { Some(c) => c, None => get("cpuNumber")?.ok_or_else(|| ApiError::param("The service offering is custom: details[0].cpuNumber is required"))? };
+    let speed = match o.cpu_speed { Some(s) => s, None => get("cpuSpeed")?.unwrap_or(1000) };
+    let mem = match o.memory { Some(m) => m, None => get("memory")?.ok_or_else(|| ApiError::param("The service offering is custom: details[0].memory is required"))? };
+    if o.customized {
+        if let (Some(lo), Some(hi)) = (o.min_cpu, o.max_cpu) {
+            if cpu < lo || cpu > hi {
+                return Err(ApiError::param(format!("Invalid cpuNumber {cpu}: the offering allows {lo} to {hi}")));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (o.min_memory, o.max_memory) {
+            if mem < lo || mem > hi {
+                return Err(ApiError::param(format!("Invalid memory {mem}: the offering allows {lo} to {hi} MB")));
+            }
+        }
+    }
+    if cpu < 1 || speed < 1 || mem < 32 {
+        return Err(ApiError::param(format!("Invalid compute size: {cpu} CPUs at {speed} MHz with {mem} MB")));
+    }
+    Ok((cpu, speed, mem))
+}
+
+fn root_size(t: Option<&Template>, d: Option<&DiskOffering>, root_gb: Option<i64>, iso: bool, custom_gb: Option<i64>) -> SResult<i64> {
+    if let Some(gb) = root_gb {
+        if gb <= 0 {
+            return Err(ApiError::param("Invalid value for parameter rootdisksize: it must be positive"));
+        }
+        let want = gb * GIB;
+        if let Some(t) = t {
+            if want < t.size {
+                return Err(ApiError::param(format!(
+                    "Invalid value for parameter rootdisksize: {gb} GB is smaller than the template's size of {} bytes",
+                    t.size
+                )));
+            }
+        }
+        return Ok(want);
+    }
+    if iso {
+        let d = d.ok_or_else(|| ApiError::param("A disk offering (diskofferingid) is required when deploying from an ISO"))?;
+        return Ok(if d.customized { custom_gb.unwrap_or(0) * GIB } else { d.disk_size_gb * GIB });
+    }
+    Ok(t.map(|t| t.size).unwrap_or(0))
+}
+
+/// Locally administered unicast MACs derived from ids: unique per NIC, stable.
+pub fn mac_for(vm_id: i64, dev: i64) -> String {
+    let v = (vm_id as u64) << 4 | (dev as u64 & 0xf);
+    format!("1e:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", (v >> 32) & 0xff, (v >> 24) & 0xff, (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_never_repeats_until_released() {
+        let mut p = IpPool { next: 10, start: 10, end: 12, used: Default::default() };
+        let a = p.take().unwrap();
+        let b = p.take().unwrap();
+        let c = p.take().unwrap();
+        assert!(a != b && b != c && a != c);
+        assert!(p.take().is_none());
+        p.release(&b.to_string());
+        assert_eq!(p.take(), Some(b));
+    }
+
+    #[test]
+    fn macs_are_unique_per_vm_and_device() {
+        assert_ne!(mac_for(1, 0), mac_for(1, 1));
+        assert_ne!(mac_for(1, 0), mac_for(2, 0));
+        assert!(mac_for(1, 0).starts_with("1e:"));
+    }
+
+    #[test]
+    fn custom_offering_needs_details() {
+        let o = ServiceOffering { customized: true, min_cpu: Some(1), max_cpu: Some(4), min_memory: Some(256), max_memory: Some(4096), ..Default::default() };
+        let mut d = BTreeMap::new();
+        assert!(compute_size(&o, &d).is_err());
+        d.insert("cpuNumber".to_string(), "2".to_string());
+        d.insert("memory".to_string(), "512".to_string());
+        assert_eq!(compute_size(&o, &d).unwrap(), (2, 1000, 512));
+        d.insert("cpuNumber".to_string(), "8".to_string());
+        assert!(compute_size(&o, &d).is_err());
+    }
+}

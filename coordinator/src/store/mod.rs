@@ -1,0 +1,309 @@
+//! Persistence. Callers see a `Store` trait of records and typed conditions, never
+//! SQL. Each record kind is one table with a fixed set of indexed columns (the
+//! columns lists filter and sort on) and the full record as a JSON document, so a
+//! new field needs no migration while every filter stays an index lookup. A set of
+//! changes is committed as one transaction, with optimistic version checks, so a
+//! state change of an instance and everything that goes with it land together or
+//! not at all.
+
+pub mod records;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("record changed concurrently: {0:?} {1}")]
+    Conflict(Kind, i64),
+    #[error("duplicate key {1} in {0:?}")]
+    Duplicate(Kind, String),
+    #[error("corrupt record {0:?} {1}: {2}")]
+    Corrupt(Kind, i64, String),
+    #[error("store already initialised")]
+    AlreadyInitialised,
+}
+
+macro_rules! kinds {
+    ($($k:ident => $t:literal),* $(,)?) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Kind { $($k),* }
+        impl Kind {
+            pub const ALL: &'static [Kind] = &[$(Kind::$k),*];
+            pub fn table(self) -> &'static str { match self { $(Kind::$k => $t),* } }
+        }
+    };
+}
+
+kinds! {
+    Domain => "domains", Account => "accounts", User => "users", Role => "roles",
+    RolePermission => "role_permissions", Zone => "zones", Pod => "pods", Cluster => "clusters",
+    Host => "hosts", StoragePool => "storage_pools", NetworkOffering => "network_offerings",
+    Network => "networks", ServiceOffering => "service_offerings", DiskOffering => "disk_offerings",
+    OsCategory => "os_categories", OsType => "os_types", Template => "templates", Vm => "vms",
+    Volume => "volumes", Nic => "nics", InstanceGroup => "instance_groups", Job => "jobs",
+    Event => "events", Config => "configs", Session => "sessions",
+}
+
+/// Indexed columns. Each record kind documents which of them it fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    Id,
+    Uuid,
+    /// Unique within the table when set (names that must not repeat, an IP per network).
+    Ukey,
+    Name,
+    /// Second searchable text (display name, description).
+    Keyword,
+    State,
+    Account,
+    Domain,
+    Zone,
+    Host,
+    Parent,
+    Ref,
+    K1,
+    Created,
+}
+
+impl Col {
+    pub(crate) fn sql(self) -> &'static str {
+        match self {
+            Col::Id => "id",
+            Col::Uuid => "uuid",
+            Col::Ukey => "ukey",
+            Col::Name => "name",
+            Col::Keyword => "keyword",
+            Col::State => "state",
+            Col::Account => "account_id",
+            Col::Domain => "domain_id",
+            Col::Zone => "zone_id",
+            Col::Host => "host_id",
+            Col::Parent => "parent_id",
+            Col::Ref => "ref_id",
+            Col::K1 => "k1",
+            Col::Created => "created",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    I(i64),
+    S(String),
+}
+
+impl From<i64> for Val {
+    fn from(v: i64) -> Self {
+        Val::I(v)
+    }
+}
+impl From<&str> for Val {
+    fn from(v: &str) -> Self {
+        Val::S(v.to_string())
+    }
+}
+impl From<String> for Val {
+    fn from(v: String) -> Self {
+        Val::S(v)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    Eq(Col, Val),
+    Ne(Col, Val),
+    In(Col, Vec<Val>),
+    NotIn(Col, Vec<Val>),
+    IsNull(Col),
+    NotNull(Col),
+    /// Case-insensitive substring match on any of the columns.
+    Contains(Vec<Col>, String),
+    /// Case-insensitive equality.
+    EqNoCase(Col, String),
+    Le(Col, Val),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub conds: Vec<Cond>,
+    /// (offset, limit)
+    pub page: Option<(u64, u64)>,
+    pub descending: bool,
+}
+
+impl Query {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn and(mut self, c: Cond) -> Self {
+        self.conds.push(c);
+        self
+    }
+    pub fn eq(self, col: Col, v: impl Into<Val>) -> Self {
+        self.and(Cond::Eq(col, v.into()))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Index {
+    pub ukey: Option<String>,
+    pub name: Option<String>,
+    pub keyword: Option<String>,
+    pub state: Option<String>,
+    pub account_id: Option<i64>,
+    pub domain_id: Option<i64>,
+    pub zone_id: Option<i64>,
+    pub host_id: Option<i64>,
+    pub parent_id: Option<i64>,
+    pub ref_id: Option<i64>,
+    pub k1: Option<String>,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: i64,
+    pub uuid: String,
+    pub version: i64,
+    pub data: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Insert {
+        kind: Kind,
+        id: i64,
+        uuid: String,
+        index: Index,
+        data: String,
+    },
+    /// Fails the whole transaction with `Conflict` unless the stored version is
+    /// `version`; the stored version becomes `version + 1`.
+    Update {
+        kind: Kind,
+        id: i64,
+        version: i64,
+        index: Index,
+        data: String,
+    },
+    Delete {
+        kind: Kind,
+        id: i64,
+    },
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Creates the schema or brings it up to date.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// True once `init` data exists.
+    async fn is_initialised(&self) -> Result<bool, StoreError>;
+    async fn get(&self, kind: Kind, id: i64) -> Result<Option<Row>, StoreError>;
+    async fn get_by_uuid(&self, kind: Kind, uuid: &str) -> Result<Option<Row>, StoreError>;
+    /// Matching rows in id order (one page when `page` is set) and the total count.
+    async fn find(&self, kind: Kind, q: &Query) -> Result<(Vec<Row>, u64), StoreError>;
+    async fn count(&self, kind: Kind, q: &Query) -> Result<u64, StoreError>;
+    /// Reserves `n` consecutive ids for `kind`; returns the first.
+    async fn allocate_ids(&self, kind: Kind, n: i64) -> Result<i64, StoreError>;
+    /// Applies all operations in one transaction.
+    async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError>;
+    /// Size of the database in bytes (pages in use), for capacity figures.
+    async fn size_bytes(&self) -> Result<u64, StoreError>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// A record kind with its index columns.
+pub trait Entity: Serialize + DeserializeOwned + Send + Sync + Clone {
+    const KIND: Kind;
+    fn id(&self) -> i64;
+    fn uuid(&self) -> &str;
+    fn version(&self) -> i64;
+    fn set_version(&mut self, v: i64);
+    fn index(&self) -> Index;
+}
+
+fn decode<E: Entity>(row: Row) -> Result<E, StoreError> {
+    let mut e: E = serde_json::from_str(&row.data)
+        .map_err(|err| StoreError::Corrupt(E::KIND, row.id, err.to_string()))?;
+    e.set_version(row.version);
+    Ok(e)
+}
+
+/// Typed access on top of the object-safe trait.
+#[async_trait]
+pub trait StoreExt {
+    async fn load<E: Entity>(&self, id: i64) -> Result<Option<E>, StoreError>;
+    async fn load_uuid<E: Entity>(&self, uuid: &str) -> Result<Option<E>, StoreError>;
+    async fn list<E: Entity>(&self, q: &Query) -> Result<(Vec<E>, u64), StoreError>;
+    async fn all<E: Entity>(&self, q: Query) -> Result<Vec<E>, StoreError>;
+    async fn first<E: Entity>(&self, q: Query) -> Result<Option<E>, StoreError>;
+    async fn new_id<E: Entity>(&self) -> Result<i64, StoreError>;
+}
+
+#[async_trait]
+impl StoreExt for dyn Store {
+    async fn load<E: Entity>(&self, id: i64) -> Result<Option<E>, StoreError> {
+        self.get(E::KIND, id).await?.map(decode).transpose()
+    }
+    async fn load_uuid<E: Entity>(&self, uuid: &str) -> Result<Option<E>, StoreError> {
+        self.get_by_uuid(E::KIND, uuid).await?.map(decode).transpose()
+    }
+    async fn list<E: Entity>(&self, q: &Query) -> Result<(Vec<E>, u64), StoreError> {
+        let (rows, total) = self.find(E::KIND, q).await?;
+        let items = rows.into_iter().map(decode).collect::<Result<Vec<E>, _>>()?;
+        Ok((items, total))
+    }
+    async fn all<E: Entity>(&self, q: Query) -> Result<Vec<E>, StoreError> {
+        Ok(self.list::<E>(&q).await?.0)
+    }
+    async fn first<E: Entity>(&self, mut q: Query) -> Result<Option<E>, StoreError> {
+        q.page = Some((0, 1));
+        Ok(self.list::<E>(&q).await?.0.into_iter().next())
+    }
+    async fn new_id<E: Entity>(&self) -> Result<i64, StoreError> {
+        self.allocate_ids(E::KIND, 1).await
+    }
+}
+
+/// A transaction being assembled.
+#[derive(Default)]
+pub struct Tx {
+    pub ops: Vec<Op>,
+}
+
+impl Tx {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn insert<E: Entity>(&mut self, e: &E) -> &mut Self {
+        self.ops.push(Op::Insert {
+            kind: E::KIND,
+            id: e.id(),
+            uuid: e.uuid().to_string(),
+            index: e.index(),
+            data: serde_json::to_string(e).expect("records serialise"),
+        });
+        self
+    }
+    /// Updates `e`; its in-memory version is bumped to match what will be stored.
+    pub fn update<E: Entity>(&mut self, e: &mut E) -> &mut Self {
+        self.ops.push(Op::Update {
+            kind: E::KIND,
+            id: e.id(),
+            version: e.version(),
+            index: e.index(),
+            data: serde_json::to_string(e).expect("records serialise"),
+        });
+        e.set_version(e.version() + 1);
+        self
+    }
+    pub fn delete<E: Entity>(&mut self, id: i64) -> &mut Self {
+        self.ops.push(Op::Delete { kind: E::KIND, id });
+        self
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Build everything, run the Rust tests, then the end-to-end tests against the
+# freshly built coordinator. Extra arguments are passed to pytest, e.g.
+#   tests/run-all.sh -k lifecycle
+#   tests/run-all.sh -m "not slow"
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    step "creating $VENV"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+step "installing tests/requirements.txt"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+step "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+step "cargo test --workspace"
+cargo test --workspace
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in
+    /*) ;;
+    *) target_dir="$PWD/$target_dir" ;;
+esac
+export ORRERY_COORDINATOR_BIN="$target_dir/debug/orrery-coordinator"
+
+step "pytest tests/e2e (coordinator: $ORRERY_COORDINATOR_BIN)"
+"$VENV/bin/pytest" -q tests/e2e "$@"
