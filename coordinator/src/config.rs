@@ -34,7 +34,9 @@ pub fn load(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
     };
     match std::fs::read_to_string(&p) {
         Ok(s) => toml::from_str(&s).map_err(|e| ConfigError::Parse(p.display().to_string(), e)),
-        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(FileConfig::default())
+        }
         Err(e) => Err(ConfigError::Read(p.display().to_string(), e)),
     }
 }
@@ -45,7 +47,8 @@ mod tests {
 
     #[test]
     fn parses_and_rejects_unknown_keys() {
-        let c: FileConfig = toml::from_str("api_listen = \"127.0.0.1:9\"\nsimulated_hosts = 2\n").unwrap();
+        let c: FileConfig =
+            toml::from_str("api_listen = \"127.0.0.1:9\"\nsimulated_hosts = 2\n").unwrap();
         assert_eq!(c.api_listen.as_deref(), Some("127.0.0.1:9"));
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
     }

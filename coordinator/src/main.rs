@@ -12,7 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "orrery-coordinator", version, about = "Orrery coordinator: CloudStack-compatible API, placement, jobs")]
+#[command(
+    name = "orrery-coordinator",
+    version,
+    about = "Orrery coordinator: CloudStack-compatible API, placement, jobs"
+)]
 struct Cli {
     /// Configuration file (default /etc/orrery/coordinator.toml when present).
     #[arg(long, global = true)]
@@ -45,7 +49,9 @@ enum Cmd {
 }
 
 async fn open_store(dir: &Path) -> Result<DynStore> {
-    let store = SqliteStore::open(&dir.join("orrery.db")).await.context("opening the store")?;
+    let store = SqliteStore::open(&dir.join("orrery.db"))
+        .await
+        .context("opening the store")?;
     store.migrate().await.context("migrating the store")?;
     Ok(Arc::new(store))
 }
@@ -53,46 +59,89 @@ async fn open_store(dir: &Path) -> Result<DynStore> {
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ORRERY_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ORRERY_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let file = config::load(cli.config.as_deref())?;
     match cli.cmd {
         Cmd::Init { data_dir } => {
-            let dir = data_dir.or(file.data_dir).context("--data-dir is required")?;
+            let dir = data_dir
+                .or(file.data_dir)
+                .context("--data-dir is required")?;
             if dir.join("orrery.db").exists() || dir.join("ca.pem").exists() {
-                bail!("{} is already initialised; refusing to touch it", dir.display());
+                bail!(
+                    "{} is already initialised; refusing to touch it",
+                    dir.display()
+                );
             }
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let store = open_store(&dir).await?;
-            let svc = Service::new(store, Arc::new(Simulator::new(Duration::ZERO)), dir.clone()).await.map_err(|e| anyhow::anyhow!(e.text))?;
-            let out = svc.initialise().await.map_err(|e| anyhow::anyhow!(e.text))?;
+            let svc = Service::new(store, Arc::new(Simulator::new(Duration::ZERO)), dir.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!(e.text))?;
+            let out = svc
+                .initialise()
+                .await
+                .map_err(|e| anyhow::anyhow!(e.text))?;
             ca::create(&dir)?;
-            println!("{}", serde_json::json!({"apikey": out.api_key, "secretkey": out.secret_key, "userid": out.admin_user_uuid, "username": "admin"}));
+            println!(
+                "{}",
+                serde_json::json!({"apikey": out.api_key, "secretkey": out.secret_key, "userid": out.admin_user_uuid, "username": "admin"})
+            );
             Ok(())
         }
-        Cmd::Serve { data_dir, api_listen, agent_listen, simulated_hosts } => {
-            let dir = data_dir.or(file.data_dir).context("--data-dir is required")?;
+        Cmd::Serve {
+            data_dir,
+            api_listen,
+            agent_listen,
+            simulated_hosts,
+        } => {
+            let dir = data_dir
+                .or(file.data_dir)
+                .context("--data-dir is required")?;
             if !dir.join("orrery.db").exists() {
-                bail!("{} is not initialised; run `orrery-coordinator init --data-dir {}` first", dir.display(), dir.display());
+                bail!(
+                    "{} is not initialised; run `orrery-coordinator init --data-dir {}` first",
+                    dir.display(),
+                    dir.display()
+                );
             }
-            let listen = api_listen.or(file.api_listen).unwrap_or_else(|| "127.0.0.1:8080".into());
-            let _agent_listen = agent_listen.or(file.agent_listen).unwrap_or_else(|| "0.0.0.0:8250".into());
+            let listen = api_listen
+                .or(file.api_listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into());
+            let _agent_listen = agent_listen
+                .or(file.agent_listen)
+                .unwrap_or_else(|| "0.0.0.0:8250".into());
             let store = open_store(&dir).await?;
             let delay = Duration::from_millis(file.simulator_delay_ms.unwrap_or(200));
-            let svc = Service::new(store, Arc::new(Simulator::new(delay)), dir.clone()).await.map_err(|e| anyhow::anyhow!(e.text))?;
+            let svc = Service::new(store, Arc::new(Simulator::new(delay)), dir.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!(e.text))?;
             svc.set_renderer(Arc::new(JobRenderer));
             if let Some(n) = simulated_hosts.or(file.simulated_hosts) {
-                svc.ensure_simulated_hosts(n).await.map_err(|e| anyhow::anyhow!(e.text))?;
+                svc.ensure_simulated_hosts(n)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.text))?;
             }
-            let failed = svc.recover_after_restart().await.map_err(|e| anyhow::anyhow!(e.text))?;
+            let failed = svc
+                .recover_after_restart()
+                .await
+                .map_err(|e| anyhow::anyhow!(e.text))?;
             if failed > 0 {
-                tracing::warn!(jobs = failed, "failed jobs interrupted by the previous shutdown");
+                tracing::warn!(
+                    jobs = failed,
+                    "failed jobs interrupted by the previous shutdown"
+                );
             }
             spawn_expunger(svc.clone());
             let app = api::router(api::Api::new(svc));
-            let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
             tracing::info!(%listen, "API listening at /client/api");
             axum::serve(listener, app).await?;
             Ok(())

@@ -62,7 +62,11 @@ fn reply(status: u16, body: Value, extra: Vec<(header::HeaderName, String)>) -> 
 fn error_reply(key: &str, e: &ApiError) -> Response {
     let mut extra = Vec::new();
     // Header values must be visible ASCII.
-    let desc: String = e.text.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).collect();
+    let desc: String = e
+        .text
+        .chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control())
+        .collect();
     extra.push((header::HeaderName::from_static("x-description"), desc));
     reply(e.code, json!({ key: e.body() }), extra)
 }
@@ -104,7 +108,9 @@ async fn handle(
     let params = Params::from_pairs(pairs.clone());
     let command_name = params.raw("command").unwrap_or("").to_string();
     let cmd = api.commands.get(command_name.as_str()).copied();
-    let key = cmd.map(|c| c.key()).unwrap_or_else(|| "errorresponse".into());
+    let key = cmd
+        .map(|c| c.key())
+        .unwrap_or_else(|| "errorresponse".into());
 
     if !params
         .raw("response")
@@ -136,13 +142,20 @@ async fn handle(
     };
 
     if command_name == "logout" {
-        if let Some(k) = params.str("sessionkey").map(str::to_string).or_else(|| cookie(&headers, "sessionkey")) {
+        if let Some(k) = params
+            .str("sessionkey")
+            .map(str::to_string)
+            .or_else(|| cookie(&headers, "sessionkey"))
+        {
             let _ = api.svc.logout(&k).await;
         }
         return reply(
             200,
             json!({"logoutresponse": {"description": "success"}}),
-            vec![(header::SET_COOKIE, "sessionkey=; Path=/client; Max-Age=0; HttpOnly".into())],
+            vec![(
+                header::SET_COOKIE,
+                "sessionkey=; Path=/client; Max-Age=0; HttpOnly".into(),
+            )],
         );
     }
 
@@ -161,9 +174,17 @@ async fn handle(
         }
     }
     let started = std::time::Instant::now();
-    let ctx = Ctx { svc: api.svc.clone(), caller, p: params };
+    let ctx = Ctx {
+        svc: api.svc.clone(),
+        caller,
+        p: params,
+    };
     let result = (cmd.handler)(ctx).await;
-    tracing::debug!(command = cmd.name, elapsed_ms = started.elapsed().as_millis() as u64, "api");
+    tracing::debug!(
+        command = cmd.name,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "api"
+    );
     match result {
         Ok(r) => reply(200, json!({ key: r.into_inner() }), vec![]),
         Err(e) => error_reply(&key, &e.with_command(cmd.name)),
@@ -175,7 +196,11 @@ pub async fn authorize(api: &Api, caller: &Caller, cmd: &Command) -> Result<bool
 }
 
 /// Whether the caller's role type and role rules allow a command.
-pub async fn authorize_svc(svc: &Service, caller: &Caller, cmd: &Command) -> Result<bool, ApiError> {
+pub async fn authorize_svc(
+    svc: &Service,
+    caller: &Caller,
+    cmd: &Command,
+) -> Result<bool, ApiError> {
     let by_type = match cmd.access {
         Access::All => true,
         Access::Admins => caller.is_admin(),
@@ -222,13 +247,29 @@ async fn authenticate(
 
 async fn login(api: &Api, params: &Params, key: &str) -> Response {
     let (Some(user), Some(pass)) = (params.str("username"), params.raw("password")) else {
-        return error_reply(key, &ApiError { code: 401, cs_code: None, text: "unable to verify user credentials".into() });
+        return error_reply(
+            key,
+            &ApiError {
+                code: 401,
+                cs_code: None,
+                text: "unable to verify user credentials".into(),
+            },
+        );
     };
     let mut domain = params.str("domain").unwrap_or("/").to_string();
     if let Some(did) = params.str("domainid") {
         match api.svc.store_domain_path_by_uuid(did).await {
             Some(p) => domain = p,
-            None => return error_reply(key, &ApiError { code: 401, cs_code: None, text: "unable to verify user credentials".into() }),
+            None => {
+                return error_reply(
+                    key,
+                    &ApiError {
+                        code: 401,
+                        cs_code: None,
+                        text: "unable to verify user credentials".into(),
+                    },
+                )
+            }
         }
     }
     match api.svc.login(user, pass, &domain).await {
@@ -253,12 +294,28 @@ async fn login(api: &Api, params: &Params, key: &str) -> Response {
                 200,
                 body,
                 vec![
-                    (header::SET_COOKIE, format!("sessionkey={}; Path=/client; HttpOnly", s.uuid)),
-                    (header::SET_COOKIE, format!("JSESSIONID={}; Path=/client; HttpOnly", crate::service::identity::random_key(16))),
+                    (
+                        header::SET_COOKIE,
+                        format!("sessionkey={}; Path=/client; HttpOnly", s.uuid),
+                    ),
+                    (
+                        header::SET_COOKIE,
+                        format!(
+                            "JSESSIONID={}; Path=/client; HttpOnly",
+                            crate::service::identity::random_key(16)
+                        ),
+                    ),
                 ],
             )
         }
-        Ok(None) => error_reply(key, &ApiError { code: 401, cs_code: None, text: "unable to verify user credentials".into() }),
+        Ok(None) => error_reply(
+            key,
+            &ApiError {
+                code: 401,
+                cs_code: None,
+                text: "unable to verify user credentials".into(),
+            },
+        ),
         Err(e) => error_reply(key, &e),
     }
 }

@@ -165,7 +165,11 @@ mod tests {
 
     #[test]
     fn names_are_case_insensitive_and_first_wins() {
-        let x = p(&[("command", "listZones"), ("ListAll", "TRUE"), ("listall", "false")]);
+        let x = p(&[
+            ("command", "listZones"),
+            ("ListAll", "TRUE"),
+            ("listall", "false"),
+        ]);
         assert_eq!(x.bool("listall"), Some(true));
         assert_eq!(x.command, "listzones");
     }

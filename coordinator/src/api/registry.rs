@@ -34,10 +34,20 @@ pub struct P {
 }
 
 pub const fn req(name: &'static str, ty: &'static str, description: &'static str) -> P {
-    P { name, ty, required: true, description }
+    P {
+        name,
+        ty,
+        required: true,
+        description,
+    }
 }
 pub const fn opt(name: &'static str, ty: &'static str, description: &'static str) -> P {
-    P { name, ty, required: false, description }
+    P {
+        name,
+        ty,
+        required: false,
+        description,
+    }
 }
 
 pub struct Field {
@@ -47,7 +57,11 @@ pub struct Field {
 }
 
 pub const fn f(name: &'static str, ty: &'static str, description: &'static str) -> Field {
-    Field { name, ty, description }
+    Field {
+        name,
+        ty,
+        description,
+    }
 }
 
 pub struct Command {
@@ -73,7 +87,11 @@ impl Command {
 /// Parameters every list command takes.
 pub const PAGING: [P; 3] = [
     opt("page", "integer", "page number, from 1"),
-    opt("pagesize", "integer", "items per page, at most default.page.size; -1 for all"),
+    opt(
+        "pagesize",
+        "integer",
+        "items per page, at most default.page.size; -1 for all",
+    ),
     opt("keyword", "string", "search text"),
 ];
 
@@ -97,7 +115,10 @@ macro_rules! cmd {
                 const PARAMS: &[$crate::api::registry::P] = $params;
                 PARAMS
             },
-            response: $fields,
+            response: {
+                const FIELDS: &[$crate::api::registry::Field] = $fields;
+                FIELDS
+            },
             response_key: None,
             handler: |ctx| Box::pin($h(ctx)),
         }

@@ -110,7 +110,10 @@ mod tests {
     #[test]
     fn empty_list_has_no_keys() {
         assert_eq!(Reply::List("x", vec![], 0).into_inner(), json!({}));
-        assert_eq!(Reply::List("x", vec![], 5).into_inner(), json!({"count": 5}));
+        assert_eq!(
+            Reply::List("x", vec![], 5).into_inner(),
+            json!({"count": 5})
+        );
         assert_eq!(
             Reply::List("x", vec![json!(1)], 5).into_inner(),
             json!({"count": 5, "x": [1]})

@@ -166,7 +166,11 @@ pub fn parse_expires(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(d) = DateTime::parse_from_rfc3339(&s) {
         return Some(d.with_timezone(&Utc));
     }
-    for f in ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%SZ%z", "%Y-%m-%dT%H:%M:%S%.f%z"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%z",
+        "%Y-%m-%dT%H:%M:%SZ%z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+    ] {
         if let Ok(d) = DateTime::<FixedOffset>::parse_from_str(&s, f) {
             return Some(d.with_timezone(&Utc));
         }
@@ -184,7 +188,9 @@ mod tests {
     use super::*;
 
     fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        q.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -196,7 +202,11 @@ mod tests {
 
     #[test]
     fn canonical_sorts_case_sensitively_and_lowercases() {
-        let p = pairs(&[("command", "listZones"), ("apiKey", "KEY"), ("response", "json")]);
+        let p = pairs(&[
+            ("command", "listZones"),
+            ("apiKey", "KEY"),
+            ("response", "json"),
+        ]);
         assert_eq!(
             server_canonical(&p),
             "apikey=key&command=listzones&response=json"
@@ -227,7 +237,11 @@ mod tests {
     fn version3_expiry() {
         let now = Utc::now();
         let mk = |exp: Option<&str>| {
-            let mut p = pairs(&[("command", "listZones"), ("apiKey", "K"), ("signatureVersion", "3")]);
+            let mut p = pairs(&[
+                ("command", "listZones"),
+                ("apiKey", "K"),
+                ("signatureVersion", "3"),
+            ]);
             if let Some(e) = exp {
                 p.push(("expires".into(), e.into()));
             }
@@ -235,14 +249,26 @@ mod tests {
             p.push(("signature".into(), s));
             p
         };
-        assert_eq!(verify(&mk(None), "sec", now), Err(SignatureError::NoExpires));
+        assert_eq!(
+            verify(&mk(None), "sec", now),
+            Err(SignatureError::NoExpires)
+        );
         assert_eq!(
             verify(&mk(Some("2001-01-01T00:00:00+0000")), "sec", now),
             Err(SignatureError::Expired)
         );
-        assert_eq!(verify(&mk(Some("2099-01-01T00:00:00+0000")), "sec", now), Ok(()));
-        assert_eq!(verify(&mk(Some("2099-01-01T00:00:00Z")), "sec", now), Ok(()));
-        assert_eq!(verify(&mk(Some("garbage")), "sec", now), Err(SignatureError::BadExpires));
+        assert_eq!(
+            verify(&mk(Some("2099-01-01T00:00:00+0000")), "sec", now),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&mk(Some("2099-01-01T00:00:00Z")), "sec", now),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&mk(Some("garbage")), "sec", now),
+            Err(SignatureError::BadExpires)
+        );
     }
 
     #[test]

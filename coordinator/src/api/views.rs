@@ -19,7 +19,10 @@ pub struct Lookup<'a> {
 
 impl<'a> Lookup<'a> {
     pub fn new(svc: &'a Service) -> Self {
-        Lookup { svc, cache: HashMap::new() }
+        Lookup {
+            svc,
+            cache: HashMap::new(),
+        }
     }
     pub async fn get<E: Entity>(&mut self, id: Option<i64>) -> SResult<Option<E>> {
         let Some(id) = id else { return Ok(None) };
@@ -28,12 +31,21 @@ impl<'a> Lookup<'a> {
             return Ok(v.clone().and_then(|v| serde_json::from_value(v).ok()));
         }
         let e: Option<E> = self.svc.store.load(id).await?;
-        self.cache.insert(k, e.as_ref().map(|x| serde_json::to_value(x).expect("serialises")));
+        self.cache.insert(
+            k,
+            e.as_ref()
+                .map(|x| serde_json::to_value(x).expect("serialises")),
+        );
         Ok(e)
     }
 }
 
-pub async fn vm(l: &mut Lookup<'_>, caller: &Caller, v: &Vm, job: Option<(&str, i64)>) -> SResult<Value> {
+pub async fn vm(
+    l: &mut Lookup<'_>,
+    caller: &Caller,
+    v: &Vm,
+    job: Option<(&str, i64)>,
+) -> SResult<Value> {
     let zone: Option<Zone> = l.get(Some(v.zone_id)).await?;
     let acct: Option<Account> = l.get(Some(v.account_id)).await?;
     let dom: Option<Domain> = l.get(Some(v.domain_id)).await?;
@@ -60,7 +72,12 @@ pub async fn vm(l: &mut Lookup<'_>, caller: &Caller, v: &Vm, job: Option<(&str, 
                 .s("isolationuri", "vlan://untagged")
                 .s("broadcasturi", "vlan://untagged")
                 .s("traffictype", "Guest")
-                .s("type", net.as_ref().map(|x| x.guest_type.clone()).unwrap_or_else(|| "Shared".into()))
+                .s(
+                    "type",
+                    net.as_ref()
+                        .map(|x| x.guest_type.clone())
+                        .unwrap_or_else(|| "Shared".into()),
+                )
                 .v("isdefault", n.is_default)
                 .s("macaddress", &n.mac_address)
                 .s("deviceid", n.device_id.to_string())
@@ -71,7 +88,11 @@ pub async fn vm(l: &mut Lookup<'_>, caller: &Caller, v: &Vm, job: Option<(&str, 
         );
     }
     let admin = caller.is_root_admin();
-    let details: serde_json::Map<String, Value> = v.details.iter().map(|(k, x)| (k.clone(), json!(x))).collect();
+    let details: serde_json::Map<String, Value> = v
+        .details
+        .iter()
+        .map(|(k, x)| (k.clone(), json!(x)))
+        .collect();
     Ok(Obj::new()
         .s("id", &v.uuid)
         .s("name", &v.name)
@@ -97,12 +118,21 @@ pub async fn vm(l: &mut Lookup<'_>, caller: &Caller, v: &Vm, job: Option<(&str, 
         })
         .os("templateid", tmpl.as_ref().map(|t| t.uuid.clone()))
         .os("templatename", tmpl.as_ref().map(|t| t.name.clone()))
-        .os("templatedisplaytext", tmpl.as_ref().map(|t| t.display_text.clone()))
-        .os("templatetype", tmpl.as_ref().map(|t| t.template_type.clone()))
+        .os(
+            "templatedisplaytext",
+            tmpl.as_ref().map(|t| t.display_text.clone()),
+        )
+        .os(
+            "templatetype",
+            tmpl.as_ref().map(|t| t.template_type.clone()),
+        )
         .os("templateformat", tmpl.as_ref().map(|t| t.format.clone()))
         .os("isoid", iso.as_ref().map(|t| t.uuid.clone()))
         .os("isoname", iso.as_ref().map(|t| t.name.clone()))
-        .os("isodisplaytext", iso.as_ref().map(|t| t.display_text.clone()))
+        .os(
+            "isodisplaytext",
+            iso.as_ref().map(|t| t.display_text.clone()),
+        )
         .v("passwordenabled", v.password_enabled)
         .os("serviceofferingid", so.as_ref().map(|s| s.uuid.clone()))
         .os("serviceofferingname", so.map(|s| s.name))
@@ -121,7 +151,10 @@ pub async fn vm(l: &mut Lookup<'_>, caller: &Caller, v: &Vm, job: Option<(&str, 
         .v("affinitygroup", json!([]))
         .v("nic", Value::Array(nic_json))
         .v("tags", json!([]))
-        .when(!v.keypairs.is_empty(), |o| o.s("keypairs", v.keypairs.join(",")).s("keypair", v.keypairs.join(",")))
+        .when(!v.keypairs.is_empty(), |o| {
+            o.s("keypairs", v.keypairs.join(","))
+                .s("keypair", v.keypairs.join(","))
+        })
         .v("details", Value::Object(details))
         .v("isdynamicallyscalable", v.dynamically_scalable)
         .when(caller.is_admin(), |o| o.v("displayvm", v.display_vm))
@@ -129,7 +162,9 @@ pub async fn vm(l: &mut Lookup<'_>, caller: &Caller, v: &Vm, job: Option<(&str, 
         .s("boottype", "BIOS")
         .v("deleteprotection", v.delete_protection)
         .s("arch", "x86_64")
-        .when(caller.is_admin(), |o| o.os("extraconfig", v.extraconfig.clone()))
+        .when(caller.is_admin(), |o| {
+            o.os("extraconfig", v.extraconfig.clone())
+        })
         .ov("jobid", job.map(|j| j.0.to_string()))
         .ov("jobstatus", job.map(|j| j.1))
         .build())
@@ -162,7 +197,12 @@ pub async fn volume(l: &mut Lookup<'_>, caller: &Caller, v: &Volume) -> SResult<
         .os("domainid", dom.as_ref().map(|d| d.uuid.clone()))
         .os("domain", dom.map(|d| d.name))
         .s("storagetype", "shared")
-        .s("hypervisor", vm.as_ref().map(|x| x.hypervisor.clone()).unwrap_or_else(|| "None".into()))
+        .s(
+            "hypervisor",
+            vm.as_ref()
+                .map(|x| x.hypervisor.clone())
+                .unwrap_or_else(|| "None".into()),
+        )
         .os("diskofferingid", dso.as_ref().map(|d| d.uuid.clone()))
         .os("diskofferingname", dso.map(|d| d.name))
         .os("templateid", tmpl.as_ref().map(|t| t.uuid.clone()))
@@ -189,7 +229,10 @@ pub fn job(j: &Job, acct: Option<&Account>, user: Option<&User>, dom: Option<&Do
         .v("jobstatus", j.status)
         .v("jobprocstatus", 0)
         .v("jobresultcode", j.result_code)
-        .when(j.status != JOB_PENDING, |o| o.os("jobresulttype", j.result_type.clone()).ov("jobresult", j.result.clone()))
+        .when(j.status != JOB_PENDING, |o| {
+            o.os("jobresulttype", j.result_type.clone())
+                .ov("jobresult", j.result.clone())
+        })
         .os("jobinstancetype", j.instance_type.clone())
         .os("jobinstanceid", j.instance_uuid.clone())
         .s("created", date(j.created))
@@ -201,17 +244,31 @@ pub fn job(j: &Job, acct: Option<&Account>, user: Option<&User>, dom: Option<&Do
 pub struct JobRenderer;
 
 impl Renderer for JobRenderer {
-    fn render<'a>(&'a self, svc: &'a Service, caller: &'a Caller, out: &'a JobOutput, job_uuid: &'a str) -> BoxFuture<'a, SResult<Value>> {
+    fn render<'a>(
+        &'a self,
+        svc: &'a Service,
+        caller: &'a Caller,
+        out: &'a JobOutput,
+        job_uuid: &'a str,
+    ) -> BoxFuture<'a, SResult<Value>> {
         Box::pin(async move {
             let mut l = Lookup::new(svc);
             Ok(match out {
                 JobOutput::Vm { id } => {
-                    let v: Vm = svc.store.load(*id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+                    let v: Vm = svc
+                        .store
+                        .load(*id)
+                        .await?
+                        .ok_or_else(|| ApiError::internal("instance vanished"))?;
                     json!({"virtualmachine": vm(&mut l, caller, &v, Some((job_uuid, 1))).await?})
                 }
                 JobOutput::VmGone => json!({"virtualmachine": {}}),
                 JobOutput::Volume { id } => {
-                    let v: Volume = svc.store.load(*id).await?.ok_or_else(|| ApiError::internal("volume vanished"))?;
+                    let v: Volume = svc
+                        .store
+                        .load(*id)
+                        .await?
+                        .ok_or_else(|| ApiError::internal("volume vanished"))?;
                     json!({"volume": volume(&mut l, caller, &v).await?})
                 }
                 JobOutput::Success => json!({"success": true}),

@@ -5,11 +5,33 @@ use crate::store::records::*;
 
 const OS: &[(&str, &[&str])] = &[
     ("CentOS", &["CentOS 7", "CentOS 8"]),
-    ("Debian", &["Debian GNU/Linux 11 (64-bit)", "Debian GNU/Linux 12 (64-bit)"]),
+    (
+        "Debian",
+        &[
+            "Debian GNU/Linux 11 (64-bit)",
+            "Debian GNU/Linux 12 (64-bit)",
+        ],
+    ),
     ("Ubuntu", &["Ubuntu 22.04 LTS", "Ubuntu 24.04 LTS"]),
-    ("RedHat", &["Red Hat Enterprise Linux 8", "Red Hat Enterprise Linux 9"]),
-    ("Windows", &["Windows Server 2019 (64-bit)", "Windows Server 2022 (64-bit)"]),
-    ("Other", &["Other (64-bit)", "Other Linux (64-bit)", "Other PV (64-bit)"]),
+    (
+        "RedHat",
+        &["Red Hat Enterprise Linux 8", "Red Hat Enterprise Linux 9"],
+    ),
+    (
+        "Windows",
+        &[
+            "Windows Server 2019 (64-bit)",
+            "Windows Server 2022 (64-bit)",
+        ],
+    ),
+    (
+        "Other",
+        &[
+            "Other (64-bit)",
+            "Other Linux (64-bit)",
+            "Other PV (64-bit)",
+        ],
+    ),
 ];
 
 pub struct InitOutput {
@@ -20,7 +42,12 @@ pub struct InitOutput {
 
 impl Service {
     pub async fn store_domain_path_by_uuid(&self, uuid: &str) -> Option<String> {
-        self.store.load_uuid::<Domain>(uuid).await.ok().flatten().map(|d| d.path)
+        self.store
+            .load_uuid::<Domain>(uuid)
+            .await
+            .ok()
+            .flatten()
+            .map(|d| d.path)
     }
 
     /// Creates the ROOT domain, the system and admin accounts, default roles, the
@@ -28,43 +55,187 @@ impl Service {
     /// shared guest network offering) and the admin's API keys.
     pub async fn initialise(&self) -> SResult<InitOutput> {
         if self.store.is_initialised().await? {
-            return Err(ApiError::internal("the data directory is already initialised"));
+            return Err(ApiError::internal(
+                "the data directory is already initialised",
+            ));
         }
         let t = now();
         let mut tx = Tx::new();
-        let root = Domain { id: 1, uuid: new_uuid(), version: 1, name: "ROOT".into(), parent_id: None, path: "ROOT".into(), level: 0, created: t, removed: None };
+        let root = Domain {
+            id: 1,
+            uuid: new_uuid(),
+            version: 1,
+            name: "ROOT".into(),
+            parent_id: None,
+            path: "ROOT".into(),
+            level: 0,
+            created: t,
+            removed: None,
+        };
         tx.insert(&root);
-        let roles = [("Root Admin", "Admin"), ("Resource Admin", "Admin"), ("Domain Admin", "DomainAdmin"), ("User", "User")];
+        let roles = [
+            ("Root Admin", "Admin"),
+            ("Resource Admin", "Admin"),
+            ("Domain Admin", "DomainAdmin"),
+            ("User", "User"),
+        ];
         for (i, (name, ty)) in roles.iter().enumerate() {
             let id = i as i64 + 1;
-            tx.insert(&Role { id, uuid: new_uuid(), version: 1, name: name.to_string(), role_type: ty.to_string(), description: format!("Default {name} role"), is_default: true, created: t });
-            tx.insert(&RolePermission { id, uuid: new_uuid(), version: 1, role_id: id, rule: "*".into(), permission: "allow".into(), description: "all commands the role type permits".into(), sort_order: 1000, created: t });
+            tx.insert(&Role {
+                id,
+                uuid: new_uuid(),
+                version: 1,
+                name: name.to_string(),
+                role_type: ty.to_string(),
+                description: format!("Default {name} role"),
+                is_default: true,
+                created: t,
+            });
+            tx.insert(&RolePermission {
+                id,
+                uuid: new_uuid(),
+                version: 1,
+                role_id: id,
+                rule: "*".into(),
+                permission: "allow".into(),
+                description: "all commands the role type permits".into(),
+                sort_order: 1000,
+                created: t,
+            });
         }
-        let system = Account { id: 1, uuid: new_uuid(), version: 1, name: "system".into(), domain_id: 1, account_type: ACCOUNT_ADMIN, role_id: 1, state: "enabled".into(), created: t, removed: None };
-        let admin = Account { id: 2, uuid: new_uuid(), version: 1, name: "admin".into(), domain_id: 1, account_type: ACCOUNT_ADMIN, role_id: 1, state: "enabled".into(), created: t, removed: None };
+        let system = Account {
+            id: 1,
+            uuid: new_uuid(),
+            version: 1,
+            name: "system".into(),
+            domain_id: 1,
+            account_type: ACCOUNT_ADMIN,
+            role_id: 1,
+            state: "enabled".into(),
+            created: t,
+            removed: None,
+        };
+        let admin = Account {
+            id: 2,
+            uuid: new_uuid(),
+            version: 1,
+            name: "admin".into(),
+            domain_id: 1,
+            account_type: ACCOUNT_ADMIN,
+            role_id: 1,
+            state: "enabled".into(),
+            created: t,
+            removed: None,
+        };
         tx.insert(&system).insert(&admin);
-        let sys_user = User { id: 1, uuid: new_uuid(), version: 1, username: "system".into(), account_id: 1, domain_id: 1, firstname: "system".into(), lastname: "cloud".into(), state: "enabled".into(), created: t, ..Default::default() };
+        let sys_user = User {
+            id: 1,
+            uuid: new_uuid(),
+            version: 1,
+            username: "system".into(),
+            account_id: 1,
+            domain_id: 1,
+            firstname: "system".into(),
+            lastname: "cloud".into(),
+            state: "enabled".into(),
+            created: t,
+            ..Default::default()
+        };
         let api_key = identity::random_key(64);
         let secret_key = identity::random_key(64);
-        let admin_user = User { id: 2, uuid: new_uuid(), version: 1, username: "admin".into(), account_id: 2, domain_id: 1, firstname: "Admin".into(), lastname: "User".into(), email: None,
-            password: None, api_key: Some(api_key.clone()), secret_key: Some(secret_key.clone()), state: "enabled".into(), timezone: None, created: t, removed: None };
+        let admin_user = User {
+            id: 2,
+            uuid: new_uuid(),
+            version: 1,
+            username: "admin".into(),
+            account_id: 2,
+            domain_id: 1,
+            firstname: "Admin".into(),
+            lastname: "User".into(),
+            email: None,
+            password: None,
+            api_key: Some(api_key.clone()),
+            secret_key: Some(secret_key.clone()),
+            state: "enabled".into(),
+            timezone: None,
+            created: t,
+            removed: None,
+        };
         tx.insert(&sys_user).insert(&admin_user);
         let mut cat_id = 0;
         let mut os_id = 0;
         for (cat, types) in OS {
             cat_id += 1;
-            tx.insert(&OsCategory { id: cat_id, uuid: new_uuid(), version: 1, name: cat.to_string(), created: t });
+            tx.insert(&OsCategory {
+                id: cat_id,
+                uuid: new_uuid(),
+                version: 1,
+                name: cat.to_string(),
+                created: t,
+            });
             for ty in *types {
                 os_id += 1;
-                tx.insert(&OsType { id: os_id, uuid: new_uuid(), version: 1, description: ty.to_string(), category_id: cat_id, is_user_defined: false, created: t });
+                tx.insert(&OsType {
+                    id: os_id,
+                    uuid: new_uuid(),
+                    version: 1,
+                    description: ty.to_string(),
+                    category_id: cat_id,
+                    is_user_defined: false,
+                    created: t,
+                });
             }
         }
-        tx.insert(&DiskOffering { id: 1, uuid: new_uuid(), version: 1, name: "Small".into(), display_text: "Small Disk, 5 GB".into(), disk_size_gb: 5, customized: false, storage_type: "shared".into(), tags: None, state: "Active".into(), created: t, removed: None });
-        tx.insert(&DiskOffering { id: 2, uuid: new_uuid(), version: 1, name: "Custom".into(), display_text: "Custom Disk".into(), disk_size_gb: 0, customized: true, storage_type: "shared".into(), tags: None, state: "Active".into(), created: t, removed: None });
-        tx.insert(&NetworkOffering { id: 1, uuid: new_uuid(), version: 1, name: "DefaultSharedNetworkOffering".into(), display_text: "Offering for shared guest networks".into(), guest_ip_type: "Shared".into(),
-            traffic_type: "Guest".into(), state: "Enabled".into(), is_default: true, specify_vlan: true, specify_ip_ranges: true, availability: "Optional".into(), created: t, removed: None });
+        tx.insert(&DiskOffering {
+            id: 1,
+            uuid: new_uuid(),
+            version: 1,
+            name: "Small".into(),
+            display_text: "Small Disk, 5 GB".into(),
+            disk_size_gb: 5,
+            customized: false,
+            storage_type: "shared".into(),
+            tags: None,
+            state: "Active".into(),
+            created: t,
+            removed: None,
+        });
+        tx.insert(&DiskOffering {
+            id: 2,
+            uuid: new_uuid(),
+            version: 1,
+            name: "Custom".into(),
+            display_text: "Custom Disk".into(),
+            disk_size_gb: 0,
+            customized: true,
+            storage_type: "shared".into(),
+            tags: None,
+            state: "Active".into(),
+            created: t,
+            removed: None,
+        });
+        tx.insert(&NetworkOffering {
+            id: 1,
+            uuid: new_uuid(),
+            version: 1,
+            name: "DefaultSharedNetworkOffering".into(),
+            display_text: "Offering for shared guest networks".into(),
+            guest_ip_type: "Shared".into(),
+            traffic_type: "Guest".into(),
+            state: "Enabled".into(),
+            is_default: true,
+            specify_vlan: true,
+            specify_ip_ranges: true,
+            availability: "Optional".into(),
+            created: t,
+            removed: None,
+        });
         self.store.commit(tx.ops).await?;
-        Ok(InitOutput { api_key, secret_key, admin_user_uuid: admin_user.uuid })
+        Ok(InitOutput {
+            api_key,
+            secret_key,
+            admin_user_uuid: admin_user.uuid,
+        })
     }
 
     /// Makes sure a zone, pod, cluster, guest network and storage pool exist and
@@ -74,52 +245,155 @@ impl Service {
         let zone: Zone = match self.store.first(Query::new()).await? {
             Some(z) => z,
             None => {
-                let z = Zone { id: self.store.new_id::<Zone>().await?, uuid: new_uuid(), version: 1, name: "zone1".into(), description: Some("Simulated zone".into()), network_type: "Basic".into(),
-                    allocation_state: "Enabled".into(), dns1: Some("192.0.2.53".into()), internal_dns1: Some("192.0.2.53".into()), security_groups_enabled: false, local_storage_enabled: false, created: t, removed: None };
+                let z = Zone {
+                    id: self.store.new_id::<Zone>().await?,
+                    uuid: new_uuid(),
+                    version: 1,
+                    name: "zone1".into(),
+                    description: Some("Simulated zone".into()),
+                    network_type: "Basic".into(),
+                    allocation_state: "Enabled".into(),
+                    dns1: Some("192.0.2.53".into()),
+                    internal_dns1: Some("192.0.2.53".into()),
+                    security_groups_enabled: false,
+                    local_storage_enabled: false,
+                    created: t,
+                    removed: None,
+                };
                 let mut tx = Tx::new();
                 tx.insert(&z);
                 self.store.commit(tx.ops).await?;
                 z
             }
         };
-        let pod: Pod = match self.store.first(Query::new().eq(Col::Zone, zone.id)).await? {
+        let pod: Pod = match self
+            .store
+            .first(Query::new().eq(Col::Zone, zone.id))
+            .await?
+        {
             Some(p) => p,
             None => {
-                let p = Pod { id: self.store.new_id::<Pod>().await?, uuid: new_uuid(), version: 1, name: "pod1".into(), zone_id: zone.id, gateway: "10.0.0.1".into(), netmask: "255.255.0.0".into(),
-                    start_ip: Some("10.0.0.10".into()), end_ip: Some("10.0.255.250".into()), allocation_state: "Enabled".into(), created: t, removed: None };
+                let p = Pod {
+                    id: self.store.new_id::<Pod>().await?,
+                    uuid: new_uuid(),
+                    version: 1,
+                    name: "pod1".into(),
+                    zone_id: zone.id,
+                    gateway: "10.0.0.1".into(),
+                    netmask: "255.255.0.0".into(),
+                    start_ip: Some("10.0.0.10".into()),
+                    end_ip: Some("10.0.255.250".into()),
+                    allocation_state: "Enabled".into(),
+                    created: t,
+                    removed: None,
+                };
                 let mut tx = Tx::new();
                 tx.insert(&p);
                 self.store.commit(tx.ops).await?;
                 p
             }
         };
-        let cluster: Cluster = match self.store.first(Query::new().eq(Col::Parent, pod.id)).await? {
+        let cluster: Cluster = match self
+            .store
+            .first(Query::new().eq(Col::Parent, pod.id))
+            .await?
+        {
             Some(c) => c,
             None => {
-                let c = Cluster { id: self.store.new_id::<Cluster>().await?, uuid: new_uuid(), version: 1, name: "cluster1".into(), zone_id: zone.id, pod_id: pod.id, hypervisor: "Simulator".into(),
-                    allocation_state: "Enabled".into(), managed_state: "Managed".into(), created: t, removed: None };
+                let c = Cluster {
+                    id: self.store.new_id::<Cluster>().await?,
+                    uuid: new_uuid(),
+                    version: 1,
+                    name: "cluster1".into(),
+                    zone_id: zone.id,
+                    pod_id: pod.id,
+                    hypervisor: "Simulator".into(),
+                    allocation_state: "Enabled".into(),
+                    managed_state: "Managed".into(),
+                    created: t,
+                    removed: None,
+                };
                 let mut tx = Tx::new();
                 tx.insert(&c);
-                tx.insert(&StoragePool { id: self.store.new_id::<StoragePool>().await?, uuid: new_uuid(), version: 1, name: "primary1".into(), zone_id: zone.id, pod_id: Some(pod.id),
-                    cluster_id: Some(c.id), host_id: None, path: "/var/lib/orrery/primary".into(), pool_type: "Filesystem".into(), scope: "CLUSTER".into(), capacity_bytes: 10 << 40, state: "Up".into(), created: t });
+                tx.insert(&StoragePool {
+                    id: self.store.new_id::<StoragePool>().await?,
+                    uuid: new_uuid(),
+                    version: 1,
+                    name: "primary1".into(),
+                    zone_id: zone.id,
+                    pod_id: Some(pod.id),
+                    cluster_id: Some(c.id),
+                    host_id: None,
+                    path: "/var/lib/orrery/primary".into(),
+                    pool_type: "Filesystem".into(),
+                    scope: "CLUSTER".into(),
+                    capacity_bytes: 10 << 40,
+                    state: "Up".into(),
+                    created: t,
+                });
                 self.store.commit(tx.ops).await?;
                 c
             }
         };
-        if self.store.first::<Network>(Query::new().eq(Col::Zone, zone.id)).await?.is_none() {
+        if self
+            .store
+            .first::<Network>(Query::new().eq(Col::Zone, zone.id))
+            .await?
+            .is_none()
+        {
             let mut tx = Tx::new();
             // A /12 leaves room for a million instances in one zone.
-            tx.insert(&Network { id: self.store.new_id::<Network>().await?, uuid: new_uuid(), version: 1, name: "guestNetworkForBasicZone".into(), display_text: "Default guest network".into(),
-                zone_id: zone.id, network_offering_id: 1, account_id: None, domain_id: 1, cidr: "10.16.0.0/12".into(), gateway: "10.16.0.1".into(), netmask: "255.240.0.0".into(),
-                start_ip: "10.16.0.10".into(), end_ip: "10.31.255.250".into(), state: "Setup".into(), guest_type: "Shared".into(), acl_type: "Domain".into(), is_zone_default: true, created: t, removed: None });
+            tx.insert(&Network {
+                id: self.store.new_id::<Network>().await?,
+                uuid: new_uuid(),
+                version: 1,
+                name: "guestNetworkForBasicZone".into(),
+                display_text: "Default guest network".into(),
+                zone_id: zone.id,
+                network_offering_id: 1,
+                account_id: None,
+                domain_id: 1,
+                cidr: "10.16.0.0/12".into(),
+                gateway: "10.16.0.1".into(),
+                netmask: "255.240.0.0".into(),
+                start_ip: "10.16.0.10".into(),
+                end_ip: "10.31.255.250".into(),
+                state: "Setup".into(),
+                guest_type: "Shared".into(),
+                acl_type: "Domain".into(),
+                is_zone_default: true,
+                created: t,
+                removed: None,
+            });
             self.store.commit(tx.ops).await?;
         }
-        let existing: Vec<Host> = self.store.all(Query::new().eq(Col::Parent, cluster.id)).await?;
+        let existing: Vec<Host> = self
+            .store
+            .all(Query::new().eq(Col::Parent, cluster.id))
+            .await?;
         let mut tx = Tx::new();
         for i in existing.len()..n {
-            tx.insert(&Host { id: self.store.new_id::<Host>().await?, uuid: new_uuid(), version: 1, name: format!("sim-host-{}", i + 1), zone_id: zone.id, pod_id: pod.id, cluster_id: cluster.id,
-                hypervisor: "Simulator".into(), ip_address: format!("10.0.1.{}", i + 1), state: "Up".into(), resource_state: "Enabled".into(), cpu_number: 32, cpu_speed: 2400,
-                memory_total: 256 << 30, host_tags: vec![], simulated: true, last_ping: Some(t), created: t, removed: None });
+            tx.insert(&Host {
+                id: self.store.new_id::<Host>().await?,
+                uuid: new_uuid(),
+                version: 1,
+                name: format!("sim-host-{}", i + 1),
+                zone_id: zone.id,
+                pod_id: pod.id,
+                cluster_id: cluster.id,
+                hypervisor: "Simulator".into(),
+                ip_address: format!("10.0.1.{}", i + 1),
+                state: "Up".into(),
+                resource_state: "Enabled".into(),
+                cpu_number: 32,
+                cpu_speed: 2400,
+                memory_total: 256 << 30,
+                host_tags: vec![],
+                simulated: true,
+                last_ping: Some(t),
+                created: t,
+                removed: None,
+            });
         }
         self.store.commit(tx.ops).await?;
         Ok(())

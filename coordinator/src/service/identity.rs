@@ -12,7 +12,11 @@ pub fn hash_password(password: &str) -> String {
     let mut out = [0u8; 32];
     pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), &salt, PBKDF2_ROUNDS, &mut out);
     let b = base64::engine::general_purpose::STANDARD_NO_PAD;
-    format!("pbkdf2-sha256${PBKDF2_ROUNDS}${}${}", b.encode(salt), b.encode(out))
+    format!(
+        "pbkdf2-sha256${PBKDF2_ROUNDS}${}${}",
+        b.encode(salt),
+        b.encode(out)
+    )
 }
 
 pub fn check_password(stored: &str, password: &str) -> bool {
@@ -21,7 +25,11 @@ pub fn check_password(stored: &str, password: &str) -> bool {
         return false;
     }
     let b = base64::engine::general_purpose::STANDARD_NO_PAD;
-    let (Ok(rounds), Ok(salt), Ok(want)) = (parts[1].parse::<u32>(), b.decode(parts[2]), b.decode(parts[3])) else {
+    let (Ok(rounds), Ok(salt), Ok(want)) = (
+        parts[1].parse::<u32>(),
+        b.decode(parts[2]),
+        b.decode(parts[3]),
+    ) else {
         return false;
     };
     let mut out = vec![0u8; want.len()];
@@ -63,15 +71,36 @@ pub fn rules_allow(rules: &[RolePermission], command: &str) -> bool {
 
 impl Service {
     pub async fn caller_for_user(&self, user_id: i64) -> SResult<Caller> {
-        let user: User = self.store.load(user_id).await?.ok_or_else(|| ApiError::internal("user missing"))?;
+        let user: User = self
+            .store
+            .load(user_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("user missing"))?;
         self.caller_from_user(user).await
     }
 
     pub async fn caller_from_user(&self, user: User) -> SResult<Caller> {
-        let account: Account = self.store.load(user.account_id).await?.ok_or_else(|| ApiError::internal("account missing"))?;
-        let domain: Domain = self.store.load(account.domain_id).await?.ok_or_else(|| ApiError::internal("domain missing"))?;
-        let role: Role = self.store.load(account.role_id).await?.ok_or_else(|| ApiError::internal("role missing"))?;
-        Ok(Caller { user, account, domain, role })
+        let account: Account = self
+            .store
+            .load(user.account_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("account missing"))?;
+        let domain: Domain = self
+            .store
+            .load(account.domain_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("domain missing"))?;
+        let role: Role = self
+            .store
+            .load(account.role_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("role missing"))?;
+        Ok(Caller {
+            user,
+            account,
+            domain,
+            role,
+        })
     }
 
     /// The system user (id 1) acts for background work.
@@ -81,7 +110,11 @@ impl Service {
 
     /// The enabled user owning an API key, with an enabled account.
     pub async fn caller_by_api_key(&self, key: &str) -> SResult<Option<Caller>> {
-        let Some(user) = self.store.first::<User>(Query::new().eq(Col::K1, key)).await? else {
+        let Some(user) = self
+            .store
+            .first::<User>(Query::new().eq(Col::K1, key))
+            .await?
+        else {
             return Ok(None);
         };
         if user.removed.is_some() || user.state != "enabled" {
@@ -94,15 +127,35 @@ impl Service {
         Ok(Some(c))
     }
 
-    pub async fn login(&self, username: &str, password: &str, domain_path: &str) -> SResult<Option<(Caller, Session)>> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        domain_path: &str,
+    ) -> SResult<Option<(Caller, Session)>> {
         let domain_path = normalise_domain_path(domain_path);
-        let Some(domain) = self.store.first::<Domain>(Query::new().eq(Col::Ukey, domain_path.to_lowercase())).await? else {
+        let Some(domain) = self
+            .store
+            .first::<Domain>(Query::new().eq(Col::Ukey, domain_path.to_lowercase()))
+            .await?
+        else {
             return Ok(None);
         };
-        let Some(user) = self.store.first::<User>(Query::new().eq(Col::Ukey, format!("{}/{}", domain.id, username.to_lowercase()))).await? else {
+        let Some(user) = self
+            .store
+            .first::<User>(Query::new().eq(
+                Col::Ukey,
+                format!("{}/{}", domain.id, username.to_lowercase()),
+            ))
+            .await?
+        else {
             return Ok(None);
         };
-        let ok = user.password.as_deref().map(|h| check_password(h, password)).unwrap_or(false);
+        let ok = user
+            .password
+            .as_deref()
+            .map(|h| check_password(h, password))
+            .unwrap_or(false);
         if !ok || user.state != "enabled" {
             return Ok(None);
         }
@@ -111,7 +164,14 @@ impl Service {
             return Ok(None);
         }
         let timeout = self.setting_i64("session.timeout");
-        let s = Session { id: 0, uuid: random_key(20), version: 0, user_id: caller.user.id, expires: now() + timeout, created: now() };
+        let s = Session {
+            id: 0,
+            uuid: random_key(20),
+            version: 0,
+            user_id: caller.user.id,
+            expires: now() + timeout,
+            created: now(),
+        };
         let mut tx = Tx::new();
         tx.insert(&s);
         self.store.commit(tx.ops).await?;
@@ -119,7 +179,9 @@ impl Service {
     }
 
     pub async fn caller_by_session(&self, key: &str) -> SResult<Option<Caller>> {
-        let Some(mut s) = self.store.load_uuid::<Session>(key).await? else { return Ok(None) };
+        let Some(mut s) = self.store.load_uuid::<Session>(key).await? else {
+            return Ok(None);
+        };
         if s.expires < now() {
             return Ok(None);
         }
@@ -149,15 +211,25 @@ impl Service {
 
     /// Whether the caller's role rules allow a command.
     pub async fn role_allows(&self, caller: &Caller, command: &str) -> SResult<bool> {
-        let rules: Vec<RolePermission> = self.store.all(Query::new().eq(Col::Parent, caller.role.id)).await?;
+        let rules: Vec<RolePermission> = self
+            .store
+            .all(Query::new().eq(Col::Parent, caller.role.id))
+            .await?;
         Ok(rules_allow(&rules, command))
     }
 
     /// Deletes an account: its instances are expunged whatever their delete
     /// protection (the specification says so for domain/project removal), then
     /// its users and the account itself are removed.
-    pub(crate) async fn exec_delete_account(&self, caller: &Caller, account_id: i64) -> SResult<()> {
-        let vms: Vec<Vm> = self.store.all(Query::new().eq(Col::Account, account_id)).await?;
+    pub(crate) async fn exec_delete_account(
+        &self,
+        caller: &Caller,
+        account_id: i64,
+    ) -> SResult<()> {
+        let vms: Vec<Vm> = self
+            .store
+            .all(Query::new().eq(Col::Account, account_id))
+            .await?;
         for vm in vms.into_iter().filter(|v| v.removed.is_none()) {
             if vm.state.is_transitional() && vm.state != orrery_model::VmState::Expunging {
                 // Let a running operation settle before removing the record.
@@ -166,7 +238,10 @@ impl Service {
             self.exec_expunge(caller, vm.id).await?;
         }
         let t = now();
-        let users: Vec<User> = self.store.all(Query::new().eq(Col::Account, account_id)).await?;
+        let users: Vec<User> = self
+            .store
+            .all(Query::new().eq(Col::Account, account_id))
+            .await?;
         let mut tx = Tx::new();
         for mut u in users {
             u.removed = Some(t);
@@ -174,11 +249,23 @@ impl Service {
             u.api_key = None;
             tx.update(&mut u);
         }
-        let mut a: Account = self.store.load(account_id).await?.ok_or_else(|| ApiError::internal("account missing"))?;
+        let mut a: Account = self
+            .store
+            .load(account_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("account missing"))?;
         a.removed = Some(t);
         let (aid, did, uuid, name) = (a.id, a.domain_id, a.uuid.clone(), a.name.clone());
         tx.update(&mut a);
-        self.event(&mut tx, caller, "ACCOUNT.DELETE", format!("Deleted account {name}"), aid, did, Some((&uuid, "Account", &name)));
+        self.event(
+            &mut tx,
+            caller,
+            "ACCOUNT.DELETE",
+            format!("Deleted account {name}"),
+            aid,
+            did,
+            Some((&uuid, "Account", &name)),
+        );
         self.store.commit(tx.ops).await?;
         Ok(())
     }
@@ -210,8 +297,17 @@ mod tests {
 
     #[test]
     fn rules() {
-        let r = |rule: &str, perm: &str, order: i64| RolePermission { rule: rule.into(), permission: perm.into(), sort_order: order, ..Default::default() };
-        let rules = vec![r("expungeVirtualMachine", "deny", 0), r("list*", "allow", 1), r("*", "allow", 2)];
+        let r = |rule: &str, perm: &str, order: i64| RolePermission {
+            rule: rule.into(),
+            permission: perm.into(),
+            sort_order: order,
+            ..Default::default()
+        };
+        let rules = vec![
+            r("expungeVirtualMachine", "deny", 0),
+            r("list*", "allow", 1),
+            r("*", "allow", 2),
+        ];
         assert!(!rules_allow(&rules, "expungeVirtualMachine"));
         assert!(rules_allow(&rules, "listZones"));
         assert!(rules_allow(&rules, "deployVirtualMachine"));

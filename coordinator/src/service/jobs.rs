@@ -48,10 +48,14 @@ pub enum Work {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind")]
 pub enum JobOutput {
-    Vm { id: i64 },
+    Vm {
+        id: i64,
+    },
     /// `{"virtualmachine":{}}`: an instance that no longer exists.
     VmGone,
-    Volume { id: i64 },
+    Volume {
+        id: i64,
+    },
     Success,
 }
 
@@ -166,9 +170,11 @@ impl Service {
             Work::Start { vm_id, pin } => self.exec_start(caller, vm_id, pin).await,
             Work::Stop { vm_id, forced } => self.exec_stop(caller, vm_id, forced).await,
             Work::Reboot { vm_id } => self.exec_reboot(caller, vm_id).await,
-            Work::Destroy { vm_id, expunge, volume_ids } => {
-                self.exec_destroy(caller, vm_id, expunge, volume_ids).await
-            }
+            Work::Destroy {
+                vm_id,
+                expunge,
+                volume_ids,
+            } => self.exec_destroy(caller, vm_id, expunge, volume_ids).await,
             Work::Expunge { vm_id } => {
                 self.exec_expunge(caller, vm_id).await?;
                 Ok(JobOutput::Success)
@@ -186,7 +192,10 @@ impl Service {
     }
 
     fn renderer(&self) -> Arc<dyn Renderer> {
-        self.renderer.get().expect("renderer installed at startup").clone()
+        self.renderer
+            .get()
+            .expect("renderer installed at startup")
+            .clone()
     }
 
     /// Fails every job a previous run left pending and brings the instances they
@@ -218,5 +227,6 @@ fn class_name(command: &str) -> String {
     if let Some(f) = c.get_mut(0..1) {
         f.make_ascii_uppercase();
     }
-    format!("{c}Cmd")
+    // CloudStack abbreviates VirtualMachine in its class names (DeployVMCmd).
+    format!("{}Cmd", c.replace("VirtualMachine", "VM"))
 }

@@ -2,11 +2,11 @@
 //! handlers call into it with an authenticated caller and typed arguments.
 
 pub mod agent;
+pub mod bootstrap;
 pub mod identity;
 pub mod jobs;
 pub mod settings;
 pub mod templates;
-pub mod bootstrap;
 pub mod vm;
 
 use crate::error::ApiError;
@@ -119,7 +119,9 @@ impl Service {
         if let Some(v) = m.get(&("global".to_string(), 0, name.to_string())) {
             return v.clone();
         }
-        settings::find(name).map(|s| s.default.to_string()).unwrap_or_default()
+        settings::find(name)
+            .map(|s| s.default.to_string())
+            .unwrap_or_default()
     }
 
     pub fn setting_i64(&self, name: &str) -> i64 {
@@ -133,10 +135,10 @@ impl Service {
     }
 
     pub(crate) fn cache_setting(&self, scope: &str, id: i64, name: &str, value: &str) {
-        self.settings.write().expect("settings lock").insert(
-            (scope.to_string(), id, name.to_string()),
-            value.to_string(),
-        );
+        self.settings
+            .write()
+            .expect("settings lock")
+            .insert((scope.to_string(), id, name.to_string()), value.to_string());
     }
 
     pub async fn domain_path(&self, id: i64) -> SResult<String> {
@@ -165,7 +167,12 @@ impl Service {
 
     /// Like `by_uuid`, but a resource the caller may not access is reported as
     /// unknown too, so ids of other accounts do not leak.
-    pub async fn owned<E: Entity + Owned>(&self, caller: &Caller, param: &str, uuid: &str) -> SResult<E> {
+    pub async fn owned<E: Entity + Owned>(
+        &self,
+        caller: &Caller,
+        param: &str,
+        uuid: &str,
+    ) -> SResult<E> {
         let e: E = self.by_uuid(param, uuid).await?;
         let path = self.domain_path(e.owner_domain()).await?;
         if e.is_removed() || !caller.can_access(e.owner_account(), &path) {
@@ -203,7 +210,10 @@ impl Service {
         if caller.is_root_admin() {
             return Ok(vec![]);
         }
-        Ok(vec![Cond::In(Col::Domain, self.subtree_ids(caller.domain.id).await?)])
+        Ok(vec![Cond::In(
+            Col::Domain,
+            self.subtree_ids(caller.domain.id).await?,
+        )])
     }
 
     pub async fn subtree_ids(&self, domain_id: i64) -> SResult<Vec<crate::store::Val>> {

@@ -19,7 +19,10 @@ impl Checksum {
     pub fn parse(s: &str) -> Result<Checksum, String> {
         let s = s.trim();
         let (algo, hex) = match s.strip_prefix('{').and_then(|r| r.split_once('}')) {
-            Some((a, h)) => (a.to_ascii_uppercase().replace('-', ""), h.to_ascii_lowercase()),
+            Some((a, h)) => (
+                a.to_ascii_uppercase().replace('-', ""),
+                h.to_ascii_lowercase(),
+            ),
             None => (String::new(), s.to_ascii_lowercase()),
         };
         if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -30,7 +33,11 @@ impl Checksum {
             ("SHA1", 40) | ("", 40) => Checksum::Sha1(hex),
             ("SHA256", 64) | ("", 64) => Checksum::Sha256(hex),
             ("SHA512", 128) | ("", 128) => Checksum::Sha512(hex),
-            _ => return Err(format!("Invalid value for parameter checksum: unknown algorithm or length in {s}")),
+            _ => {
+                return Err(format!(
+                    "Invalid value for parameter checksum: unknown algorithm or length in {s}"
+                ))
+            }
         };
         Ok(c)
     }
@@ -89,10 +96,14 @@ pub fn check_source(url: &str) -> Result<(), String> {
     }
     let path = url.strip_prefix("file://").unwrap_or(url);
     if !path.starts_with('/') {
-        return Err(format!("Invalid value for parameter url: {url} is neither an http(s) URL nor an absolute path"));
+        return Err(format!(
+            "Invalid value for parameter url: {url} is neither an http(s) URL nor an absolute path"
+        ));
     }
     if !std::path::Path::new(path).is_file() {
-        return Err(format!("Invalid value for parameter url: {path} does not exist or is not a file"));
+        return Err(format!(
+            "Invalid value for parameter url: {path} does not exist or is not a file"
+        ));
     }
     Ok(())
 }
@@ -119,12 +130,21 @@ impl Service {
     }
 
     async fn fetch_template(&self, id: i64) -> Result<(String, i64, i64), String> {
-        let t: Template = self.store.load(id).await.map_err(|e| e.to_string())?.ok_or("template vanished")?;
+        let t: Template = self
+            .store
+            .load(id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("template vanished")?;
         let rel = format!("template/{}/{}.{}", t.id, t.uuid, t.format.to_lowercase());
         let dest = self.data_dir.join("secondary").join(&rel);
-        tokio::fs::create_dir_all(dest.parent().expect("has parent")).await.map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(dest.parent().expect("has parent"))
+            .await
+            .map_err(|e| e.to_string())?;
         let tmp = dest.with_extension("part");
-        let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| e.to_string())?;
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| e.to_string())?;
         let sum = t.checksum.as_deref().map(Checksum::parse).transpose()?;
         let mut hasher = sum.as_ref().map(Hasher::for_sum);
         let mut header = Vec::with_capacity(64);
@@ -138,11 +158,17 @@ impl Service {
             }
         };
         if t.url.starts_with("http://") || t.url.starts_with("https://") {
-            let mut resp = reqwest::get(&t.url).await.map_err(|e| format!("download failed: {e}"))?;
+            let mut resp = reqwest::get(&t.url)
+                .await
+                .map_err(|e| format!("download failed: {e}"))?;
             if !resp.status().is_success() {
                 return Err(format!("download failed: HTTP {}", resp.status()));
             }
-            while let Some(chunk) = resp.chunk().await.map_err(|e| format!("download failed: {e}"))? {
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| format!("download failed: {e}"))?
+            {
                 feed(&chunk, &mut header);
                 total += chunk.len() as i64;
                 out.write_all(&chunk).await.map_err(|e| e.to_string())?;
@@ -150,7 +176,9 @@ impl Service {
         } else {
             use tokio::io::AsyncReadExt;
             let path = t.url.strip_prefix("file://").unwrap_or(&t.url);
-            let mut f = tokio::fs::File::open(path).await.map_err(|e| format!("cannot read {path}: {e}"))?;
+            let mut f = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| format!("cannot read {path}: {e}"))?;
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = f.read(&mut buf).await.map_err(|e| e.to_string())?;
@@ -167,7 +195,10 @@ impl Service {
         if let (Some(want), Some(h)) = (sum, hasher) {
             let got = h.hex();
             let want_hex = match &want {
-                Checksum::Md5(x) | Checksum::Sha1(x) | Checksum::Sha256(x) | Checksum::Sha512(x) => x.clone(),
+                Checksum::Md5(x)
+                | Checksum::Sha1(x)
+                | Checksum::Sha256(x)
+                | Checksum::Sha512(x) => x.clone(),
             };
             if got != want_hex {
                 let _ = tokio::fs::remove_file(&tmp).await;
@@ -178,13 +209,19 @@ impl Service {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err("the file is not in QCOW2 format".into());
         }
-        tokio::fs::rename(&tmp, &dest).await.map_err(|e| e.to_string())?;
+        tokio::fs::rename(&tmp, &dest)
+            .await
+            .map_err(|e| e.to_string())?;
         let size = qcow2_virtual_size(&header).unwrap_or(total);
         Ok((rel, size, total))
     }
 
     async fn finish_template(&self, id: i64, r: Result<(String, i64, i64), String>) -> SResult<()> {
-        let mut t: Template = self.store.load(id).await?.ok_or_else(|| ApiError::internal("template vanished"))?;
+        let mut t: Template = self
+            .store
+            .load(id)
+            .await?
+            .ok_or_else(|| ApiError::internal("template vanished"))?;
         match r {
             Ok((path, size, physical)) => {
                 t.path = Some(path);
@@ -210,9 +247,18 @@ mod tests {
 
     #[test]
     fn checksum_forms() {
-        assert!(matches!(Checksum::parse("{MD5}d41d8cd98f00b204e9800998ecf8427e"), Ok(Checksum::Md5(_))));
-        assert!(matches!(Checksum::parse("d41d8cd98f00b204e9800998ecf8427e"), Ok(Checksum::Md5(_))));
-        assert!(matches!(Checksum::parse(&format!("{{SHA-256}}{}", "a".repeat(64))), Ok(Checksum::Sha256(_))));
+        assert!(matches!(
+            Checksum::parse("{MD5}d41d8cd98f00b204e9800998ecf8427e"),
+            Ok(Checksum::Md5(_))
+        ));
+        assert!(matches!(
+            Checksum::parse("d41d8cd98f00b204e9800998ecf8427e"),
+            Ok(Checksum::Md5(_))
+        ));
+        assert!(matches!(
+            Checksum::parse(&format!("{{SHA-256}}{}", "a".repeat(64))),
+            Ok(Checksum::Sha256(_))
+        ));
         assert!(Checksum::parse("xyz").is_err());
         assert!(Checksum::parse("{MD5}abcd").is_err());
     }

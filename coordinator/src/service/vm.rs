@@ -57,7 +57,11 @@ impl IpPool {
         let span = self.end - self.start + 1;
         for _ in 0..span {
             let cand = self.next;
-            self.next = if self.next >= self.end { self.start } else { self.next + 1 };
+            self.next = if self.next >= self.end {
+                self.start
+            } else {
+                self.next + 1
+            };
             if self.used.insert(cand) {
                 return Some(Ipv4Addr::from(cand));
             }
@@ -72,18 +76,29 @@ impl IpPool {
 }
 
 fn running_like() -> Vec<crate::store::Val> {
-    [VmState::Starting, VmState::Running, VmState::Stopping, VmState::Migrating]
-        .iter()
-        .map(|s| s.as_str().into())
-        .collect()
+    [
+        VmState::Starting,
+        VmState::Running,
+        VmState::Stopping,
+        VmState::Migrating,
+    ]
+    .iter()
+    .map(|s| s.as_str().into())
+    .collect()
 }
 
 impl Service {
     async fn ip_take(&self, net: &Network) -> SResult<Ipv4Addr> {
         let mut pools = self.ip_pools.lock().await;
         if !pools.contains_key(&net.id) {
-            let start: Ipv4Addr = net.start_ip.parse().map_err(|_| ApiError::internal("bad network range"))?;
-            let end: Ipv4Addr = net.end_ip.parse().map_err(|_| ApiError::internal("bad network range"))?;
+            let start: Ipv4Addr = net
+                .start_ip
+                .parse()
+                .map_err(|_| ApiError::internal("bad network range"))?;
+            let end: Ipv4Addr = net
+                .end_ip
+                .parse()
+                .map_err(|_| ApiError::internal("bad network range"))?;
             let nics: Vec<Nic> = self.store.all(Query::new().eq(Col::Ref, net.id)).await?;
             let used = nics
                 .iter()
@@ -91,12 +106,24 @@ impl Service {
                 .collect();
             pools.insert(
                 net.id,
-                IpPool { next: u32::from(start), start: u32::from(start), end: u32::from(end), used },
+                IpPool {
+                    next: u32::from(start),
+                    start: u32::from(start),
+                    end: u32::from(end),
+                    used,
+                },
             );
         }
         let pool = pools.get_mut(&net.id).expect("pool inserted above");
         pool.take().ok_or_else(|| {
-            ApiError::new(535, 4370, format!("Insufficient address capacity: no free IP address left in network {}", net.name))
+            ApiError::new(
+                535,
+                4370,
+                format!(
+                    "Insufficient address capacity: no free IP address left in network {}",
+                    net.name
+                ),
+            )
         })
     }
 
@@ -118,9 +145,8 @@ impl Service {
     /// asked to.
     pub async fn deploy(self: &Arc<Self>, caller: &Caller, a: DeployArgs) -> SResult<(Vm, Job)> {
         if let Some(n) = &a.name {
-            naming::validate_hostname(n).map_err(|e| {
-                ApiError::param(format!("Invalid value for parameter name: {e}"))
-            })?;
+            naming::validate_hostname(n)
+                .map_err(|e| ApiError::param(format!("Invalid value for parameter name: {e}")))?;
         }
         let (cpu, speed, mem) = compute_size(&a.offering, &a.details)?;
         let tmpl = a.template.as_ref().or(a.iso.as_ref());
@@ -139,9 +165,18 @@ impl Service {
             }
         }
         if a.zone.allocation_state != "Enabled" && !caller.is_root_admin() {
-            return Err(ApiError::param(format!("Zone {} is disabled for allocation", a.zone.uuid)));
+            return Err(ApiError::param(format!(
+                "Zone {} is disabled for allocation",
+                a.zone.uuid
+            )));
         }
-        let root_size = root_size(a.template.as_ref(), a.disk_offering.as_ref(), a.root_disk_size_gb, a.iso.is_some(), a.data_disk_size_gb)?;
+        let root_size = root_size(
+            a.template.as_ref(),
+            a.disk_offering.as_ref(),
+            a.root_disk_size_gb,
+            a.iso.is_some(),
+            a.data_disk_size_gb,
+        )?;
         let network = match &a.network {
             Some(n) => n.clone(),
             None => self.zone_default_network(a.zone.id).await?,
@@ -151,7 +186,9 @@ impl Service {
             None => None,
         };
         let ip = self.ip_take(&network).await?;
-        let created = self.create_vm_records(caller, &a, cpu, speed, mem, root_size, &network, ip, group).await;
+        let created = self
+            .create_vm_records(caller, &a, cpu, speed, mem, root_size, &network, ip, group)
+            .await;
         match created {
             Ok(x) => Ok(x),
             Err(e) => {
@@ -228,7 +265,9 @@ impl Service {
             ),
             delete_protection: false,
             display_vm: a.display_vm,
-            hypervisor: tmpl.map(|x| x.hypervisor.clone()).unwrap_or_else(|| "Simulator".into()),
+            hypervisor: tmpl
+                .map(|x| x.hypervisor.clone())
+                .unwrap_or_else(|| "Simulator".into()),
             details: a.details.clone(),
             keypairs: a.keypairs.clone(),
             userdata: a.userdata.clone(),
@@ -252,7 +291,11 @@ impl Service {
             zone_id: a.zone.id,
             volume_type: "ROOT".into(),
             size: root_size,
-            disk_offering_id: if a.iso.is_some() { a.disk_offering.as_ref().map(|d| d.id) } else { None },
+            disk_offering_id: if a.iso.is_some() {
+                a.disk_offering.as_ref().map(|d| d.id)
+            } else {
+                None
+            },
             state: "Allocated".into(),
             device_id: Some(0),
             pool_id: None,
@@ -264,7 +307,11 @@ impl Service {
         tx.insert(&root);
         // A disk offering next to a template asks for a data disk as well.
         if let (Some(d), Some(_)) = (&a.disk_offering, &a.template) {
-            let size = if d.customized { a.data_disk_size_gb.unwrap_or(0) * GIB } else { d.disk_size_gb * GIB };
+            let size = if d.customized {
+                a.data_disk_size_gb.unwrap_or(0) * GIB
+            } else {
+                d.disk_size_gb * GIB
+            };
             tx.insert(&Volume {
                 id: vol_ids + 1,
                 uuid: new_uuid(),
@@ -307,7 +354,11 @@ impl Service {
                 command: "deployVirtualMachine",
                 instance_type: Some("VirtualMachine"),
                 instance_uuid: Some(&uuid),
-                work: Work::Deploy { vm_id, start: a.start, pin: a.pin.clone() },
+                work: Work::Deploy {
+                    vm_id,
+                    start: a.start,
+                    pin: a.pin.clone(),
+                },
             },
         );
         vm.job_id = None;
@@ -317,7 +368,10 @@ impl Service {
             &mut tx,
             caller,
             "VM.CREATE",
-            format!("Successfully created entity for deploying instance. Instance Id: {}", vm.uuid),
+            format!(
+                "Successfully created entity for deploying instance. Instance Id: {}",
+                vm.uuid
+            ),
             vm.account_id,
             vm.domain_id,
             Some((&vm.uuid, "VirtualMachine", &vm.name)),
@@ -365,7 +419,9 @@ impl Service {
                 .load(vm_id)
                 .await?
                 .ok_or_else(|| ApiError::internal("instance vanished"))?;
-            let to = t.apply(vm.state).map_err(|e| ApiError::state(format!("Instance {} {}", vm.uuid, e)))?;
+            let to = t
+                .apply(vm.state)
+                .map_err(|e| ApiError::state(format!("Instance {} {}", vm.uuid, e)))?;
             vm.state = to;
             vm.last_updated = now();
             edit(&mut vm);
@@ -378,7 +434,11 @@ impl Service {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::new(530, 4300, "The instance is being changed concurrently; retry"))
+        Err(ApiError::new(
+            530,
+            4300,
+            "The instance is being changed concurrently; retry",
+        ))
     }
 
     /// Checks that an operation may begin, before its job is queued.
@@ -395,7 +455,13 @@ impl Service {
     }
 
     /// Queues a lifecycle job on an instance.
-    pub async fn queue_vm_job(self: &Arc<Self>, caller: &Caller, vm: &Vm, command: &str, work: Work) -> SResult<Job> {
+    pub async fn queue_vm_job(
+        self: &Arc<Self>,
+        caller: &Caller,
+        vm: &Vm,
+        command: &str,
+        work: Work,
+    ) -> SResult<Job> {
         let job = self.new_job(
             caller,
             NewJob {
@@ -412,9 +478,17 @@ impl Service {
         Ok(job)
     }
 
-    pub(crate) async fn exec_deploy(self: &Arc<Self>, caller: &Caller, vm_id: i64, start: bool, pin: Pin) -> SResult<JobOutput> {
+    pub(crate) async fn exec_deploy(
+        self: &Arc<Self>,
+        caller: &Caller,
+        vm_id: i64,
+        start: bool,
+        pin: Pin,
+    ) -> SResult<JobOutput> {
         if !start {
-            let vm = self.transition(vm_id, Transition::CreateStopped, |_| {}, |_, _| {}).await?;
+            let vm = self
+                .transition(vm_id, Transition::CreateStopped, |_| {}, |_, _| {})
+                .await?;
             return Ok(JobOutput::Vm { id: vm.id });
         }
         match self.exec_start(caller, vm_id, pin).await {
@@ -442,7 +516,12 @@ impl Service {
         let offering: Option<ServiceOffering> = self.store.load(vm.service_offering_id).await?;
         let want_tags: Vec<String> = offering
             .and_then(|o| o.host_tags)
-            .map(|t| t.split(',').map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()).collect())
+            .map(|t| {
+                t.split(',')
+                    .map(|s| s.trim().to_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let mut q = Query::new().eq(Col::Zone, vm.zone_id);
         if let Some(h) = pin.host_id {
@@ -455,12 +534,22 @@ impl Service {
             q = q.eq(Col::Ref, p);
         }
         let hosts: Vec<Host> = self.store.all(q).await?;
-        let clusters: Vec<Cluster> = self.store.all(Query::new().eq(Col::Zone, vm.zone_id)).await?;
-        let pods: Vec<Pod> = self.store.all(Query::new().eq(Col::Zone, vm.zone_id)).await?;
+        let clusters: Vec<Cluster> = self
+            .store
+            .all(Query::new().eq(Col::Zone, vm.zone_id))
+            .await?;
+        let pods: Vec<Pod> = self
+            .store
+            .all(Query::new().eq(Col::Zone, vm.zone_id))
+            .await?;
         let host_ids: Vec<crate::store::Val> = hosts.iter().map(|h| h.id.into()).collect();
         let active: Vec<Vm> = self
             .store
-            .all(Query::new().and(Cond::In(Col::Host, host_ids)).and(Cond::In(Col::State, running_like())))
+            .all(
+                Query::new()
+                    .and(Cond::In(Col::Host, host_ids))
+                    .and(Cond::In(Col::State, running_like())),
+            )
             .await?;
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut reject = |r: String| *reasons.entry(r).or_default() += 1;
@@ -481,7 +570,12 @@ impl Service {
                 reject("cluster disabled".into());
                 continue;
             }
-            if pods.iter().find(|p| p.id == h.pod_id).map(|p| p.allocation_state != "Enabled").unwrap_or(true) {
+            if pods
+                .iter()
+                .find(|p| p.id == h.pod_id)
+                .map(|p| p.allocation_state != "Enabled")
+                .unwrap_or(true)
+            {
                 reject("pod disabled".into());
                 continue;
             }
@@ -494,18 +588,27 @@ impl Service {
             let cpu_factor = self.setting_f64("cpu.overprovisioning.factor", &scopes);
             let mem_factor = self.setting_f64("mem.overprovisioning.factor", &scopes);
             let (mut cpu_used, mut mem_used) = (0i64, 0i64);
-            for v in active.iter().filter(|v| v.host_id == Some(h.id) && v.id != vm.id) {
+            for v in active
+                .iter()
+                .filter(|v| v.host_id == Some(h.id) && v.id != vm.id)
+            {
                 cpu_used += v.cpu_number * v.cpu_speed;
                 mem_used += v.memory;
             }
             let cpu_total = (h.cpu_number * h.cpu_speed) as f64 * cpu_factor;
             let mem_total = (h.memory_total / (1024 * 1024)) as f64 * mem_factor;
             if vm.cpu_number > h.cpu_number {
-                reject(format!("not enough CPU cores (need {}, host has {})", vm.cpu_number, h.cpu_number));
+                reject(format!(
+                    "not enough CPU cores (need {}, host has {})",
+                    vm.cpu_number, h.cpu_number
+                ));
                 continue;
             }
             if (cpu_used + vm.cpu_number * vm.cpu_speed) as f64 > cpu_total {
-                reject(format!("not enough free CPU (need {} MHz)", vm.cpu_number * vm.cpu_speed));
+                reject(format!(
+                    "not enough free CPU (need {} MHz)",
+                    vm.cpu_number * vm.cpu_speed
+                ));
                 continue;
             }
             if (mem_used + vm.memory) as f64 > mem_total {
@@ -517,7 +620,11 @@ impl Service {
         let summary = if reasons.is_empty() {
             "no hosts in the zone".to_string()
         } else {
-            reasons.iter().map(|(r, n)| format!("{n} host{}: {r}", if *n == 1 { "" } else { "s" })).collect::<Vec<_>>().join("; ")
+            reasons
+                .iter()
+                .map(|(r, n)| format!("{n} host{}: {r}", if *n == 1 { "" } else { "s" }))
+                .collect::<Vec<_>>()
+                .join("; ")
         };
         Err(ApiError::capacity(format!(
             "Unable to create a deployment for VM instance {}: insufficient capacity ({summary})",
@@ -525,8 +632,17 @@ impl Service {
         )))
     }
 
-    pub(crate) async fn exec_start(self: &Arc<Self>, _caller: &Caller, vm_id: i64, pin: Pin) -> SResult<JobOutput> {
-        let vm: Vm = self.store.load(vm_id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+    pub(crate) async fn exec_start(
+        self: &Arc<Self>,
+        _caller: &Caller,
+        vm_id: i64,
+        pin: Pin,
+    ) -> SResult<JobOutput> {
+        let vm: Vm = self
+            .store
+            .load(vm_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("instance vanished"))?;
         let host = {
             let _g = self.place_lock.lock().await;
             let host = self.place(&vm, &pin).await?;
@@ -552,7 +668,13 @@ impl Service {
             memory_mb: vm.memory,
         };
         if let Err(e) = self.agents.start(host.id, &spec).await {
-            self.transition(vm_id, Transition::StartFailed, |v| v.host_id = None, |_, _| {}).await?;
+            self.transition(
+                vm_id,
+                Transition::StartFailed,
+                |v| v.host_id = None,
+                |_, _| {},
+            )
+            .await?;
             return Err(e.into());
         }
         let vols: Vec<Volume> = self.store.all(Query::new().eq(Col::Parent, vm_id)).await?;
@@ -578,19 +700,30 @@ impl Service {
         Ok(JobOutput::Vm { id: vm.id })
     }
 
-    pub(crate) async fn exec_stop(&self, _caller: &Caller, vm_id: i64, forced: bool) -> SResult<JobOutput> {
+    pub(crate) async fn exec_stop(
+        &self,
+        _caller: &Caller,
+        vm_id: i64,
+        forced: bool,
+    ) -> SResult<JobOutput> {
         let vm = self.stop_inner(vm_id, forced).await?;
         self.record(&vm, "VM.STOP", "Stopped instance").await?;
         Ok(JobOutput::Vm { id: vm.id })
     }
 
     async fn stop_inner(&self, vm_id: i64, forced: bool) -> SResult<Vm> {
-        let vm = self.transition(vm_id, Transition::BeginStop, |_| {}, |_, _| {}).await?;
+        let vm = self
+            .transition(vm_id, Transition::BeginStop, |_| {}, |_, _| {})
+            .await?;
         if let Some(h) = vm.host_id {
             if let Err(e) = self.agents.stop(h, &vm.instance_name, forced).await {
                 if !forced {
                     // Stay Running: the host still runs it.
-                    let mut v: Vm = self.store.load(vm_id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+                    let mut v: Vm = self
+                        .store
+                        .load(vm_id)
+                        .await?
+                        .ok_or_else(|| ApiError::internal("instance vanished"))?;
                     v.state = VmState::Running;
                     let mut tx = Tx::new();
                     tx.update(&mut v);
@@ -599,38 +732,80 @@ impl Service {
                 }
             }
         }
-        self.transition(vm_id, Transition::StopSucceeded, |v| v.host_id = None, |_, _| {}).await
+        self.transition(
+            vm_id,
+            Transition::StopSucceeded,
+            |v| v.host_id = None,
+            |_, _| {},
+        )
+        .await
     }
 
     pub(crate) async fn exec_reboot(&self, _caller: &Caller, vm_id: i64) -> SResult<JobOutput> {
-        let vm: Vm = self.store.load(vm_id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
-        Transition::Reboot.apply(vm.state).map_err(|e| ApiError::state(format!("Instance {}: {e}", vm.uuid)))?;
-        let h = vm.host_id.ok_or_else(|| ApiError::internal("running instance without host"))?;
+        let vm: Vm = self
+            .store
+            .load(vm_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("instance vanished"))?;
+        Transition::Reboot
+            .apply(vm.state)
+            .map_err(|e| ApiError::state(format!("Instance {}: {e}", vm.uuid)))?;
+        let h = vm
+            .host_id
+            .ok_or_else(|| ApiError::internal("running instance without host"))?;
         self.agents.reboot(h, &vm.instance_name).await?;
-        let vm = self.transition(vm_id, Transition::Reboot, |_| {}, |_, _| {}).await?;
+        let vm = self
+            .transition(vm_id, Transition::Reboot, |_| {}, |_, _| {})
+            .await?;
         self.record(&vm, "VM.REBOOT", "Rebooted instance").await?;
         Ok(JobOutput::Vm { id: vm.id })
     }
 
-    pub(crate) async fn exec_destroy(&self, caller: &Caller, vm_id: i64, expunge: bool, volume_ids: Vec<i64>) -> SResult<JobOutput> {
-        let vm: Vm = self.store.load(vm_id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+    pub(crate) async fn exec_destroy(
+        &self,
+        caller: &Caller,
+        vm_id: i64,
+        expunge: bool,
+        volume_ids: Vec<i64>,
+    ) -> SResult<JobOutput> {
+        let vm: Vm = self
+            .store
+            .load(vm_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("instance vanished"))?;
         if vm.state == VmState::Running {
-            self.stop_inner(vm_id, self.setting_bool("vm.destroy.forcestop")).await?;
+            self.stop_inner(vm_id, self.setting_bool("vm.destroy.forcestop"))
+                .await?;
         }
         let t = now();
         let vm = if vm.state == VmState::Destroyed {
             vm
         } else {
-            let vols: Vec<Volume> = self.store.all(Query::new().and(Cond::In(Col::Id, volume_ids.iter().map(|v| (*v).into()).collect()))).await?;
-            self.transition(vm_id, Transition::Destroy, move |v| { v.destroyed_at = Some(t); v.host_id = None; }, |_, tx| {
-                for vol in &vols {
-                    let mut vol = vol.clone();
-                    vol.state = "Destroy".into();
-                    vol.vm_id = None;
-                    vol.removed = Some(t);
-                    tx.update(&mut vol);
-                }
-            }).await?
+            let vols: Vec<Volume> = self
+                .store
+                .all(Query::new().and(Cond::In(
+                    Col::Id,
+                    volume_ids.iter().map(|v| (*v).into()).collect(),
+                )))
+                .await?;
+            self.transition(
+                vm_id,
+                Transition::Destroy,
+                move |v| {
+                    v.destroyed_at = Some(t);
+                    v.host_id = None;
+                },
+                |_, tx| {
+                    for vol in &vols {
+                        let mut vol = vol.clone();
+                        vol.state = "Destroy".into();
+                        vol.vm_id = None;
+                        vol.removed = Some(t);
+                        tx.update(&mut vol);
+                    }
+                },
+            )
+            .await?
         };
         self.record(&vm, "VM.DESTROY", "Destroyed instance").await?;
         if expunge {
@@ -642,12 +817,19 @@ impl Service {
 
     /// Removes the instance for good: host resources, volumes and addresses.
     pub(crate) async fn exec_expunge(&self, _caller: &Caller, vm_id: i64) -> SResult<()> {
-        let vm: Vm = self.store.load(vm_id).await?.ok_or_else(|| ApiError::internal("instance vanished"))?;
+        let vm: Vm = self
+            .store
+            .load(vm_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("instance vanished"))?;
         if vm.state == VmState::Running {
             self.stop_inner(vm_id, true).await?;
         }
-        let vm = if vm.state == VmState::Expunging { vm } else {
-            self.transition(vm_id, Transition::BeginExpunge, |_| {}, |_, _| {}).await?
+        let vm = if vm.state == VmState::Expunging {
+            vm
+        } else {
+            self.transition(vm_id, Transition::BeginExpunge, |_| {}, |_, _| {})
+                .await?
         };
         if let Some(h) = vm.last_host_id.or(vm.host_id) {
             self.agents.expunge(h, &vm.instance_name).await?;
@@ -692,7 +874,14 @@ impl Service {
 
     pub async fn recover(&self, caller: &Caller, vm: &Vm) -> SResult<Vm> {
         Self::check_transition(vm, Transition::Recover)?;
-        let vm = self.transition(vm.id, Transition::Recover, |v| v.destroyed_at = None, |_, _| {}).await?;
+        let vm = self
+            .transition(
+                vm.id,
+                Transition::Recover,
+                |v| v.destroyed_at = None,
+                |_, _| {},
+            )
+            .await?;
         let _ = caller;
         self.record(&vm, "VM.RECOVER", "Recovered instance").await?;
         Ok(vm)
@@ -724,14 +913,27 @@ impl Service {
     /// Instances left in a transitional state by an interrupted run are settled
     /// by asking their hosts what really runs.
     pub(crate) async fn reconcile_transitional(&self) -> SResult<()> {
-        let states: Vec<crate::store::Val> = [VmState::Creating, VmState::Starting, VmState::Stopping, VmState::Migrating, VmState::Expunging]
-            .iter()
-            .map(|s| s.as_str().into())
-            .collect();
-        let vms: Vec<Vm> = self.store.all(Query::new().and(Cond::In(Col::State, states))).await?;
+        let states: Vec<crate::store::Val> = [
+            VmState::Creating,
+            VmState::Starting,
+            VmState::Stopping,
+            VmState::Migrating,
+            VmState::Expunging,
+        ]
+        .iter()
+        .map(|s| s.as_str().into())
+        .collect();
+        let vms: Vec<Vm> = self
+            .store
+            .all(Query::new().and(Cond::In(Col::State, states)))
+            .await?;
         for mut vm in vms {
             let power = match vm.host_id {
-                Some(h) => self.agents.power_state(h, &vm.instance_name).await.unwrap_or(PowerState::Missing),
+                Some(h) => self
+                    .agents
+                    .power_state(h, &vm.instance_name)
+                    .await
+                    .unwrap_or(PowerState::Missing),
                 None => PowerState::Missing,
             };
             match vm.state {
@@ -753,11 +955,26 @@ impl Service {
         }
         // Running instances whose host no longer knows them (a simulated host
         // forgets across restarts) are reported powered off.
-        let running: Vec<Vm> = self.store.all(Query::new().eq(Col::State, "Running")).await?;
+        let running: Vec<Vm> = self
+            .store
+            .all(Query::new().eq(Col::State, "Running"))
+            .await?;
         for vm in running {
             if let Some(h) = vm.host_id {
-                if self.agents.power_state(h, &vm.instance_name).await.unwrap_or(PowerState::Missing) != PowerState::On {
-                    self.transition(vm.id, Transition::PoweredOffOutOfBand, |v| v.host_id = None, |_, _| {}).await?;
+                if self
+                    .agents
+                    .power_state(h, &vm.instance_name)
+                    .await
+                    .unwrap_or(PowerState::Missing)
+                    != PowerState::On
+                {
+                    self.transition(
+                        vm.id,
+                        Transition::PoweredOffOutOfBand,
+                        |v| v.host_id = None,
+                        |_, _| {},
+                    )
+                    .await?;
                 }
             }
         }
@@ -768,10 +985,16 @@ impl Service {
     pub async fn expunge_due(&self) -> SResult<usize> {
         let delay = self.setting_i64("expunge.delay");
         let cutoff = now() - delay;
-        let vms: Vec<Vm> = self.store.all(Query::new().eq(Col::State, "Destroyed")).await?;
+        let vms: Vec<Vm> = self
+            .store
+            .all(Query::new().eq(Col::State, "Destroyed"))
+            .await?;
         let c = self.system_caller().await?;
         let mut n = 0;
-        for vm in vms.into_iter().filter(|v| v.destroyed_at.unwrap_or(0) <= cutoff) {
+        for vm in vms
+            .into_iter()
+            .filter(|v| v.destroyed_at.unwrap_or(0) <= cutoff)
+        {
             self.exec_expunge(&c, vm.id).await?;
             n += 1;
         }
@@ -779,7 +1002,10 @@ impl Service {
     }
 
     pub async fn update_vm(&self, caller: &Caller, mut vm: Vm, u: VmUpdate) -> SResult<Vm> {
-        let needs_stop = u.name.is_some() || u.os_type_id.is_some() || !u.details.is_empty() || u.cleanup_details;
+        let needs_stop = u.name.is_some()
+            || u.os_type_id.is_some()
+            || !u.details.is_empty()
+            || u.cleanup_details;
         if needs_stop && vm.state != VmState::Stopped {
             return Err(ApiError::state(format!(
                 "Instance {} must be stopped to change its name, OS type or settings; it is {}",
@@ -787,14 +1013,19 @@ impl Service {
             )));
         }
         if let Some(n) = &u.name {
-            naming::validate_hostname(n).map_err(|e| ApiError::param(format!("Invalid value for parameter name: {e}")))?;
+            naming::validate_hostname(n)
+                .map_err(|e| ApiError::param(format!("Invalid value for parameter name: {e}")))?;
         }
         let mut tx = Tx::new();
         if let Some(g) = &u.group {
             if g.is_empty() {
                 vm.group_id = None;
             } else {
-                let owner: Account = self.store.load(vm.account_id).await?.ok_or_else(|| ApiError::internal("owner missing"))?;
+                let owner: Account = self
+                    .store
+                    .load(vm.account_id)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("owner missing"))?;
                 let (grp, is_new) = self.group_for(&owner, g).await?;
                 if is_new {
                     tx.insert(&grp);
@@ -802,23 +1033,60 @@ impl Service {
                 vm.group_id = Some(grp.id);
             }
         }
-        if let Some(n) = u.name { vm.name = n; }
-        if let Some(d) = u.display_name { vm.display_name = d; }
-        if let Some(o) = u.os_type_id { vm.os_type_id = o; }
-        if let Some(h) = u.ha_enable { vm.ha_enable = h; }
-        if let Some(d) = u.dynamically_scalable { vm.dynamically_scalable = d; }
-        if let Some(p) = u.delete_protection { vm.delete_protection = p; }
-        if let Some(x) = u.display_vm { vm.display_vm = x; }
-        if let Some(x) = u.extraconfig { vm.extraconfig = Some(x); }
-        if let Some(x) = u.userdata { vm.userdata = Some(x); }
-        if u.cleanup_details { vm.details.clear(); }
-        for (k, v) in u.details { vm.details.insert(k, v); }
+        if let Some(n) = u.name {
+            vm.name = n;
+        }
+        if let Some(d) = u.display_name {
+            vm.display_name = d;
+        }
+        if let Some(o) = u.os_type_id {
+            vm.os_type_id = o;
+        }
+        if let Some(h) = u.ha_enable {
+            vm.ha_enable = h;
+        }
+        if let Some(d) = u.dynamically_scalable {
+            vm.dynamically_scalable = d;
+        }
+        if let Some(p) = u.delete_protection {
+            vm.delete_protection = p;
+        }
+        if let Some(x) = u.display_vm {
+            vm.display_vm = x;
+        }
+        if let Some(x) = u.extraconfig {
+            vm.extraconfig = Some(x);
+        }
+        if let Some(x) = u.userdata {
+            vm.userdata = Some(x);
+        }
+        if u.cleanup_details {
+            vm.details.clear();
+        }
+        for (k, v) in u.details {
+            vm.details.insert(k, v);
+        }
         vm.last_updated = now();
-        let (acct, dom, uuid, name) = (vm.account_id, vm.domain_id, vm.uuid.clone(), vm.name.clone());
+        let (acct, dom, uuid, name) = (
+            vm.account_id,
+            vm.domain_id,
+            vm.uuid.clone(),
+            vm.name.clone(),
+        );
         tx.update(&mut vm);
-        self.event(&mut tx, caller, "VM.UPDATE", format!("Updated instance. Instance Id: {uuid}"), acct, dom, Some((&uuid, "VirtualMachine", &name)));
+        self.event(
+            &mut tx,
+            caller,
+            "VM.UPDATE",
+            format!("Updated instance. Instance Id: {uuid}"),
+            acct,
+            dom,
+            Some((&uuid, "VirtualMachine", &name)),
+        );
         self.store.commit(tx.ops).await.map_err(|e| match e {
-            crate::store::StoreError::Conflict(..) => ApiError::new(530, 4300, "The instance changed concurrently; retry"),
+            crate::store::StoreError::Conflict(..) => {
+                ApiError::new(530, 4300, "The instance changed concurrently; retry")
+            }
             e => e.into(),
         })?;
         Ok(vm)
@@ -843,38 +1111,72 @@ pub struct VmUpdate {
 
 /// CPU count, speed and memory from a fixed offering, or from `details` within a
 /// custom offering's limits.
-pub fn compute_size(o: &ServiceOffering, details: &BTreeMap<String, String>) -> SResult<(i64, i64, i64)> {
+pub fn compute_size(
+    o: &ServiceOffering,
+    details: &BTreeMap<String, String>,
+) -> SResult<(i64, i64, i64)> {
     let get = |k: &str| -> SResult<Option<i64>> {
         match details.iter().find(|(dk, _)| dk.eq_ignore_ascii_case(k)) {
             None => Ok(None),
-            Some((_, v)) => v.trim().parse::<i64>().map(Some).map_err(|_| ApiError::param(format!("Invalid value for details {k}: {v} is not an integer"))),
+            Some((_, v)) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+                ApiError::param(format!(
+                    "Invalid value for details {k}: {v} is not an integer"
+                ))
+            }),
         }
     };
-    let cpu = match o.cpu_number { Some(c) => c, None => get("cpuNumber")?.ok_or_else(|| ApiError::param("The service offering is custom: details[0].cpuNumber is required"))? };
-    let speed = match o.cpu_speed { Some(s) => s, None => get("cpuSpeed")?.unwrap_or(1000) };
-    let mem = match o.memory { Some(m) => m, None => get("memory")?.ok_or_else(|| ApiError::param("The service offering is custom: details[0].memory is required"))? };
+    let cpu = match o.cpu_number {
+        Some(c) => c,
+        None => get("cpuNumber")?.ok_or_else(|| {
+            ApiError::param("The service offering is custom: details[0].cpuNumber is required")
+        })?,
+    };
+    let speed = match o.cpu_speed {
+        Some(s) => s,
+        None => get("cpuSpeed")?.unwrap_or(1000),
+    };
+    let mem = match o.memory {
+        Some(m) => m,
+        None => get("memory")?.ok_or_else(|| {
+            ApiError::param("The service offering is custom: details[0].memory is required")
+        })?,
+    };
     if o.customized {
         if let (Some(lo), Some(hi)) = (o.min_cpu, o.max_cpu) {
             if cpu < lo || cpu > hi {
-                return Err(ApiError::param(format!("Invalid cpuNumber {cpu}: the offering allows {lo} to {hi}")));
+                return Err(ApiError::param(format!(
+                    "Invalid cpuNumber {cpu}: the offering allows {lo} to {hi}"
+                )));
             }
         }
         if let (Some(lo), Some(hi)) = (o.min_memory, o.max_memory) {
             if mem < lo || mem > hi {
-                return Err(ApiError::param(format!("Invalid memory {mem}: the offering allows {lo} to {hi} MB")));
+                return Err(ApiError::param(format!(
+                    "Invalid memory {mem}: the offering allows {lo} to {hi} MB"
+                )));
             }
         }
     }
     if cpu < 1 || speed < 1 || mem < 32 {
-        return Err(ApiError::param(format!("Invalid compute size: {cpu} CPUs at {speed} MHz with {mem} MB")));
+        return Err(ApiError::param(format!(
+            "Invalid compute size: {cpu} CPUs at {speed} MHz with {mem} MB"
+        )));
     }
     Ok((cpu, speed, mem))
 }
 
-fn root_size(t: Option<&Template>, d: Option<&DiskOffering>, root_gb: Option<i64>, iso: bool, custom_gb: Option<i64>) -> SResult<i64> {
+fn root_size(
+    t: Option<&Template>,
+    d: Option<&DiskOffering>,
+    root_gb: Option<i64>,
+    iso: bool,
+    custom_gb: Option<i64>,
+) -> SResult<i64> {
     if let Some(gb) = root_gb {
         if gb <= 0 {
-            return Err(ApiError::param("Invalid value for parameter rootdisksize: it must be positive"));
+            return Err(ApiError::param(
+                "Invalid value for parameter rootdisksize: it must be positive",
+            ));
         }
         let want = gb * GIB;
         if let Some(t) = t {
@@ -888,8 +1190,16 @@ fn root_size(t: Option<&Template>, d: Option<&DiskOffering>, root_gb: Option<i64
         return Ok(want);
     }
     if iso {
-        let d = d.ok_or_else(|| ApiError::param("A disk offering (diskofferingid) is required when deploying from an ISO"))?;
-        return Ok(if d.customized { custom_gb.unwrap_or(0) * GIB } else { d.disk_size_gb * GIB });
+        let d = d.ok_or_else(|| {
+            ApiError::param(
+                "A disk offering (diskofferingid) is required when deploying from an ISO",
+            )
+        })?;
+        return Ok(if d.customized {
+            custom_gb.unwrap_or(0) * GIB
+        } else {
+            d.disk_size_gb * GIB
+        });
     }
     Ok(t.map(|t| t.size).unwrap_or(0))
 }
@@ -897,7 +1207,14 @@ fn root_size(t: Option<&Template>, d: Option<&DiskOffering>, root_gb: Option<i64
 /// Locally administered unicast MACs derived from ids: unique per NIC, stable.
 pub fn mac_for(vm_id: i64, dev: i64) -> String {
     let v = (vm_id as u64) << 4 | (dev as u64 & 0xf);
-    format!("1e:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", (v >> 32) & 0xff, (v >> 24) & 0xff, (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff)
+    format!(
+        "1e:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        (v >> 32) & 0xff,
+        (v >> 24) & 0xff,
+        (v >> 16) & 0xff,
+        (v >> 8) & 0xff,
+        v & 0xff
+    )
 }
 
 #[cfg(test)]
@@ -906,7 +1223,12 @@ mod tests {
 
     #[test]
     fn pool_never_repeats_until_released() {
-        let mut p = IpPool { next: 10, start: 10, end: 12, used: Default::default() };
+        let mut p = IpPool {
+            next: 10,
+            start: 10,
+            end: 12,
+            used: Default::default(),
+        };
         let a = p.take().unwrap();
         let b = p.take().unwrap();
         let c = p.take().unwrap();
@@ -925,7 +1247,14 @@ mod tests {
 
     #[test]
     fn custom_offering_needs_details() {
-        let o = ServiceOffering { customized: true, min_cpu: Some(1), max_cpu: Some(4), min_memory: Some(256), max_memory: Some(4096), ..Default::default() };
+        let o = ServiceOffering {
+            customized: true,
+            min_cpu: Some(1),
+            max_cpu: Some(4),
+            min_memory: Some(256),
+            max_memory: Some(4096),
+            ..Default::default()
+        };
         let mut d = BTreeMap::new();
         assert!(compute_size(&o, &d).is_err());
         d.insert("cpuNumber".to_string(), "2".to_string());

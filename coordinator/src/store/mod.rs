@@ -224,6 +224,8 @@ pub trait Entity: Serialize + DeserializeOwned + Send + Sync + Clone {
     fn uuid(&self) -> &str;
     fn version(&self) -> i64;
     fn set_version(&mut self, v: i64);
+    /// Append-only kinds get their id from the store on insert.
+    fn set_id(&mut self, id: i64);
     fn index(&self) -> Index;
 }
 
@@ -231,6 +233,7 @@ fn decode<E: Entity>(row: Row) -> Result<E, StoreError> {
     let mut e: E = serde_json::from_str(&row.data)
         .map_err(|err| StoreError::Corrupt(E::KIND, row.id, err.to_string()))?;
     e.set_version(row.version);
+    e.set_id(row.id);
     Ok(e)
 }
 
@@ -251,11 +254,17 @@ impl StoreExt for dyn Store {
         self.get(E::KIND, id).await?.map(decode).transpose()
     }
     async fn load_uuid<E: Entity>(&self, uuid: &str) -> Result<Option<E>, StoreError> {
-        self.get_by_uuid(E::KIND, uuid).await?.map(decode).transpose()
+        self.get_by_uuid(E::KIND, uuid)
+            .await?
+            .map(decode)
+            .transpose()
     }
     async fn list<E: Entity>(&self, q: &Query) -> Result<(Vec<E>, u64), StoreError> {
         let (rows, total) = self.find(E::KIND, q).await?;
-        let items = rows.into_iter().map(decode).collect::<Result<Vec<E>, _>>()?;
+        let items = rows
+            .into_iter()
+            .map(decode)
+            .collect::<Result<Vec<E>, _>>()?;
         Ok((items, total))
     }
     async fn all<E: Entity>(&self, q: Query) -> Result<Vec<E>, StoreError> {

@@ -22,6 +22,9 @@ macro_rules! entity {
             fn set_version(&mut self, v: i64) {
                 self.version = v;
             }
+            fn set_id(&mut self, id: i64) {
+                self.id = id;
+            }
             fn index(&self) -> Index {
                 let $s = self;
                 $idx
@@ -56,7 +59,14 @@ pub struct Domain {
 entity!(Domain, Kind::Domain, |s| Index {
     ukey: live(&s.removed, s.path.to_lowercase()),
     name: Some(s.name.clone()),
-    state: Some(if s.removed.is_some() { "Removed" } else { "Active" }.into()),
+    state: Some(
+        if s.removed.is_some() {
+            "Removed"
+        } else {
+            "Active"
+        }
+        .into()
+    ),
     parent_id: s.parent_id,
     k1: Some(s.path.clone()),
     created: s.created,
@@ -83,9 +93,16 @@ pub struct Account {
     pub removed: Option<i64>,
 }
 entity!(Account, Kind::Account, |s| Index {
-    ukey: live(&s.removed, format!("{}/{}", s.domain_id, s.name.to_lowercase())),
+    ukey: live(
+        &s.removed,
+        format!("{}/{}", s.domain_id, s.name.to_lowercase())
+    ),
     name: Some(s.name.clone()),
-    state: Some(if s.removed.is_some() { "removed".into() } else { s.state.clone() }),
+    state: Some(if s.removed.is_some() {
+        "removed".into()
+    } else {
+        s.state.clone()
+    }),
     domain_id: Some(s.domain_id),
     ref_id: Some(s.role_id),
     created: s.created,
@@ -114,9 +131,16 @@ pub struct User {
     pub removed: Option<i64>,
 }
 entity!(User, Kind::User, |s| Index {
-    ukey: live(&s.removed, format!("{}/{}", s.domain_id, s.username.to_lowercase())),
+    ukey: live(
+        &s.removed,
+        format!("{}/{}", s.domain_id, s.username.to_lowercase())
+    ),
     name: Some(s.username.clone()),
-    state: Some(if s.removed.is_some() { "removed".into() } else { s.state.clone() }),
+    state: Some(if s.removed.is_some() {
+        "removed".into()
+    } else {
+        s.state.clone()
+    }),
     account_id: Some(s.account_id),
     domain_id: Some(s.domain_id),
     k1: s.api_key.clone(),
@@ -208,7 +232,10 @@ pub struct Pod {
     pub removed: Option<i64>,
 }
 entity!(Pod, Kind::Pod, |s| Index {
-    ukey: live(&s.removed, format!("{}/{}", s.zone_id, s.name.to_lowercase())),
+    ukey: live(
+        &s.removed,
+        format!("{}/{}", s.zone_id, s.name.to_lowercase())
+    ),
     name: Some(s.name.clone()),
     state: Some(s.allocation_state.clone()),
     zone_id: Some(s.zone_id),
@@ -232,7 +259,10 @@ pub struct Cluster {
     pub removed: Option<i64>,
 }
 entity!(Cluster, Kind::Cluster, |s| Index {
-    ukey: live(&s.removed, format!("{}/{}", s.pod_id, s.name.to_lowercase())),
+    ukey: live(
+        &s.removed,
+        format!("{}/{}", s.pod_id, s.name.to_lowercase())
+    ),
     name: Some(s.name.clone()),
     state: Some(s.allocation_state.clone()),
     zone_id: Some(s.zone_id),
@@ -269,7 +299,11 @@ pub struct Host {
 entity!(Host, Kind::Host, |s| Index {
     ukey: live(&s.removed, s.name.to_lowercase()),
     name: Some(s.name.clone()),
-    state: Some(if s.removed.is_some() { "Removed".into() } else { s.state.clone() }),
+    state: Some(if s.removed.is_some() {
+        "Removed".into()
+    } else {
+        s.state.clone()
+    }),
     zone_id: Some(s.zone_id),
     parent_id: Some(s.cluster_id),
     ref_id: Some(s.pod_id),
@@ -329,7 +363,11 @@ entity!(NetworkOffering, Kind::NetworkOffering, |s| Index {
     ukey: live(&s.removed, s.name.to_lowercase()),
     name: Some(s.name.clone()),
     keyword: Some(s.display_text.clone()),
-    state: Some(if s.removed.is_some() { "Removed".into() } else { s.state.clone() }),
+    state: Some(if s.removed.is_some() {
+        "Removed".into()
+    } else {
+        s.state.clone()
+    }),
     created: s.created,
     ..Default::default()
 });
@@ -361,7 +399,11 @@ pub struct Network {
 entity!(Network, Kind::Network, |s| Index {
     name: Some(s.name.clone()),
     keyword: Some(s.display_text.clone()),
-    state: Some(if s.removed.is_some() { "Removed".into() } else { s.state.clone() }),
+    state: Some(if s.removed.is_some() {
+        "Removed".into()
+    } else {
+        s.state.clone()
+    }),
     account_id: s.account_id,
     domain_id: Some(s.domain_id),
     zone_id: Some(s.zone_id),
@@ -402,7 +444,11 @@ pub struct ServiceOffering {
 entity!(ServiceOffering, Kind::ServiceOffering, |s| Index {
     name: Some(s.name.clone()),
     keyword: Some(s.display_text.clone()),
-    state: Some(if s.removed.is_some() { "Removed".into() } else { s.state.clone() }),
+    state: Some(if s.removed.is_some() {
+        "Removed".into()
+    } else {
+        s.state.clone()
+    }),
     created: s.created,
     ..Default::default()
 });
@@ -427,7 +473,11 @@ pub struct DiskOffering {
 entity!(DiskOffering, Kind::DiskOffering, |s| Index {
     name: Some(s.name.clone()),
     keyword: Some(s.display_text.clone()),
-    state: Some(if s.removed.is_some() { "Removed".into() } else { s.state.clone() }),
+    state: Some(if s.removed.is_some() {
+        "Removed".into()
+    } else {
+        s.state.clone()
+    }),
     created: s.created,
     ..Default::default()
 });
@@ -507,7 +557,13 @@ pub struct Template {
 entity!(Template, Kind::Template, |s| Index {
     name: Some(s.name.clone()),
     keyword: Some(s.display_text.clone()),
-    state: Some(if s.removed.is_some() { "Removed".into() } else if s.is_ready { "Ready".into() } else { "NotReady".into() }),
+    state: Some(if s.removed.is_some() {
+        "Removed".into()
+    } else if s.is_ready {
+        "Ready".into()
+    } else {
+        "NotReady".into()
+    }),
     account_id: Some(s.account_id),
     domain_id: Some(s.domain_id),
     zone_id: s.zone_id,
@@ -743,7 +799,12 @@ pub struct Config {
     pub created: i64,
 }
 entity!(Config, Kind::Config, |s| Index {
-    ukey: Some(format!("{}/{}/{}", s.scope, s.scope_id.unwrap_or(0), s.name)),
+    ukey: Some(format!(
+        "{}/{}/{}",
+        s.scope,
+        s.scope_id.unwrap_or(0),
+        s.name
+    )),
     name: Some(s.name.clone()),
     state: Some(s.scope.clone()),
     parent_id: s.scope_id,

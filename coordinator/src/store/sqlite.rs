@@ -100,7 +100,11 @@ fn where_clause(conds: &[Cond]) -> (String, Vec<Val>) {
                 if vs.is_empty() {
                     parts.push("0".into());
                 } else {
-                    parts.push(format!("{} IN ({})", col.sql(), vec!["?"; vs.len()].join(",")));
+                    parts.push(format!(
+                        "{} IN ({})",
+                        col.sql(),
+                        vec!["?"; vs.len()].join(",")
+                    ));
                     binds.extend(vs.iter().cloned());
                 }
             }
@@ -117,7 +121,10 @@ fn where_clause(conds: &[Cond]) -> (String, Vec<Val>) {
             Cond::IsNull(col) => parts.push(format!("{} IS NULL", col.sql())),
             Cond::NotNull(col) => parts.push(format!("{} IS NOT NULL", col.sql())),
             Cond::Contains(cols, s) => {
-                let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                let escaped = s
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
                 let pat = format!("%{}%", escaped.to_lowercase());
                 let ors: Vec<String> = cols
                     .iter()
@@ -186,7 +193,10 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, kind: Kind, id: i64) -> Result<Option<Row>, StoreError> {
-        let sql = format!("SELECT id, uuid, version, data FROM {} WHERE id = ?", kind.table());
+        let sql = format!(
+            "SELECT id, uuid, version, data FROM {} WHERE id = ?",
+            kind.table()
+        );
         let r = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&self.reader)
@@ -196,7 +206,10 @@ impl Store for SqliteStore {
     }
 
     async fn get_by_uuid(&self, kind: Kind, uuid: &str) -> Result<Option<Row>, StoreError> {
-        let sql = format!("SELECT id, uuid, version, data FROM {} WHERE uuid = ?", kind.table());
+        let sql = format!(
+            "SELECT id, uuid, version, data FROM {} WHERE uuid = ?",
+            kind.table()
+        );
         let r = sqlx::query(&sql)
             .bind(uuid)
             .fetch_optional(&self.reader)
@@ -285,7 +298,13 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await.map_err(db)?;
         for op in ops {
             match op {
-                Op::Insert { kind, id, uuid, index, data } => {
+                Op::Insert {
+                    kind,
+                    id,
+                    uuid,
+                    index,
+                    data,
+                } => {
                     let sql = format!(
                         "INSERT INTO {} (id, uuid, version, ukey, name, keyword, state, account_id, domain_id, zone_id, host_id, parent_id, ref_id, k1, created, data) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         kind.table()
@@ -313,7 +332,13 @@ impl Store for SqliteStore {
                         .await
                         .map_err(|e| map_write_err(kind, &key, e))?;
                 }
-                Op::Update { kind, id, version, index, data } => {
+                Op::Update {
+                    kind,
+                    id,
+                    version,
+                    index,
+                    data,
+                } => {
                     let sql = format!(
                         "UPDATE {} SET version = version + 1, ukey = ?, name = ?, keyword = ?, state = ?, account_id = ?, domain_id = ?, zone_id = ?, host_id = ?, parent_id = ?, ref_id = ?, k1 = ?, data = ? WHERE id = ? AND version = ?",
                         kind.table()

@@ -160,9 +160,7 @@ impl Transition {
                 Expunging
             }
             (Transition::ExpungeDone, Expunging) => Expunged,
-            (Transition::PoweredOffOutOfBand, Running | Starting | Stopping | Migrating) => {
-                Stopped
-            }
+            (Transition::PoweredOffOutOfBand, Running | Starting | Stopping | Migrating) => Stopped,
             (Transition::PoweredOnOutOfBand, Stopped | Starting | Stopping) => Running,
             _ => {
                 return Err(TransitionError {

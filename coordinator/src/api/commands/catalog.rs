@@ -8,43 +8,317 @@ use crate::service::{new_uuid, now};
 use crate::store::{Col, Query, Tx};
 use serde_json::{json, Value};
 
-const SO_FIELDS: &[Field] = &[f("id", "string", "offering ID"), f("name", "string", "name"), f("displaytext", "string", "description"), f("cpunumber", "integer", "CPUs"), f("cpuspeed", "integer", "MHz"), f("memory", "integer", "MB"), f("iscustomized", "boolean", "custom size"), f("offerha", "boolean", "HA"), f("hosttags", "string", "host tags")];
-const DO_FIELDS: &[Field] = &[f("id", "string", "offering ID"), f("name", "string", "name"), f("disksize", "long", "GB"), f("iscustomized", "boolean", "custom size")];
-const OS_FIELDS: &[Field] = &[f("id", "string", "ID"), f("description", "string", "name"), f("oscategoryid", "string", "category")];
-const T_FIELDS: &[Field] = &[f("id", "string", "template ID"), f("name", "string", "name"), f("displaytext", "string", "description"), f("format", "string", "QCOW2, RAW or ISO"), f("isready", "boolean", "ready for use"), f("status", "string", "download status"), f("size", "long", "virtual size in bytes"), f("ostypeid", "string", "OS type")];
+const SO_FIELDS: &[Field] = &[
+    f("id", "string", "offering ID"),
+    f("name", "string", "name"),
+    f("displaytext", "string", "description"),
+    f("cpunumber", "integer", "CPUs"),
+    f("cpuspeed", "integer", "MHz"),
+    f("memory", "integer", "MB"),
+    f("iscustomized", "boolean", "custom size"),
+    f("offerha", "boolean", "HA"),
+    f("hosttags", "string", "host tags"),
+];
+const DO_FIELDS: &[Field] = &[
+    f("id", "string", "offering ID"),
+    f("name", "string", "name"),
+    f("disksize", "long", "GB"),
+    f("iscustomized", "boolean", "custom size"),
+];
+const OS_FIELDS: &[Field] = &[
+    f("id", "string", "ID"),
+    f("description", "string", "name"),
+    f("oscategoryid", "string", "category"),
+];
+const T_FIELDS: &[Field] = &[
+    f("id", "string", "template ID"),
+    f("name", "string", "name"),
+    f("displaytext", "string", "description"),
+    f("format", "string", "QCOW2, RAW or ISO"),
+    f("isready", "boolean", "ready for use"),
+    f("status", "string", "download status"),
+    f("size", "long", "virtual size in bytes"),
+    f("ostypeid", "string", "OS type"),
+];
 const SUCCESS: &[Field] = &[f("success", "boolean", "true on success")];
 
 pub fn commands() -> Vec<Command> {
     vec![
-        cmd!("createServiceOffering", "Creates a service offering: fixed, or custom within limits.", false, Admins,
-            &[req("name", "string", "name"), opt("displaytext", "string", "description"), opt("cpunumber", "integer", "CPUs; leave out for custom"), opt("cpuspeed", "integer", "MHz"), opt("memory", "integer", "MB; leave out for custom"),
-              opt("customized", "boolean", "custom size"), opt("mincpunumber", "integer", "custom minimum CPUs"), opt("maxcpunumber", "integer", "custom maximum CPUs"), opt("minmemory", "integer", "custom minimum MB"), opt("maxmemory", "integer", "custom maximum MB"),
-              opt("offerha", "boolean", "HA"), opt("limitcpuuse", "boolean", "cap CPU use"), opt("hosttags", "string", "host tags"), opt("tags", "string", "storage tags"), opt("dynamicscalingenabled", "boolean", "dynamic scaling"), opt("storagetype", "string", "shared or local"), opt("rootdisksize", "long", "root disk GB"), opt("issystem", "boolean", "system offering")],
-            SO_FIELDS, create_so),
-        cmd!("listServiceOfferings", "Lists service offerings.", false, All, &[opt("id", "uuid", "offering"), opt("name", "string", "name"), opt("issystem", "boolean", "system offerings"), PAGING[0], PAGING[1], PAGING[2]], SO_FIELDS, list_so),
-        cmd!("updateServiceOffering", "Updates a service offering's name, description and host tags.", false, Admins, &[req("id", "uuid", "offering"), opt("name", "string", "name"), opt("displaytext", "string", "description"), opt("hosttags", "string", "host tags")], SO_FIELDS, update_so),
-        cmd!("deleteServiceOffering", "Deletes a service offering; instances using it keep it.", false, Admins, &[req("id", "uuid", "offering")], SUCCESS, delete_so),
-        cmd!("createDiskOffering", "Creates a disk offering.", false, Admins, &[req("name", "string", "name"), opt("displaytext", "string", "description"), opt("disksize", "long", "GB"), opt("customized", "boolean", "custom size"), opt("tags", "string", "storage tags")], DO_FIELDS, create_do),
-        cmd!("listDiskOfferings", "Lists disk offerings.", false, All, &[opt("id", "uuid", "offering"), opt("name", "string", "name"), PAGING[0], PAGING[1], PAGING[2]], DO_FIELDS, list_do),
-        cmd!("listOsTypes", "Lists OS types.", false, All, &[opt("id", "uuid", "OS type"), opt("oscategoryid", "uuid", "category"), opt("description", "string", "name"), PAGING[0], PAGING[1], PAGING[2]], OS_FIELDS, list_os_types),
-        cmd!("listOsCategories", "Lists OS categories.", false, All, &[opt("id", "uuid", "category"), opt("name", "string", "name"), PAGING[0], PAGING[1], PAGING[2]], OS_FIELDS, list_os_categories),
-        cmd!("registerTemplate", "Registers a template from a local path or an http(s) URL into secondary storage.", false, All,
-            &[req("name", "string", "name"), req("displaytext", "string", "description"), req("url", "string", "http(s) URL, file:// URL or absolute path"), req("format", "string", "QCOW2, RAW, VHD, OVA"), req("hypervisor", "string", "KVM, Simulator, VMware"), opt("ostypeid", "uuid", "OS type"), opt("zoneid", "uuid", "zone; -1 or left out for all"), opt("checksum", "string", "{MD5}, {SHA-256} or bare hex"), opt("ispublic", "boolean", "public"), opt("isfeatured", "boolean", "featured"), opt("passwordenabled", "boolean", "password reset"), opt("isdynamicallyscalable", "boolean", "tools installed for scaling"), opt("account", "string", "owner"), opt("domainid", "uuid", "owner's domain")],
-            T_FIELDS, register_template),
-        cmd!("registerIso", "Registers an ISO.", false, All, &[req("name", "string", "name"), req("displaytext", "string", "description"), req("url", "string", "URL or path"), opt("ostypeid", "uuid", "OS type"), opt("zoneid", "uuid", "zone"), opt("checksum", "string", "checksum"), opt("ispublic", "boolean", "public"), opt("bootable", "boolean", "bootable")], T_FIELDS, register_iso),
-        cmd!("listTemplates", "Lists templates.", false, All, &[req("templatefilter", "string", "featured, self, selfexecutable, sharedexecutable, executable, community, all"), opt("id", "uuid", "template"), opt("ids", "list", "templates"), opt("name", "string", "name"), opt("zoneid", "uuid", "zone"), opt("hypervisor", "string", "hypervisor"), opt("isready", "boolean", "ready only"), PAGING[0], PAGING[1], PAGING[2]], T_FIELDS, list_templates),
-        cmd!("listIsos", "Lists ISOs.", false, All, &[opt("isofilter", "string", "filter"), opt("id", "uuid", "ISO"), opt("name", "string", "name"), opt("zoneid", "uuid", "zone"), opt("isready", "boolean", "ready only"), PAGING[0], PAGING[1], PAGING[2]], T_FIELDS, list_isos),
-        cmd!("updateTemplate", "Updates a template.", false, All, &[req("id", "uuid", "template"), opt("name", "string", "name"), opt("displaytext", "string", "description"), opt("ostypeid", "uuid", "OS type"), opt("passwordenabled", "boolean", "password reset"), opt("isdynamicallyscalable", "boolean", "tools installed for dynamic scaling"), opt("bootable", "boolean", "bootable")], T_FIELDS, update_template),
-        cmd!("deleteTemplate", "Deletes a template.", true, All, &[req("id", "uuid", "template"), opt("zoneid", "uuid", "zone")], SUCCESS, delete_template),
+        cmd!(
+            "createServiceOffering",
+            "Creates a service offering: fixed, or custom within limits.",
+            false,
+            Admins,
+            &[
+                req("name", "string", "name"),
+                opt("displaytext", "string", "description"),
+                opt("cpunumber", "integer", "CPUs; leave out for custom"),
+                opt("cpuspeed", "integer", "MHz"),
+                opt("memory", "integer", "MB; leave out for custom"),
+                opt("customized", "boolean", "custom size"),
+                opt("mincpunumber", "integer", "custom minimum CPUs"),
+                opt("maxcpunumber", "integer", "custom maximum CPUs"),
+                opt("minmemory", "integer", "custom minimum MB"),
+                opt("maxmemory", "integer", "custom maximum MB"),
+                opt("offerha", "boolean", "HA"),
+                opt("limitcpuuse", "boolean", "cap CPU use"),
+                opt("hosttags", "string", "host tags"),
+                opt("tags", "string", "storage tags"),
+                opt("dynamicscalingenabled", "boolean", "dynamic scaling"),
+                opt("storagetype", "string", "shared or local"),
+                opt("rootdisksize", "long", "root disk GB"),
+                opt("issystem", "boolean", "system offering")
+            ],
+            SO_FIELDS,
+            create_so
+        ),
+        cmd!(
+            "listServiceOfferings",
+            "Lists service offerings.",
+            false,
+            All,
+            &[
+                opt("id", "uuid", "offering"),
+                opt("name", "string", "name"),
+                opt("issystem", "boolean", "system offerings"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            SO_FIELDS,
+            list_so
+        ),
+        cmd!(
+            "updateServiceOffering",
+            "Updates a service offering's name, description and host tags.",
+            false,
+            Admins,
+            &[
+                req("id", "uuid", "offering"),
+                opt("name", "string", "name"),
+                opt("displaytext", "string", "description"),
+                opt("hosttags", "string", "host tags")
+            ],
+            SO_FIELDS,
+            update_so
+        ),
+        cmd!(
+            "deleteServiceOffering",
+            "Deletes a service offering; instances using it keep it.",
+            false,
+            Admins,
+            &[req("id", "uuid", "offering")],
+            SUCCESS,
+            delete_so
+        ),
+        cmd!(
+            "createDiskOffering",
+            "Creates a disk offering.",
+            false,
+            Admins,
+            &[
+                req("name", "string", "name"),
+                opt("displaytext", "string", "description"),
+                opt("disksize", "long", "GB"),
+                opt("customized", "boolean", "custom size"),
+                opt("tags", "string", "storage tags")
+            ],
+            DO_FIELDS,
+            create_do
+        ),
+        cmd!(
+            "listDiskOfferings",
+            "Lists disk offerings.",
+            false,
+            All,
+            &[
+                opt("id", "uuid", "offering"),
+                opt("name", "string", "name"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            DO_FIELDS,
+            list_do
+        ),
+        cmd!(
+            "listOsTypes",
+            "Lists OS types.",
+            false,
+            All,
+            &[
+                opt("id", "uuid", "OS type"),
+                opt("oscategoryid", "uuid", "category"),
+                opt("description", "string", "name"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            OS_FIELDS,
+            list_os_types
+        ),
+        cmd!(
+            "listOsCategories",
+            "Lists OS categories.",
+            false,
+            All,
+            &[
+                opt("id", "uuid", "category"),
+                opt("name", "string", "name"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            OS_FIELDS,
+            list_os_categories
+        ),
+        cmd!(
+            "registerTemplate",
+            "Registers a template from a local path or an http(s) URL into secondary storage.",
+            false,
+            All,
+            &[
+                req("name", "string", "name"),
+                req("displaytext", "string", "description"),
+                req("url", "string", "http(s) URL, file:// URL or absolute path"),
+                req("format", "string", "QCOW2, RAW, VHD, OVA"),
+                req("hypervisor", "string", "KVM, Simulator, VMware"),
+                opt("ostypeid", "uuid", "OS type"),
+                opt("zoneid", "uuid", "zone; -1 or left out for all"),
+                opt("checksum", "string", "{MD5}, {SHA-256} or bare hex"),
+                opt("ispublic", "boolean", "public"),
+                opt("isfeatured", "boolean", "featured"),
+                opt("passwordenabled", "boolean", "password reset"),
+                opt(
+                    "isdynamicallyscalable",
+                    "boolean",
+                    "tools installed for scaling"
+                ),
+                opt("account", "string", "owner"),
+                opt("domainid", "uuid", "owner's domain")
+            ],
+            T_FIELDS,
+            register_template
+        ),
+        cmd!(
+            "registerIso",
+            "Registers an ISO.",
+            false,
+            All,
+            &[
+                req("name", "string", "name"),
+                req("displaytext", "string", "description"),
+                req("url", "string", "URL or path"),
+                opt("ostypeid", "uuid", "OS type"),
+                opt("zoneid", "uuid", "zone"),
+                opt("checksum", "string", "checksum"),
+                opt("ispublic", "boolean", "public"),
+                opt("bootable", "boolean", "bootable")
+            ],
+            T_FIELDS,
+            register_iso
+        ),
+        cmd!(
+            "listTemplates",
+            "Lists templates.",
+            false,
+            All,
+            &[
+                req(
+                    "templatefilter",
+                    "string",
+                    "featured, self, selfexecutable, sharedexecutable, executable, community, all"
+                ),
+                opt("id", "uuid", "template"),
+                opt("ids", "list", "templates"),
+                opt("name", "string", "name"),
+                opt("zoneid", "uuid", "zone"),
+                opt("hypervisor", "string", "hypervisor"),
+                opt("isready", "boolean", "ready only"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            T_FIELDS,
+            list_templates
+        ),
+        cmd!(
+            "listIsos",
+            "Lists ISOs.",
+            false,
+            All,
+            &[
+                opt("isofilter", "string", "filter"),
+                opt("id", "uuid", "ISO"),
+                opt("name", "string", "name"),
+                opt("zoneid", "uuid", "zone"),
+                opt("isready", "boolean", "ready only"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            T_FIELDS,
+            list_isos
+        ),
+        cmd!(
+            "updateTemplate",
+            "Updates a template.",
+            false,
+            All,
+            &[
+                req("id", "uuid", "template"),
+                opt("name", "string", "name"),
+                opt("displaytext", "string", "description"),
+                opt("ostypeid", "uuid", "OS type"),
+                opt("passwordenabled", "boolean", "password reset"),
+                opt(
+                    "isdynamicallyscalable",
+                    "boolean",
+                    "tools installed for dynamic scaling"
+                ),
+                opt("bootable", "boolean", "bootable")
+            ],
+            T_FIELDS,
+            update_template
+        ),
+        cmd!(
+            "deleteTemplate",
+            "Deletes a template.",
+            true,
+            All,
+            &[req("id", "uuid", "template"), opt("zoneid", "uuid", "zone")],
+            SUCCESS,
+            delete_template
+        ),
     ]
 }
 
 fn so_json(o: &ServiceOffering) -> Value {
-    Obj::new().s("id", &o.uuid).s("name", &o.name).s("displaytext", &o.display_text).ov("cpunumber", o.cpu_number).ov("cpuspeed", o.cpu_speed).ov("memory", o.memory)
-        .v("iscustomized", o.customized).v("offerha", o.offer_ha).v("limitcpuuse", o.limit_cpu_use).os("hosttags", o.host_tags.clone()).os("storagetags", o.storage_tags.clone())
-        .v("dynamicscalingenabled", o.dynamic_scaling).s("storagetype", &o.storage_type).v("issystem", o.is_system).s("state", &o.state).s("created", date(o.created))
-        .when(o.customized, |x| x.ov("mincpunumber", o.min_cpu).ov("maxcpunumber", o.max_cpu).ov("minmemory", o.min_memory).ov("maxmemory", o.max_memory))
-        .ov("rootdisksize", o.root_disk_size).build()
+    Obj::new()
+        .s("id", &o.uuid)
+        .s("name", &o.name)
+        .s("displaytext", &o.display_text)
+        .ov("cpunumber", o.cpu_number)
+        .ov("cpuspeed", o.cpu_speed)
+        .ov("memory", o.memory)
+        .v("iscustomized", o.customized)
+        .v("offerha", o.offer_ha)
+        .v("limitcpuuse", o.limit_cpu_use)
+        .os("hosttags", o.host_tags.clone())
+        .os("storagetags", o.storage_tags.clone())
+        .v("dynamicscalingenabled", o.dynamic_scaling)
+        .s("storagetype", &o.storage_type)
+        .v("issystem", o.is_system)
+        .s("state", &o.state)
+        .s("created", date(o.created))
+        .when(o.customized, |x| {
+            x.ov("mincpunumber", o.min_cpu)
+                .ov("maxcpunumber", o.max_cpu)
+                .ov("minmemory", o.min_memory)
+                .ov("maxmemory", o.max_memory)
+        })
+        .ov("rootdisksize", o.root_disk_size)
+        .build()
 }
 
 async fn create_so(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -52,52 +326,116 @@ async fn create_so(ctx: Ctx) -> Result<Reply, ApiError> {
     let cpu = ctx.p.i64_range("cpunumber", 1, 1024)?;
     let speed = ctx.p.i64_range("cpuspeed", 1, 1_000_000)?;
     let mem = ctx.p.i64_range("memory", 32, 16 * 1024 * 1024)?;
-    let customized = ctx.p.bool("customized").unwrap_or(cpu.is_none() || mem.is_none());
+    let customized = ctx
+        .p
+        .bool("customized")
+        .unwrap_or(cpu.is_none() || mem.is_none());
     if !customized && (cpu.is_none() || mem.is_none()) {
-        return Err(ApiError::param("A fixed offering needs cpunumber and memory; set customized=true for a custom one"));
+        return Err(ApiError::param(
+            "A fixed offering needs cpunumber and memory; set customized=true for a custom one",
+        ));
     }
-    let (min_cpu, max_cpu) = (ctx.p.i64_range("mincpunumber", 1, 1024)?, ctx.p.i64_range("maxcpunumber", 1, 1024)?);
-    let (min_mem, max_mem) = (ctx.p.i64_range("minmemory", 32, 16 * 1024 * 1024)?, ctx.p.i64_range("maxmemory", 32, 16 * 1024 * 1024)?);
-    if matches!((min_cpu, max_cpu), (Some(a), Some(b)) if a > b) || matches!((min_mem, max_mem), (Some(a), Some(b)) if a > b) {
-        return Err(ApiError::param("The minimum of a custom offering must not exceed its maximum"));
+    let (min_cpu, max_cpu) = (
+        ctx.p.i64_range("mincpunumber", 1, 1024)?,
+        ctx.p.i64_range("maxcpunumber", 1, 1024)?,
+    );
+    let (min_mem, max_mem) = (
+        ctx.p.i64_range("minmemory", 32, 16 * 1024 * 1024)?,
+        ctx.p.i64_range("maxmemory", 32, 16 * 1024 * 1024)?,
+    );
+    if matches!((min_cpu, max_cpu), (Some(a), Some(b)) if a > b)
+        || matches!((min_mem, max_mem), (Some(a), Some(b)) if a > b)
+    {
+        return Err(ApiError::param(
+            "The minimum of a custom offering must not exceed its maximum",
+        ));
     }
     let storage = ctx.p.str("storagetype").unwrap_or("shared").to_lowercase();
     if storage != "shared" && storage != "local" {
-        return Err(ApiError::param("Invalid value for parameter storagetype: use shared or local"));
+        return Err(ApiError::param(
+            "Invalid value for parameter storagetype: use shared or local",
+        ));
     }
     let o = ServiceOffering {
-        id: ctx.svc.store.new_id::<ServiceOffering>().await?, uuid: new_uuid(), version: 1, name: name.to_string(),
-        display_text: ctx.p.str("displaytext").unwrap_or(name).to_string(), cpu_number: cpu, cpu_speed: speed.or(if cpu.is_some() { Some(1000) } else { None }), memory: mem,
-        customized, min_cpu, max_cpu, min_memory: min_mem, max_memory: max_mem, offer_ha: ctx.p.bool_or("offerha", false), limit_cpu_use: ctx.p.bool_or("limitcpuuse", false),
-        host_tags: ctx.p.str("hosttags").map(str::to_string), storage_tags: ctx.p.str("tags").map(str::to_string), dynamic_scaling: ctx.p.bool_or("dynamicscalingenabled", true),
-        storage_type: storage, root_disk_size: ctx.p.i64("rootdisksize")?, disk_offering_id: None, is_system: ctx.p.bool_or("issystem", false), state: "Active".into(), created: now(), removed: None,
+        id: ctx.svc.store.new_id::<ServiceOffering>().await?,
+        uuid: new_uuid(),
+        version: 1,
+        name: name.to_string(),
+        display_text: ctx.p.str("displaytext").unwrap_or(name).to_string(),
+        cpu_number: cpu,
+        cpu_speed: speed.or(if cpu.is_some() { Some(1000) } else { None }),
+        memory: mem,
+        customized,
+        min_cpu,
+        max_cpu,
+        min_memory: min_mem,
+        max_memory: max_mem,
+        offer_ha: ctx.p.bool_or("offerha", false),
+        limit_cpu_use: ctx.p.bool_or("limitcpuuse", false),
+        host_tags: ctx.p.str("hosttags").map(str::to_string),
+        storage_tags: ctx.p.str("tags").map(str::to_string),
+        dynamic_scaling: ctx.p.bool_or("dynamicscalingenabled", true),
+        storage_type: storage,
+        root_disk_size: ctx.p.i64("rootdisksize")?,
+        disk_offering_id: None,
+        is_system: ctx.p.bool_or("issystem", false),
+        state: "Active".into(),
+        created: now(),
+        removed: None,
     };
     let mut tx = Tx::new();
     tx.insert(&o);
-    ctx.svc.event(&mut tx, &ctx.caller, "SERVICE.OFFERING.CREATE", format!("Created service offering {name}"), ctx.caller.account.id, ctx.caller.domain.id, Some((&o.uuid, "ServiceOffering", name)));
+    ctx.svc.event(
+        &mut tx,
+        &ctx.caller,
+        "SERVICE.OFFERING.CREATE",
+        format!("Created service offering {name}"),
+        ctx.caller.account.id,
+        ctx.caller.domain.id,
+        Some((&o.uuid, "ServiceOffering", name)),
+    );
     ctx.svc.store.commit(tx.ops).await?;
     Ok(Reply::Object("serviceoffering", so_json(&o)))
 }
 
 fn name_filter(ctx: &Ctx, mut q: Query) -> Result<Query, ApiError> {
-    if let Some(id) = ctx.p.str("id") { q = q.eq(Col::Uuid, id); }
-    if let Some(n) = ctx.p.str("name") { q = q.and(Cond::EqNoCase(Col::Name, n.to_string())); }
-    if let Some(k) = ctx.p.str("keyword") { q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.to_string())); }
+    if let Some(id) = ctx.p.str("id") {
+        q = q.eq(Col::Uuid, id);
+    }
+    if let Some(n) = ctx.p.str("name") {
+        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
+    }
+    if let Some(k) = ctx.p.str("keyword") {
+        q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.to_string()));
+    }
     q.page = paging(ctx)?;
     Ok(q)
 }
 
 async fn list_so(ctx: Ctx) -> Result<Reply, ApiError> {
-    let q = name_filter(&ctx, Query::new().and(Cond::Ne(Col::State, "Removed".into())))?;
+    let q = name_filter(
+        &ctx,
+        Query::new().and(Cond::Ne(Col::State, "Removed".into())),
+    )?;
     let (os, total) = ctx.svc.store.list::<ServiceOffering>(&q).await?;
-    Ok(Reply::List("serviceoffering", os.iter().map(so_json).collect(), total))
+    Ok(Reply::List(
+        "serviceoffering",
+        os.iter().map(so_json).collect(),
+        total,
+    ))
 }
 
 async fn update_so(ctx: Ctx) -> Result<Reply, ApiError> {
     let mut o: ServiceOffering = ctx.svc.by_uuid("id", ctx.p.required("id")?).await?;
-    if let Some(n) = ctx.p.str("name") { o.name = n.to_string(); }
-    if let Some(n) = ctx.p.str("displaytext") { o.display_text = n.to_string(); }
-    if ctx.p.raw("hosttags").is_some() { o.host_tags = ctx.p.str("hosttags").map(str::to_string); }
+    if let Some(n) = ctx.p.str("name") {
+        o.name = n.to_string();
+    }
+    if let Some(n) = ctx.p.str("displaytext") {
+        o.display_text = n.to_string();
+    }
+    if ctx.p.raw("hosttags").is_some() {
+        o.host_tags = ctx.p.str("hosttags").map(str::to_string);
+    }
     let mut tx = Tx::new();
     tx.update(&mut o);
     ctx.svc.store.commit(tx.ops).await?;
@@ -107,7 +445,9 @@ async fn update_so(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn delete_so(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.p.required("id")?;
     let mut o: ServiceOffering = ctx.svc.by_uuid("id", id).await?;
-    if o.removed.is_some() { return Err(ApiError::unknown_id("id", id)); }
+    if o.removed.is_some() {
+        return Err(ApiError::unknown_id("id", id));
+    }
     o.removed = Some(now());
     let mut tx = Tx::new();
     tx.update(&mut o);
@@ -116,8 +456,17 @@ async fn delete_so(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 fn do_json(o: &DiskOffering) -> Value {
-    Obj::new().s("id", &o.uuid).s("name", &o.name).s("displaytext", &o.display_text).v("disksize", o.disk_size_gb).v("iscustomized", o.customized)
-        .s("storagetype", &o.storage_type).os("tags", o.tags.clone()).s("state", &o.state).s("created", date(o.created)).build()
+    Obj::new()
+        .s("id", &o.uuid)
+        .s("name", &o.name)
+        .s("displaytext", &o.display_text)
+        .v("disksize", o.disk_size_gb)
+        .v("iscustomized", o.customized)
+        .s("storagetype", &o.storage_type)
+        .os("tags", o.tags.clone())
+        .s("state", &o.state)
+        .s("created", date(o.created))
+        .build()
 }
 
 async fn create_do(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -127,8 +476,20 @@ async fn create_do(ctx: Ctx) -> Result<Reply, ApiError> {
     if !customized && size.is_none() {
         return Err(ApiError::missing(&ctx.p.command, "disksize"));
     }
-    let o = DiskOffering { id: ctx.svc.store.new_id::<DiskOffering>().await?, uuid: new_uuid(), version: 1, name: name.to_string(), display_text: ctx.p.str("displaytext").unwrap_or(name).to_string(),
-        disk_size_gb: if customized { 0 } else { size.unwrap_or(0) }, customized, storage_type: "shared".into(), tags: ctx.p.str("tags").map(str::to_string), state: "Active".into(), created: now(), removed: None };
+    let o = DiskOffering {
+        id: ctx.svc.store.new_id::<DiskOffering>().await?,
+        uuid: new_uuid(),
+        version: 1,
+        name: name.to_string(),
+        display_text: ctx.p.str("displaytext").unwrap_or(name).to_string(),
+        disk_size_gb: if customized { 0 } else { size.unwrap_or(0) },
+        customized,
+        storage_type: "shared".into(),
+        tags: ctx.p.str("tags").map(str::to_string),
+        state: "Active".into(),
+        created: now(),
+        removed: None,
+    };
     let mut tx = Tx::new();
     tx.insert(&o);
     ctx.svc.store.commit(tx.ops).await?;
@@ -136,23 +497,47 @@ async fn create_do(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn list_do(ctx: Ctx) -> Result<Reply, ApiError> {
-    let q = name_filter(&ctx, Query::new().and(Cond::Ne(Col::State, "Removed".into())))?;
+    let q = name_filter(
+        &ctx,
+        Query::new().and(Cond::Ne(Col::State, "Removed".into())),
+    )?;
     let (os, total) = ctx.svc.store.list::<DiskOffering>(&q).await?;
-    Ok(Reply::List("diskoffering", os.iter().map(do_json).collect(), total))
+    Ok(Reply::List(
+        "diskoffering",
+        os.iter().map(do_json).collect(),
+        total,
+    ))
 }
 
 async fn list_os_types(ctx: Ctx) -> Result<Reply, ApiError> {
     let mut q = Query::new();
-    if let Some(id) = ctx.p.str("id") { q = q.eq(Col::Uuid, id); }
-    if let Some(d) = ctx.p.str("description") { q = q.and(Cond::EqNoCase(Col::Name, d.to_string())); }
-    if let Some(k) = ctx.p.str("keyword") { q = q.and(Cond::Contains(vec![Col::Name], k.to_string())); }
-    if let Some(c) = opt_ref::<OsCategory>(&ctx, "oscategoryid").await? { q = q.eq(Col::Parent, c.id); }
+    if let Some(id) = ctx.p.str("id") {
+        q = q.eq(Col::Uuid, id);
+    }
+    if let Some(d) = ctx.p.str("description") {
+        q = q.and(Cond::EqNoCase(Col::Name, d.to_string()));
+    }
+    if let Some(k) = ctx.p.str("keyword") {
+        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
+    }
+    if let Some(c) = opt_ref::<OsCategory>(&ctx, "oscategoryid").await? {
+        q = q.eq(Col::Parent, c.id);
+    }
     q.page = paging(&ctx)?;
     let (ts, total) = ctx.svc.store.list::<OsType>(&q).await?;
     let mut items = Vec::new();
     for t in &ts {
         let c: Option<OsCategory> = ctx.svc.store.load(t.category_id).await?;
-        items.push(Obj::new().s("id", &t.uuid).s("description", &t.description).s("name", &t.description).os("oscategoryid", c.as_ref().map(|c| c.uuid.clone())).os("oscategoryname", c.map(|c| c.name)).v("isuserdefined", t.is_user_defined).build());
+        items.push(
+            Obj::new()
+                .s("id", &t.uuid)
+                .s("description", &t.description)
+                .s("name", &t.description)
+                .os("oscategoryid", c.as_ref().map(|c| c.uuid.clone()))
+                .os("oscategoryname", c.map(|c| c.name))
+                .v("isuserdefined", t.is_user_defined)
+                .build(),
+        );
     }
     Ok(Reply::List("ostype", items, total))
 }
@@ -160,63 +545,157 @@ async fn list_os_types(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn list_os_categories(ctx: Ctx) -> Result<Reply, ApiError> {
     let q = name_filter(&ctx, Query::new())?;
     let (cs, total) = ctx.svc.store.list::<OsCategory>(&q).await?;
-    Ok(Reply::List("oscategory", cs.iter().map(|c| json!({"id": c.uuid, "name": c.name})).collect(), total))
+    Ok(Reply::List(
+        "oscategory",
+        cs.iter()
+            .map(|c| json!({"id": c.uuid, "name": c.name}))
+            .collect(),
+        total,
+    ))
 }
 
 async fn template_json(ctx: &Ctx, t: &Template) -> Result<Value, ApiError> {
-    let z: Option<Zone> = match t.zone_id { Some(z) => ctx.svc.store.load(z).await?, None => None };
+    let z: Option<Zone> = match t.zone_id {
+        Some(z) => ctx.svc.store.load(z).await?,
+        None => None,
+    };
     let os: Option<OsType> = ctx.svc.store.load(t.os_type_id).await?;
     let a: Option<Account> = ctx.svc.store.load(t.account_id).await?;
     let d: Option<Domain> = ctx.svc.store.load(t.domain_id).await?;
-    Ok(Obj::new().s("id", &t.uuid).s("name", &t.name).s("displaytext", &t.display_text).s("format", &t.format).s("hypervisor", &t.hypervisor)
-        .os("ostypeid", os.as_ref().map(|o| o.uuid.clone())).os("ostypename", os.map(|o| o.description)).v("size", t.size).v("physicalsize", t.physical_size)
-        .v("isready", t.is_ready).s("status", &t.status).v("ispublic", t.is_public).v("isfeatured", t.is_featured).v("passwordenabled", t.password_enabled)
-        .v("isdynamicallyscalable", t.dynamically_scalable).v("bootable", t.bootable).v("isextractable", t.extractable).s("templatetype", &t.template_type)
-        .os("zoneid", z.as_ref().map(|z| z.uuid.clone())).os("zonename", z.map(|z| z.name)).v("crossZones", t.zone_id.is_none())
-        .os("account", a.map(|a| a.name)).os("domainid", d.as_ref().map(|d| d.uuid.clone())).os("domain", d.map(|d| d.name))
-        .os("checksum", t.checksum.clone()).s("created", date(t.created)).v("requireshvm", t.requires_hvm).v("tags", json!([])).v("details", json!(t.details)).build())
+    Ok(Obj::new()
+        .s("id", &t.uuid)
+        .s("name", &t.name)
+        .s("displaytext", &t.display_text)
+        .s("format", &t.format)
+        .s("hypervisor", &t.hypervisor)
+        .os("ostypeid", os.as_ref().map(|o| o.uuid.clone()))
+        .os("ostypename", os.map(|o| o.description))
+        .v("size", t.size)
+        .v("physicalsize", t.physical_size)
+        .v("isready", t.is_ready)
+        .s("status", &t.status)
+        .v("ispublic", t.is_public)
+        .v("isfeatured", t.is_featured)
+        .v("passwordenabled", t.password_enabled)
+        .v("isdynamicallyscalable", t.dynamically_scalable)
+        .v("bootable", t.bootable)
+        .v("isextractable", t.extractable)
+        .s("templatetype", &t.template_type)
+        .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
+        .os("zonename", z.map(|z| z.name))
+        .v("crossZones", t.zone_id.is_none())
+        .os("account", a.map(|a| a.name))
+        .os("domainid", d.as_ref().map(|d| d.uuid.clone()))
+        .os("domain", d.map(|d| d.name))
+        .os("checksum", t.checksum.clone())
+        .s("created", date(t.created))
+        .v("requireshvm", t.requires_hvm)
+        .v("tags", json!([]))
+        .v("details", json!(t.details))
+        .build())
 }
 
 async fn register(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
     let name = ctx.p.required("name")?.to_string();
     let url = ctx.p.required("url")?.to_string();
-    let format = if iso { "ISO".to_string() } else {
+    let format = if iso {
+        "ISO".to_string()
+    } else {
         let f = ctx.p.required("format")?.to_uppercase();
         if !["QCOW2", "RAW", "VHD", "OVA", "VMDK"].contains(&f.as_str()) {
-            return Err(ApiError::param(format!("Invalid value for parameter format: {f}; use QCOW2, RAW, VHD, OVA or VMDK")));
+            return Err(ApiError::param(format!(
+                "Invalid value for parameter format: {f}; use QCOW2, RAW, VHD, OVA or VMDK"
+            )));
         }
         f
     };
-    let hypervisor = if iso { "None".to_string() } else {
+    let hypervisor = if iso {
+        "None".to_string()
+    } else {
         let h = ctx.p.required("hypervisor")?;
-        ["KVM", "Simulator", "VMware", "XenServer", "None"].iter().find(|x| x.eq_ignore_ascii_case(h)).map(|x| x.to_string())
-            .ok_or_else(|| ApiError::param(format!("Invalid value for parameter hypervisor: {h}")))?
+        ["KVM", "Simulator", "VMware", "XenServer", "None"]
+            .iter()
+            .find(|x| x.eq_ignore_ascii_case(h))
+            .map(|x| x.to_string())
+            .ok_or_else(|| {
+                ApiError::param(format!("Invalid value for parameter hypervisor: {h}"))
+            })?
     };
-    let checksum = ctx.p.str("checksum").map(crate::service::templates::Checksum::parse).transpose().map_err(ApiError::param)?;
+    let checksum = ctx
+        .p
+        .str("checksum")
+        .map(crate::service::templates::Checksum::parse)
+        .transpose()
+        .map_err(ApiError::param)?;
     crate::service::templates::check_source(&url).map_err(ApiError::param)?;
     let os = match opt_ref::<OsType>(&ctx, "ostypeid").await? {
         Some(o) => o,
-        None => ctx.svc.store.first(Query::new().eq(Col::Ukey, "other linux (64-bit)")).await?.ok_or_else(|| ApiError::missing(&ctx.p.command, "ostypeid"))?,
+        None => ctx
+            .svc
+            .store
+            .first(Query::new().eq(Col::Ukey, "other linux (64-bit)"))
+            .await?
+            .ok_or_else(|| ApiError::missing(&ctx.p.command, "ostypeid"))?,
     };
-    let zone = match ctx.p.str("zoneid") { Some("-1") | None => None, Some(z) => Some(ctx.svc.by_uuid::<Zone>("zoneid", z).await?.id) };
+    let zone = match ctx.p.str("zoneid") {
+        Some("-1") | None => None,
+        Some(z) => Some(ctx.svc.by_uuid::<Zone>("zoneid", z).await?.id),
+    };
     let owner = owner(&ctx).await?;
     let public = ctx.p.bool_or("ispublic", false);
     if public && !ctx.caller.is_admin() && ctx.p.has("ispublic") {
         // Users may share their templates as CloudStack allows by default.
     }
     let t = Template {
-        id: ctx.svc.store.new_id::<Template>().await?, uuid: new_uuid(), version: 1, name, display_text: ctx.p.required("displaytext")?.to_string(), format, is_iso: iso, hypervisor,
-        os_type_id: os.id, zone_id: zone, account_id: owner.id, domain_id: owner.domain_id, is_public: public, is_featured: ctx.p.bool_or("isfeatured", false) && ctx.caller.is_admin(),
-        is_ready: false, status: "Downloading".into(), size: 0, physical_size: 0, checksum: checksum.as_ref().map(|c| c.to_string()), url, path: None,
-        template_type: "USER".into(), password_enabled: ctx.p.bool_or("passwordenabled", false), dynamically_scalable: ctx.p.bool_or("isdynamicallyscalable", false),
-        requires_hvm: true, bootable: ctx.p.bool_or("bootable", true), extractable: true, details: Default::default(), created: now(), removed: None,
+        id: ctx.svc.store.new_id::<Template>().await?,
+        uuid: new_uuid(),
+        version: 1,
+        name,
+        display_text: ctx.p.required("displaytext")?.to_string(),
+        format,
+        is_iso: iso,
+        hypervisor,
+        os_type_id: os.id,
+        zone_id: zone,
+        account_id: owner.id,
+        domain_id: owner.domain_id,
+        is_public: public,
+        is_featured: ctx.p.bool_or("isfeatured", false) && ctx.caller.is_admin(),
+        is_ready: false,
+        status: "Downloading".into(),
+        size: 0,
+        physical_size: 0,
+        checksum: checksum.as_ref().map(|c| c.to_string()),
+        url,
+        path: None,
+        template_type: "USER".into(),
+        password_enabled: ctx.p.bool_or("passwordenabled", false),
+        dynamically_scalable: ctx.p.bool_or("isdynamicallyscalable", false),
+        requires_hvm: true,
+        bootable: ctx.p.bool_or("bootable", true),
+        extractable: true,
+        details: Default::default(),
+        created: now(),
+        removed: None,
     };
     let mut tx = Tx::new();
     tx.insert(&t);
-    ctx.svc.event(&mut tx, &ctx.caller, if iso { "ISO.CREATE" } else { "TEMPLATE.CREATE" }, format!("Registered {}", t.name), owner.id, owner.domain_id, Some((&t.uuid, "Template", &t.name)));
+    ctx.svc.event(
+        &mut tx,
+        &ctx.caller,
+        if iso { "ISO.CREATE" } else { "TEMPLATE.CREATE" },
+        format!("Registered {}", t.name),
+        owner.id,
+        owner.domain_id,
+        Some((&t.uuid, "Template", &t.name)),
+    );
     ctx.svc.store.commit(tx.ops).await?;
     ctx.svc.spawn_template_download(t.id);
-    Ok(Reply::List(if iso { "iso" } else { "template" }, vec![template_json(&ctx, &t).await?], 1))
+    Ok(Reply::List(
+        if iso { "iso" } else { "template" },
+        vec![template_json(&ctx, &t).await?],
+        1,
+    ))
 }
 
 async fn register_template(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -227,15 +706,46 @@ async fn register_iso(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn list_t(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
-    let filter = if iso { ctx.p.str("isofilter").unwrap_or("executable") } else { ctx.p.required("templatefilter")? }.to_lowercase();
-    if !["featured", "self", "selfexecutable", "sharedexecutable", "executable", "community", "all"].contains(&filter.as_str()) {
-        return Err(ApiError::param(format!("Invalid value for parameter templatefilter: {filter}")));
+    let filter = if iso {
+        ctx.p.str("isofilter").unwrap_or("executable")
+    } else {
+        ctx.p.required("templatefilter")?
     }
-    let mut q = name_filter(&ctx, Query::new().eq(Col::K1, if iso { "ISO" } else { "TEMPLATE" }).and(Cond::Ne(Col::State, "Removed".into())))?;
+    .to_lowercase();
+    if ![
+        "featured",
+        "self",
+        "selfexecutable",
+        "sharedexecutable",
+        "executable",
+        "community",
+        "all",
+    ]
+    .contains(&filter.as_str())
+    {
+        return Err(ApiError::param(format!(
+            "Invalid value for parameter templatefilter: {filter}"
+        )));
+    }
+    let mut q = name_filter(
+        &ctx,
+        Query::new()
+            .eq(Col::K1, if iso { "ISO" } else { "TEMPLATE" })
+            .and(Cond::Ne(Col::State, "Removed".into())),
+    )?;
     let ids = ctx.p.list("ids");
-    if !ids.is_empty() { q = q.and(Cond::In(Col::Uuid, ids.into_iter().map(crate::store::Val::S).collect())); }
-    if let Some(z) = opt_ref::<Zone>(&ctx, "zoneid").await? { q = q.and(Cond::In(Col::Zone, vec![z.id.into()])); }
-    if ctx.p.bool("isready") == Some(true) { q = q.eq(Col::State, "Ready"); }
+    if !ids.is_empty() {
+        q = q.and(Cond::In(
+            Col::Uuid,
+            ids.into_iter().map(crate::store::Val::S).collect(),
+        ));
+    }
+    if let Some(z) = opt_ref::<Zone>(&ctx, "zoneid").await? {
+        q = q.and(Cond::In(Col::Zone, vec![z.id.into()]));
+    }
+    if ctx.p.bool("isready") == Some(true) {
+        q = q.eq(Col::State, "Ready");
+    }
     let page = q.page.take();
     let all: Vec<Template> = ctx.svc.store.all(q).await?;
     let me = ctx.caller.account.id;
@@ -253,15 +763,30 @@ async fn list_t(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
             "all" => root || shared,
             _ => shared,
         };
-        if keep && ctx.p.str("hypervisor").map(|h| h.eq_ignore_ascii_case(&t.hypervisor)).unwrap_or(true) {
+        if keep
+            && ctx
+                .p
+                .str("hypervisor")
+                .map(|h| h.eq_ignore_ascii_case(&t.hypervisor))
+                .unwrap_or(true)
+        {
             visible.push(t);
         }
     }
     let total = visible.len() as u64;
-    let slice: Vec<&Template> = match page { Some((o, l)) => visible.iter().skip(o as usize).take(l as usize).collect(), None => visible.iter().collect() };
+    let slice: Vec<&Template> = match page {
+        Some((o, l)) => visible.iter().skip(o as usize).take(l as usize).collect(),
+        None => visible.iter().collect(),
+    };
     let mut items = Vec::new();
-    for t in slice { items.push(template_json(&ctx, t).await?); }
-    Ok(Reply::List(if iso { "iso" } else { "template" }, items, total))
+    for t in slice {
+        items.push(template_json(&ctx, t).await?);
+    }
+    Ok(Reply::List(
+        if iso { "iso" } else { "template" },
+        items,
+        total,
+    ))
 }
 
 async fn list_templates(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -279,12 +804,24 @@ async fn my_template(ctx: &Ctx) -> Result<Template, ApiError> {
 
 async fn update_template(ctx: Ctx) -> Result<Reply, ApiError> {
     let mut t = my_template(&ctx).await?;
-    if let Some(n) = ctx.p.str("name") { t.name = n.to_string(); }
-    if let Some(n) = ctx.p.str("displaytext") { t.display_text = n.to_string(); }
-    if let Some(o) = opt_ref::<OsType>(&ctx, "ostypeid").await? { t.os_type_id = o.id; }
-    if let Some(b) = ctx.p.bool("passwordenabled") { t.password_enabled = b; }
-    if let Some(b) = ctx.p.bool("isdynamicallyscalable") { t.dynamically_scalable = b; }
-    if let Some(b) = ctx.p.bool("bootable") { t.bootable = b; }
+    if let Some(n) = ctx.p.str("name") {
+        t.name = n.to_string();
+    }
+    if let Some(n) = ctx.p.str("displaytext") {
+        t.display_text = n.to_string();
+    }
+    if let Some(o) = opt_ref::<OsType>(&ctx, "ostypeid").await? {
+        t.os_type_id = o.id;
+    }
+    if let Some(b) = ctx.p.bool("passwordenabled") {
+        t.password_enabled = b;
+    }
+    if let Some(b) = ctx.p.bool("isdynamicallyscalable") {
+        t.dynamically_scalable = b;
+    }
+    if let Some(b) = ctx.p.bool("bootable") {
+        t.bootable = b;
+    }
     let mut tx = Tx::new();
     tx.update(&mut t);
     ctx.svc.store.commit(tx.ops).await?;
@@ -293,19 +830,44 @@ async fn update_template(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn delete_template(ctx: Ctx) -> Result<Reply, ApiError> {
     let mut t = my_template(&ctx).await?;
-    let in_use = ctx.svc.store.count(crate::store::Kind::Vm, &Query::new().eq(Col::Ref, t.id).and(Cond::NotIn(Col::State, vec!["Expunged".into()]))).await?;
+    let in_use = ctx
+        .svc
+        .store
+        .count(
+            crate::store::Kind::Vm,
+            &Query::new()
+                .eq(Col::Ref, t.id)
+                .and(Cond::NotIn(Col::State, vec!["Expunged".into()])),
+        )
+        .await?;
     if in_use > 0 && !ctx.p.bool_or("forced", false) {
-        return Err(ApiError::in_use(format!("Template {} is used by {in_use} instances", t.uuid)));
+        return Err(ApiError::in_use(format!(
+            "Template {} is used by {in_use} instances",
+            t.uuid
+        )));
     }
     t.removed = Some(now());
     let mut tx = Tx::new();
     tx.update(&mut t);
-    let job = ctx.svc.new_job(&ctx.caller, crate::service::jobs::NewJob { command: "deleteTemplate", instance_type: Some("Template"), instance_uuid: Some(&t.uuid), work: crate::service::jobs::Work::Done { result: crate::service::jobs::JobOutput::Success } });
+    let job = ctx.svc.new_job(
+        &ctx.caller,
+        crate::service::jobs::NewJob {
+            command: "deleteTemplate",
+            instance_type: Some("Template"),
+            instance_uuid: Some(&t.uuid),
+            work: crate::service::jobs::Work::Done {
+                result: crate::service::jobs::JobOutput::Success,
+            },
+        },
+    );
     tx.insert(&job);
     ctx.svc.store.commit(tx.ops).await?;
     if let Some(p) = &t.path {
         let _ = tokio::fs::remove_file(ctx.svc.data_dir.join("secondary").join(p)).await;
     }
     ctx.svc.spawn_job(job.uuid.clone());
-    Ok(Reply::Async { job: job.uuid, id: None })
+    Ok(Reply::Async {
+        job: job.uuid,
+        id: None,
+    })
 }

@@ -36,7 +36,11 @@ const CONFIG_FIELDS: &[Field] = &[
     f("scope", "string", "its scope"),
     f("type", "string", "its type"),
     f("description", "string", "what it does"),
-    f("isdynamic", "boolean", "whether a change applies without a restart"),
+    f(
+        "isdynamic",
+        "boolean",
+        "whether a change applies without a restart",
+    ),
 ];
 const EVENT_FIELDS: &[Field] = &[
     f("id", "string", "the event ID"),
@@ -57,26 +61,151 @@ const CAPACITY_FIELDS: &[Field] = &[
 
 pub fn commands() -> Vec<Command> {
     vec![
-        cmd!("queryAsyncJobResult", "Retrieves the current status of an asynchronous job.", false, All,
-            &[req("jobid", "uuid", "the job ID")], JOB_FIELDS, query_job),
-        cmd!("listAsyncJobs", "Lists asynchronous jobs of the caller's account.", false, All,
-            &[opt("startdate", "date", "jobs created since, yyyy-MM-dd HH:mm:ss"), opt("resourceid", "uuid", "jobs on a resource"), opt("listall", "boolean", "all visible jobs"), opt("account", "string", "owner"), opt("domainid", "uuid", "domain"), PAGING[0], PAGING[1], PAGING[2]],
-            JOB_FIELDS, list_jobs),
-        cmd!("listApis", "Lists all available APIs and their parameters.", false, All,
-            &[opt("name", "string", "one command")], API_FIELDS, list_apis),
-        cmd!("listConfigurations", "Lists settings and their values.", false, RootAdmin,
-            &[opt("name", "string", "setting name"), opt("category", "string", "category"), opt("zoneid", "uuid", "zone scope"), opt("clusterid", "uuid", "cluster scope"), opt("accountid", "uuid", "account scope"), PAGING[0], PAGING[1], PAGING[2]],
-            CONFIG_FIELDS, list_configs),
-        cmd!("updateConfiguration", "Updates a setting, globally or for a zone, cluster or account.", false, RootAdmin,
-            &[req("name", "string", "setting name"), opt("value", "string", "new value; empty resets"), opt("zoneid", "uuid", "zone scope"), opt("clusterid", "uuid", "cluster scope"), opt("accountid", "uuid", "account scope")],
-            CONFIG_FIELDS, update_config),
-        cmd!("listEvents", "Lists events.", false, All,
-            &[opt("id", "uuid", "event"), opt("type", "string", "event type"), opt("level", "string", "level"), opt("resourceid", "uuid", "resource"), opt("startdate", "date", "since"), opt("enddate", "date", "until"), opt("listall", "boolean", "all visible"), opt("account", "string", "owner"), opt("domainid", "uuid", "domain"), PAGING[0], PAGING[1], PAGING[2]],
-            EVENT_FIELDS, list_events),
-        cmd!("listCapacity", "Lists memory, CPU and CPU-core capacity from host totals and allocations.", false, RootAdmin,
-            &[opt("zoneid", "uuid", "zone"), opt("podid", "uuid", "pod"), opt("clusterid", "uuid", "cluster"), opt("type", "integer", "capacity type")],
-            CAPACITY_FIELDS, list_capacity),
+        // Served by the dispatcher before authentication; listed here so that
+        // listApis documents them as CloudStack does.
+        cmd!(
+            "login",
+            "Logs a user in and returns a session key.",
+            false,
+            All,
+            &[
+                req("username", "string", "user name"),
+                req("password", "string", "password"),
+                opt("domain", "string", "domain path, / for ROOT"),
+                opt("domainId", "uuid", "domain ID")
+            ],
+            &[
+                f("sessionkey", "string", "the session key"),
+                f("userid", "string", "the user"),
+                f("timeout", "integer", "session timeout in seconds")
+            ],
+            session_only
+        ),
+        cmd!(
+            "logout",
+            "Logs the session's user out.",
+            false,
+            All,
+            &[],
+            &[f("description", "string", "success")],
+            session_only
+        ),
+        cmd!(
+            "queryAsyncJobResult",
+            "Retrieves the current status of an asynchronous job.",
+            false,
+            All,
+            &[req("jobid", "uuid", "the job ID")],
+            JOB_FIELDS,
+            query_job
+        ),
+        cmd!(
+            "listAsyncJobs",
+            "Lists asynchronous jobs of the caller's account.",
+            false,
+            All,
+            &[
+                opt(
+                    "startdate",
+                    "date",
+                    "jobs created since, yyyy-MM-dd HH:mm:ss"
+                ),
+                opt("resourceid", "uuid", "jobs on a resource"),
+                opt("listall", "boolean", "all visible jobs"),
+                opt("account", "string", "owner"),
+                opt("domainid", "uuid", "domain"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            JOB_FIELDS,
+            list_jobs
+        ),
+        cmd!(
+            "listApis",
+            "Lists all available APIs and their parameters.",
+            false,
+            All,
+            &[opt("name", "string", "one command")],
+            API_FIELDS,
+            list_apis
+        ),
+        cmd!(
+            "listConfigurations",
+            "Lists settings and their values.",
+            false,
+            RootAdmin,
+            &[
+                opt("name", "string", "setting name"),
+                opt("category", "string", "category"),
+                opt("zoneid", "uuid", "zone scope"),
+                opt("clusterid", "uuid", "cluster scope"),
+                opt("accountid", "uuid", "account scope"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            CONFIG_FIELDS,
+            list_configs
+        ),
+        cmd!(
+            "updateConfiguration",
+            "Updates a setting, globally or for a zone, cluster or account.",
+            false,
+            RootAdmin,
+            &[
+                req("name", "string", "setting name"),
+                opt("value", "string", "new value; empty resets"),
+                opt("zoneid", "uuid", "zone scope"),
+                opt("clusterid", "uuid", "cluster scope"),
+                opt("accountid", "uuid", "account scope")
+            ],
+            CONFIG_FIELDS,
+            update_config
+        ),
+        cmd!(
+            "listEvents",
+            "Lists events.",
+            false,
+            All,
+            &[
+                opt("id", "uuid", "event"),
+                opt("type", "string", "event type"),
+                opt("level", "string", "level"),
+                opt("resourceid", "uuid", "resource"),
+                opt("startdate", "date", "since"),
+                opt("enddate", "date", "until"),
+                opt("listall", "boolean", "all visible"),
+                opt("account", "string", "owner"),
+                opt("domainid", "uuid", "domain"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            EVENT_FIELDS,
+            list_events
+        ),
+        cmd!(
+            "listCapacity",
+            "Lists memory, CPU and CPU-core capacity from host totals and allocations.",
+            false,
+            RootAdmin,
+            &[
+                opt("zoneid", "uuid", "zone"),
+                opt("podid", "uuid", "pod"),
+                opt("clusterid", "uuid", "cluster"),
+                opt("type", "integer", "capacity type")
+            ],
+            CAPACITY_FIELDS,
+            list_capacity
+        ),
     ]
+}
+
+async fn session_only(_ctx: Ctx) -> Result<Reply, ApiError> {
+    Err(ApiError::internal(
+        "login and logout are handled before dispatch",
+    ))
 }
 
 async fn job_json(ctx: &Ctx, j: &Job) -> Result<Value, ApiError> {
@@ -101,9 +230,16 @@ pub fn parse_date(param: &str, s: &str) -> Result<i64, ApiError> {
     use chrono::NaiveDateTime;
     let s = s.trim();
     NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
-        .or_else(|_| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).expect("midnight")))
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight"))
+        })
         .map(|d| d.and_utc().timestamp())
-        .map_err(|_| ApiError::param(format!("Invalid value for parameter {param}: expected yyyy-MM-dd HH:mm:ss")))
+        .map_err(|_| {
+            ApiError::param(format!(
+                "Invalid value for parameter {param}: expected yyyy-MM-dd HH:mm:ss"
+            ))
+        })
 }
 
 async fn list_jobs(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -115,9 +251,16 @@ async fn list_jobs(ctx: Ctx) -> Result<Reply, ApiError> {
     q.page = paging(&ctx)?;
     q.descending = true;
     let (jobs, total) = ctx.svc.store.list::<Job>(&q).await?;
-    let since = ctx.p.str("startdate").map(|s| parse_date("startdate", s)).transpose()?;
+    let since = ctx
+        .p
+        .str("startdate")
+        .map(|s| parse_date("startdate", s))
+        .transpose()?;
     let mut items = Vec::new();
-    for j in jobs.iter().filter(|j| since.map(|t| j.created >= t).unwrap_or(true)) {
+    for j in jobs
+        .iter()
+        .filter(|j| since.map(|t| j.created >= t).unwrap_or(true))
+    {
         items.push(job_json(&ctx, j).await?);
     }
     Ok(Reply::List("asyncjobs", items, total))
@@ -159,7 +302,11 @@ async fn list_apis(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 fn scope_of(ctx: &Ctx) -> (&'static str, Option<&str>, &'static str) {
-    for (p, s) in [("zoneid", "zone"), ("clusterid", "cluster"), ("accountid", "account")] {
+    for (p, s) in [
+        ("zoneid", "zone"),
+        ("clusterid", "cluster"),
+        ("accountid", "account"),
+    ] {
         if let Some(v) = ctx.p.str(p) {
             return (s, Some(v), p);
         }
@@ -169,7 +316,9 @@ fn scope_of(ctx: &Ctx) -> (&'static str, Option<&str>, &'static str) {
 
 async fn scope_id(ctx: &Ctx) -> Result<(&'static str, i64), ApiError> {
     let (scope, id, param) = scope_of(ctx);
-    let Some(id) = id else { return Ok(("global", 0)) };
+    let Some(id) = id else {
+        return Ok(("global", 0));
+    };
     let n = match scope {
         "zone" => ctx.svc.by_uuid::<Zone>(param, id).await?.id,
         "cluster" => ctx.svc.by_uuid::<Cluster>(param, id).await?.id,
@@ -220,7 +369,11 @@ async fn list_configs(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     let total = items.len() as u64;
     let items = match paging(&ctx)? {
-        Some((off, lim)) => items.into_iter().skip(off as usize).take(lim as usize).collect(),
+        Some((off, lim)) => items
+            .into_iter()
+            .skip(off as usize)
+            .take(lim as usize)
+            .collect(),
         None => items,
     };
     Ok(Reply::List("configuration", items, total))
@@ -228,14 +381,29 @@ async fn list_configs(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn update_config(ctx: Ctx) -> Result<Reply, ApiError> {
     let name = ctx.p.required("name")?;
-    let s = settings::find(name).ok_or_else(|| ApiError::param(format!("Invalid value for parameter name: there is no setting {name}")))?;
+    let s = settings::find(name).ok_or_else(|| {
+        ApiError::param(format!(
+            "Invalid value for parameter name: there is no setting {name}"
+        ))
+    })?;
     let (scope, id) = scope_id(&ctx).await?;
     if scope != "global" && !s.scopes.contains(&scope) {
-        return Err(ApiError::param(format!("Setting {name} cannot be set at {scope} scope")));
+        return Err(ApiError::param(format!(
+            "Setting {name} cannot be set at {scope} scope"
+        )));
     }
     let raw = ctx.p.raw("value").unwrap_or("");
-    let value = if raw.is_empty() { s.default.to_string() } else { settings::validate(s, raw).map_err(|e| ApiError::param(format!("Invalid value for parameter value: {e}")))? };
-    let existing: Option<Config> = ctx.svc.store.first(Query::new().eq(Col::Ukey, format!("{scope}/{id}/{name}"))).await?;
+    let value = if raw.is_empty() {
+        s.default.to_string()
+    } else {
+        settings::validate(s, raw)
+            .map_err(|e| ApiError::param(format!("Invalid value for parameter value: {e}")))?
+    };
+    let existing: Option<Config> = ctx
+        .svc
+        .store
+        .first(Query::new().eq(Col::Ukey, format!("{scope}/{id}/{name}")))
+        .await?;
     let mut tx = Tx::new();
     match existing {
         Some(mut c) => {
@@ -256,10 +424,21 @@ async fn update_config(ctx: Ctx) -> Result<Reply, ApiError> {
         }
     }
     let (acct, dom) = (ctx.caller.account.id, ctx.caller.domain.id);
-    ctx.svc.event(&mut tx, &ctx.caller, "CONFIGURATION.VALUE.EDIT", format!("Value of {name} changed to {value}"), acct, dom, None);
+    ctx.svc.event(
+        &mut tx,
+        &ctx.caller,
+        "CONFIGURATION.VALUE.EDIT",
+        format!("Value of {name} changed to {value}"),
+        acct,
+        dom,
+        None,
+    );
     ctx.svc.store.commit(tx.ops).await?;
     ctx.svc.cache_setting(scope, id, name, &value);
-    Ok(Reply::Object("configuration", config_json(s, &value, scope)))
+    Ok(Reply::Object(
+        "configuration",
+        config_json(s, &value, scope),
+    ))
 }
 
 async fn list_events(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -280,8 +459,16 @@ async fn list_events(ctx: Ctx) -> Result<Reply, ApiError> {
     if let Some(k) = ctx.p.str("keyword") {
         q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.to_string()));
     }
-    let start = ctx.p.str("startdate").map(|s| parse_date("startdate", s)).transpose()?;
-    let end = ctx.p.str("enddate").map(|s| parse_date("enddate", s)).transpose()?;
+    let start = ctx
+        .p
+        .str("startdate")
+        .map(|s| parse_date("startdate", s))
+        .transpose()?;
+    let end = ctx
+        .p
+        .str("enddate")
+        .map(|s| parse_date("enddate", s))
+        .transpose()?;
     if let Some(e) = end {
         q = q.and(Cond::Le(Col::Created, Val::I(e)));
     }
@@ -289,7 +476,10 @@ async fn list_events(ctx: Ctx) -> Result<Reply, ApiError> {
     q.descending = true;
     let (events, total) = ctx.svc.store.list::<Event>(&q).await?;
     let mut items = Vec::new();
-    for e in events.iter().filter(|e| start.map(|s| e.created >= s).unwrap_or(true)) {
+    for e in events
+        .iter()
+        .filter(|e| start.map(|s| e.created >= s).unwrap_or(true))
+    {
         let a: Option<Account> = ctx.svc.store.load(e.account_id).await?;
         let d: Option<Domain> = ctx.svc.store.load(e.domain_id).await?;
         let u: Option<User> = ctx.svc.store.load(e.user_id).await?;
@@ -329,13 +519,25 @@ async fn list_capacity(ctx: Ctx) -> Result<Reply, ApiError> {
     let hosts: Vec<Host> = ctx.svc.store.all(hq).await?;
     let hosts: Vec<Host> = hosts.into_iter().filter(|h| h.removed.is_none()).collect();
     let ids: Vec<Val> = hosts.iter().map(|h| h.id.into()).collect();
-    let states: Vec<Val> = ["Starting", "Running", "Stopping", "Migrating"].iter().map(|s| (*s).into()).collect();
-    let vms: Vec<Vm> = ctx.svc.store.all(Query::new().and(Cond::In(Col::Host, ids)).and(Cond::In(Col::State, states))).await?;
+    let states: Vec<Val> = ["Starting", "Running", "Stopping", "Migrating"]
+        .iter()
+        .map(|s| (*s).into())
+        .collect();
+    let vms: Vec<Vm> = ctx
+        .svc
+        .store
+        .all(
+            Query::new()
+                .and(Cond::In(Col::Host, ids))
+                .and(Cond::In(Col::State, states)),
+        )
+        .await?;
     let (mut mem_t, mut cpu_t, mut cores_t) = (0f64, 0f64, 0i64);
     for h in &hosts {
         let sc = [("cluster", h.cluster_id)];
         mem_t += h.memory_total as f64 * ctx.svc.setting_f64("mem.overprovisioning.factor", &sc);
-        cpu_t += (h.cpu_number * h.cpu_speed) as f64 * ctx.svc.setting_f64("cpu.overprovisioning.factor", &sc);
+        cpu_t += (h.cpu_number * h.cpu_speed) as f64
+            * ctx.svc.setting_f64("cpu.overprovisioning.factor", &sc);
         cores_t += h.cpu_number;
     }
     let mem_u: i64 = vms.iter().map(|v| v.memory * 1024 * 1024).sum();
@@ -343,11 +545,19 @@ async fn list_capacity(ctx: Ctx) -> Result<Reply, ApiError> {
     let cores_u: i64 = vms.iter().map(|v| v.cpu_number).sum();
     let want = ctx.p.i64("type")?;
     let mut items = Vec::new();
-    for (ty, name, used, total) in [(0, "MEMORY", mem_u, mem_t as i64), (1, "CPU", cpu_u, cpu_t as i64), (90, "CPU_CORE", cores_u, cores_t)] {
+    for (ty, name, used, total) in [
+        (0, "MEMORY", mem_u, mem_t as i64),
+        (1, "CPU", cpu_u, cpu_t as i64),
+        (90, "CPU_CORE", cores_u, cores_t),
+    ] {
         if want.map(|w| w != ty).unwrap_or(false) {
             continue;
         }
-        let pct = if total > 0 { used as f64 * 100.0 / total as f64 } else { 0.0 };
+        let pct = if total > 0 {
+            used as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        };
         items.push(
             Obj::new()
                 .v("type", ty)

@@ -33,12 +33,16 @@ pub fn paging(ctx: &Ctx) -> Result<Option<(u64, u64)>, ApiError> {
     let size = ctx.p.i64("pagesize")?;
     let page = ctx.p.i64("page")?.unwrap_or(1);
     if page < 1 {
-        return Err(ApiError::param("Invalid value for parameter page: it must be 1 or more"));
+        return Err(ApiError::param(
+            "Invalid value for parameter page: it must be 1 or more",
+        ));
     }
     let size = match size {
         Some(-1) => return Ok(None),
         Some(s) if s < 1 => {
-            return Err(ApiError::param("Invalid value for parameter pagesize: it must be positive, or -1 for all"))
+            return Err(ApiError::param(
+                "Invalid value for parameter pagesize: it must be positive, or -1 for all",
+            ))
         }
         Some(s) if s > max => {
             return Err(ApiError::param(format!(
@@ -52,7 +56,10 @@ pub fn paging(ctx: &Ctx) -> Result<Option<(u64, u64)>, ApiError> {
 }
 
 /// Resolves an optional uuid parameter to a record.
-pub async fn opt_ref<E: crate::store::Entity>(ctx: &Ctx, param: &str) -> Result<Option<E>, ApiError> {
+pub async fn opt_ref<E: crate::store::Entity>(
+    ctx: &Ctx,
+    param: &str,
+) -> Result<Option<E>, ApiError> {
     match ctx.p.str(param) {
         None => Ok(None),
         Some(u) => Ok(Some(ctx.svc.by_uuid::<E>(param, u).await?)),
@@ -70,27 +77,46 @@ pub async fn owner(ctx: &Ctx) -> Result<Account, ApiError> {
         None => ctx.caller.domain.clone(),
     };
     if !ctx.caller.is_admin() && name != ctx.caller.account.name {
-        return Err(ApiError::denied(format!("Caller is not allowed to act for account {name}")));
+        return Err(ApiError::denied(format!(
+            "Caller is not allowed to act for account {name}"
+        )));
     }
     let acct: Option<Account> = ctx
         .svc
         .store
-        .first(crate::store::Query::new().eq(crate::store::Col::Ukey, format!("{}/{}", domain.id, name.to_lowercase())))
+        .first(crate::store::Query::new().eq(
+            crate::store::Col::Ukey,
+            format!("{}/{}", domain.id, name.to_lowercase()),
+        ))
         .await?;
-    let acct = acct.ok_or_else(|| ApiError::param(format!("Unable to find account {name} in domain {}", domain.uuid)))?;
+    let acct = acct.ok_or_else(|| {
+        ApiError::param(format!(
+            "Unable to find account {name} in domain {}",
+            domain.uuid
+        ))
+    })?;
     if !ctx.caller.can_access(acct.id, &domain.path) {
-        return Err(ApiError::denied(format!("Caller is not allowed to act for account {name}")));
+        return Err(ApiError::denied(format!(
+            "Caller is not allowed to act for account {name}"
+        )));
     }
     Ok(acct)
 }
 
 /// Scope conditions for a list command from `listall`, `account`, `domainid`, `isrecursive`.
 pub async fn list_scope(ctx: &Ctx) -> Result<Vec<Cond>, ApiError> {
-    let account = if ctx.p.has("account") { let a = owner(ctx).await?; Some((a.id, a.domain_id)) } else { None };
+    let account = if ctx.p.has("account") {
+        let a = owner(ctx).await?;
+        Some((a.id, a.domain_id))
+    } else {
+        None
+    };
     let domain = match ctx.p.str("domainid") {
         Some(d) => {
             let dom: Domain = ctx.svc.by_uuid("domainid", d).await?;
-            if !ctx.caller.is_root_admin() && !crate::service::in_subtree(&dom.path, &ctx.caller.domain.path) {
+            if !ctx.caller.is_root_admin()
+                && !crate::service::in_subtree(&dom.path, &ctx.caller.domain.path)
+            {
                 return Err(ApiError::denied("Caller has no access to the domain"));
             }
             Some(dom.id)
@@ -98,7 +124,13 @@ pub async fn list_scope(ctx: &Ctx) -> Result<Vec<Cond>, ApiError> {
         None => None,
     };
     ctx.svc
-        .scope_conds(&ctx.caller, ctx.p.bool_or("listall", false), account, domain, ctx.p.bool_or("isrecursive", false))
+        .scope_conds(
+            &ctx.caller,
+            ctx.p.bool_or("listall", false),
+            account,
+            domain,
+            ctx.p.bool_or("isrecursive", false),
+        )
         .await
 }
 

@@ -16,7 +16,11 @@ pub const VM_FIELDS: &[Field] = &[
     f("id", "string", "the ID of the instance"),
     f("name", "string", "the host name of the instance"),
     f("displayname", "string", "the display name of the instance"),
-    f("instancename", "string", "the internal name, for root admins"),
+    f(
+        "instancename",
+        "string",
+        "the internal name, for root admins",
+    ),
     f("state", "string", "the state of the instance"),
     f("account", "string", "the owning account"),
     f("domainid", "string", "the domain ID"),
@@ -29,20 +33,36 @@ pub const VM_FIELDS: &[Field] = &[
     f("memory", "integer", "the memory in MB"),
     f("nic", "list", "the NICs of the instance"),
     f("created", "date", "when the instance was created"),
-    f("deleteprotection", "boolean", "whether delete protection is on"),
+    f(
+        "deleteprotection",
+        "boolean",
+        "whether delete protection is on",
+    ),
     f("jobid", "string", "the latest async job on the instance"),
 ];
 
-const SUCCESS_FIELDS: &[Field] = &[f("success", "boolean", "true if the operation succeeded"), f("displaytext", "string", "any text")];
+const SUCCESS_FIELDS: &[Field] = &[
+    f("success", "boolean", "true if the operation succeeded"),
+    f("displaytext", "string", "any text"),
+];
 const VOLUME_FIELDS: &[Field] = &[
     f("id", "string", "the volume ID"),
     f("name", "string", "the volume name"),
     f("type", "string", "ROOT or DATADISK"),
     f("size", "long", "the size in bytes"),
     f("state", "string", "the volume state"),
-    f("virtualmachineid", "string", "the instance it is attached to"),
+    f(
+        "virtualmachineid",
+        "string",
+        "the instance it is attached to",
+    ),
 ];
-const GROUP_FIELDS: &[Field] = &[f("id", "string", "the group ID"), f("name", "string", "the group name"), f("account", "string", "the owner"), f("created", "date", "creation time")];
+const GROUP_FIELDS: &[Field] = &[
+    f("id", "string", "the group ID"),
+    f("name", "string", "the group name"),
+    f("account", "string", "the owner"),
+    f("created", "date", "creation time"),
+];
 
 const ID: [P; 1] = [req("id", "uuid", "the ID of the instance")];
 
@@ -238,7 +258,10 @@ pub fn commands() -> Vec<Command> {
 
 async fn vm_reply(svc: &Service, caller: &Caller, v: &Vm) -> Result<Reply, ApiError> {
     let mut l = Lookup::new(svc);
-    Ok(Reply::Object("virtualmachine", views::vm(&mut l, caller, v, None).await?))
+    Ok(Reply::Object(
+        "virtualmachine",
+        views::vm(&mut l, caller, v, None).await?,
+    ))
 }
 
 /// Admin-only placement parameters; users get CloudStack's permission error.
@@ -246,7 +269,9 @@ async fn admin_pin(ctx: &Ctx) -> Result<Pin, ApiError> {
     let mut p = Pin::default();
     for name in ["hostid", "podid", "clusterid"] {
         if ctx.p.has(name) && !ctx.caller.is_root_admin() {
-            return Err(ApiError::denied(format!("Parameter {name} can only be specified by a Root Admin")));
+            return Err(ApiError::denied(format!(
+                "Parameter {name} can only be specified by a Root Admin"
+            )));
         }
     }
     if let Some(h) = opt_ref::<Host>(ctx, "hostid").await? {
@@ -263,7 +288,10 @@ async fn admin_pin(ctx: &Ctx) -> Result<Pin, ApiError> {
 
 async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
     let zone: Zone = ctx.svc.by_uuid("zoneid", ctx.p.required("zoneid")?).await?;
-    let offering: ServiceOffering = ctx.svc.by_uuid("serviceofferingid", ctx.p.required("serviceofferingid")?).await?;
+    let offering: ServiceOffering = ctx
+        .svc
+        .by_uuid("serviceofferingid", ctx.p.required("serviceofferingid")?)
+        .await?;
     if offering.removed.is_some() {
         return Err(ApiError::unknown_id("serviceofferingid", &offering.uuid));
     }
@@ -271,14 +299,23 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::missing(&ctx.p.command, "templateid"));
     };
     let t: Template = ctx.svc.by_uuid("templateid", tid).await?;
-    let visible = t.is_public || ctx.caller.can_access(t.account_id, &ctx.svc.domain_path(t.domain_id).await?);
+    let visible = t.is_public
+        || ctx
+            .caller
+            .can_access(t.account_id, &ctx.svc.domain_path(t.domain_id).await?);
     if t.removed.is_some() || !visible {
         return Err(ApiError::unknown_id("templateid", tid));
     }
-    let (template, iso) = if t.is_iso { (None, Some(t)) } else { (Some(t), None) };
+    let (template, iso) = if t.is_iso {
+        (None, Some(t))
+    } else {
+        (Some(t), None)
+    };
     let disk_offering: Option<DiskOffering> = opt_ref(&ctx, "diskofferingid").await?;
     if ctx.p.has("extraconfig") && !ctx.caller.is_root_admin() {
-        return Err(ApiError::denied("Parameter extraconfig can only be specified by a Root Admin"));
+        return Err(ApiError::denied(
+            "Parameter extraconfig can only be specified by a Root Admin",
+        ));
     }
     let pin = admin_pin(&ctx).await?;
     let owner = owner(&ctx).await?;
@@ -296,14 +333,22 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
     let root_gb = match ctx.p.i64("rootdisksize")? {
         Some(x) => Some(x),
         None => match details.remove("rootdisksize") {
-            Some(v) => Some(v.parse::<i64>().map_err(|_| ApiError::param("Invalid value for details rootdisksize"))?),
+            Some(v) => Some(
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::param("Invalid value for details rootdisksize"))?,
+            ),
             None => None,
         },
     };
     if let Some(u) = ctx.p.str("userdata") {
         use base64::Engine;
-        if base64::engine::general_purpose::STANDARD.decode(u.trim()).is_err() {
-            return Err(ApiError::param("Invalid value for parameter userdata: it must be base64-encoded"));
+        if base64::engine::general_purpose::STANDARD
+            .decode(u.trim())
+            .is_err()
+        {
+            return Err(ApiError::param(
+                "Invalid value for parameter userdata: it must be base64-encoded",
+            ));
         }
     }
     let args = DeployArgs {
@@ -330,7 +375,10 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
         display_vm: ctx.p.bool_or("displayvm", true),
     };
     let (vm, job) = ctx.svc.deploy(&ctx.caller, args).await?;
-    Ok(Reply::Async { job: job.uuid, id: Some(vm.uuid) })
+    Ok(Reply::Async {
+        job: job.uuid,
+        id: Some(vm.uuid),
+    })
 }
 
 async fn load_vm(ctx: &Ctx, param: &str) -> Result<Vm, ApiError> {
@@ -340,20 +388,41 @@ async fn load_vm(ctx: &Ctx, param: &str) -> Result<Vm, ApiError> {
 
 async fn queue(ctx: &Ctx, vm: &Vm, t: Transition, work: Work) -> Result<Reply, ApiError> {
     Service::check_transition(vm, t)?;
-    let job = ctx.svc.queue_vm_job(&ctx.caller, vm, ctx.p.raw("command").unwrap_or(""), work).await?;
-    Ok(Reply::Async { job: job.uuid, id: None })
+    let job = ctx
+        .svc
+        .queue_vm_job(&ctx.caller, vm, ctx.p.raw("command").unwrap_or(""), work)
+        .await?;
+    Ok(Reply::Async {
+        job: job.uuid,
+        id: None,
+    })
 }
 
 async fn start(ctx: Ctx) -> Result<Reply, ApiError> {
     let vm = load_vm(&ctx, "id").await?;
     let pin = admin_pin(&ctx).await?;
-    queue(&ctx, &vm, Transition::BeginStart, Work::Start { vm_id: vm.id, pin }).await
+    queue(
+        &ctx,
+        &vm,
+        Transition::BeginStart,
+        Work::Start { vm_id: vm.id, pin },
+    )
+    .await
 }
 
 async fn stop(ctx: Ctx) -> Result<Reply, ApiError> {
     let vm = load_vm(&ctx, "id").await?;
     let forced = ctx.p.bool_or("forced", false);
-    queue(&ctx, &vm, Transition::BeginStop, Work::Stop { vm_id: vm.id, forced }).await
+    queue(
+        &ctx,
+        &vm,
+        Transition::BeginStop,
+        Work::Stop {
+            vm_id: vm.id,
+            forced,
+        },
+    )
+    .await
 }
 
 async fn reboot(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -371,11 +440,22 @@ fn protection_error(vm: &Vm) -> ApiError {
 /// Expunging is allowed to admins, or to users when the setting permits; the
 /// role's rule for expungeVirtualMachine applies however expunging is reached.
 async fn check_expunge_allowed(ctx: &Ctx) -> Result<(), ApiError> {
-    if !ctx.caller.is_admin() && ctx.svc.setting("allow.user.expunge.recover.vm", &[("account", ctx.caller.account.id)]) != "true" {
+    if !ctx.caller.is_admin()
+        && ctx.svc.setting(
+            "allow.user.expunge.recover.vm",
+            &[("account", ctx.caller.account.id)],
+        ) != "true"
+    {
         return Err(ApiError::denied("Parameter expunge can be passed by Admin only. Or when the allow.user.expunge.recover.vm key is set."));
     }
-    if !ctx.svc.role_allows(&ctx.caller, "expungeVirtualMachine").await? {
-        return Err(ApiError::denied("The caller's role does not allow expungeVirtualMachine, so expunge=true is refused"));
+    if !ctx
+        .svc
+        .role_allows(&ctx.caller, "expungeVirtualMachine")
+        .await?
+    {
+        return Err(ApiError::denied(
+            "The caller's role does not allow expungeVirtualMachine, so expunge=true is refused",
+        ));
     }
     Ok(())
 }
@@ -393,28 +473,67 @@ async fn destroy(ctx: Ctx) -> Result<Reply, ApiError> {
     for vid in ctx.p.list("volumeids") {
         let vol: Volume = ctx.svc.owned(&ctx.caller, "volumeids", &vid).await?;
         if vol.vm_id != Some(vm.id) || vol.volume_type != "DATADISK" {
-            return Err(ApiError::param(format!("Volume {vid} is not a data volume of instance {}", vm.uuid)));
+            return Err(ApiError::param(format!(
+                "Volume {vid} is not a data volume of instance {}",
+                vm.uuid
+            )));
         }
         volume_ids.push(vol.id);
     }
     if vm.state == VmState::Destroyed && expunge {
-        return queue(&ctx, &vm, Transition::BeginExpunge, Work::Destroy { vm_id: vm.id, expunge, volume_ids }).await;
+        return queue(
+            &ctx,
+            &vm,
+            Transition::BeginExpunge,
+            Work::Destroy {
+                vm_id: vm.id,
+                expunge,
+                volume_ids,
+            },
+        )
+        .await;
     }
-    queue(&ctx, &vm, Transition::Destroy, Work::Destroy { vm_id: vm.id, expunge, volume_ids }).await
+    queue(
+        &ctx,
+        &vm,
+        Transition::Destroy,
+        Work::Destroy {
+            vm_id: vm.id,
+            expunge,
+            volume_ids,
+        },
+    )
+    .await
 }
 
 async fn expunge(ctx: Ctx) -> Result<Reply, ApiError> {
     let vm = load_vm(&ctx, "id").await?;
-    if !ctx.caller.is_admin() && ctx.svc.setting("allow.user.expunge.recover.vm", &[("account", ctx.caller.account.id)]) != "true" {
-        return Err(ApiError::denied("Expunging is allowed to admins only, or when allow.user.expunge.recover.vm is set"));
+    if !ctx.caller.is_admin()
+        && ctx.svc.setting(
+            "allow.user.expunge.recover.vm",
+            &[("account", ctx.caller.account.id)],
+        ) != "true"
+    {
+        return Err(ApiError::denied(
+            "Expunging is allowed to admins only, or when allow.user.expunge.recover.vm is set",
+        ));
     }
     if vm.delete_protection {
         return Err(protection_error(&vm));
     }
     if vm.state != VmState::Destroyed {
-        return Err(ApiError::state(format!("Instance {} is {}; only a destroyed instance can be expunged", vm.uuid, vm.state)));
+        return Err(ApiError::state(format!(
+            "Instance {} is {}; only a destroyed instance can be expunged",
+            vm.uuid, vm.state
+        )));
     }
-    queue(&ctx, &vm, Transition::BeginExpunge, Work::Expunge { vm_id: vm.id }).await
+    queue(
+        &ctx,
+        &vm,
+        Transition::BeginExpunge,
+        Work::Expunge { vm_id: vm.id },
+    )
+    .await
 }
 
 async fn recover(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -426,7 +545,9 @@ async fn recover(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
     let vm = load_vm(&ctx, "id").await?;
     if ctx.p.has("extraconfig") && !ctx.caller.is_root_admin() {
-        return Err(ApiError::denied("Parameter extraconfig can only be specified by a Root Admin"));
+        return Err(ApiError::denied(
+            "Parameter extraconfig can only be specified by a Root Admin",
+        ));
     }
     let os_type_id = match opt_ref::<OsType>(&ctx, "ostypeid").await? {
         Some(o) => Some(o.id),
@@ -446,11 +567,24 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
         extraconfig: ctx.p.str("extraconfig").map(str::to_string),
         userdata: ctx.p.str("userdata").map(str::to_string),
     };
-    let nothing = u.name.is_none() && u.display_name.is_none() && u.group.is_none() && u.os_type_id.is_none() && u.ha_enable.is_none()
-        && u.dynamically_scalable.is_none() && u.delete_protection.is_none() && u.display_vm.is_none() && u.details.is_empty()
-        && !u.cleanup_details && u.extraconfig.is_none() && u.userdata.is_none();
+    let nothing = u.name.is_none()
+        && u.display_name.is_none()
+        && u.group.is_none()
+        && u.os_type_id.is_none()
+        && u.ha_enable.is_none()
+        && u.dynamically_scalable.is_none()
+        && u.delete_protection.is_none()
+        && u.display_vm.is_none()
+        && u.details.is_empty()
+        && !u.cleanup_details
+        && u.extraconfig.is_none()
+        && u.userdata.is_none();
     // With nothing to change, clients use the call as a getter.
-    let vm = if nothing { vm } else { ctx.svc.update_vm(&ctx.caller, vm, u).await? };
+    let vm = if nothing {
+        vm
+    } else {
+        ctx.svc.update_vm(&ctx.caller, vm, u).await?
+    };
     vm_reply(&ctx.svc, &ctx.caller, &vm).await
 }
 
@@ -478,27 +612,45 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     match ctx.p.str("state") {
         Some(s) if s.eq_ignore_ascii_case("present") => {
-            q = q.and(Cond::NotIn(Col::State, vec!["Destroyed".into(), "Expunging".into(), "Expunged".into()]))
+            q = q.and(Cond::NotIn(
+                Col::State,
+                vec!["Destroyed".into(), "Expunging".into(), "Expunged".into()],
+            ))
         }
         Some(s) => {
-            let st: VmState = s.parse().map_err(|_| ApiError::param(format!("Invalid value for parameter state: {s}")))?;
+            let st: VmState = s
+                .parse()
+                .map_err(|_| ApiError::param(format!("Invalid value for parameter state: {s}")))?;
             q = q.eq(Col::State, st.as_str());
         }
         None => {}
     }
     // Expunged instances are gone; destroyed ones are shown to admins only.
     q = q.and(Cond::Ne(Col::State, "Expunged".into()));
-    if !ctx.caller.is_admin() && ctx.svc.setting("allow.user.expunge.recover.vm", &[("account", ctx.caller.account.id)]) != "true" {
-        q = q.and(Cond::NotIn(Col::State, vec!["Destroyed".into(), "Expunging".into()]));
+    if !ctx.caller.is_admin()
+        && ctx.svc.setting(
+            "allow.user.expunge.recover.vm",
+            &[("account", ctx.caller.account.id)],
+        ) != "true"
+    {
+        q = q.and(Cond::NotIn(
+            Col::State,
+            vec!["Destroyed".into(), "Expunging".into()],
+        ));
     }
     if let Some(z) = opt_ref::<Zone>(&ctx, "zoneid").await? {
         q = q.eq(Col::Zone, z.id);
     }
     if ctx.p.has("hostid") {
         if !ctx.caller.is_root_admin() {
-            return Err(ApiError::denied("Parameter hostid can only be specified by a Root Admin"));
+            return Err(ApiError::denied(
+                "Parameter hostid can only be specified by a Root Admin",
+            ));
         }
-        let h: Host = ctx.svc.by_uuid("hostid", ctx.p.str("hostid").unwrap_or_default()).await?;
+        let h: Host = ctx
+            .svc
+            .by_uuid("hostid", ctx.p.str("hostid").unwrap_or_default())
+            .await?;
         q = q.eq(Col::Host, h.id);
     }
     if let Some(t) = opt_ref::<Template>(&ctx, "templateid").await? {
@@ -538,12 +690,21 @@ async fn create_group(ctx: Ctx) -> Result<Reply, ApiError> {
         crate::store::StoreError::Duplicate(..) => ApiError::param(format!("Unable to create instance group, a group with name {name} already exists for the account")),
         e => e.into(),
     })?;
-    Ok(Reply::Object("instancegroup", group_json(&ctx, &g, &owner).await?))
+    Ok(Reply::Object(
+        "instancegroup",
+        group_json(&ctx, &g, &owner).await?,
+    ))
 }
 
-async fn group_json(ctx: &Ctx, g: &InstanceGroup, owner: &Account) -> Result<serde_json::Value, ApiError> {
+async fn group_json(
+    ctx: &Ctx,
+    g: &InstanceGroup,
+    owner: &Account,
+) -> Result<serde_json::Value, ApiError> {
     let dom: Option<Domain> = ctx.svc.store.load(g.domain_id).await?;
-    Ok(json!({"id": g.uuid, "name": g.name, "account": owner.name, "domainid": dom.as_ref().map(|d| d.uuid.clone()), "domain": dom.map(|d| d.name), "created": crate::api::render::date(g.created)}))
+    Ok(
+        json!({"id": g.uuid, "name": g.name, "account": owner.name, "domainid": dom.as_ref().map(|d| d.uuid.clone()), "domain": dom.map(|d| d.name), "created": crate::api::render::date(g.created)}),
+    )
 }
 
 async fn list_groups(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -563,7 +724,12 @@ async fn list_groups(ctx: Ctx) -> Result<Reply, ApiError> {
     let (gs, total) = ctx.svc.store.list::<InstanceGroup>(&q).await?;
     let mut items = Vec::new();
     for g in &gs {
-        let owner: Account = ctx.svc.store.load(g.account_id).await?.ok_or_else(|| ApiError::internal("owner missing"))?;
+        let owner: Account = ctx
+            .svc
+            .store
+            .load(g.account_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("owner missing"))?;
         items.push(group_json(&ctx, g, &owner).await?);
     }
     Ok(Reply::List("instancegroup", items, total))
@@ -573,7 +739,10 @@ async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
     let mut q = Query::new();
     q.conds = list_scope(&ctx).await?;
     q = q.and(Cond::IsNull(Col::Ukey));
-    q = q.and(Cond::NotIn(Col::State, vec!["Expunged".into(), "Destroy".into()]));
+    q = q.and(Cond::NotIn(
+        Col::State,
+        vec!["Expunged".into(), "Destroy".into()],
+    ));
     if let Some(id) = ctx.p.str("id") {
         let v: Volume = ctx.svc.owned(&ctx.caller, "id", id).await?;
         q = q.eq(Col::Id, v.id);
