@@ -162,10 +162,8 @@ impl Service {
             removed: None,
         };
         tx.insert(&sys_user).insert(&admin_user);
-        let mut cat_id = 0;
         let mut os_id = 0;
-        for (cat, types) in OS {
-            cat_id += 1;
+        for (cat_id, (cat, types)) in (1i64..).zip(OS) {
             tx.insert(&OsCategory {
                 id: cat_id,
                 uuid: new_uuid(),

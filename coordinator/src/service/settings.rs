@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         for x in SETTINGS {
-            assert_eq!(validate(x, x.default).is_ok(), true, "{}", x.name);
+            assert!(validate(x, x.default).is_ok(), "{}", x.name);
         }
     }
 

@@ -88,6 +88,7 @@ fn running_like() -> Vec<crate::store::Val> {
 }
 
 impl Service {
+    #[allow(clippy::map_entry)] // the pool is built with awaits between the check and the insert
     async fn ip_take(&self, net: &Network) -> SResult<Ipv4Addr> {
         let mut pools = self.ip_pools.lock().await;
         if !pools.contains_key(&net.id) {
@@ -558,7 +559,7 @@ impl Service {
                 continue;
             }
             if h.state != "Up" {
-                reject(format!("host not Up"));
+                reject("host not Up".to_string());
                 continue;
             }
             if h.resource_state != "Enabled" {
