@@ -77,6 +77,16 @@ fn decode_pairs(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A request's parameters: the query string, then a POST form body. The first
+/// value of a repeated name wins, for the signature as for dispatch.
+pub fn request_pairs(query: &str, body: &str) -> Vec<(String, String)> {
+    let mut pairs = decode_pairs(query);
+    pairs.extend(decode_pairs(body));
+    let mut seen = std::collections::HashSet::new();
+    pairs.retain(|(k, _)| seen.insert(k.clone()));
+    pairs
+}
+
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     for v in headers.get_all(header::COOKIE) {
         let Ok(s) = v.to_str() else { continue };
@@ -98,13 +108,12 @@ async fn handle(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    let mut pairs = decode_pairs(query.as_deref().unwrap_or(""));
-    if method == Method::POST {
-        pairs.extend(decode_pairs(&String::from_utf8_lossy(&body)));
-    }
-    // The first value of a repeated name wins, for the signature as for dispatch.
-    let mut seen = std::collections::HashSet::new();
-    pairs.retain(|(k, _)| seen.insert(k.clone()));
+    let body = if method == Method::POST {
+        String::from_utf8_lossy(&body).into_owned()
+    } else {
+        String::new()
+    };
+    let pairs = request_pairs(query.as_deref().unwrap_or(""), &body);
     let params = Params::from_pairs(pairs.clone());
     let command_name = params.raw("command").unwrap_or("").to_string();
     let cmd = api.commands.get(command_name.as_str()).copied();

@@ -23,6 +23,14 @@ pub struct VmSpec {
     pub memory_mb: i64,
 }
 
+/// A data volume as a host sees it.
+#[derive(Debug, Clone)]
+pub struct VolumeSpec {
+    pub uuid: String,
+    pub device_id: i64,
+    pub size: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgentError {
     #[error("host {0} is not connected")]
@@ -39,6 +47,26 @@ pub trait AgentClient: Send + Sync {
     /// Removes the instance and its disks from the host.
     async fn expunge(&self, host_id: i64, instance: &str) -> Result<(), AgentError>;
     async fn power_state(&self, host_id: i64, instance: &str) -> Result<PowerState, AgentError>;
+    /// Hot-plugs a data volume into a running instance.
+    async fn attach_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+    ) -> Result<(), AgentError>;
+    async fn detach_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+    ) -> Result<(), AgentError>;
+    /// Grows (or shrinks) a volume of a running instance to `vol.size`.
+    async fn resize_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+    ) -> Result<(), AgentError>;
 }
 
 /// Simulated hosts. State lives in memory, as it would on a real host: after a
@@ -99,5 +127,43 @@ impl AgentClient for Simulator {
             .get(&(host_id, instance.to_string()))
             .copied()
             .unwrap_or(PowerState::Missing))
+    }
+    async fn attach_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        _vol: &VolumeSpec,
+    ) -> Result<(), AgentError> {
+        self.running(host_id, instance).await
+    }
+    async fn detach_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        _vol: &VolumeSpec,
+    ) -> Result<(), AgentError> {
+        self.running(host_id, instance).await
+    }
+    async fn resize_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        _vol: &VolumeSpec,
+    ) -> Result<(), AgentError> {
+        self.running(host_id, instance).await
+    }
+}
+
+impl Simulator {
+    /// Hot-plug operations need the instance to be running on that host.
+    async fn running(&self, host_id: i64, instance: &str) -> Result<(), AgentError> {
+        tokio::time::sleep(self.delay).await;
+        match self.power_state(host_id, instance).await? {
+            PowerState::On => Ok(()),
+            _ => Err(AgentError::Failed {
+                host: host_id,
+                reason: format!("instance {instance} is not running on this host"),
+            }),
+        }
     }
 }

@@ -37,6 +37,19 @@ pub enum Work {
     DeleteAccount {
         account_id: i64,
     },
+    AttachVolume {
+        volume_id: i64,
+        vm_id: i64,
+        device_id: i64,
+    },
+    DetachVolume {
+        volume_id: i64,
+    },
+    ResizeVolume {
+        volume_id: i64,
+        size: i64,
+        offering_id: Option<i64>,
+    },
     /// Completes at once with the given result; for commands that are async in
     /// CloudStack but need no host work here.
     Done {
@@ -104,6 +117,33 @@ impl Service {
             created: now(),
             completed: None,
         }
+    }
+
+    /// Records a job that is already complete, for commands CloudStack runs
+    /// asynchronously but that need no host work here. Returns its uuid.
+    pub async fn done_job(
+        self: &Arc<Self>,
+        caller: &Caller,
+        command: &str,
+        instance_type: &str,
+        instance_uuid: &str,
+    ) -> SResult<String> {
+        let job = self.new_job(
+            caller,
+            NewJob {
+                command,
+                instance_type: Some(instance_type),
+                instance_uuid: Some(instance_uuid),
+                work: Work::Done {
+                    result: JobOutput::Success,
+                },
+            },
+        );
+        let mut tx = Tx::new();
+        tx.insert(&job);
+        self.store.commit(tx.ops).await?;
+        self.spawn_job(job.uuid.clone());
+        Ok(job.uuid)
     }
 
     pub fn spawn_job(self: &Arc<Self>, job_uuid: String) {
@@ -182,6 +222,23 @@ impl Service {
             Work::DeleteAccount { account_id } => {
                 self.exec_delete_account(caller, account_id).await?;
                 Ok(JobOutput::Success)
+            }
+            Work::AttachVolume {
+                volume_id,
+                vm_id,
+                device_id,
+            } => {
+                self.exec_attach_volume(caller, volume_id, vm_id, device_id)
+                    .await
+            }
+            Work::DetachVolume { volume_id } => self.exec_detach_volume(caller, volume_id).await,
+            Work::ResizeVolume {
+                volume_id,
+                size,
+                offering_id,
+            } => {
+                self.exec_resize_volume(caller, volume_id, size, offering_id)
+                    .await
             }
             Work::Done { result } => Ok(result),
         }

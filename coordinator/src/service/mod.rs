@@ -4,10 +4,12 @@
 pub mod agent;
 pub mod bootstrap;
 pub mod identity;
+pub mod infra;
 pub mod jobs;
 pub mod settings;
 pub mod templates;
 pub mod vm;
+pub mod volumes;
 
 use crate::error::ApiError;
 use crate::store::records::*;

@@ -5,7 +5,7 @@ use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::{date, Obj, Reply};
 use crate::cmd;
 use crate::service::identity::{hash_password, random_key};
-use crate::service::jobs::{JobOutput, NewJob, Work};
+use crate::service::jobs::{NewJob, Work};
 use crate::service::{new_uuid, now};
 use crate::store::{Col, Query, StoreError, Tx};
 use serde_json::Value;
@@ -644,25 +644,11 @@ async fn disable_account(ctx: Ctx) -> Result<Reply, ApiError> {
         "ACCOUNT.DISABLE",
     )
     .await?;
-    let job = ctx.svc.new_job(
-        &ctx.caller,
-        NewJob {
-            command: "disableAccount",
-            instance_type: Some("Account"),
-            instance_uuid: Some(&a.uuid),
-            work: Work::Done {
-                result: JobOutput::Success,
-            },
-        },
-    );
-    let mut tx = Tx::new();
-    tx.insert(&job);
-    ctx.svc.store.commit(tx.ops).await?;
-    ctx.svc.spawn_job(job.uuid.clone());
-    Ok(Reply::Async {
-        job: job.uuid,
-        id: None,
-    })
+    let job = ctx
+        .svc
+        .done_job(&ctx.caller, "disableAccount", "Account", &a.uuid)
+        .await?;
+    Ok(Reply::Async { job, id: None })
 }
 
 async fn enable_account(ctx: Ctx) -> Result<Reply, ApiError> {

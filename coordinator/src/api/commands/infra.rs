@@ -4,7 +4,8 @@ use super::*;
 use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::{date, Obj, Reply};
 use crate::cmd;
-use crate::store::{Col, Query, Tx};
+use crate::service::infra::{hypervisor_name, ClusterArgs, NetworkArgs, PodArgs, ZoneArgs};
+use crate::store::{Col, Query, StoreExt, Tx};
 use serde_json::json;
 
 const INFRA_FIELDS: &[Field] = &[
@@ -177,6 +178,137 @@ pub fn commands() -> Vec<Command> {
             NET_FIELDS,
             list_net_offerings
         ),
+        cmd!(
+            "createZone",
+            "Creates a zone.",
+            false,
+            RootAdmin,
+            &[
+                req("name", "string", "zone name"),
+                req("networktype", "string", "Basic or Advanced"),
+                opt("dns1", "string", "first DNS server for guests"),
+                opt("internaldns1", "string", "first DNS server for system use"),
+                opt("description", "string", "description"),
+                opt("securitygroupenabled", "boolean", "security groups on"),
+                opt("localstorageenabled", "boolean", "local storage on"),
+                opt("allocationstate", "string", "Enabled or Disabled")
+            ],
+            INFRA_FIELDS,
+            create_zone
+        ),
+        cmd!(
+            "createPod",
+            "Creates a pod in a zone.",
+            false,
+            RootAdmin,
+            &[
+                req("zoneid", "uuid", "zone"),
+                req("name", "string", "pod name"),
+                req("gateway", "string", "gateway of the pod's management range"),
+                req("netmask", "string", "netmask of that range"),
+                opt("startip", "string", "first address of the range"),
+                opt("endip", "string", "last address of the range"),
+                opt("allocationstate", "string", "Enabled or Disabled")
+            ],
+            INFRA_FIELDS,
+            create_pod
+        ),
+        cmd!(
+            "addCluster",
+            "Adds a cluster to a pod, with its primary storage.",
+            false,
+            RootAdmin,
+            &[
+                req("clustername", "string", "cluster name"),
+                req("zoneid", "uuid", "zone"),
+                req("podid", "uuid", "pod"),
+                req(
+                    "hypervisor",
+                    "string",
+                    "KVM, VMware, XenServer or Simulator"
+                ),
+                req("clustertype", "string", "CloudManaged or ExternalManaged"),
+                opt("allocationstate", "string", "Enabled or Disabled")
+            ],
+            INFRA_FIELDS,
+            add_cluster
+        ),
+        cmd!(
+            "createNetworkOffering",
+            "Creates a network offering; it starts Disabled unless enable=true.",
+            false,
+            RootAdmin,
+            &[
+                req("name", "string", "name"),
+                opt("displaytext", "string", "description"),
+                req("guestiptype", "string", "Shared, Isolated or L2"),
+                req("traffictype", "string", "Guest"),
+                opt("specifyvlan", "boolean", "networks name their VLAN"),
+                opt("specifyipranges", "boolean", "networks name their IP range"),
+                opt("availability", "string", "Optional or Required"),
+                opt("supportedservices", "list", "services (recorded)"),
+                opt("enable", "boolean", "create it Enabled")
+            ],
+            NET_FIELDS,
+            create_net_offering
+        ),
+        cmd!(
+            "updateNetworkOffering",
+            "Updates a network offering.",
+            false,
+            RootAdmin,
+            &[
+                req("id", "uuid", "offering"),
+                opt("name", "string", "name"),
+                opt("displaytext", "string", "description"),
+                opt("state", "string", "Enabled or Disabled"),
+                opt("availability", "string", "Optional or Required")
+            ],
+            NET_FIELDS,
+            update_net_offering
+        ),
+        cmd!(
+            "deleteNetworkOffering",
+            "Deletes a network offering no network uses.",
+            false,
+            RootAdmin,
+            &[req("id", "uuid", "offering")],
+            &[f("success", "boolean", "true")],
+            delete_net_offering
+        ),
+        cmd!(
+            "createNetwork",
+            "Creates a guest network.",
+            false,
+            All,
+            &[
+                req("name", "string", "name"),
+                opt("displaytext", "string", "description"),
+                req("networkofferingid", "uuid", "network offering"),
+                req("zoneid", "uuid", "zone"),
+                opt("gateway", "string", "gateway"),
+                opt("netmask", "string", "netmask"),
+                opt("startip", "string", "first guest address"),
+                opt("endip", "string", "last guest address"),
+                opt("account", "string", "owner account"),
+                opt("domainid", "uuid", "owner domain"),
+                opt("acltype", "string", "Account or Domain")
+            ],
+            NET_FIELDS,
+            create_network
+        ),
+        cmd!(
+            "deleteNetwork",
+            "Deletes a guest network no instance uses.",
+            true,
+            All,
+            &[
+                req("id", "uuid", "network"),
+                opt("forced", "boolean", "accepted for compatibility")
+            ],
+            &[f("success", "boolean", "true")],
+            delete_network
+        ),
     ]
 }
 
@@ -201,12 +333,25 @@ async fn zone_of(ctx: &Ctx, q: Query) -> Result<Query, ApiError> {
     })
 }
 
+fn zone_json(z: &Zone) -> serde_json::Value {
+    Obj::new()
+        .s("id", &z.uuid)
+        .s("name", &z.name)
+        .os("description", z.description.clone())
+        .s("networktype", &z.network_type)
+        .s("allocationstate", &z.allocation_state)
+        .v("securitygroupsenabled", z.security_groups_enabled)
+        .v("localstorageenabled", z.local_storage_enabled)
+        .os("dns1", z.dns1.clone())
+        .os("internaldns1", z.internal_dns1.clone())
+        .s("guestcidraddress", "10.1.0.0/16")
+        .v("tags", json!([]))
+        .s("type", "Core")
+        .build()
+}
+
 async fn list_zones(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = filter_q(&ctx, Query::new())?;
-    if let Some(t) = ctx.p.str("networktype") {
-        q = q.and(Cond::Contains(vec![Col::Name], String::new()));
-        let _ = t;
-    }
+    let q = filter_q(&ctx, Query::new())?;
     let (zones, total) = ctx.svc.store.list::<Zone>(&q).await?;
     let items = zones
         .iter()
@@ -217,22 +362,7 @@ async fn list_zones(ctx: Ctx) -> Result<Reply, ApiError> {
                 .map(|t| t.eq_ignore_ascii_case(&z.network_type))
                 .unwrap_or(true)
         })
-        .map(|z| {
-            Obj::new()
-                .s("id", &z.uuid)
-                .s("name", &z.name)
-                .os("description", z.description.clone())
-                .s("networktype", &z.network_type)
-                .s("allocationstate", &z.allocation_state)
-                .v("securitygroupsenabled", z.security_groups_enabled)
-                .v("localstorageenabled", z.local_storage_enabled)
-                .os("dns1", z.dns1.clone())
-                .os("internaldns1", z.internal_dns1.clone())
-                .s("guestcidraddress", "10.1.0.0/16")
-                .v("tags", json!([]))
-                .s("type", "Core")
-                .build()
-        })
+        .map(zone_json)
         .collect::<Vec<_>>();
     let total = if ctx.p.has("networktype") {
         items.len() as u64
@@ -242,23 +372,27 @@ async fn list_zones(ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::List("zone", items, total))
 }
 
+async fn pod_json(ctx: &Ctx, p: &Pod) -> Result<serde_json::Value, ApiError> {
+    let z: Option<Zone> = ctx.svc.store.load(p.zone_id).await?;
+    Ok(Obj::new()
+        .s("id", &p.uuid)
+        .s("name", &p.name)
+        .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
+        .os("zonename", z.map(|z| z.name))
+        .s("gateway", &p.gateway)
+        .s("netmask", &p.netmask)
+        .v("startip", json!([p.start_ip.clone().unwrap_or_default()]))
+        .v("endip", json!([p.end_ip.clone().unwrap_or_default()]))
+        .s("allocationstate", &p.allocation_state)
+        .build())
+}
+
 async fn list_pods(ctx: Ctx) -> Result<Reply, ApiError> {
     let q = zone_of(&ctx, filter_q(&ctx, Query::new())?).await?;
     let (pods, total) = ctx.svc.store.list::<Pod>(&q).await?;
     let mut items = Vec::new();
     for p in &pods {
-        let z: Option<Zone> = ctx.svc.store.load(p.zone_id).await?;
-        items.push(
-            Obj::new()
-                .s("id", &p.uuid)
-                .s("name", &p.name)
-                .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
-                .os("zonename", z.map(|z| z.name))
-                .s("gateway", &p.gateway)
-                .s("netmask", &p.netmask)
-                .s("allocationstate", &p.allocation_state)
-                .build(),
-        );
+        items.push(pod_json(&ctx, p).await?);
     }
     Ok(Reply::List("pod", items, total))
 }
@@ -471,6 +605,40 @@ async fn list_pools(ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::List("storagepool", items, total))
 }
 
+async fn network_json(ctx: &Ctx, n: &Network) -> Result<serde_json::Value, ApiError> {
+    let z: Option<Zone> = ctx.svc.store.load(n.zone_id).await?;
+    let o: Option<NetworkOffering> = ctx.svc.store.load(n.network_offering_id).await?;
+    let acct: Option<Account> = match n.account_id {
+        Some(a) => ctx.svc.store.load(a).await?,
+        None => None,
+    };
+    let dom: Option<Domain> = ctx.svc.store.load(n.domain_id).await?;
+    Ok(Obj::new()
+        .s("id", &n.uuid)
+        .s("name", &n.name)
+        .s("displaytext", &n.display_text)
+        .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
+        .os("zonename", z.map(|z| z.name))
+        .s("cidr", &n.cidr)
+        .s("gateway", &n.gateway)
+        .s("netmask", &n.netmask)
+        .s("state", &n.state)
+        .s("type", &n.guest_type)
+        .s("traffictype", "Guest")
+        .s("acltype", &n.acl_type)
+        .v("isdefault", n.is_zone_default)
+        .os("networkofferingid", o.as_ref().map(|o| o.uuid.clone()))
+        .os("networkofferingname", o.as_ref().map(|o| o.name.clone()))
+        .os("networkofferingdisplaytext", o.map(|o| o.display_text))
+        .os("account", acct.map(|a| a.name))
+        .os("domainid", dom.as_ref().map(|d| d.uuid.clone()))
+        .os("domain", dom.map(|d| d.name))
+        .v("service", json!([]))
+        .v("tags", json!([]))
+        .v("canusefordeploy", true)
+        .build())
+}
+
 async fn list_networks(ctx: Ctx) -> Result<Reply, ApiError> {
     let q = zone_of(
         &ctx,
@@ -483,30 +651,7 @@ async fn list_networks(ctx: Ctx) -> Result<Reply, ApiError> {
     let (ns, total) = ctx.svc.store.list::<Network>(&q).await?;
     let mut items = Vec::new();
     for n in &ns {
-        let z: Option<Zone> = ctx.svc.store.load(n.zone_id).await?;
-        let o: Option<NetworkOffering> = ctx.svc.store.load(n.network_offering_id).await?;
-        items.push(
-            Obj::new()
-                .s("id", &n.uuid)
-                .s("name", &n.name)
-                .s("displaytext", &n.display_text)
-                .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
-                .os("zonename", z.map(|z| z.name))
-                .s("cidr", &n.cidr)
-                .s("gateway", &n.gateway)
-                .s("netmask", &n.netmask)
-                .s("state", &n.state)
-                .s("type", &n.guest_type)
-                .s("traffictype", "Guest")
-                .s("acltype", &n.acl_type)
-                .v("isdefault", n.is_zone_default)
-                .os("networkofferingid", o.as_ref().map(|o| o.uuid.clone()))
-                .os("networkofferingname", o.map(|o| o.name))
-                .v("service", json!([]))
-                .v("tags", json!([]))
-                .v("canusefordeploy", true)
-                .build(),
-        );
+        items.push(network_json(&ctx, n).await?);
     }
     Ok(Reply::List("network", items, total))
 }
@@ -517,24 +662,269 @@ async fn list_net_offerings(ctx: Ctx) -> Result<Reply, ApiError> {
         Query::new().and(Cond::Ne(Col::State, "Removed".into())),
     )?;
     let (os, total) = ctx.svc.store.list::<NetworkOffering>(&q).await?;
-    let items = os
-        .iter()
-        .map(|o| {
-            Obj::new()
-                .s("id", &o.uuid)
-                .s("name", &o.name)
-                .s("displaytext", &o.display_text)
-                .s("guestiptype", &o.guest_ip_type)
-                .s("traffictype", &o.traffic_type)
-                .s("state", &o.state)
-                .v("isdefault", o.is_default)
-                .v("specifyvlan", o.specify_vlan)
-                .v("specifyipranges", o.specify_ip_ranges)
-                .s("availability", &o.availability)
-                .s("created", date(o.created))
-                .v("service", json!([]))
-                .build()
-        })
-        .collect();
+    let items = os.iter().map(net_offering_json).collect();
     Ok(Reply::List("networkoffering", items, total))
+}
+
+fn net_offering_json(o: &NetworkOffering) -> serde_json::Value {
+    Obj::new()
+        .s("id", &o.uuid)
+        .s("name", &o.name)
+        .s("displaytext", &o.display_text)
+        .s("guestiptype", &o.guest_ip_type)
+        .s("traffictype", &o.traffic_type)
+        .s("state", &o.state)
+        .v("isdefault", o.is_default)
+        .v("specifyvlan", o.specify_vlan)
+        .v("specifyipranges", o.specify_ip_ranges)
+        .s("availability", &o.availability)
+        .s("created", date(o.created))
+        .v("service", json!([]))
+        .build()
+}
+
+fn alloc_state(ctx: &Ctx) -> Result<String, ApiError> {
+    match ctx.p.str("allocationstate") {
+        Some(v) => enabled_state("allocationstate", v),
+        None => Ok("Enabled".into()),
+    }
+}
+
+async fn create_zone(ctx: Ctx) -> Result<Reply, ApiError> {
+    let z = ctx
+        .svc
+        .create_zone(ZoneArgs {
+            name: ctx.p.required("name")?.to_string(),
+            description: ctx.p.str("description").map(str::to_string),
+            network_type: ctx.p.required("networktype")?.to_string(),
+            dns1: ctx.p.str("dns1").map(str::to_string),
+            internal_dns1: ctx.p.str("internaldns1").map(str::to_string),
+            security_groups: ctx.p.bool_or("securitygroupenabled", false),
+            local_storage: ctx.p.bool_or("localstorageenabled", false),
+            allocation_state: alloc_state(&ctx)?,
+        })
+        .await?;
+    Ok(Reply::Object("zone", zone_json(&z)))
+}
+
+async fn create_pod(ctx: Ctx) -> Result<Reply, ApiError> {
+    let zone: Zone = ctx.svc.by_uuid("zoneid", ctx.p.required("zoneid")?).await?;
+    let p = ctx
+        .svc
+        .create_pod(PodArgs {
+            zone_id: zone.id,
+            name: ctx.p.required("name")?.to_string(),
+            gateway: ctx.p.required("gateway")?.to_string(),
+            netmask: ctx.p.required("netmask")?.to_string(),
+            start_ip: ctx.p.str("startip").map(str::to_string),
+            end_ip: ctx.p.str("endip").map(str::to_string),
+            allocation_state: alloc_state(&ctx)?,
+        })
+        .await?;
+    Ok(Reply::Object("pod", pod_json(&ctx, &p).await?))
+}
+
+async fn add_cluster(ctx: Ctx) -> Result<Reply, ApiError> {
+    let zone: Zone = ctx.svc.by_uuid("zoneid", ctx.p.required("zoneid")?).await?;
+    let pod: Pod = ctx.svc.by_uuid("podid", ctx.p.required("podid")?).await?;
+    if pod.zone_id != zone.id {
+        return Err(ApiError::param(format!(
+            "Pod {} is not in zone {}",
+            pod.uuid, zone.uuid
+        )));
+    }
+    let hv = hypervisor_name("hypervisor", ctx.p.required("hypervisor")?)?;
+    let ct = ctx.p.required("clustertype")?;
+    if !["cloudmanaged", "externalmanaged"].contains(&ct.to_ascii_lowercase().as_str()) {
+        return Err(ApiError::param(format!(
+            "Invalid value for parameter clustertype: {ct}; use CloudManaged or ExternalManaged"
+        )));
+    }
+    let c = ctx
+        .svc
+        .create_cluster(ClusterArgs {
+            pod,
+            name: ctx.p.required("clustername")?.to_string(),
+            hypervisor: hv,
+            allocation_state: alloc_state(&ctx)?,
+        })
+        .await?;
+    // CloudStack answers addCluster with a list of the clusters it added.
+    Ok(Reply::List(
+        "cluster",
+        vec![cluster_json(&ctx, &c).await?],
+        1,
+    ))
+}
+
+fn guest_ip_type(v: &str) -> Result<String, ApiError> {
+    ["Shared", "Isolated", "L2"]
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(v))
+        .map(|t| t.to_string())
+        .ok_or_else(|| {
+            ApiError::param(format!(
+                "Invalid value for parameter guestiptype: {v}; use Shared, Isolated or L2"
+            ))
+        })
+}
+
+fn availability(v: &str) -> Result<String, ApiError> {
+    ["Optional", "Required"]
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(v))
+        .map(|t| t.to_string())
+        .ok_or_else(|| {
+            ApiError::param(format!(
+                "Invalid value for parameter availability: {v}; use Optional or Required"
+            ))
+        })
+}
+
+async fn create_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
+    let name = ctx.p.required("name")?.to_string();
+    let guest = guest_ip_type(ctx.p.required("guestiptype")?)?;
+    let traffic = ctx.p.required("traffictype")?;
+    if !traffic.eq_ignore_ascii_case("guest") {
+        return Err(ApiError::param(format!(
+            "Invalid value for parameter traffictype: {traffic}; only Guest is supported"
+        )));
+    }
+    let dup: Option<NetworkOffering> = ctx
+        .svc
+        .store
+        .first(Query::new().eq(Col::Ukey, name.to_lowercase()))
+        .await?;
+    if dup.is_some() {
+        return Err(ApiError::param(format!(
+            "A network offering named {name} already exists"
+        )));
+    }
+    let mut o = NetworkOffering {
+        id: ctx.svc.store.new_id::<NetworkOffering>().await?,
+        uuid: crate::service::new_uuid(),
+        version: 1,
+        display_text: ctx.p.str("displaytext").unwrap_or(&name).to_string(),
+        name,
+        specify_vlan: ctx.p.bool_or("specifyvlan", false),
+        specify_ip_ranges: ctx.p.bool_or("specifyipranges", guest == "Shared"),
+        guest_ip_type: guest,
+        traffic_type: "Guest".into(),
+        state: if ctx.p.bool_or("enable", false) {
+            "Enabled".into()
+        } else {
+            "Disabled".into()
+        },
+        is_default: false,
+        availability: availability(ctx.p.str("availability").unwrap_or("Optional"))?,
+        created: crate::service::now(),
+        removed: None,
+    };
+    let mut tx = Tx::new();
+    tx.insert(&o);
+    ctx.svc.store.commit(tx.ops).await?;
+    o.version = 1;
+    Ok(Reply::Object("networkoffering", net_offering_json(&o)))
+}
+
+async fn live_offering(ctx: &Ctx) -> Result<NetworkOffering, ApiError> {
+    let id = ctx.p.required("id")?;
+    let o: NetworkOffering = ctx.svc.by_uuid("id", id).await?;
+    if o.removed.is_some() {
+        return Err(ApiError::unknown_id("id", id));
+    }
+    Ok(o)
+}
+
+async fn update_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
+    let mut o = live_offering(&ctx).await?;
+    if let Some(n) = ctx.p.str("name") {
+        o.name = n.to_string();
+    }
+    if let Some(d) = ctx.p.str("displaytext") {
+        o.display_text = d.to_string();
+    }
+    if let Some(s) = ctx.p.str("state") {
+        o.state = enabled_state("state", s)?;
+    }
+    if let Some(a) = ctx.p.str("availability") {
+        o.availability = availability(a)?;
+    }
+    let mut tx = Tx::new();
+    tx.update(&mut o);
+    ctx.svc.store.commit(tx.ops).await?;
+    Ok(Reply::Object("networkoffering", net_offering_json(&o)))
+}
+
+async fn delete_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
+    let o = live_offering(&ctx).await?;
+    ctx.svc.delete_network_offering(o).await?;
+    Ok(Reply::Success(None))
+}
+
+async fn create_network(ctx: Ctx) -> Result<Reply, ApiError> {
+    let zone: Zone = ctx.svc.by_uuid("zoneid", ctx.p.required("zoneid")?).await?;
+    let oid = ctx.p.required("networkofferingid")?;
+    let offering: NetworkOffering = ctx.svc.by_uuid("networkofferingid", oid).await?;
+    if offering.removed.is_some() {
+        return Err(ApiError::unknown_id("networkofferingid", oid));
+    }
+    let owner = owner(&ctx).await?;
+    let domain_wide = match ctx.p.str("acltype") {
+        None => {
+            offering.guest_ip_type == "Shared" && ctx.caller.is_admin() && !ctx.p.has("account")
+        }
+        Some(a) if a.eq_ignore_ascii_case("domain") => true,
+        Some(a) if a.eq_ignore_ascii_case("account") => false,
+        Some(a) => {
+            return Err(ApiError::param(format!(
+                "Invalid value for parameter acltype: {a}; use Account or Domain"
+            )))
+        }
+    };
+    if domain_wide && !ctx.caller.is_admin() {
+        return Err(ApiError::denied(
+            "Only admins can create networks shared by a whole domain",
+        ));
+    }
+    if offering.guest_ip_type == "Shared" && !ctx.caller.is_admin() {
+        return Err(ApiError::denied("Only admins can create Shared networks"));
+    }
+    let name = ctx.p.required("name")?.to_string();
+    let n = ctx
+        .svc
+        .create_network(NetworkArgs {
+            zone_id: zone.id,
+            offering,
+            display_text: ctx.p.str("displaytext").unwrap_or(&name).to_string(),
+            name,
+            account_id: if domain_wide { None } else { Some(owner.id) },
+            domain_id: owner.domain_id,
+            gateway: ctx.p.str("gateway").map(str::to_string),
+            netmask: ctx.p.str("netmask").map(str::to_string),
+            start_ip: ctx.p.str("startip").map(str::to_string),
+            end_ip: ctx.p.str("endip").map(str::to_string),
+        })
+        .await?;
+    Ok(Reply::Object("network", network_json(&ctx, &n).await?))
+}
+
+async fn delete_network(ctx: Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.p.required("id")?;
+    let n: Network = ctx.svc.by_uuid("id", id).await?;
+    let path = ctx.svc.domain_path(n.domain_id).await?;
+    let visible = n.removed.is_none()
+        && match n.account_id {
+            Some(a) => ctx.caller.can_access(a, &path),
+            None => ctx.caller.is_admin() && ctx.caller.can_access(-1, &path),
+        };
+    if !visible {
+        return Err(ApiError::unknown_id("id", id));
+    }
+    ctx.svc.delete_network(n.clone()).await?;
+    let job = ctx
+        .svc
+        .done_job(&ctx.caller, "deleteNetwork", "Network", &n.uuid)
+        .await?;
+    Ok(Reply::Async { job, id: None })
 }

@@ -5,6 +5,7 @@ mod identity;
 mod infra;
 mod misc;
 mod vm;
+mod volumes;
 
 use super::registry::{Command, Ctx};
 use crate::error::ApiError;
@@ -22,6 +23,7 @@ pub fn all() -> &'static [Command] {
         v.extend(infra::commands());
         v.extend(catalog::commands());
         v.extend(misc::commands());
+        v.extend(volumes::commands());
         v
     })
 }

@@ -45,18 +45,6 @@ const SUCCESS_FIELDS: &[Field] = &[
     f("success", "boolean", "true if the operation succeeded"),
     f("displaytext", "string", "any text"),
 ];
-const VOLUME_FIELDS: &[Field] = &[
-    f("id", "string", "the volume ID"),
-    f("name", "string", "the volume name"),
-    f("type", "string", "ROOT or DATADISK"),
-    f("size", "long", "the size in bytes"),
-    f("state", "string", "the volume state"),
-    f(
-        "virtualmachineid",
-        "string",
-        "the instance it is attached to",
-    ),
-];
 const GROUP_FIELDS: &[Field] = &[
     f("id", "string", "the group ID"),
     f("name", "string", "the group name"),
@@ -242,16 +230,6 @@ pub fn commands() -> Vec<Command> {
             response: GROUP_FIELDS,
             response_key: None,
             handler: handler!(list_groups),
-        },
-        Command {
-            name: "listVolumes",
-            description: "Lists volumes; an instance's ROOT volume comes first.",
-            is_async: false,
-            access: Access::All,
-            params: { const PARAMS: &[P] = &[opt("id", "uuid", "volume"), opt("virtualmachineid", "uuid", "instance"), opt("type", "string", "ROOT or DATADISK"), opt("name", "string", "name"), opt("zoneid", "uuid", "zone"), opt("listall", "boolean", "all visible"), opt("account", "string", "owner"), opt("domainid", "uuid", "domain"), PAGING[0], PAGING[1], PAGING[2]]; PARAMS },
-            response: VOLUME_FIELDS,
-            response_key: None,
-            handler: handler!(list_volumes),
         },
     ]
 }
@@ -733,44 +711,4 @@ async fn list_groups(ctx: Ctx) -> Result<Reply, ApiError> {
         items.push(group_json(&ctx, g, &owner).await?);
     }
     Ok(Reply::List("instancegroup", items, total))
-}
-
-async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = Query::new();
-    q.conds = list_scope(&ctx).await?;
-    q = q.and(Cond::IsNull(Col::Ukey));
-    q = q.and(Cond::NotIn(
-        Col::State,
-        vec!["Expunged".into(), "Destroy".into()],
-    ));
-    if let Some(id) = ctx.p.str("id") {
-        let v: Volume = ctx.svc.owned(&ctx.caller, "id", id).await?;
-        q = q.eq(Col::Id, v.id);
-    }
-    if let Some(vid) = ctx.p.str("virtualmachineid") {
-        let vm: Vm = ctx.svc.owned(&ctx.caller, "virtualmachineid", vid).await?;
-        q = q.eq(Col::Parent, vm.id);
-    }
-    if let Some(t) = ctx.p.str("type") {
-        q = q.and(Cond::EqNoCase(Col::K1, t.to_string()));
-    }
-    if let Some(n) = ctx.p.str("name") {
-        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
-    }
-    if let Some(z) = opt_ref::<Zone>(&ctx, "zoneid").await? {
-        q = q.eq(Col::Zone, z.id);
-    }
-    q.page = paging(&ctx)?;
-    let (mut vols, total) = ctx.svc.store.list::<Volume>(&q).await?;
-    // ROOT first, then data disks by device id, as clients expect.
-    vols.sort_by_key(|v| (v.vm_id, v.volume_type != "ROOT", v.device_id, v.id));
-    let mut l = Lookup::new(&ctx.svc);
-    let mut items = Vec::new();
-    for v in &vols {
-        items.push(views::volume(&mut l, &ctx.caller, v).await?);
-    }
-    Ok(Reply::List("volume", items, total))
 }

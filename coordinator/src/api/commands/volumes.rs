@@ -1,0 +1,301 @@
+//! Volumes: the ROOT volume of each instance and data volumes.
+
+use super::*;
+use crate::api::registry::{f, opt, req, Field, PAGING};
+use crate::api::render::Reply;
+use crate::api::views::{self, Lookup};
+use crate::cmd;
+use crate::service::volumes::NewVolume;
+use crate::store::{Col, Query};
+
+pub fn commands() -> Vec<Command> {
+    vec![
+        cmd!(
+            "listVolumes",
+            "Lists volumes; an instance's ROOT volume comes first.",
+            false,
+            All,
+            &[
+                opt("id", "uuid", "volume"),
+                opt("virtualmachineid", "uuid", "instance"),
+                opt("type", "string", "ROOT or DATADISK"),
+                opt("name", "string", "name"),
+                opt("zoneid", "uuid", "zone"),
+                opt("listall", "boolean", "all visible"),
+                opt("account", "string", "owner"),
+                opt("domainid", "uuid", "domain"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            VOLUME_FIELDS,
+            list_volumes
+        ),
+        cmd!(
+            "createVolume",
+            "Creates a data volume from a disk offering, optionally attaching it.",
+            true,
+            All,
+            &[
+                opt("name", "string", "volume name"),
+                req("diskofferingid", "uuid", "disk offering"),
+                opt("size", "long", "size in GB, for a custom disk offering"),
+                opt(
+                    "zoneid",
+                    "uuid",
+                    "zone; required unless virtualmachineid is given"
+                ),
+                opt(
+                    "virtualmachineid",
+                    "uuid",
+                    "instance to attach the new volume to"
+                ),
+                opt("account", "string", "owner account"),
+                opt("domainid", "uuid", "owner domain")
+            ],
+            VOLUME_FIELDS,
+            create_volume
+        ),
+        cmd!(
+            "attachVolume",
+            "Attaches a data volume to an instance.",
+            true,
+            All,
+            &[
+                req("id", "uuid", "volume"),
+                req("virtualmachineid", "uuid", "instance"),
+                opt("deviceid", "long", "device id; 3 is the CD-ROM's")
+            ],
+            VOLUME_FIELDS,
+            attach_volume
+        ),
+        cmd!(
+            "detachVolume",
+            "Detaches a data volume from its instance.",
+            true,
+            All,
+            &[
+                opt("id", "uuid", "volume"),
+                opt("virtualmachineid", "uuid", "instance, with deviceid"),
+                opt("deviceid", "long", "device id, with virtualmachineid")
+            ],
+            VOLUME_FIELDS,
+            detach_volume
+        ),
+        cmd!(
+            "resizeVolume",
+            "Resizes a volume to a new size or disk offering.",
+            true,
+            All,
+            &[
+                req("id", "uuid", "volume"),
+                opt("size", "long", "new size in GB"),
+                opt("diskofferingid", "uuid", "new disk offering"),
+                opt("shrinkok", "boolean", "allow making the volume smaller")
+            ],
+            VOLUME_FIELDS,
+            resize_volume
+        ),
+        cmd!(
+            "deleteVolume",
+            "Deletes a detached data volume.",
+            false,
+            All,
+            &[req("id", "uuid", "volume")],
+            &[f("success", "boolean", "true")],
+            delete_volume
+        ),
+    ]
+}
+
+async fn load_volume(ctx: &Ctx, param: &str) -> Result<Volume, ApiError> {
+    let id = ctx.p.required(param)?;
+    ctx.svc.owned::<Volume>(&ctx.caller, param, id).await
+}
+
+fn size_gb(ctx: &Ctx) -> Result<Option<i64>, ApiError> {
+    ctx.p.i64("size")
+}
+
+async fn create_volume(ctx: Ctx) -> Result<Reply, ApiError> {
+    let offering: DiskOffering = ctx
+        .svc
+        .by_uuid("diskofferingid", ctx.p.required("diskofferingid")?)
+        .await?;
+    let vm: Option<Vm> = match ctx.p.str("virtualmachineid") {
+        Some(id) => Some(ctx.svc.owned(&ctx.caller, "virtualmachineid", id).await?),
+        None => None,
+    };
+    let zone: Zone = match (ctx.p.str("zoneid"), &vm) {
+        (Some(z), _) => ctx.svc.by_uuid("zoneid", z).await?,
+        (None, Some(vm)) => ctx
+            .svc
+            .store
+            .load(vm.zone_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("zone vanished"))?,
+        (None, None) => return Err(ApiError::missing("createVolume", "zoneid")),
+    };
+    let owner = match &vm {
+        Some(vm) => ctx
+            .svc
+            .store
+            .load::<Account>(vm.account_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("account vanished"))?,
+        None => owner(&ctx).await?,
+    };
+    let (vol, job) = ctx
+        .svc
+        .create_volume(
+            &ctx.caller,
+            NewVolume {
+                owner,
+                zone,
+                offering,
+                size_gb: size_gb(&ctx)?,
+                name: ctx.p.str("name").map(str::to_string),
+                attach_to: vm,
+                device_id: None,
+            },
+        )
+        .await?;
+    Ok(Reply::Async {
+        job: job.uuid,
+        id: Some(vol.uuid),
+    })
+}
+
+async fn attach_volume(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vol = load_volume(&ctx, "id").await?;
+    let vm: Vm = ctx
+        .svc
+        .owned(
+            &ctx.caller,
+            "virtualmachineid",
+            ctx.p.required("virtualmachineid")?,
+        )
+        .await?;
+    let job = ctx
+        .svc
+        .attach_volume(&ctx.caller, &vol, &vm, ctx.p.i64("deviceid")?)
+        .await?;
+    Ok(Reply::Async {
+        job: job.uuid,
+        id: None,
+    })
+}
+
+async fn detach_volume(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vol = if ctx.p.has("id") {
+        load_volume(&ctx, "id").await?
+    } else {
+        let (Some(vm_id), Some(dev)) = (ctx.p.str("virtualmachineid"), ctx.p.i64("deviceid")?)
+        else {
+            return Err(ApiError::param(
+                "Either parameter id or both virtualmachineid and deviceid are required",
+            ));
+        };
+        let vm: Vm = ctx
+            .svc
+            .owned(&ctx.caller, "virtualmachineid", vm_id)
+            .await?;
+        let vols: Vec<Volume> = ctx
+            .svc
+            .store
+            .all(Query::new().eq(Col::Parent, vm.id))
+            .await?;
+        vols.into_iter()
+            .find(|v| v.device_id == Some(dev))
+            .ok_or_else(|| {
+                ApiError::param(format!(
+                    "Invalid value for parameter deviceid: no volume at device {dev} of instance {vm_id}"
+                ))
+            })?
+    };
+    let job = ctx.svc.detach_volume(&ctx.caller, &vol).await?;
+    Ok(Reply::Async {
+        job: job.uuid,
+        id: None,
+    })
+}
+
+async fn resize_volume(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vol = load_volume(&ctx, "id").await?;
+    let offering: Option<DiskOffering> = opt_ref(&ctx, "diskofferingid").await?;
+    let job = ctx
+        .svc
+        .resize_volume(
+            &ctx.caller,
+            &vol,
+            size_gb(&ctx)?,
+            offering,
+            ctx.p.bool_or("shrinkok", false),
+        )
+        .await?;
+    Ok(Reply::Async {
+        job: job.uuid,
+        id: None,
+    })
+}
+
+async fn delete_volume(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vol = load_volume(&ctx, "id").await?;
+    ctx.svc.delete_volume(&ctx.caller, vol).await?;
+    Ok(Reply::Success(None))
+}
+
+const VOLUME_FIELDS: &[Field] = &[
+    f("id", "string", "the volume ID"),
+    f("name", "string", "the volume name"),
+    f("type", "string", "ROOT or DATADISK"),
+    f("size", "long", "the size in bytes"),
+    f("state", "string", "the volume state"),
+    f(
+        "virtualmachineid",
+        "string",
+        "the instance it is attached to",
+    ),
+];
+
+async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
+    let mut q = Query::new();
+    q.conds = list_scope(&ctx).await?;
+    q = q.and(Cond::IsNull(Col::Ukey));
+    q = q.and(Cond::NotIn(
+        Col::State,
+        vec!["Expunged".into(), "Destroy".into()],
+    ));
+    if let Some(id) = ctx.p.str("id") {
+        // A known id outside the caller's view or already deleted lists
+        // nothing, as in CloudStack; only an id that never existed is an error.
+        let v: Volume = ctx.svc.by_uuid("id", id).await?;
+        q = q.eq(Col::Id, v.id);
+    }
+    if let Some(vid) = ctx.p.str("virtualmachineid") {
+        let vm: Vm = ctx.svc.owned(&ctx.caller, "virtualmachineid", vid).await?;
+        q = q.eq(Col::Parent, vm.id);
+    }
+    if let Some(t) = ctx.p.str("type") {
+        q = q.and(Cond::EqNoCase(Col::K1, t.to_string()));
+    }
+    if let Some(n) = ctx.p.str("name") {
+        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
+    }
+    if let Some(k) = ctx.p.str("keyword") {
+        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
+    }
+    if let Some(z) = opt_ref::<Zone>(&ctx, "zoneid").await? {
+        q = q.eq(Col::Zone, z.id);
+    }
+    q.page = paging(&ctx)?;
+    let (mut vols, total) = ctx.svc.store.list::<Volume>(&q).await?;
+    // ROOT first, then data disks by device id, as clients expect.
+    vols.sort_by_key(|v| (v.vm_id, v.volume_type != "ROOT", v.device_id, v.id));
+    let mut l = Lookup::new(&ctx.svc);
+    let mut items = Vec::new();
+    for v in &vols {
+        items.push(views::volume(&mut l, &ctx.caller, v).await?);
+    }
+    Ok(Reply::List("volume", items, total))
+}

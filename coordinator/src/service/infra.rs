@@ -1,0 +1,588 @@
+//! Zones, pods, clusters, guest networks and network offerings: the records
+//! placement and agents hang off. Validation lives here so the API and the
+//! simulated-host bootstrap create them the same way.
+
+use super::*;
+use crate::store::records::*;
+use std::net::Ipv4Addr;
+
+pub struct ZoneArgs {
+    pub name: String,
+    pub description: Option<String>,
+    pub network_type: String,
+    pub dns1: Option<String>,
+    pub internal_dns1: Option<String>,
+    pub security_groups: bool,
+    pub local_storage: bool,
+    pub allocation_state: String,
+}
+
+pub struct PodArgs {
+    pub zone_id: i64,
+    pub name: String,
+    pub gateway: String,
+    pub netmask: String,
+    pub start_ip: Option<String>,
+    pub end_ip: Option<String>,
+    pub allocation_state: String,
+}
+
+pub struct ClusterArgs {
+    pub pod: Pod,
+    pub name: String,
+    pub hypervisor: String,
+    pub allocation_state: String,
+}
+
+pub struct NetworkArgs {
+    pub zone_id: i64,
+    pub offering: NetworkOffering,
+    pub name: String,
+    pub display_text: String,
+    pub account_id: Option<i64>,
+    pub domain_id: i64,
+    pub gateway: Option<String>,
+    pub netmask: Option<String>,
+    pub start_ip: Option<String>,
+    pub end_ip: Option<String>,
+}
+
+/// Hypervisor names as CloudStack spells them in responses.
+pub const HYPERVISORS: &[&str] = &["KVM", "VMware", "XenServer", "Simulator"];
+
+pub fn hypervisor_name(param: &str, v: &str) -> SResult<String> {
+    HYPERVISORS
+        .iter()
+        .find(|h| h.eq_ignore_ascii_case(v))
+        .map(|h| h.to_string())
+        .ok_or_else(|| {
+            ApiError::param(format!(
+                "Invalid value for parameter {param}: {v}; use one of {}",
+                HYPERVISORS.join(", ")
+            ))
+        })
+}
+
+pub fn ipv4(param: &str, v: &str) -> SResult<Ipv4Addr> {
+    v.trim().parse().map_err(|_| {
+        ApiError::param(format!(
+            "Invalid value for parameter {param}: {v} is not an IPv4 address"
+        ))
+    })
+}
+
+/// Prefix length of a contiguous netmask.
+pub fn mask_bits(param: &str, v: &str) -> SResult<u32> {
+    let m = u32::from(ipv4(param, v)?);
+    let bits = m.leading_ones();
+    if m.checked_shl(bits).unwrap_or(0) != 0 || bits == 0 {
+        return Err(ApiError::param(format!(
+            "Invalid value for parameter {param}: {v} is not a contiguous netmask"
+        )));
+    }
+    Ok(bits)
+}
+
+fn in_net(a: Ipv4Addr, net: u32, bits: u32) -> bool {
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    u32::from(a) & mask == net & mask
+}
+
+/// The address plan of a guest network: gateway, netmask, CIDR and range, each
+/// checked against the others.
+pub fn address_plan(
+    gateway: &str,
+    netmask: &str,
+    start: Option<&str>,
+    end: Option<&str>,
+) -> SResult<(String, String, String, String)> {
+    let gw = ipv4("gateway", gateway)?;
+    let bits = mask_bits("netmask", netmask)?;
+    if bits > 30 {
+        return Err(ApiError::param(
+            "Invalid value for parameter netmask: the network must have room for at least two hosts",
+        ));
+    }
+    let mask = u32::MAX << (32 - bits);
+    let base = u32::from(gw) & mask;
+    let broadcast = base | !mask;
+    let start = match start {
+        Some(s) => ipv4("startip", s)?,
+        None => Ipv4Addr::from(base + 1),
+    };
+    let end = match end {
+        Some(e) => ipv4("endip", e)?,
+        None => Ipv4Addr::from(broadcast - 1),
+    };
+    for (p, a) in [("startip", start), ("endip", end)] {
+        if !in_net(a, base, bits) || u32::from(a) == base || u32::from(a) == broadcast {
+            return Err(ApiError::param(format!(
+                "Invalid value for parameter {p}: {a} is not a host address of {}/{bits}",
+                Ipv4Addr::from(base)
+            )));
+        }
+    }
+    if u32::from(start) > u32::from(end) {
+        return Err(ApiError::param(format!(
+            "Invalid value for parameter endip: {end} is before startip {start}"
+        )));
+    }
+    Ok((
+        format!("{}/{bits}", Ipv4Addr::from(base)),
+        Ipv4Addr::from(mask).to_string(),
+        start.to_string(),
+        end.to_string(),
+    ))
+}
+
+fn ranges_overlap(a: &Network, s: u32, e: u32) -> bool {
+    let (Ok(as_), Ok(ae)) = (a.start_ip.parse::<Ipv4Addr>(), a.end_ip.parse::<Ipv4Addr>()) else {
+        return false;
+    };
+    u32::from(as_) <= e && s <= u32::from(ae)
+}
+
+impl Service {
+    pub async fn create_zone(&self, a: ZoneArgs) -> SResult<Zone> {
+        if a.name.trim().is_empty() {
+            return Err(ApiError::param("Invalid value for parameter name: empty"));
+        }
+        let network_type = match a.network_type.to_ascii_lowercase().as_str() {
+            "basic" => "Basic",
+            "advanced" => "Advanced",
+            _ => {
+                return Err(ApiError::param(format!(
+                    "Invalid value for parameter networktype: {}; use Basic or Advanced",
+                    a.network_type
+                )))
+            }
+        };
+        for (p, v) in [("dns1", &a.dns1), ("internaldns1", &a.internal_dns1)] {
+            if let Some(v) = v {
+                ipv4(p, v)?;
+            }
+        }
+        let exists: Option<Zone> = self
+            .store
+            .first(Query::new().eq(Col::Ukey, a.name.to_lowercase()))
+            .await?;
+        if exists.is_some() {
+            return Err(ApiError::param(format!(
+                "A zone with name {} already exists",
+                a.name
+            )));
+        }
+        let z = Zone {
+            id: self.store.new_id::<Zone>().await?,
+            uuid: new_uuid(),
+            version: 1,
+            name: a.name,
+            description: a.description,
+            network_type: network_type.into(),
+            allocation_state: a.allocation_state,
+            dns1: a.dns1,
+            internal_dns1: a.internal_dns1,
+            security_groups_enabled: a.security_groups,
+            local_storage_enabled: a.local_storage,
+            created: now(),
+            removed: None,
+        };
+        let mut tx = Tx::new();
+        tx.insert(&z);
+        self.store.commit(tx.ops).await?;
+        Ok(z)
+    }
+
+    pub async fn create_pod(&self, a: PodArgs) -> SResult<Pod> {
+        let gw = ipv4("gateway", &a.gateway)?;
+        let bits = mask_bits("netmask", &a.netmask)?;
+        for (p, v) in [("startip", &a.start_ip), ("endip", &a.end_ip)] {
+            if let Some(v) = v {
+                let ip = ipv4(p, v)?;
+                if !in_net(ip, u32::from(gw), bits) {
+                    return Err(ApiError::param(format!(
+                        "Invalid value for parameter {p}: {v} is outside the pod's subnet"
+                    )));
+                }
+            }
+        }
+        let dup: Option<Pod> = self
+            .store
+            .first(Query::new().eq(
+                Col::Ukey,
+                format!("{}/{}", a.zone_id, a.name.to_lowercase()),
+            ))
+            .await?;
+        if dup.is_some() {
+            return Err(ApiError::param(format!(
+                "A pod with name {} already exists in the zone",
+                a.name
+            )));
+        }
+        let p = Pod {
+            id: self.store.new_id::<Pod>().await?,
+            uuid: new_uuid(),
+            version: 1,
+            name: a.name,
+            zone_id: a.zone_id,
+            gateway: a.gateway,
+            netmask: a.netmask,
+            start_ip: a.start_ip,
+            end_ip: a.end_ip,
+            allocation_state: a.allocation_state,
+            created: now(),
+            removed: None,
+        };
+        let mut tx = Tx::new();
+        tx.insert(&p);
+        self.store.commit(tx.ops).await?;
+        Ok(p)
+    }
+
+    /// Creates a cluster with its cluster-wide primary storage pool (a directory
+    /// each host of the cluster keeps under its agent's state directory).
+    pub async fn create_cluster(&self, a: ClusterArgs) -> SResult<Cluster> {
+        let dup: Option<Cluster> = self
+            .store
+            .first(Query::new().eq(Col::Ukey, format!("{}/{}", a.pod.id, a.name.to_lowercase())))
+            .await?;
+        if dup.is_some() {
+            return Err(ApiError::param(format!(
+                "A cluster with name {} already exists in the pod",
+                a.name
+            )));
+        }
+        let t = now();
+        let c = Cluster {
+            id: self.store.new_id::<Cluster>().await?,
+            uuid: new_uuid(),
+            version: 1,
+            name: a.name.clone(),
+            zone_id: a.pod.zone_id,
+            pod_id: a.pod.id,
+            hypervisor: a.hypervisor,
+            allocation_state: a.allocation_state,
+            managed_state: "Managed".into(),
+            created: t,
+            removed: None,
+        };
+        let mut tx = Tx::new();
+        tx.insert(&c);
+        tx.insert(&StoragePool {
+            id: self.store.new_id::<StoragePool>().await?,
+            uuid: new_uuid(),
+            version: 1,
+            name: format!("{}-primary", a.name),
+            zone_id: c.zone_id,
+            pod_id: Some(c.pod_id),
+            cluster_id: Some(c.id),
+            host_id: None,
+            path: "primary".into(),
+            pool_type: "Filesystem".into(),
+            scope: "CLUSTER".into(),
+            capacity_bytes: 10 << 40,
+            state: "Up".into(),
+            created: t,
+        });
+        self.store.commit(tx.ops).await?;
+        Ok(c)
+    }
+
+    /// Creates a guest network. The first network of a zone becomes the zone's
+    /// default, which deploys use when no network is named. Shared networks in
+    /// one zone may not overlap, so no address is ever handed out twice.
+    pub async fn create_network(&self, a: NetworkArgs) -> SResult<Network> {
+        if a.offering.removed.is_some() || a.offering.state != "Enabled" {
+            return Err(ApiError::param(format!(
+                "Invalid value for parameter networkofferingid: network offering {} is not in Enabled state",
+                a.offering.uuid
+            )));
+        }
+        if a.name.trim().is_empty() {
+            return Err(ApiError::param("Invalid value for parameter name: empty"));
+        }
+        let (gw, nm) = match (&a.gateway, &a.netmask) {
+            (Some(g), Some(n)) => (g.clone(), n.clone()),
+            (None, None) if a.offering.guest_ip_type != "Shared" => {
+                // Isolated networks get a private range, as CloudStack's
+                // default guest CIDR does.
+                ("10.1.1.1".to_string(), "255.255.255.0".to_string())
+            }
+            (None, None) => {
+                return Err(ApiError::param(
+                    "Parameters gateway and netmask are required for a Shared network",
+                ))
+            }
+            (Some(_), None) => return Err(ApiError::missing("createNetwork", "netmask")),
+            (None, Some(_)) => return Err(ApiError::missing("createNetwork", "gateway")),
+        };
+        let (cidr, netmask, start, end) =
+            address_plan(&gw, &nm, a.start_ip.as_deref(), a.end_ip.as_deref())?;
+        let gw_ip = ipv4("gateway", &gw)?;
+        let (s, e) = (
+            u32::from(ipv4("startip", &start)?),
+            u32::from(ipv4("endip", &end)?),
+        );
+        if (s..=e).contains(&u32::from(gw_ip)) {
+            return Err(ApiError::param(format!(
+                "Invalid value for parameter gateway: {gw} lies inside the range {start}-{end}"
+            )));
+        }
+        let existing: Vec<Network> = self
+            .store
+            .all(
+                Query::new()
+                    .eq(Col::Zone, a.zone_id)
+                    .and(Cond::Ne(Col::State, "Removed".into())),
+            )
+            .await?;
+        if a.offering.guest_ip_type == "Shared" {
+            if let Some(o) = existing
+                .iter()
+                .filter(|n| n.guest_type == "Shared")
+                .find(|n| ranges_overlap(n, s, e))
+            {
+                return Err(ApiError::param(format!(
+                    "The IP range {start}-{end} overlaps with network {} ({}-{})",
+                    o.name, o.start_ip, o.end_ip
+                )));
+            }
+        }
+        let n = Network {
+            id: self.store.new_id::<Network>().await?,
+            uuid: new_uuid(),
+            version: 1,
+            name: a.name,
+            display_text: a.display_text,
+            zone_id: a.zone_id,
+            network_offering_id: a.offering.id,
+            account_id: a.account_id,
+            domain_id: a.domain_id,
+            cidr,
+            gateway: gw_ip.to_string(),
+            netmask,
+            start_ip: start,
+            end_ip: end,
+            state: if a.offering.guest_ip_type == "Shared" {
+                "Setup".into()
+            } else {
+                "Allocated".into()
+            },
+            guest_type: a.offering.guest_ip_type.clone(),
+            acl_type: if a.account_id.is_some() {
+                "Account".into()
+            } else {
+                "Domain".into()
+            },
+            is_zone_default: existing.is_empty(),
+            created: now(),
+            removed: None,
+        };
+        let mut tx = Tx::new();
+        tx.insert(&n);
+        self.store.commit(tx.ops).await?;
+        Ok(n)
+    }
+
+    /// Removes a network no NIC uses any more.
+    pub async fn delete_network(&self, mut n: Network) -> SResult<()> {
+        let nics: Vec<Nic> = self
+            .store
+            .all(Query {
+                page: Some((0, 1)),
+                ..Query::new().eq(Col::Ref, n.id)
+            })
+            .await?;
+        if !nics.is_empty() {
+            return Err(ApiError::in_use(format!(
+                "Network {} still has instances; expunge them first",
+                n.uuid
+            )));
+        }
+        n.removed = Some(now());
+        n.state = "Destroy".into();
+        let mut tx = Tx::new();
+        tx.update(&mut n);
+        self.store.commit(tx.ops).await?;
+        self.ip_pools.lock().await.remove(&n.id);
+        Ok(())
+    }
+
+    pub async fn delete_network_offering(&self, mut o: NetworkOffering) -> SResult<()> {
+        if o.is_default {
+            return Err(ApiError::param(format!(
+                "Default network offering {} can't be deleted",
+                o.name
+            )));
+        }
+        let nets: Vec<Network> = self
+            .store
+            .all(
+                Query::new()
+                    .eq(Col::Ref, o.id)
+                    .and(Cond::Ne(Col::State, "Removed".into())),
+            )
+            .await?;
+        if !nets.is_empty() {
+            return Err(ApiError::param(format!(
+                "Can't delete network offering {} as it is used by {} network(s)",
+                o.uuid,
+                nets.len()
+            )));
+        }
+        o.removed = Some(now());
+        let mut tx = Tx::new();
+        tx.update(&mut o);
+        self.store.commit(tx.ops).await?;
+        Ok(())
+    }
+
+    /// The zone, pod and cluster an enrolling host joins when none is named: the
+    /// only ones, created with default names when there are none yet.
+    pub async fn default_cluster(&self, hypervisor: &str) -> SResult<(Zone, Pod, Cluster)> {
+        let zones: Vec<Zone> = self.store.all(Query::new()).await?;
+        let zones: Vec<Zone> = zones.into_iter().filter(|z| z.removed.is_none()).collect();
+        let zone = match zones.as_slice() {
+            [] => {
+                let z = self
+                    .create_zone(ZoneArgs {
+                        name: "zone1".into(),
+                        description: Some("Default zone".into()),
+                        network_type: "Basic".into(),
+                        dns1: None,
+                        internal_dns1: None,
+                        security_groups: false,
+                        local_storage: false,
+                        allocation_state: "Enabled".into(),
+                    })
+                    .await?;
+                self.ensure_guest_network(&z).await?;
+                z
+            }
+            [z] => z.clone(),
+            _ => {
+                return Err(ApiError::param(
+                    "There are several zones; name one with --zone",
+                ))
+            }
+        };
+        let pods: Vec<Pod> = self.store.all(Query::new().eq(Col::Zone, zone.id)).await?;
+        let pods: Vec<Pod> = pods.into_iter().filter(|p| p.removed.is_none()).collect();
+        let pod = match pods.as_slice() {
+            [] => {
+                self.create_pod(PodArgs {
+                    zone_id: zone.id,
+                    name: "pod1".into(),
+                    gateway: "10.0.0.1".into(),
+                    netmask: "255.255.0.0".into(),
+                    start_ip: Some("10.0.0.10".into()),
+                    end_ip: Some("10.0.255.250".into()),
+                    allocation_state: "Enabled".into(),
+                })
+                .await?
+            }
+            [p] => p.clone(),
+            _ => {
+                return Err(ApiError::param(
+                    "There are several pods; name one with --pod",
+                ))
+            }
+        };
+        let clusters: Vec<Cluster> = self.store.all(Query::new().eq(Col::Parent, pod.id)).await?;
+        let clusters: Vec<Cluster> = clusters
+            .into_iter()
+            .filter(|c| c.removed.is_none() && c.hypervisor == hypervisor)
+            .collect();
+        let cluster = match clusters.as_slice() {
+            [] => {
+                self.create_cluster(ClusterArgs {
+                    pod: pod.clone(),
+                    name: if hypervisor == "Simulator" {
+                        "cluster1".into()
+                    } else {
+                        format!("{}-cluster1", hypervisor.to_lowercase())
+                    },
+                    hypervisor: hypervisor.into(),
+                    allocation_state: "Enabled".into(),
+                })
+                .await?
+            }
+            [c] => c.clone(),
+            _ => {
+                return Err(ApiError::param(
+                    "There are several clusters; name one with --cluster",
+                ))
+            }
+        };
+        Ok((zone, pod, cluster))
+    }
+
+    /// Gives a zone without networks its default shared guest network.
+    pub async fn ensure_guest_network(&self, zone: &Zone) -> SResult<()> {
+        let nets: Vec<Network> = self.store.all(Query::new().eq(Col::Zone, zone.id)).await?;
+        if nets.iter().any(|n| n.removed.is_none()) {
+            return Ok(());
+        }
+        let offering: NetworkOffering = self
+            .store
+            .first(Query::new().eq(Col::Ukey, "defaultsharednetworkoffering"))
+            .await?
+            .ok_or_else(|| ApiError::internal("the default shared network offering is missing"))?;
+        // A /12 leaves room for a million instances in one zone.
+        self.create_network(NetworkArgs {
+            zone_id: zone.id,
+            offering,
+            name: "guestNetworkForBasicZone".into(),
+            display_text: "Default guest network".into(),
+            account_id: None,
+            domain_id: 1,
+            gateway: Some("10.16.0.1".into()),
+            netmask: Some("255.240.0.0".into()),
+            start_ip: Some("10.16.0.10".into()),
+            end_ip: Some("10.31.255.250".into()),
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_plan_checks_the_range_against_the_subnet() {
+        let (cidr, mask, s, e) = address_plan("10.1.1.1", "255.255.255.0", None, None).unwrap();
+        assert_eq!(
+            (cidr.as_str(), mask.as_str(), s.as_str(), e.as_str()),
+            ("10.1.1.0/24", "255.255.255.0", "10.1.1.1", "10.1.1.254")
+        );
+        let err = address_plan("10.1.1.1", "255.255.255.0", Some("10.1.2.5"), None).unwrap_err();
+        assert!(err.text.contains("startip"), "{}", err.text);
+        let err = address_plan(
+            "10.1.1.1",
+            "255.255.255.0",
+            Some("10.1.1.50"),
+            Some("10.1.1.20"),
+        )
+        .unwrap_err();
+        assert!(err.text.contains("endip"), "{}", err.text);
+        let err = address_plan("10.1.1.1", "255.0.255.0", None, None).unwrap_err();
+        assert!(err.text.contains("netmask"), "{}", err.text);
+        let err = address_plan("10.1.1.x", "255.255.255.0", None, None).unwrap_err();
+        assert!(err.text.contains("gateway"), "{}", err.text);
+    }
+
+    #[test]
+    fn hypervisor_names_are_case_insensitive() {
+        assert_eq!(hypervisor_name("hypervisor", "kvm").unwrap(), "KVM");
+        assert!(hypervisor_name("hypervisor", "hyperv")
+            .unwrap_err()
+            .text
+            .contains("hypervisor"));
+    }
+}
