@@ -1,0 +1,1249 @@
+//! API benchmarks: `listVirtualMachines` latency over a large store, and how many
+//! `deployVirtualMachine` requests the coordinator accepts per second.
+//!
+//! Every measured request goes through a real `orrery-coordinator serve` child
+//! process over loopback HTTP, signed the way a CloudStack client signs it, so the
+//! figures include request decoding, authentication, the handler, JSON encoding
+//! and the socket. Only the bulk population of the list benchmark's store goes
+//! straight to the library: creating 100,000 instances through the API would take
+//! far longer than the measurement itself.
+//!
+//! ```text
+//! cargo bench -p orrery-coordinator --bench api_bench -- [list|deploy|all]
+//!     [--instances N] [--requests N] [--seconds S] [--concurrency C]
+//!     [--hosts H] [--rebuild] [--no-start]
+//! ```
+
+use anyhow::{anyhow, bail, Context, Result};
+use orrery_coordinator::api::signature;
+use orrery_coordinator::api::views::{self, Lookup};
+use orrery_coordinator::service::agent::Simulator;
+use orrery_coordinator::service::vm::mac_for;
+use orrery_coordinator::service::Service;
+use orrery_coordinator::store::records::{
+    Account, DiskOffering, Domain, Host, InstanceGroup, Network, Nic, OsType, ServiceOffering,
+    Template, User, Vm, Volume, Zone,
+};
+use orrery_coordinator::store::sqlite::SqliteStore;
+use orrery_coordinator::store::{Col, Cond, DynStore, Kind, Query, Store, StoreExt, Tx};
+use orrery_model::{naming, VmState};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Part of the cache directory's name: bump it whenever the populated layout
+/// changes (record fields, the catalog the setup creates), so that a stale cache
+/// is never measured.
+const CACHE_VERSION: &str = "v1";
+/// The largest page `listVirtualMachines` serves by default (`default.page.size`).
+const PAGE_SIZE: usize = 500;
+/// Instances written per transaction while populating.
+const BATCH: usize = 5_000;
+/// Milliseconds a simulated host takes to start an instance; the coordinator's
+/// default, written to the benchmark's configuration file so that a host-wide
+/// `/etc/orrery/coordinator.toml` cannot change the result.
+const SIMULATOR_DELAY_MS: u64 = 200;
+/// Targets the figures are judged against.
+const LIST_P99_TARGET_MS: f64 = 100.0;
+const DEPLOY_RATE_TARGET: f64 = 500.0;
+
+// ---------------------------------------------------------------------------
+// Command line
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    List,
+    Deploy,
+    All,
+}
+
+#[derive(Debug, Clone)]
+struct Args {
+    mode: Mode,
+    instances: usize,
+    requests: usize,
+    seconds: f64,
+    concurrency: usize,
+    hosts: usize,
+    rebuild: bool,
+    /// Deploy with startvm=false: separates the accept path from the start jobs.
+    no_start: bool,
+}
+
+const USAGE: &str = "usage: cargo bench -p orrery-coordinator --bench api_bench -- \
+[list|deploy|all] [--instances N] [--requests N] [--seconds S] [--concurrency C] \
+[--hosts H] [--rebuild] [--no-start]";
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        mode: Mode::All,
+        instances: 100_000,
+        requests: 200,
+        seconds: 10.0,
+        concurrency: 32,
+        hosts: 50,
+        rebuild: false,
+        no_start: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "list" => a.mode = Mode::List,
+            "deploy" => a.mode = Mode::Deploy,
+            "all" => a.mode = Mode::All,
+            "--instances" => a.instances = value("--instances")?.parse()?,
+            "--requests" => a.requests = value("--requests")?.parse()?,
+            "--seconds" => a.seconds = value("--seconds")?.parse()?,
+            "--concurrency" => a.concurrency = value("--concurrency")?.parse()?,
+            "--hosts" => a.hosts = value("--hosts")?.parse()?,
+            "--rebuild" => a.rebuild = true,
+            "--no-start" => a.no_start = true,
+            // `cargo bench` passes this to every bench binary.
+            "--bench" => {}
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if a.instances == 0 || a.requests == 0 || a.concurrency == 0 || a.hosts == 0 {
+        bail!("--instances, --requests, --concurrency and --hosts must be positive");
+    }
+    if a.seconds.is_nan() || a.seconds <= 0.0 {
+        bail!("--seconds must be positive");
+    }
+    Ok(a)
+}
+
+// ---------------------------------------------------------------------------
+// Statistics
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    mean: f64,
+}
+
+/// Nearest-rank percentiles, in milliseconds.
+fn stats(samples: &[Duration]) -> Stats {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let rank = |q: f64| {
+        let i = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
+        ms[i - 1]
+    };
+    Stats {
+        p50: rank(0.50),
+        p99: rank(0.99),
+        max: *ms.last().unwrap_or(&0.0),
+        mean: ms.iter().sum::<f64>() / ms.len().max(1) as f64,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Signed API client
+
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    key: String,
+    secret: String,
+}
+
+/// A reply: the HTTP status, the inner object of the `<command>response`
+/// envelope and the size of the body.
+struct Answer {
+    status: u16,
+    body: Value,
+    bytes: usize,
+}
+
+impl Client {
+    fn new(port: u16, key: &str, secret: &str, connections: usize) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections)
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(Client {
+            http,
+            endpoint: format!("http://127.0.0.1:{port}/client/api"),
+            key: key.to_string(),
+            secret: secret.to_string(),
+        })
+    }
+
+    /// The request URL with `apiKey`, `response=json` and the signature over the
+    /// server's canonical string, as a CloudStack client builds it.
+    fn url(&self, params: &[(&str, &str)]) -> String {
+        let mut pairs: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        pairs.push(("apiKey".into(), self.key.clone()));
+        pairs.push(("response".into(), "json".into()));
+        let sig = signature::sign(&self.secret, &signature::server_canonical(&pairs));
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &pairs {
+            query.append_pair(k, v);
+        }
+        query.append_pair("signature", &sig);
+        format!("{}?{}", self.endpoint, query.finish())
+    }
+
+    async fn call(&self, params: &[(&str, &str)]) -> Result<Answer> {
+        let resp = self.http.get(self.url(params)).send().await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        let outer: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("reply is not JSON: {}", String::from_utf8_lossy(&bytes)))?;
+        // `{"<command>response": {...}}`: one key, whatever the command.
+        let body = outer
+            .as_object()
+            .and_then(|m| m.values().next().cloned())
+            .unwrap_or(Value::Null);
+        Ok(Answer {
+            status,
+            body,
+            bytes: bytes.len(),
+        })
+    }
+
+    /// A call that must succeed; returns the inner object.
+    async fn ok(&self, params: &[(&str, &str)]) -> Result<Value> {
+        let a = self.call(params).await?;
+        if a.status != 200 {
+            bail!(
+                "{} failed with HTTP {}: {}",
+                params
+                    .iter()
+                    .find(|(k, _)| *k == "command")
+                    .map(|(_, v)| *v)
+                    .unwrap_or("?"),
+                a.status,
+                a.body
+            );
+        }
+        Ok(a.body)
+    }
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> Result<&'a str> {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .with_context(|| format!("{pointer} missing in {v}"))
+}
+
+// ---------------------------------------------------------------------------
+// The coordinator as a child process
+
+fn coordinator_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_orrery-coordinator"))
+}
+
+/// `<target>/api-bench`: next to the profile directory the binary was built in,
+/// so `cargo clean` removes it.
+fn bench_root() -> Result<PathBuf> {
+    let bin = coordinator_bin();
+    let target = bin
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot find the target directory")?;
+    Ok(target.join("api-bench"))
+}
+
+struct Keys {
+    apikey: String,
+    secretkey: String,
+}
+
+/// `orrery-coordinator init`, exactly as an operator runs it.
+fn init_data_dir(data_dir: &Path) -> Result<Keys> {
+    let out = Command::new(coordinator_bin())
+        .args(["init", "--data-dir"])
+        .arg(data_dir)
+        .env("ORRERY_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .context("running orrery-coordinator init")?;
+    if !out.status.success() {
+        bail!(
+            "init failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("init output")?;
+    Ok(Keys {
+        apikey: str_at(&v, "/apikey")?.to_string(),
+        secretkey: str_at(&v, "/secretkey")?.to_string(),
+    })
+}
+
+fn write_config(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("coordinator.toml");
+    std::fs::write(
+        &path,
+        format!("simulator_delay_ms = {SIMULATOR_DELAY_MS}\n"),
+    )?;
+    Ok(path)
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    async fn start(dir: &Path, simulated_hosts: Option<usize>) -> Result<Server> {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let log = dir.join("coordinator.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let mut cmd = Command::new(coordinator_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(write_config(dir)?)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--api-listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("ORRERY_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        if let Some(n) = simulated_hosts {
+            cmd.arg("--simulated-hosts").arg(n.to_string());
+        }
+        let child = cmd.spawn().context("starting orrery-coordinator serve")?;
+        let mut server = Server { child, port, log };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    /// Any HTTP answer means the API is up; startup over a large store takes a
+    /// moment (recovery scans the instances), hence the generous limit.
+    async fn wait_ready(&mut self) -> Result<()> {
+        let http = reqwest::Client::new();
+        let url = format!(
+            "http://127.0.0.1:{}/client/api?command=listZones&response=json",
+            self.port
+        );
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait()? {
+                bail!("coordinator exited with {st}; see {}", self.log.display());
+            }
+            if http.get(&url).send().await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("coordinator did not answer; see {}", self.log.display())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the benchmarks deploy from: a tiny fixed offering and a registered
+/// template, both created through the API as a user would.
+struct Catalog {
+    zone: String,
+    offering: String,
+    template: String,
+}
+
+async fn create_catalog(c: &Client, dir: &Path) -> Result<Catalog> {
+    let zones = c.ok(&[("command", "listZones")]).await?;
+    let zone = str_at(&zones, "/zone/0/id")?.to_string();
+    let ostypes = c
+        .ok(&[
+            ("command", "listOsTypes"),
+            ("description", "Other Linux (64-bit)"),
+        ])
+        .await?;
+    let ostype = str_at(&ostypes, "/ostype/0/id")?.to_string();
+    // 1 CPU at 100 MHz with 64 MB: a simulated host (32 x 2400 MHz, 256 GiB)
+    // takes 768 of them, so capacity never limits a run.
+    let so = c
+        .ok(&[
+            ("command", "createServiceOffering"),
+            ("name", "bench-tiny"),
+            ("displaytext", "Benchmark: 1 CPU, 100 MHz, 64 MB"),
+            ("cpunumber", "1"),
+            ("cpuspeed", "100"),
+            ("memory", "64"),
+        ])
+        .await?;
+    let offering = str_at(&so, "/serviceoffering/id")?.to_string();
+    let image = dir.join("tiny.raw");
+    std::fs::write(&image, vec![0u8; 1 << 20])?;
+    let url = format!("file://{}", image.display());
+    let reg = c
+        .ok(&[
+            ("command", "registerTemplate"),
+            ("name", "bench-template"),
+            ("displaytext", "Benchmark template"),
+            ("url", &url),
+            ("format", "RAW"),
+            ("hypervisor", "Simulator"),
+            ("ostypeid", &ostype),
+            ("zoneid", &zone),
+            ("ispublic", "true"),
+        ])
+        .await?;
+    let template = str_at(&reg, "/template/0/id")?.to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = c
+            .ok(&[
+                ("command", "listTemplates"),
+                ("templatefilter", "all"),
+                ("id", &template),
+            ])
+            .await?;
+        if t.pointer("/template/0/isready") == Some(&Value::Bool(true)) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("template {template} did not become ready: {t}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Catalog {
+        zone,
+        offering,
+        template,
+    })
+}
+
+async fn open_store(data_dir: &Path) -> Result<DynStore> {
+    let store = SqliteStore::open(&data_dir.join("orrery.db")).await?;
+    store.migrate().await?;
+    Ok(Arc::new(store))
+}
+
+// ---------------------------------------------------------------------------
+// listVirtualMachines
+
+struct ListData {
+    dir: PathBuf,
+    keys: Keys,
+    built_in: Option<Duration>,
+}
+
+/// The populated data directory for `instances`, from the cache when present.
+async fn list_data(instances: usize, rebuild: bool) -> Result<ListData> {
+    let dir = bench_root()?.join(format!("list-{CACHE_VERSION}-{instances}"));
+    let marker = dir.join("bench.json");
+    if !rebuild {
+        if let Ok(text) = std::fs::read_to_string(&marker) {
+            let v: Value = serde_json::from_str(&text)?;
+            println!("using the cached store in {}", dir.display());
+            return Ok(ListData {
+                dir,
+                keys: Keys {
+                    apikey: str_at(&v, "/apikey")?.to_string(),
+                    secretkey: str_at(&v, "/secretkey")?.to_string(),
+                },
+                built_in: None,
+            });
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let started = Instant::now();
+    println!(
+        "building a store with {instances} instances in {}",
+        dir.display()
+    );
+    let keys = init_data_dir(&dir.join("data"))?;
+    let catalog = {
+        let server = Server::start(&dir, Some(8)).await?;
+        let c = Client::new(server.port, &keys.apikey, &keys.secretkey, 1)?;
+        create_catalog(&c, &dir).await?
+        // The server stops here: population writes the store directly.
+    };
+    populate(&dir.join("data"), &keys, &catalog, instances).await?;
+    std::fs::write(
+        &marker,
+        serde_json::json!({
+            "version": CACHE_VERSION,
+            "instances": instances,
+            "apikey": keys.apikey,
+            "secretkey": keys.secretkey,
+        })
+        .to_string(),
+    )?;
+    let built_in = started.elapsed();
+    println!("store built in {:.1} s", built_in.as_secs_f64());
+    Ok(ListData {
+        dir,
+        keys,
+        built_in: Some(built_in),
+    })
+}
+
+/// Writes `n` instances as `deployVirtualMachine` followed by a completed start
+/// leaves them (the instance, its ROOT volume, its NIC on the zone's guest
+/// network), then as a coordinator restart leaves them with simulated hosts:
+/// Stopped, their last host remembered. Storing them Running would only make the
+/// next `serve` power every one of them off during recovery.
+async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> Result<()> {
+    let store = open_store(data_dir).await?;
+    let user: User = store
+        .first(Query::new().eq(Col::K1, keys.apikey.as_str()))
+        .await?
+        .context("admin user")?;
+    let zone: Zone = store
+        .load_uuid(&catalog.zone)
+        .await?
+        .context("zone missing")?;
+    let network: Network = store
+        .all::<Network>(Query::new().eq(Col::Zone, zone.id))
+        .await?
+        .into_iter()
+        .find(|n| n.is_zone_default)
+        .context("guest network missing")?;
+    let hosts: Vec<Host> = store.all(Query::new().eq(Col::Zone, zone.id)).await?;
+    let offering: ServiceOffering = store
+        .load_uuid(&catalog.offering)
+        .await?
+        .context("offering missing")?;
+    let template: Template = store
+        .load_uuid(&catalog.template)
+        .await?
+        .context("template missing")?;
+    let first_ip = u32::from(network.start_ip.parse::<Ipv4Addr>()?);
+    let last_ip = u32::from(network.end_ip.parse::<Ipv4Addr>()?);
+    if (last_ip - first_ip + 1) < n as u32 {
+        bail!("the guest network has fewer than {n} addresses");
+    }
+    let now = chrono::Utc::now().timestamp();
+    let mut done = 0;
+    while done < n {
+        let count = BATCH.min(n - done);
+        let vm0 = store.allocate_ids(Kind::Vm, count as i64).await?;
+        let vol0 = store.allocate_ids(Kind::Volume, count as i64).await?;
+        let nic0 = store.allocate_ids(Kind::Nic, count as i64).await?;
+        let mut tx = Tx::new();
+        for i in 0..count {
+            let seq = done + i;
+            let vm_id = vm0 + i as i64;
+            let uuid = uuid::Uuid::new_v4().to_string();
+            let host = &hosts[seq % hosts.len()];
+            // Spread over the last days, one a second, oldest first.
+            let created = now - (n - seq) as i64;
+            let names =
+                naming::instance_names(user.account_id, vm_id, &uuid, None, None, "VM", false);
+            tx.insert(&Vm {
+                id: vm_id,
+                uuid,
+                version: 1,
+                name: names.name,
+                display_name: names.display_name,
+                instance_name: names.internal_name,
+                account_id: user.account_id,
+                domain_id: user.domain_id,
+                user_id: user.id,
+                zone_id: zone.id,
+                pod_id: Some(host.pod_id),
+                cluster_id: Some(host.cluster_id),
+                host_id: None,
+                last_host_id: Some(host.id),
+                template_id: Some(template.id),
+                iso_id: None,
+                service_offering_id: offering.id,
+                disk_offering_id: None,
+                os_type_id: template.os_type_id,
+                cpu_number: offering.cpu_number.unwrap_or(1),
+                cpu_speed: offering.cpu_speed.unwrap_or(100),
+                memory: offering.memory.unwrap_or(64),
+                state: VmState::Stopped,
+                group_id: None,
+                ha_enable: offering.offer_ha,
+                dynamically_scalable: offering.dynamic_scaling && template.dynamically_scalable,
+                delete_protection: false,
+                display_vm: true,
+                hypervisor: template.hypervisor.clone(),
+                details: BTreeMap::new(),
+                keypairs: vec![],
+                userdata: None,
+                extraconfig: None,
+                password_enabled: template.password_enabled,
+                job_id: None,
+                created,
+                last_updated: created,
+                destroyed_at: None,
+                removed: None,
+            });
+            tx.insert(&Volume {
+                id: vol0 + i as i64,
+                uuid: uuid::Uuid::new_v4().to_string(),
+                version: 1,
+                name: format!("ROOT-{vm_id}"),
+                vm_id: Some(vm_id),
+                account_id: user.account_id,
+                domain_id: user.domain_id,
+                zone_id: zone.id,
+                volume_type: "ROOT".into(),
+                size: template.size,
+                disk_offering_id: None,
+                state: "Ready".into(),
+                device_id: Some(0),
+                pool_id: None,
+                template_id: Some(template.id),
+                created,
+                attached: Some(created),
+                removed: None,
+            });
+            tx.insert(&Nic {
+                id: nic0 + i as i64,
+                uuid: uuid::Uuid::new_v4().to_string(),
+                version: 1,
+                vm_id,
+                network_id: network.id,
+                ip_address: Ipv4Addr::from(first_ip + seq as u32).to_string(),
+                mac_address: mac_for(vm_id, 0),
+                netmask: network.netmask.clone(),
+                gateway: network.gateway.clone(),
+                is_default: true,
+                device_id: 0,
+                created,
+            });
+        }
+        store.commit(tx.ops).await?;
+        done += count;
+        print!("\r  {done}/{n} instances");
+        std::io::stdout().flush()?;
+    }
+    println!();
+    drop(store);
+    // Fold the write-ahead log into the database file so that every run starts
+    // from the same on-disk state, however the population ended.
+    let url = format!("sqlite://{}", data_dir.join("orrery.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(())
+}
+
+struct ListRun {
+    label: String,
+    stats: Stats,
+    bytes_mean: usize,
+}
+
+/// `requests` list calls, one at a time on one keep-alive connection, pages in
+/// a fixed shuffled order so that shallow and deep offsets are mixed.
+async fn list_run(
+    c: &Client,
+    label: &str,
+    extra: &[(&str, &str)],
+    instances: usize,
+    requests: usize,
+) -> Result<ListRun> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let pages = instances.div_ceil(PAGE_SIZE);
+    let mut order: Vec<usize> = (1..=pages).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+    let pagesize = PAGE_SIZE.to_string();
+    let mut samples = Vec::with_capacity(requests);
+    let mut bytes = 0usize;
+    for i in 0..requests {
+        let page = order[i % order.len()];
+        let page_s = page.to_string();
+        let mut params = vec![
+            ("command", "listVirtualMachines"),
+            ("page", page_s.as_str()),
+            ("pagesize", pagesize.as_str()),
+        ];
+        params.extend_from_slice(extra);
+        let t = Instant::now();
+        let a = c.call(&params).await?;
+        samples.push(t.elapsed());
+        // A wrong answer would make the timing meaningless: check the page.
+        let want = PAGE_SIZE.min(instances - (page - 1) * PAGE_SIZE);
+        let got = a
+            .body
+            .get("virtualmachine")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let count = a.body.get("count").and_then(Value::as_u64).unwrap_or(0);
+        if a.status != 200 || got != want || count != instances as u64 {
+            bail!(
+                "page {page}: HTTP {}, {got} instances (want {want}), count {count}",
+                a.status
+            );
+        }
+        bytes += a.bytes;
+    }
+    Ok(ListRun {
+        label: label.to_string(),
+        stats: stats(&samples),
+        bytes_mean: bytes / requests,
+    })
+}
+
+/// Where the time of one page goes, measured in-process against the same store
+/// with the library functions the handler calls, one part at a time.
+struct Breakdown {
+    find_ms: f64,
+    count_ms: f64,
+    nic_ms: f64,
+    lookup_ms: f64,
+    render_ms: f64,
+    encode_ms: f64,
+    verify_us: f64,
+    pages: usize,
+}
+
+async fn list_breakdown(data_dir: &Path, keys: &Keys, instances: usize) -> Result<Breakdown> {
+    let store = open_store(data_dir).await?;
+    let svc = Service::new(
+        store.clone(),
+        Arc::new(Simulator::new(Duration::ZERO)),
+        data_dir.to_path_buf(),
+    )
+    .await?;
+    let caller = svc
+        .caller_by_api_key(&keys.apikey)
+        .await?
+        .context("admin caller")?;
+    let pages = instances.div_ceil(PAGE_SIZE);
+    // Evenly spread pages, first and last included.
+    let sample: Vec<usize> = (0..20)
+        .map(|i| 1 + i * (pages - 1) / 19)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (mut find, mut count, mut nic, mut lookup, mut render, mut encode) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for &page in &sample {
+        // The conditions listVirtualMachines builds for a root admin without
+        // listall: the caller's own account, expunged instances left out.
+        let mut q = Query::new()
+            .eq(Col::Account, caller.account.id)
+            .and(Cond::Ne(Col::State, "Expunged".into()));
+        q.page = Some((((page - 1) * PAGE_SIZE) as u64, PAGE_SIZE as u64));
+        let t = Instant::now();
+        let (vms, _total) = store.list::<Vm>(&q).await?;
+        find += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        store.count(Kind::Vm, &q).await?;
+        count += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for v in &vms {
+            store.all::<Nic>(Query::new().eq(Col::Parent, v.id)).await?;
+        }
+        nic += t.elapsed().as_secs_f64();
+        // The related records views::vm resolves for each instance, through the
+        // same per-reply cache.
+        let t = Instant::now();
+        let mut l = Lookup::new(&svc);
+        for v in &vms {
+            related(&mut l, v).await?;
+        }
+        lookup += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut l = Lookup::new(&svc);
+        let mut items = Vec::with_capacity(vms.len());
+        for v in &vms {
+            items.push(views::vm(&mut l, &caller, v, None).await?);
+        }
+        render += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let body = serde_json::json!({"listvirtualmachinesresponse": {"count": instances, "virtualmachine": items}}).to_string();
+        encode += t.elapsed().as_secs_f64();
+        std::hint::black_box(body);
+    }
+    // Signature verification of a typical list request.
+    let pairs: Vec<(String, String)> = [
+        ("command", "listVirtualMachines"),
+        ("page", "17"),
+        ("pagesize", "500"),
+        ("listall", "true"),
+        ("apiKey", keys.apikey.as_str()),
+        ("response", "json"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let sig = signature::sign(&keys.secretkey, &signature::server_canonical(&pairs));
+    let mut signed = pairs;
+    signed.push(("signature".into(), sig));
+    let rounds = 10_000;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        signature::verify(&signed, &keys.secretkey, chrono::Utc::now())
+            .map_err(|e| anyhow!("signature check failed: {e}"))?;
+    }
+    let verify_us = t.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+    let k = sample.len() as f64 / 1e3;
+    Ok(Breakdown {
+        find_ms: find / k,
+        count_ms: count / k,
+        nic_ms: nic / k,
+        lookup_ms: lookup / k,
+        render_ms: render / k,
+        encode_ms: encode / k,
+        verify_us,
+        pages: sample.len(),
+    })
+}
+
+async fn related(l: &mut Lookup<'_>, v: &Vm) -> Result<()> {
+    l.get::<Zone>(Some(v.zone_id)).await?;
+    l.get::<Account>(Some(v.account_id)).await?;
+    l.get::<Domain>(Some(v.domain_id)).await?;
+    l.get::<Template>(v.template_id).await?;
+    l.get::<Template>(v.iso_id).await?;
+    l.get::<ServiceOffering>(Some(v.service_offering_id))
+        .await?;
+    l.get::<DiskOffering>(v.disk_offering_id).await?;
+    l.get::<Host>(v.host_id).await?;
+    l.get::<InstanceGroup>(v.group_id).await?;
+    l.get::<OsType>(Some(v.os_type_id)).await?;
+    l.get::<User>(Some(v.user_id)).await?;
+    Ok(())
+}
+
+async fn bench_list(args: &Args) -> Result<()> {
+    let data = list_data(args.instances, args.rebuild).await?;
+    let runs = {
+        let server = Server::start(&data.dir, None).await?;
+        let c = Client::new(server.port, &data.keys.apikey, &data.keys.secretkey, 1)?;
+        // Warm the connection, the server's caches and SQLite's page cache.
+        for page in 1..=5 {
+            c.ok(&[
+                ("command", "listVirtualMachines"),
+                ("page", &page.to_string()),
+                ("pagesize", "500"),
+            ])
+            .await?;
+        }
+        vec![
+            list_run(
+                &c,
+                "page=N&pagesize=500",
+                &[],
+                args.instances,
+                args.requests,
+            )
+            .await?,
+            list_run(
+                &c,
+                "listall=true&page=N&pagesize=500",
+                &[("listall", "true")],
+                args.instances,
+                args.requests,
+            )
+            .await?,
+        ]
+    };
+    let b = list_breakdown(&data.dir.join("data"), &data.keys, args.instances).await?;
+
+    println!();
+    println!(
+        "listVirtualMachines, {} instances stored, pages of {PAGE_SIZE}, {} requests per run, one connection",
+        args.instances, args.requests
+    );
+    if let Some(d) = data.built_in {
+        println!("(store built in {:.1} s)", d.as_secs_f64());
+    }
+    println!(
+        "{:<34} {:>9} {:>9} {:>9} {:>9} {:>10}  target p99 < {LIST_P99_TARGET_MS} ms",
+        "request", "p50 ms", "p99 ms", "max ms", "mean ms", "reply KiB"
+    );
+    for r in &runs {
+        let s = r.stats;
+        println!(
+            "{:<34} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0}  {}",
+            r.label,
+            s.p50,
+            s.p99,
+            s.max,
+            s.mean,
+            r.bytes_mean as f64 / 1024.0,
+            if s.p99 < LIST_P99_TARGET_MS {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+    println!();
+    println!(
+        "in-process breakdown of one page (mean over {} pages spread over the list, ms):",
+        b.pages
+    );
+    println!(
+        "  page query, rows + total (store.list)   {:>8.1}",
+        b.find_ms
+    );
+    println!(
+        "    of which the total (COUNT)            {:>8.1}",
+        b.count_ms
+    );
+    println!(
+        "  500 NIC look-ups alone                  {:>8.1}",
+        b.nic_ms
+    );
+    println!(
+        "  500 x 11 cached related-record look-ups {:>8.1}",
+        b.lookup_ms
+    );
+    println!(
+        "  rendering 500 instances (incl. NICs)    {:>8.1}",
+        b.render_ms
+    );
+    println!(
+        "  JSON encoding of the reply              {:>8.1}",
+        b.encode_ms
+    );
+    println!(
+        "  signature check per request             {:>8.3}",
+        b.verify_us / 1e3
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// deployVirtualMachine
+
+#[derive(Default)]
+struct Fired {
+    accepted: Vec<Duration>,
+    rejected: usize,
+    first_error: Option<String>,
+    jobs: Vec<String>,
+}
+
+async fn vm_count(c: &Client, state: &str) -> Result<u64> {
+    let v = c
+        .ok(&[
+            ("command", "listVirtualMachines"),
+            ("listall", "true"),
+            ("state", state),
+            ("pagesize", "1"),
+        ])
+        .await?;
+    Ok(v.get("count").and_then(Value::as_u64).unwrap_or(0))
+}
+
+async fn bench_deploy(args: &Args) -> Result<()> {
+    let dir = bench_root()?.join("deploy");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let keys = init_data_dir(&dir.join("data"))?;
+    let server = Server::start(&dir, Some(args.hosts)).await?;
+    let c = Client::new(server.port, &keys.apikey, &keys.secretkey, args.concurrency)?;
+    let cat = create_catalog(&c, &dir).await?;
+    let deploy_params = [
+        ("command", "deployVirtualMachine"),
+        ("zoneid", cat.zone.as_str()),
+        ("serviceofferingid", cat.offering.as_str()),
+        ("templateid", cat.template.as_str()),
+        ("startvm", if args.no_start { "false" } else { "true" }),
+    ];
+    // The state a deploy job leaves its instance in when it succeeds.
+    let done_state = if args.no_start { "Stopped" } else { "Running" };
+    // One deploy first, so that the address pool is loaded and the first job
+    // has run before the clock starts.
+    let warm = c.ok(&deploy_params).await?;
+    let warm_job = str_at(&warm, "/jobid")?.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = c
+            .ok(&[("command", "queryAsyncJobResult"), ("jobid", &warm_job)])
+            .await?;
+        match j.get("jobstatus").and_then(Value::as_i64) {
+            Some(1) => break,
+            Some(2) => bail!("the warm-up deploy failed: {j}"),
+            _ if Instant::now() > deadline => bail!("the warm-up deploy did not finish"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+
+    let window = Duration::from_secs_f64(args.seconds);
+    let server_cpu0 = cpu_seconds(&format!("/proc/{}/stat", server.child.id()));
+    let own_cpu0 = cpu_seconds("/proc/self/stat");
+    let start = Instant::now();
+    let stop_at = start + window;
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let c = c.clone();
+        let params: Vec<(String, String)> = deploy_params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        workers.push(tokio::spawn(async move {
+            let params: Vec<(&str, &str)> = params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let mut f = Fired::default();
+            while Instant::now() < stop_at {
+                let t = Instant::now();
+                let outcome = c.call(&params).await;
+                let took = t.elapsed();
+                match outcome {
+                    Ok(a) if a.status == 200 => match a.body.get("jobid").and_then(Value::as_str) {
+                        Some(j) => {
+                            f.accepted.push(took);
+                            f.jobs.push(j.to_string());
+                        }
+                        None => {
+                            f.rejected += 1;
+                            f.first_error.get_or_insert(format!("no jobid: {}", a.body));
+                        }
+                    },
+                    Ok(a) => {
+                        f.rejected += 1;
+                        f.first_error
+                            .get_or_insert(format!("HTTP {}: {}", a.status, a.body));
+                    }
+                    Err(e) => {
+                        f.rejected += 1;
+                        f.first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            f
+        }));
+    }
+    let mut all = Fired::default();
+    for w in workers {
+        let f = w.await?;
+        all.accepted.extend(f.accepted);
+        all.jobs.extend(f.jobs);
+        all.rejected += f.rejected;
+        if all.first_error.is_none() {
+            all.first_error = f.first_error;
+        }
+    }
+    // Requests still in flight at the deadline finish a little later; the rate
+    // is over the time until the last answer.
+    let elapsed = start.elapsed();
+    let server_cores = cpu_seconds(&format!("/proc/{}/stat", server.child.id()))
+        .zip(server_cpu0)
+        .map(|(b, a)| (b - a) / elapsed.as_secs_f64());
+    let own_cores = cpu_seconds("/proc/self/stat")
+        .zip(own_cpu0)
+        .map(|(b, a)| (b - a) / elapsed.as_secs_f64());
+    let done_at_end = vm_count(&c, done_state).await?;
+    let error_at_end = vm_count(&c, "Error").await?;
+    let accepted = all.accepted.len();
+    // The warm-up instance is done too.
+    let completed_at_end = (done_at_end + error_at_end).saturating_sub(1);
+
+    // Let the queue drain, then read every job's outcome.
+    let drain_start = Instant::now();
+    let drain_limit = Duration::from_secs(300);
+    loop {
+        let done = vm_count(&c, done_state).await? + vm_count(&c, "Error").await?;
+        if done > accepted as u64 || drain_start.elapsed() > drain_limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let drained_in = drain_start.elapsed();
+    let (mut ok, mut failed, mut pending) = (0usize, 0usize, 0usize);
+    let mut first_failure = None;
+    for chunk in all.jobs.chunks(args.concurrency) {
+        let answers = futures::future::join_all(chunk.iter().map(|j| async {
+            c.ok(&[("command", "queryAsyncJobResult"), ("jobid", j)])
+                .await
+        }))
+        .await;
+        for a in answers {
+            let a = a?;
+            match a.get("jobstatus").and_then(Value::as_i64) {
+                Some(1) => ok += 1,
+                Some(2) => {
+                    failed += 1;
+                    first_failure.get_or_insert(a.get("jobresult").cloned().unwrap_or_default());
+                }
+                _ => pending += 1,
+            }
+        }
+    }
+    drop(server);
+    let diag = deploy_diagnostics(&dir.join("data")).await?;
+
+    let s = stats(&all.accepted);
+    let rate = accepted as f64 / elapsed.as_secs_f64();
+    println!();
+    println!(
+        "deployVirtualMachine (startvm={}), {} simulated hosts ({SIMULATOR_DELAY_MS} ms start delay), {} connections, {:.1} s window",
+        !args.no_start,
+        args.hosts,
+        args.concurrency,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  accepted (HTTP 200 with a jobid)   {accepted:>8}   {rate:>8.1}/s   target >= {DEPLOY_RATE_TARGET}/s: {}",
+        if rate >= DEPLOY_RATE_TARGET { "met" } else { "MISSED" }
+    );
+    println!("  rejected                           {:>8}", all.rejected);
+    if let Some(e) = &all.first_error {
+        println!("    first rejection: {e}");
+    }
+    println!(
+        "  accept latency ms                  p50 {:.1}   p99 {:.1}   max {:.1}   mean {:.1}",
+        s.p50, s.p99, s.max, s.mean
+    );
+    println!(
+        "  jobs completed by the end          {completed_at_end:>8}   ({:.0}% of accepted; {error_at_end} in Error)",
+        100.0 * completed_at_end as f64 / accepted.max(1) as f64
+    );
+    println!(
+        "  after draining ({:.1} s more)       succeeded {ok}, failed {failed}, pending {pending}",
+        drained_in.as_secs_f64()
+    );
+    if let Some(f) = first_failure {
+        println!("    first failure: {f}");
+    }
+    let fmt_cores = |c: Option<f64>| c.map_or("n/a".to_string(), |c| format!("{c:.2}"));
+    println!(
+        "  CPU during the window (cores)      server {}   benchmark client {}",
+        fmt_cores(server_cores),
+        fmt_cores(own_cores)
+    );
+    println!(
+        "  in-process, on the final store: one small write transaction {:.2} ms; \
+         placement's scan of {} active instances {:.1} ms",
+        diag.write_tx_ms, diag.active, diag.place_scan_ms
+    );
+    Ok(())
+}
+
+struct DeployDiag {
+    write_tx_ms: f64,
+    active: usize,
+    place_scan_ms: f64,
+}
+
+/// Costs that bound deploy throughput, measured on the store a run leaves
+/// behind: a minimal write transaction (every deploy takes several, all through
+/// the store's single writer connection), and the read placement repeats for
+/// every start under its lock (every active instance on the zone's hosts).
+async fn deploy_diagnostics(data_dir: &Path) -> Result<DeployDiag> {
+    let store = open_store(data_dir).await?;
+    let rounds = 200;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        // Sessions are never read by id sequence; advancing it is harmless.
+        store.allocate_ids(Kind::Session, 1).await?;
+    }
+    let write_tx_ms = t.elapsed().as_secs_f64() * 1e3 / rounds as f64;
+    let hosts: Vec<Host> = store.all(Query::new()).await?;
+    let active_states = ["Starting", "Running", "Stopping", "Migrating"];
+    let q = Query::new()
+        .and(Cond::In(
+            Col::Host,
+            hosts.iter().map(|h| h.id.into()).collect(),
+        ))
+        .and(Cond::In(
+            Col::State,
+            active_states.iter().map(|s| (*s).into()).collect(),
+        ));
+    let rounds = 5;
+    let mut active = 0;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        active = store.all::<Vm>(q.clone()).await?.len();
+    }
+    let place_scan_ms = t.elapsed().as_secs_f64() * 1e3 / rounds as f64;
+    Ok(DeployDiag {
+        write_tx_ms,
+        active,
+        place_scan_ms,
+    })
+}
+
+/// User + system CPU seconds of a process, from `/proc/<pid>/stat`.
+fn cpu_seconds(stat_path: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(stat_path).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+// ---------------------------------------------------------------------------
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores ({model})")
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    println!(
+        "orrery api_bench, {}, {}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        machine()
+    );
+    if matches!(args.mode, Mode::List | Mode::All) {
+        bench_list(&args).await?;
+    }
+    if matches!(args.mode, Mode::Deploy | Mode::All) {
+        bench_deploy(&args).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Build the lab's guest disk: a tiny bootable qcow2 made only from Debian
+# packages already on this machine (install-deps.sh), without mounting
+# anything, so it works in containers with no loop devices.
+#
+#   tests/lab/build-guest.sh [OUT.qcow2]     (default tests/lab/out/guest.qcow2)
+#
+# Disk layout: MBR (syslinux mbr.bin) + one bootable FAT16 partition holding
+# syslinux, the host's Debian kernel and an initramfs generated here. The
+# initramfs is the whole guest: busybox-static as userland, the few kernel
+# modules a libvirt guest needs, and an /init that reports what it sees on
+# the serial console as ORRERY-GUEST-* lines for the tests to grep:
+#
+#   ORRERY-GUEST-BOOTED               /init started
+#   ORRERY-GUEST-HOSTNAME=<name>      hostname offered by DHCP ("none" if none)
+#   ORRERY-GUEST-IP=<address>         address leased on eth0 ("none" if none)
+#   ORRERY-GUEST-POWERBUTTON          ACPI power button pressed; powers off
+#
+# A sha256 of the qcow2 is written next to it (guest.qcow2 -> guest.sha256).
+set -euo pipefail
+
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUT=${1:-$LAB_DIR/out/guest.qcow2}
+
+# Kernel modules the guest loads, by name; their dependencies are resolved
+# from modules.dep and loaded first. Add names here (e.g. iso9660, sr_mod,
+# ata_piix for a config-drive CD-ROM) and they are picked up automatically.
+GUEST_MODULES=(
+    virtio_pci      # the PCI transport every virtio device below sits on
+    virtio_blk      # the root disk (and any second disk)
+    virtio_net      # the NIC
+    virtio_console  # virtio serial channels (e.g. a guest agent later)
+    evdev           # /dev/input/event* that busybox acpid reads
+    button          # ACPI power button -> input event
+)
+
+die() { echo "build-guest.sh: $*" >&2; exit 1; }
+
+for tool in busybox cpio gzip sfdisk mkfs.vfat mcopy syslinux qemu-img sha256sum; do
+    command -v "$tool" >/dev/null 2>&1 || die "missing $tool (run tests/lab/install-deps.sh)"
+done
+BUSYBOX=/bin/busybox
+[ -x "$BUSYBOX" ] || die "no $BUSYBOX (busybox-static)"
+MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
+[ -r "$MBR_BIN" ] || die "no $MBR_BIN (syslinux-common)"
+
+# The newest installed Debian kernel that also has its modules.
+KVER=
+while read -r vmlinuz; do
+    [ -f "$vmlinuz" ] || continue
+    v=${vmlinuz#/boot/vmlinuz-}
+    if [ -f "/lib/modules/$v/modules.dep" ]; then KVER=$v; break; fi
+done < <(printf '%s\n' /boot/vmlinuz-* | sort -V -r)
+[ -n "$KVER" ] || die "no /boot/vmlinuz-* with /lib/modules/<version>/modules.dep (linux-image-amd64)"
+KERNEL=/boot/vmlinuz-$KVER
+MODDIR=/lib/modules/$KVER
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/orrery-guest.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+ROOT=$WORK/initramfs
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,etc/acpi/PWRF,lib/modules,mnt,root}
+
+# --- userland: busybox and one symlink per applet ---------------------------
+cp "$BUSYBOX" "$ROOT/bin/busybox"
+# --list-full prints each applet with its install path (bin/sh, sbin/ip, ...).
+while read -r applet; do
+    [ "$applet" = bin/busybox ] && continue
+    # Relative link: one "../" per directory level of the applet's path.
+    dirs=${applet//[!\/]/}
+    rel=${dirs//\//../}bin/busybox
+    ln -sf "$rel" "$ROOT/$applet"
+done < <("$BUSYBOX" --list-full)
+
+# --- kernel modules, in load order -------------------------------------------
+# modules.dep maps "path.ko: dep.ko dep.ko..."; names may use - or _ (the
+# kernel treats them alike). Depth-first so every dependency precedes its
+# user; each module is listed once.
+modname() { # kernel/drivers/net/virtio_net.ko[.xz] -> virtio_net
+    local n=${1##*/}
+    n=${n%%.ko*}
+    printf '%s' "${n//-/_}"
+}
+declare -A MOD_PATH=() MOD_DEPS=() MOD_SEEN=()
+while IFS= read -r line; do
+    path=${line%%:*}
+    name=${path##*/}; name=${name%%.ko*}; name=${name//-/_}
+    MOD_PATH[$name]=$path
+    MOD_DEPS[$name]=${line#*:}
+done <"$MODDIR/modules.dep"
+
+LOAD_ORDER=()
+add_module() {
+    local name=${1//-/_} dep
+    [ -n "${MOD_SEEN[$name]:-}" ] && return 0
+    MOD_SEEN[$name]=1
+    if [ -z "${MOD_PATH[$name]:-}" ]; then
+        # Not a module: either built into this kernel or a typo.
+        if grep -qE "/${name//_/[-_]}\.ko" "$MODDIR/modules.builtin" 2>/dev/null; then
+            return 0
+        fi
+        die "module $name is neither in modules.dep nor built into $KVER"
+    fi
+    for dep in ${MOD_DEPS[$name]}; do
+        add_module "$(modname "$dep")"
+    done
+    LOAD_ORDER+=("$name")
+}
+for m in "${GUEST_MODULES[@]}"; do add_module "$m"; done
+
+: >"$ROOT/etc/modules"
+for name in "${LOAD_ORDER[@]}"; do
+    src=$MODDIR/${MOD_PATH[$name]}
+    dst=$ROOT/lib/modules/$name.ko
+    # Newer Debian kernels compress modules; busybox insmod wants plain .ko.
+    case "$src" in
+        *.ko)     cp "$src" "$dst" ;;
+        *.ko.xz)  xz -dc "$src" >"$dst" ;;
+        *.ko.zst) zstd -qdc "$src" >"$dst" ;;
+        *.ko.gz)  gzip -dc "$src" >"$dst" ;;
+        *) die "unknown module format: $src" ;;
+    esac
+    echo "$name" >>"$ROOT/etc/modules"
+done
+
+# --- /init and its helpers ---------------------------------------------------
+cat >"$ROOT/init" <<'INIT'
+#!/bin/sh
+# PID 1 of the lab guest. Each step is a function so new ones (config drive,
+# second disk, ...) slot into main() without touching the others.
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+
+# Markers go to the console (ttyS0 via console=ttyS0) in a single write each.
+say() { echo "$*" >/dev/console; }
+
+mount_pseudo_filesystems() {
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    mount -t devtmpfs devtmpfs /dev
+    mount -t tmpfs tmpfs /run
+    mount -t tmpfs tmpfs /tmp
+    exec </dev/console >/dev/console 2>&1
+}
+
+load_modules() {
+    # Listed in dependency order at build time (see build-guest.sh).
+    while read -r mod; do
+        insmod "/lib/modules/$mod.ko" || echo "init: insmod $mod failed"
+    done </etc/modules
+}
+
+setup_network() {
+    ip link set lo up
+    # virtio_net probes synchronously on insmod, but allow a moment anyway.
+    n=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 20 ]; do sleep 0.1; n=$((n + 1)); done
+    if [ -e /sys/class/net/eth0 ]; then
+        ip link set eth0 up
+        # 10 tries x 2 s = the ~20 s budget; -q: exit once bound, -n: give
+        # up instead of retrying forever. The hostname option is requested
+        # explicitly so the DHCP server's host name always comes back.
+        udhcpc -i eth0 -s /etc/udhcpc.script -O hostname -t 10 -T 2 -n -q \
+            >/dev/null 2>&1 || true
+    fi
+    lease_ip=none lease_hostname=none
+    [ -r /run/lease.env ] && . /run/lease.env
+    say "ORRERY-GUEST-HOSTNAME=$lease_hostname"
+    say "ORRERY-GUEST-IP=$lease_ip"
+}
+
+read_config_drive() {
+    # Placeholder: a config drive (label config-2 / cidata) or a second
+    # virtio disk (/dev/vdb) will be read here. Present ones are ignored.
+    :
+}
+
+start_acpid() {
+    # busybox acpid maps the power button key to event PWRF/00000080 and
+    # runs /etc/acpi/PWRF/00000080.
+    acpid -c /etc/acpi -l /dev/null
+}
+
+main() {
+    mount_pseudo_filesystems
+    say "ORRERY-GUEST-BOOTED"
+    load_modules
+    start_acpid
+    setup_network
+    read_config_drive
+    # Idle quietly; acpid powers the machine off.
+    while :; do sleep 3600; done
+}
+
+main
+INIT
+
+cat >"$ROOT/etc/udhcpc.script" <<'SCRIPT'
+#!/bin/sh
+# udhcpc hook: configure the interface and record the lease for /init.
+# udhcpc passes the lease in the environment ($interface, $ip, $mask,
+# $broadcast, $router, $dns, $hostname).
+case "$1" in
+deconfig)
+    ip addr flush dev "$interface"
+    ip link set "$interface" up
+    ;;
+bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" ${broadcast:+broadcast "$broadcast"} dev "$interface"
+    for r in $router; do ip route add default via "$r" dev "$interface" && break; done
+    : >/etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
+    [ -n "$hostname" ] && hostname "$hostname"
+    {
+        echo "lease_ip=$ip"
+        echo "lease_hostname=${hostname:-none}"
+    } >/run/lease.env
+    ;;
+esac
+exit 0
+SCRIPT
+
+cat >"$ROOT/etc/acpi/PWRF/00000080" <<'SCRIPT'
+#!/bin/sh
+# Power button: announce, flush, power off right away (no init to signal).
+echo "ORRERY-GUEST-POWERBUTTON" >/dev/console
+sync
+poweroff -f
+SCRIPT
+
+chmod 0755 "$ROOT/init" "$ROOT/etc/udhcpc.script" "$ROOT/etc/acpi/PWRF/00000080"
+echo "orrery-guest" >"$ROOT/etc/hostname"
+
+# --- initramfs ---------------------------------------------------------------
+# newc is the format the kernel unpacks; owners forced to root. /dev/console
+# needs no device node here: the kernel's built-in initramfs provides it.
+(cd "$ROOT" && find . -mindepth 1 | LC_ALL=C sort |
+    cpio --quiet -o -H newc -R 0:0 | gzip -9n) >"$WORK/initrd.gz"
+
+# --- FAT partition with syslinux ---------------------------------------------
+cat >"$WORK/syslinux.cfg" <<'CFG'
+SERIAL 0 115200
+DEFAULT orrery
+PROMPT 0
+TIMEOUT 0
+LABEL orrery
+    LINUX /vmlinuz
+    INITRD /initrd.gz
+    APPEND console=ttyS0
+CFG
+
+PART_START=2048   # sectors: the usual 1 MiB alignment
+payload_kib=$(( ($(stat -c %s "$KERNEL") + $(stat -c %s "$WORK/initrd.gz")) / 1024 ))
+# FAT16 needs at least ~16 MiB of clusters; leave room for slack either way.
+part_mib=$(( payload_kib / 1024 + 8 ))
+[ $part_mib -lt 20 ] && part_mib=20
+part_sectors=$(( part_mib * 2048 ))
+
+PART=$WORK/part.img
+truncate -s $(( part_sectors * 512 )) "$PART"
+# -h: hidden sectors = partition offset, as a BIOS boot sector expects.
+mkfs.vfat -F 16 -n ORRERY -h $PART_START "$PART" >/dev/null
+export MTOOLS_SKIP_CHECK=1
+mcopy -i "$PART" "$KERNEL" ::vmlinuz
+mcopy -i "$PART" "$WORK/initrd.gz" ::initrd.gz
+mcopy -i "$PART" "$WORK/syslinux.cfg" ::syslinux.cfg
+# The mtools flavour of the installer writes ldlinux.sys/ldlinux.c32 and the
+# boot sector straight into the image file.
+syslinux --install "$PART"
+
+# --- whole disk: MBR + partition ---------------------------------------------
+DISK=$WORK/disk.raw
+truncate -s $(( (PART_START + part_sectors) * 512 )) "$DISK"
+# type 6 = FAT16, bootable; sfdisk only writes the partition table.
+printf 'label: dos\nstart=%d, size=%d, type=6, bootable\n' $PART_START $part_sectors |
+    sfdisk --quiet "$DISK"
+# The boot code is the first 440 bytes; the partition table after it stays.
+dd if="$MBR_BIN" of="$DISK" bs=440 count=1 conv=notrunc status=none
+dd if="$PART" of="$DISK" bs=512 seek=$PART_START conv=notrunc,sparse status=none
+
+# --- qcow2 -------------------------------------------------------------------
+mkdir -p "$(dirname "$OUT")"
+tmp_out=$(dirname "$OUT")/.$(basename "$OUT").tmp
+qemu-img convert -c -O qcow2 "$DISK" "$tmp_out"
+# World-readable: libvirt's QEMU may run as an unprivileged user.
+chmod 0644 "$tmp_out"
+mv -f "$tmp_out" "$OUT"
+(cd "$(dirname "$OUT")" && sha256sum "$(basename "$OUT")") >"${OUT%.qcow2}.sha256"
+
+size=$(stat -c %s "$OUT")
+echo "build-guest.sh: kernel $KVER, modules: ${LOAD_ORDER[*]}"
+echo "build-guest.sh: wrote $OUT ($(( (size + 1023) / 1024 )) KiB)"
