@@ -1,6 +1,7 @@
 //! The Orrery coordinator: the CloudStack-compatible API, persistence, jobs and
 //! placement. See ARCHITECTURE.md for the layers.
 
+pub mod agents;
 pub mod api;
 pub mod ca;
 pub mod config;

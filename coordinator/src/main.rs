@@ -2,10 +2,13 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use orrery_coordinator::agents::{self, Hub, Router};
 use orrery_coordinator::api::{self, views::JobRenderer};
 use orrery_coordinator::service::agent::Simulator;
 use orrery_coordinator::service::Service;
+use orrery_coordinator::store::records::{Cluster, Pod, Zone};
 use orrery_coordinator::store::{sqlite::SqliteStore, DynStore, Store};
+use orrery_coordinator::store::{Col, Query, StoreExt};
 use orrery_coordinator::{ca, config};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +48,32 @@ enum Cmd {
         /// Register this many simulated hosts.
         #[arg(long)]
         simulated_hosts: Option<usize>,
+    },
+    /// Enrolment tokens for new hosts.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a one-time token an agent enrols with (`orrery-agent enroll`).
+    Create {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Zone id or name (default: the only zone, created when none exists).
+        #[arg(long)]
+        zone: Option<String>,
+        /// Pod id or name.
+        #[arg(long)]
+        pod: Option<String>,
+        /// Cluster id or name.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Seconds the token stays valid.
+        #[arg(long, default_value_t = 86400)]
+        ttl: i64,
     },
 }
 
@@ -113,14 +142,21 @@ async fn main() -> Result<()> {
             let listen = api_listen
                 .or(file.api_listen)
                 .unwrap_or_else(|| "127.0.0.1:8080".into());
-            let _agent_listen = agent_listen
+            let agent_listen = agent_listen
                 .or(file.agent_listen)
                 .unwrap_or_else(|| "0.0.0.0:8250".into());
             let store = open_store(&dir).await?;
             let delay = Duration::from_millis(file.simulator_delay_ms.unwrap_or(200));
-            let svc = Service::new(store, Arc::new(Simulator::new(delay)), dir.clone())
+            let hub = Arc::new(Hub::new());
+            let router = Router {
+                hub: hub.clone(),
+                sim: Arc::new(Simulator::new(delay)),
+                stop_timeout: Duration::from_secs(120),
+            };
+            let svc = Service::new(store, Arc::new(router), dir.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!(e.text))?;
+            hub.attach(&svc);
             svc.set_renderer(Arc::new(JobRenderer));
             if let Some(n) = simulated_hosts.or(file.simulated_hosts) {
                 svc.ensure_simulated_hosts(n)
@@ -137,7 +173,10 @@ async fn main() -> Result<()> {
                     "failed jobs interrupted by the previous shutdown"
                 );
             }
+            let agent_addr = agents::server::serve(svc.clone(), hub.clone(), &agent_listen).await?;
+            tracing::info!(listen = %agent_addr, "agent endpoint listening");
             spawn_expunger(svc.clone());
+            spawn_liveness(svc.clone());
             let app = api::router(api::Api::new(svc));
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -146,7 +185,119 @@ async fn main() -> Result<()> {
             axum::serve(listener, app).await?;
             Ok(())
         }
+        Cmd::Token {
+            cmd:
+                TokenCmd::Create {
+                    data_dir,
+                    zone,
+                    pod,
+                    cluster,
+                    ttl,
+                },
+        } => {
+            let dir = data_dir
+                .or(file.data_dir)
+                .context("--data-dir is required")?;
+            if !dir.join("orrery.db").exists() {
+                bail!("{} is not initialised", dir.display());
+            }
+            if ttl < 1 {
+                bail!("--ttl must be at least 1 second");
+            }
+            let store = open_store(&dir).await?;
+            let svc = Service::new(store, Arc::new(Simulator::new(Duration::ZERO)), dir.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!(e.text))?;
+            let (z, p, c) = match (zone, pod, cluster) {
+                (None, None, None) => svc
+                    .default_cluster("KVM")
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.text))?,
+                (z, p, c) => {
+                    let zone: Zone = pick(&svc, z.as_deref(), "zone", None).await?;
+                    let pod: Pod =
+                        pick(&svc, p.as_deref(), "pod", Some((Col::Zone, zone.id))).await?;
+                    let cluster: Cluster =
+                        pick(&svc, c.as_deref(), "cluster", Some((Col::Parent, pod.id))).await?;
+                    (zone, pod, cluster)
+                }
+            };
+            let token = svc
+                .create_enroll_token(&z, &p, &c, ttl)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.text))?;
+            println!("{token}");
+            Ok(())
+        }
     }
+}
+
+/// A zone, pod or cluster by id or name; when not named, the only one there is.
+async fn pick<E: orrery_coordinator::store::Entity + Named>(
+    svc: &Service,
+    wanted: Option<&str>,
+    what: &str,
+    within: Option<(Col, i64)>,
+) -> Result<E> {
+    let mut q = Query::new();
+    if let Some((col, id)) = within {
+        q = q.eq(col, id);
+    }
+    let all: Vec<E> = svc.store.all(q).await.map_err(|e| anyhow::anyhow!(e))?;
+    let all: Vec<E> = all.into_iter().filter(|e| e.live()).collect();
+    let found: Vec<&E> = match wanted {
+        Some(w) => all
+            .iter()
+            .filter(|e| e.uuid() == w || e.name().eq_ignore_ascii_case(w))
+            .collect(),
+        None => all.iter().collect(),
+    };
+    match found.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!("no {what} {}", wanted.unwrap_or("exists")),
+        _ => bail!("several {what}s match; name one with --{what}"),
+    }
+}
+
+trait Named: Clone {
+    fn name(&self) -> &str;
+    fn live(&self) -> bool;
+}
+impl Named for Zone {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn live(&self) -> bool {
+        self.removed.is_none()
+    }
+}
+impl Named for Pod {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn live(&self) -> bool {
+        self.removed.is_none()
+    }
+}
+impl Named for Cluster {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn live(&self) -> bool {
+        self.removed.is_none()
+    }
+}
+
+/// Marks hosts whose agents went quiet Disconnected, then Down.
+fn spawn_liveness(svc: Arc<Service>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if let Err(e) = svc.check_liveness().await {
+                tracing::error!(error = %e, "liveness pass failed");
+            }
+        }
+    });
 }
 
 /// Expunges destroyed instances older than `expunge.delay`, every `expunge.interval`.

@@ -83,6 +83,7 @@ class Coordinator:
         self.binary = coordinator_bin()
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.agent_port: int | None = None
         self.apikey: str | None = None
         self.secretkey: str | None = None
         self.init_output: dict | None = None
@@ -130,13 +131,15 @@ class Coordinator:
         for _ in range(attempts):
             if not (same_port and self.port):
                 self.port = free_port()
+                self.agent_port = free_port()
             with open(self.log_path, "ab") as log:
                 log.write(f"\n===== serve on port {self.port} =====\n".encode())
                 log.flush()
                 self.proc = subprocess.Popen(
                     [str(self.binary), "serve", "--data-dir", str(self.data_dir),
                      "--api-listen", f"127.0.0.1:{self.port}",
-                     "--simulated-hosts", str(self.hosts)],
+                     "--agent-listen", f"127.0.0.1:{self.agent_port}"]
+                    + (["--simulated-hosts", str(self.hosts)] if self.hosts else []),
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             if self._wait_listening():
                 return

@@ -15,18 +15,65 @@ pub enum PowerState {
     Missing,
 }
 
-#[derive(Debug, Clone)]
+/// Everything a host needs to (re)define and start an instance, rendered from
+/// the stored record on every start.
+#[derive(Debug, Clone, Default)]
 pub struct VmSpec {
     pub instance_name: String,
+    pub uuid: String,
+    pub name: String,
+    pub display_name: String,
+    pub os_type: String,
     pub cpu_number: i64,
     pub cpu_speed: i64,
     pub memory_mb: i64,
+    pub volumes: Vec<VolumeSpec>,
+    pub template: Option<TemplateRef>,
+    pub iso: Option<TemplateRef>,
+    pub nics: Vec<NicSpec>,
+    pub vnc_password: String,
+    pub details: std::collections::BTreeMap<String, String>,
+    pub extraconfig: Vec<String>,
+    pub smbios_manufacturer: String,
+    pub smbios_product: String,
+    pub uefi: bool,
+    pub secure_boot: bool,
+    pub tpm: bool,
 }
 
-/// A data volume as a host sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
+pub struct TemplateRef {
+    pub uuid: String,
+    pub format: String,
+    pub checksum: String,
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NicSpec {
+    pub mac: String,
+    pub ip: String,
+    pub is_default: bool,
+    pub network: NetSpec,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NetSpec {
+    pub uuid: String,
+    pub name: String,
+    pub gateway: String,
+    pub netmask: String,
+    pub start_ip: String,
+    pub end_ip: String,
+    pub dns: String,
+}
+
+/// A volume as a host sees it.
+#[derive(Debug, Clone, Default)]
 pub struct VolumeSpec {
     pub uuid: String,
+    /// ROOT or DATADISK
+    pub kind: String,
     pub device_id: i64,
     pub size: i64,
 }
@@ -37,6 +84,8 @@ pub enum AgentError {
     NotConnected(i64),
     #[error("host {host} failed: {reason}")]
     Failed { host: i64, reason: String },
+    #[error("host {0} did not answer before the deadline")]
+    Timeout(i64),
 }
 
 #[async_trait]
@@ -67,6 +116,10 @@ pub trait AgentClient: Send + Sync {
         instance: &str,
         vol: &VolumeSpec,
     ) -> Result<(), AgentError>;
+    /// Issues the host a new certificate over its live connection; returns it.
+    async fn renew_certificate(&self, host_id: i64) -> Result<String, AgentError>;
+    /// Drops a host's live connection, if any (the host was removed).
+    fn disconnect(&self, _host_id: i64) {}
 }
 
 /// Simulated hosts. State lives in memory, as it would on a real host: after a
@@ -151,6 +204,12 @@ impl AgentClient for Simulator {
         _vol: &VolumeSpec,
     ) -> Result<(), AgentError> {
         self.running(host_id, instance).await
+    }
+    async fn renew_certificate(&self, host_id: i64) -> Result<String, AgentError> {
+        Err(AgentError::Failed {
+            host: host_id,
+            reason: "simulated hosts have no certificates".into(),
+        })
     }
 }
 

@@ -266,7 +266,7 @@ impl Service {
                 simulated: true,
                 last_ping: Some(t),
                 created: t,
-                removed: None,
+                ..Default::default()
             });
         }
         self.store.commit(tx.ops).await?;

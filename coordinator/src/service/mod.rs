@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod bootstrap;
+pub mod hosts;
 pub mod identity;
 pub mod infra;
 pub mod jobs;

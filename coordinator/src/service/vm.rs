@@ -1,7 +1,7 @@
 //! Instances, their volumes and NICs: deploy, the lifecycle operations, first-fit
 //! placement, address allocation and the expunger.
 
-use super::agent::{PowerState, VmSpec};
+use super::agent::{AgentError, PowerState, VmSpec};
 use super::jobs::{JobOutput, NewJob, Work};
 use super::*;
 use crate::store::Kind;
@@ -633,6 +633,126 @@ impl Service {
         )))
     }
 
+    /// Renders what a host needs to run the instance from the stored records,
+    /// so changes made while it was stopped take effect on the next start.
+    pub async fn vm_spec(&self, vm: &Vm) -> SResult<VmSpec> {
+        use super::agent::{NetSpec, NicSpec, VolumeSpec};
+        let os: Option<OsType> = self.store.load(vm.os_type_id).await?;
+        let template = match vm.template_id {
+            Some(t) => Some(self.template_ref(t).await?),
+            None => None,
+        };
+        let iso = match vm.iso_id {
+            Some(t) => Some(self.template_ref(t).await?),
+            None => None,
+        };
+        let mut vols: Vec<Volume> = self.store.all(Query::new().eq(Col::Parent, vm.id)).await?;
+        vols.retain(|v| v.removed.is_none());
+        vols.sort_by_key(|v| (v.volume_type != "ROOT", v.device_id));
+        let nics: Vec<Nic> = self.store.all(Query::new().eq(Col::Parent, vm.id)).await?;
+        let mut nic_specs = Vec::new();
+        for n in &nics {
+            let net: Option<Network> = self.store.load(n.network_id).await?;
+            let net = net.ok_or_else(|| ApiError::internal("network vanished"))?;
+            let zone: Option<Zone> = self.store.load(net.zone_id).await?;
+            nic_specs.push(NicSpec {
+                mac: n.mac_address.clone(),
+                ip: n.ip_address.clone(),
+                is_default: n.is_default,
+                network: NetSpec {
+                    uuid: net.uuid.clone(),
+                    name: net.name.clone(),
+                    gateway: net.gateway.clone(),
+                    netmask: net.netmask.clone(),
+                    start_ip: net.start_ip.clone(),
+                    end_ip: net.end_ip.clone(),
+                    dns: zone.and_then(|z| z.dns1).unwrap_or_default(),
+                },
+            });
+        }
+        let detail = |k: &str| {
+            vm.details
+                .iter()
+                .find(|(dk, _)| dk.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        let zone_scope = [("zone", vm.zone_id)];
+        let uefi = detail("UEFI").is_some()
+            || detail("boottype").is_some_and(|v| v.eq_ignore_ascii_case("UEFI"));
+        let secure_boot = detail("UEFI").is_some_and(|v| v.eq_ignore_ascii_case("SECURE"))
+            || detail("bootmode").is_some_and(|v| v.eq_ignore_ascii_case("SECURE"));
+        Ok(VmSpec {
+            instance_name: vm.instance_name.clone(),
+            uuid: vm.uuid.clone(),
+            name: vm.name.clone(),
+            display_name: vm.display_name.clone(),
+            os_type: os.map(|o| o.description).unwrap_or_default(),
+            cpu_number: vm.cpu_number,
+            cpu_speed: vm.cpu_speed,
+            memory_mb: vm.memory,
+            volumes: vols
+                .iter()
+                .map(|v| VolumeSpec {
+                    uuid: v.uuid.clone(),
+                    kind: v.volume_type.clone(),
+                    device_id: v.device_id.unwrap_or(0),
+                    size: v.size,
+                })
+                .collect(),
+            template,
+            iso,
+            nics: nic_specs,
+            vnc_password: vnc_password(&vm.uuid, &self.data_dir),
+            details: vm.details.clone(),
+            extraconfig: vm.extraconfig.iter().cloned().collect(),
+            smbios_manufacturer: self.setting("vm.metadata.manufacturer", &zone_scope),
+            smbios_product: self.setting("vm.metadata.product", &zone_scope),
+            uefi,
+            secure_boot,
+            tpm: detail("tpm").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        })
+    }
+
+    /// A template as hosts fetch it, with a SHA-256 of the stored file that the
+    /// host verifies after the transfer (computed once and kept).
+    async fn template_ref(&self, id: i64) -> SResult<super::agent::TemplateRef> {
+        let mut t: Template = self
+            .store
+            .load(id)
+            .await?
+            .ok_or_else(|| ApiError::internal("template vanished"))?;
+        let sum = match t.details.get("orrery.sha256") {
+            Some(s) => s.clone(),
+            None => {
+                let path = self.secondary_path(&t)?;
+                let sum = tokio::task::spawn_blocking(move || sha256_file(&path))
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .map_err(|e| ApiError::internal(format!("reading template: {e}")))?;
+                t.details.insert("orrery.sha256".into(), sum.clone());
+                let mut tx = Tx::new();
+                tx.update(&mut t);
+                // Losing this race only means computing the sum again later.
+                let _ = self.store.commit(tx.ops).await;
+                sum
+            }
+        };
+        Ok(super::agent::TemplateRef {
+            uuid: t.uuid.clone(),
+            format: t.format.to_lowercase(),
+            checksum: format!("{{SHA-256}}{sum}"),
+            size: t.size,
+        })
+    }
+
+    /// Where a template's file lives in secondary storage.
+    pub fn secondary_path(&self, t: &Template) -> SResult<std::path::PathBuf> {
+        let p = t.path.as_ref().ok_or_else(|| {
+            ApiError::unavailable(format!("Template {} is not downloaded yet", t.uuid))
+        })?;
+        Ok(self.data_dir.join("secondary").join(p))
+    }
+
     pub(crate) async fn exec_start(
         self: &Arc<Self>,
         _caller: &Caller,
@@ -662,11 +782,18 @@ impl Service {
             .await?;
             host
         };
-        let spec = VmSpec {
-            instance_name: vm.instance_name.clone(),
-            cpu_number: vm.cpu_number,
-            cpu_speed: vm.cpu_speed,
-            memory_mb: vm.memory,
+        let spec = match self.vm_spec(&vm).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.transition(
+                    vm_id,
+                    Transition::StartFailed,
+                    |v| v.host_id = None,
+                    |_, _| {},
+                )
+                .await?;
+                return Err(e);
+            }
         };
         if let Err(e) = self.agents.start(host.id, &spec).await {
             self.transition(
@@ -930,11 +1057,17 @@ impl Service {
             .await?;
         for mut vm in vms {
             let power = match vm.host_id {
-                Some(h) => self
-                    .agents
-                    .power_state(h, &vm.instance_name)
-                    .await
-                    .unwrap_or(PowerState::Missing),
+                Some(h) => match self.agents.power_state(h, &vm.instance_name).await {
+                    Ok(p) => p,
+                    // A real host that has not reconnected yet: its agent's
+                    // report settles the instance when it does.
+                    Err(AgentError::NotConnected(_))
+                        if !matches!(vm.state, VmState::Creating | VmState::Expunging) =>
+                    {
+                        continue
+                    }
+                    Err(_) => PowerState::Missing,
+                },
                 None => PowerState::Missing,
             };
             match vm.state {
@@ -962,13 +1095,12 @@ impl Service {
             .await?;
         for vm in running {
             if let Some(h) = vm.host_id {
-                if self
-                    .agents
-                    .power_state(h, &vm.instance_name)
-                    .await
-                    .unwrap_or(PowerState::Missing)
-                    != PowerState::On
-                {
+                let power = match self.agents.power_state(h, &vm.instance_name).await {
+                    Ok(p) => p,
+                    Err(AgentError::NotConnected(_)) => continue,
+                    Err(_) => PowerState::Missing,
+                };
+                if power != PowerState::On {
                     self.transition(
                         vm.id,
                         Transition::PoweredOffOutOfBand,
@@ -1216,6 +1348,38 @@ pub fn mac_for(vm_id: i64, dev: i64) -> String {
         (v >> 8) & 0xff,
         v & 0xff
     )
+}
+
+fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A per-instance VNC password (QEMU uses at most 8 characters), derived from
+/// the instance and a secret of this coordinator so it is stable across starts
+/// without being stored.
+fn vnc_password(uuid: &str, data_dir: &std::path::Path) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(data_dir.to_string_lossy().as_bytes());
+    h.update(std::fs::read(data_dir.join("ca.key")).unwrap_or_default());
+    h.update(uuid.as_bytes());
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    h.finalize()[..8]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 #[cfg(test)]

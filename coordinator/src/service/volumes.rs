@@ -53,6 +53,7 @@ fn size_for(offering: &DiskOffering, size_gb: Option<i64>) -> SResult<i64> {
 fn volume_spec(v: &Volume) -> VolumeSpec {
     VolumeSpec {
         uuid: v.uuid.clone(),
+        kind: v.volume_type.clone(),
         device_id: v.device_id.unwrap_or(0),
         size: v.size,
     }

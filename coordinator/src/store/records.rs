@@ -293,6 +293,17 @@ pub struct Host {
     pub host_tags: Vec<String>,
     pub simulated: bool,
     pub last_ping: Option<i64>,
+    /// Serial of the host certificate currently valid for this host; a
+    /// connection with any other certificate is refused.
+    #[serde(default)]
+    pub cert_serial: Option<String>,
+    #[serde(default)]
+    pub cert_not_after: Option<i64>,
+    #[serde(default)]
+    pub agent_version: Option<String>,
+    /// What the agent last reported about the host (capabilities, versions).
+    #[serde(default)]
+    pub facts: Option<Value>,
     pub created: i64,
     pub removed: Option<i64>,
 }
@@ -825,6 +836,30 @@ pub struct Session {
 }
 entity!(Session, Kind::Session, |s| Index {
     account_id: Some(s.user_id),
+    created: s.created,
+    ..Default::default()
+});
+
+/// A one-time enrolment token. Only a hash of its secret is stored.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct EnrollToken {
+    pub id: i64,
+    pub uuid: String,
+    #[serde(skip)]
+    pub version: i64,
+    pub secret_hash: String,
+    pub zone_id: i64,
+    pub pod_id: i64,
+    pub cluster_id: i64,
+    pub expires: i64,
+    pub used: Option<i64>,
+    pub host_id: Option<i64>,
+    pub created: i64,
+}
+entity!(EnrollToken, Kind::EnrollToken, |s| Index {
+    ukey: Some(s.secret_hash.clone()),
+    zone_id: Some(s.zone_id),
+    host_id: s.host_id,
     created: s.created,
     ..Default::default()
 });

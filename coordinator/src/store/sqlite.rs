@@ -24,9 +24,18 @@ fn migrations() -> Vec<(i64, String)> {
         "CREATE TABLE IF NOT EXISTS id_seq (kind TEXT PRIMARY KEY, next INTEGER NOT NULL);\n\
          CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n",
     );
-    for k in Kind::ALL {
-        let t = k.table();
-        v1.push_str(&format!(
+    // Kinds added after the first release get their tables from later migrations.
+    let later = [Kind::EnrollToken];
+    for k in Kind::ALL.iter().filter(|k| !later.contains(k)) {
+        v1.push_str(&table_sql(k.table()));
+    }
+    vec![(1, v1), (2, table_sql(Kind::EnrollToken.table()))]
+}
+
+/// One record table: indexed columns plus the record as JSON.
+fn table_sql(t: &str) -> String {
+    {
+        format!(
             "CREATE TABLE {t} (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, version INTEGER NOT NULL,\n\
              ukey TEXT UNIQUE, name TEXT, keyword TEXT, state TEXT, account_id INTEGER, domain_id INTEGER,\n\
              zone_id INTEGER, host_id INTEGER, parent_id INTEGER, ref_id INTEGER, k1 TEXT,\n\
@@ -40,9 +49,8 @@ fn migrations() -> Vec<(i64, String)> {
              CREATE INDEX {t}_parent ON {t}(parent_id);\n\
              CREATE INDEX {t}_ref ON {t}(ref_id);\n\
              CREATE INDEX {t}_k1 ON {t}(k1);\n"
-        ));
+        )
     }
-    vec![(1, v1)]
 }
 
 impl SqliteStore {

@@ -1,0 +1,135 @@
+//! The one place where protocol messages and the service's types meet.
+
+use crate::service::agent::{PowerState, TemplateRef, VmSpec, VolumeSpec};
+use crate::service::hosts::{DomainSeen, HostReport};
+use orrery_proto::v1 as pb;
+
+pub fn power(p: i32) -> PowerState {
+    match pb::PowerState::try_from(p).unwrap_or(pb::PowerState::Unknown) {
+        pb::PowerState::On => PowerState::On,
+        pb::PowerState::Off => PowerState::Off,
+        pb::PowerState::Missing | pb::PowerState::Unknown => PowerState::Missing,
+    }
+}
+
+fn template(t: &TemplateRef) -> pb::TemplateRef {
+    pb::TemplateRef {
+        uuid: t.uuid.clone(),
+        format: t.format.clone(),
+        checksum: t.checksum.clone(),
+        size_bytes: t.size.max(0) as u64,
+    }
+}
+
+fn volume(v: &VolumeSpec) -> pb::VolumeSpec {
+    pb::VolumeSpec {
+        uuid: v.uuid.clone(),
+        kind: v.kind.clone(),
+        device_id: v.device_id,
+        size_bytes: v.size.max(0) as u64,
+        format: "qcow2".into(),
+    }
+}
+
+pub fn volume_op(instance: &str, v: &VolumeSpec) -> pb::VolumeOp {
+    pb::VolumeOp {
+        instance: instance.into(),
+        volume: Some(volume(v)),
+    }
+}
+
+pub fn instance_spec(s: &VmSpec) -> pb::InstanceSpec {
+    pb::InstanceSpec {
+        uuid: s.uuid.clone(),
+        name: s.instance_name.clone(),
+        display_name: s.display_name.clone(),
+        host_name: s.name.clone(),
+        vcpus: s.cpu_number.max(0) as u32,
+        cpu_mhz: s.cpu_speed.max(0) as u32,
+        memory_mib: s.memory_mb.max(0) as u64,
+        os_type: s.os_type.clone(),
+        uefi: s.uefi,
+        secure_boot: s.secure_boot,
+        tpm: s.tpm,
+        volumes: s.volumes.iter().map(volume).collect(),
+        nics: s
+            .nics
+            .iter()
+            .map(|n| pb::NicSpec {
+                mac: n.mac.clone(),
+                ip: n.ip.clone(),
+                is_default: n.is_default,
+                network: Some(pb::GuestNetwork {
+                    uuid: n.network.uuid.clone(),
+                    name: n.network.name.clone(),
+                    gateway: n.network.gateway.clone(),
+                    netmask: n.network.netmask.clone(),
+                    start_ip: n.network.start_ip.clone(),
+                    end_ip: n.network.end_ip.clone(),
+                    dns: n.network.dns.clone(),
+                }),
+            })
+            .collect(),
+        vnc_password: s.vnc_password.clone(),
+        details: s.details.clone().into_iter().collect(),
+        extra_config: s.extraconfig.clone(),
+        // Only root admins can set extraconfig through the API.
+        extra_config_allowed: !s.extraconfig.is_empty(),
+        smbios_manufacturer: s.smbios_manufacturer.clone(),
+        smbios_product: s.smbios_product.clone(),
+        template: s.template.as_ref().map(template),
+        iso: s.iso.as_ref().map(|i| i.uuid.clone()).unwrap_or_default(),
+    }
+}
+
+pub fn report(h: &pb::Hello) -> HostReport {
+    let f = h.facts.clone().unwrap_or_default();
+    HostReport {
+        hostname: f.hostname.clone(),
+        ip_address: f.ip_address.clone(),
+        cpus: f.cpus as i64,
+        cpu_mhz: f.cpu_mhz as i64,
+        memory_bytes: f.memory_bytes as i64,
+        agent_version: h.agent_version.clone(),
+        facts: serde_json::json!({
+            "hostname": f.hostname,
+            "arch": f.arch,
+            "cpumodel": f.cpu_model,
+            "hypervisor": f.hypervisor,
+            "libvirtversion": f.libvirt_version,
+            "domaintypes": f.domain_types,
+            "machinetypes": f.machine_types,
+            "firmware": f.firmware.iter().map(|x| serde_json::json!({"path": x.path, "secureboot": x.secure_boot})).collect::<Vec<_>>(),
+            "tpm": f.tpm,
+            "emulator": f.emulator,
+            "storagebytes": f.storage_bytes,
+            "storagefreebytes": f.storage_free_bytes,
+        }),
+    }
+}
+
+pub fn seen(d: &pb::DomainReport) -> DomainSeen {
+    DomainSeen {
+        name: d.name.clone(),
+        instance_uuid: (!d.instance_uuid.is_empty()).then(|| d.instance_uuid.clone()),
+        power: power(d.state),
+    }
+}
+
+pub fn event(e: &pb::DomainEvent) -> DomainSeen {
+    DomainSeen {
+        name: e.name.clone(),
+        instance_uuid: (!e.instance_uuid.is_empty()).then(|| e.instance_uuid.clone()),
+        power: power(e.state),
+    }
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}

@@ -1,0 +1,345 @@
+//! The agent endpoint: live sessions with enrolled hosts and command dispatch
+//! with deadlines. `Router` is the coordinator's `AgentClient`: it sends work
+//! to a connected agent, or to the simulator for simulated hosts.
+
+mod convert;
+pub mod server;
+
+use crate::service::agent::{AgentClient, AgentError, PowerState, Simulator, VmSpec, VolumeSpec};
+use crate::service::Service;
+use crate::store::records::Host;
+use crate::store::StoreExt;
+use async_trait::async_trait;
+use orrery_proto::v1 as pb;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<pb::CommandResult>>>>;
+
+struct Session {
+    epoch: u64,
+    tx: Outbound,
+    pending: Pending,
+}
+
+/// Connected agents, by host id.
+pub struct Hub {
+    svc: OnceLock<Weak<Service>>,
+    sessions: Mutex<HashMap<i64, Session>>,
+    next: AtomicU64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Hub {
+            svc: OnceLock::new(),
+            sessions: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// The service is created after the hub (it holds the hub as its agent
+    /// client), so it is attached afterwards and held weakly.
+    pub fn attach(&self, svc: &Arc<Service>) {
+        let _ = self.svc.set(Arc::downgrade(svc));
+    }
+
+    fn svc(&self) -> Option<Arc<Service>> {
+        self.svc.get().and_then(Weak::upgrade)
+    }
+
+    pub fn is_connected(&self, host_id: i64) -> bool {
+        self.sessions
+            .lock()
+            .expect("hub lock")
+            .contains_key(&host_id)
+    }
+
+    pub fn connected(&self) -> usize {
+        self.sessions.lock().expect("hub lock").len()
+    }
+
+    /// Registers a session, replacing (and so closing) an older one of the same
+    /// host. Returns the epoch that identifies it.
+    fn register(&self, host_id: i64, tx: Outbound, pending: Pending) -> u64 {
+        let epoch = self.next.fetch_add(1, Ordering::Relaxed);
+        let old = self
+            .sessions
+            .lock()
+            .expect("hub lock")
+            .insert(host_id, Session { epoch, tx, pending });
+        if let Some(old) = old {
+            fail_pending(&old.pending, "the agent reconnected");
+        }
+        epoch
+    }
+
+    /// Removes a session if it is still the current one for its host.
+    fn unregister(&self, host_id: i64, epoch: u64) -> bool {
+        let mut s = self.sessions.lock().expect("hub lock");
+        if s.get(&host_id).is_some_and(|x| x.epoch == epoch) {
+            if let Some(old) = s.remove(&host_id) {
+                fail_pending(&old.pending, "the agent disconnected");
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Drops a host's live session (after its host was deleted).
+    pub fn disconnect(&self, host_id: i64) {
+        if let Some(old) = self.sessions.lock().expect("hub lock").remove(&host_id) {
+            fail_pending(&old.pending, "the host was removed");
+        }
+    }
+
+    /// Sends one command and waits for its result until the deadline.
+    pub async fn call(
+        &self,
+        host_id: i64,
+        op: pb::command::Op,
+        timeout: Duration,
+    ) -> Result<pb::CommandResult, AgentError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, pending) = {
+            let s = self.sessions.lock().expect("hub lock");
+            let sess = s.get(&host_id).ok_or(AgentError::NotConnected(host_id))?;
+            (sess.tx.clone(), sess.pending.clone())
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        pending.lock().expect("pending lock").insert(id, done_tx);
+        let deadline = chrono::Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+        let msg = pb::CoordinatorMessage {
+            body: Some(pb::coordinator_message::Body::Command(pb::Command {
+                id,
+                deadline_unix_ms: deadline.timestamp_millis(),
+                op: Some(op),
+            })),
+        };
+        if tx.send(Ok(msg)).await.is_err() {
+            pending.lock().expect("pending lock").remove(&id);
+            return Err(AgentError::NotConnected(host_id));
+        }
+        // A little grace past the deadline for the agent's own timeout report.
+        match tokio::time::timeout(timeout + Duration::from_secs(5), done_rx).await {
+            Ok(Ok(r)) if r.ok => Ok(r),
+            Ok(Ok(r)) => Err(AgentError::Failed {
+                host: host_id,
+                reason: if r.error.is_empty() {
+                    r.error_code
+                } else {
+                    r.error
+                },
+            }),
+            Ok(Err(_)) => Err(AgentError::NotConnected(host_id)),
+            Err(_) => {
+                pending.lock().expect("pending lock").remove(&id);
+                Err(AgentError::Timeout(host_id))
+            }
+        }
+    }
+}
+
+fn fail_pending(p: &Pending, why: &str) {
+    for (id, tx) in p.lock().expect("pending lock").drain() {
+        let _ = tx.send(pb::CommandResult {
+            command_id: id,
+            ok: false,
+            error_code: "disconnected".into(),
+            error: why.into(),
+            detail: None,
+        });
+    }
+}
+
+/// The coordinator's agent client: real hosts through their sessions,
+/// simulated hosts through the simulator.
+pub struct Router {
+    pub hub: Arc<Hub>,
+    pub sim: Arc<Simulator>,
+    /// Seconds a graceful stop waits before powering off (`vm.stop.timeout`).
+    pub stop_timeout: Duration,
+}
+
+impl Router {
+    async fn simulated(&self, host_id: i64) -> bool {
+        if self.hub.is_connected(host_id) {
+            return false;
+        }
+        let Some(svc) = self.hub.svc() else {
+            return true;
+        };
+        svc.store
+            .load::<Host>(host_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|h| h.simulated)
+            .unwrap_or(false)
+    }
+
+    fn stop_timeout(&self) -> Duration {
+        self.hub
+            .svc()
+            .map(|s| Duration::from_secs(s.setting_i64("vm.stop.timeout").max(1) as u64))
+            .unwrap_or(self.stop_timeout)
+    }
+}
+
+const SHORT: Duration = Duration::from_secs(60);
+/// Starting may include copying a template to the host.
+const START: Duration = Duration::from_secs(900);
+
+#[async_trait]
+impl AgentClient for Router {
+    async fn start(&self, host_id: i64, spec: &VmSpec) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.start(host_id, spec).await;
+        }
+        let op = pb::command::Op::Start(pb::StartInstance {
+            spec: Some(convert::instance_spec(spec)),
+        });
+        self.hub.call(host_id, op, START).await.map(|_| ())
+    }
+    async fn stop(&self, host_id: i64, instance: &str, forced: bool) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.stop(host_id, instance, forced).await;
+        }
+        let t = self.stop_timeout();
+        let op = pb::command::Op::Stop(pb::StopInstance {
+            name: instance.into(),
+            forced,
+            timeout_seconds: t.as_secs() as u32,
+        });
+        self.hub.call(host_id, op, t + SHORT).await.map(|_| ())
+    }
+    async fn reboot(&self, host_id: i64, instance: &str) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.reboot(host_id, instance).await;
+        }
+        let op = pb::command::Op::Reboot(pb::RebootInstance {
+            name: instance.into(),
+        });
+        self.hub.call(host_id, op, SHORT).await.map(|_| ())
+    }
+    async fn expunge(&self, host_id: i64, instance: &str) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.expunge(host_id, instance).await;
+        }
+        let op = pb::command::Op::Expunge(pb::ExpungeInstance {
+            name: instance.into(),
+            instance_uuid: String::new(),
+        });
+        self.hub.call(host_id, op, SHORT).await.map(|_| ())
+    }
+    async fn power_state(&self, host_id: i64, instance: &str) -> Result<PowerState, AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.power_state(host_id, instance).await;
+        }
+        let op = pb::command::Op::Query(pb::QueryInstance {
+            name: instance.into(),
+        });
+        let r = self.hub.call(host_id, op, SHORT).await?;
+        Ok(match r.detail {
+            Some(pb::command_result::Detail::Power(p)) => convert::power(p),
+            _ => PowerState::Missing,
+        })
+    }
+    async fn attach_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.attach_volume(host_id, instance, vol).await;
+        }
+        let op = pb::command::Op::AttachVolume(convert::volume_op(instance, vol));
+        self.hub.call(host_id, op, SHORT).await.map(|_| ())
+    }
+    async fn detach_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.detach_volume(host_id, instance, vol).await;
+        }
+        let op = pb::command::Op::DetachVolume(convert::volume_op(instance, vol));
+        self.hub.call(host_id, op, SHORT).await.map(|_| ())
+    }
+    async fn resize_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.resize_volume(host_id, instance, vol).await;
+        }
+        let op = pb::command::Op::ResizeVolume(convert::volume_op(instance, vol));
+        self.hub.call(host_id, op, SHORT).await.map(|_| ())
+    }
+    async fn renew_certificate(&self, host_id: i64) -> Result<String, AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.renew_certificate(host_id).await;
+        }
+        let svc = self.hub.svc().ok_or(AgentError::NotConnected(host_id))?;
+        // Step one: the agent makes a CSR for the key it already has.
+        let r = self
+            .hub
+            .call(
+                host_id,
+                pb::command::Op::RenewCertificate(pb::RenewCertificate::default()),
+                SHORT,
+            )
+            .await?;
+        let csr = match r.detail {
+            Some(pb::command_result::Detail::Text(hex)) => hex,
+            _ => String::new(),
+        };
+        let csr_der = convert::unhex(&csr).ok_or_else(|| AgentError::Failed {
+            host: host_id,
+            reason: "the agent sent no CSR".into(),
+        })?;
+        let host: Host = svc
+            .store
+            .load(host_id)
+            .await
+            .ok()
+            .flatten()
+            .ok_or(AgentError::NotConnected(host_id))?;
+        let pem = svc
+            .sign_renewal(&host, &csr_der)
+            .map_err(|e| AgentError::Failed {
+                host: host_id,
+                reason: e.text,
+            })?;
+        // Step two: the agent stores the certificate; the stream stays up.
+        self.hub
+            .call(
+                host_id,
+                pb::command::Op::RenewCertificate(pb::RenewCertificate {
+                    csr_der: Vec::new(),
+                    certificate_pem: pem.clone(),
+                }),
+                SHORT,
+            )
+            .await?;
+        Ok(pem)
+    }
+    fn disconnect(&self, host_id: i64) {
+        self.hub.disconnect(host_id);
+    }
+}

@@ -1,0 +1,286 @@
+//! The gRPC services agents dial: `Enrollment` (no client certificate yet)
+//! and `AgentLink` (mutual TLS; the certificate names the host).
+
+use super::{convert, Hub};
+use crate::service::Service;
+use crate::store::records::{Host, Template};
+use crate::store::StoreExt;
+use orrery_proto::v1 as pb;
+use pb::agent_link_server::{AgentLink, AgentLinkServer};
+use pb::enrollment_server::{Enrollment, EnrollmentServer};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Seconds between heartbeats the coordinator asks of agents.
+const HEARTBEAT_SECS: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("binding {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("agent endpoint: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+#[derive(Clone)]
+struct Endpoint {
+    svc: Arc<Service>,
+    hub: Arc<Hub>,
+}
+
+fn status(e: crate::error::ApiError) -> Status {
+    match e.code {
+        531 => Status::permission_denied(e.text),
+        431 => Status::invalid_argument(e.text),
+        _ => Status::internal(e.text),
+    }
+}
+
+#[tonic::async_trait]
+impl Enrollment for Endpoint {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let r = req.into_inner();
+        let (host, cert, ca) = self
+            .svc
+            .enroll(&r.token, &r.csr_der, &r.hostname)
+            .await
+            .map_err(status)?;
+        tracing::info!(host = %host.uuid, name = %host.name, "host enrolled");
+        Ok(Response::new(pb::EnrollResponse {
+            host_id: host.uuid,
+            certificate_pem: cert,
+            ca_pem: ca,
+        }))
+    }
+}
+
+impl Endpoint {
+    /// The host a request's client certificate belongs to, checked against
+    /// the store (removed hosts and superseded certificates are refused).
+    async fn peer_host(
+        &self,
+        certs: Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>,
+    ) -> Result<Host, Status> {
+        let certs =
+            certs.ok_or_else(|| Status::unauthenticated("a host certificate is required"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a host certificate is required"))?;
+        let ident = orrery_tls::peer_identity(leaf)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?
+            .ok_or_else(|| Status::unauthenticated("the certificate names no host"))?;
+        self.svc
+            .authorise_agent(&ident.host_id, &ident.serial_hex)
+            .await
+            .map_err(|e| Status::permission_denied(e.text))
+    }
+}
+
+type SessionStream = ReceiverStream<Result<pb::CoordinatorMessage, Status>>;
+type ChunkStream = ReceiverStream<Result<pb::TemplateChunk, Status>>;
+
+#[tonic::async_trait]
+impl AgentLink for Endpoint {
+    type SessionStream = SessionStream;
+    type FetchTemplateStream = ChunkStream;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let host = self.peer_host(req.peer_certs()).await?;
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(30), inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 30 s"))??;
+        let hello = match first.and_then(|m| m.body) {
+            Some(pb::agent_message::Body::Hello(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ))
+            }
+        };
+        if hello.host_id != host.uuid {
+            return Err(Status::permission_denied(format!(
+                "the certificate is for host {}, the hello claims {}",
+                host.uuid, hello.host_id
+            )));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let pending = Arc::new(Mutex::new(std::collections::HashMap::new()));
+        let epoch = self.hub.register(host.id, tx.clone(), pending.clone());
+        let seen: Vec<_> = hello.domains.iter().map(convert::seen).collect();
+        if let Err(e) = self
+            .svc
+            .agent_connected(host.id, &convert::report(&hello), &seen)
+            .await
+        {
+            self.hub.unregister(host.id, epoch);
+            return Err(status(e));
+        }
+        tracing::info!(host = %host.uuid, name = %host.name, domains = seen.len(), "agent connected");
+        let welcome = pb::CoordinatorMessage {
+            body: Some(pb::coordinator_message::Body::Welcome(pb::Welcome {
+                host_id: host.uuid.clone(),
+                heartbeat_seconds: HEARTBEAT_SECS,
+            })),
+        };
+        let _ = tx.send(Ok(welcome)).await;
+        let (svc, hub) = (self.svc.clone(), self.hub.clone());
+        tokio::spawn(async move {
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(host = %host.uuid, error = %e, "agent stream ended");
+                        break;
+                    }
+                };
+                match msg.body {
+                    Some(pb::agent_message::Body::Result(r)) => {
+                        if let Some(done) =
+                            pending.lock().expect("pending lock").remove(&r.command_id)
+                        {
+                            let _ = done.send(r);
+                        }
+                    }
+                    Some(pb::agent_message::Body::Heartbeat(_)) => {
+                        if let Err(e) = svc.agent_heartbeat(host.id).await {
+                            tracing::warn!(error = %e.text, "recording a heartbeat failed");
+                        }
+                    }
+                    Some(pb::agent_message::Body::Event(ev)) => {
+                        if let Err(e) = svc.domain_event(host.id, &convert::event(&ev)).await {
+                            tracing::warn!(error = %e.text, "handling a domain event failed");
+                        }
+                    }
+                    Some(pb::agent_message::Body::Progress(p)) => {
+                        tracing::debug!(host = %host.uuid, command = p.command_id, stage = %p.stage, "progress");
+                    }
+                    Some(pb::agent_message::Body::Facts(_))
+                    | Some(pb::agent_message::Body::Hello(_))
+                    | None => {}
+                }
+            }
+            if hub.unregister(host.id, epoch) {
+                tracing::info!(host = %host.uuid, "agent disconnected");
+                if let Err(e) = svc.agent_disconnected(host.id).await {
+                    tracing::warn!(error = %e.text, "recording a disconnect failed");
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn fetch_template(
+        &self,
+        req: Request<pb::TemplateRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        self.peer_host(req.peer_certs()).await?;
+        let uuid = req.into_inner().uuid;
+        let t: Template = self
+            .svc
+            .store
+            .load_uuid(&uuid)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .filter(|t: &Template| t.removed.is_none())
+            .ok_or_else(|| Status::not_found(format!("template {uuid}")))?;
+        let path = self.svc.secondary_path(&t).map_err(status)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Status::not_found(format!("{}: {e}", path.display())))?;
+        let total = file
+            .metadata()
+            .await
+            .map(|m| m.len())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match file.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let chunk = pb::TemplateChunk {
+                            data: buf[..n].to_vec(),
+                            total_bytes: total,
+                        };
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Binds the agent port and serves it until the process ends. Returns the
+/// bound address at once (the port may have been 0).
+pub async fn serve(
+    svc: Arc<Service>,
+    hub: Arc<Hub>,
+    listen: &str,
+) -> Result<SocketAddr, ServeError> {
+    orrery_tls::install_crypto();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| ServeError::Bind(listen.to_string(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Bind(listen.to_string(), e))?;
+    let ca = svc.load_ca().map_err(|e| ServeError::Tls(e.text))?;
+    let mut names = Vec::new();
+    if !addr.ip().is_unspecified() {
+        names.push(addr.ip().to_string());
+    }
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        let h = h.trim();
+        if !h.is_empty() {
+            names.push(h.to_string());
+        }
+    }
+    let server = ca
+        .issue_server(&names)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    // The chain carries the CA so that enrolling agents can pin it.
+    let chain = format!("{}{}", server.cert_pem, ca.pem());
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(chain, server.key_pem))
+        .client_ca_root(tonic::transport::Certificate::from_pem(ca.pem()))
+        .client_auth_optional(true);
+    let ep = Endpoint { svc, hub };
+    let router = tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(EnrollmentServer::new(ep.clone()))
+        .add_service(AgentLinkServer::new(ep));
+    tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+        {
+            tracing::error!(error = %e, "agent endpoint stopped");
+        }
+    });
+    Ok(addr)
+}

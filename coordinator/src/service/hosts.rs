@@ -1,0 +1,580 @@
+//! Real hosts: enrolment tokens, certificates, agent sessions coming and
+//! going, and reconciling what a host reports with what the store says.
+
+use super::agent::PowerState;
+use super::*;
+use crate::store::records::*;
+use orrery_model::{Transition, VmState};
+use sha2::Digest;
+use std::time::{Duration, SystemTime};
+
+/// Host certificates last a year; `provisionCertificate` renews them.
+pub const HOST_CERT_DAYS: u64 = 365;
+/// Tokens are valid for a day unless asked otherwise.
+pub const TOKEN_TTL_SECS: i64 = 24 * 3600;
+const TOKEN_PREFIX: &str = "orr1";
+
+/// What an agent says about its host when it connects.
+#[derive(Debug, Clone, Default)]
+pub struct HostReport {
+    pub hostname: String,
+    pub ip_address: String,
+    pub cpus: i64,
+    pub cpu_mhz: i64,
+    pub memory_bytes: i64,
+    pub agent_version: String,
+    pub facts: serde_json::Value,
+}
+
+/// One domain a host runs (or has defined).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSeen {
+    pub name: String,
+    pub instance_uuid: Option<String>,
+    pub power: PowerState,
+}
+
+/// What reconciling a host's report decides for one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconcile {
+    PoweredOff,
+    PoweredOn,
+}
+
+/// An instance as reconciling sees it.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub id: i64,
+    pub name: String,
+    pub state: VmState,
+    pub host_id: Option<i64>,
+    pub last_host_id: Option<i64>,
+    /// A job is working on the instance right now.
+    pub busy: bool,
+}
+
+/// Pure: compares the instances the store places on a host with the domains
+/// the host reports. Instances with a job in flight are left to that job.
+/// Domains the store does not know are left alone.
+pub fn reconcile(host_id: i64, vms: &[Placed], seen: &[DomainSeen]) -> Vec<(i64, Reconcile)> {
+    let mut out = Vec::new();
+    for p in vms {
+        let (id, name, state, on_host, last_host) =
+            (&p.id, &p.name, &p.state, &p.host_id, &p.last_host_id);
+        if p.busy {
+            continue;
+        }
+        let power = seen
+            .iter()
+            .find(|d| &d.name == name)
+            .map(|d| d.power)
+            .unwrap_or(PowerState::Missing);
+        match state {
+            VmState::Running | VmState::Starting | VmState::Stopping | VmState::Migrating
+                if *on_host == Some(host_id) && power != PowerState::On =>
+            {
+                out.push((*id, Reconcile::PoweredOff))
+            }
+            VmState::Starting | VmState::Stopping
+                if *on_host == Some(host_id) && power == PowerState::On =>
+            {
+                out.push((*id, Reconcile::PoweredOn))
+            }
+            VmState::Stopped if *last_host == Some(host_id) && power == PowerState::On => {
+                out.push((*id, Reconcile::PoweredOn))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn placed(vm: &Vm, busy: bool) -> Placed {
+    Placed {
+        id: vm.id,
+        name: vm.instance_name.clone(),
+        state: vm.state,
+        host_id: vm.host_id,
+        last_host_id: vm.last_host_id,
+        busy,
+    }
+}
+
+fn token_hash(secret: &str) -> String {
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Splits `orr1.<secret>.<ca fingerprint>`.
+pub fn parse_token(token: &str) -> Option<(&str, &str)> {
+    let mut it = token.trim().splitn(3, '.');
+    match (it.next(), it.next(), it.next()) {
+        (Some(TOKEN_PREFIX), Some(secret), Some(fp)) if !secret.is_empty() && fp.len() == 64 => {
+            Some((secret, fp))
+        }
+        _ => None,
+    }
+}
+
+impl Service {
+    pub fn load_ca(&self) -> SResult<orrery_tls::Ca> {
+        let read = |n: &str| {
+            std::fs::read_to_string(self.data_dir.join(n))
+                .map_err(|e| ApiError::internal(format!("reading {n}: {e}")))
+        };
+        orrery_tls::Ca::load(&read("ca.pem")?, &read("ca.key")?)
+            .map_err(|e| ApiError::internal(format!("loading the CA: {e}")))
+    }
+
+    /// Creates a one-time enrolment token for a host joining `cluster`.
+    pub async fn create_enroll_token(
+        &self,
+        zone: &Zone,
+        pod: &Pod,
+        cluster: &Cluster,
+        ttl_secs: i64,
+    ) -> SResult<String> {
+        let fp = self
+            .load_ca()?
+            .fingerprint()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let secret = identity::random_key(32);
+        let t = EnrollToken {
+            id: self.store.new_id::<EnrollToken>().await?,
+            uuid: new_uuid(),
+            version: 1,
+            secret_hash: token_hash(&secret),
+            zone_id: zone.id,
+            pod_id: pod.id,
+            cluster_id: cluster.id,
+            expires: now() + ttl_secs,
+            used: None,
+            host_id: None,
+            created: now(),
+        };
+        let mut tx = Tx::new();
+        tx.insert(&t);
+        self.store.commit(tx.ops).await?;
+        Ok(format!("{TOKEN_PREFIX}.{secret}.{fp}"))
+    }
+
+    /// Trades a token and a CSR for a host certificate. The token is spent in
+    /// the same transaction that creates the host, so it works once.
+    pub async fn enroll(
+        &self,
+        token: &str,
+        csr_der: &[u8],
+        hostname: &str,
+    ) -> SResult<(Host, String, String)> {
+        let denied = |why: &str| ApiError::denied(format!("enrolment refused: {why}"));
+        let (secret, _) = parse_token(token).ok_or_else(|| denied("malformed token"))?;
+        let mut tok: EnrollToken = self
+            .store
+            .first(Query::new().eq(Col::Ukey, token_hash(secret)))
+            .await?
+            .ok_or_else(|| denied("unknown token"))?;
+        if tok.used.is_some() {
+            return Err(denied("the token was already used"));
+        }
+        if tok.expires < now() {
+            return Err(denied("the token has expired"));
+        }
+        let ca = self.load_ca()?;
+        let host_uuid = new_uuid();
+        let not_before = SystemTime::now() - Duration::from_secs(300);
+        let not_after = SystemTime::now() + Duration::from_secs(HOST_CERT_DAYS * 86400);
+        let cert = ca
+            .sign_host_csr(csr_der, &host_uuid, not_before, not_after)
+            .map_err(|e| ApiError::param(format!("Invalid CSR: {e}")))?;
+        let ident = orrery_tls::pem_identity(&cert)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| ApiError::internal("issued certificate names no host"))?;
+        let name = self.unique_host_name(hostname).await?;
+        let t = now();
+        let host = Host {
+            id: self.store.new_id::<Host>().await?,
+            uuid: host_uuid,
+            version: 1,
+            name,
+            zone_id: tok.zone_id,
+            pod_id: tok.pod_id,
+            cluster_id: tok.cluster_id,
+            hypervisor: "KVM".into(),
+            ip_address: String::new(),
+            state: "Disconnected".into(),
+            resource_state: "Enabled".into(),
+            created: t,
+            cert_serial: Some(ident.serial_hex),
+            cert_not_after: Some(ident.not_after_unix),
+            ..Default::default()
+        };
+        tok.used = Some(t);
+        tok.host_id = Some(host.id);
+        let mut tx = Tx::new();
+        tx.insert(&host);
+        tx.update(&mut tok);
+        self.store.commit(tx.ops).await?;
+        Ok((host, cert, ca.pem().to_string()))
+    }
+
+    async fn unique_host_name(&self, wanted: &str) -> SResult<String> {
+        let base: String = wanted
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+            .collect();
+        let base = if base.is_empty() { "host".into() } else { base };
+        for i in 0.. {
+            let cand = if i == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{i}")
+            };
+            let taken: Option<Host> = self
+                .store
+                .first(Query::new().eq(Col::Ukey, cand.to_lowercase()))
+                .await?;
+            if taken.is_none() {
+                return Ok(cand);
+            }
+        }
+        unreachable!("an unbounded search finds a free name")
+    }
+
+    /// Checks a connecting agent's certificate against its host record:
+    /// unknown or removed hosts and superseded certificates are refused.
+    pub async fn authorise_agent(&self, host_uuid: &str, serial_hex: &str) -> SResult<Host> {
+        let host: Host = self
+            .store
+            .load_uuid(host_uuid)
+            .await?
+            .ok_or_else(|| ApiError::denied(format!("unknown host {host_uuid}")))?;
+        if host.removed.is_some() {
+            return Err(ApiError::denied(format!("host {host_uuid} was removed")));
+        }
+        if host.cert_serial.as_deref() != Some(serial_hex) {
+            return Err(ApiError::denied(format!(
+                "certificate {serial_hex} is not the current certificate of host {host_uuid}"
+            )));
+        }
+        Ok(host)
+    }
+
+    /// An agent connected and said hello: record its facts, mark the host Up,
+    /// and settle every instance against what the host really runs.
+    pub async fn agent_connected(
+        &self,
+        host_id: i64,
+        report: &HostReport,
+        seen: &[DomainSeen],
+    ) -> SResult<Host> {
+        let mut host: Host = self
+            .store
+            .load(host_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("host vanished"))?;
+        host.state = "Up".into();
+        host.last_ping = Some(now());
+        if host.name.is_empty() && !report.hostname.is_empty() {
+            host.name = report.hostname.clone();
+        }
+        if !report.ip_address.is_empty() {
+            host.ip_address = report.ip_address.clone();
+        }
+        host.cpu_number = report.cpus;
+        host.cpu_speed = report.cpu_mhz;
+        host.memory_total = report.memory_bytes;
+        host.agent_version = Some(report.agent_version.clone());
+        host.facts = Some(report.facts.clone());
+        let mut tx = Tx::new();
+        tx.update(&mut host);
+        self.store.commit(tx.ops).await?;
+        self.reconcile_host(host_id, seen).await?;
+        Ok(host)
+    }
+
+    pub async fn reconcile_host(&self, host_id: i64, seen: &[DomainSeen]) -> SResult<()> {
+        let on_host: Vec<Vm> = self.store.all(Query::new().eq(Col::Host, host_id)).await?;
+        let stopped: Vec<Vm> = self
+            .store
+            .all(Query::new().eq(Col::State, VmState::Stopped.as_str()))
+            .await?;
+        let mut rows = Vec::new();
+        for vm in on_host
+            .iter()
+            .chain(stopped.iter().filter(|v| v.last_host_id == Some(host_id)))
+        {
+            let busy = match vm.job_id {
+                Some(j) => self
+                    .store
+                    .load::<Job>(j)
+                    .await?
+                    .is_some_and(|j| j.status == JOB_PENDING),
+                None => false,
+            };
+            rows.push(placed(vm, busy));
+        }
+        for (vm_id, action) in reconcile(host_id, &rows, seen) {
+            let res = match action {
+                Reconcile::PoweredOff => {
+                    self.transition(
+                        vm_id,
+                        Transition::PoweredOffOutOfBand,
+                        |v| v.host_id = None,
+                        |_, _| {},
+                    )
+                    .await
+                }
+                Reconcile::PoweredOn => {
+                    self.transition(
+                        vm_id,
+                        Transition::PoweredOnOutOfBand,
+                        move |v| {
+                            v.host_id = Some(host_id);
+                            v.last_host_id = Some(host_id);
+                        },
+                        |_, _| {},
+                    )
+                    .await
+                }
+            };
+            match res {
+                Ok(vm) => {
+                    let (kind, what) = match action {
+                        Reconcile::PoweredOff => ("VM.STOP", "Instance powered off on its host"),
+                        Reconcile::PoweredOn => ("VM.START", "Instance found running on its host"),
+                    };
+                    self.power_event(&vm, kind, what).await?;
+                }
+                Err(e) => tracing::warn!(vm = vm_id, error = %e.text, "reconcile skipped"),
+            }
+        }
+        Ok(())
+    }
+
+    /// A domain changed power state while the agent watched.
+    pub async fn domain_event(&self, host_id: i64, d: &DomainSeen) -> SResult<()> {
+        self.reconcile_host_one(host_id, d).await
+    }
+
+    async fn reconcile_host_one(&self, host_id: i64, d: &DomainSeen) -> SResult<()> {
+        let vm: Option<Vm> = match &d.instance_uuid {
+            Some(u) => self.store.load_uuid(u).await?,
+            None => None,
+        };
+        let Some(vm) = vm else { return Ok(()) };
+        if vm.host_id != Some(host_id) && vm.last_host_id != Some(host_id) {
+            return Ok(());
+        }
+        // Only this instance's row: the rest of the host is unaffected.
+        let busy = match vm.job_id {
+            Some(j) => self
+                .store
+                .load::<Job>(j)
+                .await?
+                .is_some_and(|j| j.status == JOB_PENDING),
+            None => false,
+        };
+        let rows = [placed(&vm, busy)];
+        if reconcile(host_id, &rows, std::slice::from_ref(d)).is_empty() {
+            return Ok(());
+        }
+        self.reconcile_host(host_id, std::slice::from_ref(d)).await
+    }
+
+    async fn power_event(&self, vm: &Vm, kind: &str, what: &str) -> SResult<()> {
+        let mut tx = Tx::new();
+        tx.insert(&Event {
+            id: 0,
+            uuid: new_uuid(),
+            version: 0,
+            event_type: kind.into(),
+            level: "INFO".into(),
+            description: format!("{what}. Instance Id: {}", vm.uuid),
+            state: "Completed".into(),
+            account_id: vm.account_id,
+            domain_id: vm.domain_id,
+            user_id: vm.user_id,
+            resource_uuid: Some(vm.uuid.clone()),
+            resource_type: Some("VirtualMachine".into()),
+            resource_name: Some(vm.name.clone()),
+            created: now(),
+        });
+        self.store.commit(tx.ops).await?;
+        Ok(())
+    }
+
+    pub async fn agent_heartbeat(&self, host_id: i64) -> SResult<()> {
+        self.set_host_state(host_id, Some("Up"), true).await
+    }
+
+    pub async fn agent_disconnected(&self, host_id: i64) -> SResult<()> {
+        self.set_host_state(host_id, Some("Disconnected"), false)
+            .await
+    }
+
+    async fn set_host_state(&self, host_id: i64, state: Option<&str>, ping: bool) -> SResult<()> {
+        for _ in 0..5 {
+            let Some(mut h) = self.store.load::<Host>(host_id).await? else {
+                return Ok(());
+            };
+            if h.removed.is_some() {
+                return Ok(());
+            }
+            if let Some(s) = state {
+                h.state = s.into();
+            }
+            if ping {
+                h.last_ping = Some(now());
+            }
+            let mut tx = Tx::new();
+            tx.update(&mut h);
+            match self.store.commit(tx.ops).await {
+                Ok(()) => return Ok(()),
+                Err(crate::store::StoreError::Conflict(..)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hosts whose agent went quiet: Disconnected after `ping.interval` x
+    /// `ping.timeout` seconds without a heartbeat, Down after three times that.
+    pub async fn check_liveness(&self) -> SResult<()> {
+        let interval = self.setting_f64("ping.interval", &[]).max(1.0);
+        let factor = self.setting_f64("ping.timeout", &[]).max(1.0);
+        let quiet = (interval * factor) as i64;
+        let hosts: Vec<Host> = self.store.all(Query::new()).await?;
+        for h in hosts.iter().filter(|h| !h.simulated && h.removed.is_none()) {
+            let since = now() - h.last_ping.unwrap_or(h.created);
+            let want = if since > 3 * quiet {
+                "Down"
+            } else if since > quiet {
+                "Disconnected"
+            } else {
+                continue;
+            };
+            if h.state != want && !(h.state == "Down" && want == "Disconnected") {
+                self.set_host_state(h.id, Some(want), false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Signs a renewal CSR for a host; the serial becomes current once the
+    /// agent confirms it stored the certificate.
+    pub fn sign_renewal(&self, host: &Host, csr_der: &[u8]) -> SResult<String> {
+        let ca = self.load_ca()?;
+        let not_before = SystemTime::now() - Duration::from_secs(300);
+        let not_after = SystemTime::now() + Duration::from_secs(HOST_CERT_DAYS * 86400);
+        ca.sign_host_csr(csr_der, &host.uuid, not_before, not_after)
+            .map_err(|e| ApiError::internal(format!("signing the renewal: {e}")))
+    }
+
+    pub async fn set_host_certificate(&self, host_id: i64, cert_pem: &str) -> SResult<()> {
+        let ident = orrery_tls::pem_identity(cert_pem)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| ApiError::internal("certificate names no host"))?;
+        let mut h: Host = self
+            .store
+            .load(host_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("host vanished"))?;
+        h.cert_serial = Some(ident.serial_hex);
+        h.cert_not_after = Some(ident.not_after_unix);
+        let mut tx = Tx::new();
+        tx.update(&mut h);
+        self.store.commit(tx.ops).await?;
+        Ok(())
+    }
+
+    /// Removes a host for good; its certificate stops working at once. Only a
+    /// host without instances, and in maintenance or not connected, unless
+    /// forced.
+    pub async fn delete_host(&self, mut h: Host, forced: bool) -> SResult<()> {
+        let vms: Vec<Vm> = self.store.all(Query::new().eq(Col::Host, h.id)).await?;
+        if !vms.is_empty() {
+            return Err(ApiError::in_use(format!(
+                "Host {} still runs {} instance(s); stop or migrate them first",
+                h.uuid,
+                vms.len()
+            )));
+        }
+        if !forced && h.state == "Up" && h.resource_state != "Maintenance" {
+            return Err(ApiError::state(format!(
+                "Host {} is Up and not in maintenance; put it in maintenance or pass forced=true",
+                h.uuid
+            )));
+        }
+        h.removed = Some(now());
+        h.state = "Removed".into();
+        h.cert_serial = None;
+        let mut tx = Tx::new();
+        tx.update(&mut h);
+        self.store.commit(tx.ops).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(name: &str, power: PowerState) -> DomainSeen {
+        DomainSeen {
+            name: name.into(),
+            instance_uuid: None,
+            power,
+        }
+    }
+
+    #[test]
+    fn reconcile_marks_what_the_host_really_runs() {
+        let p = |id: i64, state, host_id, last_host_id, busy| Placed {
+            id,
+            name: format!("i-{id}"),
+            state,
+            host_id,
+            last_host_id,
+            busy,
+        };
+        let vms = vec![
+            p(1, VmState::Running, Some(7), Some(7), false),
+            p(2, VmState::Running, Some(7), Some(7), false),
+            p(3, VmState::Stopped, None, Some(7), false),
+            p(4, VmState::Stopped, None, Some(8), false),
+            p(5, VmState::Running, Some(7), Some(7), true),
+            p(6, VmState::Starting, Some(7), Some(7), false),
+        ];
+        let domains = vec![
+            seen("i-1", PowerState::On),
+            seen("i-2", PowerState::Off),
+            seen("i-3", PowerState::On),
+            seen("i-4", PowerState::On),
+            seen("foreign", PowerState::On),
+            seen("i-6", PowerState::On),
+        ];
+        let out = reconcile(7, &vms, &domains);
+        assert_eq!(
+            out,
+            vec![
+                (2, Reconcile::PoweredOff),
+                (3, Reconcile::PoweredOn),
+                (6, Reconcile::PoweredOn)
+            ]
+        );
+        // i-5 is missing but has a job in flight: left to the job.
+        assert!(!out.iter().any(|(id, _)| *id == 5));
+    }
+
+    #[test]
+    fn tokens_parse_strictly() {
+        let fp = "a".repeat(64);
+        let t = format!("orr1.secret.{fp}");
+        assert_eq!(parse_token(&t), Some(("secret", fp.as_str())));
+        assert_eq!(parse_token("orr1..x"), None);
+        assert_eq!(parse_token(&format!("orr2.secret.{fp}")), None);
+        assert_eq!(parse_token("garbage"), None);
+    }
+}
