@@ -1,4 +1,12 @@
 //! orrery-agent: the per-host daemon that runs instances through a hypervisor.
 
+pub mod config;
 pub mod designer;
 pub mod domxml;
+pub mod enroll;
+pub mod host;
+pub mod hypervisor;
+pub mod link;
+pub mod ops;
+pub mod state;
+pub mod storage;

@@ -36,10 +36,31 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Part of the cache directory's name: bump it whenever the populated layout
-/// changes (record fields, the catalog the setup creates), so that a stale cache
-/// is never measured.
+/// Part of the cache directory's name: bump it whenever the way this program
+/// populates the store changes, so that a stale cache is never measured.
 const CACHE_VERSION: &str = "v1";
+/// The sources that decide what a stored record looks like; the cache key
+/// includes a hash of them, so a change to a record or the schema rebuilds the
+/// cache instead of measuring (or failing on) records the server no longer
+/// writes.
+const SCHEMA_SOURCES: [&str; 3] = [
+    include_str!("../src/store/records.rs"),
+    include_str!("../src/store/sqlite.rs"),
+    include_str!("../src/service/bootstrap.rs"),
+];
+
+/// FNV-1a over the schema sources: stable across builds and platforms, unlike
+/// the standard library's hasher.
+fn schema_fingerprint() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for src in SCHEMA_SOURCES {
+        for b in src.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{:08x}", h >> 32)
+}
 /// The largest page `listVirtualMachines` serves by default (`default.page.size`).
 const PAGE_SIZE: usize = 500;
 /// Instances written per transaction while populating.
@@ -301,6 +322,11 @@ fn write_config(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
 struct Server {
     child: Child,
     port: u16,
@@ -309,10 +335,10 @@ struct Server {
 
 impl Server {
     async fn start(dir: &Path, simulated_hosts: Option<usize>) -> Result<Server> {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            l.local_addr()?.port()
-        };
+        let port = free_port()?;
+        // The agent endpoint defaults to a fixed port on all interfaces; a
+        // private loopback port keeps runs from colliding with anything else.
+        let agent_port = free_port()?;
         let log = dir.join("coordinator.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -326,7 +352,14 @@ impl Server {
             .arg(dir.join("data"))
             .arg("--api-listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("ORRERY_LOG", "warn")
+            .arg("--agent-listen")
+            .arg(format!("127.0.0.1:{agent_port}"))
+            // Quiet unless asked otherwise: ORRERY_LOG=sqlx::query=debug, say,
+            // logs every statement to coordinator.log for counting.
+            .env(
+                "ORRERY_LOG",
+                std::env::var("ORRERY_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
@@ -457,7 +490,10 @@ struct ListData {
 
 /// The populated data directory for `instances`, from the cache when present.
 async fn list_data(instances: usize, rebuild: bool) -> Result<ListData> {
-    let dir = bench_root()?.join(format!("list-{CACHE_VERSION}-{instances}"));
+    let dir = bench_root()?.join(format!(
+        "list-{CACHE_VERSION}-{}-{instances}",
+        schema_fingerprint()
+    ));
     let marker = dir.join("bench.json");
     if !rebuild {
         if let Ok(text) = std::fs::read_to_string(&marker) {
@@ -1215,6 +1251,15 @@ fn clock_ticks() -> f64 {
 
 // ---------------------------------------------------------------------------
 
+/// The 1-minute load average: the figures are only comparable between runs on
+/// an otherwise idle machine, and this says whether it was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "n/a".into())
+}
+
 fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -1240,10 +1285,18 @@ async fn main() -> Result<()> {
         machine()
     );
     if matches!(args.mode, Mode::List | Mode::All) {
+        println!("load average before the list benchmark: {}", load_average());
         bench_list(&args).await?;
     }
     if matches!(args.mode, Mode::Deploy | Mode::All) {
+        println!();
+        println!(
+            "load average before the deploy benchmark: {}",
+            load_average()
+        );
         bench_deploy(&args).await?;
     }
+    println!();
+    println!("load average at the end: {}", load_average());
     Ok(())
 }

@@ -665,3 +665,10 @@ pub fn orrery_metadata(xml: &str) -> Result<Option<OrreryMetadata>, DomXmlError>
     }
     parse::metadata(&root)
 }
+
+impl Disk {
+    /// One `<disk>` element on its own, for hot-plugging a device.
+    pub fn to_xml(&self) -> String {
+        tree::render(&render::disk(self))
+    }
+}

@@ -251,7 +251,7 @@ fn devices(d: &Devices) -> Element {
     el
 }
 
-fn disk(d: &Disk) -> Element {
+pub(crate) fn disk(d: &Disk) -> Element {
     let mut el = Element::new("disk")
         .attr("type", d.disk_type.as_str())
         .attr("device", d.device.as_str());

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 pub const HOST_CERT_DAYS: u64 = 365;
 /// Tokens are valid for a day unless asked otherwise.
 pub const TOKEN_TTL_SECS: i64 = 24 * 3600;
-const TOKEN_PREFIX: &str = "orr1";
 
 /// What an agent says about its host when it connects.
 #[derive(Debug, Clone, Default)]
@@ -109,13 +108,7 @@ fn token_hash(secret: &str) -> String {
 
 /// Splits `orr1.<secret>.<ca fingerprint>`.
 pub fn parse_token(token: &str) -> Option<(&str, &str)> {
-    let mut it = token.trim().splitn(3, '.');
-    match (it.next(), it.next(), it.next()) {
-        (Some(TOKEN_PREFIX), Some(secret), Some(fp)) if !secret.is_empty() && fp.len() == 64 => {
-            Some((secret, fp))
-        }
-        _ => None,
-    }
+    orrery_tls::split_token(token)
 }
 
 impl Service {
@@ -157,7 +150,7 @@ impl Service {
         let mut tx = Tx::new();
         tx.insert(&t);
         self.store.commit(tx.ops).await?;
-        Ok(format!("{TOKEN_PREFIX}.{secret}.{fp}"))
+        Ok(format!("{}.{secret}.{fp}", orrery_tls::TOKEN_PREFIX))
     }
 
     /// Trades a token and a CSR for a host certificate. The token is spent in
@@ -305,14 +298,7 @@ impl Service {
             .iter()
             .chain(stopped.iter().filter(|v| v.last_host_id == Some(host_id)))
         {
-            let busy = match vm.job_id {
-                Some(j) => self
-                    .store
-                    .load::<Job>(j)
-                    .await?
-                    .is_some_and(|j| j.status == JOB_PENDING),
-                None => false,
-            };
+            let busy = self.is_busy(&vm.uuid);
             rows.push(placed(vm, busy));
         }
         for (vm_id, action) in reconcile(host_id, &rows, seen) {
@@ -368,14 +354,7 @@ impl Service {
             return Ok(());
         }
         // Only this instance's row: the rest of the host is unaffected.
-        let busy = match vm.job_id {
-            Some(j) => self
-                .store
-                .load::<Job>(j)
-                .await?
-                .is_some_and(|j| j.status == JOB_PENDING),
-            None => false,
-        };
+        let busy = self.is_busy(&vm.uuid);
         let rows = [placed(&vm, busy)];
         if reconcile(host_id, &rows, std::slice::from_ref(d)).is_empty() {
             return Ok(());

@@ -162,7 +162,16 @@ impl Service {
         let caller = self.caller_for_user(job.user_id).await?;
         let work: Work = serde_json::from_value(job.work.clone())
             .map_err(|e| ApiError::internal(format!("unreadable job: {e}")))?;
+        let vm_uuid = (job.instance_type.as_deref() == Some("VirtualMachine"))
+            .then(|| job.instance_uuid.clone())
+            .flatten();
+        if let Some(u) = &vm_uuid {
+            self.busy.lock().expect("busy lock").insert(u.clone());
+        }
         let outcome = self.execute(&caller, work).await;
+        if let Some(u) = &vm_uuid {
+            self.busy.lock().expect("busy lock").remove(u);
+        }
         let outcome = match outcome {
             Ok(out) => match self.renderer().render(self, &caller, &out, &job.uuid).await {
                 Ok(v) => Ok(v),

@@ -77,6 +77,9 @@ pub struct Service {
     /// Per-network address pools, loaded lazily from the NICs in the store.
     pub(crate) ip_pools: tokio::sync::Mutex<HashMap<i64, vm::IpPool>>,
     pub(crate) domain_paths: RwLock<HashMap<i64, String>>,
+    /// Instances a job of this process is working on; host reports leave
+    /// them to the job.
+    pub(crate) busy: std::sync::Mutex<std::collections::HashSet<String>>,
     renderer: std::sync::OnceLock<Arc<dyn jobs::Renderer>>,
 }
 
@@ -94,6 +97,7 @@ impl Service {
             place_lock: tokio::sync::Mutex::new(()),
             ip_pools: tokio::sync::Mutex::new(HashMap::new()),
             domain_paths: RwLock::new(HashMap::new()),
+            busy: std::sync::Mutex::new(std::collections::HashSet::new()),
             renderer: std::sync::OnceLock::new(),
         });
         svc.reload_settings().await?;
@@ -125,6 +129,10 @@ impl Service {
         settings::find(name)
             .map(|s| s.default.to_string())
             .unwrap_or_default()
+    }
+
+    pub fn is_busy(&self, vm_uuid: &str) -> bool {
+        self.busy.lock().expect("busy lock").contains(vm_uuid)
     }
 
     pub fn setting_i64(&self, name: &str) -> i64 {

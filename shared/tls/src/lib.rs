@@ -166,6 +166,24 @@ fn random_serial() -> rcgen::SerialNumber {
     rcgen::SerialNumber::from_slice(&bytes)
 }
 
+/// Enrolment tokens read `orr1.<secret>.<CA SHA-256 fingerprint>`.
+pub const TOKEN_PREFIX: &str = "orr1";
+
+/// Splits a token into its secret and the CA fingerprint it pins.
+pub fn split_token(token: &str) -> Option<(&str, &str)> {
+    let mut it = token.trim().splitn(3, '.');
+    match (it.next(), it.next(), it.next()) {
+        (Some(TOKEN_PREFIX), Some(secret), Some(fp))
+            if !secret.is_empty()
+                && fp.len() == 64
+                && fp.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Some((secret, fp))
+        }
+        _ => None,
+    }
+}
+
 /// A fresh host key and a CSR for it. The key stays on the host.
 pub fn host_key_and_csr() -> Result<(String, Vec<u8>), TlsError> {
     let key = KeyPair::generate()?;

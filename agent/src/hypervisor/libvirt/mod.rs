@@ -1,0 +1,770 @@
+//! [`Hypervisor`] on libvirt, through the `virt` crate. This is the only
+//! module that names `virt`.
+//!
+//! Threading: every libvirt call is blocking FFI, so each trait method runs
+//! its calls inside one `tokio::task::spawn_blocking` closure. A libvirt
+//! connection is thread-safe (`virt::connect::Connect` is `Send + Sync`
+//! and reference-counted), so one connection is shared by all of them
+//! rather than kept on a dedicated thread. libvirt reports errors through
+//! thread-local state, which is why a call and the reading of its error
+//! must stay on one thread, as they do inside a closure.
+//!
+//! Reconnection: before each use the connection is asked whether it is
+//! still alive (a local check, no round trip); a dead one (libvirtd
+//! restarted) is replaced by a fresh connection to the same URI. A call
+//! that was in flight when the daemon went away fails; the next one
+//! reconnects.
+//!
+//! Waiting: a graceful shutdown polls the domain's state from the async
+//! side between short blocking calls, so no thread is held while a guest
+//! takes its time to power off.
+
+mod caps;
+mod netxml;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState, DomainStateEnum};
+use virt::error::Error as VirtError;
+use virt::network::Network;
+use virt::sys;
+
+use super::codes;
+use super::{DhcpHost, DomainInfo, HostInfo, HvError, Hypervisor, NetworkDef, Power};
+use crate::domxml;
+use netxml::{HostXml, NetworkXml};
+
+/// How often a domain's state is checked while waiting for it to stop.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Interface names are limited to IFNAMSIZ - 1 bytes.
+const MAX_BRIDGE_NAME: usize = 15;
+
+/// What a call was about, to turn a missing domain into `NotFound`.
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    Domain(&'a str),
+    /// The host, a network: libvirt's message names the object.
+    Other,
+}
+
+/// Maps a libvirt error by its number: a missing domain is `NotFound`, a
+/// timeout `Timeout`, malformed XML `Invalid`, everything else `Backend`
+/// with libvirt's number (see [`codes`]).
+fn map_err(e: VirtError, subject: Subject<'_>) -> HvError {
+    let code = e.code().to_raw() as i32;
+    let message = e.message().to_string();
+    match code {
+        codes::NO_DOMAIN => match subject {
+            Subject::Domain(name) => HvError::NotFound(name.to_string()),
+            _ => HvError::backend(code, message),
+        },
+        codes::OPERATION_TIMEOUT => HvError::Timeout(message),
+        _ if code == codes::XML_ERROR
+            || code == sys::VIR_ERR_XML_DETAIL as i32
+            || code == sys::VIR_ERR_XML_INVALID_SCHEMA as i32 =>
+        {
+            HvError::Invalid(message)
+        }
+        _ => HvError::backend(code, message),
+    }
+}
+
+fn power_of(state: DomainStateEnum) -> Power {
+    match state.known() {
+        // `Shutdown` is "being shut down": the guest still runs.
+        Some(DomainState::Running | DomainState::Blocked | DomainState::Shutdown) => Power::On,
+        Some(DomainState::Shutoff) => Power::Off,
+        _ => Power::Other,
+    }
+}
+
+/// A driver that does not know a flag rejects the call with one of these;
+/// the caller then retries with the driver's default behaviour.
+fn flags_unsupported(e: &VirtError) -> bool {
+    let code = e.code().to_raw() as i32;
+    code == codes::INVALID_ARG || code == sys::VIR_ERR_ARGUMENT_UNSUPPORTED as i32
+}
+
+fn not_running(name: &str) -> HvError {
+    HvError::backend(
+        codes::OPERATION_INVALID,
+        format!("Requested operation is not valid: domain '{name}' is not running"),
+    )
+}
+
+fn version_string(v: u32) -> String {
+    format!("{}.{}.{}", v / 1_000_000, (v / 1000) % 1000, v % 1000)
+}
+
+/// One libvirt connection, reopened when it dies.
+struct Connection {
+    uri: String,
+    current: Mutex<Option<Connect>>,
+}
+
+impl Connection {
+    fn open(uri: &str) -> Result<Connect, HvError> {
+        Connect::open(Some(uri)).map_err(|e| map_err(e, Subject::Other))
+    }
+
+    fn get(&self) -> Result<Connect, HvError> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(conn) = current.as_ref() {
+            if conn.is_alive().unwrap_or(false) {
+                return Ok(conn.clone());
+            }
+            tracing::warn!(uri = %self.uri, "libvirt connection lost, reconnecting");
+        }
+        let fresh = Connection::open(&self.uri)?;
+        *current = Some(fresh.clone());
+        Ok(fresh)
+    }
+}
+
+/// A host's libvirt, e.g. `qemu:///system`.
+pub struct LibvirtHypervisor {
+    conn: Arc<Connection>,
+    /// Root under which QEMU's firmware descriptors are read.
+    host_root: PathBuf,
+    /// Serialises network changes made by this agent: each is a
+    /// read-check-write sequence over several libvirt calls.
+    network_lock: tokio::sync::Mutex<()>,
+}
+
+static SILENCE_DEFAULT_ERROR_HANDLER: Once = Once::new();
+
+impl LibvirtHypervisor {
+    pub async fn connect(uri: &str) -> Result<Self, HvError> {
+        // libvirt's default handler prints every error to stderr, including
+        // the expected ones (a lookup of a domain that is not there); errors
+        // are reported through return values instead.
+        SILENCE_DEFAULT_ERROR_HANDLER.call_once(virt::error::clear_error_callback);
+        let owned = uri.to_string();
+        let conn = tokio::task::spawn_blocking(move || Connection::open(&owned))
+            .await
+            .map_err(join_error)??;
+        Ok(LibvirtHypervisor {
+            conn: Arc::new(Connection {
+                uri: uri.to_string(),
+                current: Mutex::new(Some(conn)),
+            }),
+            host_root: PathBuf::from("/"),
+            network_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Reads host files (firmware descriptors) under `root` instead of `/`.
+    pub fn with_host_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.host_root = root.into();
+        self
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.conn.uri
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T, HvError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connect) -> Result<T, HvError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let c = conn.get()?;
+            f(&c)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    /// Runs `f` on the named domain.
+    async fn with_domain<T, F>(&self, name: &str, f: F) -> Result<T, HvError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Domain, &str) -> Result<T, VirtError> + Send + 'static,
+    {
+        let name = name.to_string();
+        self.call(move |c| {
+            let subject = Subject::Domain(&name);
+            let dom = c
+                .lookup_domain_by_name(&name)
+                .map_err(|e| map_err(e, subject))?;
+            f(&dom, &name).map_err(|e| map_err(e, subject))
+        })
+        .await
+    }
+
+    /// Runs `f` on the named network, which must exist.
+    async fn with_network<T, F>(&self, name: &str, f: F) -> Result<T, HvError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Network, &str) -> Result<T, HvError> + Send + 'static,
+    {
+        let name = name.to_string();
+        self.call(move |c| {
+            let net = c
+                .lookup_network_by_name(&name)
+                .map_err(|e| map_err(e, Subject::Other))?;
+            f(&net, &name)
+        })
+        .await
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> HvError {
+    HvError::backend(
+        codes::OPERATION_FAILED,
+        format!("libvirt call did not complete: {e}"),
+    )
+}
+
+fn host_info_blocking(c: &Connect, host_root: &std::path::Path) -> Result<HostInfo, HvError> {
+    let host = |e| map_err(e, Subject::Other);
+    let node = c.node_info().map_err(host)?;
+    let hostname = c.hostname().map_err(host)?;
+    let version = c.lib_version().map_err(host)?;
+    let capabilities = caps::parse_capabilities(&c.capabilities().map_err(host)?)
+        .map_err(|m| HvError::backend(codes::XML_ERROR, m))?;
+    // Firmware and TPM support depend on the accelerator and machine type
+    // asked about: the preferred accelerator, and q35 because only it
+    // offers Secure Boot images (SMM).
+    let virt_type = ["kvm", "qemu"]
+        .into_iter()
+        .find(|t| capabilities.domain_types.iter().any(|d| d == t));
+    let machine = capabilities
+        .machine_types
+        .iter()
+        .any(|m| m == "q35")
+        .then_some("q35");
+    let domcaps = match c.domain_capabilities(None, Some(&capabilities.arch), machine, virt_type, 0)
+    {
+        Ok(xml) => caps::parse_domain_capabilities(&xml)
+            .map_err(|m| HvError::backend(codes::XML_ERROR, m))?,
+        Err(e) => {
+            // Older or non-QEMU drivers lack domain capabilities; the host
+            // can still run BIOS guests without a TPM.
+            tracing::warn!(error = %e, "no domain capabilities; assuming no UEFI firmware and no TPM");
+            caps::DomainCapabilities::default()
+        }
+    };
+    let descriptors = crate::host::firmware_descriptors(host_root);
+    let design = caps::host_facts(&capabilities, &domcaps, &descriptors);
+    Ok(HostInfo {
+        hostname,
+        cpus: node.cpus,
+        cpu_mhz: u64::from(node.mhz),
+        // The node info's "model" is the architecture (x86_64); the CPU
+        // model name is in the capabilities.
+        cpu_model: capabilities.cpu_model.clone().unwrap_or(node.model),
+        // libvirt reports KiB.
+        memory_bytes: node.memory.saturating_mul(1024),
+        libvirt_version: version_string(version),
+        design,
+    })
+}
+
+fn domain_info(dom: &Domain) -> Result<DomainInfo, VirtError> {
+    let name = dom.name()?;
+    let power = power_of(dom.info()?.state);
+    let xml = dom.xml_desc(0)?;
+    let instance_uuid = match domxml::orrery_metadata(&xml) {
+        Ok(meta) => meta.map(|m| m.instance_uuid),
+        Err(e) => {
+            tracing::warn!(domain = %name, error = %e, "unreadable domain XML; treating it as foreign");
+            None
+        }
+    };
+    Ok(DomainInfo {
+        name,
+        instance_uuid,
+        power,
+    })
+}
+
+fn validate_network(def: &NetworkDef) -> Result<(), HvError> {
+    let bad = |what: String| Err(HvError::Invalid(format!("network {}: {what}", def.name)));
+    if def.name.is_empty() || def.name.contains('/') {
+        return bad("name must be non-empty and contain no '/'".to_string());
+    }
+    if def.bridge.is_empty()
+        || def.bridge.len() > MAX_BRIDGE_NAME
+        || !def
+            .bridge
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return bad(format!(
+            "bridge {:?} must be 1 to {MAX_BRIDGE_NAME} characters of A-Z a-z 0-9 - _ .",
+            def.bridge
+        ));
+    }
+    for (field, value) in [
+        ("gateway", &def.gateway),
+        ("netmask", &def.netmask),
+        ("dhcp_start", &def.dhcp_start),
+        ("dhcp_end", &def.dhcp_end),
+    ] {
+        if value.parse::<Ipv4Addr>().is_err() {
+            return bad(format!("{field} {value:?} is not an IPv4 address"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_dhcp_host(host: &DhcpHost) -> Result<(), HvError> {
+    let mac_ok = host.mac.len() == 17
+        && host.mac.split(':').count() == 6
+        && host
+            .mac
+            .split(':')
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
+    if !mac_ok {
+        return Err(HvError::Invalid(format!(
+            "{:?} is not a MAC address",
+            host.mac
+        )));
+    }
+    if host.ip.parse::<Ipv4Addr>().is_err() {
+        return Err(HvError::Invalid(format!(
+            "{:?} is not an IPv4 address",
+            host.ip
+        )));
+    }
+    Ok(())
+}
+
+/// Which sides of a network a change must reach: always the persistent
+/// definition, and the running dnsmasq too when the network is up.
+fn update_flags(net: &Network) -> Result<sys::virNetworkUpdateFlags, VirtError> {
+    let mut flags = sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG;
+    if net.is_active()? {
+        flags |= sys::VIR_NETWORK_UPDATE_AFFECT_LIVE;
+    }
+    Ok(flags)
+}
+
+fn update_dhcp_host(
+    net: &Network,
+    command: sys::virNetworkUpdateCommand,
+    host: &HostXml,
+    flags: sys::virNetworkUpdateFlags,
+) -> Result<(), HvError> {
+    // -1: libvirt picks the <ip> element that has a <dhcp> section.
+    net.update(
+        command,
+        sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
+        -1,
+        &host.to_xml(),
+        flags,
+    )
+    .map_err(|e| map_err(e, Subject::Other))
+}
+
+fn config_of(net: &Network) -> Result<NetworkXml, HvError> {
+    let xml = net
+        .xml_desc(sys::VIR_NETWORK_XML_INACTIVE)
+        .or_else(|e| {
+            // Drivers without separate live and persistent definitions
+            // (the test driver) refuse the flag; theirs is the only one.
+            if flags_unsupported(&e) {
+                net.xml_desc(0)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| map_err(e, Subject::Other))?;
+    NetworkXml::parse(&xml).map_err(|m| HvError::backend(codes::XML_ERROR, m))
+}
+
+/// Device changes reach the persistent definition always, and the running
+/// guest when there is one.
+fn device_flags(dom: &Domain) -> Result<u32, VirtError> {
+    let mut flags = sys::VIR_DOMAIN_AFFECT_CONFIG;
+    if dom.is_active()? {
+        flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+    }
+    Ok(flags)
+}
+
+#[async_trait]
+impl Hypervisor for LibvirtHypervisor {
+    async fn host_info(&self) -> Result<HostInfo, HvError> {
+        let root = self.host_root.clone();
+        self.call(move |c| host_info_blocking(c, &root)).await
+    }
+
+    async fn domains(&self) -> Result<Vec<DomainInfo>, HvError> {
+        self.call(|c| {
+            // 0: active and inactive, persistent and transient.
+            let all = c
+                .list_all_domains(0)
+                .map_err(|e| map_err(e, Subject::Other))?;
+            let mut out = Vec::with_capacity(all.len());
+            for dom in &all {
+                match domain_info(dom) {
+                    Ok(info) => out.push(info),
+                    // Undefined between listing and reading: no longer there.
+                    Err(e) if e.code().to_raw() as i32 == codes::NO_DOMAIN => {}
+                    Err(e) => return Err(map_err(e, Subject::Other)),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn power(&self, name: &str) -> Result<Power, HvError> {
+        // `virDomainGetInfo` rather than `virDomainGetState`: the crate's
+        // wrapper of the latter drops its error.
+        self.with_domain(name, |d, _| Ok(power_of(d.info()?.state)))
+            .await
+    }
+
+    async fn define(&self, xml: &str) -> Result<(), HvError> {
+        let xml = xml.to_string();
+        self.call(move |c| {
+            // VALIDATE checks the document against libvirt's schema, so a
+            // misspelt element is an error instead of being dropped.
+            c.define_domain_xml_flags(&xml, sys::VIR_DOMAIN_DEFINE_VALIDATE)
+                .map(drop)
+                .map_err(|e| map_err(e, Subject::Other))
+        })
+        .await
+    }
+
+    async fn start(&self, name: &str) -> Result<(), HvError> {
+        let owned = name.to_string();
+        self.call(move |c| {
+            let subject = Subject::Domain(&owned);
+            let d = c
+                .lookup_domain_by_name(&owned)
+                .map_err(|e| map_err(e, subject))?;
+            // As in `shutdown`: the same answer from every driver.
+            if d.is_active().map_err(|e| map_err(e, subject))? {
+                return Err(HvError::backend(
+                    codes::OPERATION_INVALID,
+                    format!(
+                        "Requested operation is not valid: domain '{owned}' is already running"
+                    ),
+                ));
+            }
+            d.create().map(drop).map_err(|e| map_err(e, subject))
+        })
+        .await
+    }
+
+    async fn shutdown(&self, name: &str, timeout: Duration) -> Result<(), HvError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let owned = name.to_string();
+        self.call(move |c| {
+            let subject = Subject::Domain(&owned);
+            let d = c
+                .lookup_domain_by_name(&owned)
+                .map_err(|e| map_err(e, subject))?;
+            // Checked here so every driver answers alike (the test driver
+            // reports an internal error instead).
+            if power_of(d.info().map_err(|e| map_err(e, subject))?.state) == Power::Off {
+                return Err(not_running(&owned));
+            }
+            d.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+                .or_else(|e| {
+                    if flags_unsupported(&e) {
+                        d.shutdown()
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| map_err(e, subject))
+        })
+        .await?;
+        loop {
+            match self.power(name).await {
+                Ok(Power::Off) => return Ok(()),
+                // A transient domain disappears once it stops.
+                Err(HvError::NotFound(_)) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+        }
+        tracing::warn!(domain = %name, ?timeout, "guest did not power off, stopping it hard");
+        match self.destroy(name).await {
+            Ok(()) | Err(HvError::NotFound(_)) => Ok(()),
+            // It powered off between the last check and the destroy.
+            Err(e) if e.is_operation_invalid() && self.power(name).await? == Power::Off => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn destroy(&self, name: &str) -> Result<(), HvError> {
+        self.with_domain(name, |d, _| d.destroy()).await
+    }
+
+    async fn reboot(&self, name: &str) -> Result<(), HvError> {
+        // ACPI: the guest reboots cleanly if it listens to the power button.
+        // libvirt presses it and restarts the guest once it powers off, so
+        // this works under emulation too.
+        self.with_domain(name, |d, _| {
+            d.reboot(sys::VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+                .or_else(|e| {
+                    if flags_unsupported(&e) {
+                        d.reboot(0)
+                    } else {
+                        Err(e)
+                    }
+                })
+        })
+        .await
+    }
+
+    async fn undefine(&self, name: &str) -> Result<(), HvError> {
+        let name = name.to_string();
+        self.call(move |c| {
+            let subject = Subject::Domain(&name);
+            let d = c
+                .lookup_domain_by_name(&name)
+                .map_err(|e| map_err(e, subject))?;
+            // libvirt would turn a running persistent domain into a
+            // transient one; the contract is that it must be off.
+            if d.is_active().map_err(|e| map_err(e, subject))? {
+                return Err(HvError::backend(
+                    codes::OPERATION_INVALID,
+                    format!("Requested operation is not valid: domain '{name}' is running"),
+                ));
+            }
+            // With the domain go its UEFI variable store and whatever
+            // libvirt keeps about it (saved state, snapshot and checkpoint
+            // records); the disks are the caller's.
+            d.undefine_flags(
+                sys::VIR_DOMAIN_UNDEFINE_NVRAM
+                    | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                    | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA,
+            )
+            .or_else(|e| {
+                // Drivers without such state (the test driver) reject the
+                // flags.
+                if flags_unsupported(&e) {
+                    d.undefine()
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| map_err(e, subject))
+        })
+        .await
+    }
+
+    async fn domain_xml(&self, name: &str) -> Result<String, HvError> {
+        // Flags 0: the live definition of a running domain, without secrets
+        // such as the VNC password.
+        self.with_domain(name, |d, _| d.xml_desc(0)).await
+    }
+
+    async fn ensure_network(&self, net: &NetworkDef) -> Result<(), HvError> {
+        validate_network(net)?;
+        let _guard = self.network_lock.lock().await;
+        let def = net.clone();
+        self.call(move |c| {
+            let subject = Subject::Other;
+            let network = match c.lookup_network_by_name(&def.name) {
+                Ok(existing) => {
+                    let diffs = config_of(&existing)?.differences(&def);
+                    if !diffs.is_empty() {
+                        return Err(HvError::Invalid(format!(
+                            "network {} exists with a different definition: {}",
+                            def.name,
+                            diffs.join("; ")
+                        )));
+                    }
+                    existing
+                }
+                Err(e) if e.code().to_raw() as i32 == codes::NO_NETWORK => c
+                    .define_network_xml(&NetworkXml::from_def(&def).to_xml())
+                    .map_err(|e| map_err(e, subject))?,
+                Err(e) => return Err(map_err(e, subject)),
+            };
+            if !network.autostart().map_err(|e| map_err(e, subject))? {
+                network
+                    .set_autostart(true)
+                    .map_err(|e| map_err(e, subject))?;
+            }
+            if !network.is_active().map_err(|e| map_err(e, subject))? {
+                network.create().map_err(|e| map_err(e, subject))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_dhcp_host(&self, network: &str, host: &DhcpHost) -> Result<(), HvError> {
+        validate_dhcp_host(host)?;
+        let _guard = self.network_lock.lock().await;
+        let host = host.clone();
+        self.with_network(network, move |net, name| {
+            let flags = update_flags(net).map_err(|e| map_err(e, Subject::Other))?;
+            let config = config_of(net)?;
+            let existing = config.dhcp_hosts();
+            if existing.iter().any(|h| h.is(&host)) {
+                return Ok(());
+            }
+            // libvirt refuses an entry whose address or name another MAC
+            // already holds. The coordinator has handed both to this MAC,
+            // so such entries are stale (an instance that is gone).
+            for stale in existing.iter().filter(|h| {
+                !h.has_mac(&host.mac)
+                    && (h.ip.as_deref() == Some(host.ip.as_str())
+                        || (!host.name.is_empty() && h.name.as_deref() == Some(host.name.as_str())))
+            }) {
+                tracing::info!(network = %name, mac = ?stale.mac, ip = ?stale.ip, "removing stale DHCP reservation");
+                update_dhcp_host(net, sys::VIR_NETWORK_UPDATE_COMMAND_DELETE, stale, flags)?;
+            }
+            let command = if existing.iter().any(|h| h.has_mac(&host.mac)) {
+                sys::VIR_NETWORK_UPDATE_COMMAND_MODIFY
+            } else {
+                sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST
+            };
+            update_dhcp_host(net, command, &HostXml::from(&host), flags)
+        })
+        .await
+    }
+
+    async fn remove_dhcp_host(&self, network: &str, mac: &str) -> Result<(), HvError> {
+        let _guard = self.network_lock.lock().await;
+        let mac = mac.to_string();
+        self.with_network(network, move |net, _| {
+            let flags = update_flags(net).map_err(|e| map_err(e, Subject::Other))?;
+            // Deleting needs the entry as stored: libvirt matches every
+            // attribute given.
+            for h in config_of(net)?
+                .dhcp_hosts()
+                .iter()
+                .filter(|h| h.has_mac(&mac))
+            {
+                update_dhcp_host(net, sys::VIR_NETWORK_UPDATE_COMMAND_DELETE, h, flags)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn attach_device(&self, name: &str, xml: &str) -> Result<(), HvError> {
+        let xml = xml.to_string();
+        self.with_domain(name, move |d, _| {
+            d.attach_device_flags(&xml, device_flags(d)?)
+        })
+        .await
+    }
+
+    async fn detach_device(&self, name: &str, xml: &str) -> Result<(), HvError> {
+        let xml = xml.to_string();
+        // Live detach asks the guest to release the device; libvirt waits a
+        // few seconds for it and otherwise returns with the removal still
+        // pending, to complete whenever the guest acknowledges it.
+        self.with_domain(name, move |d, _| {
+            d.detach_device_flags(&xml, device_flags(d)?)
+        })
+        .await
+    }
+
+    async fn block_resize(&self, name: &str, target: &str, bytes: u64) -> Result<(), HvError> {
+        let target = target.to_string();
+        self.with_domain(name, move |d, _| {
+            d.block_resize(&target, bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_numbers_match_libvirt() {
+        assert_eq!(codes::INVALID_ARG, sys::VIR_ERR_INVALID_ARG as i32);
+        assert_eq!(
+            codes::OPERATION_FAILED,
+            sys::VIR_ERR_OPERATION_FAILED as i32
+        );
+        assert_eq!(codes::XML_ERROR, sys::VIR_ERR_XML_ERROR as i32);
+        assert_eq!(codes::NO_DOMAIN, sys::VIR_ERR_NO_DOMAIN as i32);
+        assert_eq!(codes::NO_NETWORK, sys::VIR_ERR_NO_NETWORK as i32);
+        assert_eq!(
+            codes::OPERATION_INVALID,
+            sys::VIR_ERR_OPERATION_INVALID as i32
+        );
+        assert_eq!(
+            codes::OPERATION_TIMEOUT,
+            sys::VIR_ERR_OPERATION_TIMEOUT as i32
+        );
+        assert_eq!(codes::DEVICE_MISSING, sys::VIR_ERR_DEVICE_MISSING as i32);
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(version_string(9_000_000), "9.0.0");
+        assert_eq!(version_string(10_010_002), "10.10.2");
+    }
+
+    fn net() -> NetworkDef {
+        NetworkDef {
+            name: "orrery-1234abcd".to_string(),
+            bridge: "obr-1234abcd".to_string(),
+            gateway: "10.1.1.1".to_string(),
+            netmask: "255.255.255.0".to_string(),
+            dhcp_start: "10.1.1.100".to_string(),
+            dhcp_end: "10.1.1.200".to_string(),
+        }
+    }
+
+    #[test]
+    fn network_definitions_are_checked() {
+        assert!(validate_network(&net()).is_ok());
+        let mut n = net();
+        n.bridge = "a-bridge-name-too-long".to_string();
+        assert!(matches!(validate_network(&n), Err(HvError::Invalid(_))));
+        let mut n = net();
+        n.bridge = "br0;rm".to_string();
+        assert!(validate_network(&n).is_err());
+        let mut n = net();
+        n.dhcp_end = "10.1.1".to_string();
+        assert!(validate_network(&n).is_err());
+        let mut n = net();
+        n.name = String::new();
+        assert!(validate_network(&n).is_err());
+    }
+
+    #[test]
+    fn reservations_are_checked() {
+        let ok = DhcpHost {
+            mac: "52:54:00:AB:cd:01".to_string(),
+            ip: "10.1.1.5".to_string(),
+            name: String::new(),
+        };
+        assert!(validate_dhcp_host(&ok).is_ok());
+        for (mac, ip) in [
+            ("52:54:00:ab:cd", "10.1.1.5"),
+            ("52:54:00:ab:cd:0g", "10.1.1.5"),
+            ("52-54-00-ab-cd-01", "10.1.1.5"),
+            ("52:54:00:ab:cd:01", "fd00::5"),
+        ] {
+            let h = DhcpHost {
+                mac: mac.to_string(),
+                ip: ip.to_string(),
+                name: String::new(),
+            };
+            assert!(validate_dhcp_host(&h).is_err(), "{mac} {ip}");
+        }
+    }
+}

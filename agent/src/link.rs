@@ -1,0 +1,297 @@
+//! The agent's side of the link: one mutual-TLS stream to the coordinator,
+//! re-established with backoff and jitter. Running domains are never touched
+//! because the coordinator is away; on every (re)connect the agent reports
+//! every domain the hypervisor has, and the coordinator reconciles.
+
+use crate::ops::{OpError, Ops, TemplateSource, AGENT_VERSION};
+use crate::state::StateDir;
+use crate::storage::FetchError;
+use orrery_proto::v1 as pb;
+use pb::agent_link_client::AgentLinkClient;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
+    #[error("connecting: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("the coordinator refused the session: {0}")]
+    Refused(tonic::Status),
+    #[error("the stream failed: {0}")]
+    Stream(tonic::Status),
+    #[error("{0}")]
+    Host(#[from] OpError),
+}
+
+/// Backoff between attempts: doubling from 1 s to 60 s, with up to 50 %
+/// random jitter so a coordinator restart does not see every agent at once.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 1u64 << attempt.min(6);
+    let base = Duration::from_secs(base.min(60));
+    let jitter = rand::random::<f64>() * 0.5;
+    base.mul_f64(1.0 + jitter)
+}
+
+pub async fn channel(state: &StateDir, coordinator: &str) -> Result<Channel, LinkError> {
+    let creds = state.credentials()?;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&creds.ca_pem))
+        .identity(Identity::from_pem(&creds.cert_pem, &creds.key_pem))
+        .domain_name(orrery_tls::COORDINATOR_NAME);
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://{coordinator}"))?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(ch)
+}
+
+struct Fetcher(AgentLinkClient<Channel>);
+
+#[async_trait::async_trait]
+impl TemplateSource for Fetcher {
+    async fn fetch(
+        &self,
+        uuid: &str,
+        mut file: tokio::fs::File,
+    ) -> Result<tokio::fs::File, FetchError> {
+        let mut stream = self
+            .0
+            .clone()
+            .fetch_template(pb::TemplateRequest { uuid: uuid.into() })
+            .await?
+            .into_inner();
+        while let Some(chunk) = stream.message().await? {
+            file.write_all(&chunk.data).await?;
+        }
+        Ok(file)
+    }
+}
+
+/// Runs the link until the process ends.
+pub async fn run(ops: Arc<Ops>, state: Arc<StateDir>, coordinator: String) {
+    let mut attempt = 0u32;
+    loop {
+        let started = std::time::Instant::now();
+        match session(&ops, &state, &coordinator).await {
+            Ok(()) => tracing::info!("the coordinator closed the session"),
+            Err(e) => tracing::warn!(error = %e, "session ended"),
+        }
+        // A session that lasted resets the backoff.
+        if started.elapsed() > Duration::from_secs(60) {
+            attempt = 0;
+        }
+        let wait = backoff(attempt);
+        attempt = attempt.saturating_add(1);
+        tracing::info!(seconds = wait.as_secs_f32(), "reconnecting");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn send(tx: &mpsc::Sender<pb::AgentMessage>, body: pb::agent_message::Body) -> bool {
+    tx.send(pb::AgentMessage { body: Some(body) }).await.is_ok()
+}
+
+async fn session(
+    ops: &Arc<Ops>,
+    state: &Arc<StateDir>,
+    coordinator: &str,
+) -> Result<(), LinkError> {
+    let host_id = state.credentials()?.identity.host_id;
+    let ch = channel(state, coordinator).await?;
+    let client = AgentLinkClient::new(ch);
+    let facts = ops.facts().await?;
+    let domains = ops.domains().await?;
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
+    send(
+        &tx,
+        pb::agent_message::Body::Hello(pb::Hello {
+            host_id: host_id.clone(),
+            agent_version: AGENT_VERSION.into(),
+            facts: Some(facts),
+            domains: Ops::reports(&domains),
+        }),
+    )
+    .await;
+    let mut inbound = client
+        .clone()
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(LinkError::Refused)?
+        .into_inner();
+    tracing::info!(%coordinator, host = %host_id, "connected");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    // Watch power states and report changes (a guest shutting itself down).
+    {
+        let (ops, tx) = (ops.clone(), tx.clone());
+        let mut last: HashMap<String, crate::hypervisor::Power> =
+            domains.iter().map(|d| (d.name.clone(), d.power)).collect();
+        tasks.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let Ok(now) = ops.domains().await else {
+                    continue;
+                };
+                let mut seen = HashMap::new();
+                for d in &now {
+                    seen.insert(d.name.clone(), d.power);
+                    if last.get(&d.name) != Some(&d.power) {
+                        let ev = pb::DomainEvent {
+                            name: d.name.clone(),
+                            instance_uuid: d.instance_uuid.clone().unwrap_or_default(),
+                            state: Ops::reports(std::slice::from_ref(d))[0].state,
+                            reason: "power state changed".into(),
+                        };
+                        if !send(&tx, pb::agent_message::Body::Event(ev)).await {
+                            return;
+                        }
+                    }
+                }
+                last = seen;
+            }
+        });
+    }
+    let fetcher = Arc::new(Fetcher(client.clone()));
+    let mut hb_task: Option<tokio::task::AbortHandle> = None;
+    let result = loop {
+        let msg = match inbound.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(s) => break Err(LinkError::Stream(s)),
+        };
+        match msg.body {
+            Some(pb::coordinator_message::Body::Welcome(w)) => {
+                let heartbeat = Duration::from_secs(w.heartbeat_seconds.max(1) as u64);
+                if let Some(h) = hb_task.take() {
+                    h.abort();
+                }
+                let tx = tx.clone();
+                hb_task = Some(tasks.spawn(async move {
+                    loop {
+                        tokio::time::sleep(heartbeat).await;
+                        let hb = pb::Heartbeat {
+                            unix_ms: chrono::Utc::now().timestamp_millis(),
+                            running: 0,
+                        };
+                        if !send(&tx, pb::agent_message::Body::Heartbeat(hb)).await {
+                            return;
+                        }
+                    }
+                }));
+            }
+            Some(pb::coordinator_message::Body::Command(cmd)) => {
+                let (ops, tx, fetcher, state) =
+                    (ops.clone(), tx.clone(), fetcher.clone(), state.clone());
+                tasks.spawn(async move {
+                    let r = run_command(&ops, &state, fetcher.as_ref(), cmd).await;
+                    send(&tx, pb::agent_message::Body::Result(r)).await;
+                });
+            }
+            None => {}
+        }
+    };
+    tasks.abort_all();
+    result
+}
+
+async fn run_command(
+    ops: &Ops,
+    state: &StateDir,
+    fetcher: &dyn TemplateSource,
+    cmd: pb::Command,
+) -> pb::CommandResult {
+    let id = cmd.id;
+    let Some(op) = cmd.op else {
+        return failure(id, "invalid", "a command without an operation".into());
+    };
+    let left = cmd.deadline_unix_ms - chrono::Utc::now().timestamp_millis();
+    if left <= 0 {
+        return failure(
+            id,
+            "timeout",
+            "the command arrived after its deadline".into(),
+        );
+    }
+    let renew = |pem: &str| renew_certificate(state, pem);
+    match tokio::time::timeout(
+        Duration::from_millis(left as u64),
+        ops.execute(op, fetcher, &renew),
+    )
+    .await
+    {
+        Ok(Ok(detail)) => pb::CommandResult {
+            command_id: id,
+            ok: true,
+            error_code: String::new(),
+            error: String::new(),
+            detail,
+        },
+        Ok(Err(e)) => failure(id, e.code(), e.to_string()),
+        Err(_) => failure(id, "timeout", "the command ran past its deadline".into()),
+    }
+}
+
+fn failure(id: u64, code: &str, error: String) -> pb::CommandResult {
+    pb::CommandResult {
+        command_id: id,
+        ok: false,
+        error_code: code.into(),
+        error,
+        detail: None,
+    }
+}
+
+/// Certificate renewal in two steps: with no certificate, answer a CSR (hex)
+/// for the key the host already has; with one, store it for the next
+/// connection (the current stream stays up).
+fn renew_certificate(state: &StateDir, pem: &str) -> Result<Option<String>, OpError> {
+    let creds = state
+        .credentials()
+        .map_err(|e| OpError::Certificate(e.to_string()))?;
+    if pem.is_empty() {
+        let csr = orrery_tls::csr_for_key(&creds.key_pem)
+            .map_err(|e| OpError::Certificate(e.to_string()))?;
+        return Ok(Some(csr.iter().map(|b| format!("{b:02x}")).collect()));
+    }
+    let id = orrery_tls::pem_identity(pem)
+        .map_err(|e| OpError::Certificate(e.to_string()))?
+        .ok_or_else(|| OpError::Certificate("the certificate names no host".into()))?;
+    if id.host_id != creds.identity.host_id {
+        return Err(OpError::Certificate(format!(
+            "the certificate is for host {}, not {}",
+            id.host_id, creds.identity.host_id
+        )));
+    }
+    state
+        .save_certificate(pem)
+        .map_err(|e| OpError::Certificate(e.to_string()))?;
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        for a in 0..10 {
+            let b = backoff(a);
+            let base = (1u64 << a.min(6)).min(60) as f64;
+            assert!(
+                b.as_secs_f64() >= base && b.as_secs_f64() <= base * 1.5,
+                "{a}: {b:?}"
+            );
+        }
+    }
+}

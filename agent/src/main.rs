@@ -1,0 +1,190 @@
+//! `orrery-agent`: enrol a host, run the daemon, or inspect the host.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use orrery_agent::config::{self, AgentConfig};
+use orrery_agent::hypervisor::libvirt::LibvirtHypervisor;
+use orrery_agent::hypervisor::Hypervisor;
+use orrery_agent::ops::Ops;
+use orrery_agent::state::StateDir;
+use orrery_agent::{enroll, link};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "orrery-agent", version, about = "Orrery host agent")]
+struct Cli {
+    /// Configuration file (default /etc/orrery/agent.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// State directory (default /var/lib/orrery/agent).
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    /// libvirt connection URI (default qemu:///system).
+    #[arg(long, global = true)]
+    libvirt_uri: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Enrol this host with a coordinator using a one-time token.
+    Enroll {
+        /// The coordinator's agent endpoint, HOST:PORT.
+        #[arg(long)]
+        coordinator: String,
+        #[arg(long)]
+        token: String,
+        /// Re-enrol even though this state directory is enrolled already.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the agent.
+    Run,
+    /// Inspect this host.
+    Debug {
+        #[command(subcommand)]
+        what: Debug,
+    },
+}
+
+#[derive(Subcommand)]
+enum Debug {
+    /// Host facts as reported to the coordinator.
+    Facts,
+    /// Every domain the hypervisor has.
+    Domains,
+    /// Render the domain XML for an instance spec (JSON) on this host.
+    RenderXml { spec: PathBuf },
+    /// Volumes in primary storage.
+    Volumes,
+    /// Open a session to the coordinator and report whether it was accepted.
+    PingCoordinator,
+}
+
+async fn ops(cfg: &AgentConfig) -> Result<Arc<Ops>> {
+    let hv = LibvirtHypervisor::connect(&cfg.libvirt_uri)
+        .await
+        .with_context(|| format!("connecting to libvirt at {}", cfg.libvirt_uri))?;
+    let hv: Arc<dyn Hypervisor> = Arc::new(hv);
+    Ok(Arc::new(Ops::new(hv, cfg.clone())))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ORRERY_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    orrery_tls::install_crypto();
+    let cli = Cli::parse();
+    let file = config::load(cli.config.as_deref())?;
+    let cfg = AgentConfig::merge(file, cli.state_dir, cli.libvirt_uri);
+    let state = StateDir::new(&cfg.state_dir);
+    match cli.cmd {
+        Cmd::Enroll {
+            coordinator,
+            token,
+            force,
+        } => {
+            if state.is_enrolled() && !force {
+                anyhow::bail!(
+                    "{} is already enrolled; pass --force to enrol again",
+                    cfg.state_dir.display()
+                );
+            }
+            let hostname = orrery_agent::host::hostname().unwrap_or_else(|_| "host".into());
+            let id = enroll::enroll(&coordinator, &token, &hostname, &state).await?;
+            println!(
+                "{}",
+                serde_json::json!({"hostid": id.host_id, "coordinator": id.coordinator, "statedir": cfg.state_dir})
+            );
+            Ok(())
+        }
+        Cmd::Run => {
+            let creds = state.credentials()?;
+            let coordinator = cfg
+                .coordinator
+                .clone()
+                .unwrap_or(creds.identity.coordinator.clone());
+            let ops = ops(&cfg).await?;
+            ops.primary.init().await?;
+            tracing::info!(host = %creds.identity.host_id, %coordinator, "agent starting");
+            let state = Arc::new(state);
+            tokio::select! {
+                _ = link::run(ops, state, coordinator) => {}
+                _ = shutdown_signal() => tracing::info!("stopping; domains keep running"),
+            }
+            Ok(())
+        }
+        Cmd::Debug { what } => debug(&cfg, &state, what).await,
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn debug(cfg: &AgentConfig, state: &StateDir, what: Debug) -> Result<()> {
+    match what {
+        Debug::Facts => {
+            let f = ops(cfg).await?.facts().await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "hostname": f.hostname, "arch": f.arch, "cpus": f.cpus, "cpumhz": f.cpu_mhz,
+                    "cpumodel": f.cpu_model, "memorybytes": f.memory_bytes,
+                    "libvirtversion": f.libvirt_version, "domaintypes": f.domain_types,
+                    "machinetypes": f.machine_types, "tpm": f.tpm, "emulator": f.emulator,
+                    "firmware": f.firmware.iter().map(|x| serde_json::json!({"path": x.path, "secureboot": x.secure_boot})).collect::<Vec<_>>(),
+                    "ipaddress": f.ip_address, "storagebytes": f.storage_bytes,
+                    "storagefreebytes": f.storage_free_bytes,
+                })
+            );
+        }
+        Debug::Domains => {
+            for d in ops(cfg).await?.domains().await? {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": d.name, "instanceuuid": d.instance_uuid, "power": format!("{:?}", d.power)})
+                );
+            }
+        }
+        Debug::RenderXml { spec } => {
+            let text = std::fs::read_to_string(&spec)
+                .with_context(|| format!("reading {}", spec.display()))?;
+            let spec: orrery_agent::designer::InstanceSpec =
+                serde_json::from_str(&text).context("parsing the instance spec")?;
+            print!("{}", ops(cfg).await?.render(&spec).await?);
+        }
+        Debug::Volumes => {
+            let p = orrery_agent::storage::Primary::new(cfg.primary_dir.clone());
+            for v in p.list().await? {
+                println!("{v:?}");
+            }
+        }
+        Debug::PingCoordinator => {
+            let creds = state.credentials()?;
+            let coordinator = cfg
+                .coordinator
+                .clone()
+                .unwrap_or(creds.identity.coordinator.clone());
+            let started = std::time::Instant::now();
+            link::channel(state, &coordinator).await?;
+            println!(
+                "{}",
+                serde_json::json!({"coordinator": coordinator, "hostid": creds.identity.host_id, "tls": "ok", "millis": started.elapsed().as_millis() as u64})
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,577 @@
+//! The agent's operations: what each coordinator command does on this host,
+//! combining storage, the designer and the hypervisor. Nothing here speaks
+//! gRPC except through `TemplateSource` and the protocol types it converts.
+
+use crate::config::AgentConfig;
+use crate::designer::{self, BootMode, DesignConfig, InstanceSpec};
+use crate::domxml::{self, Domain};
+use crate::hypervisor::{DhcpHost, DomainInfo, HostInfo, HvError, Hypervisor, NetworkDef, Power};
+use crate::storage::{FetchError, ImageFormat, Primary, StorageError};
+use orrery_proto::v1 as pb;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where templates come from (the coordinator, over the agent link).
+#[async_trait::async_trait]
+pub trait TemplateSource: Send + Sync {
+    async fn fetch(&self, uuid: &str, file: tokio::fs::File)
+        -> Result<tokio::fs::File, FetchError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    Hypervisor(#[from] HvError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("design: {0}")]
+    Design(#[from] designer::DesignError),
+    #[error("domain XML: {0}")]
+    Xml(#[from] domxml::DomXmlError),
+    #[error("invalid command: {0}")]
+    Invalid(String),
+    #[error("certificate: {0}")]
+    Certificate(String),
+}
+
+impl OpError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpError::Hypervisor(e) => e.code(),
+            OpError::Storage(_) => "storage",
+            OpError::Design(_) | OpError::Xml(_) | OpError::Invalid(_) => "invalid",
+            OpError::Certificate(_) => "certificate",
+        }
+    }
+}
+
+pub struct Ops {
+    pub hv: Arc<dyn Hypervisor>,
+    pub primary: Primary,
+    pub cfg: AgentConfig,
+    info: OnceCell<HostInfo>,
+}
+
+/// libvirt network and bridge names for a guest network (bridge names are
+/// limited to 15 characters).
+pub fn network_names(uuid: &str) -> (String, String) {
+    let short: String = uuid
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect();
+    (format!("orrery-{short}"), format!("orrbr-{short}"))
+}
+
+/// The DHCP range libvirt gets. Every guest has a reservation for its own
+/// address, so the range only has to exist; libvirt refuses a range whose
+/// ends differ in their first two octets, so a large network's range is cut
+/// to the /16 its start lies in.
+pub fn dhcp_range(start: &str, end: &str) -> (String, String) {
+    match (
+        start.parse::<std::net::Ipv4Addr>(),
+        end.parse::<std::net::Ipv4Addr>(),
+    ) {
+        (Ok(s), Ok(e)) => {
+            let (s, e) = (u32::from(s), u32::from(e));
+            let e = e.min(s | 0xffff);
+            (
+                std::net::Ipv4Addr::from(s).to_string(),
+                std::net::Ipv4Addr::from(e).to_string(),
+            )
+        }
+        _ => (start.to_string(), end.to_string()),
+    }
+}
+
+fn power_pb(p: Power) -> pb::PowerState {
+    match p {
+        Power::On | Power::Other => pb::PowerState::On,
+        Power::Off => pb::PowerState::Off,
+    }
+}
+
+impl Ops {
+    pub fn new(hv: Arc<dyn Hypervisor>, cfg: AgentConfig) -> Self {
+        Ops {
+            hv,
+            primary: Primary::new(cfg.primary_dir.clone()),
+            cfg,
+            info: OnceCell::new(),
+        }
+    }
+
+    /// Host facts are read once: capabilities do not change while we run.
+    pub async fn host_info(&self) -> Result<&HostInfo, OpError> {
+        Ok(self
+            .info
+            .get_or_try_init(|| async { self.hv.host_info().await })
+            .await?)
+    }
+
+    pub async fn facts(&self) -> Result<pb::HostFacts, OpError> {
+        let i = self.host_info().await?;
+        let space = crate::host::disk_space(&self.cfg.primary_dir)
+            .or_else(|_| crate::host::disk_space(&self.cfg.state_dir))
+            .ok();
+        Ok(pb::HostFacts {
+            hostname: i.hostname.clone(),
+            arch: i.design.arch.clone(),
+            cpus: i.cpus,
+            cpu_mhz: i.cpu_mhz,
+            cpu_model: i.cpu_model.clone(),
+            memory_bytes: i.memory_bytes,
+            hypervisor: "KVM".into(),
+            libvirt_version: i.libvirt_version.clone(),
+            domain_types: i.design.domain_types.clone(),
+            machine_types: i.design.machine_types.clone(),
+            firmware: i
+                .design
+                .firmware
+                .iter()
+                .map(|f| pb::Firmware {
+                    path: f.loader.clone(),
+                    secure_boot: f.secure_boot,
+                })
+                .collect(),
+            tpm: i.design.tpm_supported,
+            emulator: i.design.emulator.clone().unwrap_or_default(),
+            ip_address: crate::host::primary_ip(std::path::Path::new("/"))
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            storage_bytes: space.as_ref().map(|s| s.total_bytes).unwrap_or(0),
+            storage_free_bytes: space.as_ref().map(|s| s.available_bytes).unwrap_or(0),
+        })
+    }
+
+    pub async fn domains(&self) -> Result<Vec<DomainInfo>, OpError> {
+        Ok(self.hv.domains().await?)
+    }
+
+    pub fn reports(domains: &[DomainInfo]) -> Vec<pb::DomainReport> {
+        domains
+            .iter()
+            .map(|d| pb::DomainReport {
+                name: d.name.clone(),
+                instance_uuid: d.instance_uuid.clone().unwrap_or_default(),
+                state: power_pb(d.power) as i32,
+            })
+            .collect()
+    }
+
+    /// Runs one command; `Ok(Some(detail))` carries a result payload.
+    pub async fn execute(
+        &self,
+        op: pb::command::Op,
+        templates: &dyn TemplateSource,
+        renew: &(dyn Fn(&str) -> Result<Option<String>, OpError> + Sync),
+    ) -> Result<Option<pb::command_result::Detail>, OpError> {
+        use pb::command::Op;
+        match op {
+            Op::Start(s) => {
+                let spec = s
+                    .spec
+                    .ok_or_else(|| OpError::Invalid("start without a spec".into()))?;
+                self.start(&spec, templates).await?;
+                Ok(None)
+            }
+            Op::Stop(s) => {
+                self.stop(
+                    &s.name,
+                    s.forced,
+                    Duration::from_secs(s.timeout_seconds.max(1) as u64),
+                )
+                .await?;
+                Ok(None)
+            }
+            Op::Reboot(r) => {
+                self.hv.reboot(&r.name).await?;
+                Ok(None)
+            }
+            Op::Expunge(e) => {
+                self.expunge(&e.name).await?;
+                Ok(None)
+            }
+            Op::Query(q) => {
+                let p = match self.hv.power(&q.name).await {
+                    Ok(p) => power_pb(p),
+                    Err(HvError::NotFound(_)) => pb::PowerState::Missing,
+                    Err(e) => return Err(e.into()),
+                };
+                Ok(Some(pb::command_result::Detail::Power(p as i32)))
+            }
+            Op::RenewCertificate(r) => {
+                Ok(renew(&r.certificate_pem)?.map(pb::command_result::Detail::Text))
+            }
+            Op::AttachVolume(v) => {
+                self.attach(&v).await?;
+                Ok(None)
+            }
+            Op::DetachVolume(v) => {
+                self.detach(&v).await?;
+                Ok(None)
+            }
+            Op::ResizeVolume(v) => {
+                self.resize(&v).await?;
+                Ok(None)
+            }
+            Op::Network(n) => {
+                let net = n
+                    .network
+                    .ok_or_else(|| OpError::Invalid("network setup without a network".into()))?;
+                self.ensure_network(&net).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn ensure_network(&self, n: &pb::GuestNetwork) -> Result<String, OpError> {
+        let (name, bridge) = network_names(&n.uuid);
+        let (dhcp_start, dhcp_end) = dhcp_range(&n.start_ip, &n.end_ip);
+        self.hv
+            .ensure_network(&NetworkDef {
+                name: name.clone(),
+                bridge,
+                gateway: n.gateway.clone(),
+                netmask: n.netmask.clone(),
+                dhcp_start,
+                dhcp_end,
+            })
+            .await?;
+        Ok(name)
+    }
+
+    /// Prepares networks and disks, renders the domain from the coordinator's
+    /// spec, defines it (replacing the old definition) and starts it.
+    pub async fn start(
+        &self,
+        s: &pb::InstanceSpec,
+        templates: &dyn TemplateSource,
+    ) -> Result<(), OpError> {
+        if let Ok(Power::On) = self.hv.power(&s.name).await {
+            // Already running: a retried start is not an error.
+            return Ok(());
+        }
+        let mut nics = Vec::new();
+        for n in &s.nics {
+            let net = n
+                .network
+                .as_ref()
+                .ok_or_else(|| OpError::Invalid(format!("NIC {} has no network", n.mac)))?;
+            let name = self.ensure_network(net).await?;
+            self.hv
+                .set_dhcp_host(
+                    &name,
+                    &DhcpHost {
+                        mac: n.mac.clone(),
+                        ip: n.ip.clone(),
+                        name: s.host_name.clone(),
+                    },
+                )
+                .await?;
+            nics.push(designer::NicSpec {
+                mac: n.mac.clone(),
+                network: name,
+                is_default: n.is_default,
+                ip: (!n.ip.is_empty()).then(|| n.ip.clone()),
+            });
+        }
+        let mut volumes = Vec::new();
+        for v in &s.volumes {
+            let path = self.primary.volume_path(&v.uuid)?;
+            let root = v.kind.eq_ignore_ascii_case("ROOT");
+            if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                if root {
+                    let t = s.template.as_ref().ok_or_else(|| {
+                        OpError::Invalid("a ROOT volume without a template".into())
+                    })?;
+                    let fmt: ImageFormat = t
+                        .format
+                        .parse()
+                        .map_err(|_| OpError::Invalid(format!("template format {}", t.format)))?;
+                    let checksum = (!t.checksum.is_empty()).then_some(t.checksum.as_str());
+                    let cached = self
+                        .primary
+                        .ensure_template(&t.uuid, fmt, checksum, |f| templates.fetch(&t.uuid, f))
+                        .await?;
+                    self.primary
+                        .create_root(&v.uuid, &cached, fmt, v.size_bytes)
+                        .await?;
+                } else {
+                    self.primary.create_data(&v.uuid, v.size_bytes).await?;
+                }
+            }
+            volumes.push(designer::VolumeSpec {
+                id: v.uuid.clone(),
+                kind: if root {
+                    designer::VolumeKind::Root
+                } else {
+                    designer::VolumeKind::Data
+                },
+                path: path.display().to_string(),
+                format: designer::VolumeFormat::Qcow2,
+                device_id: v.device_id.max(0) as u32,
+                read_bytes_sec: None,
+                write_bytes_sec: None,
+                read_iops_sec: None,
+                write_iops_sec: None,
+            });
+        }
+        let cdrom = if s.iso.is_empty() {
+            None
+        } else {
+            let p = self
+                .primary
+                .ensure_template(&s.iso, ImageFormat::Raw, None, |f| {
+                    templates.fetch(&s.iso, f)
+                })
+                .await?;
+            Some(p.display().to_string())
+        };
+        let spec = InstanceSpec {
+            uuid: s.uuid.clone(),
+            internal_name: s.name.clone(),
+            display_name: s.display_name.clone(),
+            host_name: s.host_name.clone(),
+            vcpus: s.vcpus,
+            cpu_speed_mhz: s.cpu_mhz,
+            memory_mib: s.memory_mib,
+            os_type: s.os_type.clone(),
+            boot_mode: if s.uefi {
+                BootMode::Uefi {
+                    secure: s.secure_boot,
+                }
+            } else {
+                BootMode::Bios
+            },
+            tpm: s.tpm,
+            volumes,
+            cdrom,
+            nics,
+            vnc_password: s.vnc_password.clone(),
+            gpu: None,
+            details: s.details.clone().into_iter().collect::<BTreeMap<_, _>>(),
+            extraconfig: s.extra_config.clone(),
+            caller_is_admin: s.extra_config_allowed,
+            smbios_manufacturer: s.smbios_manufacturer.clone(),
+            smbios_product: s.smbios_product.clone(),
+        };
+        let xml = self.render(&spec).await?;
+        self.hv.define(&xml).await?;
+        self.hv.start(&s.name).await?;
+        Ok(())
+    }
+
+    /// The domain XML for a spec on this host (also `debug render-xml`).
+    pub async fn render(&self, spec: &InstanceSpec) -> Result<String, OpError> {
+        let info = self.host_info().await?;
+        for d in [self.cfg.console_dir(), self.cfg.nvram_dir()] {
+            tokio::fs::create_dir_all(&d)
+                .await
+                .map_err(|e| OpError::Invalid(format!("{}: {e}", d.display())))?;
+        }
+        let cfg = DesignConfig {
+            console_log_dir: self.cfg.console_dir().display().to_string(),
+            vnc_listen: self.cfg.vnc_listen.clone(),
+            forced_domain_type: self.cfg.domain_type.clone(),
+            nvram_dir: self.cfg.nvram_dir().display().to_string(),
+        };
+        let dom: Domain = designer::design(spec, &info.design, &cfg)?;
+        Ok(dom.to_xml())
+    }
+
+    pub async fn stop(&self, name: &str, forced: bool, timeout: Duration) -> Result<(), OpError> {
+        match self.hv.power(name).await {
+            Err(HvError::NotFound(_)) | Ok(Power::Off) => return Ok(()),
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        if forced {
+            self.hv.destroy(name).await?;
+        } else {
+            self.hv.shutdown(name, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the domain, its volume files, its DHCP reservations and its
+    /// console log.
+    pub async fn expunge(&self, name: &str) -> Result<(), OpError> {
+        let xml = match self.hv.domain_xml(name).await {
+            Ok(x) => x,
+            Err(HvError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let dom = Domain::from_xml(&xml).ok();
+        if let Ok(Power::On) | Ok(Power::Other) = self.hv.power(name).await {
+            self.hv.destroy(name).await?;
+        }
+        match self.hv.undefine(name).await {
+            Ok(()) | Err(HvError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(dom) = dom {
+            for d in &dom.devices.disks {
+                let Some(src) = &d.source else { continue };
+                let p = std::path::Path::new(src);
+                // Only volumes of our own pool; cached templates and ISOs stay.
+                if p.parent() == Some(self.primary.root()) {
+                    if let Some(uuid) = p.file_stem().and_then(|s| s.to_str()) {
+                        self.primary.delete(uuid).await?;
+                    }
+                }
+            }
+            for i in &dom.devices.interfaces {
+                if let (Some(mac), domxml::InterfaceSource::Network(net)) = (&i.mac, &i.source) {
+                    match self.hv.remove_dhcp_host(net, mac).await {
+                        Ok(()) | Err(HvError::NotFound(_)) => {}
+                        Err(e) => tracing::warn!(error = %e, "removing a DHCP reservation"),
+                    }
+                }
+            }
+        }
+        let _ = tokio::fs::remove_file(self.cfg.console_dir().join(format!("{name}.log"))).await;
+        Ok(())
+    }
+
+    fn disk_target(dom: &Domain, device_id: i64) -> String {
+        // vda is the root disk; data disks follow their device ids, skipping
+        // the letter the designer keeps for the CD-ROM slot.
+        let used: Vec<&str> = dom
+            .devices
+            .disks
+            .iter()
+            .map(|d| d.target_dev.as_str())
+            .collect();
+        let start = device_id.clamp(1, 25) as u8;
+        (start..26)
+            .chain(1..start)
+            .map(|i| format!("vd{}", (b'a' + i) as char))
+            .find(|t| !used.contains(&t.as_str()))
+            .unwrap_or_else(|| "vdz".into())
+    }
+
+    async fn attach(&self, v: &pb::VolumeOp) -> Result<(), OpError> {
+        let vol = v
+            .volume
+            .as_ref()
+            .ok_or_else(|| OpError::Invalid("volume operation without a volume".into()))?;
+        let path = self.primary.volume_path(&vol.uuid)?;
+        if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            self.primary.create_data(&vol.uuid, vol.size_bytes).await?;
+        }
+        let dom = Domain::from_xml(&self.hv.domain_xml(&v.instance).await?)?;
+        if dom
+            .devices
+            .disks
+            .iter()
+            .any(|d| d.source.as_deref() == Some(&path.display().to_string()))
+        {
+            return Ok(());
+        }
+        let disk = domxml::Disk {
+            disk_type: domxml::DiskType::File,
+            device: domxml::DiskDevice::Disk,
+            driver: Some(domxml::DiskDriver {
+                name: Some("qemu".into()),
+                format: Some(domxml::DiskFormat::Qcow2),
+                cache: None,
+                discard: None,
+            }),
+            source: Some(path.display().to_string()),
+            target_dev: Self::disk_target(&dom, vol.device_id),
+            target_bus: domxml::DiskBus::Virtio,
+            serial: Some(
+                vol.uuid
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .take(20)
+                    .collect(),
+            ),
+            readonly: false,
+            boot_order: None,
+            iotune: None,
+        };
+        self.hv.attach_device(&v.instance, &disk.to_xml()).await?;
+        Ok(())
+    }
+
+    async fn detach(&self, v: &pb::VolumeOp) -> Result<(), OpError> {
+        let vol = v
+            .volume
+            .as_ref()
+            .ok_or_else(|| OpError::Invalid("volume operation without a volume".into()))?;
+        let path = self.primary.volume_path(&vol.uuid)?.display().to_string();
+        let dom = Domain::from_xml(&self.hv.domain_xml(&v.instance).await?)?;
+        if let Some(d) = dom
+            .devices
+            .disks
+            .iter()
+            .find(|d| d.source.as_deref() == Some(path.as_str()))
+        {
+            self.hv.detach_device(&v.instance, &d.to_xml()).await?;
+        }
+        Ok(())
+    }
+
+    async fn resize(&self, v: &pb::VolumeOp) -> Result<(), OpError> {
+        let vol = v
+            .volume
+            .as_ref()
+            .ok_or_else(|| OpError::Invalid("volume operation without a volume".into()))?;
+        let path = self.primary.volume_path(&vol.uuid)?;
+        let running = matches!(self.hv.power(&v.instance).await, Ok(Power::On));
+        if running {
+            let dom = Domain::from_xml(&self.hv.domain_xml(&v.instance).await?)?;
+            let p = path.display().to_string();
+            if let Some(d) = dom
+                .devices
+                .disks
+                .iter()
+                .find(|d| d.source.as_deref() == Some(p.as_str()))
+            {
+                // QEMU owns the image while it runs: resize through it.
+                self.hv
+                    .block_resize(&v.instance, &d.target_dev, vol.size_bytes)
+                    .await?;
+                return Ok(());
+            }
+        }
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            self.primary
+                .qemu_img()
+                .resize(&path, ImageFormat::Qcow2, vol.size_bytes, true)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_dhcp_ranges_are_cut_to_what_libvirt_accepts() {
+        assert_eq!(
+            dhcp_range("10.16.0.10", "10.31.255.250"),
+            ("10.16.0.10".to_string(), "10.16.255.255".to_string())
+        );
+        assert_eq!(
+            dhcp_range("10.1.1.2", "10.1.1.254"),
+            ("10.1.1.2".to_string(), "10.1.1.254".to_string())
+        );
+    }
+
+    #[test]
+    fn network_names_fit_linux_bridge_limits() {
+        let (net, br) = network_names("3f2a9c1e-0000-4000-8000-000000000000");
+        assert_eq!(net, "orrery-3f2a9c1e");
+        assert_eq!(br, "orrbr-3f2a9c1e");
+        assert!(br.len() <= 15);
+    }
+}

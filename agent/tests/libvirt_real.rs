@@ -1,0 +1,600 @@
+//! The libvirt backend against the host's real libvirt (`qemu:///system`)
+//! and the lab's guest image (tests/lab/build-guest.sh): a designed domain
+//! on an overlay disk boots under software emulation, gets its address
+//! from a DHCP reservation, and goes through start, reboot, graceful and
+//! forced stops, device hot-plug and undefinition.
+//!
+//! Skipped, with a message, when libvirt is unreachable; with
+//! `ORRERY_REQUIRE_LIBVIRT=1` that is a failure instead. The domain type is
+//! forced to `qemu` because nested KVM does not boot guests on the lab
+//! machines; set `ORRERY_TEST_DOMAIN_TYPE` to another type, or to nothing
+//! to let the designer choose from the host's capabilities.
+//!
+//! Everything created is named after the test process and removed by a
+//! guard, also when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use orrery_agent::designer::{
+    design, BootMode, DesignConfig, InstanceSpec, NicSpec, VolumeFormat, VolumeKind, VolumeSpec,
+};
+use orrery_agent::hypervisor::libvirt::LibvirtHypervisor;
+use orrery_agent::hypervisor::{DhcpHost, DomainInfo, HvError, Hypervisor, NetworkDef, Power};
+use orrery_agent::storage::{ImageFormat, Primary, QemuImg};
+
+/// `ORRERY_TEST_LIBVIRT_URI` points the tests at another libvirt (a lab
+/// host's own daemon).
+fn uri() -> String {
+    std::env::var("ORRERY_TEST_LIBVIRT_URI").unwrap_or_else(|_| "qemu:///system".to_string())
+}
+const MIB: u64 = 1 << 20;
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn required() -> bool {
+    std::env::var("ORRERY_REQUIRE_LIBVIRT").as_deref() == Ok("1")
+}
+
+/// Skips the test (returns `None`) or, when libvirt is required, fails it.
+fn unavailable<T>(why: String) -> Option<T> {
+    if required() {
+        panic!("ORRERY_REQUIRE_LIBVIRT=1 but {why}");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
+
+async fn connect() -> Option<LibvirtHypervisor> {
+    let uri = uri();
+    match LibvirtHypervisor::connect(&uri).await {
+        Ok(hv) => Some(hv),
+        Err(e) => unavailable(format!("{uri} is not reachable: {e}")),
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("agent/ has a parent")
+        .to_path_buf()
+}
+
+/// The lab guest image and its SHA-256, built when missing.
+fn guest_image() -> Option<(PathBuf, String)> {
+    let lab = repo_root().join("tests/lab");
+    let image = lab.join("out/guest.qcow2");
+    let sums = lab.join("out/guest.sha256");
+    if !image.exists() || !sums.exists() {
+        eprintln!("building {}", image.display());
+        let status = Command::new(lab.join("build-guest.sh"))
+            .arg(&image)
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            return unavailable(format!("could not build the guest image: {status:?}"));
+        }
+    }
+    let text = std::fs::read_to_string(&sums).expect("guest.sha256 readable");
+    let sha = text
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string();
+    Some((image, sha))
+}
+
+fn virsh(args: &[&str]) -> Option<String> {
+    let out = Command::new("virsh")
+        .args(["-q", "-c", &uri()])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Removes what a test made, whatever happened to the test.
+#[derive(Default)]
+struct Cleanup {
+    domains: Vec<String>,
+    networks: Vec<String>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for d in &self.domains {
+            let _ = virsh(&["destroy", d]);
+            let _ = virsh(&["undefine", "--nvram", d]);
+        }
+        for n in &self.networks {
+            let _ = virsh(&["net-destroy", n]);
+            let _ = virsh(&["net-undefine", n]);
+        }
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A directory QEMU (running as libvirt-qemu) can traverse.
+fn work_dir(cleanup: &mut Cleanup, tag: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = PathBuf::from(format!("/var/tmp/orrery-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    cleanup.dirs.push(dir.clone());
+    dir
+}
+
+/// Per-process values that keep concurrent runs apart; `slot` separates
+/// tests within one run.
+fn unique(slot: u32) -> (u32, String) {
+    let pid = std::process::id();
+    // A /24 in 10.231.0.0/16 that other runs are unlikely to hold.
+    let octet = (pid * 2 + slot) % 250 + 1;
+    (octet, format!("{:x}{slot}", pid % 0xfffff))
+}
+
+fn network(slot: u32) -> NetworkDef {
+    let (octet, tag) = unique(slot);
+    NetworkDef {
+        name: format!("orrery-test-{tag}"),
+        bridge: format!("obr-t{tag}"),
+        gateway: format!("10.231.{octet}.1"),
+        netmask: "255.255.255.0".to_string(),
+        dhcp_start: format!("10.231.{octet}.100"),
+        dhcp_end: format!("10.231.{octet}.200"),
+    }
+}
+
+fn uuid(kind: u16, slot: u32) -> String {
+    format!(
+        "{:08x}-{kind:04x}-4000-8000-{:012x}",
+        std::process::id(),
+        u64::from(slot)
+    )
+}
+
+fn markers(log: &Path, name: &str) -> Vec<String> {
+    // The serial console may interleave kernel messages mid-line, so
+    // markers are found anywhere in a line.
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let mut found = Vec::new();
+    let mut rest: &str = &text;
+    while let Some(i) = rest.find(name) {
+        let tail = &rest[i + name.len()..];
+        let end = tail.find(|c: char| c.is_whitespace()).unwrap_or(tail.len());
+        found.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    found
+}
+
+async fn wait_for_markers(log: &Path, name: &str, count: usize, timeout: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let found = markers(log, name);
+        if found.len() >= count {
+            return found;
+        }
+        if start.elapsed() > timeout {
+            let text = std::fs::read(log).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            panic!(
+                "{count} x {name} not seen within {timeout:?} in {}; last lines:\n{}",
+                log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_for_power(hv: &LibvirtHypervisor, name: &str, want: Power, timeout: Duration) {
+    let start = Instant::now();
+    while hv.power(name).await.unwrap() != want {
+        assert!(
+            start.elapsed() < timeout,
+            "{name} not {want:?} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn forced_domain_type() -> Option<String> {
+    match std::env::var("ORRERY_TEST_DOMAIN_TYPE") {
+        Ok(t) if t.is_empty() => None,
+        Ok(t) => Some(t),
+        Err(_) => Some("qemu".to_string()),
+    }
+}
+
+fn spec(name: &str, uuid: &str, root: &Path, mac: &str, network: &str) -> InstanceSpec {
+    InstanceSpec {
+        uuid: uuid.to_string(),
+        internal_name: name.to_string(),
+        display_name: "lifecycle test".to_string(),
+        host_name: name.to_string(),
+        vcpus: 1,
+        cpu_speed_mhz: 1000,
+        memory_mib: 256,
+        os_type: "Other Linux (64-bit)".to_string(),
+        boot_mode: BootMode::Bios,
+        tpm: false,
+        volumes: vec![VolumeSpec {
+            id: uuid.to_string(),
+            kind: VolumeKind::Root,
+            path: root.display().to_string(),
+            format: VolumeFormat::Qcow2,
+            device_id: 0,
+            read_bytes_sec: None,
+            write_bytes_sec: None,
+            read_iops_sec: None,
+            write_iops_sec: None,
+        }],
+        cdrom: None,
+        nics: vec![NicSpec {
+            mac: mac.to_string(),
+            network: network.to_string(),
+            is_default: true,
+            ip: None,
+        }],
+        vnc_password: "orrery".to_string(),
+        gpu: None,
+        details: Default::default(),
+        extraconfig: Vec::new(),
+        caller_is_admin: false,
+        smbios_manufacturer: "Orrery".to_string(),
+        smbios_product: "CloudStack KVM Hypervisor".to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_info_describes_the_host() {
+    let Some(hv) = connect().await else { return };
+    let info = hv.host_info().await.unwrap();
+    eprintln!("{info:#?}");
+    assert!(!info.hostname.is_empty());
+    assert!(info.cpus > 0);
+    assert!(info.memory_bytes > 256 * MIB);
+    assert!(info.libvirt_version.split('.').count() == 3);
+    let facts = &info.design;
+    assert_eq!(facts.arch, "x86_64");
+    assert!(facts.domain_types.iter().any(|t| t == "qemu"), "{facts:?}");
+    assert!(facts
+        .machine_types
+        .iter()
+        .any(|m| m == "pc" || m.starts_with("pc-i440fx-")));
+    assert!(facts
+        .emulator
+        .as_deref()
+        .is_some_and(|e| Path::new(e).exists()));
+    for fw in &facts.firmware {
+        assert!(Path::new(&fw.loader).exists(), "{fw:?}");
+        if let Some(t) = &fw.nvram_template {
+            assert!(Path::new(t).exists(), "{fw:?}");
+        }
+    }
+    // The lab installs OVMF and swtpm.
+    if Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists() {
+        assert!(facts.firmware.iter().any(|f| !f.secure_boot));
+        assert!(facts.firmware.iter().any(|f| f.secure_boot));
+    }
+    if Path::new("/usr/bin/swtpm").exists() {
+        assert!(facts.tpm_supported);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_mapped_by_code() {
+    let Some(hv) = connect().await else { return };
+    let missing = format!("orrery-test-missing-{}", std::process::id());
+    for result in [
+        hv.power(&missing).await.map(drop),
+        hv.start(&missing).await,
+        hv.destroy(&missing).await,
+        hv.undefine(&missing).await,
+        hv.domain_xml(&missing).await.map(drop),
+        hv.block_resize(&missing, "vda", MIB).await,
+    ] {
+        assert!(
+            matches!(&result, Err(HvError::NotFound(n)) if *n == missing),
+            "{result:?}"
+        );
+    }
+    let err = hv
+        .define("<domain type='qemu'><name>x</name>")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HvError::Invalid(_)), "{err:?}");
+    let err = hv
+        .set_dhcp_host(
+            &missing,
+            &DhcpHost {
+                mac: "52:54:00:00:00:01".to_string(),
+                ip: "10.0.0.1".to_string(),
+                name: String::new(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.libvirt_code(),
+        Some(orrery_agent::hypervisor::codes::NO_NETWORK),
+        "{err:?}"
+    );
+}
+
+fn dumped_hosts(network: &str) -> Vec<String> {
+    let xml = virsh(&["net-dumpxml", network]).expect("net-dumpxml");
+    xml.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("<host "))
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_and_reservations() {
+    let Some(hv) = connect().await else { return };
+    let mut cleanup = Cleanup::default();
+    let net = network(1);
+    cleanup.networks.push(net.name.clone());
+
+    hv.ensure_network(&net).await.unwrap();
+    // Idempotent, and a stopped network is started again.
+    hv.ensure_network(&net).await.unwrap();
+    virsh(&["net-destroy", &net.name]).unwrap();
+    hv.ensure_network(&net).await.unwrap();
+    let info = virsh(&["net-info", &net.name]).unwrap();
+    assert!(info.contains("Active:         yes"), "{info}");
+    assert!(info.contains("Autostart:      yes"), "{info}");
+
+    let mut other = net.clone();
+    other.dhcp_end = other.dhcp_end.replace(".200", ".201");
+    let err = hv.ensure_network(&other).await.unwrap_err();
+    assert!(
+        matches!(&err, HvError::Invalid(m) if m.contains("DHCP ranges")),
+        "{err:?}"
+    );
+
+    let prefix = net.gateway.trim_end_matches(".1");
+    let host = |mac: &str, last: u8, name: &str| DhcpHost {
+        mac: mac.to_string(),
+        ip: format!("{prefix}.{last}"),
+        name: name.to_string(),
+    };
+    hv.set_dhcp_host(&net.name, &host("52:54:00:aa:00:01", 10, "one"))
+        .await
+        .unwrap();
+    hv.set_dhcp_host(&net.name, &host("52:54:00:aa:00:02", 11, "two"))
+        .await
+        .unwrap();
+    // Same MAC: modified in place (upper case is the same MAC).
+    hv.set_dhcp_host(&net.name, &host("52:54:00:AA:00:01", 12, "uno"))
+        .await
+        .unwrap();
+    // Setting it again changes nothing.
+    hv.set_dhcp_host(&net.name, &host("52:54:00:aa:00:01", 12, "uno"))
+        .await
+        .unwrap();
+    // A new MAC taking "two"'s address replaces that stale entry.
+    hv.set_dhcp_host(&net.name, &host("52:54:00:aa:00:03", 11, "three"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dumped_hosts(&net.name),
+        vec![
+            format!("<host mac='52:54:00:aa:00:01' name='uno' ip='{prefix}.12'/>"),
+            format!("<host mac='52:54:00:aa:00:03' name='three' ip='{prefix}.11'/>"),
+        ]
+    );
+    // The persistent definition has them too.
+    let inactive = virsh(&["net-dumpxml", "--inactive", &net.name]).unwrap();
+    assert!(inactive.contains("name='three'"), "{inactive}");
+
+    hv.remove_dhcp_host(&net.name, "52:54:00:AA:00:01")
+        .await
+        .unwrap();
+    hv.remove_dhcp_host(&net.name, "52:54:00:aa:00:01")
+        .await
+        .unwrap();
+    assert_eq!(
+        dumped_hosts(&net.name),
+        vec![format!(
+            "<host mac='52:54:00:aa:00:03' name='three' ip='{prefix}.11'/>"
+        )]
+    );
+
+    // Reservations on a stopped network go to its definition.
+    virsh(&["net-destroy", &net.name]).unwrap();
+    hv.set_dhcp_host(&net.name, &host("52:54:00:aa:00:04", 13, "four"))
+        .await
+        .unwrap();
+    let inactive = virsh(&["net-dumpxml", "--inactive", &net.name]).unwrap();
+    assert!(inactive.contains("name='four'"), "{inactive}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_lifecycle() {
+    let Some(hv) = connect().await else { return };
+    let Some((image, sha)) = guest_image() else {
+        return;
+    };
+    let t_total = Instant::now();
+    let mut cleanup = Cleanup::default();
+    let dir = work_dir(&mut cleanup, "lifecycle");
+    let (_, tag) = unique(0);
+    let name = format!("orrery-test-{tag}");
+    cleanup.domains.push(name.clone());
+    let net = network(0);
+    cleanup.networks.push(net.name.clone());
+    let instance = uuid(0, 0);
+    let pid = std::process::id();
+    let mac = format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        (pid >> 16) & 0xff,
+        (pid >> 8) & 0xff,
+        pid & 0xff
+    );
+    let guest_name = format!("guest-{tag}");
+    let prefix = net.gateway.strip_suffix(".1").unwrap().to_string();
+    let guest_ip = format!("{prefix}.10");
+
+    // Disks: the image as a cached template, the root disk an overlay on it.
+    let pool = Primary::new(dir.join("primary"));
+    pool.init().await.unwrap();
+    let template = pool
+        .ensure_template(&uuid(1, 0), ImageFormat::Qcow2, Some(&sha), |mut f| {
+            let image = image.clone();
+            async move {
+                let mut src = tokio::fs::File::open(&image).await?;
+                tokio::io::copy(&mut src, &mut f).await?;
+                Ok::<_, std::io::Error>(f)
+            }
+        })
+        .await
+        .unwrap();
+    let root = pool
+        .create_root(&instance, &template, ImageFormat::Qcow2, 64 * MIB)
+        .await
+        .unwrap();
+    let info = QemuImg::new()
+        .info(&root, Some(ImageFormat::Qcow2))
+        .await
+        .unwrap();
+    assert_eq!(info.virtual_size, 64 * MIB);
+    assert_eq!(info.backing.as_deref(), Some(template.as_path()));
+
+    // Network, with a reservation first made for another address and then
+    // corrected on the live network.
+    hv.ensure_network(&net).await.unwrap();
+    let mut reservation = DhcpHost {
+        mac: mac.clone(),
+        ip: format!("{prefix}.20"),
+        name: guest_name.clone(),
+    };
+    hv.set_dhcp_host(&net.name, &reservation).await.unwrap();
+    reservation.ip = guest_ip.clone();
+    hv.set_dhcp_host(&net.name, &reservation).await.unwrap();
+
+    // Design from what the host offers, and define.
+    let facts = hv.host_info().await.unwrap().design;
+    let console_dir = dir.join("console");
+    std::fs::create_dir_all(&console_dir).unwrap();
+    let config = DesignConfig {
+        console_log_dir: console_dir.display().to_string(),
+        vnc_listen: "127.0.0.1".to_string(),
+        forced_domain_type: forced_domain_type(),
+        nvram_dir: dir.join("nvram").display().to_string(),
+    };
+    let domain = design(
+        &spec(&name, &instance, &root, &mac, &net.name),
+        &facts,
+        &config,
+    )
+    .unwrap();
+    hv.define(&domain.to_xml()).await.unwrap();
+    let log = console_dir.join(format!("{name}.log"));
+
+    let listed: Vec<DomainInfo> = hv.domains().await.unwrap();
+    assert!(
+        listed.contains(&DomainInfo {
+            name: name.clone(),
+            instance_uuid: Some(instance.clone()),
+            power: Power::Off,
+        }),
+        "{listed:?}"
+    );
+
+    // Boot.
+    let t = Instant::now();
+    hv.start(&name).await.unwrap();
+    assert_eq!(hv.power(&name).await.unwrap(), Power::On);
+    assert!(hv.start(&name).await.unwrap_err().is_operation_invalid());
+    assert!(hv.undefine(&name).await.unwrap_err().is_operation_invalid());
+    wait_for_markers(&log, "ORRERY-GUEST-BOOTED", 1, BOOT_TIMEOUT).await;
+    let t_booted = t.elapsed();
+    let ips = wait_for_markers(&log, "ORRERY-GUEST-IP=", 1, BOOT_TIMEOUT).await;
+    let t_ip = t.elapsed();
+    assert_eq!(ips, vec![guest_ip.clone()]);
+    assert_eq!(
+        markers(&log, "ORRERY-GUEST-HOSTNAME="),
+        vec![guest_name.clone()]
+    );
+    eprintln!("boot: marker after {t_booted:?}, address after {t_ip:?}");
+
+    // Hot-plug a data disk, grow it, unplug it.
+    let data = pool.create_data(&uuid(2, 0), 32 * MIB).await.unwrap();
+    let disk_xml = format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+         <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+        data.display()
+    );
+    hv.attach_device(&name, &disk_xml).await.unwrap();
+    assert!(hv.domain_xml(&name).await.unwrap().contains("dev='vdb'"));
+    hv.block_resize(&name, "vdb", 48 * MIB).await.unwrap();
+    let info = QemuImg::new()
+        .info(&data, Some(ImageFormat::Qcow2))
+        .await
+        .unwrap();
+    assert_eq!(info.virtual_size, 48 * MIB);
+    hv.detach_device(&name, &disk_xml).await.unwrap();
+    let inactive = virsh(&["dumpxml", "--inactive", &name]).unwrap();
+    assert!(!inactive.contains("dev='vdb'"), "{inactive}");
+
+    // Reboot: the guest comes up a second time.
+    let t = Instant::now();
+    hv.reboot(&name).await.unwrap();
+    wait_for_markers(&log, "ORRERY-GUEST-IP=", 2, BOOT_TIMEOUT).await;
+    assert_eq!(markers(&log, "ORRERY-GUEST-BOOTED").len(), 2);
+    assert_eq!(hv.power(&name).await.unwrap(), Power::On);
+    eprintln!("reboot: back after {:?}", t.elapsed());
+
+    // Graceful shutdown: the guest sees the power button and powers off.
+    let t = Instant::now();
+    let presses = markers(&log, "ORRERY-GUEST-POWERBUTTON").len();
+    hv.shutdown(&name, Duration::from_secs(60)).await.unwrap();
+    let t_stop = t.elapsed();
+    assert_eq!(hv.power(&name).await.unwrap(), Power::Off);
+    assert!(markers(&log, "ORRERY-GUEST-POWERBUTTON").len() > presses);
+    assert!(t_stop < Duration::from_secs(60), "{t_stop:?}");
+    eprintln!("shutdown: off after {t_stop:?}");
+    assert!(hv
+        .shutdown(&name, Duration::from_secs(1))
+        .await
+        .unwrap_err()
+        .is_operation_invalid());
+
+    // A guest still booting ignores the button: the timeout ends in a
+    // hard stop.
+    hv.start(&name).await.unwrap();
+    let t = Instant::now();
+    hv.shutdown(&name, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(hv.power(&name).await.unwrap(), Power::Off);
+    eprintln!("forced shutdown: off after {:?}", t.elapsed());
+
+    // Hard stop.
+    hv.start(&name).await.unwrap();
+    wait_for_power(&hv, &name, Power::On, Duration::from_secs(5)).await;
+    hv.destroy(&name).await.unwrap();
+    assert_eq!(hv.power(&name).await.unwrap(), Power::Off);
+    assert!(hv.destroy(&name).await.unwrap_err().is_operation_invalid());
+
+    // Gone.
+    hv.undefine(&name).await.unwrap();
+    assert!(matches!(hv.power(&name).await, Err(HvError::NotFound(_))));
+    assert!(!hv.domains().await.unwrap().iter().any(|d| d.name == name));
+
+    hv.remove_dhcp_host(&net.name, &mac).await.unwrap();
+    assert!(pool.delete(&instance).await.unwrap());
+    assert!(pool.delete(&uuid(2, 0)).await.unwrap());
+    eprintln!("lifecycle: {:?} in all", t_total.elapsed());
+}
