@@ -179,11 +179,27 @@ async fn debug(cfg: &AgentConfig, state: &StateDir, what: Debug) -> Result<()> {
                 .clone()
                 .unwrap_or(creds.identity.coordinator.clone());
             let started = std::time::Instant::now();
-            link::channel(state, &coordinator).await?;
-            println!(
-                "{}",
-                serde_json::json!({"coordinator": coordinator, "hostid": creds.identity.host_id, "tls": "ok", "millis": started.elapsed().as_millis() as u64})
-            );
+            let ch = link::channel(state, &coordinator).await?;
+            // An authenticated call that changes nothing: the coordinator checks
+            // the certificate against the host record before it looks for the
+            // (nonexistent) template, so "not found" means "accepted".
+            let r = orrery_proto::v1::agent_link_client::AgentLinkClient::new(ch)
+                .fetch_template(orrery_proto::v1::TemplateRequest {
+                    uuid: String::new(),
+                })
+                .await;
+            match r {
+                Err(s) if s.code() == tonic::Code::NotFound => println!(
+                    "{}",
+                    serde_json::json!({"coordinator": coordinator, "hostid": creds.identity.host_id, "accepted": true, "millis": started.elapsed().as_millis() as u64})
+                ),
+                Err(s) => anyhow::bail!(
+                    "the coordinator refused this host: {} ({:?})",
+                    s.message(),
+                    s.code()
+                ),
+                Ok(_) => anyhow::bail!("unexpected answer to the probe"),
+            }
         }
     }
     Ok(())

@@ -101,6 +101,10 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed and report.when in ("setup", "call"):
+        lab = item.funcargs.get("lab")
+        if lab is not None and getattr(lab, "agent", None) is not None:
+            report.sections.append(("agent log", lab.agent.log_tail()))
+            report.sections.append(("lab coordinator log", lab.coordinator.log_tail()))
         for name in ("fresh_coordinator", "coordinator"):
             coordinator = item.funcargs.get(name)
             if isinstance(coordinator, Coordinator):

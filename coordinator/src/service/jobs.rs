@@ -37,6 +37,9 @@ pub enum Work {
     DeleteAccount {
         account_id: i64,
     },
+    RenewCertificate {
+        host_id: i64,
+    },
     AttachVolume {
         volume_id: i64,
         vm_id: i64,
@@ -137,6 +140,28 @@ impl Service {
                 work: Work::Done {
                     result: JobOutput::Success,
                 },
+            },
+        );
+        let mut tx = Tx::new();
+        tx.insert(&job);
+        self.store.commit(tx.ops).await?;
+        self.spawn_job(job.uuid.clone());
+        Ok(job.uuid)
+    }
+
+    pub async fn queue_host_job(
+        self: &Arc<Self>,
+        caller: &Caller,
+        command: &str,
+        host: &Host,
+    ) -> SResult<String> {
+        let job = self.new_job(
+            caller,
+            NewJob {
+                command,
+                instance_type: Some("Host"),
+                instance_uuid: Some(&host.uuid),
+                work: Work::RenewCertificate { host_id: host.id },
             },
         );
         let mut tx = Tx::new();
@@ -248,6 +273,11 @@ impl Service {
             } => {
                 self.exec_resize_volume(caller, volume_id, size, offering_id)
                     .await
+            }
+            Work::RenewCertificate { host_id } => {
+                let pem = self.agents.renew_certificate(host_id).await?;
+                self.set_host_certificate(host_id, &pem).await?;
+                Ok(JobOutput::Success)
             }
             Work::Done { result } => Ok(result),
         }

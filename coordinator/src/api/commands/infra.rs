@@ -130,6 +130,44 @@ pub fn commands() -> Vec<Command> {
             update_host
         ),
         cmd!(
+            "deleteHost",
+            "Removes a host; its certificate stops working at once.",
+            false,
+            RootAdmin,
+            &[
+                req("id", "uuid", "host"),
+                opt(
+                    "forced",
+                    "boolean",
+                    "remove even if the host is Up and not in maintenance"
+                ),
+                opt(
+                    "forcedestroylocalstorage",
+                    "boolean",
+                    "accepted for compatibility"
+                )
+            ],
+            &[f("success", "boolean", "true")],
+            delete_host
+        ),
+        cmd!(
+            "provisionCertificate",
+            "Issues a host a new certificate over its live connection.",
+            true,
+            RootAdmin,
+            &[
+                req("hostid", "uuid", "host"),
+                opt(
+                    "reconnect",
+                    "boolean",
+                    "accepted for compatibility; the connection stays up"
+                ),
+                opt("provider", "string", "accepted for compatibility")
+            ],
+            &[f("success", "boolean", "true")],
+            provision_certificate
+        ),
+        cmd!(
             "listStoragePools",
             "Lists primary storage pools.",
             false,
@@ -508,7 +546,11 @@ async fn host_json(ctx: &Ctx, h: &Host) -> Result<serde_json::Value, ApiError> {
         .s("hosttags", h.host_tags.join(","))
         .ov("lastpinged", h.last_ping.map(date))
         .s("created", date(h.created))
-        .v("details", json!({"secured": "false"}))
+        .v(
+            "details",
+            json!({"secured": (!h.simulated && h.cert_serial.is_some()).to_string()}),
+        )
+        .ov("version", h.agent_version.clone())
         .v("gputotal", 0)
         .v("gpuused", 0)
         .v("islocalstorageactive", false)
@@ -925,6 +967,46 @@ async fn delete_network(ctx: Ctx) -> Result<Reply, ApiError> {
     let job = ctx
         .svc
         .done_job(&ctx.caller, "deleteNetwork", "Network", &n.uuid)
+        .await?;
+    Ok(Reply::Async { job, id: None })
+}
+
+async fn live_host(ctx: &Ctx, param: &str) -> Result<Host, ApiError> {
+    let id = ctx.p.required(param)?;
+    let h: Host = ctx.svc.by_uuid(param, id).await?;
+    if h.removed.is_some() {
+        return Err(ApiError::unknown_id(param, id));
+    }
+    Ok(h)
+}
+
+async fn delete_host(ctx: Ctx) -> Result<Reply, ApiError> {
+    let h = live_host(&ctx, "id").await?;
+    let id = h.id;
+    ctx.svc
+        .delete_host(h, ctx.p.bool_or("forced", false))
+        .await?;
+    ctx.svc.agents.disconnect(id);
+    Ok(Reply::Success(None))
+}
+
+async fn provision_certificate(ctx: Ctx) -> Result<Reply, ApiError> {
+    let h = live_host(&ctx, "hostid").await?;
+    if h.simulated {
+        return Err(ApiError::param(format!(
+            "Host {} is simulated and has no certificate",
+            h.uuid
+        )));
+    }
+    if h.state != "Up" {
+        return Err(ApiError::state(format!(
+            "Host {} is {}; its agent must be connected to receive a certificate",
+            h.uuid, h.state
+        )));
+    }
+    let job = ctx
+        .svc
+        .queue_host_job(&ctx.caller, "provisionCertificate", &h)
         .await?;
     Ok(Reply::Async { job, id: None })
 }

@@ -1,0 +1,166 @@
+"""Instances on a real host: libvirt, QEMU (software emulation), an enrolled
+agent over mutual TLS, driven through the `cs` CLI and library."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import (
+    Lab,
+    domain_state,
+    require_lab,
+    virsh,
+    wait_console,
+    wait_host_state,
+    wait_vm_state,
+)
+from orrery_e2e import unique, wait_for
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def lab():
+    require_lab()
+    # Not under pytest's 0700 temporary directory: QEMU runs as libvirt-qemu
+    # and must reach the disk images below the agent's state directory.
+    base = Path(tempfile.mkdtemp(prefix="orrery-lab-", dir="/var/tmp"))
+    base.chmod(0o755)
+    lab = Lab(base).up()
+    yield lab
+    lab.down()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def cs_cli(lab: Lab, *args: str) -> dict:
+    env = dict(os.environ, CLOUDSTACK_ENDPOINT=lab.coordinator.endpoint,
+               CLOUDSTACK_KEY=lab.coordinator.apikey, CLOUDSTACK_SECRET=lab.coordinator.secretkey)
+    script = Path(sys.executable).parent / "cs"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "cs"]
+    result = subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return json.loads(result.stdout)
+
+
+def test_deploy_boots_with_the_instance_name_from_dhcp(lab):
+    name = unique("web")
+    out = cs_cli(lab, "deployVirtualMachine", f"zoneid={lab.env['zone']['id']}",
+                 f"serviceofferingid={lab.env['offering']['id']}",
+                 f"templateid={lab.env['template']['id']}", f"name={name}")
+    vm = out["virtualmachine"]
+    assert vm["state"] == "Running"
+    assert vm["hostid"] == lab.agent.host_id()
+    nic = vm["nic"][0]
+    assert nic["ipaddress"] and nic["macaddress"] and nic["networkid"] and nic["isdefault"]
+    inst = vm["instancename"]
+    assert domain_state(inst) == "running"
+    wait_console(lab.agent, inst, r"ORRERY-GUEST-BOOTED")
+    assert wait_console(lab.agent, inst, r"ORRERY-GUEST-HOSTNAME=\S+") == \
+        f"ORRERY-GUEST-HOSTNAME={name}"
+    assert wait_console(lab.agent, inst, r"ORRERY-GUEST-IP=\S+") == \
+        f"ORRERY-GUEST-IP={nic['ipaddress']}"
+    xml = virsh("dumpxml", inst)
+    assert "type='qemu'" in xml.splitlines()[0]
+    assert "CloudStack" in xml  # SMBIOS product for cloud-init's data source
+    assert "<listen type='address' address='127.0.0.1'" in xml
+
+
+def test_graceful_and_forced_stop_then_start_with_changes(lab):
+    api = lab.api
+    vm = lab.deploy(unique("stop"))
+    inst = vm["instancename"]
+    wait_console(lab.agent, inst, r"ORRERY-GUEST-BOOTED")
+    # Let the guest's acpid come up before pressing the button.
+    wait_console(lab.agent, inst, r"ORRERY-GUEST-IP=\S+")
+
+    stopped = api.stopVirtualMachine(id=vm["id"])["virtualmachine"]
+    assert stopped["state"] == "Stopped"
+    assert "ORRERY-GUEST-POWERBUTTON" in lab.agent.console(inst)
+    assert domain_state(inst) == "shut off"
+
+    ostype = next(o for o in api.listOsTypes()["ostype"]
+                  if o["description"] == "Debian GNU/Linux 12 (64-bit)")
+    api.updateVirtualMachine(id=vm["id"], displayname="Renamed while stopped",
+                             ostypeid=ostype["id"])
+    started = api.startVirtualMachine(id=vm["id"])["virtualmachine"]
+    assert started["state"] == "Running"
+    xml = virsh("dumpxml", inst)
+    assert "<title>Renamed while stopped</title>" in xml
+    assert "Debian GNU/Linux 12 (64-bit)" in xml
+
+    forced = api.stopVirtualMachine(id=vm["id"], forced=True)["virtualmachine"]
+    assert forced["state"] == "Stopped"
+    assert domain_state(inst) == "shut off"
+
+
+def test_reboot_keeps_the_domain(lab):
+    vm = lab.deploy(unique("reboot"))
+    inst = vm["instancename"]
+    wait_console(lab.agent, inst, r"ORRERY-GUEST-IP=\S+")
+    pid_before = virsh("domid", inst).strip()
+    uuid_before = virsh("domuuid", inst).strip()
+    rebooted = lab.api.rebootVirtualMachine(id=vm["id"])["virtualmachine"]
+    assert rebooted["state"] == "Running"
+    assert domain_state(inst) == "running"
+    assert virsh("domid", inst).strip() == pid_before
+    assert virsh("domuuid", inst).strip() == uuid_before
+    # The guest went through a second boot.
+    wait_for(lambda: lab.agent.console(inst).count("ORRERY-GUEST-BOOTED") >= 2, 120,
+             lambda: lab.agent.console(inst)[-2000:])
+
+
+def test_destroy_and_expunge_remove_domain_and_volumes(lab):
+    vm = lab.deploy(unique("gone"))
+    inst = vm["instancename"]
+    # Destroying stops the guest gracefully first: let it boot far enough
+    # to honour the power button.
+    wait_console(lab.agent, inst, r"ORRERY-GUEST-IP=\S+")
+    root = lab.api.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"][0]
+    volume_file = lab.agent.state_dir / "primary" / f"{root['id']}.qcow2"
+    assert volume_file.exists()
+    lab.api.destroyVirtualMachine(id=vm["id"], expunge=True)
+    listed = {v["id"] for v in lab.api.listVirtualMachines(listall=True).get("virtualmachine", [])}
+    assert vm["id"] not in listed
+    assert domain_state(inst) == "missing"
+    assert not volume_file.exists()
+
+
+def test_agent_killed_instances_keep_running(lab):
+    api = lab.api
+    vm = lab.deploy(unique("survive"))
+    inst = vm["instancename"]
+    lab.agent.kill_hard()
+    wait_host_state(api, lab.agent.host_id(), "Disconnected", timeout=30)
+    time.sleep(2)
+    assert domain_state(inst) == "running"
+    lab.agent.start()
+    wait_host_state(api, lab.agent.host_id(), "Up")
+    assert wait_vm_state(api, vm["id"], "Running")["hostid"] == lab.agent.host_id()
+    assert domain_state(inst) == "running"
+
+
+def test_coordinator_away_instances_keep_running_and_stops_are_noticed(lab):
+    api = lab.api
+    keep = lab.deploy(unique("keep"))
+    halt = lab.deploy(unique("halt"))
+    wait_console(lab.agent, halt["instancename"], r"ORRERY-GUEST-IP=\S+")
+    lab.coordinator.stop()
+    # The guest powers itself off (ACPI) while nobody watches.
+    virsh("shutdown", halt["instancename"])
+    wait_for(lambda: domain_state(halt["instancename"]) == "shut off", 60,
+             "the guest did not power off")
+    assert domain_state(keep["instancename"]) == "running"
+    lab.coordinator.start(same_port=True)
+    wait_host_state(api, lab.agent.host_id(), "Up")
+    wait_vm_state(api, halt["id"], "Stopped")
+    assert wait_vm_state(api, keep["id"], "Running")
+    assert domain_state(keep["instancename"]) == "running"
