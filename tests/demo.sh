@@ -1,34 +1,128 @@
 #!/usr/bin/env bash
-# Main job on the embedded defaults: build, initialise a SQLite data directory,
-# serve the API with three simulated hosts, and deploy an instance with PyPI's cs.
+# The main job on the embedded defaults, on one Debian 12 machine as root:
+# install what is missing, start libvirt, build, initialise a coordinator with
+# SQLite, enrol a local agent, register the lab's tiny guest image as a
+# template and deploy an instance that really boots. The coordinator and the
+# agent keep running afterwards; the script ends by saying how to reach them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-DATA="${ORRERY_DATA_DIR:-/var/lib/orrery}"
+
+ROOT="${ORRERY_HOME:-/var/lib/orrery}"
+DATA="$ROOT/coordinator"
+AGENT_STATE="$ROOT/agent"
 PORT="${ORRERY_PORT:-8080}"
-python3 -m venv .venv >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv .venv; }
-.venv/bin/pip install --quiet -r tests/requirements.txt
-cargo build --release -p orrery-coordinator
-BIN=target/release/orrery-coordinator
-if [ ! -f "$DATA/orrery.db" ]; then
-    mkdir -p "$DATA"
-    "$BIN" init --data-dir "$DATA" > "$DATA/admin-keys.json"
-    chmod 600 "$DATA/admin-keys.json"
+AGENT_PORT="${ORRERY_AGENT_PORT:-8250}"
+# Software emulation boots everywhere; on a host where KVM works, run with
+# ORRERY_DOMAIN_TYPE=kvm (or leave it empty to let the agent pick).
+DOMAIN_TYPE="${ORRERY_DOMAIN_TYPE-qemu}"
+
+say() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "demo.sh: run as root (it installs packages and starts libvirt)" >&2
+    exit 1
 fi
-"$BIN" serve --data-dir "$DATA" --api-listen "127.0.0.1:$PORT" --simulated-hosts 3 > "$DATA/coordinator.log" 2>&1 &
-trap 'kill $!' EXIT
+
+say "packages, libvirt, guest image"
+bash tests/lab/install-deps.sh
+bash tests/lab/start-libvirt.sh
+[ -f tests/lab/out/guest.qcow2 ] || bash tests/lab/build-guest.sh
+if ! python3 -m venv .venv >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+say "building (release)"
+cargo build --release -p orrery-coordinator -p orrery-agent
+COORD="$PWD/target/release/orrery-coordinator"
+AGENT="$PWD/target/release/orrery-agent"
+
+mkdir -p "$ROOT"
+chmod 755 "$ROOT"
+if [ ! -f "$DATA/orrery.db" ]; then
+    say "initialising $DATA"
+    mkdir -p "$DATA"
+    "$COORD" init --data-dir "$DATA" > "$ROOT/admin-keys.json"
+    chmod 600 "$ROOT/admin-keys.json"
+fi
+
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+if ! running "$ROOT/coordinator.pid"; then
+    say "starting the coordinator (API 127.0.0.1:$PORT, agents 127.0.0.1:$AGENT_PORT)"
+    setsid "$COORD" serve --data-dir "$DATA" --api-listen "127.0.0.1:$PORT" \
+        --agent-listen "127.0.0.1:$AGENT_PORT" >> "$ROOT/coordinator.log" 2>&1 < /dev/null &
+    echo $! > "$ROOT/coordinator.pid"
+fi
+
 export CLOUDSTACK_ENDPOINT="http://127.0.0.1:$PORT/client/api"
-export CLOUDSTACK_KEY="$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["apikey"])' "$DATA/admin-keys.json")"
-export CLOUDSTACK_SECRET="$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["secretkey"])' "$DATA/admin-keys.json")"
-for _ in $(seq 50); do .venv/bin/cs listZones >/dev/null 2>&1 && break; sleep 0.2; done
+CLOUDSTACK_KEY="$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["apikey"])' "$ROOT/admin-keys.json")"
+CLOUDSTACK_SECRET="$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["secretkey"])' "$ROOT/admin-keys.json")"
+export CLOUDSTACK_KEY CLOUDSTACK_SECRET
 CS=.venv/bin/cs
-get() { python3 -c "import json,sys;d=json.load(sys.stdin);print(eval(sys.argv[1]))" "$1"; }
+# cs prints nothing at all for an empty list.
+get() { python3 -c "import json,sys;t=sys.stdin.read();d=json.loads(t) if t.strip() else {};print(eval(sys.argv[1]))" "$1"; }
+for _ in $(seq 100); do $CS listZones >/dev/null 2>&1 && break; sleep 0.2; done
+
+if [ ! -f "$AGENT_STATE/agent.json" ]; then
+    say "enrolling this host"
+    TOKEN="$("$COORD" token create --data-dir "$DATA")"
+    "$AGENT" enroll --coordinator "127.0.0.1:$AGENT_PORT" --token "$TOKEN" --state-dir "$AGENT_STATE"
+fi
+if [ -n "$DOMAIN_TYPE" ]; then
+    printf 'domain_type = "%s"\n' "$DOMAIN_TYPE" > "$ROOT/agent.toml"
+else
+    : > "$ROOT/agent.toml"
+fi
+if ! running "$ROOT/agent.pid"; then
+    say "starting the agent"
+    setsid "$AGENT" --config "$ROOT/agent.toml" --state-dir "$AGENT_STATE" run \
+        >> "$ROOT/agent.log" 2>&1 < /dev/null &
+    echo $! > "$ROOT/agent.pid"
+fi
+HOST_ID="$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["host_id"])' "$AGENT_STATE/agent.json")"
+for _ in $(seq 100); do
+    [ "$($CS listHosts id="$HOST_ID" | get 'd["host"][0]["state"]')" = Up ] && break
+    sleep 0.3
+done
+
+say "catalog: offering and template"
 ZONE=$($CS listZones | get 'd["zone"][0]["id"]')
-SO=$($CS listServiceOfferings name=demo-small | get 'd.get("serviceoffering",[{}])[0].get("id","")')
-[ -n "$SO" ] || SO=$($CS createServiceOffering name=demo-small displaytext="1 vCPU, 512 MB" cpunumber=1 cpuspeed=1000 memory=512 | get 'd["serviceoffering"]["id"]')
-IMG="$DATA/demo.qcow2"
-[ -f "$IMG" ] || qemu-img create -f qcow2 "$IMG" 1G >/dev/null
-OS=$($CS listOsTypes description="Other Linux (64-bit)" | get 'd["ostype"][0]["id"]')
-TMPL=$($CS registerTemplate name=demo displaytext=demo url="$IMG" format=QCOW2 hypervisor=Simulator ostypeid="$OS" zoneid="$ZONE" | get 'd["template"][0]["id"]')
-for _ in $(seq 50); do [ "$($CS listTemplates templatefilter=all id="$TMPL" | get 'd["template"][0]["isready"]')" = True ] && break; sleep 0.2; done
-$CS deployVirtualMachine zoneid="$ZONE" serviceofferingid="$SO" templateid="$TMPL" name="demo-$RANDOM"
-$CS listVirtualMachines | get '[(v["name"], v["state"], v["nic"][0]["ipaddress"]) for v in d["virtualmachine"]]'
+SO=$($CS listServiceOfferings name=demo-tiny | get 'd.get("serviceoffering",[{}])[0].get("id","")')
+[ -n "$SO" ] || SO=$($CS createServiceOffering name=demo-tiny displaytext="1 vCPU, 256 MB" \
+    cpunumber=1 cpuspeed=500 memory=256 | get 'd["serviceoffering"]["id"]')
+TMPL=$($CS listTemplates templatefilter=self name=demo-guest | get 'd.get("template",[{}])[0].get("id","")')
+if [ -z "$TMPL" ]; then
+    OS=$($CS listOsTypes description="Other Linux (64-bit)" | get 'd["ostype"][0]["id"]')
+    TMPL=$($CS registerTemplate name=demo-guest displaytext="Lab guest" \
+        url="file://$PWD/tests/lab/out/guest.qcow2" format=QCOW2 hypervisor=KVM ostypeid="$OS" \
+        zoneid="$ZONE" | get 'd["template"][0]["id"]')
+fi
+for _ in $(seq 100); do
+    [ "$($CS listTemplates templatefilter=self id="$TMPL" | get 'd["template"][0]["isready"]')" = True ] && break
+    sleep 0.2
+done
+
+NAME="demo-$RANDOM"
+say "deploying $NAME"
+VM_JSON=$($CS deployVirtualMachine zoneid="$ZONE" serviceofferingid="$SO" templateid="$TMPL" name="$NAME")
+INSTANCE=$(echo "$VM_JSON" | get 'd["virtualmachine"]["instancename"]')
+IP=$(echo "$VM_JSON" | get 'd["virtualmachine"]["nic"][0]["ipaddress"]')
+STATE=$(echo "$VM_JSON" | get 'd["virtualmachine"]["state"]')
+LOG="$AGENT_STATE/consoles/$INSTANCE.log"
+for _ in $(seq 240); do grep -qa "ORRERY-GUEST-IP=" "$LOG" 2>/dev/null && break; sleep 0.5; done
+echo "instance $NAME ($INSTANCE) is $STATE with address $IP; its console says:"
+grep -a "ORRERY-GUEST" "$LOG" || true
+
+cat <<EOF
+
+The coordinator and the agent keep running (logs in $ROOT). Talk to it with cs:
+
+    export CLOUDSTACK_ENDPOINT=$CLOUDSTACK_ENDPOINT
+    export CLOUDSTACK_KEY=$CLOUDSTACK_KEY
+    export CLOUDSTACK_SECRET=$CLOUDSTACK_SECRET
+    $PWD/.venv/bin/cs listVirtualMachines
+    $PWD/.venv/bin/cs stopVirtualMachine id=<id>
+
+Stop them with: kill \$(cat $ROOT/coordinator.pid) \$(cat $ROOT/agent.pid)
+EOF

@@ -20,6 +20,20 @@ fi
 step "installing tests/requirements.txt"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
+# The agent links against libvirt, and the lab tests run real guests: as root
+# on Debian, install the hypervisor stack (a no-op once installed), start the
+# daemons and build the guest image. Elsewhere the lab tests are skipped.
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "lab: packages, libvirt daemons, guest image"
+    bash tests/lab/install-deps.sh
+    bash tests/lab/start-libvirt.sh
+    if [ ! -f tests/lab/out/guest.qcow2 ]; then
+        bash tests/lab/build-guest.sh
+    fi
+else
+    echo "not root on Debian: the lab (libvirt, real guests) is skipped" >&2
+fi
+
 step "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
@@ -32,6 +46,7 @@ case "$target_dir" in
     *) target_dir="$PWD/$target_dir" ;;
 esac
 export ORRERY_COORDINATOR_BIN="$target_dir/debug/orrery-coordinator"
+export ORRERY_AGENT_BIN="$target_dir/debug/orrery-agent"
 
 step "pytest tests/e2e (coordinator: $ORRERY_COORDINATOR_BIN)"
 "$VENV/bin/pytest" -q tests/e2e "$@"

@@ -695,12 +695,14 @@ struct ListRun {
     label: String,
     stats: Stats,
     bytes_mean: usize,
+    cpu: Option<CpuUse>,
 }
 
 /// `requests` list calls, one at a time on one keep-alive connection, pages in
 /// a fixed shuffled order so that shallow and deep offsets are mixed.
 async fn list_run(
     c: &Client,
+    server_pid: u32,
     label: &str,
     extra: &[(&str, &str)],
     instances: usize,
@@ -714,6 +716,7 @@ async fn list_run(
     let pagesize = PAGE_SIZE.to_string();
     let mut samples = Vec::with_capacity(requests);
     let mut bytes = 0usize;
+    let cpu = CpuMeter::start(server_pid);
     for i in 0..requests {
         let page = order[i % order.len()];
         let page_s = page.to_string();
@@ -746,6 +749,7 @@ async fn list_run(
         label: label.to_string(),
         stats: stats(&samples),
         bytes_mean: bytes / requests,
+        cpu: cpu.finish(),
     })
 }
 
@@ -889,6 +893,7 @@ async fn bench_list(args: &Args) -> Result<()> {
         vec![
             list_run(
                 &c,
+                server.child.id(),
                 "page=N&pagesize=500",
                 &[],
                 args.instances,
@@ -897,6 +902,7 @@ async fn bench_list(args: &Args) -> Result<()> {
             .await?,
             list_run(
                 &c,
+                server.child.id(),
                 "listall=true&page=N&pagesize=500",
                 &[("listall", "true")],
                 args.instances,
@@ -935,6 +941,9 @@ async fn bench_list(args: &Args) -> Result<()> {
                 "MISSED"
             }
         );
+    }
+    for r in &runs {
+        println!("  CPU, {} (cores): {}", r.label, fmt_cpu(r.cpu));
     }
     println!();
     println!(
@@ -1032,8 +1041,7 @@ async fn bench_deploy(args: &Args) -> Result<()> {
     }
 
     let window = Duration::from_secs_f64(args.seconds);
-    let server_cpu0 = cpu_seconds(&format!("/proc/{}/stat", server.child.id()));
-    let own_cpu0 = cpu_seconds("/proc/self/stat");
+    let cpu = CpuMeter::start(server.child.id());
     let start = Instant::now();
     let stop_at = start + window;
     let mut workers = Vec::new();
@@ -1091,12 +1099,7 @@ async fn bench_deploy(args: &Args) -> Result<()> {
     // Requests still in flight at the deadline finish a little later; the rate
     // is over the time until the last answer.
     let elapsed = start.elapsed();
-    let server_cores = cpu_seconds(&format!("/proc/{}/stat", server.child.id()))
-        .zip(server_cpu0)
-        .map(|(b, a)| (b - a) / elapsed.as_secs_f64());
-    let own_cores = cpu_seconds("/proc/self/stat")
-        .zip(own_cpu0)
-        .map(|(b, a)| (b - a) / elapsed.as_secs_f64());
+    let cpu_use = cpu.finish();
     let done_at_end = vm_count(&c, done_state).await?;
     let error_at_end = vm_count(&c, "Error").await?;
     let accepted = all.accepted.len();
@@ -1170,12 +1173,7 @@ async fn bench_deploy(args: &Args) -> Result<()> {
     if let Some(f) = first_failure {
         println!("    first failure: {f}");
     }
-    let fmt_cores = |c: Option<f64>| c.map_or("n/a".to_string(), |c| format!("{c:.2}"));
-    println!(
-        "  CPU during the window (cores)      server {}   benchmark client {}",
-        fmt_cores(server_cores),
-        fmt_cores(own_cores)
-    );
+    println!("  CPU during the window (cores)      {}", fmt_cpu(cpu_use));
     println!(
         "  in-process, on the final store: one small write transaction {:.2} ms; \
          placement's scan of {} active instances {:.1} ms",
@@ -1226,6 +1224,73 @@ async fn deploy_diagnostics(data_dir: &Path) -> Result<DeployDiag> {
         active,
         place_scan_ms,
     })
+}
+
+/// CPU use over a measurement, in cores: the server, this program, and
+/// everything else on the machine. The figures only mean something when the
+/// last one is near zero, so every result table shows it.
+struct CpuMeter {
+    server_stat: String,
+    t0: Instant,
+    server0: Option<f64>,
+    own0: Option<f64>,
+    busy0: Option<f64>,
+}
+
+#[derive(Clone, Copy)]
+struct CpuUse {
+    server: f64,
+    own: f64,
+    other: f64,
+}
+
+impl CpuMeter {
+    fn start(server_pid: u32) -> Self {
+        let server_stat = format!("/proc/{server_pid}/stat");
+        CpuMeter {
+            server0: cpu_seconds(&server_stat),
+            own0: cpu_seconds("/proc/self/stat"),
+            busy0: machine_busy_seconds(),
+            t0: Instant::now(),
+            server_stat,
+        }
+    }
+
+    fn finish(&self) -> Option<CpuUse> {
+        let secs = self.t0.elapsed().as_secs_f64();
+        let server = (cpu_seconds(&self.server_stat)? - self.server0?) / secs;
+        let own = (cpu_seconds("/proc/self/stat")? - self.own0?) / secs;
+        let busy = (machine_busy_seconds()? - self.busy0?) / secs;
+        Some(CpuUse {
+            server,
+            own,
+            other: (busy - server - own).max(0.0),
+        })
+    }
+}
+
+fn fmt_cpu(c: Option<CpuUse>) -> String {
+    c.map_or("n/a".into(), |c| {
+        format!(
+            "server {:.2}, client {:.2}, other processes {:.2}",
+            c.server, c.own, c.other
+        )
+    })
+}
+
+/// Busy CPU seconds of the whole machine, from the first line of `/proc/stat`.
+fn machine_busy_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<f64> = text
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    Some(busy / clock_ticks())
 }
 
 /// User + system CPU seconds of a process, from `/proc/<pid>/stat`.
@@ -1280,23 +1345,17 @@ fn machine() -> String {
 async fn main() -> Result<()> {
     let args = parse_args()?;
     println!(
-        "orrery api_bench, {}, {}",
+        "orrery api_bench, {}, {}, load average {}",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        machine()
+        machine(),
+        load_average()
     );
     if matches!(args.mode, Mode::List | Mode::All) {
-        println!("load average before the list benchmark: {}", load_average());
         bench_list(&args).await?;
     }
     if matches!(args.mode, Mode::Deploy | Mode::All) {
         println!();
-        println!(
-            "load average before the deploy benchmark: {}",
-            load_average()
-        );
         bench_deploy(&args).await?;
     }
-    println!();
-    println!("load average at the end: {}", load_average());
     Ok(())
 }
