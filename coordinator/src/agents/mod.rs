@@ -188,6 +188,10 @@ impl Router {
             .unwrap_or(false)
     }
 
+    async fn volume_call(&self, host_id: i64, op: pb::command::Op) -> Result<(), AgentError> {
+        self.hub.call(host_id, op, SHORT).await.map(|_| ())
+    }
+
     fn stop_timeout(&self) -> Duration {
         self.hub
             .svc()
@@ -264,8 +268,11 @@ impl AgentClient for Router {
         if self.simulated(host_id).await {
             return self.sim.attach_volume(host_id, instance, vol).await;
         }
-        let op = pb::command::Op::AttachVolume(convert::volume_op(instance, vol));
-        self.hub.call(host_id, op, SHORT).await.map(|_| ())
+        self.volume_call(
+            host_id,
+            pb::command::Op::AttachVolume(convert::volume_op(instance, vol)),
+        )
+        .await
     }
     async fn detach_volume(
         &self,
@@ -276,8 +283,11 @@ impl AgentClient for Router {
         if self.simulated(host_id).await {
             return self.sim.detach_volume(host_id, instance, vol).await;
         }
-        let op = pb::command::Op::DetachVolume(convert::volume_op(instance, vol));
-        self.hub.call(host_id, op, SHORT).await.map(|_| ())
+        self.volume_call(
+            host_id,
+            pb::command::Op::DetachVolume(convert::volume_op(instance, vol)),
+        )
+        .await
     }
     async fn resize_volume(
         &self,
@@ -288,8 +298,11 @@ impl AgentClient for Router {
         if self.simulated(host_id).await {
             return self.sim.resize_volume(host_id, instance, vol).await;
         }
-        let op = pb::command::Op::ResizeVolume(convert::volume_op(instance, vol));
-        self.hub.call(host_id, op, SHORT).await.map(|_| ())
+        self.volume_call(
+            host_id,
+            pb::command::Op::ResizeVolume(convert::volume_op(instance, vol)),
+        )
+        .await
     }
     async fn renew_certificate(&self, host_id: i64) -> Result<String, AgentError> {
         if self.simulated(host_id).await {

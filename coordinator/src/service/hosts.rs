@@ -331,7 +331,7 @@ impl Service {
                         Reconcile::PoweredOff => ("VM.STOP", "Instance powered off on its host"),
                         Reconcile::PoweredOn => ("VM.START", "Instance found running on its host"),
                     };
-                    self.power_event(&vm, kind, what).await?;
+                    self.record(&vm, kind, what).await?;
                 }
                 Err(e) => tracing::warn!(vm = vm_id, error = %e.text, "reconcile skipped"),
             }
@@ -360,28 +360,6 @@ impl Service {
             return Ok(());
         }
         self.reconcile_host(host_id, std::slice::from_ref(d)).await
-    }
-
-    async fn power_event(&self, vm: &Vm, kind: &str, what: &str) -> SResult<()> {
-        let mut tx = Tx::new();
-        tx.insert(&Event {
-            id: 0,
-            uuid: new_uuid(),
-            version: 0,
-            event_type: kind.into(),
-            level: "INFO".into(),
-            description: format!("{what}. Instance Id: {}", vm.uuid),
-            state: "Completed".into(),
-            account_id: vm.account_id,
-            domain_id: vm.domain_id,
-            user_id: vm.user_id,
-            resource_uuid: Some(vm.uuid.clone()),
-            resource_type: Some("VirtualMachine".into()),
-            resource_name: Some(vm.name.clone()),
-            created: now(),
-        });
-        self.store.commit(tx.ops).await?;
-        Ok(())
     }
 
     pub async fn agent_heartbeat(&self, host_id: i64) -> SResult<()> {

@@ -1016,7 +1016,7 @@ impl Service {
     }
 
     /// Writes an event attributed to the instance's owner.
-    async fn record(&self, vm: &Vm, kind: &str, what: &str) -> SResult<()> {
+    pub(crate) async fn record(&self, vm: &Vm, kind: &str, what: &str) -> SResult<()> {
         let mut tx = Tx::new();
         tx.insert(&Event {
             id: 0,
