@@ -58,6 +58,15 @@ pub async fn vm(
     let os: Option<OsType> = l.get(Some(v.os_type_id)).await?;
     let user: Option<User> = l.get(Some(v.user_id)).await?;
     let nics: Vec<Nic> = l.svc.store.all(Query::new().eq(Col::Parent, v.id)).await?;
+    let mut groups = Vec::new();
+    for gid in &v.affinity_group_ids {
+        if let Some(g) = l.get::<AffinityGroup>(Some(*gid)).await? {
+            groups.push(json!({
+                "id": g.uuid, "name": g.name, "type": g.group_type,
+                "description": g.description.unwrap_or_default(),
+            }));
+        }
+    }
     let mut nic_json = Vec::new();
     for n in &nics {
         let net: Option<Network> = l.get(Some(n.network_id)).await?;
@@ -148,7 +157,7 @@ pub async fn vm(
         .s("rootdevicetype", "ROOT")
         .s("hypervisor", &v.hypervisor)
         .v("securitygroup", json!([]))
-        .v("affinitygroup", json!([]))
+        .v("affinitygroup", json!(groups))
         .v("nic", Value::Array(nic_json))
         .v("tags", json!([]))
         .when(!v.keypairs.is_empty(), |o| {
@@ -217,6 +226,26 @@ pub async fn volume(l: &mut Lookup<'_>, caller: &Caller, v: &Volume) -> SResult<
         .build())
 }
 
+pub async fn affinity_group(svc: &Service, g: &AffinityGroup) -> SResult<Value> {
+    let acct: Option<Account> = svc.store.load(g.account_id).await?;
+    let dom: Option<Domain> = svc.store.load(g.domain_id).await?;
+    let members = svc.affinity_members(g.id, g.account_id).await?;
+    Ok(Obj::new()
+        .s("id", &g.uuid)
+        .s("name", &g.name)
+        .os("description", g.description.clone())
+        .s("type", &g.group_type)
+        .os("account", acct.map(|a| a.name))
+        .os("domainid", dom.as_ref().map(|d| d.uuid.clone()))
+        .os("domain", dom.as_ref().map(|d| d.name.clone()))
+        .os("domainpath", dom.map(|d| d.path))
+        .v(
+            "virtualmachineIds",
+            json!(members.iter().map(|v| v.uuid.clone()).collect::<Vec<_>>()),
+        )
+        .build())
+}
+
 pub fn job(j: &Job, acct: Option<&Account>, user: Option<&User>, dom: Option<&Domain>) -> Value {
     Obj::new()
         .s("jobid", &j.uuid)
@@ -270,6 +299,14 @@ impl Renderer for JobRenderer {
                         .await?
                         .ok_or_else(|| ApiError::internal("volume vanished"))?;
                     json!({"volume": volume(&mut l, caller, &v).await?})
+                }
+                JobOutput::AffinityGroup { id } => {
+                    let g: AffinityGroup = svc
+                        .store
+                        .load(*id)
+                        .await?
+                        .ok_or_else(|| ApiError::internal("affinity group vanished"))?;
+                    json!({"affinitygroup": affinity_group(svc, &g).await?})
                 }
                 JobOutput::Success => json!({"success": true}),
             })

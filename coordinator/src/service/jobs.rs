@@ -72,6 +72,9 @@ pub enum JobOutput {
     Volume {
         id: i64,
     },
+    AffinityGroup {
+        id: i64,
+    },
     Success,
 }
 
@@ -131,15 +134,32 @@ impl Service {
         instance_type: &str,
         instance_uuid: &str,
     ) -> SResult<String> {
+        self.done_job_with(
+            caller,
+            command,
+            instance_type,
+            instance_uuid,
+            JobOutput::Success,
+        )
+        .await
+    }
+
+    /// Like `done_job`, with the object the job result shows.
+    pub async fn done_job_with(
+        self: &Arc<Self>,
+        caller: &Caller,
+        command: &str,
+        instance_type: &str,
+        instance_uuid: &str,
+        result: JobOutput,
+    ) -> SResult<String> {
         let job = self.new_job(
             caller,
             NewJob {
                 command,
                 instance_type: Some(instance_type),
                 instance_uuid: Some(instance_uuid),
-                work: Work::Done {
-                    result: JobOutput::Success,
-                },
+                work: Work::Done { result },
             },
         );
         let mut tx = Tx::new();

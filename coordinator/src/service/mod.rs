@@ -1,6 +1,7 @@
 //! The only module that combines the store, placement and the agents. API
 //! handlers call into it with an authenticated caller and typed arguments.
 
+pub mod affinity;
 pub mod agent;
 pub mod bootstrap;
 pub mod hosts;
@@ -294,6 +295,7 @@ macro_rules! owned {
 owned!(Vm);
 owned!(Volume);
 owned!(Template);
+owned!(AffinityGroup);
 
 impl Owned for InstanceGroup {
     fn owner_account(&self) -> i64 {

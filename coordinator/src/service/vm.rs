@@ -37,6 +37,8 @@ pub struct DeployArgs {
     pub start: bool,
     pub pin: Pin,
     pub network: Option<Network>,
+    /// Affinity groups of the owner the instance joins.
+    pub affinity_groups: Vec<AffinityGroup>,
     pub ha_enable: Option<bool>,
     pub dynamically_scalable: Option<bool>,
     pub display_vm: bool,
@@ -274,6 +276,7 @@ impl Service {
             userdata: a.userdata.clone(),
             extraconfig: a.extraconfig.clone(),
             password_enabled: tmpl.map(|x| x.password_enabled).unwrap_or(false),
+            affinity_group_ids: a.affinity_groups.iter().map(|g| g.id).collect(),
             job_id: None,
             created: t,
             last_updated: t,

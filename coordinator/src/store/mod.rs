@@ -46,7 +46,7 @@ kinds! {
     OsCategory => "os_categories", OsType => "os_types", Template => "templates", Vm => "vms",
     Volume => "volumes", Nic => "nics", InstanceGroup => "instance_groups", Job => "jobs",
     Event => "events", Config => "configs", Session => "sessions",
-    EnrollToken => "enroll_tokens",
+    EnrollToken => "enroll_tokens", AffinityGroup => "affinity_groups",
 }
 
 /// Indexed columns. Each record kind documents which of them it fills.

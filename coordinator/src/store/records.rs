@@ -621,6 +621,9 @@ pub struct Vm {
     pub userdata: Option<String>,
     pub extraconfig: Option<String>,
     pub password_enabled: bool,
+    /// Affinity groups the instance belongs to (placement honours them).
+    #[serde(default)]
+    pub affinity_group_ids: Vec<i64>,
     /// The latest async job on the instance, shown as `jobid` while it runs.
     pub job_id: Option<i64>,
     pub created: i64,
@@ -860,6 +863,41 @@ entity!(EnrollToken, Kind::EnrollToken, |s| Index {
     ukey: Some(s.secret_hash.clone()),
     zone_id: Some(s.zone_id),
     host_id: s.host_id,
+    created: s.created,
+    ..Default::default()
+});
+
+/// An account's affinity group; members are listed on the instances.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct AffinityGroup {
+    pub id: i64,
+    pub uuid: String,
+    #[serde(skip)]
+    pub version: i64,
+    pub name: String,
+    pub description: Option<String>,
+    /// "host anti-affinity", "host affinity", "non-strict host anti-affinity",
+    /// "non-strict host affinity"
+    pub group_type: String,
+    pub account_id: i64,
+    pub domain_id: i64,
+    pub created: i64,
+    pub removed: Option<i64>,
+}
+entity!(AffinityGroup, Kind::AffinityGroup, |s| Index {
+    ukey: live(
+        &s.removed,
+        format!("{}/{}", s.account_id, s.name.to_lowercase())
+    ),
+    name: Some(s.name.clone()),
+    state: Some(if s.removed.is_some() {
+        "Removed".into()
+    } else {
+        "Active".into()
+    }),
+    account_id: Some(s.account_id),
+    domain_id: Some(s.domain_id),
+    k1: Some(s.group_type.clone()),
     created: s.created,
     ..Default::default()
 });

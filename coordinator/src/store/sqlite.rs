@@ -25,11 +25,15 @@ fn migrations() -> Vec<(i64, String)> {
          CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n",
     );
     // Kinds added after the first release get their tables from later migrations.
-    let later = [Kind::EnrollToken];
+    let later = [Kind::EnrollToken, Kind::AffinityGroup];
     for k in Kind::ALL.iter().filter(|k| !later.contains(k)) {
         v1.push_str(&table_sql(k.table()));
     }
-    vec![(1, v1), (2, table_sql(Kind::EnrollToken.table()))]
+    vec![
+        (1, v1),
+        (2, table_sql(Kind::EnrollToken.table())),
+        (3, table_sql(Kind::AffinityGroup.table())),
+    ]
 }
 
 /// One record table: indexed columns plus the record as JSON.

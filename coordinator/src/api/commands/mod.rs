@@ -1,5 +1,6 @@
 //! The command table, assembled from one module per area.
 
+mod affinity;
 mod catalog;
 mod identity;
 mod infra;
@@ -24,6 +25,7 @@ pub fn all() -> &'static [Command] {
         v.extend(catalog::commands());
         v.extend(misc::commands());
         v.extend(volumes::commands());
+        v.extend(affinity::commands());
         v
     })
 }

@@ -81,6 +81,8 @@ pub fn commands() -> Vec<Command> {
                 opt("podid", "uuid", "destination pod, admins only"),
                 opt("clusterid", "uuid", "destination cluster, admins only"),
                 opt("networkids", "list", "network IDs"),
+                opt("affinitygroupids", "list", "affinity groups by id"),
+                opt("affinitygroupnames", "list", "affinity groups by name"),
                 opt("account", "string", "owning account, with domainid"),
                 opt("domainid", "uuid", "domain of the owning account"),
                 opt("hypervisor", "string", "hypervisor of the instance"),
@@ -297,6 +299,7 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     let pin = admin_pin(&ctx).await?;
     let owner = owner(&ctx).await?;
+    let affinity_groups = super::affinity::groups_param(&ctx, &owner).await?;
     let network = match ctx.p.list("networkids").first() {
         Some(n) => Some(ctx.svc.by_uuid::<Network>("networkids", n).await?),
         None => None,
@@ -348,6 +351,7 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
         start: ctx.p.bool_or("startvm", true),
         pin,
         network,
+        affinity_groups,
         ha_enable: None,
         dynamically_scalable: ctx.p.bool("dynamicscalingenabled"),
         display_vm: ctx.p.bool_or("displayvm", true),
