@@ -6,5 +6,6 @@ pub mod api;
 pub mod ca;
 pub mod config;
 pub mod error;
+pub mod placement;
 pub mod service;
 pub mod store;

@@ -49,3 +49,65 @@ def test_affinity_group_api(admin, env, user):
     admin.deleteAffinityGroup(name=name)
     assert not [g for g in admin.listAffinityGroups(listall=True).get("affinitygroup", [])
                 if g["id"] in (group["id"], other["id"])]
+
+
+def test_strict_anti_affinity_spreads_and_then_refuses(admin, env):
+    # The session coordinator has three simulated hosts.
+    group = admin.createAffinityGroup(name=unique("spread"),
+                                      type="host anti-affinity")["affinitygroup"]
+    hosts = set()
+    for _ in range(3):
+        vm = deploy(admin, env, name=unique("web"), affinitygroupids=group["id"])
+        assert vm["state"] == "Running"
+        hosts.add(vm["hostid"])
+    assert len(hosts) == 3
+    err = expect_api_error(lambda **kw: deploy(admin, env, **kw), name=unique("web"),
+                           affinitygroupids=group["id"])
+    assert err.error["errorcode"] == 533, err.error
+    assert "anti-affinity" in err.error["errortext"], err.error["errortext"]
+
+
+def test_strict_affinity_keeps_members_together(admin, env):
+    group = admin.createAffinityGroup(name=unique("together"),
+                                      type="host affinity")["affinitygroup"]
+    first = deploy(admin, env, name=unique("db"), affinitygroupids=group["id"])
+    for _ in range(3):
+        vm = deploy(admin, env, name=unique("db"), affinitygroupids=group["id"])
+        assert vm["hostid"] == first["hostid"]
+
+
+def test_concurrent_deploys_never_overcommit_or_break_strict_rules(fresh_coordinator):
+    """100 deploys at once against three hosts: every host stays within its
+    capacity and a strict anti-affinity group never shares a host."""
+    from orrery_e2e import (SUCCEEDED, ClientPool, find_os_type, make_image,
+                            register_template, wait_jobs)
+    api = fresh_coordinator.client()
+    zone = api.listZones()["zone"][0]
+    image = make_image(fresh_coordinator.base_dir)
+    template = register_template(api, zone["id"], find_os_type(api)["id"], image)
+    # 8 cores of 2400 MHz: a 32-core simulated host fits four by CPU.
+    big = api.createServiceOffering(name="big", displaytext="big", cpunumber=8, cpuspeed=2400,
+                                    memory=1024)["serviceoffering"]
+    api.updateConfiguration(name="cluster.cpu.allocated.capacity.disablethreshold", value="1")
+    group = api.createAffinityGroup(name="apart", type="host anti-affinity")["affinitygroup"]
+    pool = ClientPool(lambda: fresh_coordinator.client(fetch_result=False), workers=32)
+
+    def go(client, i):
+        extra = {"affinitygroupids": group["id"]} if i % 2 == 0 else {}
+        return client.deployVirtualMachine(zoneid=zone["id"], serviceofferingid=big["id"],
+                                           templateid=template["id"], name=f"c-{i:03d}", **extra)
+    replies = pool.map(go, range(100))
+    jobs = wait_jobs(pool, [r["jobid"] for r in replies], timeout=180)
+    ok = [j for j in jobs.values() if j["jobstatus"] == SUCCEEDED]
+    failed = [j for j in jobs.values() if j["jobstatus"] != SUCCEEDED]
+    assert all(j["jobresult"]["errorcode"] == 533 for j in failed), failed[:2]
+    hosts = {h["id"]: h for h in api.listHosts()["host"]}
+    vms = api.listVirtualMachines(listall=True, state="Running", fetch_list=True)
+    per_host: dict[str, int] = {}
+    for vm in vms:
+        per_host[vm["hostid"]] = per_host.get(vm["hostid"], 0) + vm["cpunumber"] * vm["cpuspeed"]
+    for hid, used in per_host.items():
+        assert used <= hosts[hid]["cpunumber"] * hosts[hid]["cpuspeed"], (hid, used)
+    assert len(ok) == 12  # three hosts, four each
+    members = [vm for vm in vms if any(g["id"] == group["id"] for g in vm["affinitygroup"])]
+    assert len(members) == len({vm["hostid"] for vm in members}) <= 3

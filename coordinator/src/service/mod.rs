@@ -8,6 +8,7 @@ pub mod hosts;
 pub mod identity;
 pub mod infra;
 pub mod jobs;
+pub mod placing;
 pub mod settings;
 pub mod templates;
 pub mod vm;

@@ -77,7 +77,7 @@ impl IpPool {
     }
 }
 
-fn running_like() -> Vec<crate::store::Val> {
+pub(crate) fn running_like() -> Vec<crate::store::Val> {
     [
         VmState::Starting,
         VmState::Running,
@@ -516,126 +516,6 @@ impl Service {
     /// First fit over the zone's hosts, honouring admin pins, host and cluster
     /// state, host tags and capacity with the over-provisioning factors. Returns
     /// the host or a 533 saying why each host was rejected.
-    async fn place(&self, vm: &Vm, pin: &Pin) -> SResult<Host> {
-        let offering: Option<ServiceOffering> = self.store.load(vm.service_offering_id).await?;
-        let want_tags: Vec<String> = offering
-            .and_then(|o| o.host_tags)
-            .map(|t| {
-                t.split(',')
-                    .map(|s| s.trim().to_lowercase())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut q = Query::new().eq(Col::Zone, vm.zone_id);
-        if let Some(h) = pin.host_id {
-            q = q.eq(Col::Id, h);
-        }
-        if let Some(c) = pin.cluster_id {
-            q = q.eq(Col::Parent, c);
-        }
-        if let Some(p) = pin.pod_id {
-            q = q.eq(Col::Ref, p);
-        }
-        let hosts: Vec<Host> = self.store.all(q).await?;
-        let clusters: Vec<Cluster> = self
-            .store
-            .all(Query::new().eq(Col::Zone, vm.zone_id))
-            .await?;
-        let pods: Vec<Pod> = self
-            .store
-            .all(Query::new().eq(Col::Zone, vm.zone_id))
-            .await?;
-        let host_ids: Vec<crate::store::Val> = hosts.iter().map(|h| h.id.into()).collect();
-        let active: Vec<Vm> = self
-            .store
-            .all(
-                Query::new()
-                    .and(Cond::In(Col::Host, host_ids))
-                    .and(Cond::In(Col::State, running_like())),
-            )
-            .await?;
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        let mut reject = |r: String| *reasons.entry(r).or_default() += 1;
-        for h in &hosts {
-            if h.removed.is_some() {
-                continue;
-            }
-            if h.state != "Up" {
-                reject("host not Up".to_string());
-                continue;
-            }
-            if h.resource_state != "Enabled" {
-                reject(format!("host {}", h.resource_state.to_lowercase()));
-                continue;
-            }
-            let cl = clusters.iter().find(|c| c.id == h.cluster_id);
-            if cl.map(|c| c.allocation_state != "Enabled").unwrap_or(true) {
-                reject("cluster disabled".into());
-                continue;
-            }
-            if pods
-                .iter()
-                .find(|p| p.id == h.pod_id)
-                .map(|p| p.allocation_state != "Enabled")
-                .unwrap_or(true)
-            {
-                reject("pod disabled".into());
-                continue;
-            }
-            let tags: Vec<String> = h.host_tags.iter().map(|t| t.to_lowercase()).collect();
-            if let Some(missing) = want_tags.iter().find(|t| !tags.contains(t)) {
-                reject(format!("missing host tag '{missing}'"));
-                continue;
-            }
-            let scopes = [("cluster", h.cluster_id)];
-            let cpu_factor = self.setting_f64("cpu.overprovisioning.factor", &scopes);
-            let mem_factor = self.setting_f64("mem.overprovisioning.factor", &scopes);
-            let (mut cpu_used, mut mem_used) = (0i64, 0i64);
-            for v in active
-                .iter()
-                .filter(|v| v.host_id == Some(h.id) && v.id != vm.id)
-            {
-                cpu_used += v.cpu_number * v.cpu_speed;
-                mem_used += v.memory;
-            }
-            let cpu_total = (h.cpu_number * h.cpu_speed) as f64 * cpu_factor;
-            let mem_total = (h.memory_total / (1024 * 1024)) as f64 * mem_factor;
-            if vm.cpu_number > h.cpu_number {
-                reject(format!(
-                    "not enough CPU cores (need {}, host has {})",
-                    vm.cpu_number, h.cpu_number
-                ));
-                continue;
-            }
-            if (cpu_used + vm.cpu_number * vm.cpu_speed) as f64 > cpu_total {
-                reject(format!(
-                    "not enough free CPU (need {} MHz)",
-                    vm.cpu_number * vm.cpu_speed
-                ));
-                continue;
-            }
-            if (mem_used + vm.memory) as f64 > mem_total {
-                reject(format!("not enough free memory (need {} MB)", vm.memory));
-                continue;
-            }
-            return Ok(h.clone());
-        }
-        let summary = if reasons.is_empty() {
-            "no hosts in the zone".to_string()
-        } else {
-            reasons
-                .iter()
-                .map(|(r, n)| format!("{n} host{}: {r}", if *n == 1 { "" } else { "s" }))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        Err(ApiError::capacity(format!(
-            "Unable to create a deployment for VM instance {}: insufficient capacity ({summary})",
-            vm.uuid
-        )))
-    }
-
     /// Renders what a host needs to run the instance from the stored records,
     /// so changes made while it was stopped take effect on the next start.
     pub async fn vm_spec(&self, vm: &Vm) -> SResult<VmSpec> {

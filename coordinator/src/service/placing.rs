@@ -1,0 +1,215 @@
+//! Placement in the service: build an immutable snapshot of a zone from the
+//! store, ask the pure engine (`crate::placement`), and apply its answer.
+//!
+//! The apply step: `exec_start` holds `place_lock` from building the snapshot
+//! until the instance's host is committed (the Starting transition), so every
+//! decision sees the capacity and affinity effects of every earlier one, and
+//! concurrent deploys can neither overcommit a host nor break a strict group.
+
+use super::vm::Pin;
+use super::*;
+use crate::placement::{self as pl, Snapshot, SnapshotParts};
+use orrery_model::VmState;
+
+fn split_tags(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// States in which an instance holds capacity on its host.
+fn holds_capacity(s: VmState) -> bool {
+    matches!(
+        s,
+        VmState::Starting | VmState::Running | VmState::Stopping | VmState::Migrating
+    )
+}
+
+impl Service {
+    /// Everything placement needs to decide within a zone, read once.
+    pub async fn placement_snapshot(&self, zone_id: i64) -> SResult<Snapshot> {
+        let zone: Zone = self
+            .store
+            .load(zone_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("zone vanished"))?;
+        let pods: Vec<Pod> = self.store.all(Query::new().eq(Col::Zone, zone_id)).await?;
+        let clusters: Vec<Cluster> = self.store.all(Query::new().eq(Col::Zone, zone_id)).await?;
+        let hosts: Vec<Host> = self.store.all(Query::new().eq(Col::Zone, zone_id)).await?;
+        let vms: Vec<Vm> = self
+            .store
+            .all(
+                Query::new()
+                    .eq(Col::Zone, zone_id)
+                    .and(Cond::In(Col::State, super::vm::running_like())),
+            )
+            .await?;
+        let groups: Vec<AffinityGroup> = self
+            .store
+            .all(Query::new().and(Cond::Ne(Col::State, "Removed".into())))
+            .await?;
+        let alloc = |s: &str| pl::AllocationState::parse(s);
+        let threshold = |name: &str, c: i64| -> Option<f64> {
+            self.setting(name, &[("cluster", c)]).parse().ok()
+        };
+        let parts = SnapshotParts {
+            zones: vec![pl::Zone {
+                id: zone.id,
+                allocation_state: alloc(&zone.allocation_state),
+            }],
+            pods: pods
+                .iter()
+                .filter(|p| p.removed.is_none())
+                .map(|p| pl::Pod {
+                    id: p.id,
+                    zone_id: p.zone_id,
+                    allocation_state: alloc(&p.allocation_state),
+                })
+                .collect(),
+            clusters: clusters
+                .iter()
+                .filter(|c| c.removed.is_none())
+                .map(|c| pl::Cluster {
+                    id: c.id,
+                    zone_id: c.zone_id,
+                    pod_id: c.pod_id,
+                    allocation_state: alloc(&c.allocation_state),
+                    cpu_overprovisioning: self
+                        .setting_f64("cpu.overprovisioning.factor", &[("cluster", c.id)]),
+                    mem_overprovisioning: self
+                        .setting_f64("mem.overprovisioning.factor", &[("cluster", c.id)]),
+                    cpu_disable_threshold: threshold(
+                        "cluster.cpu.allocated.capacity.disablethreshold",
+                        c.id,
+                    ),
+                    mem_disable_threshold: threshold(
+                        "cluster.memory.allocated.capacity.disablethreshold",
+                        c.id,
+                    ),
+                })
+                .collect(),
+            hosts: hosts
+                .iter()
+                .filter(|h| h.removed.is_none())
+                .map(|h| pl::Host {
+                    id: h.id,
+                    name: h.name.clone(),
+                    zone_id: h.zone_id,
+                    pod_id: h.pod_id,
+                    cluster_id: h.cluster_id,
+                    status: pl::HostStatus::parse(&h.state),
+                    resource_state: pl::ResourceState::parse(&h.resource_state),
+                    cpu_number: h.cpu_number.max(0) as u32,
+                    cpu_speed_mhz: h.cpu_speed.max(0) as u32,
+                    memory_bytes: h.memory_total.max(0) as u64,
+                    tags: h.host_tags.clone(),
+                    gpu_devices: 0,
+                    preferred_os_category: None,
+                    max_guests: None,
+                })
+                .collect(),
+            instances: vms
+                .iter()
+                .filter(|v| v.host_id.is_some() && holds_capacity(v.state))
+                .map(|v| pl::Instance {
+                    id: v.id,
+                    host_id: v.host_id,
+                    account_id: v.account_id,
+                    cpu_number: v.cpu_number.max(0) as u32,
+                    cpu_speed_mhz: v.cpu_speed.max(0) as u32,
+                    memory_mb: v.memory.max(0) as u64,
+                    gpu_count: 0,
+                    affinity_group_ids: v.affinity_group_ids.clone(),
+                    os_category: None,
+                })
+                .collect(),
+            affinity_groups: groups
+                .iter()
+                .filter_map(|g| {
+                    pl::AffinityKind::parse(&g.group_type).map(|kind| pl::AffinityGroup {
+                        id: g.id,
+                        kind,
+                        account_id: g.account_id,
+                    })
+                })
+                .collect(),
+            settings: pl::Settings {
+                allocation_algorithm: self.setting("vm.allocation.algorithm", &[]),
+                strict_host_tags: split_tags(&self.setting("vm.strict.host.tags", &[])),
+                cpu_disable_threshold: self
+                    .setting("cluster.cpu.allocated.capacity.disablethreshold", &[])
+                    .parse()
+                    .unwrap_or(0.85),
+                mem_disable_threshold: self
+                    .setting("cluster.memory.allocated.capacity.disablethreshold", &[])
+                    .parse()
+                    .unwrap_or(0.85),
+                ..pl::Settings::default()
+            },
+        };
+        Ok(Snapshot::new(parts))
+    }
+
+    /// The placement question for an instance about to start.
+    pub async fn placement_request(&self, vm: &Vm, pin: &Pin, admin: bool) -> SResult<pl::Request> {
+        let offering: Option<ServiceOffering> = self.store.load(vm.service_offering_id).await?;
+        let os: Option<OsType> = self.store.load(vm.os_type_id).await?;
+        Ok(pl::Request {
+            vm_id: Some(vm.id),
+            account_id: vm.account_id,
+            cpu_number: vm.cpu_number.max(0) as u32,
+            cpu_speed_mhz: vm.cpu_speed.max(0) as u32,
+            memory_mb: vm.memory.max(0) as u64,
+            host_tags: offering
+                .and_then(|o| o.host_tags)
+                .map(|t| split_tags(&t))
+                .unwrap_or_default(),
+            template_tag: None,
+            os_category: os.map(|o| o.category_id),
+            gpu_count: 0,
+            affinity_group_ids: vm.affinity_group_ids.clone(),
+            zone_id: Some(vm.zone_id),
+            pod_id: pin.pod_id,
+            cluster_id: pin.cluster_id,
+            host_id: pin.host_id,
+            avoid_hosts: Vec::new(),
+            last_host_id: vm.last_host_id,
+            caller_is_admin: admin,
+            seed: rand::random(),
+        })
+    }
+
+    fn allocator(&self) -> &'static dyn pl::Allocator {
+        pl::allocator_for(&self.setting("vm.allocation.algorithm", &[]))
+            .or_else(|| pl::allocator_for("random"))
+            .expect("the random allocator exists")
+    }
+
+    /// Picks the host for an instance; a failure is CloudStack's 533 with the
+    /// count of hosts rejected for each reason.
+    pub(crate) async fn place(&self, vm: &Vm, pin: &Pin) -> SResult<Host> {
+        let snap = self.placement_snapshot(vm.zone_id).await?;
+        let admin = pin.host_id.is_some() || pin.pod_id.is_some() || pin.cluster_id.is_some();
+        let req = self.placement_request(vm, pin, admin).await?;
+        match pl::plan(&snap, &req, self.allocator()) {
+            Ok(plan) => self
+                .store
+                .load(plan.host_id)
+                .await?
+                .ok_or_else(|| ApiError::internal("host vanished")),
+            Err(why) => Err(ApiError::capacity(format!(
+                "Unable to create a deployment for VM instance {}: insufficient capacity ({why})",
+                vm.uuid
+            ))),
+        }
+    }
+
+    /// Every host of the zone with its rank or every reason it was rejected,
+    /// for an instance as it would be started now.
+    pub async fn placement_dry_run(&self, vm: &Vm, pin: &Pin) -> SResult<Vec<pl::HostVerdict>> {
+        let snap = self.placement_snapshot(vm.zone_id).await?;
+        let req = self.placement_request(vm, pin, true).await?;
+        Ok(pl::dry_run(&snap, &req, self.allocator()))
+    }
+}
