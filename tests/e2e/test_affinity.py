@@ -111,3 +111,28 @@ def test_concurrent_deploys_never_overcommit_or_break_strict_rules(fresh_coordin
     assert len(ok) == 12  # three hosts, four each
     members = [vm for vm in vms if any(g["id"] == group["id"] for g in vm["affinitygroup"])]
     assert len(members) == len({vm["hostid"] for vm in members}) <= 3
+
+
+def test_admin_placement_tools(admin, env):
+    vm = deploy(admin, env, name=unique("mig"))
+    hosts = admin.findHostsForMigration(id=vm["id"])["host"]
+    assert vm["hostid"] not in {h["id"] for h in hosts}
+    assert len(hosts) == 2 and all(h["suitableformigration"] for h in hosts)
+    assert all("requiresStorageMotion" in h for h in hosts)
+
+    group = admin.createAffinityGroup(name=unique("full"),
+                                      type="host anti-affinity")["affinitygroup"]
+    for _ in range(3):
+        deploy(admin, env, name=unique("full"), affinitygroupids=group["id"])
+    waiting = deploy(admin, env, name=unique("wait"), startvm=False,
+                     affinitygroupids=group["id"])
+    plan = admin.listDeploymentPlan(virtualmachineid=waiting["id"])["host"]
+    assert len(plan) == 3 and not any(h["eligible"] for h in plan)
+    assert all(any("anti-affinity" in r for r in h["reasons"]) for h in plan), plan
+
+    zone = env.zone["id"]
+    report = admin.listClusterHaCapacity(zoneid=zone, perhostlimit=10)["clusterhacapacity"]
+    assert report[0]["hosts"] == 3 and report[0]["safeinstances"] == 20
+    assert report[0]["headroom"] == 20 - report[0]["instances"]
+    err = expect_api_error(admin.listClusterHaCapacity, zoneid=zone, perhostlimit=0)
+    assert err.status == 431 and "perhostlimit" in err.error["errortext"]

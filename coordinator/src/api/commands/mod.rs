@@ -5,6 +5,7 @@ mod catalog;
 mod identity;
 mod infra;
 mod misc;
+mod placement;
 mod vm;
 mod volumes;
 
@@ -26,6 +27,7 @@ pub fn all() -> &'static [Command] {
         v.extend(misc::commands());
         v.extend(volumes::commands());
         v.extend(affinity::commands());
+        v.extend(placement::commands());
         v
     })
 }

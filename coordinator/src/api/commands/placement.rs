@@ -1,0 +1,191 @@
+//! Admin tools over the placement engine: CloudStack's findHostsForMigration,
+//! a deployment dry run that explains every host, and the HA safety margin.
+
+use super::*;
+use crate::api::registry::{f, opt, req, Field, PAGING};
+use crate::api::render::{Obj, Reply};
+use crate::cmd;
+use crate::placement::Outcome;
+use crate::service::vm::Pin;
+use crate::store::StoreExt;
+use serde_json::json;
+
+const HOST_FIELDS: &[Field] = &[
+    f("id", "string", "host ID"),
+    f("name", "string", "host name"),
+    f("suitableformigration", "boolean", "the instance fits on the host"),
+    f("requiresStorageMotion", "boolean", "its volumes must move too"),
+];
+const PLAN_FIELDS: &[Field] = &[
+    f("id", "string", "host ID"),
+    f("name", "string", "host name"),
+    f("eligible", "boolean", "the host passes every check"),
+    f("rank", "integer", "order in which eligible hosts are tried (0 = chosen)"),
+    f("priority", "integer", "non-strict affinity priority"),
+    f("reasons", "list", "why the host was rejected"),
+];
+const HA_FIELDS: &[Field] = &[
+    f("clusterid", "string", "cluster ID"),
+    f("hosts", "integer", "hosts in the cluster"),
+    f("instances", "integer", "instances running there"),
+    f("safeinstances", "integer", "(N-1) x per-host limit"),
+    f("headroom", "integer", "safeinstances - instances"),
+];
+
+pub fn commands() -> Vec<Command> {
+    vec![
+        cmd!(
+            "findHostsForMigration",
+            "Lists the hosts a running instance could move to, and whether each fits.",
+            false,
+            RootAdmin,
+            &[
+                req("id", "uuid", "the instance"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            HOST_FIELDS,
+            find_hosts_for_migration
+        ),
+        cmd!(
+            "listDeploymentPlan",
+            "Dry run of placement for an instance: every host of its zone with its rank or every reason it is rejected.",
+            false,
+            RootAdmin,
+            &[
+                req("virtualmachineid", "uuid", "the instance, as it would be started now"),
+                opt("hostid", "uuid", "destination host to test"),
+                opt("podid", "uuid", "destination pod to test"),
+                opt("clusterid", "uuid", "destination cluster to test")
+            ],
+            PLAN_FIELDS,
+            deployment_plan
+        ),
+        cmd!(
+            "listClusterHaCapacity",
+            "Instances per cluster against the HA-safe figure (N-1) x per-host limit.",
+            false,
+            RootAdmin,
+            &[
+                req("zoneid", "uuid", "zone"),
+                opt("perhostlimit", "integer", "instances per host (default vm.max.guests.per.host)")
+            ],
+            HA_FIELDS,
+            ha_capacity
+        ),
+    ]
+}
+
+async fn host_names(ctx: &Ctx, ids: &[i64]) -> Result<std::collections::HashMap<i64, Host>, ApiError> {
+    let mut m = std::collections::HashMap::new();
+    for id in ids {
+        if let Some(h) = ctx.svc.store.load::<Host>(*id).await? {
+            m.insert(*id, h);
+        }
+    }
+    Ok(m)
+}
+
+async fn find_hosts_for_migration(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vm: Vm = ctx.svc.owned(&ctx.caller, "id", ctx.p.required("id")?).await?;
+    if vm.state != orrery_model::VmState::Running {
+        return Err(ApiError::state(format!(
+            "Instance {} is {}; only a running instance can migrate",
+            vm.uuid, vm.state
+        )));
+    }
+    let current = vm.host_id;
+    let verdicts = ctx.svc.placement_dry_run(&vm, &Pin::default()).await?;
+    let ids: Vec<i64> = verdicts.iter().map(|v| v.host_id).collect();
+    let hosts = host_names(&ctx, &ids).await?;
+    let mut items = Vec::new();
+    for v in verdicts.iter().filter(|v| Some(v.host_id) != current) {
+        let Some(h) = hosts.get(&v.host_id) else { continue };
+        items.push(
+            Obj::new()
+                .s("id", &h.uuid)
+                .s("name", &h.name)
+                .s("hypervisor", &h.hypervisor)
+                .s("state", &h.state)
+                .v("cpunumber", h.cpu_number)
+                .v("cpuspeed", h.cpu_speed)
+                .v("memorytotal", h.memory_total)
+                .v("suitableformigration", v.is_eligible())
+                // Real hosts keep volumes in their own primary storage.
+                .v("requiresStorageMotion", !h.simulated)
+                .build(),
+        );
+    }
+    let n = items.len() as u64;
+    Ok(Reply::List("host", items, n))
+}
+
+async fn deployment_plan(ctx: Ctx) -> Result<Reply, ApiError> {
+    let vm: Vm = ctx
+        .svc
+        .owned(&ctx.caller, "virtualmachineid", ctx.p.required("virtualmachineid")?)
+        .await?;
+    let pin = Pin {
+        host_id: opt_ref::<Host>(&ctx, "hostid").await?.map(|h| h.id),
+        pod_id: opt_ref::<Pod>(&ctx, "podid").await?.map(|p| p.id),
+        cluster_id: opt_ref::<Cluster>(&ctx, "clusterid").await?.map(|c| c.id),
+    };
+    let verdicts = ctx.svc.placement_dry_run(&vm, &pin).await?;
+    let ids: Vec<i64> = verdicts.iter().map(|v| v.host_id).collect();
+    let hosts = host_names(&ctx, &ids).await?;
+    let mut items = Vec::new();
+    for v in &verdicts {
+        let Some(h) = hosts.get(&v.host_id) else { continue };
+        let o = Obj::new().s("id", &h.uuid).s("name", &h.name);
+        items.push(match &v.outcome {
+            Outcome::Eligible { rank, priority } => o
+                .v("eligible", true)
+                .v("rank", *rank)
+                .v("priority", *priority)
+                .v("reasons", json!([]))
+                .build(),
+            Outcome::Rejected(reasons) => o
+                .v("eligible", false)
+                .v(
+                    "reasons",
+                    json!(reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>()),
+                )
+                .build(),
+        });
+    }
+    let n = items.len() as u64;
+    Ok(Reply::List("host", items, n))
+}
+
+async fn ha_capacity(ctx: Ctx) -> Result<Reply, ApiError> {
+    let zone: Zone = ctx.svc.by_uuid("zoneid", ctx.p.required("zoneid")?).await?;
+    let limit = match ctx.p.i64("perhostlimit")? {
+        Some(l) if l < 1 => {
+            return Err(ApiError::param(
+                "Invalid value for parameter perhostlimit: it must be 1 or more",
+            ))
+        }
+        Some(l) => l as usize,
+        None => ctx.svc.setting_i64("vm.max.guests.per.host").max(1) as usize,
+    };
+    let snap = ctx.svc.placement_snapshot(zone.id).await?;
+    let mut items = Vec::new();
+    for r in crate::placement::ha_report(&snap, limit) {
+        let c: Option<Cluster> = ctx.svc.store.load(r.cluster_id).await?;
+        items.push(
+            Obj::new()
+                .os("clusterid", c.as_ref().map(|c| c.uuid.clone()))
+                .os("clustername", c.map(|c| c.name))
+                .v("hosts", r.hosts)
+                .v("instances", r.instances)
+                .v("perhostlimit", r.per_host_limit)
+                .v("safeinstances", r.safe_instances)
+                .v("headroom", r.headroom)
+                .v("overlimit", r.over_limit())
+                .build(),
+        );
+    }
+    let n = items.len() as u64;
+    Ok(Reply::List("clusterhacapacity", items, n))
+}
