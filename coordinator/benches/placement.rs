@@ -120,11 +120,7 @@ fn cloud(hosts: usize) -> SnapshotParts {
                 cpu_speed_mhz: 500,
                 memory_mb: 1024 * (1 + rng.below(4)),
                 gpu_count: 0,
-                affinity_group_ids: if in_group {
-                    vec![g as Id + 1]
-                } else {
-                    vec![]
-                },
+                affinity_group_ids: if in_group { vec![g as Id + 1] } else { vec![] },
                 os_category: Some(1 + rng.below(4) as Id),
             }
         })
@@ -219,7 +215,12 @@ fn latency_report(decisions: u64) {
         }
         builds.sort();
         let snap = snap.unwrap();
-        for name in ["random", "firstfit", "userdispersing", "firstfitleastconsumed"] {
+        for name in [
+            "random",
+            "firstfit",
+            "userdispersing",
+            "firstfitleastconsumed",
+        ] {
             let alloc = allocator_for(name).unwrap();
             let reqs: Vec<Request> = (0..decisions).map(request).collect();
             let mut times = Vec::with_capacity(reqs.len());

@@ -215,11 +215,7 @@ impl<'a> Cx<'a> {
 
         let n = snap.hosts().len();
         let others = |ids: &Vec<Id>| {
-            ids.len()
-                - usize::from(
-                    req.vm_id
-                        .is_some_and(|me| ids.binary_search(&me).is_ok()),
-                )
+            ids.len() - usize::from(req.vm_id.is_some_and(|me| ids.binary_search(&me).is_ok()))
         };
         let mut soft_priority = Vec::new();
         if !soft.is_empty() {

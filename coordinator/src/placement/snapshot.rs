@@ -513,7 +513,9 @@ impl Snapshot {
                 let (cf, mf) = l
                     .cluster
                     .map(|c| &clusters[c as usize])
-                    .map_or((1.0, 1.0), |c| (c.cpu_overprovisioning, c.mem_overprovisioning));
+                    .map_or((1.0, 1.0), |c| {
+                        (c.cpu_overprovisioning, c.mem_overprovisioning)
+                    });
                 (
                     h.cpu_mhz_total() as f64 * cf,
                     h.memory_mb_total() as f64 * mf,
