@@ -488,6 +488,26 @@ struct ListData {
     built_in: Option<Duration>,
 }
 
+/// Removes list caches built by another version or for another schema: they can
+/// never be used again and take a few hundred megabytes each.
+fn remove_stale_caches(current: &Path) -> Result<()> {
+    let Some(root) = current.parent() else {
+        return Ok(());
+    };
+    let keep = format!("list-{CACHE_VERSION}-{}-", schema_fingerprint());
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("list-") && !name.starts_with(&keep) {
+            println!("removing the stale cache {}", e.path().display());
+            std::fs::remove_dir_all(e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// The populated data directory for `instances`, from the cache when present.
 async fn list_data(instances: usize, rebuild: bool) -> Result<ListData> {
     let dir = bench_root()?.join(format!(
@@ -509,6 +529,7 @@ async fn list_data(instances: usize, rebuild: bool) -> Result<ListData> {
             });
         }
     }
+    remove_stale_caches(&dir)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -629,6 +650,7 @@ async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> 
                 hypervisor: template.hypervisor.clone(),
                 details: BTreeMap::new(),
                 keypairs: vec![],
+                affinity_group_ids: vec![],
                 userdata: None,
                 extraconfig: None,
                 password_enabled: template.password_enabled,
@@ -1325,6 +1347,30 @@ fn load_average() -> String {
         .unwrap_or_else(|| "n/a".into())
 }
 
+/// The commit the measured coordinator was built from, marked when the
+/// coordinator's sources had local changes.
+fn source_version() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head) => {
+            let dirty = git(&["status", "--porcelain", "--", "src", "../shared"])
+                .is_some_and(|s| !s.is_empty());
+            format!("{head}{}", if dirty { " with local changes" } else { "" })
+        }
+        None => "unknown".into(),
+    }
+}
+
 fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -1345,10 +1391,11 @@ fn machine() -> String {
 async fn main() -> Result<()> {
     let args = parse_args()?;
     println!(
-        "orrery api_bench, {}, {}, load average {}",
+        "orrery api_bench, {}, {}, load average {}, source {}",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         machine(),
-        load_average()
+        load_average(),
+        source_version()
     );
     if matches!(args.mode, Mode::List | Mode::All) {
         bench_list(&args).await?;

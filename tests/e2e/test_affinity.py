@@ -136,3 +136,22 @@ def test_admin_placement_tools(admin, env):
     assert report[0]["headroom"] == 20 - report[0]["instances"]
     err = expect_api_error(admin.listClusterHaCapacity, zoneid=zone, perhostlimit=0)
     assert err.status == 431 and "perhostlimit" in err.error["errortext"]
+
+
+def test_hosts_preferring_an_os_category_get_its_guests_first(fresh_coordinator):
+    from orrery_e2e import find_os_type, make_image, register_template
+    api = fresh_coordinator.client()
+    zone = api.listZones()["zone"][0]
+    os_type = find_os_type(api)
+    template = register_template(api, zone["id"], os_type["id"],
+                                 make_image(fresh_coordinator.base_dir))
+    offering = api.createServiceOffering(name="s", displaytext="s", cpunumber=1, cpuspeed=500,
+                                         memory=256)["serviceoffering"]
+    hosts = api.listHosts()["host"]
+    preferred = hosts[1]
+    api.updateHost(id=preferred["id"], oscategoryid=os_type["oscategoryid"])
+    assert api.listHosts(id=preferred["id"])["host"][0]["oscategoryid"] == os_type["oscategoryid"]
+    for i in range(5):
+        vm = api.deployVirtualMachine(zoneid=zone["id"], serviceofferingid=offering["id"],
+                                      templateid=template["id"], name=f"os-{i}")["virtualmachine"]
+        assert vm["hostid"] == preferred["id"]

@@ -105,7 +105,7 @@ impl Service {
                     memory_bytes: h.memory_total.max(0) as u64,
                     tags: h.host_tags.clone(),
                     gpu_devices: 0,
-                    preferred_os_category: None,
+                    preferred_os_category: h.os_category_id,
                     max_guests: None,
                 })
                 .collect(),

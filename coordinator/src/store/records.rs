@@ -301,6 +301,10 @@ pub struct Host {
     pub cert_not_after: Option<i64>,
     #[serde(default)]
     pub agent_version: Option<String>,
+    /// The OS category whose guests this host takes first (`updateHost
+    /// oscategoryid`); others still fit.
+    #[serde(default)]
+    pub os_category_id: Option<i64>,
     /// What the agent last reported about the host (capabilities, versions).
     #[serde(default)]
     pub facts: Option<Value>,

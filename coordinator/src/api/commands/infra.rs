@@ -124,7 +124,12 @@ pub fn commands() -> Vec<Command> {
             &[
                 req("id", "uuid", "host"),
                 opt("allocationstate", "string", "Enable or Disable"),
-                opt("hosttags", "list", "host tags, replacing the current ones")
+                opt("hosttags", "list", "host tags, replacing the current ones"),
+                opt(
+                    "oscategoryid",
+                    "uuid",
+                    "OS category whose guests the host takes first; empty to clear"
+                )
             ],
             HOST_FIELDS,
             update_host
@@ -500,6 +505,10 @@ async fn update_cluster(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn host_json(ctx: &Ctx, h: &Host) -> Result<serde_json::Value, ApiError> {
+    let os_cat: Option<OsCategory> = match h.os_category_id {
+        Some(id) => ctx.svc.store.load(id).await?,
+        None => None,
+    };
     let z: Option<Zone> = ctx.svc.store.load(h.zone_id).await?;
     let p: Option<Pod> = ctx.svc.store.load(h.pod_id).await?;
     let c: Option<Cluster> = ctx.svc.store.load(h.cluster_id).await?;
@@ -544,6 +553,8 @@ async fn host_json(ctx: &Ctx, h: &Host) -> Result<serde_json::Value, ApiError> {
         )
         .v("cpuallocatedvalue", cpu)
         .s("hosttags", h.host_tags.join(","))
+        .os("oscategoryid", os_cat.as_ref().map(|c| c.uuid.clone()))
+        .os("oscategoryname", os_cat.map(|c| c.name))
         .ov("lastpinged", h.last_ping.map(date))
         .s("created", date(h.created))
         .v(
@@ -598,6 +609,13 @@ async fn update_host(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     if ctx.p.raw("hosttags").is_some() {
         h.host_tags = ctx.p.list("hosttags");
+    }
+    if let Some(raw) = ctx.p.raw("oscategoryid") {
+        h.os_category_id = if raw.trim().is_empty() {
+            None
+        } else {
+            Some(ctx.svc.by_uuid::<OsCategory>("oscategoryid", raw).await?.id)
+        };
     }
     let mut tx = Tx::new();
     tx.update(&mut h);

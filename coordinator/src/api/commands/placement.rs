@@ -13,14 +13,26 @@ use serde_json::json;
 const HOST_FIELDS: &[Field] = &[
     f("id", "string", "host ID"),
     f("name", "string", "host name"),
-    f("suitableformigration", "boolean", "the instance fits on the host"),
-    f("requiresStorageMotion", "boolean", "its volumes must move too"),
+    f(
+        "suitableformigration",
+        "boolean",
+        "the instance fits on the host",
+    ),
+    f(
+        "requiresStorageMotion",
+        "boolean",
+        "its volumes must move too",
+    ),
 ];
 const PLAN_FIELDS: &[Field] = &[
     f("id", "string", "host ID"),
     f("name", "string", "host name"),
     f("eligible", "boolean", "the host passes every check"),
-    f("rank", "integer", "order in which eligible hosts are tried (0 = chosen)"),
+    f(
+        "rank",
+        "integer",
+        "order in which eligible hosts are tried (0 = chosen)",
+    ),
     f("priority", "integer", "non-strict affinity priority"),
     f("reasons", "list", "why the host was rejected"),
 ];
@@ -77,7 +89,10 @@ pub fn commands() -> Vec<Command> {
     ]
 }
 
-async fn host_names(ctx: &Ctx, ids: &[i64]) -> Result<std::collections::HashMap<i64, Host>, ApiError> {
+async fn host_names(
+    ctx: &Ctx,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, Host>, ApiError> {
     let mut m = std::collections::HashMap::new();
     for id in ids {
         if let Some(h) = ctx.svc.store.load::<Host>(*id).await? {
@@ -88,7 +103,10 @@ async fn host_names(ctx: &Ctx, ids: &[i64]) -> Result<std::collections::HashMap<
 }
 
 async fn find_hosts_for_migration(ctx: Ctx) -> Result<Reply, ApiError> {
-    let vm: Vm = ctx.svc.owned(&ctx.caller, "id", ctx.p.required("id")?).await?;
+    let vm: Vm = ctx
+        .svc
+        .owned(&ctx.caller, "id", ctx.p.required("id")?)
+        .await?;
     if vm.state != orrery_model::VmState::Running {
         return Err(ApiError::state(format!(
             "Instance {} is {}; only a running instance can migrate",
@@ -101,7 +119,9 @@ async fn find_hosts_for_migration(ctx: Ctx) -> Result<Reply, ApiError> {
     let hosts = host_names(&ctx, &ids).await?;
     let mut items = Vec::new();
     for v in verdicts.iter().filter(|v| Some(v.host_id) != current) {
-        let Some(h) = hosts.get(&v.host_id) else { continue };
+        let Some(h) = hosts.get(&v.host_id) else {
+            continue;
+        };
         items.push(
             Obj::new()
                 .s("id", &h.uuid)
@@ -124,7 +144,11 @@ async fn find_hosts_for_migration(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn deployment_plan(ctx: Ctx) -> Result<Reply, ApiError> {
     let vm: Vm = ctx
         .svc
-        .owned(&ctx.caller, "virtualmachineid", ctx.p.required("virtualmachineid")?)
+        .owned(
+            &ctx.caller,
+            "virtualmachineid",
+            ctx.p.required("virtualmachineid")?,
+        )
         .await?;
     let pin = Pin {
         host_id: opt_ref::<Host>(&ctx, "hostid").await?.map(|h| h.id),
@@ -136,7 +160,9 @@ async fn deployment_plan(ctx: Ctx) -> Result<Reply, ApiError> {
     let hosts = host_names(&ctx, &ids).await?;
     let mut items = Vec::new();
     for v in &verdicts {
-        let Some(h) = hosts.get(&v.host_id) else { continue };
+        let Some(h) = hosts.get(&v.host_id) else {
+            continue;
+        };
         let o = Obj::new().s("id", &h.uuid).s("name", &h.name);
         items.push(match &v.outcome {
             Outcome::Eligible { rank, priority } => o
