@@ -71,8 +71,27 @@ async fn ops(cfg: &AgentConfig) -> Result<Arc<Ops>> {
     Ok(Arc::new(Ops::new(hv, cfg.clone())))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// glibc gives every thread that allocates its own malloc arena, and memory
+/// freed in one is rarely returned; libvirt calls run on many blocking threads,
+/// so the agent's footprint grew with the number of domains. Two arenas keep it
+/// flat.
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only adjusts allocator tuning; it is called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+fn main() -> Result<()> {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(agent_main())
+}
+
+async fn agent_main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ORRERY_LOG")
