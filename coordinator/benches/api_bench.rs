@@ -61,6 +61,7 @@ fn schema_fingerprint() -> String {
     }
     format!("{:08x}", h >> 32)
 }
+
 /// The largest page `listVirtualMachines` serves by default (`default.page.size`).
 const PAGE_SIZE: usize = 500;
 /// Instances written per transaction while populating.
