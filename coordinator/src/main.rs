@@ -173,6 +173,7 @@ async fn main() -> Result<()> {
                     "failed jobs interrupted by the previous shutdown"
                 );
             }
+            svc.start_scheduler();
             let agent_addr = agents::server::serve(svc.clone(), hub.clone(), &agent_listen).await?;
             tracing::info!(listen = %agent_addr, "agent endpoint listening");
             spawn_expunger(svc.clone());

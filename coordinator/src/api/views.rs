@@ -6,15 +6,19 @@ use crate::error::ApiError;
 use crate::service::jobs::{JobOutput, Renderer};
 use crate::service::{Caller, SResult, Service};
 use crate::store::records::*;
-use crate::store::{Col, Entity, Query, StoreExt};
+use crate::store::{Col, Cond, Entity, Query, StoreExt, Val};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
+use std::any::Any;
 use std::collections::HashMap;
+use std::sync::Arc;
 
-/// Per-reply cache of related records.
+/// Per-reply cache of related records, kept typed so a hit is a clone.
 pub struct Lookup<'a> {
     svc: &'a Service,
-    cache: HashMap<(crate::store::Kind, i64), Option<Value>>,
+    cache: HashMap<(crate::store::Kind, i64), Option<Arc<dyn Any + Send + Sync>>>,
+    /// NICs per instance, when a list loaded them for the whole page at once.
+    nics: Option<HashMap<i64, Vec<Nic>>>,
 }
 
 impl<'a> Lookup<'a> {
@@ -22,21 +26,48 @@ impl<'a> Lookup<'a> {
         Lookup {
             svc,
             cache: HashMap::new(),
+            nics: None,
         }
     }
-    pub async fn get<E: Entity>(&mut self, id: Option<i64>) -> SResult<Option<E>> {
+    pub async fn get<E: Entity + 'static>(&mut self, id: Option<i64>) -> SResult<Option<E>> {
         let Some(id) = id else { return Ok(None) };
         let k = (E::KIND, id);
         if let Some(v) = self.cache.get(&k) {
-            return Ok(v.clone().and_then(|v| serde_json::from_value(v).ok()));
+            return Ok(v.as_ref().and_then(|v| v.downcast_ref::<E>().cloned()));
         }
-        let e: Option<E> = self.svc.store.load(id).await?;
+        let e: Option<E> = self.svc.load_cached(id).await?;
         self.cache.insert(
             k,
-            e.as_ref()
-                .map(|x| serde_json::to_value(x).expect("serialises")),
+            e.clone().map(|x| Arc::new(x) as Arc<dyn Any + Send + Sync>),
         );
         Ok(e)
+    }
+
+    /// Loads the NICs of a page of instances in one query.
+    pub async fn prefetch_nics(&mut self, vm_ids: &[i64]) -> SResult<()> {
+        let ids = vm_ids.iter().map(|i| Val::I(*i)).collect();
+        let all: Vec<Nic> = self
+            .svc
+            .store
+            .all(Query::new().and(Cond::In(Col::Parent, ids)))
+            .await?;
+        let mut m: HashMap<i64, Vec<Nic>> = vm_ids.iter().map(|i| (*i, Vec::new())).collect();
+        for n in all {
+            m.entry(n.vm_id).or_default().push(n);
+        }
+        self.nics = Some(m);
+        Ok(())
+    }
+
+    async fn nics_of(&mut self, vm_id: i64) -> SResult<Vec<Nic>> {
+        if let Some(n) = self.nics.as_ref().and_then(|m| m.get(&vm_id)) {
+            return Ok(n.clone());
+        }
+        Ok(self
+            .svc
+            .store
+            .all(Query::new().eq(Col::Parent, vm_id))
+            .await?)
     }
 }
 
@@ -57,7 +88,7 @@ pub async fn vm(
     let group: Option<InstanceGroup> = l.get(v.group_id).await?;
     let os: Option<OsType> = l.get(Some(v.os_type_id)).await?;
     let user: Option<User> = l.get(Some(v.user_id)).await?;
-    let nics: Vec<Nic> = l.svc.store.all(Query::new().eq(Col::Parent, v.id)).await?;
+    let nics = l.nics_of(v.id).await?;
     let mut groups = Vec::new();
     for gid in &v.affinity_group_ids {
         if let Some(g) = l.get::<AffinityGroup>(Some(*gid)).await? {
@@ -170,6 +201,17 @@ pub async fn vm(
         .s("bootmode", "legacy")
         .s("boottype", "BIOS")
         .v("deleteprotection", v.delete_protection)
+        .when(v.lease.expires().is_some(), |o| match &v.lease {
+            Lease::Active {
+                days,
+                action,
+                expires,
+            } => o
+                .v("leaseduration", *days)
+                .s("leaseexpiryaction", action)
+                .s("leaseexpirydate", date(*expires)),
+            _ => o,
+        })
         .s("arch", "x86_64")
         .when(caller.is_admin(), |o| {
             o.os("extraconfig", v.extraconfig.clone())

@@ -4,19 +4,25 @@
 pub mod affinity;
 pub mod agent;
 pub mod bootstrap;
+pub mod cache;
+pub mod capacity;
 pub mod hosts;
 pub mod identity;
 pub mod infra;
 pub mod jobs;
+pub mod leases;
 pub mod placing;
+pub mod schedules;
 pub mod settings;
 pub mod templates;
+#[cfg(test)]
+mod timed_tests;
 pub mod vm;
 pub mod volumes;
 
 use crate::error::ApiError;
 use crate::store::records::*;
-use crate::store::{Col, Cond, DynStore, Entity, Query, StoreExt, Tx};
+use crate::store::{Col, Cond, DynStore, Entity, Query, StoreExt, Tx, Val};
 use agent::AgentClient;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -68,6 +74,9 @@ pub fn in_subtree(path: &str, root: &str) -> bool {
     path == root || path.starts_with(&format!("{root}/"))
 }
 
+/// A role's rules and the identity generation they were read at.
+pub(crate) type RulesAt = (u64, Arc<Vec<RolePermission>>);
+
 pub struct Service {
     pub store: DynStore,
     pub agents: Arc<dyn AgentClient>,
@@ -83,6 +92,17 @@ pub struct Service {
     /// them to the job.
     pub(crate) busy: std::sync::Mutex<std::collections::HashSet<String>>,
     renderer: std::sync::OnceLock<Arc<dyn jobs::Renderer>>,
+    /// Callers by API key and rules by role, each with the identity
+    /// generation it was loaded at (see `identity_generation`).
+    pub(crate) callers: std::sync::Mutex<HashMap<String, (u64, Option<Caller>)>>,
+    pub(crate) role_rules: std::sync::Mutex<HashMap<i64, RulesAt>>,
+    /// Capacity held per host, from every committed instance change.
+    pub(crate) capacity: Arc<capacity::CapacityView>,
+    pub(crate) cache: cache::RecordCache,
+    /// Due schedules and leases (see `schedules`).
+    pub(crate) sched: tokio::sync::Mutex<schedules::SchedState>,
+    /// The scheduler's time source; simulated in tests.
+    clock: RwLock<Arc<dyn orrery_schedule::clock::Clock>>,
 }
 
 impl Service {
@@ -91,7 +111,25 @@ impl Service {
         agents: Arc<dyn AgentClient>,
         data_dir: PathBuf,
     ) -> SResult<Arc<Self>> {
+        // Every write goes through the observed store, so the capacity view
+        // sees each committed instance change; it is filled from the records
+        // once the observer is in place, and versions settle any overlap.
+        let capacity = Arc::new(capacity::CapacityView::default());
+        let store: DynStore = Arc::new(crate::store::observed::ObservedStore::new(
+            store,
+            capacity.clone(),
+        ));
+        let holders: Vec<Vm> = store
+            .all(Query::new().and(Cond::In(Col::State, vm::running_like())))
+            .await?;
+        for v in &holders {
+            capacity.observe(v);
+        }
         let svc = Arc::new(Service {
+            capacity,
+            cache: cache::RecordCache::default(),
+            sched: tokio::sync::Mutex::new(schedules::SchedState::default()),
+            clock: RwLock::new(Arc::new(orrery_schedule::clock::SystemClock)),
             store,
             agents,
             data_dir,
@@ -101,6 +139,8 @@ impl Service {
             domain_paths: RwLock::new(HashMap::new()),
             busy: std::sync::Mutex::new(std::collections::HashSet::new()),
             renderer: std::sync::OnceLock::new(),
+            callers: std::sync::Mutex::new(HashMap::new()),
+            role_rules: std::sync::Mutex::new(HashMap::new()),
         });
         svc.reload_settings().await?;
         Ok(svc)
@@ -171,16 +211,15 @@ impl Service {
     }
 
     /// Resolves a uuid parameter to a record, or the standard unknown-id error.
-    pub async fn by_uuid<E: Entity>(&self, param: &str, uuid: &str) -> SResult<E> {
-        self.store
-            .load_uuid::<E>(uuid)
+    pub async fn by_uuid<E: Entity + 'static>(&self, param: &str, uuid: &str) -> SResult<E> {
+        self.load_uuid_cached::<E>(uuid)
             .await?
             .ok_or_else(|| ApiError::unknown_id(param, uuid))
     }
 
     /// Like `by_uuid`, but a resource the caller may not access is reported as
     /// unknown too, so ids of other accounts do not leak.
-    pub async fn owned<E: Entity + Owned>(
+    pub async fn owned<E: Entity + Owned + 'static>(
         &self,
         caller: &Caller,
         param: &str,
@@ -279,6 +318,19 @@ pub trait Owned {
 }
 
 macro_rules! owned {
+    ($t:ty, never_removed) => {
+        impl Owned for $t {
+            fn owner_account(&self) -> i64 {
+                self.account_id
+            }
+            fn owner_domain(&self) -> i64 {
+                self.domain_id
+            }
+            fn is_removed(&self) -> bool {
+                false
+            }
+        }
+    };
     ($t:ty) => {
         impl Owned for $t {
             fn owner_account(&self) -> i64 {
@@ -298,14 +350,6 @@ owned!(Volume);
 owned!(Template);
 owned!(AffinityGroup);
 
-impl Owned for InstanceGroup {
-    fn owner_account(&self) -> i64 {
-        self.account_id
-    }
-    fn owner_domain(&self) -> i64 {
-        self.domain_id
-    }
-    fn is_removed(&self) -> bool {
-        false
-    }
-}
+// Deleted outright rather than marked removed.
+owned!(InstanceGroup, never_removed);
+owned!(VmSchedule, never_removed);

@@ -9,7 +9,7 @@
 use super::vm::Pin;
 use super::*;
 use crate::placement::{self as pl, Snapshot, SnapshotParts};
-use orrery_model::VmState;
+use crate::store::Kind;
 
 fn split_tags(s: &str) -> Vec<String> {
     s.split(',')
@@ -18,36 +18,23 @@ fn split_tags(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// States in which an instance holds capacity on its host.
-fn holds_capacity(s: VmState) -> bool {
-    matches!(
-        s,
-        VmState::Starting | VmState::Running | VmState::Stopping | VmState::Migrating
-    )
-}
-
 impl Service {
     /// Everything placement needs to decide within a zone, read once.
     pub async fn placement_snapshot(&self, zone_id: i64) -> SResult<Snapshot> {
         let zone: Zone = self
-            .store
-            .load(zone_id)
+            .load_cached(zone_id)
             .await?
             .ok_or_else(|| ApiError::internal("zone vanished"))?;
-        let pods: Vec<Pod> = self.store.all(Query::new().eq(Col::Zone, zone_id)).await?;
-        let clusters: Vec<Cluster> = self.store.all(Query::new().eq(Col::Zone, zone_id)).await?;
-        let hosts: Vec<Host> = self.store.all(Query::new().eq(Col::Zone, zone_id)).await?;
-        let vms: Vec<Vm> = self
-            .store
-            .all(
-                Query::new()
-                    .eq(Col::Zone, zone_id)
-                    .and(Cond::In(Col::State, super::vm::running_like())),
-            )
-            .await?;
+        let pods: Vec<Pod> = self.zone_records(zone_id).await?;
+        let clusters: Vec<Cluster> = self.zone_records(zone_id).await?;
+        let hosts: Vec<Host> = self.zone_records(zone_id).await?;
         let groups: Vec<AffinityGroup> = self
-            .store
-            .all(Query::new().and(Cond::Ne(Col::State, "Removed".into())))
+            .cached(Kind::AffinityGroup, "live".into(), async {
+                Ok(self
+                    .store
+                    .all(Query::new().and(Cond::Ne(Col::State, "Removed".into())))
+                    .await?)
+            })
             .await?;
         let alloc = |s: &str| pl::AllocationState::parse(s);
         let threshold = |name: &str, c: i64| -> Option<f64> {
@@ -109,21 +96,7 @@ impl Service {
                     max_guests: None,
                 })
                 .collect(),
-            instances: vms
-                .iter()
-                .filter(|v| v.host_id.is_some() && holds_capacity(v.state))
-                .map(|v| pl::Instance {
-                    id: v.id,
-                    host_id: v.host_id,
-                    account_id: v.account_id,
-                    cpu_number: v.cpu_number.max(0) as u32,
-                    cpu_speed_mhz: v.cpu_speed.max(0) as u32,
-                    memory_mb: v.memory.max(0) as u64,
-                    gpu_count: 0,
-                    affinity_group_ids: v.affinity_group_ids.clone(),
-                    os_category: None,
-                })
-                .collect(),
+            instances: self.capacity.instances(zone_id),
             affinity_groups: groups
                 .iter()
                 .filter_map(|g| {
@@ -153,8 +126,8 @@ impl Service {
 
     /// The placement question for an instance about to start.
     pub async fn placement_request(&self, vm: &Vm, pin: &Pin, admin: bool) -> SResult<pl::Request> {
-        let offering: Option<ServiceOffering> = self.store.load(vm.service_offering_id).await?;
-        let os: Option<OsType> = self.store.load(vm.os_type_id).await?;
+        let offering: Option<ServiceOffering> = self.load_cached(vm.service_offering_id).await?;
+        let os: Option<OsType> = self.load_cached(vm.os_type_id).await?;
         Ok(pl::Request {
             vm_id: Some(vm.id),
             account_id: vm.account_id,
@@ -194,8 +167,7 @@ impl Service {
         let req = self.placement_request(vm, pin, admin).await?;
         match pl::plan(&snap, &req, self.allocator()) {
             Ok(plan) => self
-                .store
-                .load(plan.host_id)
+                .load_cached(plan.host_id)
                 .await?
                 .ok_or_else(|| ApiError::internal("host vanished")),
             Err(why) => Err(ApiError::capacity(format!(

@@ -42,6 +42,8 @@ pub struct DeployArgs {
     pub ha_enable: Option<bool>,
     pub dynamically_scalable: Option<bool>,
     pub display_vm: bool,
+    /// `leaseduration` / `leaseexpiryaction`, validated.
+    pub lease: orrery_schedule::lease::LeaseRequest,
 }
 
 pub const GIB: i64 = 1 << 30;
@@ -137,7 +139,7 @@ impl Service {
     }
 
     pub async fn zone_default_network(&self, zone_id: i64) -> SResult<Network> {
-        let nets: Vec<Network> = self.store.all(Query::new().eq(Col::Zone, zone_id)).await?;
+        let nets: Vec<Network> = self.zone_records(zone_id).await?;
         nets.into_iter()
             .find(|n| n.is_zone_default && n.removed.is_none())
             .ok_or_else(|| ApiError::unavailable("The zone has no guest network"))
@@ -225,7 +227,7 @@ impl Service {
             &self.setting("instance.name", &[]),
             self.setting_bool("vm.instancename.flag"),
         );
-        let t = now();
+        let t = self.clock_now().timestamp();
         let tmpl = a.template.as_ref().or(a.iso.as_ref());
         let mut tx = Tx::new();
         let group_id = match group {
@@ -282,6 +284,7 @@ impl Service {
             last_updated: t,
             destroyed_at: None,
             removed: None,
+            lease: self.lease_at_deploy(&a.offering, a.lease, t),
         };
         let vol_ids = self.store.allocate_ids(Kind::Volume, 2).await?;
         let root = Volume {
@@ -381,6 +384,9 @@ impl Service {
             Some((&vm.uuid, "VirtualMachine", &vm.name)),
         );
         self.store.commit(tx.ops).await?;
+        if let Some(at) = vm.lease.expires() {
+            self.sched.lock().await.track_lease(vm.id, at);
+        }
         self.spawn_job(job.uuid.clone());
         Ok((vm, job))
     }
@@ -466,7 +472,18 @@ impl Service {
         command: &str,
         work: Work,
     ) -> SResult<Job> {
-        let job = self.new_job(
+        let job = self.vm_job(caller, vm, command, work);
+        let mut tx = Tx::new();
+        tx.insert(&job);
+        self.store.commit(tx.ops).await?;
+        self.spawn_job(job.uuid.clone());
+        Ok(job)
+    }
+
+    /// A job on an instance, for the caller to commit (with whatever else
+    /// must land with it) and then spawn.
+    pub(crate) fn vm_job(&self, caller: &Caller, vm: &Vm, command: &str, work: Work) -> Job {
+        self.new_job(
             caller,
             NewJob {
                 command,
@@ -474,12 +491,7 @@ impl Service {
                 instance_uuid: Some(&vm.uuid),
                 work,
             },
-        );
-        let mut tx = Tx::new();
-        tx.insert(&job);
-        self.store.commit(tx.ops).await?;
-        self.spawn_job(job.uuid.clone());
-        Ok(job)
+        )
     }
 
     pub(crate) async fn exec_deploy(
@@ -1082,6 +1094,18 @@ impl Service {
         for (k, v) in u.details {
             vm.details.insert(k, v);
         }
+        let lease_event = self.lease_update(&mut vm, u.lease, self.clock_now().timestamp())?;
+        if let Some(e) = lease_event {
+            self.event(
+                &mut tx,
+                caller,
+                e,
+                format!("Lease of instance {} disabled", vm.uuid),
+                vm.account_id,
+                vm.domain_id,
+                Some((&vm.uuid, "VirtualMachine", &vm.name)),
+            );
+        }
         vm.last_updated = now();
         let (acct, dom, uuid, name) = (
             vm.account_id,
@@ -1105,6 +1129,11 @@ impl Service {
             }
             e => e.into(),
         })?;
+        let mut st = self.sched.lock().await;
+        match vm.lease.expires() {
+            Some(at) => st.track_lease(vm.id, at),
+            None => st.untrack_lease(vm.id),
+        }
         Ok(vm)
     }
 }
@@ -1123,6 +1152,7 @@ pub struct VmUpdate {
     pub cleanup_details: bool,
     pub extraconfig: Option<String>,
     pub userdata: Option<String>,
+    pub lease: orrery_schedule::lease::LeaseRequest,
 }
 
 /// CPU count, speed and memory from a fixed offering, or from `details` within a

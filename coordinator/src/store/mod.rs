@@ -6,8 +6,10 @@
 //! state change of an instance and everything that goes with it land together or
 //! not at all.
 
+pub mod observed;
 pub mod records;
 pub mod sqlite;
+mod writer;
 
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
@@ -33,6 +35,8 @@ macro_rules! kinds {
         pub enum Kind { $($k),* }
         impl Kind {
             pub const ALL: &'static [Kind] = &[$(Kind::$k),*];
+            /// Position in `ALL`, for per-kind arrays.
+            pub fn ordinal(self) -> usize { self as usize }
             pub fn table(self) -> &'static str { match self { $(Kind::$k => $t),* } }
         }
     };
@@ -47,6 +51,7 @@ kinds! {
     Volume => "volumes", Nic => "nics", InstanceGroup => "instance_groups", Job => "jobs",
     Event => "events", Config => "configs", Session => "sessions",
     EnrollToken => "enroll_tokens", AffinityGroup => "affinity_groups",
+    VmSchedule => "vm_schedules",
 }
 
 /// Indexed columns. Each record kind documents which of them it fills.
@@ -67,6 +72,8 @@ pub enum Col {
     Parent,
     Ref,
     K1,
+    /// Second free key (schema v5): an instance's lease expiry while it has one.
+    K2,
     Created,
 }
 
@@ -86,6 +93,7 @@ impl Col {
             Col::Parent => "parent_id",
             Col::Ref => "ref_id",
             Col::K1 => "k1",
+            Col::K2 => "k2",
             Col::Created => "created",
         }
     }
@@ -134,6 +142,8 @@ pub struct Query {
     /// (offset, limit)
     pub page: Option<(u64, u64)>,
     pub descending: bool,
+    /// The caller needs no total (a lookup of one row), so none is counted.
+    pub skip_count: bool,
 }
 
 impl Query {
@@ -162,6 +172,7 @@ pub struct Index {
     pub parent_id: Option<i64>,
     pub ref_id: Option<i64>,
     pub k1: Option<String>,
+    pub k2: Option<String>,
     pub created: i64,
 }
 
@@ -214,12 +225,15 @@ pub trait Store: Send + Sync {
     async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError>;
     /// Size of the database in bytes (pages in use), for capacity figures.
     async fn size_bytes(&self) -> Result<u64, StoreError>;
+    /// A number that changes whenever this process commits a change to `kind`,
+    /// so in-memory caches of rarely written kinds know when to reload.
+    fn generation(&self, kind: Kind) -> u64;
 }
 
 pub type DynStore = Arc<dyn Store>;
 
 /// A record kind with its index columns.
-pub trait Entity: Serialize + DeserializeOwned + Send + Sync + Clone {
+pub trait Entity: Serialize + DeserializeOwned + Send + Sync + Clone + 'static {
     const KIND: Kind;
     fn id(&self) -> i64;
     fn uuid(&self) -> &str;
@@ -273,6 +287,7 @@ impl StoreExt for dyn Store {
     }
     async fn first<E: Entity>(&self, mut q: Query) -> Result<Option<E>, StoreError> {
         q.page = Some((0, 1));
+        q.skip_count = true;
         Ok(self.list::<E>(&q).await?.0.into_iter().next())
     }
     async fn new_id<E: Entity>(&self) -> Result<i64, StoreError> {

@@ -455,6 +455,12 @@ pub struct ServiceOffering {
     pub state: String,
     pub created: i64,
     pub removed: Option<i64>,
+    /// Days of the lease instances deployed with this offering get.
+    #[serde(default)]
+    pub lease_duration: Option<i64>,
+    /// STOP or DESTROY, with `lease_duration`.
+    #[serde(default)]
+    pub lease_expiry_action: Option<String>,
 }
 entity!(ServiceOffering, Kind::ServiceOffering, |s| Index {
     name: Some(s.name.clone()),
@@ -588,7 +594,7 @@ entity!(Template, Kind::Template, |s| Index {
     ..Default::default()
 });
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Vm {
     pub id: i64,
     pub uuid: String,
@@ -635,6 +641,9 @@ pub struct Vm {
     /// When the instance entered Destroyed, for `expunge.delay`.
     pub destroyed_at: Option<i64>,
     pub removed: Option<i64>,
+    /// The instance's lease (absent, active, or how it ended).
+    #[serde(default)]
+    pub lease: Lease,
 }
 entity!(Vm, Kind::Vm, |s| Index {
     name: Some(s.name.clone()),
@@ -647,9 +656,42 @@ entity!(Vm, Kind::Vm, |s| Index {
     parent_id: s.group_id,
     ref_id: s.template_id,
     k1: Some(s.service_offering_id.to_string()),
+    // Leased instances are found by this key (`leased=true`); zero-padded so
+    // the text order is the expiry order.
+    k2: s.lease.expires().map(|t| format!("{t:012}")),
     created: s.created,
     ..Default::default()
 });
+
+/// An instance's lease as stored. Only deployment creates an active one.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(tag = "state")]
+pub enum Lease {
+    #[default]
+    None,
+    Active {
+        days: i64,
+        /// STOP or DESTROY
+        action: String,
+        /// Unix seconds.
+        expires: i64,
+    },
+    /// Disabled by the user; never re-enabled.
+    Disabled,
+    /// The expiry action was started; the lease is annulled.
+    Expired,
+    /// Cancelled when the feature was switched off.
+    Cancelled,
+}
+
+impl Lease {
+    pub fn expires(&self) -> Option<i64> {
+        match self {
+            Lease::Active { expires, .. } => Some(*expires),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Volume {
@@ -902,6 +944,44 @@ entity!(AffinityGroup, Kind::AffinityGroup, |s| Index {
     account_id: Some(s.account_id),
     domain_id: Some(s.domain_id),
     k1: Some(s.group_type.clone()),
+    created: s.created,
+    ..Default::default()
+});
+
+/// A cron schedule of a lifecycle action on an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct VmSchedule {
+    pub id: i64,
+    pub uuid: String,
+    #[serde(skip)]
+    pub version: i64,
+    pub vm_id: i64,
+    pub account_id: i64,
+    pub domain_id: i64,
+    /// START, STOP, REBOOT, FORCE_STOP, FORCE_REBOOT
+    pub action: String,
+    /// Five-field cron.
+    pub schedule: String,
+    pub timezone: String,
+    pub description: String,
+    /// Unix seconds.
+    pub start_date: i64,
+    pub end_date: Option<i64>,
+    pub enabled: bool,
+    /// The next time it falls due (unix seconds), persisted so a restart
+    /// knows what it missed; None when it will not fire again.
+    pub next_due: Option<i64>,
+    /// The due time it last fired for.
+    pub last_fired: Option<i64>,
+    pub created: i64,
+}
+entity!(VmSchedule, Kind::VmSchedule, |s| Index {
+    name: Some(s.action.clone()),
+    keyword: Some(s.description.clone()),
+    state: Some(if s.enabled { "Enabled" } else { "Disabled" }.into()),
+    account_id: Some(s.account_id),
+    domain_id: Some(s.domain_id),
+    parent_id: Some(s.vm_id),
     created: s.created,
     ..Default::default()
 });

@@ -2,17 +2,33 @@
 //! connection (SQLite has one writer anyway, and queuing in-process avoids busy
 //! retries); reads use a small pool of their own.
 
+use super::writer::Writer;
 use super::*;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row as _, SqlitePool};
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    /// Ids reserved in the database but not handed out yet, per kind: the
+    /// next id and the end of the block (exclusive). Reserving a block per
+    /// write keeps id allocation off the single writer; ids left in a block
+    /// when the process stops are simply never used.
+    id_blocks: tokio::sync::Mutex<HashMap<Kind, (i64, i64)>>,
+    generations: Arc<Vec<AtomicU64>>,
+    /// Applies commits and id reservations (see `writer`); `writer` above
+    /// only runs migrations.
+    rows: Writer,
 }
+
+/// Ids reserved per database write.
+const ID_BLOCK: i64 = 64;
 
 fn db(e: sqlx::Error) -> StoreError {
     StoreError::Db(e.to_string())
@@ -25,18 +41,35 @@ fn migrations() -> Vec<(i64, String)> {
          CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n",
     );
     // Kinds added after the first release get their tables from later migrations.
-    let later = [Kind::EnrollToken, Kind::AffinityGroup];
+    let later = [Kind::EnrollToken, Kind::AffinityGroup, Kind::VmSchedule];
     for k in Kind::ALL.iter().filter(|k| !later.contains(k)) {
         v1.push_str(&table_sql(k.table()));
     }
+    // Lists of instances and volumes filter by account (or nothing) and
+    // always exclude a state, in id order: these indexes answer the page and
+    // its total without touching the records.
+    let v4 = "CREATE INDEX vms_account_id_state ON vms(account_id, id, state);\n\
+              CREATE INDEX vms_id_state ON vms(id, state);\n\
+              CREATE INDEX volumes_account_id_state ON volumes(account_id, id, state);\n\
+              CREATE INDEX volumes_id_state ON volumes(id, state);\n"
+        .to_string();
+    // A second free key column on every table, and the schedules table.
+    let mut v5 = table_sql(Kind::VmSchedule.table());
+    for k in Kind::ALL {
+        v5.push_str(&format!("ALTER TABLE {} ADD COLUMN k2 TEXT;\n", k.table()));
+    }
+    v5.push_str("CREATE INDEX vms_k2 ON vms(k2);\n");
     vec![
         (1, v1),
         (2, table_sql(Kind::EnrollToken.table())),
         (3, table_sql(Kind::AffinityGroup.table())),
+        (4, v4),
+        (5, v5),
     ]
 }
 
-/// One record table: indexed columns plus the record as JSON.
+/// One record table: indexed columns plus the record as JSON. Tables get
+/// the `k2` column from migration 5 (new kinds: in the migration creating them).
 fn table_sql(t: &str) -> String {
     {
         format!(
@@ -76,7 +109,16 @@ impl SqliteStore {
             .connect_with(opts.read_only(false))
             .await
             .map_err(db)?;
-        Ok(SqliteStore { reader, writer })
+        let generations: Arc<Vec<AtomicU64>> =
+            Arc::new(Kind::ALL.iter().map(|_| AtomicU64::new(0)).collect());
+        let rows = Writer::start(path, generations.clone())?;
+        Ok(SqliteStore {
+            reader,
+            writer,
+            id_blocks: tokio::sync::Mutex::new(HashMap::new()),
+            generations,
+            rows,
+        })
     }
 }
 
@@ -160,15 +202,6 @@ fn where_clause(conds: &[Cond]) -> (String, Vec<Val>) {
     }
 }
 
-fn map_write_err(kind: Kind, key: &str, e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(d) = &e {
-        if d.is_unique_violation() {
-            return StoreError::Duplicate(kind, key.to_string());
-        }
-    }
-    db(e)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -233,15 +266,16 @@ impl Store for SqliteStore {
     async fn find(&self, kind: Kind, q: &Query) -> Result<(Vec<Row>, u64), StoreError> {
         let (w, binds) = where_clause(&q.conds);
         let order = if q.descending { "DESC" } else { "ASC" };
-        let mut sql = format!(
-            "SELECT id, uuid, version, data FROM {}{} ORDER BY id {}",
-            kind.table(),
-            w,
-            order
-        );
-        if let Some((off, lim)) = q.page {
-            sql.push_str(&format!(" LIMIT {lim} OFFSET {off}"));
-        }
+        let t = kind.table();
+        let sql = match q.page {
+            // The page's ids come from an index first, so rows skipped by the
+            // offset are never read; only the page's records are.
+            Some((off, lim)) => format!(
+                "SELECT id, uuid, version, data FROM {t} WHERE id IN \
+                 (SELECT id FROM {t}{w} ORDER BY id {order} LIMIT {lim} OFFSET {off}) ORDER BY id {order}"
+            ),
+            None => format!("SELECT id, uuid, version, data FROM {t}{w} ORDER BY id {order}"),
+        };
         let mut query = sqlx::query(&sql);
         for b in &binds {
             query = bind_val(query, b);
@@ -254,6 +288,7 @@ impl Store for SqliteStore {
             .map(to_row)
             .collect();
         let total = match q.page {
+            _ if q.skip_count => rows.len() as u64,
             Some((off, lim)) if !(rows.is_empty() && off > 0) && (rows.len() as u64) < lim => {
                 off + rows.len() as u64
             }
@@ -275,31 +310,17 @@ impl Store for SqliteStore {
     }
 
     async fn allocate_ids(&self, kind: Kind, n: i64) -> Result<i64, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let max_sql = format!("SELECT COALESCE(MAX(id), 0) FROM {}", kind.table());
-        let row = sqlx::query("SELECT next FROM id_seq WHERE kind = ?")
-            .bind(kind.table())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-        let first: i64 = match row {
-            Some(r) => r.get(0),
-            None => {
-                let m: i64 = sqlx::query(&max_sql)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db)?
-                    .get(0);
-                m + 1
+        let mut blocks = self.id_blocks.lock().await;
+        if let Some((next, end)) = blocks.get_mut(&kind) {
+            if *next + n <= *end {
+                let first = *next;
+                *next += n;
+                return Ok(first);
             }
-        };
-        sqlx::query("INSERT INTO id_seq (kind, next) VALUES (?, ?) ON CONFLICT(kind) DO UPDATE SET next = excluded.next")
-            .bind(kind.table())
-            .bind(first + n)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        }
+        let want = n.max(ID_BLOCK);
+        let first = self.rows.reserve_ids(kind, want).await?;
+        blocks.insert(kind, (first + n, first + want));
         Ok(first)
     }
 
@@ -307,89 +328,11 @@ impl Store for SqliteStore {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        for op in ops {
-            match op {
-                Op::Insert {
-                    kind,
-                    id,
-                    uuid,
-                    index,
-                    data,
-                } => {
-                    let sql = format!(
-                        "INSERT INTO {} (id, uuid, version, ukey, name, keyword, state, account_id, domain_id, zone_id, host_id, parent_id, ref_id, k1, created, data) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        kind.table()
-                    );
-                    let key = index.ukey.clone().unwrap_or_else(|| uuid.clone());
-                    // Id 0 asks SQLite to assign one (append-only kinds: jobs, events).
-                    let id = if id == 0 { None } else { Some(id) };
-                    sqlx::query(&sql)
-                        .bind(id)
-                        .bind(uuid)
-                        .bind(index.ukey)
-                        .bind(index.name)
-                        .bind(index.keyword)
-                        .bind(index.state)
-                        .bind(index.account_id)
-                        .bind(index.domain_id)
-                        .bind(index.zone_id)
-                        .bind(index.host_id)
-                        .bind(index.parent_id)
-                        .bind(index.ref_id)
-                        .bind(index.k1)
-                        .bind(index.created)
-                        .bind(data)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| map_write_err(kind, &key, e))?;
-                }
-                Op::Update {
-                    kind,
-                    id,
-                    version,
-                    index,
-                    data,
-                } => {
-                    let sql = format!(
-                        "UPDATE {} SET version = version + 1, ukey = ?, name = ?, keyword = ?, state = ?, account_id = ?, domain_id = ?, zone_id = ?, host_id = ?, parent_id = ?, ref_id = ?, k1 = ?, data = ? WHERE id = ? AND version = ?",
-                        kind.table()
-                    );
-                    let key = index.ukey.clone().unwrap_or_default();
-                    let r = sqlx::query(&sql)
-                        .bind(index.ukey)
-                        .bind(index.name)
-                        .bind(index.keyword)
-                        .bind(index.state)
-                        .bind(index.account_id)
-                        .bind(index.domain_id)
-                        .bind(index.zone_id)
-                        .bind(index.host_id)
-                        .bind(index.parent_id)
-                        .bind(index.ref_id)
-                        .bind(index.k1)
-                        .bind(data)
-                        .bind(id)
-                        .bind(version)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| map_write_err(kind, &key, e))?;
-                    if r.rows_affected() != 1 {
-                        return Err(StoreError::Conflict(kind, id));
-                    }
-                }
-                Op::Delete { kind, id } => {
-                    let sql = format!("DELETE FROM {} WHERE id = ?", kind.table());
-                    sqlx::query(&sql)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?;
-                }
-            }
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(())
+        self.rows.commit(ops).await
+    }
+
+    fn generation(&self, kind: Kind) -> u64 {
+        self.generations[kind.ordinal()].load(Ordering::Acquire)
     }
 
     async fn size_bytes(&self) -> Result<u64, StoreError> {

@@ -17,6 +17,8 @@ const SO_FIELDS: &[Field] = &[
     f("memory", "integer", "MB"),
     f("iscustomized", "boolean", "custom size"),
     f("offerha", "boolean", "HA"),
+    f("leaseduration", "integer", "lease days of instances"),
+    f("leaseexpiryaction", "string", "lease expiry action"),
     f("hosttags", "string", "host tags"),
 ];
 const DO_FIELDS: &[Field] = &[
@@ -67,7 +69,17 @@ pub fn commands() -> Vec<Command> {
                 opt("dynamicscalingenabled", "boolean", "dynamic scaling"),
                 opt("storagetype", "string", "shared or local"),
                 opt("rootdisksize", "long", "root disk GB"),
-                opt("issystem", "boolean", "system offering")
+                opt("issystem", "boolean", "system offering"),
+                opt(
+                    "leaseduration",
+                    "integer",
+                    "days of the lease instances get (1-36500, -1 none)"
+                ),
+                opt(
+                    "leaseexpiryaction",
+                    "string",
+                    "STOP or DESTROY when the lease expires"
+                )
             ],
             SO_FIELDS,
             create_so
@@ -309,6 +321,8 @@ fn so_json(o: &ServiceOffering) -> Value {
         .v("dynamicscalingenabled", o.dynamic_scaling)
         .s("storagetype", &o.storage_type)
         .v("issystem", o.is_system)
+        .ov("leaseduration", o.lease_duration)
+        .os("leaseexpiryaction", o.lease_expiry_action.clone())
         .s("state", &o.state)
         .s("created", date(o.created))
         .when(o.customized, |x| {
@@ -356,7 +370,10 @@ async fn create_so(ctx: Ctx) -> Result<Reply, ApiError> {
             "Invalid value for parameter storagetype: use shared or local",
         ));
     }
+    let (lease_duration, lease_expiry_action) = offering_lease(&ctx)?;
     let o = ServiceOffering {
+        lease_duration,
+        lease_expiry_action,
         id: ctx.svc.store.new_id::<ServiceOffering>().await?,
         uuid: new_uuid(),
         version: 1,
@@ -869,5 +886,20 @@ async fn delete_template(ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::Async {
         job: job.uuid,
         id: None,
+    })
+}
+
+/// An offering's lease: both parameters, or -1 / nothing for none.
+fn offering_lease(ctx: &Ctx) -> Result<(Option<i64>, Option<String>), ApiError> {
+    let req = orrery_schedule::lease::validate_lease_params(
+        ctx.p.i64("leaseduration")?,
+        ctx.p.str("leaseexpiryaction"),
+    )
+    .map_err(|e| crate::service::leases::lease_error(&e))?;
+    Ok(match (req.duration, req.action) {
+        (Some(orrery_schedule::lease::LeaseDuration::Days(d)), Some(a)) => {
+            (Some(i64::from(d)), Some(a.as_str().to_string()))
+        }
+        _ => (None, None),
     })
 }

@@ -435,6 +435,10 @@ async fn update_config(ctx: Ctx) -> Result<Reply, ApiError> {
     );
     ctx.svc.store.commit(tx.ops).await?;
     ctx.svc.cache_setting(scope, id, name, &value);
+    // Switching leases off cancels every active lease, for good.
+    if name == "instance.lease.enabled" && value != "true" {
+        ctx.svc.cancel_all_leases().await?;
+    }
     Ok(Reply::Object(
         "configuration",
         config_json(s, &value, scope),

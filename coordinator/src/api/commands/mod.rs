@@ -6,6 +6,7 @@ mod identity;
 mod infra;
 mod misc;
 mod placement;
+mod schedules;
 mod vm;
 mod volumes;
 
@@ -28,6 +29,7 @@ pub fn all() -> &'static [Command] {
         v.extend(volumes::commands());
         v.extend(affinity::commands());
         v.extend(placement::commands());
+        v.extend(schedules::commands());
         v
     })
 }

@@ -38,6 +38,17 @@ pub const VM_FIELDS: &[Field] = &[
         "boolean",
         "whether delete protection is on",
     ),
+    f(
+        "leaseduration",
+        "integer",
+        "days of the instance's lease, while it has one",
+    ),
+    f(
+        "leaseexpiryaction",
+        "string",
+        "STOP or DESTROY, while it has a lease",
+    ),
+    f("leaseexpirydate", "date", "when the lease expires"),
     f("jobid", "string", "the latest async job on the instance"),
 ];
 
@@ -87,6 +98,8 @@ pub fn commands() -> Vec<Command> {
                 opt("domainid", "uuid", "domain of the owning account"),
                 opt("hypervisor", "string", "hypervisor of the instance"),
                 opt("displayvm", "boolean", "whether users see the instance"),
+                opt("leaseduration", "integer", "lease days (1-36500), or -1 for none"),
+                opt("leaseexpiryaction", "string", "STOP or DESTROY when the lease expires"),
                 opt("dynamicscalingenabled", "boolean", "allow dynamic scaling"),
             ]; PARAMS },
             response: VM_FIELDS,
@@ -180,6 +193,8 @@ pub fn commands() -> Vec<Command> {
                 opt("details", "map", "instance settings"),
                 opt("cleanupdetails", "boolean", "remove all settings"),
                 opt("displayvm", "boolean", "whether users see the instance"),
+                opt("leaseduration", "integer", "lease days (1-36500), or -1 for none"),
+                opt("leaseexpiryaction", "string", "STOP or DESTROY when the lease expires"),
                 opt("extraconfig", "string", "extra configuration, admins only"),
                 opt("userdata", "string", "base64 user data"),
             ]; PARAMS },
@@ -207,6 +222,7 @@ pub fn commands() -> Vec<Command> {
                 opt("isrecursive", "boolean", "include subdomains"),
                 opt("listall", "boolean", "everything the caller may see"),
                 opt("details", "list", "detail groups to return"),
+                opt("leased", "boolean", "only instances with an active lease"),
                 PAGING[0], PAGING[1], PAGING[2],
             ]; PARAMS },
             response: VM_FIELDS,
@@ -355,6 +371,10 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
         ha_enable: None,
         dynamically_scalable: ctx.p.bool("dynamicscalingenabled"),
         display_vm: ctx.p.bool_or("displayvm", true),
+        lease: crate::service::leases::request(
+            ctx.p.i64("leaseduration")?,
+            ctx.p.str("leaseexpiryaction"),
+        )?,
     };
     let (vm, job) = ctx.svc.deploy(&ctx.caller, args).await?;
     Ok(Reply::Async {
@@ -548,8 +568,13 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
         cleanup_details: ctx.p.bool_or("cleanupdetails", false),
         extraconfig: ctx.p.str("extraconfig").map(str::to_string),
         userdata: ctx.p.str("userdata").map(str::to_string),
+        lease: crate::service::leases::request(
+            ctx.p.i64("leaseduration")?,
+            ctx.p.str("leaseexpiryaction"),
+        )?,
     };
-    let nothing = u.name.is_none()
+    let nothing = u.lease.duration.is_none()
+        && u.name.is_none()
         && u.display_name.is_none()
         && u.group.is_none()
         && u.os_type_id.is_none()
@@ -644,9 +669,16 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
     if let Some(g) = opt_ref::<InstanceGroup>(&ctx, "groupid").await? {
         q = q.eq(Col::Parent, g.id);
     }
+    match ctx.p.bool("leased") {
+        Some(true) => q = q.and(Cond::NotNull(Col::K2)),
+        Some(false) => q = q.and(Cond::IsNull(Col::K2)),
+        None => {}
+    }
     q.page = paging(&ctx)?;
     let (vms, total) = ctx.svc.store.list::<Vm>(&q).await?;
     let mut l = Lookup::new(&ctx.svc);
+    l.prefetch_nics(&vms.iter().map(|v| v.id).collect::<Vec<_>>())
+        .await?;
     let mut items = Vec::with_capacity(vms.len());
     for v in &vms {
         items.push(views::vm(&mut l, &ctx.caller, v, None).await?);

@@ -1,0 +1,176 @@
+//! The capacity each host's instances hold, kept in memory and updated from
+//! every committed instance change (see `store::observed`), so a placement
+//! decision reads it in O(instances in the zone) without loading records.
+//!
+//! Commits can be reported out of order when two finish together, so each
+//! entry keeps the record version it came from and an older report never
+//! overwrites a newer one.
+
+use crate::placement as pl;
+use crate::store::observed::CommitObserver;
+use crate::store::records::Vm;
+use crate::store::{Kind, Op};
+use orrery_model::VmState;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// States in which an instance holds capacity on its host.
+pub(crate) fn holds_capacity(s: VmState) -> bool {
+    matches!(
+        s,
+        VmState::Starting | VmState::Running | VmState::Stopping | VmState::Migrating
+    )
+}
+
+struct Entry {
+    version: i64,
+    /// The zone and the instance as placement sees it, while it holds capacity.
+    holding: Option<(i64, pl::Instance)>,
+}
+
+#[derive(Default)]
+pub struct CapacityView {
+    entries: Mutex<HashMap<i64, Entry>>,
+}
+
+fn holding(vm: &Vm) -> Option<(i64, pl::Instance)> {
+    if vm.host_id.is_none() || !holds_capacity(vm.state) || vm.removed.is_some() {
+        return None;
+    }
+    Some((
+        vm.zone_id,
+        pl::Instance {
+            id: vm.id,
+            host_id: vm.host_id,
+            account_id: vm.account_id,
+            cpu_number: vm.cpu_number.max(0) as u32,
+            cpu_speed_mhz: vm.cpu_speed.max(0) as u32,
+            memory_mb: vm.memory.max(0) as u64,
+            gpu_count: 0,
+            affinity_group_ids: vm.affinity_group_ids.clone(),
+            os_category: None,
+        },
+    ))
+}
+
+impl CapacityView {
+    /// Records the state of an instance as of `version`, unless a newer one
+    /// is known.
+    pub fn observe(&self, vm: &Vm) {
+        self.put(vm.id, vm.version, holding(vm));
+    }
+
+    fn put(&self, id: i64, version: i64, holding: Option<(i64, pl::Instance)>) {
+        let mut m = self.entries.lock().expect("capacity view");
+        match m.get(&id) {
+            Some(e) if e.version >= version => {}
+            _ => {
+                m.insert(id, Entry { version, holding });
+            }
+        }
+    }
+
+    /// Instances holding capacity in a zone.
+    pub fn instances(&self, zone_id: i64) -> Vec<pl::Instance> {
+        let m = self.entries.lock().expect("capacity view");
+        m.values()
+            .filter_map(|e| match &e.holding {
+                Some((z, i)) if *z == zone_id => Some(i.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl CommitObserver for CapacityView {
+    fn wants(&self, kind: Kind) -> bool {
+        kind == Kind::Vm
+    }
+
+    fn committed(&self, ops: &[Op]) {
+        for op in ops {
+            match op {
+                Op::Insert { id, data, .. } => {
+                    if let Ok(vm) = serde_json::from_str::<Vm>(data) {
+                        self.put(*id, 1, holding(&vm));
+                    }
+                }
+                Op::Update {
+                    id, version, data, ..
+                } => {
+                    if let Ok(vm) = serde_json::from_str::<Vm>(data) {
+                        self.put(*id, version + 1, holding(&vm));
+                    }
+                }
+                // Removal is final: no later report may bring it back.
+                Op::Delete { id, .. } => self.put(*id, i64::MAX, None),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(id: i64, state: VmState, host: Option<i64>) -> Vm {
+        Vm {
+            id,
+            zone_id: 1,
+            state,
+            host_id: host,
+            cpu_number: 2,
+            memory: 512,
+            ..Default::default()
+        }
+    }
+
+    fn update(v: &Vm, version: i64) -> Op {
+        Op::Update {
+            kind: Kind::Vm,
+            id: v.id,
+            version,
+            index: Default::default(),
+            data: serde_json::to_string(v).unwrap(),
+        }
+    }
+
+    #[test]
+    fn follows_commits_and_ignores_older_reports() {
+        let c = CapacityView::default();
+        let running = vm(7, VmState::Running, Some(3));
+        let stopped = vm(7, VmState::Stopped, None);
+        c.committed(&[update(&running, 1)]);
+        assert_eq!(c.instances(1).len(), 1);
+        assert_eq!(c.instances(1)[0].host_id, Some(3));
+        assert!(c.instances(2).is_empty());
+        c.committed(&[update(&stopped, 2)]);
+        assert!(c.instances(1).is_empty());
+        // The Running report arriving late must not resurrect the capacity.
+        c.committed(&[update(&running, 1)]);
+        assert!(c.instances(1).is_empty());
+    }
+
+    #[test]
+    fn deletes_are_final_and_non_holding_states_hold_nothing() {
+        let c = CapacityView::default();
+        c.observe(&Vm {
+            version: 4,
+            ..vm(1, VmState::Starting, Some(2))
+        });
+        c.observe(&Vm {
+            version: 1,
+            ..vm(2, VmState::Destroyed, Some(2))
+        });
+        assert_eq!(c.instances(1).len(), 1);
+        c.committed(&[Op::Delete {
+            kind: Kind::Vm,
+            id: 1,
+        }]);
+        c.observe(&Vm {
+            version: 9,
+            ..vm(1, VmState::Running, Some(2))
+        });
+        assert!(c.instances(1).is_empty());
+    }
+}

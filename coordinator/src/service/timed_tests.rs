@@ -1,0 +1,653 @@
+//! Leases and schedules end to end inside one process, on simulated time: a
+//! real SQLite store, the simulated hosts, and a manual clock driving the
+//! scheduler's ticks.
+
+use super::schedules::TickReport;
+use super::vm::{DeployArgs, VmUpdate};
+use super::*;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use orrery_model::VmState;
+use orrery_schedule::clock::ManualClock;
+use orrery_schedule::lease::LeaseRequest;
+use orrery_schedule::plan::{CreateRequest, UpdateRequest};
+use std::path::PathBuf;
+
+struct Fixture {
+    dir: PathBuf,
+    svc: Arc<Service>,
+    clock: Arc<ManualClock>,
+    admin: Caller,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap()
+}
+
+async fn service_on(dir: &std::path::Path, clock: Arc<ManualClock>) -> Arc<Service> {
+    let store = SqliteStore::open(&dir.join("orrery.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    let svc = Service::new(
+        Arc::new(store),
+        Arc::new(agent::Simulator::new(std::time::Duration::ZERO)),
+        dir.to_path_buf(),
+    )
+    .await
+    .unwrap();
+    svc.set_clock(clock);
+    svc.set_renderer(Arc::new(crate::api::views::JobRenderer));
+    svc
+}
+
+async fn fixture() -> Fixture {
+    let dir = std::env::temp_dir().join(format!("orrery-timed-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The template's file, as registration would have left it.
+    let tdir = dir.join("secondary/template/tmpl/1");
+    std::fs::create_dir_all(&tdir).unwrap();
+    std::fs::write(tdir.join("t.qcow2"), vec![0u8; 4096]).unwrap();
+    let clock = Arc::new(ManualClock::new(t0()));
+    let svc = service_on(&dir, clock.clone()).await;
+    svc.initialise().await.unwrap();
+    svc.ensure_simulated_hosts(2).await.unwrap();
+    let admin = svc.caller_for_user(2).await.unwrap();
+    Fixture {
+        dir,
+        svc,
+        clock,
+        admin,
+    }
+}
+
+fn set(svc: &Service, name: &str, value: &str) {
+    svc.cache_setting("global", 0, name, value);
+}
+
+impl Fixture {
+    async fn offering(&self, lease: Option<(i64, &str)>) -> ServiceOffering {
+        let o = ServiceOffering {
+            id: self.svc.store.new_id::<ServiceOffering>().await.unwrap(),
+            uuid: new_uuid(),
+            version: 1,
+            name: "tiny".into(),
+            display_text: "tiny".into(),
+            cpu_number: Some(1),
+            cpu_speed: Some(100),
+            memory: Some(64),
+            storage_type: "shared".into(),
+            state: "Active".into(),
+            lease_duration: lease.map(|l| l.0),
+            lease_expiry_action: lease.map(|l| l.1.to_string()),
+            ..Default::default()
+        };
+        let mut tx = Tx::new();
+        tx.insert(&o);
+        self.svc.store.commit(tx.ops).await.unwrap();
+        o
+    }
+
+    async fn deploy(&self, offering: &ServiceOffering, lease: LeaseRequest) -> Vm {
+        let zone: Zone = self
+            .svc
+            .store
+            .all(Query::new())
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap();
+        let t = Template {
+            id: self.svc.store.new_id::<Template>().await.unwrap(),
+            uuid: new_uuid(),
+            version: 1,
+            name: "t".into(),
+            display_text: "t".into(),
+            format: "QCOW2".into(),
+            hypervisor: "Simulator".into(),
+            os_type_id: 1,
+            account_id: self.admin.account.id,
+            domain_id: self.admin.domain.id,
+            is_public: true,
+            is_ready: true,
+            status: "Download Complete".into(),
+            size: 1 << 30,
+            template_type: "USER".into(),
+            path: Some("template/tmpl/1/t.qcow2".into()),
+            bootable: true,
+            ..Default::default()
+        };
+        let mut tx = Tx::new();
+        tx.insert(&t);
+        self.svc.store.commit(tx.ops).await.unwrap();
+        let args = DeployArgs {
+            zone,
+            offering: offering.clone(),
+            template: Some(t),
+            iso: None,
+            disk_offering: None,
+            owner: self.admin.account.clone(),
+            name: None,
+            display_name: None,
+            group: None,
+            details: Default::default(),
+            root_disk_size_gb: None,
+            data_disk_size_gb: None,
+            keypairs: vec![],
+            userdata: None,
+            extraconfig: None,
+            start: true,
+            pin: Default::default(),
+            network: None,
+            affinity_groups: vec![],
+            ha_enable: None,
+            dynamically_scalable: None,
+            display_vm: true,
+            lease,
+        };
+        let (vm, _) = self.svc.deploy(&self.admin, args).await.unwrap();
+        self.settle(vm.id, VmState::Running).await
+    }
+
+    /// Waits for the instance's jobs to bring it to `state`.
+    async fn settle(&self, id: i64, state: VmState) -> Vm {
+        for _ in 0..200 {
+            let vm: Vm = self.svc.store.load(id).await.unwrap().unwrap();
+            if vm.state == state && !self.svc.busy.lock().unwrap().contains(&vm.uuid) {
+                return vm;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        let vm: Vm = self.svc.store.load(id).await.unwrap().unwrap();
+        let jobs: Vec<Job> = self.svc.store.all(Query::new()).await.unwrap();
+        panic!(
+            "instance {id} never reached {state:?}: {:?}; jobs {:?}",
+            vm.state,
+            jobs.iter()
+                .map(|j| (&j.command, &j.result))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    async fn vm(&self, id: i64) -> Vm {
+        self.svc.store.load(id).await.unwrap().unwrap()
+    }
+
+    async fn tick(&self, at: DateTime<Utc>) -> TickReport {
+        self.clock.set(at);
+        self.svc.scheduler_tick(at).await.unwrap()
+    }
+
+    async fn events(&self, event_type: &str) -> Vec<Event> {
+        self.svc
+            .store
+            .all(Query::new().eq(Col::Name, event_type))
+            .await
+            .unwrap()
+    }
+}
+
+fn lease(days: i64, action: &str) -> LeaseRequest {
+    leases::request(Some(days), Some(action)).unwrap()
+}
+
+#[tokio::test]
+async fn lease_rules_at_deploy_and_update() {
+    let f = fixture().await;
+    let plain = f.offering(None).await;
+    let leasing = f.offering(Some((20, "DESTROY"))).await;
+    // Feature off: no lease whatever is asked.
+    let vm = f.deploy(&plain, lease(10, "STOP")).await;
+    assert_eq!(vm.lease, Lease::None);
+    set(&f.svc, "instance.lease.enabled", "true");
+    // Asked at deploy.
+    let vm = f.deploy(&plain, lease(10, "STOP")).await;
+    assert_eq!(
+        vm.lease,
+        Lease::Active {
+            days: 10,
+            action: "STOP".into(),
+            expires: vm.created + 10 * 86_400
+        }
+    );
+    // Inherited from the offering, overridden, and disabled with -1.
+    let inherited = f.deploy(&leasing, LeaseRequest::default()).await;
+    assert!(
+        matches!(&inherited.lease, Lease::Active { days: 20, action, .. } if action == "DESTROY")
+    );
+    let overridden = f.deploy(&leasing, lease(5, "STOP")).await;
+    assert!(matches!(&overridden.lease, Lease::Active { days: 5, action, .. } if action == "STOP"));
+    let none = f
+        .deploy(&leasing, leases::request(Some(-1), None).unwrap())
+        .await;
+    assert_eq!(none.lease, Lease::None);
+    // No lease is acquired later by an edit.
+    let err = f
+        .svc
+        .update_vm(
+            &f.admin,
+            none.clone(),
+            VmUpdate {
+                lease: lease(3, "STOP"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 431);
+    assert!(f.vm(none.id).await.lease == Lease::None);
+    // Changing the offering's lease leaves existing leases alone.
+    let mut changed = leasing.clone();
+    changed.lease_duration = Some(1);
+    let mut tx = Tx::new();
+    tx.update(&mut changed);
+    f.svc.store.commit(tx.ops).await.unwrap();
+    assert_eq!(f.vm(inherited.id).await.lease, inherited.lease);
+    // Extend, then reduce, before expiry; then disable, never to come back.
+    let v = f
+        .svc
+        .update_vm(
+            &f.admin,
+            f.vm(overridden.id).await,
+            VmUpdate {
+                lease: lease(30, "DESTROY"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&v.lease, Lease::Active { days: 30, expires, .. } if *expires == v.created + 30 * 86_400)
+    );
+    let v = f
+        .svc
+        .update_vm(
+            &f.admin,
+            v,
+            VmUpdate {
+                lease: lease(2, "STOP"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&v.lease, Lease::Active { days: 2, .. }));
+    let v = f
+        .svc
+        .update_vm(
+            &f.admin,
+            v,
+            VmUpdate {
+                lease: leases::request(Some(-1), None).unwrap(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.lease, Lease::Disabled);
+    assert_eq!(f.events("VM.LEASE.DISABLED").await.len(), 1);
+    let err = f
+        .svc
+        .update_vm(
+            &f.admin,
+            v.clone(),
+            VmUpdate {
+                lease: lease(9, "STOP"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 431);
+    assert!(err.text.contains("leaseduration"), "{}", err.text);
+    assert_eq!(f.vm(v.id).await.lease, Lease::Disabled);
+}
+
+#[tokio::test]
+async fn lease_stop_runs_once_at_expiry_and_annuls_the_lease() {
+    let f = fixture().await;
+    set(&f.svc, "instance.lease.enabled", "true");
+    set(&f.svc, "instance.lease.scheduler.interval", "60");
+    let o = f.offering(None).await;
+    let vm = f.deploy(&o, lease(1, "STOP")).await;
+    let expires = vm.lease.expires().unwrap();
+    let r = f.tick(leases::ts(expires - 120)).await;
+    assert_eq!(r.leases_checked, 0);
+    assert_eq!(f.vm(vm.id).await.state, VmState::Running);
+    let r = f.tick(leases::ts(expires + 30)).await;
+    assert_eq!(r.leases_checked, 1);
+    let v = f.settle(vm.id, VmState::Stopped).await;
+    assert_eq!(v.lease, Lease::Expired);
+    assert_eq!(f.events("VM.LEASE.EXPIRED").await.len(), 1);
+    // Started again by the user, it stays up: the lease is gone.
+    f.svc
+        .queue_vm_job(
+            &f.admin,
+            &v,
+            "startVirtualMachine",
+            jobs::Work::Start {
+                vm_id: v.id,
+                pin: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    f.settle(vm.id, VmState::Running).await;
+    f.tick(leases::ts(expires + 3600)).await;
+    f.tick(leases::ts(expires + 7200)).await;
+    assert_eq!(f.vm(vm.id).await.state, VmState::Running);
+    assert_eq!(f.events("VM.LEASE.EXPIRED").await.len(), 1);
+    // Nor does a restart bring it back.
+    let svc2 = service_on(&f.dir, f.clock.clone()).await;
+    svc2.scheduler_tick(leases::ts(expires + 9000))
+        .await
+        .unwrap();
+    assert_eq!(f.events("VM.LEASE.EXPIRED").await.len(), 1);
+}
+
+#[tokio::test]
+async fn lease_destroy_waits_for_delete_protection_to_go() {
+    let f = fixture().await;
+    set(&f.svc, "instance.lease.enabled", "true");
+    set(&f.svc, "instance.lease.scheduler.interval", "60");
+    let o = f.offering(None).await;
+    let vm = f.deploy(&o, lease(1, "DESTROY")).await;
+    let expires = vm.lease.expires().unwrap();
+    let vm = f
+        .svc
+        .update_vm(
+            &f.admin,
+            vm,
+            VmUpdate {
+                delete_protection: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    f.tick(leases::ts(expires + 10)).await;
+    let v = f.vm(vm.id).await;
+    assert_eq!(v.state, VmState::Running);
+    assert!(matches!(v.lease, Lease::Active { .. }));
+    f.svc
+        .update_vm(
+            &f.admin,
+            v,
+            VmUpdate {
+                delete_protection: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    f.tick(leases::ts(expires + 100)).await;
+    let v = f.settle(vm.id, VmState::Destroyed).await;
+    assert_eq!(v.lease, Lease::Expired);
+}
+
+#[tokio::test]
+async fn disabling_the_feature_cancels_leases_for_good() {
+    let f = fixture().await;
+    set(&f.svc, "instance.lease.enabled", "true");
+    let o = f.offering(None).await;
+    let a = f.deploy(&o, lease(3, "STOP")).await;
+    let b = f.deploy(&o, lease(4, "DESTROY")).await;
+    set(&f.svc, "instance.lease.enabled", "false");
+    assert_eq!(f.svc.cancel_all_leases().await.unwrap(), 2);
+    set(&f.svc, "instance.lease.enabled", "true");
+    for id in [a.id, b.id] {
+        assert_eq!(f.vm(id).await.lease, Lease::Cancelled);
+    }
+    assert_eq!(f.events("VM.LEASE.CANCELLED").await.len(), 2);
+    // Their expiry passes without any action.
+    f.tick(leases::ts(b.created + 5 * 86_400)).await;
+    assert_eq!(f.vm(a.id).await.state, VmState::Running);
+    assert_eq!(f.vm(b.id).await.state, VmState::Running);
+}
+
+#[tokio::test]
+async fn expiring_events_come_days_before() {
+    let f = fixture().await;
+    set(&f.svc, "instance.lease.enabled", "true");
+    let o = f.offering(None).await;
+    f.deploy(&o, lease(10, "STOP")).await;
+    f.deploy(&o, lease(3, "STOP")).await;
+    let r = f.tick(t0() + TimeDelta::hours(1)).await;
+    assert_eq!(r.expiring_events, 1, "only the lease within 7 days");
+    assert_eq!(f.events("VM.LEASE.EXPIRING").await.len(), 1);
+}
+
+async fn schedule(f: &Fixture, vm: &Vm, action: &str, cron: &str, tz: &str) -> VmSchedule {
+    f.svc
+        .create_schedule(
+            &f.admin,
+            vm,
+            &CreateRequest {
+                schedule: cron,
+                timezone: tz,
+                action,
+                start_date: None,
+                end_date: None,
+                description: None,
+                enabled: None,
+            },
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_schedule_fires_once_per_occurrence() {
+    let f = fixture().await;
+    let o = f.offering(None).await;
+    let vm = f.deploy(&o, LeaseRequest::default()).await;
+    let s = schedule(&f, &vm, "STOP", "*/5 * * * *", "UTC").await;
+    // Starts one minute from now; 09:00 is excluded, 09:05 is the first.
+    assert_eq!(s.next_due, Some((t0() + TimeDelta::minutes(5)).timestamp()));
+    assert!(s.description.starts_with("STOP"), "{}", s.description);
+    assert!(f.tick(t0() + TimeDelta::minutes(4)).await.fired.is_empty());
+    let r = f.tick(t0() + TimeDelta::minutes(5)).await;
+    assert_eq!(r.fired, vec![s.id]);
+    f.settle(vm.id, VmState::Stopped).await;
+    // The same minute again fires nothing.
+    let r = f
+        .tick(t0() + TimeDelta::minutes(5) + TimeDelta::seconds(30))
+        .await;
+    assert!(r.fired.is_empty());
+    let stored: VmSchedule = f.svc.store.load(s.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.next_due,
+        Some((t0() + TimeDelta::minutes(10)).timestamp())
+    );
+    // A STOP on a stopped instance is recorded as not run.
+    f.tick(t0() + TimeDelta::minutes(10)).await;
+    assert_eq!(f.events("VMSCHEDULE.SKIPPED").await.len(), 1);
+}
+
+#[tokio::test]
+async fn colliding_schedules_run_only_the_first_created() {
+    let f = fixture().await;
+    let o = f.offering(None).await;
+    let vm = f.deploy(&o, LeaseRequest::default()).await;
+    let first = schedule(&f, &vm, "STOP", "0 10 * * *", "UTC").await;
+    let second = schedule(&f, &vm, "REBOOT", "0 10 * * *", "UTC").await;
+    let r = f.tick(t0() + TimeDelta::hours(1)).await;
+    assert_eq!(r.fired, vec![first.id]);
+    assert_eq!(r.skipped, vec![second.id]);
+    f.settle(vm.id, VmState::Stopped).await;
+    let ev = f.events("VMSCHEDULE.SKIPPED").await;
+    assert!(
+        ev[0].description.contains("created first"),
+        "{}",
+        ev[0].description
+    );
+}
+
+#[tokio::test]
+async fn daylight_saving_moves_the_utc_time_of_a_local_schedule() {
+    let f = fixture().await;
+    let o = f.offering(None).await;
+    let vm = f.deploy(&o, LeaseRequest::default()).await;
+    f.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap());
+    // 02:30 Berlin does not exist on 2026-03-29 (clocks jump 02:00 -> 03:00).
+    let s = schedule(&f, &vm, "REBOOT", "30 2 * * *", "Europe/Berlin").await;
+    assert_eq!(
+        s.next_due,
+        Some(
+            Utc.with_ymd_and_hms(2026, 3, 30, 0, 30, 0)
+                .unwrap()
+                .timestamp()
+        ),
+        "the skipped local time is not run; the next day is 02:30 CEST = 00:30 UTC"
+    );
+    let r = f
+        .tick(Utc.with_ymd_and_hms(2026, 3, 30, 0, 30, 0).unwrap())
+        .await;
+    assert_eq!(r.fired, vec![s.id]);
+    let stored: VmSchedule = f.svc.store.load(s.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.next_due,
+        Some(
+            Utc.with_ymd_and_hms(2026, 3, 31, 0, 30, 0)
+                .unwrap()
+                .timestamp()
+        )
+    );
+}
+
+#[tokio::test]
+async fn after_downtime_a_missed_time_runs_at_most_once() {
+    let f = fixture().await;
+    let o = f.offering(None).await;
+    let vm = f.deploy(&o, LeaseRequest::default()).await;
+    let s = schedule(&f, &vm, "STOP", "* * * * *", "UTC").await;
+    let due = s.next_due.unwrap();
+    // "Restart": a new service on the same store, three minutes late (three
+    // occurrences missed, the latest within the grace window).
+    let svc2 = service_on(&f.dir, f.clock.clone()).await;
+    let r = svc2.scheduler_tick(leases::ts(due + 150)).await.unwrap();
+    assert_eq!(r.fired, vec![s.id]);
+    f.settle(vm.id, VmState::Stopped).await;
+    let stored: VmSchedule = svc2.store.load(s.id).await.unwrap().unwrap();
+    assert_eq!(stored.next_due, Some(due + 180));
+    // A daily time missed by half an hour (outside the five-minute window)
+    // is skipped after a restart, with an event, and waits for tomorrow.
+    let daily = schedule(&f, &vm, "START", "0 10 * * *", "UTC").await;
+    let ten = t0() + TimeDelta::hours(1);
+    assert_eq!(daily.next_due, Some(ten.timestamp()));
+    let svc3 = service_on(&f.dir, f.clock.clone()).await;
+    let r = svc3
+        .scheduler_tick(ten + TimeDelta::minutes(30))
+        .await
+        .unwrap();
+    assert!(!r.fired.contains(&daily.id));
+    assert_eq!(r.skipped, vec![daily.id]);
+    let stored: VmSchedule = svc3.store.load(daily.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.next_due,
+        Some((ten + TimeDelta::days(1)).timestamp())
+    );
+    assert!(f.events("VMSCHEDULE.SKIPPED").await[0]
+        .description
+        .contains("while the coordinator was down"));
+}
+
+#[tokio::test]
+async fn schedule_input_errors_name_the_parameter() {
+    let f = fixture().await;
+    let o = f.offering(None).await;
+    let vm = f.deploy(&o, LeaseRequest::default()).await;
+    let cases = [
+        ("STOP", "61 * * * *", "UTC", None, None, "schedule"),
+        ("STOP", "* * * * *", "Mars/Olympus", None, None, "timezone"),
+        ("EXPLODE", "* * * * *", "UTC", None, None, "action"),
+        (
+            "STOP",
+            "* * * * *",
+            "UTC",
+            Some("2020-01-01 00:00:00"),
+            None,
+            "startdate",
+        ),
+        (
+            "STOP",
+            "* * * * *",
+            "UTC",
+            None,
+            Some("yesterday"),
+            "enddate",
+        ),
+    ];
+    for (action, cron, tz, start, end, param) in cases {
+        let err = f
+            .svc
+            .create_schedule(
+                &f.admin,
+                &vm,
+                &CreateRequest {
+                    schedule: cron,
+                    timezone: tz,
+                    action,
+                    start_date: start,
+                    end_date: end,
+                    description: None,
+                    enabled: None,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 431, "{param}: {}", err.text);
+        assert!(err.text.contains(param), "{param}: {}", err.text);
+    }
+    let s = f
+        .svc
+        .create_schedule(
+            &f.admin,
+            &vm,
+            &CreateRequest {
+                schedule: "0 0 * * *",
+                timezone: "UTC",
+                action: "START",
+                start_date: None,
+                end_date: Some("2026-12-31 00:00:00"),
+                description: Some("nightly"),
+                enabled: None,
+            },
+        )
+        .await
+        .unwrap();
+    // The action cannot change and the end date cannot be removed.
+    for (req, param) in [
+        (
+            UpdateRequest {
+                action: Some("STOP"),
+                ..Default::default()
+            },
+            "action",
+        ),
+        (
+            UpdateRequest {
+                end_date: Some(""),
+                ..Default::default()
+            },
+            "enddate",
+        ),
+    ] {
+        let err = f
+            .svc
+            .update_schedule(&f.admin, s.clone(), &req)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 431);
+        assert!(err.text.contains(param), "{}", err.text);
+    }
+    let all: Vec<VmSchedule> = f.svc.store.all(Query::new()).await.unwrap();
+    assert_eq!(all.len(), 1, "failed requests stored nothing");
+}
