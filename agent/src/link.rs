@@ -190,6 +190,9 @@ async fn session(
                     }
                 }));
             }
+            // Sampling arrives with the statistics work; until then the
+            // settings are acknowledged by ignoring them.
+            Some(pb::coordinator_message::Body::StatsConfig(_)) => {}
             Some(pb::coordinator_message::Body::Command(cmd)) => {
                 let (ops, tx, fetcher, state) =
                     (ops.clone(), tx.clone(), fetcher.clone(), state.clone());

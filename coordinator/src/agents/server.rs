@@ -168,7 +168,8 @@ impl AgentLink for Endpoint {
                     Some(pb::agent_message::Body::Progress(p)) => {
                         tracing::debug!(host = %host.uuid, command = p.command_id, stage = %p.stage, "progress");
                     }
-                    Some(pb::agent_message::Body::Facts(_))
+                    Some(pb::agent_message::Body::Stats(_))
+                    | Some(pb::agent_message::Body::Facts(_))
                     | Some(pb::agent_message::Body::Hello(_))
                     | None => {}
                 }
