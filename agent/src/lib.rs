@@ -9,4 +9,5 @@ pub mod hypervisor;
 pub mod link;
 pub mod ops;
 pub mod state;
+pub mod stats;
 pub mod storage;

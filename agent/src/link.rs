@@ -2,9 +2,12 @@
 //! re-established with backoff and jitter. Running domains are never touched
 //! because the coordinator is away; on every (re)connect the agent reports
 //! every domain the hypervisor has, and the coordinator reconciles.
+//! Instance statistics are sampled only while the coordinator's latest
+//! `StatsConfig` asks for them; see [`crate::stats`].
 
 use crate::ops::{OpError, Ops, TemplateSource, AGENT_VERSION};
 use crate::state::StateDir;
+use crate::stats::{self, StatsSettings};
 use crate::storage::FetchError;
 use orrery_proto::v1 as pb;
 use pb::agent_link_client::AgentLinkClient;
@@ -12,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -162,6 +165,10 @@ async fn session(
             }
         });
     }
+    // Statistics: idle until the coordinator sends settings; each new
+    // setting restarts the cadence in place.
+    let (stats_settings, stats_rx) = watch::channel(StatsSettings::default());
+    tasks.spawn(stats::run(ops.hv.clone(), stats_rx, tx.clone()));
     let fetcher = Arc::new(Fetcher(client.clone()));
     let mut hb_task: Option<tokio::task::AbortHandle> = None;
     let result = loop {
@@ -190,9 +197,15 @@ async fn session(
                     }
                 }));
             }
-            // Sampling arrives with the statistics work; until then the
-            // settings are acknowledged by ignoring them.
-            Some(pb::coordinator_message::Body::StatsConfig(_)) => {}
+            Some(pb::coordinator_message::Body::StatsConfig(c)) => {
+                let new = StatsSettings::from(&c);
+                // The same settings sent again keep the running cadence.
+                stats_settings.send_if_modified(|s| {
+                    let changed = *s != new;
+                    *s = new;
+                    changed
+                });
+            }
             Some(pb::coordinator_message::Body::Command(cmd)) => {
                 let (ops, tx, fetcher, state) =
                     (ops.clone(), tx.clone(), fetcher.clone(), state.clone());

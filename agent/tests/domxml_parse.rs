@@ -181,6 +181,35 @@ fn recognises_orrery_domains_by_metadata_only() {
 }
 
 #[test]
+fn nic_devices_tie_host_devices_to_macs() {
+    assert_eq!(
+        nic_devices(&read_golden("libvirt_dumpxml_running.xml")).unwrap(),
+        vec![NicDevice {
+            device: "vnet3".into(),
+            mac: "02:00:4c:11:22:33".into(),
+        }]
+    );
+    // Interface types outside the model count too; an interface without a
+    // host device (user networking, an inactive definition) does not.
+    let foreign = "<domain type='kvm'><name>desktop</name><devices>\
+        <interface type='direct'><mac address='52:54:00:00:00:01'/>\
+        <source dev='eth0' mode='bridge'/><target dev='macvtap0'/></interface>\
+        <interface type='user'><mac address='52:54:00:00:00:02'/></interface>\
+        </devices></domain>";
+    assert_eq!(
+        nic_devices(foreign).unwrap(),
+        vec![NicDevice {
+            device: "macvtap0".into(),
+            mac: "52:54:00:00:00:01".into(),
+        }]
+    );
+    assert!(matches!(
+        nic_devices("<network><name>default</name></network>"),
+        Err(DomXmlError::NotADomain { .. })
+    ));
+}
+
+#[test]
 fn metadata_in_another_namespace_is_not_ours() {
     let xml = "<domain type='qemu'><name>x</name><metadata>\
         <orrery:instance xmlns:orrery='https://example.com/other'><orrery:uuid>u</orrery:uuid>\

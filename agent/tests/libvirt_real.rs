@@ -598,3 +598,167 @@ async fn guest_lifecycle() {
     assert!(pool.delete(&uuid(2, 0)).await.unwrap());
     eprintln!("lifecycle: {:?} in all", t_total.elapsed());
 }
+
+/// A booted guest's counters through the bulk statistics call, and the
+/// sampler's rates over two passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_statistics() {
+    use orrery_agent::stats::{self, Sampler, StatsSettings};
+
+    let Some(hv) = connect().await else { return };
+    let Some((image, sha)) = guest_image() else {
+        return;
+    };
+    let mut cleanup = Cleanup::default();
+    let dir = work_dir(&mut cleanup, "stats");
+    let (_, tag) = unique(2);
+    let name = format!("orrery-test-{tag}");
+    cleanup.domains.push(name.clone());
+    let net = network(2);
+    cleanup.networks.push(net.name.clone());
+    let instance = uuid(0, 2);
+    let pid = std::process::id();
+    let mac = format!(
+        "52:54:01:{:02x}:{:02x}:{:02x}",
+        (pid >> 16) & 0xff,
+        (pid >> 8) & 0xff,
+        pid & 0xff
+    );
+    let prefix = net.gateway.strip_suffix(".1").unwrap().to_string();
+
+    let pool = Primary::new(dir.join("primary"));
+    pool.init().await.unwrap();
+    let template = pool
+        .ensure_template(&uuid(1, 2), ImageFormat::Qcow2, Some(&sha), |mut f| {
+            let image = image.clone();
+            async move {
+                let mut src = tokio::fs::File::open(&image).await?;
+                tokio::io::copy(&mut src, &mut f).await?;
+                Ok::<_, std::io::Error>(f)
+            }
+        })
+        .await
+        .unwrap();
+    let root = pool
+        .create_root(&instance, &template, ImageFormat::Qcow2, 64 * MIB)
+        .await
+        .unwrap();
+    hv.ensure_network(&net).await.unwrap();
+    hv.set_dhcp_host(
+        &net.name,
+        &DhcpHost {
+            mac: mac.clone(),
+            ip: format!("{prefix}.10"),
+            name: format!("guest-{tag}"),
+        },
+    )
+    .await
+    .unwrap();
+    let facts = hv.host_info().await.unwrap().design;
+    let console_dir = dir.join("console");
+    std::fs::create_dir_all(&console_dir).unwrap();
+    let config = DesignConfig {
+        console_log_dir: console_dir.display().to_string(),
+        vnc_listen: "127.0.0.1".to_string(),
+        forced_domain_type: forced_domain_type(),
+        nvram_dir: dir.join("nvram").display().to_string(),
+    };
+    let domain = design(
+        &spec(&name, &instance, &root, &mac, &net.name),
+        &facts,
+        &config,
+    )
+    .unwrap();
+    hv.define(&domain.to_xml()).await.unwrap();
+    let log = console_dir.join(format!("{name}.log"));
+
+    // Defined but off: not among the active domains.
+    let off = hv.domain_counters(true).await.unwrap();
+    assert!(!off.iter().any(|c| c.name == name), "{off:?}");
+
+    hv.start(&name).await.unwrap();
+    // Booted and through DHCP: the disk was read and the NIC carried
+    // traffic.
+    wait_for_markers(&log, "ORRERY-GUEST-IP=", 1, BOOT_TIMEOUT).await;
+
+    let all = hv.domain_counters(true).await.unwrap();
+    let ours = all
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("{name} not in {all:#?}"));
+    eprintln!("{ours:#?}");
+    assert_eq!(ours.instance_uuid.as_deref(), Some(instance.as_str()));
+    assert!(ours.run_id.is_some());
+    assert!(ours.cpu_time_ns.is_some_and(|t| t > 0), "{ours:?}");
+    assert!(ours.vcpus.is_some_and(|v| v >= 1), "{ours:?}");
+    assert!(ours.memory.current_kib > 0, "{ours:?}");
+    assert_eq!(ours.memory.maximum_kib, 256 * 1024);
+    let root_path = root.display().to_string();
+    let disk = ours
+        .disks
+        .iter()
+        .find(|d| d.path.as_deref() == Some(root_path.as_str()))
+        .unwrap_or_else(|| panic!("no disk at {root_path} in {ours:?}"));
+    assert_eq!(disk.target, "vda");
+    assert!(disk.read_bytes > 0 && disk.read_ops > 0, "{disk:?}");
+    assert_eq!(disk.capacity_bytes, 64 * MIB);
+    // The overlay file: more than nothing, far less than the disk.
+    assert!(
+        disk.allocation_bytes > 0 && disk.allocation_bytes < 64 * MIB,
+        "{disk:?}"
+    );
+    let nic = ours
+        .nics
+        .iter()
+        .find(|n| n.mac.as_deref() == Some(mac.as_str()))
+        .unwrap_or_else(|| panic!("no NIC with {mac} in {ours:?}"));
+    assert!(!nic.device.is_empty());
+    assert!(nic.rx_bytes + nic.tx_bytes > 0, "{nic:?}");
+    assert!(nic.rx_packets + nic.tx_packets > 0, "{nic:?}");
+    // Without disks asked for, none come back.
+    let lean = hv.domain_counters(false).await.unwrap();
+    assert!(lean
+        .iter()
+        .find(|c| c.name == name)
+        .is_some_and(|c| c.disks.is_empty()));
+
+    // Two passes through the sampler: a rate on the second, within bounds.
+    let settings = StatsSettings {
+        vm_interval: Some(Duration::from_secs(2)),
+        disk_interval: Some(Duration::from_secs(2)),
+        user_vm_only: true,
+    };
+    let mut sampler = Sampler::new();
+    let first = stats::collect(&hv, &mut sampler, &settings, true)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = stats::collect(&hv, &mut sampler, &settings, true)
+        .await
+        .unwrap();
+    let pick = |r: &orrery_proto::v1::StatsReport| {
+        r.instances
+            .iter()
+            .find(|i| i.name == name)
+            .cloned()
+            .expect("our instance")
+    };
+    let (a, b) = (pick(&first), pick(&second));
+    eprintln!(
+        "cpu: {} -> {} ns, {}%",
+        a.cpu_time_ns, b.cpu_time_ns, b.cpu_percent
+    );
+    assert_eq!(a.cpu_percent, -1.0);
+    assert!(b.cpu_time_ns >= a.cpu_time_ns);
+    assert!((0.0..=100.0).contains(&b.cpu_percent), "{b:?}");
+    assert!(second.instances.iter().all(|i| !i.instance_uuid.is_empty()));
+    assert!(b
+        .disks
+        .iter()
+        .any(|d| d.volume_uuid == instance && d.read_bytes > 0));
+    assert!(b.nics.iter().any(|n| n.mac == mac));
+
+    hv.destroy(&name).await.unwrap();
+    let gone = hv.domain_counters(false).await.unwrap();
+    assert!(!gone.iter().any(|c| c.name == name));
+}

@@ -156,3 +156,31 @@ async fn networks() {
         Err(HvError::Invalid(_))
     ));
 }
+
+#[tokio::test]
+async fn statistics_of_active_domains() {
+    let hv = connect().await;
+    let name = "orrery-stats";
+    let uuid = "6a1c3f0e-3b1d-4a51-9a4e-2f8f0b6c7d11";
+    hv.define(&domain_xml(name).replace(UUID, uuid))
+        .await
+        .unwrap();
+    let before = hv.domain_counters(true).await.unwrap();
+    assert!(!before.iter().any(|c| c.name == name), "{before:?}");
+    // The driver's own domain runs from the start, and is not ours.
+    let theirs = before.iter().find(|c| c.name == "test").unwrap();
+    assert_eq!(theirs.instance_uuid, None);
+
+    hv.start(name).await.unwrap();
+    let counters = hv.domain_counters(false).await.unwrap();
+    let ours = counters.iter().find(|c| c.name == name).unwrap();
+    assert_eq!(ours.instance_uuid.as_deref(), Some(uuid));
+    assert!(ours.run_id.is_some());
+    // The test driver keeps no device statistics.
+    assert!(ours.disks.is_empty());
+
+    hv.destroy(name).await.unwrap();
+    hv.undefine(name).await.unwrap();
+    let after = hv.domain_counters(false).await.unwrap();
+    assert!(!after.iter().any(|c| c.name == name));
+}

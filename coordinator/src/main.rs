@@ -174,16 +174,33 @@ async fn main() -> Result<()> {
                 );
             }
             svc.start_scheduler();
+            svc.start_stats_tasks();
             let agent_addr = agents::server::serve(svc.clone(), hub.clone(), &agent_listen).await?;
             tracing::info!(listen = %agent_addr, "agent endpoint listening");
             spawn_expunger(svc.clone());
             spawn_liveness(svc.clone());
-            let app = api::router(api::Api::new(svc));
+            let app = api::router(api::Api::new(svc.clone()));
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
             tracing::info!(%listen, "API listening at /client/api");
-            axum::serve(listener, app).await?;
+            // SIGTERM or SIGINT: stop taking requests, then save the open
+            // statistics so a restart continues where this one stopped.
+            let shutdown = async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("installing a SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?;
+            if let Err(e) = svc.stats.save_tails().await {
+                tracing::warn!(error = %e, "saving statistics at shutdown failed");
+            }
             Ok(())
         }
         Cmd::Token {

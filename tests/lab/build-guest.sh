@@ -15,6 +15,8 @@
 #   ORRERY-GUEST-HOSTNAME=<name>      hostname offered by DHCP ("none" if none)
 #   ORRERY-GUEST-IP=<address>         address leased on eth0 ("none" if none)
 #   ORRERY-GUEST-POWERBUTTON          ACPI power button pressed; powers off
+#   ORRERY-GUEST-BUSY                 SMBIOS product names "OrreryBusy": the
+#                                     guest keeps one CPU busy from now on
 #
 # A sha256 of the qcow2 is written next to it (guest.qcow2 -> guest.sha256).
 set -euo pipefail
@@ -167,6 +169,17 @@ setup_network() {
     say "ORRERY-GUEST-IP=$lease_ip"
 }
 
+busy_if_asked() {
+    # The SMBIOS product comes from the zone setting vm.metadata.product;
+    # tests that need CPU load set it to OrreryBusy before starting a guest.
+    case "$(cat /sys/class/dmi/id/product_name 2>/dev/null)" in
+        *OrreryBusy*)
+            say "ORRERY-GUEST-BUSY"
+            (while :; do :; done) &
+            ;;
+    esac
+}
+
 read_config_drive() {
     # Placeholder: a config drive (label config-2 / cidata) or a second
     # virtio disk (/dev/vdb) will be read here. Present ones are ignored.
@@ -186,6 +199,7 @@ main() {
     start_acpid
     setup_network
     read_config_drive
+    busy_if_asked
     # Idle quietly; acpid powers the machine off.
     while :; do sleep 3600; done
 }

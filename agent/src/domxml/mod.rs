@@ -666,6 +666,41 @@ pub fn orrery_metadata(xml: &str) -> Result<Option<OrreryMetadata>, DomXmlError>
     parse::metadata(&root)
 }
 
+/// A network interface of a running domain: the host-side device libvirt
+/// created for it (`<target dev>`) and the guest's MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicDevice {
+    pub device: String,
+    pub mac: String,
+}
+
+/// Reads only the interfaces that name both a host-side device and a MAC,
+/// in document order, so traffic counted per device can be attributed to
+/// the guest's MAC.
+///
+/// Like [`orrery_metadata`] it accepts any well-formed domain, whatever
+/// interface types it uses; inactive definitions have no devices.
+pub fn nic_devices(xml: &str) -> Result<Vec<NicDevice>, DomXmlError> {
+    let root = single_root(xml)?;
+    if root.ns.is_some() || root.local != "domain" {
+        return Err(DomXmlError::NotADomain { found: root.qname });
+    }
+    let Some(devices) = root.first_child("devices") else {
+        return Ok(Vec::new());
+    };
+    Ok(devices
+        .children_named("interface")
+        .filter_map(|i| {
+            let device = i.first_child("target")?.get_attr("dev")?;
+            let mac = i.first_child("mac")?.get_attr("address")?;
+            Some(NicDevice {
+                device: device.to_string(),
+                mac: mac.to_string(),
+            })
+        })
+        .collect())
+}
+
 impl Disk {
     /// One `<disk>` element on its own, for hot-plugging a device.
     pub fn to_xml(&self) -> String {

@@ -11,6 +11,10 @@
 //! ([`FakeHypervisor::set_ignores_acpi`]); one that ignores it makes
 //! [`Hypervisor::shutdown`] wait out its timeout (use tokio's paused clock
 //! to keep such tests instant) and then stop it hard.
+//!
+//! Statistics are whatever a test sets with [`FakeHypervisor::set_counters`]
+//! (zero counters otherwise); only domains that are not off report them,
+//! and each start gives the domain a new run id, as libvirt's domain ids do.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -19,7 +23,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::codes;
-use super::{DhcpHost, DomainInfo, HostInfo, HvError, Hypervisor, NetworkDef, Power};
+use super::{
+    DhcpHost, DomainCounters, DomainInfo, HostInfo, HvError, Hypervisor, NetworkDef, Power,
+};
 use crate::designer::{Firmware, HostFacts};
 use crate::domxml::{self, Domain};
 
@@ -39,6 +45,11 @@ pub struct FakeDomain {
     /// Times the domain was started (including reboots).
     pub boots: u32,
     pub ignores_acpi: bool,
+    /// What `domain_counters` reports while the domain is not off; its
+    /// name, instance uuid and run id are the domain's own.
+    pub counters: DomainCounters,
+    /// Set by each start.
+    run_id: Option<u32>,
     /// Disk targets of the defined domain.
     targets: Vec<String>,
 }
@@ -55,6 +66,8 @@ pub struct FakeNetwork {
 #[derive(Debug, Default)]
 struct State {
     domains: BTreeMap<String, FakeDomain>,
+    /// Handed out on each start, like libvirt's domain ids.
+    next_run_id: u32,
     networks: BTreeMap<String, FakeNetwork>,
     calls: Vec<String>,
     failures: HashMap<&'static str, VecDeque<HvError>>,
@@ -239,6 +252,18 @@ impl FakeHypervisor {
         }
     }
 
+    /// Sets the counters the domain reports from now on (its name, instance
+    /// uuid and run id are kept). Returns false when the domain is unknown.
+    pub fn set_counters(&self, name: &str, counters: DomainCounters) -> bool {
+        match self.lock().domains.get_mut(name) {
+            Some(d) => {
+                d.counters = counters;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A guest that ignores the ACPI power button (no OS running yet, or no
     /// ACPI daemon) only stops when `shutdown`'s timeout runs out.
     pub fn set_ignores_acpi(&self, name: &str, ignores: bool) -> bool {
@@ -334,6 +359,8 @@ impl Hypervisor for FakeHypervisor {
                         block_sizes: BTreeMap::new(),
                         boots: 0,
                         ignores_acpi: false,
+                        counters: DomainCounters::default(),
+                        run_id: None,
                         targets,
                     },
                 );
@@ -351,8 +378,12 @@ impl Hypervisor for FakeHypervisor {
                 format!("Requested operation is not valid: domain '{name}' is already running"),
             ));
         }
+        st.next_run_id += 1;
+        let run_id = st.next_run_id;
+        let d = st.domain(name)?;
         d.power = Power::On;
         d.boots += 1;
+        d.run_id = Some(run_id);
         Ok(())
     }
 
@@ -492,6 +523,25 @@ impl Hypervisor for FakeHypervisor {
         }
         d.block_sizes.insert(target.to_string(), bytes);
         Ok(())
+    }
+
+    async fn domain_counters(&self, disks: bool) -> Result<Vec<DomainCounters>, HvError> {
+        let st = self.enter("domain_counters", "")?;
+        Ok(st
+            .domains
+            .values()
+            .filter(|d| d.power != Power::Off)
+            .map(|d| {
+                let mut c = d.counters.clone();
+                c.name = d.name.clone();
+                c.instance_uuid = d.instance_uuid.clone();
+                c.run_id = d.run_id;
+                if !disks {
+                    c.disks.clear();
+                }
+                c
+            })
+            .collect())
     }
 }
 
@@ -648,6 +698,42 @@ mod tests {
         assert_eq!(t0.elapsed(), Duration::from_secs(30));
         assert_eq!(hv.power(name).await.unwrap(), Power::Off);
         assert!(hv.calls().contains(&format!("shutdown-forced {name}")));
+    }
+
+    #[tokio::test]
+    async fn counters_of_active_domains_with_a_new_run_id_per_start() {
+        let hv = FakeHypervisor::new();
+        let name = "i-2-1-VM";
+        defined(&hv, name, UUID).await;
+        assert!(hv.domain_counters(true).await.unwrap().is_empty());
+        assert!(!hv.set_counters("nope", DomainCounters::default()));
+        hv.set_counters(
+            name,
+            DomainCounters {
+                name: "ignored".to_string(),
+                cpu_time_ns: Some(42),
+                disks: vec![super::super::DiskCounters::default()],
+                ..DomainCounters::default()
+            },
+        );
+        hv.start(name).await.unwrap();
+        let first = hv.domain_counters(true).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].name, name);
+        assert_eq!(first[0].instance_uuid.as_deref(), Some(UUID));
+        assert_eq!(first[0].cpu_time_ns, Some(42));
+        assert_eq!(first[0].disks.len(), 1);
+        assert!(hv.domain_counters(false).await.unwrap()[0].disks.is_empty());
+
+        // Paused domains still report.
+        hv.set_power(name, Power::Other);
+        assert_eq!(hv.domain_counters(false).await.unwrap().len(), 1);
+        hv.destroy(name).await.unwrap();
+        assert!(hv.domain_counters(false).await.unwrap().is_empty());
+        hv.start(name).await.unwrap();
+        let second = hv.domain_counters(false).await.unwrap();
+        assert_ne!(second[0].run_id, first[0].run_id);
+        assert!(second[0].run_id.is_some());
     }
 
     #[tokio::test]

@@ -60,6 +60,73 @@ pub struct DhcpHost {
     pub name: String,
 }
 
+/// Counters of one active domain as the hypervisor keeps them. They are
+/// cumulative since the domain started, so rates need two samples and the
+/// run they belong to; see [`crate::stats::Sampler`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainCounters {
+    pub name: String,
+    /// As in [`DomainInfo`]: None for domains Orrery did not create.
+    pub instance_uuid: Option<String>,
+    /// Changes every time the domain starts (libvirt's domain id), so a
+    /// restart is seen even when the new run's counters have already grown
+    /// past the old ones.
+    pub run_id: Option<u32>,
+    /// Guest CPU time, vCPU threads and QEMU's own together.
+    pub cpu_time_ns: Option<u64>,
+    /// vCPUs currently online.
+    pub vcpus: Option<u32>,
+    pub memory: MemoryCounters,
+    pub nics: Vec<NicCounters>,
+    /// Empty unless disk statistics were asked for.
+    pub disks: Vec<DiskCounters>,
+}
+
+/// Memory figures in KiB; 0 where the guest or hypervisor does not say
+/// (the guest-side ones need a balloon driver in the guest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryCounters {
+    /// What the balloon currently leaves the guest.
+    pub current_kib: u64,
+    /// The domain's defined memory, which the balloon returns to when it
+    /// is not asked to shrink the guest.
+    pub maximum_kib: u64,
+    /// Left completely unused inside the guest.
+    pub unused_kib: u64,
+    /// Resident on the host (the QEMU process).
+    pub rss_kib: u64,
+}
+
+/// One network interface's traffic, counted from the guest's side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NicCounters {
+    /// The host-side device (e.g. `vnet3`).
+    pub device: String,
+    /// None when the domain's definition does not tie a MAC to the device.
+    pub mac: Option<String>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+/// One disk's I/O and size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskCounters {
+    /// The guest-side target (e.g. `vda`).
+    pub target: String,
+    /// The file or device backing the disk; None for an empty drive.
+    pub path: Option<String>,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub read_ops: u64,
+    pub write_ops: u64,
+    /// Host bytes the image takes (a file's size, a device's).
+    pub allocation_bytes: u64,
+    /// The size the guest sees.
+    pub capacity_bytes: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HvError {
     #[error("domain {0} not found")]
@@ -114,4 +181,8 @@ pub trait Hypervisor: Send + Sync {
     async fn detach_device(&self, name: &str, xml: &str) -> Result<(), HvError>;
     /// Tells a running domain its disk `target` (e.g. vdb) grew to `bytes`.
     async fn block_resize(&self, name: &str, target: &str, bytes: u64) -> Result<(), HvError>;
+    /// Counters of every active (running or paused) domain, read in one
+    /// pass. `disks` asks for disk statistics too; they cost the hypervisor
+    /// a query per disk, so callers ask only when they report them.
+    async fn domain_counters(&self, disks: bool) -> Result<Vec<DomainCounters>, HvError>;
 }

@@ -42,6 +42,23 @@ pub struct Primary {
     downloads: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// The volume a disk file holds, told by its name alone: the pool names
+/// volume files `<uuid>.qcow2` in lower case, and only templates live in
+/// [`TEMPLATE_DIR`]. Which pool directory the file lies in does not matter,
+/// since a domain's disks are known by path only (and the pool's location
+/// may have been configured differently when the domain was started).
+pub fn volume_uuid_of(path: &Path) -> Option<String> {
+    let stem = path.file_name()?.to_str()?.strip_suffix(".qcow2")?;
+    let in_templates = path
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|d| d == TEMPLATE_DIR);
+    match normalize_uuid(stem) {
+        Ok(uuid) if uuid == stem && !in_templates => Some(uuid),
+        _ => None,
+    }
+}
+
 fn set_mode(path: &Path, mode: u32) -> Result<(), StorageError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| StorageError::io(path, e))
@@ -417,6 +434,30 @@ impl Primary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_files_are_told_by_name() {
+        let pool = Primary::new("/var/lib/orrery/primary");
+        let uuid = "0c5f7d1e-aaaa-bbbb-cccc-000000000001";
+        let path = pool.volume_path(uuid).unwrap();
+        assert_eq!(volume_uuid_of(&path).as_deref(), Some(uuid));
+        // Another pool location: still a volume file.
+        assert_eq!(
+            volume_uuid_of(Path::new(&format!("/srv/pool/{uuid}.qcow2"))).as_deref(),
+            Some(uuid)
+        );
+        let template = pool.template_cache(uuid, ImageFormat::Qcow2).unwrap();
+        for other in [
+            template.as_path(),
+            Path::new("/var/lib/orrery/primary/0C5F7D1E-AAAA-BBBB-CCCC-000000000001.qcow2"),
+            Path::new("/var/lib/orrery/primary/root.qcow2"),
+            Path::new("/var/lib/orrery/primary/0c5f7d1e-aaaa-bbbb-cccc-000000000001.iso"),
+            Path::new("/dev/sdb"),
+            Path::new(""),
+        ] {
+            assert_eq!(volume_uuid_of(other), None, "{}", other.display());
+        }
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     const T1: &str = "11111111-2222-3333-4444-555555555555";

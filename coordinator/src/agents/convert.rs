@@ -133,3 +133,63 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
 }
+
+/// A statistics report as the service takes it.
+pub fn stats(r: &pb::StatsReport) -> crate::service::stats::HostStats {
+    use crate::service::stats::{DiskReport, HostStats, InstanceReport};
+    use orrery_series::{IoCounters, MemoryStats, NetCounters};
+    HostStats {
+        unix_ms: r.unix_ms,
+        with_disks: r.with_disks,
+        instances: r
+            .instances
+            .iter()
+            .map(|i| {
+                let mut net = NetCounters::default();
+                for n in &i.nics {
+                    net.rx_bytes = net.rx_bytes.wrapping_add(n.rx_bytes);
+                    net.tx_bytes = net.tx_bytes.wrapping_add(n.tx_bytes);
+                    net.rx_packets = net.rx_packets.wrapping_add(n.rx_packets);
+                    net.tx_packets = net.tx_packets.wrapping_add(n.tx_packets);
+                }
+                let mut disk = IoCounters::default();
+                let disks = i
+                    .disks
+                    .iter()
+                    .map(|d| {
+                        let io = IoCounters {
+                            read_bytes: d.read_bytes,
+                            write_bytes: d.write_bytes,
+                            read_ops: d.read_ops,
+                            write_ops: d.write_ops,
+                        };
+                        disk.read_bytes = disk.read_bytes.wrapping_add(io.read_bytes);
+                        disk.write_bytes = disk.write_bytes.wrapping_add(io.write_bytes);
+                        disk.read_ops = disk.read_ops.wrapping_add(io.read_ops);
+                        disk.write_ops = disk.write_ops.wrapping_add(io.write_ops);
+                        DiskReport {
+                            volume_uuid: d.volume_uuid.clone(),
+                            io,
+                            allocation: d.allocation_bytes,
+                            capacity: d.capacity_bytes,
+                        }
+                    })
+                    .collect();
+                InstanceReport {
+                    instance_uuid: i.instance_uuid.clone(),
+                    cpu_percent: i.cpu_percent,
+                    vcpus: i.vcpus,
+                    memory: MemoryStats {
+                        actual_kib: i.memory_actual_kib,
+                        unused_kib: i.memory_unused_kib,
+                        rss_kib: i.memory_rss_kib,
+                        target_kib: i.memory_target_kib,
+                    },
+                    network: net,
+                    disk,
+                    disks,
+                }
+            })
+            .collect(),
+    }
+}

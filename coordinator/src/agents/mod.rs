@@ -355,4 +355,8 @@ impl AgentClient for Router {
     fn disconnect(&self, host_id: i64) {
         self.hub.disconnect(host_id);
     }
+
+    fn connected_agents(&self) -> usize {
+        self.hub.connected()
+    }
 }

@@ -136,6 +136,27 @@ impl AgentLink for Endpoint {
             })),
         };
         let _ = tx.send(Ok(welcome)).await;
+        // Sampling settings now and after every change, for as long as the
+        // session lasts.
+        let mut settings = self.svc.watch_stats_settings();
+        let stx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = *settings.borrow_and_update();
+                let msg = pb::CoordinatorMessage {
+                    body: Some(pb::coordinator_message::Body::StatsConfig(
+                        pb::StatsConfig {
+                            vm_interval_ms: s.vm_interval_ms,
+                            disk_interval_ms: s.disk_interval_ms,
+                            user_vm_only: s.user_vm_only,
+                        },
+                    )),
+                };
+                if stx.send(Ok(msg)).await.is_err() || settings.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
         let (svc, hub) = (self.svc.clone(), self.hub.clone());
         tokio::spawn(async move {
             loop {
@@ -168,8 +189,12 @@ impl AgentLink for Endpoint {
                     Some(pb::agent_message::Body::Progress(p)) => {
                         tracing::debug!(host = %host.uuid, command = p.command_id, stage = %p.stage, "progress");
                     }
-                    Some(pb::agent_message::Body::Stats(_))
-                    | Some(pb::agent_message::Body::Facts(_))
+                    Some(pb::agent_message::Body::Stats(r)) => {
+                        if let Err(e) = svc.ingest_stats(&convert::stats(&r)).await {
+                            tracing::warn!(error = %e.text, "storing statistics failed");
+                        }
+                    }
+                    Some(pb::agent_message::Body::Facts(_))
                     | Some(pb::agent_message::Body::Hello(_))
                     | None => {}
                 }

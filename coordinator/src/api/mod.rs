@@ -38,6 +38,7 @@ pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/client/api", get(handle).post(handle))
         .route("/client/api/", get(handle).post(handle))
+        .route("/metrics", get(metrics))
         .with_state(api)
 }
 
@@ -99,6 +100,21 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Prometheus scrapes this; see docs/metrics.md.
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    match crate::metrics::render(&api.svc).await {
+        Ok(text) => {
+            let mut r = (StatusCode::OK, text).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.text).into_response(),
+    }
 }
 
 async fn handle(
@@ -189,9 +205,13 @@ async fn handle(
         p: params,
     };
     let result = (cmd.handler)(ctx).await;
+    let elapsed = started.elapsed();
+    api.svc
+        .metrics
+        .observe(cmd.name, result.is_ok(), elapsed.as_secs_f64());
     tracing::debug!(
         command = cmd.name,
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_ms = elapsed.as_millis() as u64,
         "api"
     );
     match result {

@@ -85,6 +85,14 @@ impl Obj {
         }
         self
     }
+    /// Applies `f` with the value when there is one.
+    pub fn when_some<T>(self, v: Option<T>, f: impl FnOnce(Self, T) -> Self) -> Self {
+        match v {
+            Some(x) => f(self, x),
+            None => self,
+        }
+    }
+
     pub fn when(self, cond: bool, f: impl FnOnce(Self) -> Self) -> Self {
         if cond {
             f(self)

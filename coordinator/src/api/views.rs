@@ -201,6 +201,18 @@ pub async fn vm(
         .s("bootmode", "legacy")
         .s("boottype", "BIOS")
         .v("deleteprotection", v.delete_protection)
+        .when_some(l.svc.stats.vm_latest(v.id), |o, f| {
+            o.s("cpuused", format!("{:.2}%", f.cpu_percent))
+                .v("networkkbsread", f.network_kbs_read)
+                .v("networkkbswrite", f.network_kbs_write)
+                .v("diskkbsread", f.disk_kbs_read)
+                .v("diskkbswrite", f.disk_kbs_write)
+                .v("diskioread", f.disk_io_read)
+                .v("diskiowrite", f.disk_io_write)
+                .v("memorykbs", f.memory_kbs)
+                .v("memoryintfreekbs", f.memory_free_kbs)
+                .v("memorytargetkbs", f.memory_target_kbs)
+        })
         .when(v.lease.expires().is_some(), |o| match &v.lease {
             Lease::Active {
                 days,

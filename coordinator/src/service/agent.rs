@@ -120,6 +120,10 @@ pub trait AgentClient: Send + Sync {
     async fn renew_certificate(&self, host_id: i64) -> Result<String, AgentError>;
     /// Drops a host's live connection, if any (the host was removed).
     fn disconnect(&self, _host_id: i64) {}
+    /// Agents connected now.
+    fn connected_agents(&self) -> usize {
+        0
+    }
 }
 
 /// Simulated hosts. State lives in memory, as it would on a real host: after a

@@ -14,6 +14,7 @@ pub mod leases;
 pub mod placing;
 pub mod schedules;
 pub mod settings;
+pub mod stats;
 pub mod templates;
 #[cfg(test)]
 mod timed_tests;
@@ -103,6 +104,14 @@ pub struct Service {
     pub(crate) sched: tokio::sync::Mutex<schedules::SchedState>,
     /// The scheduler's time source; simulated in tests.
     clock: RwLock<Arc<dyn orrery_schedule::clock::Clock>>,
+    /// Instance and volume statistics (see `stats`).
+    pub stats: stats::StatsHub,
+    /// Sampling settings as agents should apply them.
+    pub(crate) stats_config: tokio::sync::watch::Sender<stats::StatsSettings>,
+    /// Instance and volume ids by uuid, for statistics reports.
+    pub(crate) stats_ids: std::sync::Mutex<HashMap<String, i64>>,
+    /// API latency per command, for the metrics endpoint.
+    pub metrics: crate::metrics::ApiMetrics,
 }
 
 impl Service {
@@ -125,11 +134,18 @@ impl Service {
         for v in &holders {
             capacity.observe(v);
         }
+        let stats = stats::StatsHub::open(&data_dir)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         let svc = Arc::new(Service {
             capacity,
             cache: cache::RecordCache::default(),
             sched: tokio::sync::Mutex::new(schedules::SchedState::default()),
             clock: RwLock::new(Arc::new(orrery_schedule::clock::SystemClock)),
+            stats,
+            stats_config: tokio::sync::watch::channel(stats::StatsSettings::default()).0,
+            stats_ids: std::sync::Mutex::new(HashMap::new()),
+            metrics: crate::metrics::ApiMetrics::default(),
             store,
             agents,
             data_dir,
@@ -143,6 +159,7 @@ impl Service {
             role_rules: std::sync::Mutex::new(HashMap::new()),
         });
         svc.reload_settings().await?;
+        svc.refresh_stats_settings();
         Ok(svc)
     }
 

@@ -9,6 +9,7 @@
 pub mod observed;
 pub mod records;
 pub mod sqlite;
+pub mod stats;
 mod writer;
 
 use async_trait::async_trait;

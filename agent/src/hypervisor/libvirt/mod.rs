@@ -15,12 +15,16 @@
 //! that was in flight when the daemon went away fails; the next one
 //! reconnects.
 //!
+//! Statistics: one bulk call per pass for every active domain; see
+//! [`stats`].
+//!
 //! Waiting: a graceful shutdown polls the domain's state from the async
 //! side between short blocking calls, so no thread is held while a guest
 //! takes its time to power off.
 
 mod caps;
 mod netxml;
+pub mod stats;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -35,7 +39,9 @@ use virt::network::Network;
 use virt::sys;
 
 use super::codes;
-use super::{DhcpHost, DomainInfo, HostInfo, HvError, Hypervisor, NetworkDef, Power};
+use super::{
+    DhcpHost, DomainCounters, DomainInfo, HostInfo, HvError, Hypervisor, NetworkDef, Power,
+};
 use crate::domxml;
 use netxml::{HostXml, NetworkXml};
 
@@ -683,6 +689,11 @@ impl Hypervisor for LibvirtHypervisor {
             d.block_resize(&target, bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
         })
         .await
+    }
+
+    async fn domain_counters(&self, disks: bool) -> Result<Vec<DomainCounters>, HvError> {
+        self.call(move |c| stats::domain_counters_blocking(c, disks))
+            .await
     }
 }
 

@@ -435,6 +435,9 @@ async fn update_config(ctx: Ctx) -> Result<Reply, ApiError> {
     );
     ctx.svc.store.commit(tx.ops).await?;
     ctx.svc.cache_setting(scope, id, name, &value);
+    if name.starts_with("vm.stats.") || name.starts_with("vm.disk.stats.") {
+        ctx.svc.refresh_stats_settings();
+    }
     // Switching leases off cancels every active lease, for good.
     if name == "instance.lease.enabled" && value != "true" {
         ctx.svc.cancel_all_leases().await?;

@@ -7,6 +7,7 @@ mod infra;
 mod misc;
 mod placement;
 mod schedules;
+mod stats;
 mod vm;
 mod volumes;
 
@@ -30,6 +31,7 @@ pub fn all() -> &'static [Command] {
         v.extend(affinity::commands());
         v.extend(placement::commands());
         v.extend(schedules::commands());
+        v.extend(stats::commands());
         v
     })
 }

@@ -596,8 +596,22 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
+    let (vms, total) = query_vms(&ctx).await?;
+    let mut l = Lookup::new(&ctx.svc);
+    l.prefetch_nics(&vms.iter().map(|v| v.id).collect::<Vec<_>>())
+        .await?;
+    let mut items = Vec::with_capacity(vms.len());
+    for v in &vms {
+        items.push(views::vm(&mut l, &ctx.caller, v, None).await?);
+    }
+    Ok(Reply::List("virtualmachine", items, total))
+}
+
+/// The page of instances listVirtualMachines' filters select for the
+/// caller, and the total.
+pub(super) async fn query_vms(ctx: &Ctx) -> Result<(Vec<Vm>, u64), ApiError> {
     let mut q = Query::new();
-    q.conds = list_scope(&ctx).await?;
+    q.conds = list_scope(ctx).await?;
     if let Some(id) = ctx.p.str("id") {
         let vm: Option<Vm> = ctx.svc.store.load_uuid(id).await?;
         // An unknown or expunged id is an error, not an empty list: clients
@@ -645,7 +659,7 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
             vec!["Destroyed".into(), "Expunging".into()],
         ));
     }
-    if let Some(z) = opt_ref::<Zone>(&ctx, "zoneid").await? {
+    if let Some(z) = opt_ref::<Zone>(ctx, "zoneid").await? {
         q = q.eq(Col::Zone, z.id);
     }
     if ctx.p.has("hostid") {
@@ -660,13 +674,13 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
             .await?;
         q = q.eq(Col::Host, h.id);
     }
-    if let Some(t) = opt_ref::<Template>(&ctx, "templateid").await? {
+    if let Some(t) = opt_ref::<Template>(ctx, "templateid").await? {
         q = q.eq(Col::Ref, t.id);
     }
-    if let Some(o) = opt_ref::<ServiceOffering>(&ctx, "serviceofferingid").await? {
+    if let Some(o) = opt_ref::<ServiceOffering>(ctx, "serviceofferingid").await? {
         q = q.eq(Col::K1, o.id.to_string());
     }
-    if let Some(g) = opt_ref::<InstanceGroup>(&ctx, "groupid").await? {
+    if let Some(g) = opt_ref::<InstanceGroup>(ctx, "groupid").await? {
         q = q.eq(Col::Parent, g.id);
     }
     match ctx.p.bool("leased") {
@@ -674,16 +688,8 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
         Some(false) => q = q.and(Cond::IsNull(Col::K2)),
         None => {}
     }
-    q.page = paging(&ctx)?;
-    let (vms, total) = ctx.svc.store.list::<Vm>(&q).await?;
-    let mut l = Lookup::new(&ctx.svc);
-    l.prefetch_nics(&vms.iter().map(|v| v.id).collect::<Vec<_>>())
-        .await?;
-    let mut items = Vec::with_capacity(vms.len());
-    for v in &vms {
-        items.push(views::vm(&mut l, &ctx.caller, v, None).await?);
-    }
-    Ok(Reply::List("virtualmachine", items, total))
+    q.page = paging(ctx)?;
+    Ok(ctx.svc.store.list::<Vm>(&q).await?)
 }
 
 async fn create_group(ctx: Ctx) -> Result<Reply, ApiError> {
