@@ -134,6 +134,53 @@ def test_destroy_and_expunge_remove_domain_and_volumes(lab):
     assert not volume_file.exists()
 
 
+def test_statistics_tell_a_busy_guest_from_an_idle_one(lab):
+    api, zone = lab.api, lab.env["zone"]["id"]
+    # The agent samples every two seconds from now on, without a restart.
+    api.updateConfiguration(name="vm.stats.interval", value="2000")
+    api.updateConfiguration(name="vm.disk.stats.interval", value="2")
+    api.updateConfiguration(name="vm.disk.stats.interval.min", value="2")
+    api.updateConfiguration(name="vm.disk.stats.retention.enabled", value="true")
+    # The lab guest keeps a CPU busy when its SMBIOS product says so.
+    api.updateConfiguration(name="vm.metadata.product", value="CloudStack OrreryBusy",
+                            zoneid=zone)
+    try:
+        busy = lab.deploy(unique("busy"))
+    finally:
+        api.updateConfiguration(name="vm.metadata.product", value="CloudStack KVM Hypervisor",
+                                zoneid=zone)
+    idle = lab.deploy(unique("idle"))
+    try:
+        wait_console(lab.agent, busy["instancename"], "ORRERY-GUEST-BUSY")
+        wait_console(lab.agent, idle["instancename"], r"ORRERY-GUEST-IP=\S+")
+
+        def cpu(vm):
+            stats = api.listVirtualMachinesUsageHistory(id=vm["id"])["virtualmachine"][0]["stats"]
+            return [float(s["cpuused"].rstrip("%")) for s in stats]
+
+        wait_for(lambda: len(cpu(busy)) >= 5 and len(cpu(idle)) >= 5, 90,
+                 "statistics from the agent", interval=1)
+        # Let a few more two-second samples come in after both guests settled.
+        time.sleep(10)
+        busy_cpu, idle_cpu = cpu(busy), cpu(idle)
+        assert min(busy_cpu[-3:]) > 50, busy_cpu
+        assert max(idle_cpu[-3:]) < 25, idle_cpu
+        # The busy guest's history rises from its boot to the loop.
+        assert busy_cpu[-1] >= busy_cpu[0] or busy_cpu[0] > 50, busy_cpu
+        listed = api.listVirtualMachines(id=busy["id"])["virtualmachine"][0]
+        assert float(listed["cpuused"].rstrip("%")) > 50
+        assert listed["memorykbs"] == 256 * 1024
+        # Disk statistics of the ROOT volume arrive as well.
+        root = api.listVolumes(virtualmachineid=idle["id"], type="ROOT")["volume"][0]
+        vol = api.listVolumesUsageHistory(id=root["id"])["volume"][0]
+        assert vol["stats"] and vol["stats"][-1]["physicalsize"] > 0
+    finally:
+        api.updateConfiguration(name="vm.stats.interval", value="60000")
+        api.updateConfiguration(name="vm.disk.stats.interval", value="0")
+        for vm in (busy, idle):
+            api.destroyVirtualMachine(id=vm["id"], expunge=True)
+
+
 def test_agent_killed_instances_keep_running(lab):
     api = lab.api
     vm = lab.deploy(unique("survive"))
