@@ -83,6 +83,12 @@ def test_lease_fields_inheritance_and_feature_switch(admin, env):
         inherited = deploy(admin, env, name=unique("lease"), startvm=False,
                            serviceofferingid=offering["id"])
         assert inherited["leaseduration"] == 20 and inherited["leaseexpiryaction"] == "DESTROY"
+        shorter = deploy(admin, env, name=unique("lease"), startvm=False,
+                         serviceofferingid=offering["id"], leaseduration=3)
+        assert shorter["leaseduration"] == 3 and shorter["leaseexpiryaction"] == "DESTROY"
+        err = expect_api_error(lambda **kw: deploy(admin, env, **kw), name=unique("lease"),
+                               startvm=False, leaseduration=3)
+        assert err.status == 431 and "leaseexpiryaction" in err.error["errortext"], err.error
         unleased = deploy(admin, env, name=unique("lease"), startvm=False,
                           serviceofferingid=offering["id"], leaseduration=-1)
         assert "leaseduration" not in unleased
@@ -94,6 +100,8 @@ def test_lease_fields_inheritance_and_feature_switch(admin, env):
         extended = admin.updateVirtualMachine(id=vm["id"], leaseduration=30,
                                               leaseexpiryaction="DESTROY")["virtualmachine"]
         assert extended["leaseduration"] == 30 and extended["leaseexpiryaction"] == "DESTROY"
+        reduced = admin.updateVirtualMachine(id=vm["id"], leaseduration=20)["virtualmachine"]
+        assert reduced["leaseduration"] == 20 and reduced["leaseexpiryaction"] == "DESTROY"
         disabled = admin.updateVirtualMachine(id=vm["id"], leaseduration=-1)["virtualmachine"]
         assert "leaseduration" not in disabled and "leaseexpirydate" not in disabled
         err = expect_api_error(admin.updateVirtualMachine, id=vm["id"], leaseduration=5,

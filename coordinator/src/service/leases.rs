@@ -62,9 +62,24 @@ fn stored(st: LeaseState, days: i64) -> Lease {
     }
 }
 
-/// `leaseduration` / `leaseexpiryaction` of a request, validated.
+/// `leaseduration` / `leaseexpiryaction` of a request, validated. A duration
+/// may come without an action: the offering's (at deploy) or the lease's own
+/// (on update) applies, and where there is none the deploy or update says so.
 pub fn request(duration: Option<i64>, action: Option<&str>) -> SResult<LeaseRequest> {
-    ls::validate_lease_params(duration, action).map_err(|e| lease_error(&e))
+    match ls::validate_lease_params(duration, action) {
+        Err(ls::LeaseError::MissingAction) => Ok(LeaseRequest {
+            duration: duration
+                .map(LeaseDuration::parse)
+                .transpose()
+                .map_err(|e| lease_error(&e))?,
+            action: None,
+        }),
+        other => other.map_err(|e| lease_error(&e)),
+    }
+}
+
+fn missing_action() -> ApiError {
+    lease_error(&ls::LeaseError::MissingAction)
 }
 
 impl Service {
@@ -78,7 +93,7 @@ impl Service {
         offering: &ServiceOffering,
         req: LeaseRequest,
         now: i64,
-    ) -> Lease {
+    ) -> SResult<Lease> {
         let from_offering = match (offering.lease_duration, &offering.lease_expiry_action) {
             (Some(d), Some(a)) if d > 0 => Some(OfferingLease {
                 days: d as u32,
@@ -90,8 +105,15 @@ impl Service {
             Some(LeaseDuration::Days(d)) => i64::from(d),
             _ => from_offering.map(|o| i64::from(o.days)).unwrap_or(0),
         };
+        let asked_days = matches!(req.duration, Some(LeaseDuration::Days(_)));
+        if self.leases_enabled()
+            && asked_days
+            && req.action.or(from_offering.map(|o| o.action)).is_none()
+        {
+            return Err(missing_action());
+        }
         let st = LeaseState::at_deploy(self.leases_enabled(), from_offering, req, ts(now));
-        stored(st, days)
+        Ok(stored(st, days))
     }
 
     /// Applies `updateVirtualMachine`'s lease parameters to `vm`; the event
@@ -104,6 +126,19 @@ impl Service {
     ) -> SResult<Option<&'static str>> {
         if req.duration.is_none() || !self.leases_enabled() {
             return Ok(None);
+        }
+        // A new duration alone keeps the lease's action.
+        let mut req = req;
+        if req.action.is_none() {
+            match &vm.lease {
+                Lease::Active { action, .. } => req.action = Some(action_of(action)),
+                _ if matches!(req.duration, Some(LeaseDuration::Days(_)))
+                    && vm.lease == Lease::None =>
+                {
+                    return Err(lease_error(&ls::LeaseError::NoLease))
+                }
+                _ => {}
+            }
         }
         let t = state_of(&vm.lease)
             .update(req, ts(vm.created), ts(now))

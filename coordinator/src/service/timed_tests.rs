@@ -278,6 +278,20 @@ async fn lease_rules_at_deploy_and_update() {
         .await
         .unwrap();
     assert!(matches!(&v.lease, Lease::Active { days: 2, .. }));
+    // A duration alone keeps the action.
+    let v = f
+        .svc
+        .update_vm(
+            &f.admin,
+            v,
+            VmUpdate {
+                lease: leases::request(Some(4), None).unwrap(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&v.lease, Lease::Active { days: 4, action, .. } if action == "STOP"));
     let v = f
         .svc
         .update_vm(

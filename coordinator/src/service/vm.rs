@@ -284,7 +284,7 @@ impl Service {
             last_updated: t,
             destroyed_at: None,
             removed: None,
-            lease: self.lease_at_deploy(&a.offering, a.lease, t),
+            lease: self.lease_at_deploy(&a.offering, a.lease, t)?,
         };
         let vol_ids = self.store.allocate_ids(Kind::Volume, 2).await?;
         let root = Volume {
