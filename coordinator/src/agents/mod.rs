@@ -179,8 +179,7 @@ impl Router {
         let Some(svc) = self.hub.svc() else {
             return true;
         };
-        svc.store
-            .load::<Host>(host_id)
+        svc.load_cached::<Host>(host_id)
             .await
             .ok()
             .flatten()

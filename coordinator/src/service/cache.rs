@@ -69,7 +69,7 @@ impl Service {
     }
 
     /// A record by id, from the cache for cacheable kinds.
-    pub(crate) async fn load_cached<E: Entity + 'static>(&self, id: i64) -> SResult<Option<E>> {
+    pub async fn load_cached<E: Entity + 'static>(&self, id: i64) -> SResult<Option<E>> {
         if !cacheable(E::KIND) {
             return Ok(self.store.load(id).await?);
         }

@@ -31,6 +31,9 @@ struct Entry {
 #[derive(Default)]
 pub struct CapacityView {
     entries: Mutex<HashMap<i64, Entry>>,
+    /// Hosts chosen by placement whose Starting commit has not landed yet:
+    /// they count as held, so the placement lock need not cover the commit.
+    reserved: Mutex<HashMap<i64, (i64, pl::Instance)>>,
 }
 
 fn holding(vm: &Vm) -> Option<(i64, pl::Instance)> {
@@ -70,15 +73,46 @@ impl CapacityView {
         }
     }
 
-    /// Instances holding capacity in a zone.
+    /// Instances holding capacity in a zone, reservations included.
     pub fn instances(&self, zone_id: i64) -> Vec<pl::Instance> {
         let m = self.entries.lock().expect("capacity view");
-        m.values()
+        let mut out: Vec<pl::Instance> = m
+            .values()
             .filter_map(|e| match &e.holding {
                 Some((z, i)) if *z == zone_id => Some(i.clone()),
                 _ => None,
             })
-            .collect()
+            .collect();
+        let r = self.reserved.lock().expect("capacity reservations");
+        for (id, (z, i)) in r.iter() {
+            let committed = m.get(id).is_some_and(|e| e.holding.is_some());
+            if *z == zone_id && !committed {
+                out.push(i.clone());
+            }
+        }
+        out
+    }
+
+    /// Counts `vm` on `host` until `release`, whatever the store says.
+    pub fn reserve(&self, vm: &Vm, host_id: i64) {
+        let mut v = vm.clone();
+        v.host_id = Some(host_id);
+        v.state = VmState::Starting;
+        if let Some(h) = holding(&v) {
+            self.reserved
+                .lock()
+                .expect("capacity reservations")
+                .insert(vm.id, h);
+        }
+    }
+
+    /// Ends a reservation; by then the commit it covered has either landed
+    /// (and the entry holds the capacity) or failed.
+    pub fn release(&self, vm_id: i64) {
+        self.reserved
+            .lock()
+            .expect("capacity reservations")
+            .remove(&vm_id);
     }
 }
 
@@ -149,6 +183,25 @@ mod tests {
         // The Running report arriving late must not resurrect the capacity.
         c.committed(&[update(&running, 1)]);
         assert!(c.instances(1).is_empty());
+    }
+
+    #[test]
+    fn a_reservation_counts_until_released_and_never_twice() {
+        let c = CapacityView::default();
+        let stopped = vm(4, VmState::Stopped, None);
+        c.reserve(&stopped, 9);
+        let held = c.instances(1);
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].host_id, Some(9));
+        // The Starting commit lands while the reservation is still there.
+        c.committed(&[update(&vm(4, VmState::Starting, Some(9)), 1)]);
+        assert_eq!(c.instances(1).len(), 1);
+        c.release(4);
+        assert_eq!(c.instances(1).len(), 1);
+        // A reservation whose commit failed leaves nothing behind.
+        c.reserve(&vm(5, VmState::Stopped, None), 9);
+        c.release(5);
+        assert_eq!(c.instances(1).len(), 1);
     }
 
     #[test]

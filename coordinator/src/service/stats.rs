@@ -435,11 +435,38 @@ impl StatsHub {
         if vm_minutes > 0 {
             let cutoff = now_ms - vm_minutes * 60_000;
             n += self.store.delete_before(SeriesKind::Vm, cutoff).await?;
-            let mut st = self.state.lock().expect("stats state");
-            for o in st.vms.values_mut() {
-                let before = o.rows.len();
-                o.rows.retain(|s| s.ts >= cutoff);
-                o.dirty |= o.rows.len() != before;
+            // Series with nothing left in memory and no sample since the
+            // cut-off (expunged or long stopped instances) are forgotten,
+            // tails included.
+            let gone: Vec<SeriesKey> = {
+                let mut st = self.state.lock().expect("stats state");
+                for o in st.vms.values_mut() {
+                    let before = o.rows.len();
+                    o.rows.retain(|s| s.ts >= cutoff);
+                    o.dirty |= o.rows.len() != before;
+                }
+                let stale: Vec<i64> = st
+                    .vms
+                    .iter()
+                    .filter(|(id, o)| {
+                        o.rows.is_empty() && st.latest.get(id).is_none_or(|(_, l)| l.ts < cutoff)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &stale {
+                    st.vms.remove(id);
+                    st.latest.remove(id);
+                }
+                stale
+                    .into_iter()
+                    .map(|entity| SeriesKey {
+                        kind: SeriesKind::Vm,
+                        entity,
+                    })
+                    .collect()
+            };
+            if !gone.is_empty() {
+                self.store.put_blocks(Vec::new(), Vec::new(), gone).await?;
             }
         }
         if let Some(m) = volume_minutes.filter(|m| *m > 0) {
@@ -879,6 +906,10 @@ mod tests {
         assert_eq!(left.last().unwrap().ts, now - MIN);
         // Zero keeps everything.
         assert_eq!(hub.apply_retention(now * 10, 0, None).await.unwrap(), 0);
+        // Once nothing is left, the series is forgotten.
+        hub.apply_retention(now * 10, 1, None).await.unwrap();
+        assert!(hub.vm_samples(5, 0, i64::MAX).await.unwrap().is_empty());
+        assert!(hub.vm_latest(5).is_none());
         std::fs::remove_dir_all(&d).ok();
     }
 }

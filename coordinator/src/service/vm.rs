@@ -659,12 +659,18 @@ impl Service {
             .load(vm_id)
             .await?
             .ok_or_else(|| ApiError::internal("instance vanished"))?;
+        // The decision is taken under the placement lock and reserved in the
+        // capacity view, so the next decision sees it while this one's
+        // Starting commit is still on its way.
         let host = {
             let _g = self.place_lock.lock().await;
             let host = self.place(&vm, &pin).await?;
-            let hid = host.id;
-            let (pod, cl) = (host.pod_id, host.cluster_id);
-            self.transition(
+            self.capacity.reserve(&vm, host.id);
+            host
+        };
+        let (hid, pod, cl) = (host.id, host.pod_id, host.cluster_id);
+        let begun = self
+            .transition(
                 vm_id,
                 Transition::BeginStart,
                 move |v| {
@@ -674,9 +680,9 @@ impl Service {
                 },
                 |_, _| {},
             )
-            .await?;
-            host
-        };
+            .await;
+        self.capacity.release(vm_id);
+        begun?;
         let spec = match self.vm_spec(&vm).await {
             Ok(s) => s,
             Err(e) => {
