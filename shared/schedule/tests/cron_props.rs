@@ -128,3 +128,28 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever a client sends as a schedule, time zone or date is answered
+    /// with a value or an error, never a panic.
+    #[test]
+    fn arbitrary_input_never_panics(
+        soup in "[0-9*/,?A-Za-z# -]{0,40}",
+        any_text in "\\PC{0,40}",
+        date in "[0-9: -]{0,25}",
+    ) {
+        for text in [&soup, &any_text] {
+            if let Ok(c) = CronExpr::parse(text) {
+                let tz: Tz = "Europe/Berlin".parse().unwrap();
+                let _ = c.next_after(chrono::Utc::now(), tz);
+                let _ = c.describe();
+            }
+            let _ = orrery_schedule::plan::parse_timezone(text);
+        }
+        let tz: Tz = "America/New_York".parse().unwrap();
+        let _ = orrery_schedule::plan::parse_date(&date, tz, "startdate");
+        let _ = orrery_schedule::plan::parse_date(&any_text, tz, "enddate");
+    }
+}
