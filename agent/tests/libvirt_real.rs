@@ -150,6 +150,45 @@ fn network(slot: u32) -> NetworkDef {
     }
 }
 
+/// A MAC unique to this process and test (`tag`), in QEMU's range.
+fn test_mac(tag: u8, pid: u32) -> String {
+    format!(
+        "52:54:{tag:02x}:{:02x}:{:02x}:{:02x}",
+        (pid >> 16) & 0xff,
+        (pid >> 8) & 0xff,
+        pid & 0xff
+    )
+}
+
+/// The lab image cached in a fresh pool as template `template_id`, and a
+/// 64 MiB root overlay on it for `instance`.
+async fn root_on_template(
+    dir: &Path,
+    image: &Path,
+    sha: &str,
+    template_id: &str,
+    instance: &str,
+) -> (Primary, PathBuf, PathBuf) {
+    let pool = Primary::new(dir.join("primary"));
+    pool.init().await.unwrap();
+    let template = pool
+        .ensure_template(template_id, ImageFormat::Qcow2, Some(sha), |mut f| {
+            let image = image.to_path_buf();
+            async move {
+                let mut src = tokio::fs::File::open(&image).await?;
+                tokio::io::copy(&mut src, &mut f).await?;
+                Ok::<_, std::io::Error>(f)
+            }
+        })
+        .await
+        .unwrap();
+    let root = pool
+        .create_root(instance, &template, ImageFormat::Qcow2, 64 * MIB)
+        .await
+        .unwrap();
+    (pool, template, root)
+}
+
 fn uuid(kind: u16, slot: u32) -> String {
     format!(
         "{:08x}-{kind:04x}-4000-8000-{:012x}",
@@ -436,34 +475,13 @@ async fn guest_lifecycle() {
     cleanup.networks.push(net.name.clone());
     let instance = uuid(0, 0);
     let pid = std::process::id();
-    let mac = format!(
-        "52:54:00:{:02x}:{:02x}:{:02x}",
-        (pid >> 16) & 0xff,
-        (pid >> 8) & 0xff,
-        pid & 0xff
-    );
+    let mac = test_mac(0, pid);
     let guest_name = format!("guest-{tag}");
     let prefix = net.gateway.strip_suffix(".1").unwrap().to_string();
     let guest_ip = format!("{prefix}.10");
 
     // Disks: the image as a cached template, the root disk an overlay on it.
-    let pool = Primary::new(dir.join("primary"));
-    pool.init().await.unwrap();
-    let template = pool
-        .ensure_template(&uuid(1, 0), ImageFormat::Qcow2, Some(&sha), |mut f| {
-            let image = image.clone();
-            async move {
-                let mut src = tokio::fs::File::open(&image).await?;
-                tokio::io::copy(&mut src, &mut f).await?;
-                Ok::<_, std::io::Error>(f)
-            }
-        })
-        .await
-        .unwrap();
-    let root = pool
-        .create_root(&instance, &template, ImageFormat::Qcow2, 64 * MIB)
-        .await
-        .unwrap();
+    let (pool, template, root) = root_on_template(&dir, &image, &sha, &uuid(1, 0), &instance).await;
     let info = QemuImg::new()
         .info(&root, Some(ImageFormat::Qcow2))
         .await
@@ -618,31 +636,11 @@ async fn guest_statistics() {
     cleanup.networks.push(net.name.clone());
     let instance = uuid(0, 2);
     let pid = std::process::id();
-    let mac = format!(
-        "52:54:01:{:02x}:{:02x}:{:02x}",
-        (pid >> 16) & 0xff,
-        (pid >> 8) & 0xff,
-        pid & 0xff
-    );
+    let mac = test_mac(1, pid);
     let prefix = net.gateway.strip_suffix(".1").unwrap().to_string();
 
-    let pool = Primary::new(dir.join("primary"));
-    pool.init().await.unwrap();
-    let template = pool
-        .ensure_template(&uuid(1, 2), ImageFormat::Qcow2, Some(&sha), |mut f| {
-            let image = image.clone();
-            async move {
-                let mut src = tokio::fs::File::open(&image).await?;
-                tokio::io::copy(&mut src, &mut f).await?;
-                Ok::<_, std::io::Error>(f)
-            }
-        })
-        .await
-        .unwrap();
-    let root = pool
-        .create_root(&instance, &template, ImageFormat::Qcow2, 64 * MIB)
-        .await
-        .unwrap();
+    let (_pool, _template, root) =
+        root_on_template(&dir, &image, &sha, &uuid(1, 2), &instance).await;
     hv.ensure_network(&net).await.unwrap();
     hv.set_dhcp_host(
         &net.name,

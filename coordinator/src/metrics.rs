@@ -5,7 +5,7 @@
 
 use crate::service::{SResult, Service};
 use crate::store::records::{Host, Vm};
-use crate::store::{Col, Cond, Kind, Query, StoreExt};
+use crate::store::{Col, Cond, Kind, Query, StoreExt, Val};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -185,11 +185,15 @@ pub async fn render(svc: &Service) -> SResult<String> {
 
     let latest = svc.stats.all_latest();
     let mut names: HashMap<i64, (String, String)> = HashMap::new();
-    for (id, _) in &latest {
-        if let Some(v) = svc.store.load::<Vm>(*id).await? {
-            if v.removed.is_none() {
-                names.insert(*id, (v.uuid, v.name));
-            }
+    // Names of the sampled instances, a few hundred per query.
+    for chunk in latest.chunks(500) {
+        let ids = chunk.iter().map(|(id, _)| Val::I(*id)).collect();
+        let vms: Vec<Vm> = svc
+            .store
+            .all(Query::new().and(Cond::In(Col::Id, ids)))
+            .await?;
+        for v in vms.into_iter().filter(|v| v.removed.is_none()) {
+            names.insert(v.id, (v.uuid, v.name));
         }
     }
     type Get = fn(&crate::service::stats::VmFigures) -> f64;

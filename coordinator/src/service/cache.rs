@@ -1,5 +1,6 @@
-//! Records that change rarely (zones, offerings, templates, networks, hosts)
-//! are read on every deploy and every placement. This cache keeps them in
+//! Records that change rarely (zones, offerings, templates, networks, hosts,
+//! and the identity records behind every API caller) are read on every
+//! request, deploy and placement. This cache keeps them in
 //! memory, each entry tagged with the store's generation of its kind when it
 //! was read: any committed change to that kind makes every entry of the kind
 //! stale, so a reader never sees a record older than the last commit.
@@ -41,17 +42,18 @@ pub struct RecordCache {
 const MAX_ENTRIES: usize = 50_000;
 
 impl Service {
-    /// The value under `key` for `kind`, loaded by `load` unless a current
-    /// copy is cached.
-    pub(crate) async fn cached<T, F>(&self, kind: Kind, key: String, load: F) -> SResult<T>
+    /// The value under `key`, derived from records of `kinds` by `load`,
+    /// unless a copy is cached that no commit to any of `kinds` has made
+    /// stale. The first kind names the entry's namespace.
+    pub(crate) async fn cached<T, F>(&self, kinds: &[Kind], key: String, load: F) -> SResult<T>
     where
         T: Clone + Send + Sync + 'static,
         F: Future<Output = SResult<T>>,
     {
         // Read before loading: a commit during the load leaves the entry
         // tagged with the older generation, so it is reloaded next time.
-        let gen = self.store.generation(kind);
-        let k = (kind, key);
+        let gen: u64 = kinds.iter().map(|k| self.store.generation(*k)).sum();
+        let k = (kinds[0], key);
         if let Some((g, v)) = self.cache.m.lock().expect("record cache").get(&k) {
             if *g == gen {
                 if let Some(t) = v.downcast_ref::<T>() {
@@ -73,7 +75,7 @@ impl Service {
         if !cacheable(E::KIND) {
             return Ok(self.store.load(id).await?);
         }
-        self.cached(E::KIND, format!("id:{id}"), async {
+        self.cached(&[E::KIND], format!("id:{id}"), async {
             Ok(self.store.load::<E>(id).await?)
         })
         .await
@@ -87,7 +89,7 @@ impl Service {
         if !cacheable(E::KIND) {
             return Ok(self.store.load_uuid(uuid).await?);
         }
-        self.cached(E::KIND, format!("uuid:{uuid}"), async {
+        self.cached(&[E::KIND], format!("uuid:{uuid}"), async {
             Ok(self.store.load_uuid::<E>(uuid).await?)
         })
         .await
@@ -95,7 +97,7 @@ impl Service {
 
     /// All records of a cacheable kind in a zone.
     pub(crate) async fn zone_records<E: Entity + 'static>(&self, zone_id: i64) -> SResult<Vec<E>> {
-        self.cached(E::KIND, format!("zone:{zone_id}"), async {
+        self.cached(&[E::KIND], format!("zone:{zone_id}"), async {
             Ok(self
                 .store
                 .all::<E>(Query::new().eq(Col::Zone, zone_id))

@@ -59,6 +59,15 @@ pub fn rule_matches(rule: &str, command: &str) -> bool {
     }
 }
 
+/// The kinds a caller and its rules are made of.
+const IDENTITY: &[Kind] = &[
+    Kind::User,
+    Kind::Account,
+    Kind::Domain,
+    Kind::Role,
+    Kind::RolePermission,
+];
+
 /// The first matching rule decides; no match denies. Pure.
 pub fn rules_allow(rules: &[RolePermission], command: &str) -> bool {
     let mut sorted: Vec<&RolePermission> = rules.iter().collect();
@@ -109,40 +118,16 @@ impl Service {
         self.caller_for_user(1).await
     }
 
-    /// A number that changes with every committed change to users, accounts,
-    /// domains, roles or role rules: cached callers and rules older than it
-    /// are stale.
-    fn identity_generation(&self) -> u64 {
-        [
-            Kind::User,
-            Kind::Account,
-            Kind::Domain,
-            Kind::Role,
-            Kind::RolePermission,
-        ]
-        .iter()
-        .map(|k| self.store.generation(*k))
-        .sum()
-    }
-
-    /// The enabled user owning an API key, with an enabled account. Callers
-    /// are cached per key until any identity record changes, since every
-    /// signed request needs one and they change rarely.
+    /// The enabled user owning an API key, with an enabled account. Every
+    /// signed request needs one and they change rarely, so they are cached
+    /// until any identity record changes.
     pub async fn caller_by_api_key(&self, key: &str) -> SResult<Option<Caller>> {
-        let gen = self.identity_generation();
-        if let Some((g, c)) = self.callers.lock().expect("caller cache").get(key) {
-            if *g == gen {
-                return Ok(c.clone());
-            }
-        }
-        let c = self.load_caller_by_api_key(key).await?;
-        let mut cache = self.callers.lock().expect("caller cache");
-        // Bounded: a flood of unknown keys must not grow memory.
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(key.to_string(), (gen, c.clone()));
-        Ok(c)
+        self.cached(
+            IDENTITY,
+            format!("caller:{key}"),
+            self.load_caller_by_api_key(key),
+        )
+        .await
     }
 
     async fn load_caller_by_api_key(&self, key: &str) -> SResult<Option<Caller>> {
@@ -247,29 +232,14 @@ impl Service {
 
     /// Whether the caller's role rules allow a command.
     pub async fn role_allows(&self, caller: &Caller, command: &str) -> SResult<bool> {
-        let gen = self.identity_generation();
-        let cached = self
-            .role_rules
-            .lock()
-            .expect("rule cache")
-            .get(&caller.role.id)
-            .filter(|(g, _)| *g == gen)
-            .map(|(_, r)| r.clone());
-        let rules = match cached {
-            Some(r) => r,
-            None => {
-                let r: Arc<Vec<RolePermission>> = Arc::new(
-                    self.store
-                        .all(Query::new().eq(Col::Parent, caller.role.id))
-                        .await?,
-                );
-                self.role_rules
-                    .lock()
-                    .expect("rule cache")
-                    .insert(caller.role.id, (gen, r.clone()));
-                r
-            }
-        };
+        let role = caller.role.id;
+        let rules: Arc<Vec<RolePermission>> = self
+            .cached(IDENTITY, format!("rules:{role}"), async {
+                Ok(Arc::new(
+                    self.store.all(Query::new().eq(Col::Parent, role)).await?,
+                ))
+            })
+            .await?;
         Ok(rules_allow(&rules, command))
     }
 

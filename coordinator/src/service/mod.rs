@@ -75,9 +75,6 @@ pub fn in_subtree(path: &str, root: &str) -> bool {
     path == root || path.starts_with(&format!("{root}/"))
 }
 
-/// A role's rules and the identity generation they were read at.
-pub(crate) type RulesAt = (u64, Arc<Vec<RolePermission>>);
-
 pub struct Service {
     pub store: DynStore,
     pub agents: Arc<dyn AgentClient>,
@@ -93,10 +90,6 @@ pub struct Service {
     /// them to the job.
     pub(crate) busy: std::sync::Mutex<std::collections::HashSet<String>>,
     renderer: std::sync::OnceLock<Arc<dyn jobs::Renderer>>,
-    /// Callers by API key and rules by role, each with the identity
-    /// generation it was loaded at (see `identity_generation`).
-    pub(crate) callers: std::sync::Mutex<HashMap<String, (u64, Option<Caller>)>>,
-    pub(crate) role_rules: std::sync::Mutex<HashMap<i64, RulesAt>>,
     /// Capacity held per host, from every committed instance change.
     pub(crate) capacity: Arc<capacity::CapacityView>,
     pub(crate) cache: cache::RecordCache,
@@ -155,8 +148,6 @@ impl Service {
             domain_paths: RwLock::new(HashMap::new()),
             busy: std::sync::Mutex::new(std::collections::HashSet::new()),
             renderer: std::sync::OnceLock::new(),
-            callers: std::sync::Mutex::new(HashMap::new()),
-            role_rules: std::sync::Mutex::new(HashMap::new()),
         });
         svc.reload_settings().await?;
         svc.refresh_stats_settings();
@@ -335,20 +326,10 @@ pub trait Owned {
 }
 
 macro_rules! owned {
-    ($t:ty, never_removed) => {
-        impl Owned for $t {
-            fn owner_account(&self) -> i64 {
-                self.account_id
-            }
-            fn owner_domain(&self) -> i64 {
-                self.domain_id
-            }
-            fn is_removed(&self) -> bool {
-                false
-            }
-        }
-    };
     ($t:ty) => {
+        owned!($t, |s| s.removed.is_some());
+    };
+    ($t:ty, |$s:ident| $removed:expr) => {
         impl Owned for $t {
             fn owner_account(&self) -> i64 {
                 self.account_id
@@ -357,7 +338,8 @@ macro_rules! owned {
                 self.domain_id
             }
             fn is_removed(&self) -> bool {
-                self.removed.is_some()
+                let $s = self;
+                $removed
             }
         }
     };
@@ -366,7 +348,6 @@ owned!(Vm);
 owned!(Volume);
 owned!(Template);
 owned!(AffinityGroup);
-
 // Deleted outright rather than marked removed.
-owned!(InstanceGroup, never_removed);
-owned!(VmSchedule, never_removed);
+owned!(InstanceGroup, |_s| false);
+owned!(VmSchedule, |_s| false);

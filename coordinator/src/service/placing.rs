@@ -29,7 +29,7 @@ impl Service {
         let clusters: Vec<Cluster> = self.zone_records(zone_id).await?;
         let hosts: Vec<Host> = self.zone_records(zone_id).await?;
         let groups: Vec<AffinityGroup> = self
-            .cached(Kind::AffinityGroup, "live".into(), async {
+            .cached(&[Kind::AffinityGroup], "live".into(), async {
                 Ok(self
                     .store
                     .all(Query::new().and(Cond::Ne(Col::State, "Removed".into())))

@@ -341,29 +341,10 @@ impl StatsHub {
             kind: SeriesKind::Vm,
             entity: vm_id,
         };
-        // An hour of look-back finds the sample before `from` at any interval
-        // up to an hour.
-        let look_from = from.saturating_sub(3_600_000);
-        let mut rows: BTreeMap<i64, VmSample> = BTreeMap::new();
-        for b in self.store.blocks(key, look_from, to).await? {
-            if let Ok(s) = decode_samples_range::<VmSample>(&b.data, look_from, to) {
-                rows.extend(s.into_iter().map(|x| (x.ts, x)));
-            }
-        }
-        {
-            let st = self.state.lock().expect("stats state");
-            if let Some(o) = st.vms.get(&vm_id) {
-                rows.extend(
-                    o.rows
-                        .iter()
-                        .filter(|s| s.ts >= look_from && s.ts < to)
-                        .map(|s| (s.ts, *s)),
-                );
-            }
-        }
-        let all: Vec<VmSample> = rows.into_values().collect();
-        let first_in = all.iter().position(|s| s.ts >= from).unwrap_or(all.len());
-        Ok(all[first_in.saturating_sub(1)..].to_vec())
+        self.samples(key, from, to, |st| {
+            st.vms.get(&vm_id).map(|o| o.rows.clone())
+        })
+        .await
     }
 
     pub async fn volume_samples(
@@ -376,26 +357,38 @@ impl StatsHub {
             kind: SeriesKind::Volume,
             entity: vol_id,
         };
+        self.samples(key, from, to, |st| {
+            st.volumes.get(&vol_id).map(|o| o.rows.clone())
+        })
+        .await
+    }
+
+    /// A series' stored blocks and open rows in a range, merged by time.
+    async fn samples<S: Schema + Copy>(
+        &self,
+        key: SeriesKey,
+        from: i64,
+        to: i64,
+        open: impl FnOnce(&State) -> Option<Vec<S>>,
+    ) -> Result<Vec<S>, StatsStoreError> {
+        // An hour of look-back finds the sample before `from` at any interval
+        // up to an hour.
         let look_from = from.saturating_sub(3_600_000);
-        let mut rows: BTreeMap<i64, VolumeSample> = BTreeMap::new();
+        let mut rows: BTreeMap<i64, S> = BTreeMap::new();
         for b in self.store.blocks(key, look_from, to).await? {
-            if let Ok(s) = decode_samples_range::<VolumeSample>(&b.data, look_from, to) {
-                rows.extend(s.into_iter().map(|x| (x.ts, x)));
+            if let Ok(s) = decode_samples_range::<S>(&b.data, look_from, to) {
+                rows.extend(s.into_iter().map(|x| (x.ts(), x)));
             }
         }
-        {
-            let st = self.state.lock().expect("stats state");
-            if let Some(o) = st.volumes.get(&vol_id) {
-                rows.extend(
-                    o.rows
-                        .iter()
-                        .filter(|s| s.ts >= look_from && s.ts < to)
-                        .map(|s| (s.ts, *s)),
-                );
-            }
-        }
-        let all: Vec<VolumeSample> = rows.into_values().collect();
-        let first_in = all.iter().position(|s| s.ts >= from).unwrap_or(all.len());
+        let open_rows = open(&self.state.lock().expect("stats state")).unwrap_or_default();
+        rows.extend(
+            open_rows
+                .into_iter()
+                .filter(|s| s.ts() >= look_from && s.ts() < to)
+                .map(|s| (s.ts(), s)),
+        );
+        let all: Vec<S> = rows.into_values().collect();
+        let first_in = all.iter().position(|s| s.ts() >= from).unwrap_or(all.len());
         Ok(all[first_in.saturating_sub(1)..].to_vec())
     }
 
@@ -564,16 +557,18 @@ impl Service {
         self.stats_config.subscribe()
     }
 
-    async fn vm_id_by_uuid(&self, uuid: &str) -> SResult<Option<i64>> {
+    /// The id of a live instance or volume by uuid; ids never change, so
+    /// they are kept once found.
+    async fn id_by_uuid<E: Entity + Owned>(&self, uuid: &str) -> SResult<Option<i64>> {
         if let Some(id) = self.stats_ids.lock().expect("stats ids").get(uuid) {
             return Ok(Some(*id));
         }
         let id = self
             .store
-            .load_uuid::<Vm>(uuid)
+            .load_uuid::<E>(uuid)
             .await?
-            .filter(|v| v.removed.is_none())
-            .map(|v| v.id);
+            .filter(|e| !e.is_removed())
+            .map(|e| e.id());
         if let Some(i) = id {
             let mut m = self.stats_ids.lock().expect("stats ids");
             if m.len() > 200_000 {
@@ -584,31 +579,12 @@ impl Service {
         Ok(id)
     }
 
-    async fn volume_id_by_uuid(&self, uuid: &str) -> SResult<Option<i64>> {
-        if let Some(id) = self.stats_ids.lock().expect("stats ids").get(uuid) {
-            return Ok(Some(*id));
-        }
-        let id = self
-            .store
-            .load_uuid::<Volume>(uuid)
-            .await?
-            .filter(|v| v.removed.is_none())
-            .map(|v| v.id);
-        if let Some(i) = id {
-            self.stats_ids
-                .lock()
-                .expect("stats ids")
-                .insert(uuid.to_string(), i);
-        }
-        Ok(id)
-    }
-
     /// Takes one host's statistics report.
     pub async fn ingest_stats(&self, report: &HostStats) -> SResult<usize> {
         let keep_disks = self.setting_bool("vm.disk.stats.retention.enabled");
         let mut n = 0;
         for i in &report.instances {
-            let Some(vm_id) = self.vm_id_by_uuid(&i.instance_uuid).await? else {
+            let Some(vm_id) = self.id_by_uuid::<Vm>(&i.instance_uuid).await? else {
                 continue;
             };
             let mut s = VmSample {
@@ -628,7 +604,7 @@ impl Service {
                     if d.volume_uuid.is_empty() {
                         continue;
                     }
-                    if let Some(vol) = self.volume_id_by_uuid(&d.volume_uuid).await? {
+                    if let Some(vol) = self.id_by_uuid::<Volume>(&d.volume_uuid).await? {
                         let v = VolumeSample {
                             ts: report.unix_ms,
                             io: d.io,

@@ -7,7 +7,6 @@ use crate::api::render::{date, Obj, Reply};
 use crate::api::views::{self, Lookup};
 use crate::cmd;
 use crate::service::stats::{vm_figures, volume_figures};
-use crate::store::{Col, Cond, Query, StoreExt, Val};
 use serde_json::{json, Value};
 
 const HISTORY_FIELDS: &[Field] = &[
@@ -193,25 +192,9 @@ async fn vm_history(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn volume_history(ctx: Ctx) -> Result<Reply, ApiError> {
     let (from, to) = range(&ctx)?;
-    let mut q = Query::new();
-    q.conds = list_scope(&ctx).await?;
-    if let Some(id) = ctx.p.str("id") {
-        q = q.eq(Col::Uuid, id);
-    }
-    let ids = ctx.p.list("ids");
-    if !ids.is_empty() {
-        q = q.and(Cond::In(Col::Uuid, ids.into_iter().map(Val::S).collect()));
-    }
-    if let Some(n) = ctx.p.str("name") {
-        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
-    }
-    q.page = paging(&ctx)?;
-    let (vols, total) = ctx.svc.store.list::<Volume>(&q).await?;
+    let (vols, total) = super::volumes::query_volumes(&ctx).await?;
     let mut items = Vec::with_capacity(vols.len());
-    for v in vols.iter().filter(|v| v.removed.is_none()) {
+    for v in &vols {
         let samples = ctx.svc.stats.volume_samples(v.id, from, to).await?;
         let stats: Vec<Value> = samples
             .iter()

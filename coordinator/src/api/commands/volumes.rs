@@ -6,7 +6,7 @@ use crate::api::render::Reply;
 use crate::api::views::{self, Lookup};
 use crate::cmd;
 use crate::service::volumes::NewVolume;
-use crate::store::{Col, Query};
+use crate::store::{Col, Cond, Query, Val};
 
 pub fn commands() -> Vec<Command> {
     vec![
@@ -17,9 +17,11 @@ pub fn commands() -> Vec<Command> {
             All,
             &[
                 opt("id", "uuid", "volume"),
+                opt("ids", "list", "several volumes"),
                 opt("virtualmachineid", "uuid", "instance"),
                 opt("type", "string", "ROOT or DATADISK"),
                 opt("name", "string", "name"),
+                opt("keyword", "string", "text in the name"),
                 opt("zoneid", "uuid", "zone"),
                 opt("listall", "boolean", "all visible"),
                 opt("account", "string", "owner"),
@@ -259,8 +261,20 @@ const VOLUME_FIELDS: &[Field] = &[
 ];
 
 async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
+    let (vols, total) = query_volumes(&ctx).await?;
+    let mut l = Lookup::new(&ctx.svc);
+    let mut items = Vec::new();
+    for v in &vols {
+        items.push(views::volume(&mut l, &ctx.caller, v).await?);
+    }
+    Ok(Reply::List("volume", items, total))
+}
+
+/// The page of volumes listVolumes' filters select for the caller, ROOT
+/// first, then data disks by device id, as clients expect; and the total.
+pub(super) async fn query_volumes(ctx: &Ctx) -> Result<(Vec<Volume>, u64), ApiError> {
     let mut q = Query::new();
-    q.conds = list_scope(&ctx).await?;
+    q.conds = list_scope(ctx).await?;
     q = q.and(Cond::IsNull(Col::Ukey));
     q = q.and(Cond::NotIn(
         Col::State,
@@ -271,6 +285,10 @@ async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
         // nothing, as in CloudStack; only an id that never existed is an error.
         let v: Volume = ctx.svc.by_uuid("id", id).await?;
         q = q.eq(Col::Id, v.id);
+    }
+    let ids = ctx.p.list("ids");
+    if !ids.is_empty() {
+        q = q.and(Cond::In(Col::Uuid, ids.into_iter().map(Val::S).collect()));
     }
     if let Some(vid) = ctx.p.str("virtualmachineid") {
         let vm: Vm = ctx.svc.owned(&ctx.caller, "virtualmachineid", vid).await?;
@@ -285,17 +303,11 @@ async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
     if let Some(k) = ctx.p.str("keyword") {
         q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
     }
-    if let Some(z) = opt_ref::<Zone>(&ctx, "zoneid").await? {
+    if let Some(z) = opt_ref::<Zone>(ctx, "zoneid").await? {
         q = q.eq(Col::Zone, z.id);
     }
-    q.page = paging(&ctx)?;
+    q.page = paging(ctx)?;
     let (mut vols, total) = ctx.svc.store.list::<Volume>(&q).await?;
-    // ROOT first, then data disks by device id, as clients expect.
     vols.sort_by_key(|v| (v.vm_id, v.volume_type != "ROOT", v.device_id, v.id));
-    let mut l = Lookup::new(&ctx.svc);
-    let mut items = Vec::new();
-    for v in &vols {
-        items.push(views::volume(&mut l, &ctx.caller, v).await?);
-    }
-    Ok(Reply::List("volume", items, total))
+    Ok((vols, total))
 }
