@@ -1,10 +1,12 @@
-//! Placement in the service: build an immutable snapshot of a zone from the
-//! store, ask the pure engine (`crate::placement`), and apply its answer.
+//! Placement in the service: build an immutable snapshot of a zone from
+//! cached records and the capacity view, ask the pure engine
+//! (`crate::placement`), and apply its answer.
 //!
 //! The apply step: `exec_start` holds `place_lock` from building the snapshot
-//! until the instance's host is committed (the Starting transition), so every
-//! decision sees the capacity and affinity effects of every earlier one, and
-//! concurrent deploys can neither overcommit a host nor break a strict group.
+//! until the chosen host is reserved in the capacity view; the reservation
+//! counts until the Starting commit has landed, so every decision sees the
+//! capacity and affinity effects of every earlier one, and concurrent deploys
+//! can neither overcommit a host nor break a strict group.
 
 use super::vm::Pin;
 use super::*;

@@ -806,7 +806,9 @@ mod tests {
         assert_eq!(part.len(), 11);
         let f = vm_figures(Some(&part[0]), &part[1]);
         assert_eq!(f.network_kbs_read, 2);
-        assert_eq!(f.cpu_percent, 100.0 % 100.0);
+        // Sample 100's CPU figure was (100 % 100) percent.
+        assert_eq!(f.cpu_percent, 0.0);
+        assert_eq!(part[1].ts, 100 * MIN);
         std::fs::remove_dir_all(&d).ok();
     }
 
