@@ -629,6 +629,7 @@ async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> 
                 id: vm_id,
                 uuid,
                 version: 1,
+                vnc_password: Some(orrery_coordinator::service::vm::vnc_password()),
                 name: names.name,
                 display_name: names.display_name,
                 instance_name: names.internal_name,

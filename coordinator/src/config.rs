@@ -13,6 +13,32 @@ pub struct FileConfig {
     pub simulated_hosts: Option<usize>,
     /// Milliseconds a simulated host takes to change an instance's power state.
     pub simulator_delay_ms: Option<u64>,
+    /// Where `/metrics` is served (default 127.0.0.1:9595); never on the API
+    /// listener, since it names every tenant's instances.
+    pub metrics_listen: Option<String>,
+    /// Seconds a client has to send a request's headers (default 10).
+    pub api_header_timeout_secs: Option<u64>,
+    /// Seconds an idle kept-alive API connection stays open (default 60).
+    pub api_idle_timeout_secs: Option<u64>,
+    /// API connections open at once (default 4096, less if the descriptor
+    /// limit is lower).
+    pub api_max_connections: Option<usize>,
+}
+
+impl FileConfig {
+    /// The API listener's limits from the file, defaults elsewhere.
+    pub fn listener_limits(&self) -> crate::listener::Limits {
+        let d = crate::listener::Limits::default();
+        crate::listener::Limits {
+            header_timeout: self.api_header_timeout_secs.map_or(d.header_timeout, |s| {
+                std::time::Duration::from_secs(s.max(1))
+            }),
+            idle_timeout: self
+                .api_idle_timeout_secs
+                .map_or(d.idle_timeout, |s| std::time::Duration::from_secs(s.max(1))),
+            max_connections: self.api_max_connections.unwrap_or(d.max_connections).max(1),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@ pub mod api;
 pub mod ca;
 pub mod config;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod placement;
 pub mod service;

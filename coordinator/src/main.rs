@@ -48,6 +48,9 @@ enum Cmd {
         /// Register this many simulated hosts.
         #[arg(long)]
         simulated_hosts: Option<usize>,
+        /// Metrics listen address (default 127.0.0.1:9595).
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Enrolment tokens for new hosts.
     Token {
@@ -128,7 +131,9 @@ async fn main() -> Result<()> {
             api_listen,
             agent_listen,
             simulated_hosts,
+            metrics_listen,
         } => {
+            let mut limits = file.listener_limits();
             let dir = data_dir
                 .or(file.data_dir)
                 .context("--data-dir is required")?;
@@ -179,11 +184,33 @@ async fn main() -> Result<()> {
             tracing::info!(listen = %agent_addr, "agent endpoint listening");
             spawn_expunger(svc.clone());
             spawn_liveness(svc.clone());
-            let app = api::router(api::Api::new(svc.clone()));
+            let api = api::Api::new(svc.clone());
+            let app = api::router(api.clone());
+            let fd_limit = orrery_coordinator::listener::raise_fd_limit()
+                .context("raising the open-file limit")?;
+            limits.max_connections =
+                orrery_coordinator::listener::cap_for(fd_limit, limits.max_connections);
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
-            tracing::info!(%listen, "API listening at /client/api");
+            tracing::info!(%listen, fd_limit, max_connections = limits.max_connections, "API listening at /client/api");
+            let metrics_listen = metrics_listen
+                .or_else(|| file.metrics_listen.clone())
+                .unwrap_or_else(|| "127.0.0.1:9595".into());
+            let metrics_listener = tokio::net::TcpListener::bind(&metrics_listen)
+                .await
+                .with_context(|| format!("binding {metrics_listen} for metrics"))?;
+            tracing::info!(listen = %metrics_listen, "metrics at /metrics");
+            let metrics_app = api::metrics_router(api);
+            tokio::spawn(orrery_coordinator::listener::serve(
+                metrics_listener,
+                metrics_app,
+                orrery_coordinator::listener::Limits {
+                    max_connections: 64,
+                    ..limits
+                },
+                std::future::pending(),
+            ));
             // SIGTERM or SIGINT: stop taking requests, then save the open
             // statistics so a restart continues where this one stopped.
             let shutdown = async {
@@ -195,9 +222,7 @@ async fn main() -> Result<()> {
                     _ = tokio::signal::ctrl_c() => {}
                 }
             };
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?;
+            orrery_coordinator::listener::serve(listener, app, limits, shutdown).await?;
             if let Err(e) = svc.stats.save_tails().await {
                 tracing::warn!(error = %e, "saving statistics at shutdown failed");
             }

@@ -1,124 +1,123 @@
-//! The Prometheus endpoint (`GET /metrics` on the API listener): API latency
-//! histograms per command, jobs by status, connected agents, per-host
-//! capacity and per-instance statistics, in the Prometheus text format
-//! (version 0.0.4).
+//! The Prometheus endpoint (`GET /metrics` on its own listener, see
+//! docs/metrics.md): API latency histograms per command, jobs by status,
+//! connected agents, per-host capacity and per-instance statistics, encoded
+//! by `prometheus-client` in the Prometheus text format (version 0.0.4).
 
 use crate::service::{SResult, Service};
 use crate::store::records::{Host, Vm};
 use crate::store::{Col, Cond, Kind, Query, StoreExt, Val};
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
-use std::sync::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+
+/// The exposition's content type.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    command: String,
+    outcome: &'static str,
+}
+
+fn api_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
 /// Latency of API commands, by command name and outcome.
-#[derive(Default)]
 pub struct ApiMetrics {
-    by_command: Mutex<BTreeMap<(String, bool), Histogram>>,
+    by_command: Family<ApiLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        ApiMetrics {
+            by_command: Family::new_with_constructor(api_histogram),
+        }
+    }
 }
 
 impl ApiMetrics {
     pub fn observe(&self, command: &str, ok: bool, seconds: f64) {
-        let mut m = self.by_command.lock().expect("api metrics");
-        let h = m.entry((command.to_string(), ok)).or_default();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if seconds <= *b {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += seconds;
-    }
-
-    fn render(&self, out: &mut String) {
-        let m = self.by_command.lock().expect("api metrics").clone();
-        out.push_str("# HELP orrery_api_request_duration_seconds Time to answer an API command.\n");
-        out.push_str("# TYPE orrery_api_request_duration_seconds histogram\n");
-        for ((cmd, ok), h) in &m {
-            let labels = format!(
-                "command=\"{}\",outcome=\"{}\"",
-                esc(cmd),
-                if *ok { "ok" } else { "error" }
-            );
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "orrery_api_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "orrery_api_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "orrery_api_request_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "orrery_api_request_duration_seconds_count{{{labels}}} {}",
-                h.count
-            );
-        }
+        self.by_command
+            .get_or_create(&ApiLabels {
+                command: command.to_string(),
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .observe(seconds);
     }
 }
 
-/// A label value with the text format's escapes.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostUpLabels {
+    host: String,
+    name: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    instance: String,
+    name: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The whole exposition.
 pub async fn render(svc: &Service) -> SResult<String> {
-    let mut out = String::new();
-    svc.metrics.render(&mut out);
+    let mut reg = Registry::default();
+    reg.register(
+        "orrery_api_request_duration_seconds",
+        "Time to answer an API command",
+        svc.metrics.by_command.clone(),
+    );
 
-    family(&mut out, "orrery_jobs", "gauge", "Async jobs by status.");
+    let jobs = Family::<StatusLabels, Gauge>::default();
     for (status, label) in [(0, "pending"), (1, "succeeded"), (2, "failed")] {
         let n = svc
             .store
             .count(Kind::Job, &Query::new().eq(Col::State, status.to_string()))
             .await?;
-        let _ = writeln!(out, "orrery_jobs{{status=\"{label}\"}} {n}");
+        jobs.get_or_create(&StatusLabels { status: label })
+            .set(int(n));
     }
+    reg.register("orrery_jobs", "Async jobs by status", jobs);
 
-    family(
-        &mut out,
+    let agents = Gauge::<i64>::default();
+    agents.set(int(svc.agents.connected_agents() as u64));
+    reg.register(
         "orrery_agents_connected",
-        "gauge",
-        "Host agents connected now.",
-    );
-    let _ = writeln!(
-        out,
-        "orrery_agents_connected {}",
-        svc.agents.connected_agents()
+        "Host agents connected now",
+        agents,
     );
 
     let hosts: Vec<Host> = svc
         .store
         .all(Query::new().and(Cond::Ne(Col::State, "Removed".into())))
         .await?;
+    let hosts: Vec<Host> = hosts.into_iter().filter(|h| h.removed.is_none()).collect();
     let mut per_host: HashMap<i64, (u64, u64, u64)> = HashMap::new();
     let zones: std::collections::BTreeSet<i64> = hosts.iter().map(|h| h.zone_id).collect();
     for z in zones {
@@ -131,56 +130,54 @@ pub async fn render(svc: &Service) -> SResult<String> {
             }
         }
     }
-    family(
-        &mut out,
-        "orrery_host_up",
-        "gauge",
-        "1 when the host is Up.",
-    );
-    for h in hosts.iter().filter(|h| h.removed.is_none()) {
-        let _ = writeln!(
-            out,
-            "orrery_host_up{{host=\"{}\",name=\"{}\",state=\"{}\"}} {}",
-            h.uuid,
-            esc(&h.name),
-            esc(&h.state),
-            u8::from(h.state == "Up")
-        );
+    let up = Family::<HostUpLabels, Gauge>::default();
+    for h in &hosts {
+        up.get_or_create(&HostUpLabels {
+            host: h.uuid.clone(),
+            name: h.name.clone(),
+            state: h.state.clone(),
+        })
+        .set(i64::from(h.state == "Up"));
     }
+    reg.register("orrery_host_up", "1 when the host is Up", up);
     type HostGet = fn(&Host, (u64, u64, u64)) -> u64;
     let host_series: [(&str, &str, HostGet); 5] = [
         (
             "orrery_host_instances",
-            "Instances holding capacity on the host.",
+            "Instances holding capacity on the host",
             |_, a| a.0,
         ),
         (
             "orrery_host_cpu_allocated_mhz",
-            "CPU allocated to instances (cores x MHz).",
+            "CPU allocated to instances (cores x MHz)",
             |_, a| a.1,
         ),
         (
             "orrery_host_cpu_total_mhz",
-            "CPU of the host (cores x MHz).",
+            "CPU of the host (cores x MHz)",
             |h, _| (h.cpu_number.max(0) * h.cpu_speed.max(0)) as u64,
         ),
         (
             "orrery_host_memory_allocated_bytes",
-            "Memory allocated to instances.",
+            "Memory allocated to instances",
             |_, a| a.2,
         ),
         (
             "orrery_host_memory_total_bytes",
-            "Memory of the host.",
+            "Memory of the host",
             |h, _| h.memory_total.max(0) as u64,
         ),
     ];
     for (name, help, f) in host_series {
-        family(&mut out, name, "gauge", help);
-        for h in hosts.iter().filter(|h| h.removed.is_none()) {
+        let fam = Family::<HostLabels, Gauge>::default();
+        for h in &hosts {
             let a = per_host.get(&h.id).copied().unwrap_or_default();
-            let _ = writeln!(out, "{name}{{host=\"{}\"}} {}", h.uuid, f(h, a));
+            fam.get_or_create(&HostLabels {
+                host: h.uuid.clone(),
+            })
+            .set(int(f(h, a)));
         }
+        reg.register(name, help, fam);
     }
 
     let latest = svc.stats.all_latest();
@@ -200,58 +197,57 @@ pub async fn render(svc: &Service) -> SResult<String> {
     let vm_series: [(&str, &str, Get); 6] = [
         (
             "orrery_instance_cpu_used_percent",
-            "CPU used in the latest interval.",
+            "CPU used in the latest interval",
             |f| f.cpu_percent,
         ),
         (
             "orrery_instance_memory_kib",
-            "Memory of the instance (balloon size).",
+            "Memory of the instance (balloon size)",
             |f| f.memory_kbs as f64,
         ),
         (
             "orrery_instance_memory_free_kib",
-            "Memory unused inside the guest.",
+            "Memory unused inside the guest",
             |f| f.memory_free_kbs as f64,
         ),
         (
             "orrery_instance_network_read_kib",
-            "KiB received in the latest interval.",
+            "KiB received in the latest interval",
             |f| f.network_kbs_read as f64,
         ),
         (
             "orrery_instance_network_write_kib",
-            "KiB sent in the latest interval.",
+            "KiB sent in the latest interval",
             |f| f.network_kbs_write as f64,
         ),
         (
             "orrery_instance_disk_read_kib",
-            "KiB read from disks in the latest interval.",
+            "KiB read from disks in the latest interval",
             |f| f.disk_kbs_read as f64,
         ),
     ];
     for (name, help, f) in vm_series {
-        family(&mut out, name, "gauge", help);
+        let fam = Family::<InstanceLabels, FloatGauge>::default();
         for (id, fig) in &latest {
             if let Some((uuid, n)) = names.get(id) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{instance=\"{uuid}\",name=\"{}\"}} {}",
-                    esc(n),
-                    f(fig)
-                );
+                fam.get_or_create(&InstanceLabels {
+                    instance: uuid.clone(),
+                    name: n.clone(),
+                })
+                .set(f(fig));
             }
         }
+        reg.register(name, help, fam);
     }
-    family(
-        &mut out,
+    let size = Gauge::<i64>::default();
+    size.set(int(svc.stats.size_bytes().await.unwrap_or(0)));
+    reg.register(
         "orrery_stats_store_bytes",
-        "gauge",
-        "Size of the statistics database.",
+        "Size of the statistics database",
+        size,
     );
-    let _ = writeln!(
-        out,
-        "orrery_stats_store_bytes {}",
-        svc.stats.size_bytes().await.unwrap_or(0)
-    );
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &reg)
+        .map_err(|e| crate::error::ApiError::internal(format!("encoding metrics: {e}")))?;
     Ok(out)
 }

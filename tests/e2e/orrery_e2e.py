@@ -84,6 +84,11 @@ class Coordinator:
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.agent_port: int | None = None
+        self.metrics_port: int | None = None
+        # Extra coordinator.toml settings, written next to the data dir.
+        self.config: dict[str, Any] = {}
+        # Run in the child before exec (resource limits, for instance).
+        self.preexec: Callable[[], None] | None = None
         self.apikey: str | None = None
         self.secretkey: str | None = None
         self.init_output: dict | None = None
@@ -132,15 +137,25 @@ class Coordinator:
             if not (same_port and self.port):
                 self.port = free_port()
                 self.agent_port = free_port()
+                self.metrics_port = free_port()
+            config_args = []
+            if self.config:
+                config_path = self.base_dir / "coordinator.toml"
+                config_path.write_text("".join(
+                    f"{k} = {json.dumps(v)}\n" for k, v in self.config.items()))
+                config_args = ["--config", str(config_path)]
             with open(self.log_path, "ab") as log:
                 log.write(f"\n===== serve on port {self.port} =====\n".encode())
                 log.flush()
                 self.proc = subprocess.Popen(
-                    [str(self.binary), "serve", "--data-dir", str(self.data_dir),
-                     "--api-listen", f"127.0.0.1:{self.port}",
-                     "--agent-listen", f"127.0.0.1:{self.agent_port}"]
+                    [str(self.binary)] + config_args
+                    + ["serve", "--data-dir", str(self.data_dir),
+                       "--api-listen", f"127.0.0.1:{self.port}",
+                       "--agent-listen", f"127.0.0.1:{self.agent_port}",
+                       "--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
                     + (["--simulated-hosts", str(self.hosts)] if self.hosts else []),
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    preexec_fn=self.preexec)
             if self._wait_listening():
                 return
         raise CoordinatorError(

@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from cryptography import x509

@@ -58,7 +58,7 @@ def test_usage_history_metrics_and_interval_change(admin, env, coordinator):
         assert vols and all("stats" in v and "id" in v for v in vols)
 
         # Prometheus text format, as a real Prometheus parses it.
-        text = requests.get(f"http://127.0.0.1:{coordinator.port}/metrics", timeout=10)
+        text = requests.get(f"http://127.0.0.1:{coordinator.metrics_port}/metrics", timeout=10)
         assert text.status_code == 200
         assert text.headers["content-type"].startswith("text/plain; version=0.0.4")
         families = {f.name: f for f in text_string_to_metric_families(text.text)}

@@ -11,9 +11,10 @@ use crate::store::records::Host;
 use crate::store::StoreExt;
 use async_trait::async_trait;
 use orrery_proto::v1 as pb;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,14 +60,11 @@ impl Hub {
     }
 
     pub fn is_connected(&self, host_id: i64) -> bool {
-        self.sessions
-            .lock()
-            .expect("hub lock")
-            .contains_key(&host_id)
+        self.sessions.lock().contains_key(&host_id)
     }
 
     pub fn connected(&self) -> usize {
-        self.sessions.lock().expect("hub lock").len()
+        self.sessions.lock().len()
     }
 
     /// Registers a session, replacing (and so closing) an older one of the same
@@ -76,7 +74,6 @@ impl Hub {
         let old = self
             .sessions
             .lock()
-            .expect("hub lock")
             .insert(host_id, Session { epoch, tx, pending });
         if let Some(old) = old {
             fail_pending(&old.pending, "the agent reconnected");
@@ -86,7 +83,7 @@ impl Hub {
 
     /// Removes a session if it is still the current one for its host.
     fn unregister(&self, host_id: i64, epoch: u64) -> bool {
-        let mut s = self.sessions.lock().expect("hub lock");
+        let mut s = self.sessions.lock();
         if s.get(&host_id).is_some_and(|x| x.epoch == epoch) {
             if let Some(old) = s.remove(&host_id) {
                 fail_pending(&old.pending, "the agent disconnected");
@@ -98,7 +95,7 @@ impl Hub {
 
     /// Drops a host's live session (after its host was deleted).
     pub fn disconnect(&self, host_id: i64) {
-        if let Some(old) = self.sessions.lock().expect("hub lock").remove(&host_id) {
+        if let Some(old) = self.sessions.lock().remove(&host_id) {
             fail_pending(&old.pending, "the host was removed");
         }
     }
@@ -112,12 +109,12 @@ impl Hub {
     ) -> Result<pb::CommandResult, AgentError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, pending) = {
-            let s = self.sessions.lock().expect("hub lock");
+            let s = self.sessions.lock();
             let sess = s.get(&host_id).ok_or(AgentError::NotConnected(host_id))?;
             (sess.tx.clone(), sess.pending.clone())
         };
         let (done_tx, done_rx) = oneshot::channel();
-        pending.lock().expect("pending lock").insert(id, done_tx);
+        pending.lock().insert(id, done_tx);
         let deadline = chrono::Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
         let msg = pb::CoordinatorMessage {
             body: Some(pb::coordinator_message::Body::Command(pb::Command {
@@ -127,7 +124,7 @@ impl Hub {
             })),
         };
         if tx.send(Ok(msg)).await.is_err() {
-            pending.lock().expect("pending lock").remove(&id);
+            pending.lock().remove(&id);
             return Err(AgentError::NotConnected(host_id));
         }
         // A little grace past the deadline for the agent's own timeout report.
@@ -143,7 +140,7 @@ impl Hub {
             }),
             Ok(Err(_)) => Err(AgentError::NotConnected(host_id)),
             Err(_) => {
-                pending.lock().expect("pending lock").remove(&id);
+                pending.lock().remove(&id);
                 Err(AgentError::Timeout(host_id))
             }
         }
@@ -151,7 +148,7 @@ impl Hub {
 }
 
 fn fail_pending(p: &Pending, why: &str) {
-    for (id, tx) in p.lock().expect("pending lock").drain() {
+    for (id, tx) in p.lock().drain() {
         let _ = tx.send(pb::CommandResult {
             command_id: id,
             ok: false,

@@ -6,10 +6,11 @@ use crate::service::Service;
 use crate::store::records::{Host, Template};
 use crate::store::StoreExt;
 use orrery_proto::v1 as pb;
+use parking_lot::Mutex;
 use pb::agent_link_server::{AgentLink, AgentLinkServer};
 use pb::enrollment_server::{Enrollment, EnrollmentServer};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -170,9 +171,7 @@ impl AgentLink for Endpoint {
                 };
                 match msg.body {
                     Some(pb::agent_message::Body::Result(r)) => {
-                        if let Some(done) =
-                            pending.lock().expect("pending lock").remove(&r.command_id)
-                        {
+                        if let Some(done) = pending.lock().remove(&r.command_id) {
                             let _ = done.send(r);
                         }
                     }

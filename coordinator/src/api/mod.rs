@@ -6,6 +6,7 @@ pub mod params;
 pub mod registry;
 pub mod render;
 pub mod signature;
+pub mod validate;
 pub mod views;
 
 use crate::error::ApiError;
@@ -38,6 +39,12 @@ pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/client/api", get(handle).post(handle))
         .route("/client/api/", get(handle).post(handle))
+        .with_state(api)
+}
+
+/// `/metrics` alone, for its own listener (see docs/metrics.md).
+pub fn metrics_router(api: Arc<Api>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .with_state(api)
 }
@@ -109,7 +116,7 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
             let mut r = (StatusCode::OK, text).into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
             );
             r
         }
@@ -119,6 +126,7 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
 
 async fn handle(
     State(api): State<Arc<Api>>,
+    peer: Option<axum::extract::ConnectInfo<std::net::SocketAddr>>,
     method: Method,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -156,22 +164,20 @@ async fn handle(
     }
 
     if command_name == "login" {
-        return login(&api, &params, &key).await;
+        let source = peer
+            .map(|p| p.0.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        return login(&api, &params, &key, source).await;
     }
 
-    let session_param = params.str("sessionkey").map(str::to_string);
-    let session_cookie = cookie(&headers, "sessionkey");
-    let caller = match authenticate(&api, &pairs, &params, session_param.or(session_cookie)).await {
+    let session = session_key(&params, &headers);
+    let caller = match authenticate(&api, &method, &pairs, &params, session.clone()).await {
         Ok(c) => c,
         Err(e) => return error_reply(&key, &e),
     };
 
     if command_name == "logout" {
-        if let Some(k) = params
-            .str("sessionkey")
-            .map(str::to_string)
-            .or_else(|| cookie(&headers, "sessionkey"))
-        {
+        if let Some(k) = session {
             let _ = api.svc.logout(&k).await;
         }
         return reply(
@@ -193,10 +199,8 @@ async fn handle(
         Ok(false) => return error_reply(&key, &ApiError::not_available(cmd.name)),
         Err(e) => return error_reply(&key, &e),
     }
-    for p in cmd.params.iter().filter(|p| p.required) {
-        if !params.has(p.name) {
-            return error_reply(&key, &ApiError::missing(cmd.name, p.name));
-        }
+    if let Err(e) = validate::check(cmd, &params) {
+        return error_reply(&key, &e);
     }
     let started = std::time::Instant::now();
     let ctx = Ctx {
@@ -241,12 +245,39 @@ pub async fn authorize_svc(
     svc.role_allows(caller, cmd.name).await
 }
 
+/// The session a request claims: the `sessionkey` parameter and the
+/// `sessionkey` cookie must both be present and equal. A cookie alone would
+/// let any page the user visits make state-changing requests (cross-site
+/// request forgery); a parameter alone could come from a leaked URL.
+fn session_key(params: &Params, headers: &HeaderMap) -> Option<String> {
+    let param = params.str("sessionkey")?;
+    let cookie = cookie(headers, "sessionkey")?;
+    use subtle_eq::ct_eq;
+    ct_eq(param.as_bytes(), cookie.as_bytes()).then(|| param.to_string())
+}
+
+mod subtle_eq {
+    /// Compares without an early exit, so timing does not reveal a prefix.
+    pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
 async fn authenticate(
     api: &Api,
+    method: &Method,
     pairs: &[(String, String)],
     params: &Params,
     session: Option<String>,
 ) -> Result<Caller, ApiError> {
+    // With enforce.post.requests.and.timestamps, a GET is refused however it
+    // is signed: URLs end up in logs and proxies' caches.
+    if api.svc.setting_bool("enforce.post.requests.and.timestamps") && method != Method::POST {
+        return Err(ApiError::unauthorized());
+    }
     if let Some(key) = params.str("apikey") {
         let Some(caller) = api.svc.caller_by_api_key(key).await? else {
             return Err(ApiError::unauthorized());
@@ -274,7 +305,7 @@ async fn authenticate(
     Err(ApiError::unauthorized())
 }
 
-async fn login(api: &Api, params: &Params, key: &str) -> Response {
+async fn login(api: &Api, params: &Params, key: &str, source: std::net::IpAddr) -> Response {
     let (Some(user), Some(pass)) = (params.str("username"), params.raw("password")) else {
         return error_reply(
             key,
@@ -301,7 +332,7 @@ async fn login(api: &Api, params: &Params, key: &str) -> Response {
             }
         }
     }
-    match api.svc.login(user, pass, &domain).await {
+    match api.svc.login(user, pass, &domain, source).await {
         Ok(Some((c, s))) => {
             let body = json!({"loginresponse": {
                 "username": c.user.username,

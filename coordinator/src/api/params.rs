@@ -14,6 +14,10 @@ pub struct Params {
     maps: BTreeMap<String, BTreeMap<i64, Vec<(String, String)>>>,
     /// The command, lower-cased, for error texts.
     pub command: String,
+    /// Names that look like map entries (`name[...`) but are not of the form
+    /// `name[N].field`: (lower-cased map name, raw name). The dispatcher
+    /// refuses them for the command's map parameters instead of dropping them.
+    malformed: Vec<(String, String)>,
 }
 
 impl Params {
@@ -31,6 +35,8 @@ impl Params {
                 if !e.iter().any(|(f, _)| f.eq_ignore_ascii_case(field)) {
                     e.push((field.to_string(), v.clone()));
                 }
+            } else if let Some(open) = k.find('[') {
+                p.malformed.push((k[..open].to_lowercase(), k.clone()));
             }
             p.plain.entry(lk).or_insert(v);
         }
@@ -51,6 +57,20 @@ impl Params {
 
     pub fn has(&self, name: &str) -> bool {
         self.str(name).is_some()
+    }
+
+    /// Whether a map parameter has at least one well-formed entry.
+    pub fn has_map(&self, name: &str) -> bool {
+        self.maps.get(name).is_some_and(|m| !m.is_empty())
+    }
+
+    /// The first raw name that looks like an entry of map `name` but is not
+    /// of the form `name[N].field`.
+    pub fn malformed_map_key(&self, name: &str) -> Option<&str> {
+        self.malformed
+            .iter()
+            .find(|(m, _)| m == name)
+            .map(|(_, raw)| raw.as_str())
     }
 
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {

@@ -31,7 +31,13 @@ pub struct P {
     pub ty: &'static str,
     pub required: bool,
     pub description: &'static str,
+    /// Longest accepted value of a string parameter, in characters; `listApis`
+    /// advertises it and the dispatcher enforces it.
+    pub length: u32,
 }
+
+/// CloudStack's default `length` of an API parameter.
+pub const DEFAULT_LENGTH: u32 = 255;
 
 pub const fn req(name: &'static str, ty: &'static str, description: &'static str) -> P {
     P {
@@ -39,6 +45,7 @@ pub const fn req(name: &'static str, ty: &'static str, description: &'static str
         ty,
         required: true,
         description,
+        length: DEFAULT_LENGTH,
     }
 }
 pub const fn opt(name: &'static str, ty: &'static str, description: &'static str) -> P {
@@ -47,6 +54,15 @@ pub const fn opt(name: &'static str, ty: &'static str, description: &'static str
         ty,
         required: false,
         description,
+        length: DEFAULT_LENGTH,
+    }
+}
+
+impl P {
+    /// The same parameter with a longer (or shorter) limit than the default.
+    pub const fn len(mut self, length: u32) -> P {
+        self.length = length;
+        self
     }
 }
 

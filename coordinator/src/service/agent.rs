@@ -4,8 +4,8 @@
 //! the request, as real ones do.
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,10 +143,7 @@ impl Simulator {
     }
 
     fn set(&self, host: i64, name: &str, st: PowerState) {
-        self.vms
-            .lock()
-            .expect("simulator lock")
-            .insert((host, name.to_string()), st);
+        self.vms.lock().insert((host, name.to_string()), st);
     }
 }
 
@@ -170,17 +167,13 @@ impl AgentClient for Simulator {
         Ok(())
     }
     async fn expunge(&self, host_id: i64, instance: &str) -> Result<(), AgentError> {
-        self.vms
-            .lock()
-            .expect("simulator lock")
-            .remove(&(host_id, instance.to_string()));
+        self.vms.lock().remove(&(host_id, instance.to_string()));
         Ok(())
     }
     async fn power_state(&self, host_id: i64, instance: &str) -> Result<PowerState, AgentError> {
         Ok(self
             .vms
             .lock()
-            .expect("simulator lock")
             .get(&(host_id, instance.to_string()))
             .copied()
             .unwrap_or(PowerState::Missing))

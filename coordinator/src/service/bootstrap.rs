@@ -197,6 +197,7 @@ impl Service {
             state: "Active".into(),
             created: t,
             removed: None,
+            domain_ids: vec![],
         });
         tx.insert(&DiskOffering {
             id: 2,
@@ -211,6 +212,7 @@ impl Service {
             state: "Active".into(),
             created: t,
             removed: None,
+            domain_ids: vec![],
         });
         tx.insert(&NetworkOffering {
             id: 1,

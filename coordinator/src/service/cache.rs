@@ -35,7 +35,7 @@ type Slot = (u64, Arc<dyn Any + Send + Sync>);
 
 #[derive(Default)]
 pub struct RecordCache {
-    m: std::sync::Mutex<HashMap<(Kind, String), Slot>>,
+    m: parking_lot::Mutex<HashMap<(Kind, String), Slot>>,
 }
 
 /// Entries beyond this are dropped wholesale; the cache refills on demand.
@@ -54,7 +54,7 @@ impl Service {
         // tagged with the older generation, so it is reloaded next time.
         let gen: u64 = kinds.iter().map(|k| self.store.generation(*k)).sum();
         let k = (kinds[0], key);
-        if let Some((g, v)) = self.cache.m.lock().expect("record cache").get(&k) {
+        if let Some((g, v)) = self.cache.m.lock().get(&k) {
             if *g == gen {
                 if let Some(t) = v.downcast_ref::<T>() {
                     return Ok(t.clone());
@@ -62,7 +62,7 @@ impl Service {
             }
         }
         let v = load.await?;
-        let mut m = self.cache.m.lock().expect("record cache");
+        let mut m = self.cache.m.lock();
         if m.len() >= MAX_ENTRIES {
             m.clear();
         }

@@ -11,8 +11,8 @@ use crate::store::observed::CommitObserver;
 use crate::store::records::Vm;
 use crate::store::{Kind, Op};
 use orrery_model::VmState;
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 /// States in which an instance holds capacity on its host.
 pub(crate) fn holds_capacity(s: VmState) -> bool {
@@ -64,7 +64,7 @@ impl CapacityView {
     }
 
     fn put(&self, id: i64, version: i64, holding: Option<(i64, pl::Instance)>) {
-        let mut m = self.entries.lock().expect("capacity view");
+        let mut m = self.entries.lock();
         match m.get(&id) {
             Some(e) if e.version >= version => {}
             _ => {
@@ -75,7 +75,7 @@ impl CapacityView {
 
     /// Instances holding capacity in a zone, reservations included.
     pub fn instances(&self, zone_id: i64) -> Vec<pl::Instance> {
-        let m = self.entries.lock().expect("capacity view");
+        let m = self.entries.lock();
         let mut out: Vec<pl::Instance> = m
             .values()
             .filter_map(|e| match &e.holding {
@@ -83,7 +83,7 @@ impl CapacityView {
                 _ => None,
             })
             .collect();
-        let r = self.reserved.lock().expect("capacity reservations");
+        let r = self.reserved.lock();
         for (id, (z, i)) in r.iter() {
             let committed = m.get(id).is_some_and(|e| e.holding.is_some());
             if *z == zone_id && !committed {
@@ -99,20 +99,14 @@ impl CapacityView {
         v.host_id = Some(host_id);
         v.state = VmState::Starting;
         if let Some(h) = holding(&v) {
-            self.reserved
-                .lock()
-                .expect("capacity reservations")
-                .insert(vm.id, h);
+            self.reserved.lock().insert(vm.id, h);
         }
     }
 
     /// Ends a reservation; by then the commit it covered has either landed
     /// (and the entry holds the capacity) or failed.
     pub fn release(&self, vm_id: i64) {
-        self.reserved
-            .lock()
-            .expect("capacity reservations")
-            .remove(&vm_id);
+        self.reserved.lock().remove(&vm_id);
     }
 }
 

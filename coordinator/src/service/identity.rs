@@ -148,7 +148,38 @@ impl Service {
         Ok(Some(c))
     }
 
+    /// Checks a password login. Failures are counted per user and source
+    /// address; past `login.failures.max` within the lockout window further
+    /// attempts fail without being checked, right password or not, until
+    /// `login.failures.lockout` seconds have passed.
     pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        domain_path: &str,
+        source: std::net::IpAddr,
+    ) -> SResult<Option<(Caller, Session)>> {
+        let key = (
+            normalise_domain_path(domain_path).to_lowercase(),
+            username.to_lowercase(),
+            source,
+        );
+        let max = self.setting_i64("login.failures.max").max(1) as u32;
+        let lockout = self.setting_i64("login.failures.lockout").max(1);
+        if self.login_throttle.lock().locked(&key, now()) {
+            tracing::warn!(user = username, %source, "login refused: too many failures");
+            return Ok(None);
+        }
+        let r = self.check_login(username, password, domain_path).await?;
+        let mut t = self.login_throttle.lock();
+        match &r {
+            Some(_) => t.succeeded(&key),
+            None => t.failed(key, now(), max, lockout),
+        }
+        Ok(r)
+    }
+
+    async fn check_login(
         &self,
         username: &str,
         password: &str,
@@ -346,5 +377,129 @@ mod tests {
         assert_eq!(normalise_domain_path("/"), "ROOT");
         assert_eq!(normalise_domain_path("ROOT/a"), "ROOT/a");
         assert_eq!(normalise_domain_path("/a/b"), "ROOT/a/b");
+    }
+}
+
+/// (domain path, user name, source address), all as the attempt gave them.
+pub type LoginKey = (String, String, std::net::IpAddr);
+
+/// Failed logins per user and source. Pure bookkeeping over given times, so
+/// the rules are tested without waiting.
+#[derive(Debug, Default)]
+pub struct LoginThrottle {
+    entries: HashMap<LoginKey, Failures>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    /// When the count started; failures older than the lockout window are
+    /// forgotten.
+    since: i64,
+    locked_until: Option<i64>,
+}
+
+/// Entries kept at most; beyond it, expired ones are dropped first, so a
+/// flood of made-up names cannot grow memory without bound.
+const THROTTLE_ENTRIES: usize = 100_000;
+
+impl LoginThrottle {
+    pub fn locked(&self, key: &LoginKey, now: i64) -> bool {
+        self.entries
+            .get(key)
+            .and_then(|f| f.locked_until)
+            .is_some_and(|until| now < until)
+    }
+
+    pub fn failed(&mut self, key: LoginKey, now: i64, max: u32, lockout: i64) {
+        if self.entries.len() >= THROTTLE_ENTRIES && !self.entries.contains_key(&key) {
+            self.entries
+                .retain(|_, f| f.locked_until.is_some_and(|u| now < u) || now - f.since < lockout);
+            if self.entries.len() >= THROTTLE_ENTRIES {
+                // Still full of live entries: forget the oldest half.
+                let mut since: Vec<i64> = self.entries.values().map(|f| f.since).collect();
+                since.sort_unstable();
+                let cut = since[since.len() / 2];
+                self.entries.retain(|_, f| f.since > cut);
+            }
+        }
+        let f = self.entries.entry(key).or_insert(Failures {
+            count: 0,
+            since: now,
+            locked_until: None,
+        });
+        if f.locked_until.is_some_and(|u| now >= u) || now - f.since >= lockout {
+            *f = Failures {
+                count: 0,
+                since: now,
+                locked_until: None,
+            };
+        }
+        f.count += 1;
+        if f.count >= max {
+            f.locked_until = Some(now + lockout);
+        }
+    }
+
+    pub fn succeeded(&mut self, key: &LoginKey) {
+        self.entries.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    fn key(user: &str, ip: &str) -> LoginKey {
+        ("/".into(), user.into(), ip.parse().unwrap())
+    }
+
+    #[test]
+    fn locks_after_max_failures_until_the_lockout_ends() {
+        let mut t = LoginThrottle::default();
+        let k = key("alice", "10.0.0.1");
+        for i in 0..4 {
+            t.failed(k.clone(), 100 + i, 5, 60);
+            assert!(!t.locked(&k, 100 + i));
+        }
+        t.failed(k.clone(), 104, 5, 60);
+        assert!(t.locked(&k, 104));
+        assert!(t.locked(&k, 163));
+        assert!(!t.locked(&k, 164));
+        // Another source or another user is not affected.
+        assert!(!t.locked(&key("alice", "10.0.0.2"), 110));
+        assert!(!t.locked(&key("bob", "10.0.0.1"), 110));
+        // After the lockout the count starts again.
+        t.failed(k.clone(), 170, 5, 60);
+        assert!(!t.locked(&k, 170));
+    }
+
+    #[test]
+    fn success_clears_and_old_failures_expire() {
+        let mut t = LoginThrottle::default();
+        let k = key("alice", "10.0.0.1");
+        for i in 0..4 {
+            t.failed(k.clone(), i, 5, 60);
+        }
+        t.succeeded(&k);
+        t.failed(k.clone(), 5, 5, 60);
+        assert!(!t.locked(&k, 5));
+        // Four failures, then a pause longer than the window: no lock.
+        let mut t = LoginThrottle::default();
+        for i in 0..4 {
+            t.failed(k.clone(), i, 5, 60);
+        }
+        t.failed(k.clone(), 100, 5, 60);
+        assert!(!t.locked(&k, 100));
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut t = LoginThrottle::default();
+        for i in 0..(THROTTLE_ENTRIES as u32 + 10) {
+            let ip = std::net::IpAddr::from(i.to_be_bytes());
+            t.failed(("/".into(), "x".into(), ip), 0, 5, 60);
+        }
+        assert!(t.entries.len() <= THROTTLE_ENTRIES);
     }
 }

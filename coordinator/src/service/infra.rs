@@ -110,13 +110,39 @@ pub fn address_plan(
     let mask = u32::MAX << (32 - bits);
     let base = u32::from(gw) & mask;
     let broadcast = base | !mask;
-    let start = match start {
-        Some(s) => ipv4("startip", s)?,
-        None => Ipv4Addr::from(base + 1),
+    // A range left out is the subnet's host addresses without the gateway:
+    // the larger side of it when the gateway sits in the middle.
+    let g = u32::from(gw);
+    let (lo, hi) = if g > base && g < broadcast {
+        if g - base > broadcast - g {
+            (base + 1, g - 1)
+        } else {
+            (g + 1, broadcast - 1)
+        }
+    } else {
+        (base + 1, broadcast - 1)
     };
-    let end = match end {
-        Some(e) => ipv4("endip", e)?,
-        None => Ipv4Addr::from(broadcast - 1),
+    let (start, end) = match (start, end) {
+        (None, None) => (Ipv4Addr::from(lo), Ipv4Addr::from(hi)),
+        (Some(st), None) => {
+            let st = ipv4("startip", st)?;
+            let e = if u32::from(st) < g && g < broadcast {
+                g - 1
+            } else {
+                broadcast - 1
+            };
+            (st, Ipv4Addr::from(e))
+        }
+        (None, Some(en)) => {
+            let en = ipv4("endip", en)?;
+            let st = if g > base && g < u32::from(en) {
+                g + 1
+            } else {
+                base + 1
+            };
+            (Ipv4Addr::from(st), en)
+        }
+        (Some(st), Some(en)) => (ipv4("startip", st)?, ipv4("endip", en)?),
     };
     for (p, a) in [("startip", start), ("endip", end)] {
         if !in_net(a, base, bits) || u32::from(a) == base || u32::from(a) == broadcast {
@@ -557,10 +583,18 @@ mod tests {
     #[test]
     fn address_plan_checks_the_range_against_the_subnet() {
         let (cidr, mask, s, e) = address_plan("10.1.1.1", "255.255.255.0", None, None).unwrap();
+        // The default range leaves the gateway out.
         assert_eq!(
             (cidr.as_str(), mask.as_str(), s.as_str(), e.as_str()),
-            ("10.1.1.0/24", "255.255.255.0", "10.1.1.1", "10.1.1.254")
+            ("10.1.1.0/24", "255.255.255.0", "10.1.1.2", "10.1.1.254")
         );
+        let (_, _, s, e) = address_plan("10.1.1.254", "255.255.255.0", None, None).unwrap();
+        assert_eq!((s.as_str(), e.as_str()), ("10.1.1.1", "10.1.1.253"));
+        let (_, _, s, e) = address_plan("10.1.1.200", "255.255.255.0", None, None).unwrap();
+        assert_eq!((s.as_str(), e.as_str()), ("10.1.1.1", "10.1.1.199"));
+        let (_, _, s, e) =
+            address_plan("10.1.1.1", "255.255.255.0", Some("10.1.1.10"), None).unwrap();
+        assert_eq!((s.as_str(), e.as_str()), ("10.1.1.10", "10.1.1.254"));
         let err = address_plan("10.1.1.1", "255.255.255.0", Some("10.1.2.5"), None).unwrap_err();
         assert!(err.text.contains("startip"), "{}", err.text);
         let err = address_plan(

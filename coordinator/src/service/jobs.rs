@@ -211,11 +211,11 @@ impl Service {
             .then(|| job.instance_uuid.clone())
             .flatten();
         if let Some(u) = &vm_uuid {
-            self.busy.lock().expect("busy lock").insert(u.clone());
+            self.busy.lock().insert(u.clone());
         }
         let outcome = self.execute(&caller, work).await;
         if let Some(u) = &vm_uuid {
-            self.busy.lock().expect("busy lock").remove(u);
+            self.busy.lock().remove(u);
         }
         let outcome = match outcome {
             Ok(out) => match self.renderer().render(self, &caller, &out, &job.uuid).await {
@@ -224,7 +224,34 @@ impl Service {
             },
             Err(e) => Err(e),
         };
-        self.finish_job(job.id, outcome).await
+        // A job's outcome is written whatever it takes: with the data disk
+        // full, the write fails until space comes back, and a job left
+        // pending would hang its client for good.
+        retry_until_written("job completion", || {
+            self.finish_job(job.id, outcome.clone())
+        })
+        .await;
+        if let Some(u) = &vm_uuid {
+            // The job may have failed to record the instance's new state too
+            // (Starting, Creating), holding capacity: settle it from what the
+            // host reports.
+            retry_until_written("instance state after a job", || {
+                self.settle_if_transitional(u)
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn settle_if_transitional(&self, vm_uuid: &str) -> SResult<()> {
+        let Some(vm) = self.store.load_uuid::<Vm>(vm_uuid).await? else {
+            return Ok(());
+        };
+        if vm.state.is_transitional() && !self.is_busy(vm_uuid) {
+            tracing::warn!(vm = %vm.uuid, state = vm.state.as_str(), "instance left in a transitional state by its job; settling it");
+            self.settle(vm).await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn finish_job(&self, job_id: i64, outcome: SResult<Value>) -> SResult<()> {
@@ -345,4 +372,32 @@ fn class_name(command: &str) -> String {
     }
     // CloudStack abbreviates VirtualMachine in its class names (DeployVMCmd).
     format!("{}Cmd", c.replace("VirtualMachine", "VM"))
+}
+
+/// Runs `write` until it succeeds, backing off from 50 ms to 5 s between
+/// tries. For bookkeeping that must not be lost when the store refuses
+/// writes for a while (a full disk); every failure is logged.
+pub(crate) async fn retry_until_written<F, Fut>(what: &str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = SResult<()>>,
+{
+    let mut pause = std::time::Duration::from_millis(50);
+    let mut tries = 0u32;
+    loop {
+        match write().await {
+            Ok(()) => {
+                if tries > 0 {
+                    tracing::info!(what, tries, "written after retrying");
+                }
+                return;
+            }
+            Err(e) => {
+                tries += 1;
+                tracing::warn!(what, tries, error = %e, "could not write; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
 }

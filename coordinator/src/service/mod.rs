@@ -11,6 +11,7 @@ pub mod identity;
 pub mod infra;
 pub mod jobs;
 pub mod leases;
+pub mod offerings;
 pub mod placing;
 pub mod schedules;
 pub mod settings;
@@ -25,9 +26,10 @@ use crate::error::ApiError;
 use crate::store::records::*;
 use crate::store::{Col, Cond, DynStore, Entity, Query, StoreExt, Tx, Val};
 use agent::AgentClient;
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 pub type SResult<T> = Result<T, ApiError>;
 
@@ -88,7 +90,7 @@ pub struct Service {
     pub(crate) domain_paths: RwLock<HashMap<i64, String>>,
     /// Instances a job of this process is working on; host reports leave
     /// them to the job.
-    pub(crate) busy: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub(crate) busy: parking_lot::Mutex<std::collections::HashSet<String>>,
     renderer: std::sync::OnceLock<Arc<dyn jobs::Renderer>>,
     /// Capacity held per host, from every committed instance change.
     pub(crate) capacity: Arc<capacity::CapacityView>,
@@ -102,9 +104,11 @@ pub struct Service {
     /// Sampling settings as agents should apply them.
     pub(crate) stats_config: tokio::sync::watch::Sender<stats::StatsSettings>,
     /// Instance and volume ids by uuid, for statistics reports.
-    pub(crate) stats_ids: std::sync::Mutex<HashMap<String, i64>>,
+    pub(crate) stats_ids: parking_lot::Mutex<HashMap<String, i64>>,
     /// API latency per command, for the metrics endpoint.
     pub metrics: crate::metrics::ApiMetrics,
+    /// Failed password logins per user and source.
+    pub(crate) login_throttle: parking_lot::Mutex<identity::LoginThrottle>,
 }
 
 impl Service {
@@ -137,7 +141,7 @@ impl Service {
             clock: RwLock::new(Arc::new(orrery_schedule::clock::SystemClock)),
             stats,
             stats_config: tokio::sync::watch::channel(stats::StatsSettings::default()).0,
-            stats_ids: std::sync::Mutex::new(HashMap::new()),
+            stats_ids: parking_lot::Mutex::new(HashMap::new()),
             metrics: crate::metrics::ApiMetrics::default(),
             store,
             agents,
@@ -146,8 +150,9 @@ impl Service {
             place_lock: tokio::sync::Mutex::new(()),
             ip_pools: tokio::sync::Mutex::new(HashMap::new()),
             domain_paths: RwLock::new(HashMap::new()),
-            busy: std::sync::Mutex::new(std::collections::HashSet::new()),
+            busy: parking_lot::Mutex::new(std::collections::HashSet::new()),
             renderer: std::sync::OnceLock::new(),
+            login_throttle: parking_lot::Mutex::new(identity::LoginThrottle::default()),
         });
         svc.reload_settings().await?;
         svc.refresh_stats_settings();
@@ -156,7 +161,7 @@ impl Service {
 
     pub async fn reload_settings(&self) -> SResult<()> {
         let all: Vec<Config> = self.store.all(Query::new()).await?;
-        let mut m = self.settings.write().expect("settings lock");
+        let mut m = self.settings.write();
         m.clear();
         for c in all {
             m.insert((c.scope, c.scope_id.unwrap_or(0), c.name), c.value);
@@ -167,7 +172,7 @@ impl Service {
     /// A setting's effective value: account, then cluster, then zone override,
     /// then the global value, then the default.
     pub fn setting(&self, name: &str, scopes: &[(&str, i64)]) -> String {
-        let m = self.settings.read().expect("settings lock");
+        let m = self.settings.read();
         for (scope, id) in scopes {
             if let Some(v) = m.get(&(scope.to_string(), *id, name.to_string())) {
                 return v.clone();
@@ -182,7 +187,7 @@ impl Service {
     }
 
     pub fn is_busy(&self, vm_uuid: &str) -> bool {
-        self.busy.lock().expect("busy lock").contains(vm_uuid)
+        self.busy.lock().contains(vm_uuid)
     }
 
     pub fn setting_i64(&self, name: &str) -> i64 {
@@ -198,12 +203,11 @@ impl Service {
     pub(crate) fn cache_setting(&self, scope: &str, id: i64, name: &str, value: &str) {
         self.settings
             .write()
-            .expect("settings lock")
             .insert((scope.to_string(), id, name.to_string()), value.to_string());
     }
 
     pub async fn domain_path(&self, id: i64) -> SResult<String> {
-        if let Some(p) = self.domain_paths.read().expect("lock").get(&id) {
+        if let Some(p) = self.domain_paths.read().get(&id) {
             return Ok(p.clone());
         }
         let d: Domain = self
@@ -211,10 +215,7 @@ impl Service {
             .load(id)
             .await?
             .ok_or_else(|| ApiError::internal(format!("domain {id} missing")))?;
-        self.domain_paths
-            .write()
-            .expect("lock")
-            .insert(id, d.path.clone());
+        self.domain_paths.write().insert(id, d.path.clone());
         Ok(d.path)
     }
 

@@ -94,6 +94,11 @@ pub static SETTINGS: &[Setting] = &[
     r(s("session.timeout", "1800", Integer, "Advanced", &[], "Seconds a login session stays valid without use"), 60.0, 1e7),
     s("allow.user.expunge.recover.vm", "false", Boolean, "Advanced", &["account"], "Users may expunge and recover their instances"),
     s("vm.destroy.forcestop", "false", Boolean, "Advanced", &[], "Force-stop an instance when destroying it"),
+    s("secstorage.allowed.internal.sites", "", SettingType::String, "Advanced", &[], "Comma-separated CIDRs of internal addresses (loopback, link-local, private, this server's own) that template and ISO URLs may point at; none by default"),
+    s("backup.framework.enabled", "false", Boolean, "Advanced", &["zone"], "Whether the backup and recovery framework is enabled"),
+    s("backup.framework.provider.plugin", "dummy", SettingType::String, "Advanced", &["zone"], "The backup and recovery provider plugin"),
+    r(s("login.failures.max", "5", Integer, "Secure", &[], "Failed logins of one user from one address after which further attempts are refused for login.failures.lockout seconds"), 1.0, 1e6),
+    r(s("login.failures.lockout", "60", Integer, "Secure", &[], "Seconds logins stay refused after login.failures.max failures"), 1.0, 1e7),
 ];
 
 pub fn find(name: &str) -> Option<&'static Setting> {
@@ -125,7 +130,13 @@ pub fn validate(setting: &Setting, value: &str) -> Result<String, String> {
             check_range(setting, n)?;
             Ok(v.to_string())
         }
-        SettingType::String => Ok(value.to_string()),
+        SettingType::String => {
+            if setting.name == "secstorage.allowed.internal.sites" {
+                super::templates::parse_allowed(v)
+                    .map_err(|e| format!("value for {}: {e}", setting.name))?;
+            }
+            Ok(value.to_string())
+        }
     }
 }
 

@@ -62,7 +62,7 @@ struct State {
 
 pub struct StatsHub {
     store: Box<dyn StatsStore>,
-    state: std::sync::Mutex<State>,
+    state: parking_lot::Mutex<State>,
 }
 
 /// The figures of one interval, as CloudStack shows statistics.
@@ -171,11 +171,11 @@ impl StatsHub {
         let store = Box::new(SqliteStats::open(&data_dir.join("stats.db"))?);
         let hub = StatsHub {
             store,
-            state: std::sync::Mutex::new(State::default()),
+            state: parking_lot::Mutex::new(State::default()),
         };
         // Reload the tails saved before the last stop.
         let tails = hub.store.tails().await?;
-        let mut st = hub.state.lock().expect("stats state");
+        let mut st = hub.state.lock();
         for (key, data) in tails {
             match key.kind {
                 SeriesKind::Vm => {
@@ -204,7 +204,7 @@ impl StatsHub {
             entity: vm_id,
         };
         let flush = {
-            let mut st = self.state.lock().expect("stats state");
+            let mut st = self.state.lock();
             let newer = st
                 .latest
                 .get(&vm_id)
@@ -232,7 +232,7 @@ impl StatsHub {
             entity: vol_id,
         };
         let flush = {
-            let mut st = self.state.lock().expect("stats state");
+            let mut st = self.state.lock();
             let prev = st.latest_volume.get(&vol_id).map(|(_, l)| *l);
             if prev.map(|p| p.ts < s.ts).unwrap_or(true) {
                 st.latest_volume.insert(vol_id, (prev, s));
@@ -271,7 +271,7 @@ impl StatsHub {
     /// Learns how many hourly blocks a series has, the first time it needs to.
     async fn note_hot(&self, key: SeriesKey) -> Result<(), StatsStoreError> {
         let known = {
-            let st = self.state.lock().expect("stats state");
+            let st = self.state.lock();
             match key.kind {
                 SeriesKind::Vm => st.vms.get(&key.entity).and_then(|o| o.hot),
                 SeriesKind::Volume => st.volumes.get(&key.entity).and_then(|o| o.hot),
@@ -279,7 +279,7 @@ impl StatsHub {
         };
         if known.is_none() {
             let n = self.store.hot_blocks(key).await?.len() as u32;
-            let mut st = self.state.lock().expect("stats state");
+            let mut st = self.state.lock();
             let hot = match key.kind {
                 SeriesKind::Vm => st.vms.get_mut(&key.entity).map(|o| &mut o.hot),
                 SeriesKind::Volume => st.volumes.get_mut(&key.entity).map(|o| &mut o.hot),
@@ -294,7 +294,7 @@ impl StatsHub {
     /// Saves the open rows of every series that changed since the last time.
     pub async fn save_tails(&self) -> Result<usize, StatsStoreError> {
         let tails: Vec<(SeriesKey, Vec<u8>)> = {
-            let mut st = self.state.lock().expect("stats state");
+            let mut st = self.state.lock();
             let mut out = Vec::new();
             for (id, o) in st.vms.iter_mut().filter(|(_, o)| o.dirty) {
                 o.dirty = false;
@@ -380,7 +380,7 @@ impl StatsHub {
                 rows.extend(s.into_iter().map(|x| (x.ts(), x)));
             }
         }
-        let open_rows = open(&self.state.lock().expect("stats state")).unwrap_or_default();
+        let open_rows = open(&self.state.lock()).unwrap_or_default();
         rows.extend(
             open_rows
                 .into_iter()
@@ -394,14 +394,14 @@ impl StatsHub {
 
     /// The latest figures of an instance.
     pub fn vm_latest(&self, vm_id: i64) -> Option<VmFigures> {
-        let st = self.state.lock().expect("stats state");
+        let st = self.state.lock();
         st.latest
             .get(&vm_id)
             .map(|(prev, cur)| vm_figures(prev.as_ref(), cur))
     }
 
     pub fn volume_latest(&self, vol_id: i64) -> Option<VolumeFigures> {
-        let st = self.state.lock().expect("stats state");
+        let st = self.state.lock();
         st.latest_volume
             .get(&vol_id)
             .map(|(prev, cur)| volume_figures(prev.as_ref(), cur))
@@ -409,7 +409,7 @@ impl StatsHub {
 
     /// The latest figures of every instance, for the metrics endpoint.
     pub fn all_latest(&self) -> Vec<(i64, VmFigures)> {
-        let st = self.state.lock().expect("stats state");
+        let st = self.state.lock();
         st.latest
             .iter()
             .map(|(id, (prev, cur))| (*id, vm_figures(prev.as_ref(), cur)))
@@ -432,7 +432,7 @@ impl StatsHub {
             // cut-off (expunged or long stopped instances) are forgotten,
             // tails included.
             let gone: Vec<SeriesKey> = {
-                let mut st = self.state.lock().expect("stats state");
+                let mut st = self.state.lock();
                 for o in st.vms.values_mut() {
                     let before = o.rows.len();
                     o.rows.retain(|s| s.ts >= cutoff);
@@ -560,7 +560,7 @@ impl Service {
     /// The id of a live instance or volume by uuid; ids never change, so
     /// they are kept once found.
     async fn id_by_uuid<E: Entity + Owned>(&self, uuid: &str) -> SResult<Option<i64>> {
-        if let Some(id) = self.stats_ids.lock().expect("stats ids").get(uuid) {
+        if let Some(id) = self.stats_ids.lock().get(uuid) {
             return Ok(Some(*id));
         }
         let id = self
@@ -570,7 +570,7 @@ impl Service {
             .filter(|e| !e.is_removed())
             .map(|e| e.id());
         if let Some(i) = id {
-            let mut m = self.stats_ids.lock().expect("stats ids");
+            let mut m = self.stats_ids.lock();
             if m.len() > 200_000 {
                 m.clear();
             }

@@ -32,11 +32,22 @@ fn t0() -> DateTime<Utc> {
 }
 
 async fn service_on(dir: &std::path::Path, clock: Arc<ManualClock>) -> Arc<Service> {
+    service_with(dir, clock, |s| s, std::time::Duration::ZERO).await
+}
+
+/// A service whose store is wrapped (to inject faults) and whose simulated
+/// hosts take `delay` per power change.
+async fn service_with(
+    dir: &std::path::Path,
+    clock: Arc<ManualClock>,
+    wrap: impl FnOnce(crate::store::DynStore) -> crate::store::DynStore,
+    delay: std::time::Duration,
+) -> Arc<Service> {
     let store = SqliteStore::open(&dir.join("orrery.db")).await.unwrap();
     store.migrate().await.unwrap();
     let svc = Service::new(
-        Arc::new(store),
-        Arc::new(agent::Simulator::new(std::time::Duration::ZERO)),
+        wrap(Arc::new(store)),
+        Arc::new(agent::Simulator::new(delay)),
         dir.to_path_buf(),
     )
     .await
@@ -47,6 +58,13 @@ async fn service_on(dir: &std::path::Path, clock: Arc<ManualClock>) -> Arc<Servi
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(|s| s, std::time::Duration::ZERO).await
+}
+
+async fn fixture_with(
+    wrap: impl FnOnce(crate::store::DynStore) -> crate::store::DynStore,
+    delay: std::time::Duration,
+) -> Fixture {
     let dir = std::env::temp_dir().join(format!("orrery-timed-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     // The template's file, as registration would have left it.
@@ -54,7 +72,7 @@ async fn fixture() -> Fixture {
     std::fs::create_dir_all(&tdir).unwrap();
     std::fs::write(tdir.join("t.qcow2"), vec![0u8; 4096]).unwrap();
     let clock = Arc::new(ManualClock::new(t0()));
-    let svc = service_on(&dir, clock.clone()).await;
+    let svc = service_with(&dir, clock.clone(), wrap, delay).await;
     svc.initialise().await.unwrap();
     svc.ensure_simulated_hosts(2).await.unwrap();
     let admin = svc.caller_for_user(2).await.unwrap();
@@ -94,6 +112,12 @@ impl Fixture {
     }
 
     async fn deploy(&self, offering: &ServiceOffering, lease: LeaseRequest) -> Vm {
+        let vm = self.deploy_nowait(offering, lease).await;
+        self.settle(vm.id, VmState::Running).await
+    }
+
+    /// Deploys and returns once the job is accepted.
+    async fn deploy_nowait(&self, offering: &ServiceOffering, lease: LeaseRequest) -> Vm {
         let zone: Zone = self
             .svc
             .store
@@ -152,14 +176,14 @@ impl Fixture {
             lease,
         };
         let (vm, _) = self.svc.deploy(&self.admin, args).await.unwrap();
-        self.settle(vm.id, VmState::Running).await
+        vm
     }
 
     /// Waits for the instance's jobs to bring it to `state`.
     async fn settle(&self, id: i64, state: VmState) -> Vm {
         for _ in 0..200 {
             let vm: Vm = self.svc.store.load(id).await.unwrap().unwrap();
-            if vm.state == state && !self.svc.busy.lock().unwrap().contains(&vm.uuid) {
+            if vm.state == state && !self.svc.busy.lock().contains(&vm.uuid) {
                 return vm;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
@@ -664,4 +688,147 @@ async fn schedule_input_errors_name_the_parameter() {
     }
     let all: Vec<VmSchedule> = f.svc.store.all(Query::new()).await.unwrap();
     assert_eq!(all.len(), 1, "failed requests stored nothing");
+}
+
+/// A store whose commits fail while `full` is set, as SQLite's do when the
+/// data disk is full; reads keep working.
+struct FullDisk {
+    inner: crate::store::DynStore,
+    full: std::sync::atomic::AtomicBool,
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl crate::store::Store for FullDisk {
+    async fn migrate(&self) -> Result<(), crate::store::StoreError> {
+        self.inner.migrate().await
+    }
+    async fn is_initialised(&self) -> Result<bool, crate::store::StoreError> {
+        self.inner.is_initialised().await
+    }
+    async fn get(
+        &self,
+        kind: crate::store::Kind,
+        id: i64,
+    ) -> Result<Option<crate::store::Row>, crate::store::StoreError> {
+        self.inner.get(kind, id).await
+    }
+    async fn get_by_uuid(
+        &self,
+        kind: crate::store::Kind,
+        uuid: &str,
+    ) -> Result<Option<crate::store::Row>, crate::store::StoreError> {
+        self.inner.get_by_uuid(kind, uuid).await
+    }
+    async fn find(
+        &self,
+        kind: crate::store::Kind,
+        q: &Query,
+    ) -> Result<(Vec<crate::store::Row>, u64), crate::store::StoreError> {
+        self.inner.find(kind, q).await
+    }
+    async fn count(
+        &self,
+        kind: crate::store::Kind,
+        q: &Query,
+    ) -> Result<u64, crate::store::StoreError> {
+        self.inner.count(kind, q).await
+    }
+    async fn allocate_ids(
+        &self,
+        kind: crate::store::Kind,
+        n: i64,
+    ) -> Result<i64, crate::store::StoreError> {
+        self.inner.allocate_ids(kind, n).await
+    }
+    async fn commit(&self, ops: Vec<crate::store::Op>) -> Result<(), crate::store::StoreError> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(crate::store::StoreError::Db(
+                "database or disk is full".into(),
+            ));
+        }
+        self.inner.commit(ops).await
+    }
+    async fn size_bytes(&self) -> Result<u64, crate::store::StoreError> {
+        self.inner.size_bytes().await
+    }
+    fn generation(&self, kind: crate::store::Kind) -> u64 {
+        self.inner.generation(kind)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_leaves_no_job_pending_once_space_is_back() {
+    use std::sync::atomic::Ordering;
+    let disk: Arc<std::sync::OnceLock<Arc<FullDisk>>> = Arc::default();
+    let slot = disk.clone();
+    let f = fixture_with(
+        move |inner| {
+            let d = Arc::new(FullDisk {
+                inner,
+                full: false.into(),
+                refused: 0.into(),
+            });
+            let _ = slot.set(d.clone());
+            d
+        },
+        // Slow hosts, so the disk fills while the starts are on their way.
+        std::time::Duration::from_millis(400),
+    )
+    .await;
+    let disk = disk.get().unwrap().clone();
+    let offering = f.offering(None).await;
+    let mut vms = Vec::new();
+    for _ in 0..6 {
+        vms.push(f.deploy_nowait(&offering, LeaseRequest::default()).await);
+    }
+    disk.full.store(true, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        disk.refused.load(Ordering::SeqCst) > 0,
+        "nothing was refused"
+    );
+    disk.full.store(false, Ordering::SeqCst);
+    // Once space is back every job completes and every instance settles:
+    // Running where the host runs it, nothing Starting or Creating.
+    let mut left = Vec::new();
+    for _ in 0..400 {
+        let jobs: Vec<Job> = f
+            .svc
+            .store
+            .all(Query::new().eq(Col::State, JOB_PENDING.to_string()))
+            .await
+            .unwrap();
+        left.clear();
+        for v in &vms {
+            let vm = f.vm(v.id).await;
+            if vm.state.is_transitional() {
+                left.push(vm.state);
+            }
+        }
+        if jobs.is_empty() && left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(left.is_empty(), "instances still transitional: {left:?}");
+    let pending: Vec<Job> = f
+        .svc
+        .store
+        .all(Query::new().eq(Col::State, JOB_PENDING.to_string()))
+        .await
+        .unwrap();
+    assert!(pending.is_empty(), "{} jobs still pending", pending.len());
+    // Capacity is held only by instances that hold a host.
+    for v in &vms {
+        let vm = f.vm(v.id).await;
+        assert!(
+            matches!(vm.state, VmState::Running | VmState::Stopped),
+            "{:?}",
+            vm.state
+        );
+        assert_eq!(vm.state == VmState::Running, vm.host_id.is_some());
+    }
 }

@@ -243,6 +243,7 @@ impl Service {
             id: vm_id,
             uuid: uuid.clone(),
             version: 1,
+            vnc_password: Some(vnc_password()),
             name: names.name,
             display_name: names.display_name,
             instance_name: names.internal_name,
@@ -597,7 +598,9 @@ impl Service {
             template,
             iso,
             nics: nic_specs,
-            vnc_password: vnc_password(&vm.uuid, &self.data_dir),
+            // Instances made before passwords were stored get a fresh random
+            // one per start rather than one derived from guessable inputs.
+            vnc_password: vm.vnc_password.clone().unwrap_or_else(vnc_password),
             details: vm.details.clone(),
             extraconfig: vm.extraconfig.iter().cloned().collect(),
             smbios_manufacturer: self.setting("vm.metadata.manufacturer", &zone_scope),
@@ -956,7 +959,17 @@ impl Service {
             .store
             .all(Query::new().and(Cond::In(Col::State, states)))
             .await?;
-        for mut vm in vms {
+        for vm in vms {
+            self.settle(vm).await?;
+        }
+        self.settle_running().await
+    }
+
+    /// Brings one instance out of a transitional state from what its host
+    /// reports: after a restart, or after a job that could not record its
+    /// outcome (a full disk) and left it Starting or Creating.
+    pub(crate) async fn settle(&self, mut vm: Vm) -> SResult<()> {
+        {
             let power = match vm.host_id {
                 Some(h) => match self.agents.power_state(h, &vm.instance_name).await {
                     Ok(p) => p,
@@ -965,7 +978,7 @@ impl Service {
                     Err(AgentError::NotConnected(_))
                         if !matches!(vm.state, VmState::Creating | VmState::Expunging) =>
                     {
-                        continue
+                        return Ok(())
                     }
                     Err(_) => PowerState::Missing,
                 },
@@ -975,7 +988,7 @@ impl Service {
                 VmState::Expunging => {
                     let c = self.system_caller().await?;
                     self.exec_expunge(&c, vm.id).await?;
-                    continue;
+                    return Ok(());
                 }
                 VmState::Creating => vm.state = VmState::Stopped,
                 _ if power == PowerState::On => vm.state = VmState::Running,
@@ -988,8 +1001,12 @@ impl Service {
             tx.update(&mut vm);
             self.store.commit(tx.ops).await?;
         }
-        // Running instances whose host no longer knows them (a simulated host
-        // forgets across restarts) are reported powered off.
+        Ok(())
+    }
+
+    /// Running instances whose host no longer knows them (a simulated host
+    /// forgets across restarts) are reported powered off.
+    async fn settle_running(&self) -> SResult<()> {
         let running: Vec<Vm> = self
             .store
             .all(Query::new().eq(Col::State, "Running"))
@@ -1161,12 +1178,27 @@ pub struct VmUpdate {
     pub lease: orrery_schedule::lease::LeaseRequest,
 }
 
+/// Details that size an instance; their values must be positive integers.
+const SIZE_DETAILS: [&str; 5] = ["cpuNumber", "cpuSpeed", "memory", "rootdisksize", "size"];
+
 /// CPU count, speed and memory from a fixed offering, or from `details` within a
 /// custom offering's limits.
 pub fn compute_size(
     o: &ServiceOffering,
     details: &BTreeMap<String, String>,
 ) -> SResult<(i64, i64, i64)> {
+    // Size details are checked even when a fixed offering ignores them: a
+    // request that says memory=abc is wrong whatever the offering.
+    for (k, v) in details {
+        if SIZE_DETAILS.iter().any(|s| s.eq_ignore_ascii_case(k))
+            && !v.trim().parse::<i64>().is_ok_and(|n| n > 0)
+        {
+            return Err(ApiError::param(format!(
+                "Invalid value for parameter details: {k}={} is not a positive integer",
+                v.chars().take(32).collect::<String>()
+            )));
+        }
+    }
     let get = |k: &str| -> SResult<Option<i64>> {
         match details.iter().find(|(dk, _)| dk.eq_ignore_ascii_case(k)) {
             None => Ok(None),
@@ -1285,25 +1317,28 @@ fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A per-instance VNC password (QEMU uses at most 8 characters), derived from
-/// the instance and a secret of this coordinator so it is stable across starts
-/// without being stored.
-fn vnc_password(uuid: &str, data_dir: &std::path::Path) -> String {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(data_dir.to_string_lossy().as_bytes());
-    h.update(std::fs::read(data_dir.join("ca.key")).unwrap_or_default());
-    h.update(uuid.as_bytes());
+/// A random VNC password of 8 characters (QEMU uses at most 8), from the
+/// operating system's generator.
+pub fn vnc_password() -> String {
+    use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    h.finalize()[..8]
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+    let mut rng = rand::rngs::OsRng;
+    (0..8)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vnc_passwords_are_random() {
+        let a = vnc_password();
+        let b = vnc_password();
+        assert_eq!(a.len(), 8);
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn pool_never_repeats_until_released() {
@@ -1346,5 +1381,21 @@ mod tests {
         assert_eq!(compute_size(&o, &d).unwrap(), (2, 1000, 512));
         d.insert("cpuNumber".to_string(), "8".to_string());
         assert!(compute_size(&o, &d).is_err());
+    }
+
+    #[test]
+    fn size_details_must_be_numbers_even_for_fixed_offerings() {
+        let o = ServiceOffering {
+            cpu_number: Some(1),
+            cpu_speed: Some(500),
+            memory: Some(256),
+            ..Default::default()
+        };
+        let mut d = BTreeMap::new();
+        d.insert("memory".to_string(), "abc".to_string());
+        let e = compute_size(&o, &d).unwrap_err();
+        assert!(e.text.contains("parameter details"), "{}", e.text);
+        d.insert("memory".to_string(), "512".to_string());
+        assert_eq!(compute_size(&o, &d).unwrap(), (1, 500, 256));
     }
 }

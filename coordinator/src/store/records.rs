@@ -461,6 +461,9 @@ pub struct ServiceOffering {
     /// STOP or DESTROY, with `lease_duration`.
     #[serde(default)]
     pub lease_expiry_action: Option<String>,
+    /// Domains the offering is restricted to; empty for a global offering.
+    #[serde(default)]
+    pub domain_ids: Vec<i64>,
 }
 entity!(ServiceOffering, Kind::ServiceOffering, |s| Index {
     name: Some(s.name.clone()),
@@ -490,6 +493,9 @@ pub struct DiskOffering {
     pub state: String,
     pub created: i64,
     pub removed: Option<i64>,
+    /// Domains the offering is restricted to; empty for a global offering.
+    #[serde(default)]
+    pub domain_ids: Vec<i64>,
 }
 entity!(DiskOffering, Kind::DiskOffering, |s| Index {
     name: Some(s.name.clone()),
@@ -562,6 +568,10 @@ pub struct Template {
     pub size: i64,
     pub physical_size: i64,
     pub checksum: Option<String>,
+    /// True when a root admin registered a file on the coordinator itself
+    /// (what an operator may do); the download reads it only then.
+    #[serde(default)]
+    pub local_source: bool,
     pub url: String,
     /// File in secondary storage, relative to its root.
     pub path: Option<String>,
@@ -626,6 +636,10 @@ pub struct Vm {
     pub delete_protection: bool,
     pub display_vm: bool,
     pub hypervisor: String,
+    /// The VNC console password, random per instance (QEMU uses at most 8
+    /// characters); never derived from anything an attacker could learn.
+    #[serde(default)]
+    pub vnc_password: Option<String>,
     pub details: BTreeMap<String, String>,
     pub keypairs: Vec<String>,
     pub userdata: Option<String>,

@@ -14,9 +14,10 @@
 //! Each series' unfinished block is kept as a "tail" row, overwritten as it
 //! grows, so a restart loses nothing that was flushed.
 
+use parking_lot::Mutex;
 use rusqlite::{params, Connection};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsStoreError {
@@ -139,9 +140,7 @@ impl SqliteStats {
     ) -> Result<T, StatsStoreError> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut c = conn
-                .lock()
-                .map_err(|_| StatsStoreError::Worker("poisoned".into()))?;
+            let mut c = conn.lock();
             f(&mut c)
         })
         .await

@@ -48,7 +48,7 @@ impl<'a> BitWriter<'a> {
         self.acc |= u128::from(v & mask(width)) << self.len;
         self.len += width;
         while self.len >= 8 {
-            self.out.push(self.acc as u8);
+            self.out.push(self.acc.to_le_bytes()[0]);
             self.acc >>= 8;
             self.len -= 8;
         }
@@ -56,7 +56,7 @@ impl<'a> BitWriter<'a> {
 
     pub(crate) fn finish(self) {
         if self.len > 0 {
-            self.out.push(self.acc as u8);
+            self.out.push(self.acc.to_le_bytes()[0]);
         }
     }
 }
@@ -88,12 +88,19 @@ impl<'a> BitReader<'a> {
             self.acc |= u128::from(b) << self.len;
             self.len += 8;
         }
-        let v = (self.acc as u64) & mask(width);
+        let v = low_u64(self.acc) & mask(width);
         // `width` may be 64 and `acc` is 128 bits wide, so this shift is always in range.
         self.acc >>= width;
         self.len -= width;
         v
     }
+}
+
+/// The low 64 bits of the accumulator; the bits above are the next values'.
+#[inline]
+fn low_u64(x: u128) -> u64 {
+    let b = x.to_le_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 #[cfg(test)]

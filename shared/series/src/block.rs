@@ -69,7 +69,7 @@ fn parse_header(r: &mut Reader<'_>) -> Result<BlockHeader> {
     if columns > MAX_COLUMNS as u64 {
         return Err(Error::Corrupt("column count above the limit"));
     }
-    let rows = rows as usize;
+    let rows = usize::try_from(rows).map_err(|_| Error::Corrupt("row count above the limit"))?;
     let time_range = if rows == 0 {
         None
     } else {
@@ -86,7 +86,8 @@ fn parse_header(r: &mut Reader<'_>) -> Result<BlockHeader> {
     Ok(BlockHeader {
         version,
         rows,
-        columns: columns as usize,
+        columns: usize::try_from(columns)
+            .map_err(|_| Error::Corrupt("column count above the limit"))?,
         time_range,
     })
 }

@@ -157,9 +157,9 @@ fn pfor_width(residuals: &[i64], reference: i64) -> (u32, usize) {
     }
     let mut present = [(0u32, 0usize); 65];
     let mut len = 0;
-    for (w, &count) in histogram.iter().enumerate() {
+    for (w, &count) in (0u32..).zip(histogram.iter()) {
         if count != 0 {
-            present[len] = (w as u32, count);
+            present[len] = (w, count);
             len += 1;
         }
     }
@@ -279,7 +279,8 @@ fn write_packed(out: &mut Vec<u8>, residuals: &[i64], packing: Packing) {
         }
         Packing::Pfor { reference, width } => {
             put_ivarint(out, reference);
-            out.push(width as u8);
+            // Widths are at most 64.
+            out.push(width.to_le_bytes()[0]);
             let mut w = BitWriter::new(out);
             let mut exceptions = 0u64;
             for &r in residuals {
@@ -415,7 +416,8 @@ fn read_packed(r: &mut Reader<'_>, packing: u8, n: usize, dst: &mut Vec<i64>) ->
                 if high == 0 || width == 64 || high & !mask(64 - width) != 0 {
                     return Err(Error::Corrupt("exception value out of range"));
                 }
-                dst[at as usize] |= (high << width) as i64;
+                let slot = usize::try_from(at).map_err(|_| Error::Corrupt("exception position"))?;
+                dst[slot] |= (high << width) as i64;
                 next = at + 1;
             }
             dst.iter_mut().for_each(|o| *o = reference.wrapping_add(*o));
@@ -532,7 +534,7 @@ mod tests {
     fn jittered_timestamps_stay_small() {
         let jitter = [3, -2, 0, 4, -4, 1, 2, -1];
         let values: Vec<i64> = (0..720)
-            .map(|i| 1_700_000_000_000 + i * 60_000 + jitter[i as usize % 8])
+            .map(|i| 1_700_000_000_000 + i * 60_000 + jitter[usize::try_from(i % 8).unwrap()])
             .collect();
         let (bytes, back) = round_trip(&values, true);
         assert_eq!(back, values);

@@ -18,6 +18,9 @@
 //!
 //! Pure: no I/O, no clock, no async runtime.
 
+// A value silently cut to fit a narrower column would corrupt history.
+#![deny(clippy::cast_possible_truncation)]
+
 mod bits;
 mod block;
 mod column;

@@ -81,8 +81,11 @@ pub fn percent_to_hundredths(percent: f64) -> u32 {
     if percent.is_nan() || percent <= 0.0 {
         return 0;
     }
-    // `as` saturates for floats beyond the target range.
-    (percent * 100.0).round() as u32
+    // `as` saturates for floats beyond the target range, which is the
+    // intent: an absurd percentage is capped, never wrapped.
+    #[allow(clippy::cast_possible_truncation)]
+    let hundredths = (percent * 100.0).round() as u32;
+    hundredths
 }
 
 /// One volume's statistics at one moment.

@@ -4,6 +4,9 @@ use super::*;
 use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::{date, Obj, Reply};
 use crate::cmd;
+use crate::service::offerings::{
+    NewDiskOffering, NewServiceOffering, OfferingFilter, OfferingUpdate,
+};
 use crate::service::{new_uuid, now};
 use crate::store::{Col, Query, Tx};
 use serde_json::{json, Value};
@@ -79,6 +82,11 @@ pub fn commands() -> Vec<Command> {
                     "leaseexpiryaction",
                     "string",
                     "STOP or DESTROY when the lease expires"
+                ),
+                opt(
+                    "domainid",
+                    "list",
+                    "domains the offering is for; left out, it is global (root admins only)"
                 )
             ],
             SO_FIELDS,
@@ -93,6 +101,7 @@ pub fn commands() -> Vec<Command> {
                 opt("id", "uuid", "offering"),
                 opt("name", "string", "name"),
                 opt("issystem", "boolean", "system offerings"),
+                opt("domainid", "uuid", "only offerings of this domain"),
                 PAGING[0],
                 PAGING[1],
                 PAGING[2]
@@ -133,10 +142,37 @@ pub fn commands() -> Vec<Command> {
                 opt("displaytext", "string", "description"),
                 opt("disksize", "long", "GB"),
                 opt("customized", "boolean", "custom size"),
-                opt("tags", "string", "storage tags")
+                opt("tags", "string", "storage tags"),
+                opt(
+                    "domainid",
+                    "list",
+                    "domains the offering is for; left out, it is global (root admins only)"
+                )
             ],
             DO_FIELDS,
             create_do
+        ),
+        cmd!(
+            "updateDiskOffering",
+            "Updates a disk offering's name and description.",
+            false,
+            Admins,
+            &[
+                req("id", "uuid", "offering"),
+                opt("name", "string", "name"),
+                opt("displaytext", "string", "description")
+            ],
+            DO_FIELDS,
+            update_do
+        ),
+        cmd!(
+            "deleteDiskOffering",
+            "Deletes a disk offering; volumes made from it keep their size.",
+            false,
+            Admins,
+            &[req("id", "uuid", "offering")],
+            SUCCESS,
+            delete_do
         ),
         cmd!(
             "listDiskOfferings",
@@ -146,6 +182,7 @@ pub fn commands() -> Vec<Command> {
             &[
                 opt("id", "uuid", "offering"),
                 opt("name", "string", "name"),
+                opt("domainid", "uuid", "only offerings of this domain"),
                 PAGING[0],
                 PAGING[1],
                 PAGING[2]
@@ -192,7 +229,12 @@ pub fn commands() -> Vec<Command> {
             &[
                 req("name", "string", "name"),
                 req("displaytext", "string", "description"),
-                req("url", "string", "http(s) URL, file:// URL or absolute path"),
+                req(
+                    "url",
+                    "string",
+                    "http(s) URL; root admins may also give a file:// URL or an absolute path"
+                )
+                .len(2048),
                 req("format", "string", "QCOW2, RAW, VHD, OVA"),
                 req("hypervisor", "string", "KVM, Simulator, VMware"),
                 opt("ostypeid", "uuid", "OS type"),
@@ -220,7 +262,12 @@ pub fn commands() -> Vec<Command> {
             &[
                 req("name", "string", "name"),
                 req("displaytext", "string", "description"),
-                req("url", "string", "URL or path"),
+                req(
+                    "url",
+                    "string",
+                    "http(s) URL; root admins may also give a file:// URL or an absolute path"
+                )
+                .len(2048),
                 opt("ostypeid", "uuid", "OS type"),
                 opt("zoneid", "uuid", "zone"),
                 opt("checksum", "string", "checksum"),
@@ -305,8 +352,17 @@ pub fn commands() -> Vec<Command> {
     ]
 }
 
-fn so_json(o: &ServiceOffering) -> Value {
-    Obj::new()
+fn domain_fields(x: Obj, domains: &[Domain]) -> Obj {
+    if domains.is_empty() {
+        return x;
+    }
+    let ids: Vec<&str> = domains.iter().map(|d| d.uuid.as_str()).collect();
+    let names: Vec<&str> = domains.iter().map(|d| d.name.as_str()).collect();
+    x.s("domainid", ids.join(",")).s("domain", names.join(","))
+}
+
+fn so_json(o: &ServiceOffering, domains: &[Domain]) -> Value {
+    let x = Obj::new()
         .s("id", &o.uuid)
         .s("name", &o.name)
         .s("displaytext", &o.display_text)
@@ -331,88 +387,66 @@ fn so_json(o: &ServiceOffering) -> Value {
                 .ov("minmemory", o.min_memory)
                 .ov("maxmemory", o.max_memory)
         })
-        .ov("rootdisksize", o.root_disk_size)
-        .build()
+        .ov("rootdisksize", o.root_disk_size);
+    domain_fields(x, domains).build()
 }
 
-async fn create_so(ctx: Ctx) -> Result<Reply, ApiError> {
-    let name = ctx.p.required("name")?;
-    let cpu = ctx.p.i64_range("cpunumber", 1, 1024)?;
-    let speed = ctx.p.i64_range("cpuspeed", 1, 1_000_000)?;
-    let mem = ctx.p.i64_range("memory", 32, 16 * 1024 * 1024)?;
-    let customized = ctx
-        .p
-        .bool("customized")
-        .unwrap_or(cpu.is_none() || mem.is_none());
-    if !customized && (cpu.is_none() || mem.is_none()) {
-        return Err(ApiError::param(
-            "A fixed offering needs cpunumber and memory; set customized=true for a custom one",
-        ));
-    }
-    let (min_cpu, max_cpu) = (
-        ctx.p.i64_range("mincpunumber", 1, 1024)?,
-        ctx.p.i64_range("maxcpunumber", 1, 1024)?,
-    );
-    let (min_mem, max_mem) = (
-        ctx.p.i64_range("minmemory", 32, 16 * 1024 * 1024)?,
-        ctx.p.i64_range("maxmemory", 32, 16 * 1024 * 1024)?,
-    );
-    if matches!((min_cpu, max_cpu), (Some(a), Some(b)) if a > b)
-        || matches!((min_mem, max_mem), (Some(a), Some(b)) if a > b)
-    {
-        return Err(ApiError::param(
-            "The minimum of a custom offering must not exceed its maximum",
-        ));
-    }
+async fn so_reply(ctx: &Ctx, o: &ServiceOffering) -> Result<Value, ApiError> {
+    Ok(so_json(o, &ctx.svc.offering_domains(o).await?))
+}
+
+/// `domainid`: one uuid or a comma-separated list; absent for a global record.
+fn domain_list(ctx: &Ctx) -> Vec<String> {
+    ctx.p.list("domainid")
+}
+
+fn decode_new_so(ctx: &Ctx) -> Result<NewServiceOffering, ApiError> {
     let storage = ctx.p.str("storagetype").unwrap_or("shared").to_lowercase();
     if storage != "shared" && storage != "local" {
         return Err(ApiError::param(
             "Invalid value for parameter storagetype: use shared or local",
         ));
     }
-    let (lease_duration, lease_expiry_action) = offering_lease(&ctx)?;
-    let o = ServiceOffering {
-        lease_duration,
-        lease_expiry_action,
-        id: ctx.svc.store.new_id::<ServiceOffering>().await?,
-        uuid: new_uuid(),
-        version: 1,
-        name: name.to_string(),
-        display_text: ctx.p.str("displaytext").unwrap_or(name).to_string(),
-        cpu_number: cpu,
-        cpu_speed: speed.or(if cpu.is_some() { Some(1000) } else { None }),
-        memory: mem,
-        customized,
-        min_cpu,
-        max_cpu,
-        min_memory: min_mem,
-        max_memory: max_mem,
+    let (lease_duration, lease_expiry_action) = offering_lease(ctx)?;
+    Ok(NewServiceOffering {
+        name: ctx.p.required("name")?.to_string(),
+        display_text: ctx.p.str("displaytext").map(str::to_string),
+        cpu_number: ctx.p.i64_range("cpunumber", 1, 1024)?,
+        cpu_speed: ctx.p.i64_range("cpuspeed", 1, 1_000_000)?,
+        memory: ctx.p.i64_range("memory", 32, 16 * 1024 * 1024)?,
+        customized: ctx.p.bool("customized"),
+        min_cpu: ctx.p.i64_range("mincpunumber", 1, 1024)?,
+        max_cpu: ctx.p.i64_range("maxcpunumber", 1, 1024)?,
+        min_memory: ctx.p.i64_range("minmemory", 32, 16 * 1024 * 1024)?,
+        max_memory: ctx.p.i64_range("maxmemory", 32, 16 * 1024 * 1024)?,
         offer_ha: ctx.p.bool_or("offerha", false),
         limit_cpu_use: ctx.p.bool_or("limitcpuuse", false),
         host_tags: ctx.p.str("hosttags").map(str::to_string),
         storage_tags: ctx.p.str("tags").map(str::to_string),
         dynamic_scaling: ctx.p.bool_or("dynamicscalingenabled", true),
         storage_type: storage,
-        root_disk_size: ctx.p.i64("rootdisksize")?,
-        disk_offering_id: None,
+        root_disk_size: ctx.p.i64_range("rootdisksize", 1, 1 << 20)?,
         is_system: ctx.p.bool_or("issystem", false),
-        state: "Active".into(),
-        created: now(),
-        removed: None,
-    };
-    let mut tx = Tx::new();
-    tx.insert(&o);
-    ctx.svc.event(
-        &mut tx,
-        &ctx.caller,
-        "SERVICE.OFFERING.CREATE",
-        format!("Created service offering {name}"),
-        ctx.caller.account.id,
-        ctx.caller.domain.id,
-        Some((&o.uuid, "ServiceOffering", name)),
-    );
-    ctx.svc.store.commit(tx.ops).await?;
-    Ok(Reply::Object("serviceoffering", so_json(&o)))
+        lease_duration,
+        lease_expiry_action,
+        domains: domain_list(ctx),
+    })
+}
+
+async fn create_so(ctx: Ctx) -> Result<Reply, ApiError> {
+    let req = decode_new_so(&ctx)?;
+    let o = ctx.svc.create_service_offering(&ctx.caller, req).await?;
+    Ok(Reply::Object("serviceoffering", so_reply(&ctx, &o).await?))
+}
+
+fn decode_filter(ctx: &Ctx) -> Result<OfferingFilter, ApiError> {
+    Ok(OfferingFilter {
+        id: ctx.p.str("id").map(str::to_string),
+        name: ctx.p.str("name").map(str::to_string),
+        keyword: ctx.p.str("keyword").map(str::to_string),
+        domain: ctx.p.str("domainid").map(str::to_string),
+        page: paging(ctx)?,
+    })
 }
 
 fn name_filter(ctx: &Ctx, mut q: Query) -> Result<Query, ApiError> {
@@ -430,50 +464,48 @@ fn name_filter(ctx: &Ctx, mut q: Query) -> Result<Query, ApiError> {
 }
 
 async fn list_so(ctx: Ctx) -> Result<Reply, ApiError> {
-    let q = name_filter(
-        &ctx,
-        Query::new().and(Cond::Ne(Col::State, "Removed".into())),
-    )?;
-    let (os, total) = ctx.svc.store.list::<ServiceOffering>(&q).await?;
-    Ok(Reply::List(
-        "serviceoffering",
-        os.iter().map(so_json).collect(),
-        total,
-    ))
+    let f = decode_filter(&ctx)?;
+    let (os, total) = ctx
+        .svc
+        .list_offerings::<ServiceOffering>(&ctx.caller, &f)
+        .await?;
+    let mut items = Vec::with_capacity(os.len());
+    for o in &os {
+        items.push(so_reply(&ctx, o).await?);
+    }
+    Ok(Reply::List("serviceoffering", items, total))
+}
+
+fn decode_update(ctx: &Ctx) -> OfferingUpdate {
+    OfferingUpdate {
+        name: ctx.p.str("name").map(str::to_string),
+        display_text: ctx.p.str("displaytext").map(str::to_string),
+        host_tags: ctx
+            .p
+            .raw("hosttags")
+            .map(|_| ctx.p.str("hosttags").map(str::to_string)),
+    }
 }
 
 async fn update_so(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut o: ServiceOffering = ctx.svc.by_uuid("id", ctx.p.required("id")?).await?;
-    if let Some(n) = ctx.p.str("name") {
-        o.name = n.to_string();
-    }
-    if let Some(n) = ctx.p.str("displaytext") {
-        o.display_text = n.to_string();
-    }
-    if ctx.p.raw("hosttags").is_some() {
-        o.host_tags = ctx.p.str("hosttags").map(str::to_string);
-    }
-    let mut tx = Tx::new();
-    tx.update(&mut o);
-    ctx.svc.store.commit(tx.ops).await?;
-    Ok(Reply::Object("serviceoffering", so_json(&o)))
+    let id = ctx.p.required("id")?;
+    let o = ctx
+        .svc
+        .update_offering::<ServiceOffering>(&ctx.caller, id, decode_update(&ctx))
+        .await?;
+    Ok(Reply::Object("serviceoffering", so_reply(&ctx, &o).await?))
 }
 
 async fn delete_so(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.p.required("id")?;
-    let mut o: ServiceOffering = ctx.svc.by_uuid("id", id).await?;
-    if o.removed.is_some() {
-        return Err(ApiError::unknown_id("id", id));
-    }
-    o.removed = Some(now());
-    let mut tx = Tx::new();
-    tx.update(&mut o);
-    ctx.svc.store.commit(tx.ops).await?;
+    ctx.svc
+        .delete_offering::<ServiceOffering>(&ctx.caller, id)
+        .await?;
     Ok(Reply::Success(None))
 }
 
-fn do_json(o: &DiskOffering) -> Value {
-    Obj::new()
+fn do_json(o: &DiskOffering, domains: &[Domain]) -> Value {
+    let x = Obj::new()
         .s("id", &o.uuid)
         .s("name", &o.name)
         .s("displaytext", &o.display_text)
@@ -482,48 +514,55 @@ fn do_json(o: &DiskOffering) -> Value {
         .s("storagetype", &o.storage_type)
         .os("tags", o.tags.clone())
         .s("state", &o.state)
-        .s("created", date(o.created))
-        .build()
+        .s("created", date(o.created));
+    domain_fields(x, domains).build()
+}
+
+async fn do_reply(ctx: &Ctx, o: &DiskOffering) -> Result<Value, ApiError> {
+    Ok(do_json(o, &ctx.svc.offering_domains(o).await?))
 }
 
 async fn create_do(ctx: Ctx) -> Result<Reply, ApiError> {
-    let name = ctx.p.required("name")?;
-    let size = ctx.p.i64_range("disksize", 1, 1 << 20)?;
-    let customized = ctx.p.bool("customized").unwrap_or(size.is_none());
-    if !customized && size.is_none() {
-        return Err(ApiError::missing(&ctx.p.command, "disksize"));
-    }
-    let o = DiskOffering {
-        id: ctx.svc.store.new_id::<DiskOffering>().await?,
-        uuid: new_uuid(),
-        version: 1,
-        name: name.to_string(),
-        display_text: ctx.p.str("displaytext").unwrap_or(name).to_string(),
-        disk_size_gb: if customized { 0 } else { size.unwrap_or(0) },
-        customized,
-        storage_type: "shared".into(),
+    let req = NewDiskOffering {
+        name: ctx.p.required("name")?.to_string(),
+        display_text: ctx.p.str("displaytext").map(str::to_string),
+        disk_size_gb: ctx.p.i64_range("disksize", 1, 1 << 20)?,
+        customized: ctx.p.bool("customized"),
         tags: ctx.p.str("tags").map(str::to_string),
-        state: "Active".into(),
-        created: now(),
-        removed: None,
+        domains: domain_list(&ctx),
     };
-    let mut tx = Tx::new();
-    tx.insert(&o);
-    ctx.svc.store.commit(tx.ops).await?;
-    Ok(Reply::Object("diskoffering", do_json(&o)))
+    let o = ctx.svc.create_disk_offering(&ctx.caller, req).await?;
+    Ok(Reply::Object("diskoffering", do_reply(&ctx, &o).await?))
+}
+
+async fn update_do(ctx: Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.p.required("id")?;
+    let o = ctx
+        .svc
+        .update_offering::<DiskOffering>(&ctx.caller, id, decode_update(&ctx))
+        .await?;
+    Ok(Reply::Object("diskoffering", do_reply(&ctx, &o).await?))
+}
+
+async fn delete_do(ctx: Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.p.required("id")?;
+    ctx.svc
+        .delete_offering::<DiskOffering>(&ctx.caller, id)
+        .await?;
+    Ok(Reply::Success(None))
 }
 
 async fn list_do(ctx: Ctx) -> Result<Reply, ApiError> {
-    let q = name_filter(
-        &ctx,
-        Query::new().and(Cond::Ne(Col::State, "Removed".into())),
-    )?;
-    let (os, total) = ctx.svc.store.list::<DiskOffering>(&q).await?;
-    Ok(Reply::List(
-        "diskoffering",
-        os.iter().map(do_json).collect(),
-        total,
-    ))
+    let f = decode_filter(&ctx)?;
+    let (os, total) = ctx
+        .svc
+        .list_offerings::<DiskOffering>(&ctx.caller, &f)
+        .await?;
+    let mut items = Vec::with_capacity(os.len());
+    for o in &os {
+        items.push(do_reply(&ctx, o).await?);
+    }
+    Ok(Reply::List("diskoffering", items, total))
 }
 
 async fn list_os_types(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -644,7 +683,7 @@ async fn register(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
         .map(crate::service::templates::Checksum::parse)
         .transpose()
         .map_err(ApiError::param)?;
-    crate::service::templates::check_source(&url).map_err(ApiError::param)?;
+    ctx.svc.check_template_url(&ctx.caller, &url).await?;
     let os = match opt_ref::<OsType>(&ctx, "ostypeid").await? {
         Some(o) => o,
         None => ctx
@@ -683,6 +722,7 @@ async fn register(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
         size: 0,
         physical_size: 0,
         checksum: checksum.as_ref().map(|c| c.to_string()),
+        local_source: ctx.caller.is_root_admin() && !url.to_ascii_lowercase().starts_with("http"),
         url,
         path: None,
         template_type: "USER".into(),

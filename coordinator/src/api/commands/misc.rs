@@ -155,7 +155,7 @@ pub fn commands() -> Vec<Command> {
             RootAdmin,
             &[
                 req("name", "string", "setting name"),
-                opt("value", "string", "new value; empty resets"),
+                opt("value", "string", "new value; empty resets").len(4095),
                 opt("zoneid", "uuid", "zone scope"),
                 opt("clusterid", "uuid", "cluster scope"),
                 opt("accountid", "uuid", "account scope")
@@ -199,7 +199,94 @@ pub fn commands() -> Vec<Command> {
             CAPACITY_FIELDS,
             list_capacity
         ),
+        cmd!(
+            "listPublicIpAddresses",
+            "Lists public IP addresses; a zone without public addresses has none.",
+            false,
+            All,
+            NAT_PARAMS,
+            IP_FIELDS,
+            list_public_ips
+        ),
+        cmd!(
+            "listPortForwardingRules",
+            "Lists port forwarding rules; there are none without public addresses.",
+            false,
+            All,
+            NAT_PARAMS,
+            RULE_FIELDS,
+            list_port_forwarding
+        ),
+        cmd!(
+            "listIpForwardingRules",
+            "Lists static NAT (IP forwarding) rules; there are none without public addresses.",
+            false,
+            All,
+            NAT_PARAMS,
+            RULE_FIELDS,
+            list_ip_forwarding
+        ),
     ]
+}
+
+/// Parameters of the public-address lists (clients such as Libcloud call
+/// them after listing instances).
+const NAT_PARAMS: &[crate::api::registry::P] = &[
+    opt("id", "uuid", "the address or rule"),
+    opt("ipaddress", "string", "the public address"),
+    opt("ipaddressid", "uuid", "the public address's ID"),
+    opt("virtualmachineid", "uuid", "the instance"),
+    opt("zoneid", "uuid", "the zone"),
+    opt("account", "string", "the owner"),
+    opt("domainid", "uuid", "the owner's domain"),
+    opt("listall", "boolean", "everything the caller may see"),
+    opt("isrecursive", "boolean", "include subdomains"),
+    PAGING[0],
+    PAGING[1],
+    PAGING[2],
+];
+const IP_FIELDS: &[Field] = &[
+    f("id", "string", "the address's ID"),
+    f("ipaddress", "string", "the address"),
+    f("virtualmachineid", "string", "the instance it maps to"),
+];
+const RULE_FIELDS: &[Field] = &[
+    f("id", "string", "the rule's ID"),
+    f("ipaddress", "string", "the public address"),
+    f("virtualmachineid", "string", "the instance"),
+];
+
+/// Checks a public-address list's scope and filters like any list, then
+/// answers what exists: no zone has public addresses yet, so nothing.
+async fn empty_scoped_list(ctx: &Ctx, item: &'static str) -> Result<Reply, ApiError> {
+    list_scope(ctx).await?;
+    paging(ctx)?;
+    if let Some(id) = ctx.p.str("virtualmachineid") {
+        ctx.svc
+            .owned::<Vm>(&ctx.caller, "virtualmachineid", id)
+            .await?;
+    }
+    if let Some(z) = ctx.p.str("zoneid") {
+        ctx.svc.by_uuid::<Zone>("zoneid", z).await?;
+    }
+    for p in ["id", "ipaddressid"] {
+        if let Some(v) = ctx.p.str(p) {
+            return Err(ApiError::unknown_id(p, v));
+        }
+    }
+    Ok(Reply::List(item, vec![], 0))
+}
+
+async fn list_public_ips(ctx: Ctx) -> Result<Reply, ApiError> {
+    empty_scoped_list(&ctx, "publicipaddress").await
+}
+
+async fn list_port_forwarding(ctx: Ctx) -> Result<Reply, ApiError> {
+    empty_scoped_list(&ctx, "portforwardingrule").await
+}
+
+async fn list_ip_forwarding(ctx: Ctx) -> Result<Reply, ApiError> {
+    empty_scoped_list(&ctx, "ipforwardingrule").await
 }
 
 async fn session_only(_ctx: Ctx) -> Result<Reply, ApiError> {
@@ -279,7 +366,7 @@ async fn list_apis(ctx: Ctx) -> Result<Reply, ApiError> {
         let params: Vec<Value> = c
             .params
             .iter()
-            .map(|p| json!({"name": p.name, "type": p.ty, "required": p.required, "description": p.description, "length": 255}))
+            .map(|p| json!({"name": p.name, "type": p.ty, "required": p.required, "description": p.description, "length": p.length}))
             .collect();
         let response: Vec<Value> = c
             .response

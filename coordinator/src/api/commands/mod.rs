@@ -133,10 +133,13 @@ pub async fn list_scope(ctx: &Ctx) -> Result<Vec<Cond>, ApiError> {
         }
         None => None,
     };
+    // An admin naming one resource by id sees it wherever it is in its scope,
+    // as if it had asked for listall (CloudStack's buildACLSearchParameters).
+    let listall = ctx.p.bool_or("listall", false) || ctx.p.has("id");
     ctx.svc
         .scope_conds(
             &ctx.caller,
-            ctx.p.bool_or("listall", false),
+            listall,
             account,
             domain,
             ctx.p.bool_or("isrecursive", false),

@@ -86,7 +86,7 @@ pub fn commands() -> Vec<Command> {
                 opt("details", "map", "details: cpuNumber, cpuSpeed, memory for custom offerings"),
                 opt("keypair", "string", "SSH key pair name"),
                 opt("keypairs", "list", "SSH key pair names"),
-                opt("userdata", "string", "base64 user data"),
+                opt("userdata", "string", "base64 user data").len(1_048_576),
                 opt("extraconfig", "string", "extra hypervisor configuration, admins only"),
                 opt("hostid", "uuid", "destination host, admins only"),
                 opt("podid", "uuid", "destination pod, admins only"),
@@ -196,7 +196,7 @@ pub fn commands() -> Vec<Command> {
                 opt("leaseduration", "integer", "lease days (1-36500), or -1 for none"),
                 opt("leaseexpiryaction", "string", "STOP or DESTROY when the lease expires"),
                 opt("extraconfig", "string", "extra configuration, admins only"),
-                opt("userdata", "string", "base64 user data"),
+                opt("userdata", "string", "base64 user data").len(1_048_576),
             ]; PARAMS },
             response: VM_FIELDS,
             response_key: None,
@@ -286,11 +286,12 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
     let zone: Zone = ctx.svc.by_uuid("zoneid", ctx.p.required("zoneid")?).await?;
     let offering: ServiceOffering = ctx
         .svc
-        .by_uuid("serviceofferingid", ctx.p.required("serviceofferingid")?)
+        .visible_offering(
+            &ctx.caller,
+            "serviceofferingid",
+            ctx.p.required("serviceofferingid")?,
+        )
         .await?;
-    if offering.removed.is_some() {
-        return Err(ApiError::unknown_id("serviceofferingid", &offering.uuid));
-    }
     let Some(tid) = ctx.p.str("templateid") else {
         return Err(ApiError::missing(&ctx.p.command, "templateid"));
     };
@@ -307,7 +308,14 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
     } else {
         (Some(t), None)
     };
-    let disk_offering: Option<DiskOffering> = opt_ref(&ctx, "diskofferingid").await?;
+    let disk_offering: Option<DiskOffering> = match ctx.p.str("diskofferingid") {
+        Some(u) => Some(
+            ctx.svc
+                .visible_offering(&ctx.caller, "diskofferingid", u)
+                .await?,
+        ),
+        None => None,
+    };
     if ctx.p.has("extraconfig") && !ctx.caller.is_root_admin() {
         return Err(ApiError::denied(
             "Parameter extraconfig can only be specified by a Root Admin",
@@ -415,6 +423,21 @@ async fn start(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn stop(ctx: Ctx) -> Result<Reply, ApiError> {
     let vm = load_vm(&ctx, "id").await?;
     let forced = ctx.p.bool_or("forced", false);
+    // CloudStack's stop is idempotent: stopping a Stopped instance succeeds
+    // (clients retry stops, and Terraform stops before changing offerings).
+    if vm.state == VmState::Stopped {
+        let job = ctx
+            .svc
+            .done_job_with(
+                &ctx.caller,
+                "stopVirtualMachine",
+                "VirtualMachine",
+                &vm.uuid,
+                crate::service::jobs::JobOutput::Vm { id: vm.id },
+            )
+            .await?;
+        return Ok(Reply::Async { job, id: None });
+    }
     queue(
         &ctx,
         &vm,
@@ -614,11 +637,12 @@ pub(super) async fn query_vms(ctx: &Ctx) -> Result<(Vec<Vm>, u64), ApiError> {
     q.conds = list_scope(ctx).await?;
     if let Some(id) = ctx.p.str("id") {
         let vm: Option<Vm> = ctx.svc.store.load_uuid(id).await?;
-        // An unknown or expunged id is an error, not an empty list: clients
-        // (Terraform) rely on this text to learn an instance is gone.
+        // An id that never existed is an error; the id of an expunged
+        // instance still resolves and lists nothing, as in CloudStack, whose
+        // removed rows keep their uuid.
         match vm {
-            Some(v) if v.removed.is_none() => q = q.eq(Col::Id, v.id),
-            _ => return Err(ApiError::unknown_id("id", id)),
+            Some(v) => q = q.eq(Col::Id, v.id),
+            None => return Err(ApiError::unknown_id("id", id)),
         }
     }
     let ids = ctx.p.list("ids");

@@ -122,7 +122,11 @@ fn size_gb(ctx: &Ctx) -> Result<Option<i64>, ApiError> {
 async fn create_volume(ctx: Ctx) -> Result<Reply, ApiError> {
     let offering: DiskOffering = ctx
         .svc
-        .by_uuid("diskofferingid", ctx.p.required("diskofferingid")?)
+        .visible_offering(
+            &ctx.caller,
+            "diskofferingid",
+            ctx.p.required("diskofferingid")?,
+        )
         .await?;
     let vm: Option<Vm> = match ctx.p.str("virtualmachineid") {
         Some(id) => Some(ctx.svc.owned(&ctx.caller, "virtualmachineid", id).await?),
@@ -224,7 +228,14 @@ async fn detach_volume(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn resize_volume(ctx: Ctx) -> Result<Reply, ApiError> {
     let vol = load_volume(&ctx, "id").await?;
-    let offering: Option<DiskOffering> = opt_ref(&ctx, "diskofferingid").await?;
+    let offering: Option<DiskOffering> = match ctx.p.str("diskofferingid") {
+        Some(u) => Some(
+            ctx.svc
+                .visible_offering(&ctx.caller, "diskofferingid", u)
+                .await?,
+        ),
+        None => None,
+    };
     let job = ctx
         .svc
         .resize_volume(
