@@ -106,6 +106,35 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// CloudStack's code for a kind of service failure, with the text.
+    pub fn from_kind(kind: crate::service::ErrorKind, text: String) -> Self {
+        use crate::service::ErrorKind as K;
+        match kind {
+            K::Invalid | K::InvalidState => Self::param(text),
+            K::Missing | K::NotFound => Self::param_plain(text),
+            K::Denied => Self::denied(text),
+            K::InUse => Self::in_use(text),
+            K::Capacity => Self::capacity(text),
+            K::Limit => Self::new(535, 4370, text),
+            K::Unavailable => Self::unavailable(text),
+            K::Conflict => Self::new(530, 4300, text),
+            K::Internal => Self::internal(text),
+        }
+    }
+}
+
+impl From<crate::service::ServiceError> for ApiError {
+    fn from(e: crate::service::ServiceError) -> Self {
+        use crate::service::ServiceError as S;
+        match e {
+            S::Missing { command, param } => ApiError::missing(&command, &param),
+            S::NotFound { param, value } => ApiError::unknown_id(&param, &value),
+            other => ApiError::from_kind(other.kind(), other.text()),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         ApiError::internal(format!("Internal error: {e}"))

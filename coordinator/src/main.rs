@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use orrery_coordinator::agents::{self, Hub, Router};
-use orrery_coordinator::api::{self, views::JobRenderer};
+use orrery_coordinator::api;
 use orrery_coordinator::service::agent::Simulator;
 use orrery_coordinator::service::Service;
 use orrery_coordinator::store::records::{Cluster, Pod, Zone};
@@ -114,11 +114,11 @@ async fn main() -> Result<()> {
             let store = open_store(&dir).await?;
             let svc = Service::new(store, Arc::new(Simulator::new(Duration::ZERO)), dir.clone())
                 .await
-                .map_err(|e| anyhow::anyhow!(e.text))?;
+                .map_err(|e| anyhow::anyhow!(e.text()))?;
             let out = svc
                 .initialise()
                 .await
-                .map_err(|e| anyhow::anyhow!(e.text))?;
+                .map_err(|e| anyhow::anyhow!(e.text()))?;
             ca::create(&dir)?;
             println!(
                 "{}",
@@ -160,18 +160,17 @@ async fn main() -> Result<()> {
             };
             let svc = Service::new(store, Arc::new(router), dir.clone())
                 .await
-                .map_err(|e| anyhow::anyhow!(e.text))?;
+                .map_err(|e| anyhow::anyhow!(e.text()))?;
             hub.attach(&svc);
-            svc.set_renderer(Arc::new(JobRenderer));
             if let Some(n) = simulated_hosts.or(file.simulated_hosts) {
                 svc.ensure_simulated_hosts(n)
                     .await
-                    .map_err(|e| anyhow::anyhow!(e.text))?;
+                    .map_err(|e| anyhow::anyhow!(e.text()))?;
             }
             let failed = svc
                 .recover_after_restart()
                 .await
-                .map_err(|e| anyhow::anyhow!(e.text))?;
+                .map_err(|e| anyhow::anyhow!(e.text()))?;
             if failed > 0 {
                 tracing::warn!(
                     jobs = failed,
@@ -250,12 +249,12 @@ async fn main() -> Result<()> {
             let store = open_store(&dir).await?;
             let svc = Service::new(store, Arc::new(Simulator::new(Duration::ZERO)), dir.clone())
                 .await
-                .map_err(|e| anyhow::anyhow!(e.text))?;
+                .map_err(|e| anyhow::anyhow!(e.text()))?;
             let (z, p, c) = match (zone, pod, cluster) {
                 (None, None, None) => svc
                     .default_cluster("KVM")
                     .await
-                    .map_err(|e| anyhow::anyhow!(e.text))?,
+                    .map_err(|e| anyhow::anyhow!(e.text()))?,
                 (z, p, c) => {
                     let zone: Zone = pick(&svc, z.as_deref(), "zone", None).await?;
                     let pod: Pod =
@@ -268,7 +267,7 @@ async fn main() -> Result<()> {
             let token = svc
                 .create_enroll_token(&z, &p, &c, ttl)
                 .await
-                .map_err(|e| anyhow::anyhow!(e.text))?;
+                .map_err(|e| anyhow::anyhow!(e.text()))?;
             println!("{token}");
             Ok(())
         }

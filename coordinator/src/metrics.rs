@@ -248,6 +248,6 @@ pub async fn render(svc: &Service) -> SResult<String> {
     );
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &reg)
-        .map_err(|e| crate::error::ApiError::internal(format!("encoding metrics: {e}")))?;
+        .map_err(|e| crate::service::ServiceError::internal(format!("encoding metrics: {e}")))?;
     Ok(out)
 }

@@ -333,7 +333,7 @@ impl AgentClient for Router {
             .sign_renewal(&host, &csr_der)
             .map_err(|e| AgentError::Failed {
                 host: host_id,
-                reason: e.text,
+                reason: e.text(),
             })?;
         // Step two: the agent stores the certificate; the stream stays up.
         self.hub

@@ -35,11 +35,14 @@ struct Endpoint {
     hub: Arc<Hub>,
 }
 
-fn status(e: crate::error::ApiError) -> Status {
-    match e.code {
-        531 => Status::permission_denied(e.text),
-        431 => Status::invalid_argument(e.text),
-        _ => Status::internal(e.text),
+fn status(e: crate::service::ServiceError) -> Status {
+    use crate::service::ErrorKind as K;
+    match e.kind() {
+        K::Denied => Status::permission_denied(e.text()),
+        K::Invalid | K::Missing | K::NotFound | K::InvalidState => {
+            Status::invalid_argument(e.text())
+        }
+        _ => Status::internal(e.text()),
     }
 }
 
@@ -82,7 +85,7 @@ impl Endpoint {
         self.svc
             .authorise_agent(&ident.host_id, &ident.serial_hex)
             .await
-            .map_err(|e| Status::permission_denied(e.text))
+            .map_err(|e| Status::permission_denied(e.text()))
     }
 }
 
@@ -177,12 +180,12 @@ impl AgentLink for Endpoint {
                     }
                     Some(pb::agent_message::Body::Heartbeat(_)) => {
                         if let Err(e) = svc.agent_heartbeat(host.id).await {
-                            tracing::warn!(error = %e.text, "recording a heartbeat failed");
+                            tracing::warn!(error = %e.text(), "recording a heartbeat failed");
                         }
                     }
                     Some(pb::agent_message::Body::Event(ev)) => {
                         if let Err(e) = svc.domain_event(host.id, &convert::event(&ev)).await {
-                            tracing::warn!(error = %e.text, "handling a domain event failed");
+                            tracing::warn!(error = %e.text(), "handling a domain event failed");
                         }
                     }
                     Some(pb::agent_message::Body::Progress(p)) => {
@@ -190,7 +193,7 @@ impl AgentLink for Endpoint {
                     }
                     Some(pb::agent_message::Body::Stats(r)) => {
                         if let Err(e) = svc.ingest_stats(&convert::stats(&r)).await {
-                            tracing::warn!(error = %e.text, "storing statistics failed");
+                            tracing::warn!(error = %e.text(), "storing statistics failed");
                         }
                     }
                     Some(pb::agent_message::Body::Facts(_))
@@ -201,7 +204,7 @@ impl AgentLink for Endpoint {
             if hub.unregister(host.id, epoch) {
                 tracing::info!(host = %host.uuid, "agent disconnected");
                 if let Err(e) = svc.agent_disconnected(host.id).await {
-                    tracing::warn!(error = %e.text, "recording a disconnect failed");
+                    tracing::warn!(error = %e.text(), "recording a disconnect failed");
                 }
             }
         });
@@ -272,7 +275,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Bind(listen.to_string(), e))?;
-    let ca = svc.load_ca().map_err(|e| ServeError::Tls(e.text))?;
+    let ca = svc.load_ca().map_err(|e| ServeError::Tls(e.text()))?;
     let mut names = Vec::new();
     if !addr.ip().is_unspecified() {
         names.push(addr.ip().to_string());

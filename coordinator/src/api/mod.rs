@@ -120,7 +120,7 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
             );
             r
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.text()).into_response(),
     }
 }
 
@@ -242,7 +242,7 @@ pub async fn authorize_svc(
     if !by_type {
         return Ok(false);
     }
-    svc.role_allows(caller, cmd.name).await
+    Ok(svc.role_allows(caller, cmd.name).await?)
 }
 
 /// The session a request claims: the `sessionkey` parameter and the
@@ -376,6 +376,6 @@ async fn login(api: &Api, params: &Params, key: &str, source: std::net::IpAddr) 
                 text: "unable to verify user credentials".into(),
             },
         ),
-        Err(e) => error_reply(key, &e),
+        Err(e) => error_reply(key, &e.into()),
     }
 }

@@ -3,11 +3,11 @@
 
 use super::render::{date, Obj};
 use crate::error::ApiError;
-use crate::service::jobs::{JobOutput, Renderer};
+use crate::service::error::JobFailure;
+use crate::service::jobs::JobOutput;
 use crate::service::{Caller, SResult, Service};
 use crate::store::records::*;
 use crate::store::{Col, Cond, Entity, Query, StoreExt, Val};
-use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use std::any::Any;
 use std::collections::HashMap;
@@ -300,8 +300,22 @@ pub async fn affinity_group(svc: &Service, g: &AffinityGroup) -> SResult<Value> 
         .build())
 }
 
-pub fn job(j: &Job, acct: Option<&Account>, user: Option<&User>, dom: Option<&Domain>) -> Value {
-    Obj::new()
+/// A job as CloudStack shows it; its result is rendered now from what the
+/// job recorded (the resource it produced, or its failure).
+pub async fn job(
+    svc: &Service,
+    caller: &Caller,
+    j: &Job,
+    acct: Option<&Account>,
+    user: Option<&User>,
+    dom: Option<&Domain>,
+) -> Result<Value, ApiError> {
+    let (code, result) = if j.status == JOB_PENDING {
+        (0, None)
+    } else {
+        job_result(svc, caller, j).await?
+    };
+    Ok(Obj::new()
         .s("jobid", &j.uuid)
         .os("accountid", acct.map(|a| a.uuid.clone()))
         .os("account", acct.map(|a| a.name.clone()))
@@ -311,59 +325,63 @@ pub fn job(j: &Job, acct: Option<&Account>, user: Option<&User>, dom: Option<&Do
         .s("cmd", &j.cmd)
         .v("jobstatus", j.status)
         .v("jobprocstatus", 0)
-        .v("jobresultcode", j.result_code)
+        .v("jobresultcode", code)
         .when(j.status != JOB_PENDING, |o| {
             o.os("jobresulttype", j.result_type.clone())
-                .ov("jobresult", j.result.clone())
+                .ov("jobresult", result)
         })
         .os("jobinstancetype", j.instance_type.clone())
         .os("jobinstanceid", j.instance_uuid.clone())
         .s("created", date(j.created))
         .ov("completed", j.completed.map(date))
-        .build()
+        .build())
 }
 
-/// The job renderer the service uses when a job completes.
-pub struct JobRenderer;
-
-impl Renderer for JobRenderer {
-    fn render<'a>(
-        &'a self,
-        svc: &'a Service,
-        caller: &'a Caller,
-        out: &'a JobOutput,
-        job_uuid: &'a str,
-    ) -> BoxFuture<'a, SResult<Value>> {
-        Box::pin(async move {
-            let mut l = Lookup::new(svc);
-            Ok(match out {
-                JobOutput::Vm { id } => {
-                    let v: Vm = svc
-                        .store
-                        .load(*id)
-                        .await?
-                        .ok_or_else(|| ApiError::internal("instance vanished"))?;
-                    json!({"virtualmachine": vm(&mut l, caller, &v, Some((job_uuid, 1))).await?})
-                }
-                JobOutput::VmGone => json!({"virtualmachine": {}}),
-                JobOutput::Volume { id } => {
-                    let v: Volume = svc
-                        .store
-                        .load(*id)
-                        .await?
-                        .ok_or_else(|| ApiError::internal("volume vanished"))?;
-                    json!({"volume": volume(&mut l, caller, &v).await?})
-                }
-                JobOutput::AffinityGroup { id } => {
-                    let g: AffinityGroup = svc
-                        .store
-                        .load(*id)
-                        .await?
-                        .ok_or_else(|| ApiError::internal("affinity group vanished"))?;
-                    json!({"affinitygroup": affinity_group(svc, &g).await?})
-                }
-                JobOutput::Success => json!({"success": true}),
-            })
-        })
+/// The result code and object of a finished job.
+async fn job_result(
+    svc: &Service,
+    caller: &Caller,
+    j: &Job,
+) -> Result<(i64, Option<Value>), ApiError> {
+    let Some(stored) = &j.result else {
+        return Ok((j.result_code, None));
+    };
+    if let Ok(f) = serde_json::from_value::<JobFailure>(stored.clone()) {
+        let e = ApiError::from_kind(f.error, f.errortext);
+        return Ok((i64::from(e.code), Some(e.body())));
     }
+    if let Ok(out) = serde_json::from_value::<JobOutput>(stored.clone()) {
+        return Ok((0, Some(render_output(svc, caller, &out, &j.uuid).await?)));
+    }
+    // Written before outputs were stored typed: already a CloudStack object.
+    Ok((j.result_code, Some(stored.clone())))
+}
+
+/// What a job produced, as the object CloudStack returns for it. A resource
+/// that has gone since shows as an empty object.
+async fn render_output(
+    svc: &Service,
+    caller: &Caller,
+    out: &JobOutput,
+    job_uuid: &str,
+) -> Result<Value, ApiError> {
+    let mut l = Lookup::new(svc);
+    Ok(match out {
+        JobOutput::Vm { id } => match svc.store.load::<Vm>(*id).await? {
+            Some(v) if v.state != orrery_model::VmState::Expunged => {
+                json!({"virtualmachine": vm(&mut l, caller, &v, Some((job_uuid, 1))).await?})
+            }
+            _ => json!({"virtualmachine": {}}),
+        },
+        JobOutput::VmGone => json!({"virtualmachine": {}}),
+        JobOutput::Volume { id } => match svc.store.load::<Volume>(*id).await? {
+            Some(v) => json!({"volume": volume(&mut l, caller, &v).await?}),
+            None => json!({"volume": {}}),
+        },
+        JobOutput::AffinityGroup { id } => match svc.store.load::<AffinityGroup>(*id).await? {
+            Some(g) => json!({"affinitygroup": affinity_group(svc, &g).await?}),
+            None => json!({"affinitygroup": {}}),
+        },
+        JobOutput::Success => json!({"success": true}),
+    })
 }

@@ -18,7 +18,7 @@ pub fn group_type(v: &str) -> SResult<String> {
         .find(|t| t.eq_ignore_ascii_case(v.trim()))
         .map(|t| t.to_string())
         .ok_or_else(|| {
-            ApiError::param(format!(
+            ServiceError::invalid(format!(
                 "Invalid value for parameter type: {v}; valid types are {}",
                 TYPES.join(", ")
             ))
@@ -37,7 +37,7 @@ impl Service {
         let group_type = group_type(group_type_)?;
         let name = name.trim();
         if name.is_empty() || name.len() > 255 {
-            return Err(ApiError::param(
+            return Err(ServiceError::invalid(
                 "Invalid value for parameter name: 1 to 255 characters",
             ));
         }
@@ -46,7 +46,7 @@ impl Service {
             .first(Query::new().eq(Col::Ukey, format!("{}/{}", owner.id, name.to_lowercase())))
             .await?;
         if dup.is_some() {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Unable to create affinity group, a group with name {name} already exists"
             )));
         }
@@ -119,7 +119,7 @@ impl Service {
     /// Checks that every group belongs to the instance's owner.
     pub fn check_groups_owner(&self, owner: &Account, groups: &[AffinityGroup]) -> SResult<()> {
         if let Some(g) = groups.iter().find(|g| g.account_id != owner.id) {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Affinity group {} belongs to another account than the instance",
                 g.uuid
             )));
@@ -136,7 +136,7 @@ impl Service {
         groups: &[AffinityGroup],
     ) -> SResult<Vm> {
         if vm.state != VmState::Stopped {
-            return Err(ApiError::state(format!(
+            return Err(ServiceError::state(format!(
                 "Instance {} is {}; affinity groups can only be changed while it is Stopped",
                 vm.uuid, vm.state
             )));
@@ -145,7 +145,7 @@ impl Service {
             .store
             .load(vm.account_id)
             .await?
-            .ok_or_else(|| ApiError::internal("account vanished"))?;
+            .ok_or_else(|| ServiceError::internal("account vanished"))?;
         self.check_groups_owner(&owner, groups)?;
         vm.affinity_group_ids = groups.iter().map(|g| g.id).collect();
         vm.last_updated = now();
@@ -181,7 +181,7 @@ mod tests {
         );
         assert!(group_type("rack anti-affinity")
             .unwrap_err()
-            .text
+            .text()
             .contains("type"));
     }
 }

@@ -55,7 +55,7 @@ impl Service {
     /// shared guest network offering) and the admin's API keys.
     pub async fn initialise(&self) -> SResult<InitOutput> {
         if self.store.is_initialised().await? {
-            return Err(ApiError::internal(
+            return Err(ServiceError::internal(
                 "the data directory is already initialised",
             ));
         }

@@ -115,10 +115,10 @@ impl Service {
     pub fn load_ca(&self) -> SResult<orrery_tls::Ca> {
         let read = |n: &str| {
             std::fs::read_to_string(self.data_dir.join(n))
-                .map_err(|e| ApiError::internal(format!("reading {n}: {e}")))
+                .map_err(|e| ServiceError::internal(format!("reading {n}: {e}")))
         };
         orrery_tls::Ca::load(&read("ca.pem")?, &read("ca.key")?)
-            .map_err(|e| ApiError::internal(format!("loading the CA: {e}")))
+            .map_err(|e| ServiceError::internal(format!("loading the CA: {e}")))
     }
 
     /// Creates a one-time enrolment token for a host joining `cluster`.
@@ -132,7 +132,7 @@ impl Service {
         let fp = self
             .load_ca()?
             .fingerprint()
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| ServiceError::internal(e.to_string()))?;
         let secret = identity::random_key(32);
         let t = EnrollToken {
             id: self.store.new_id::<EnrollToken>().await?,
@@ -161,7 +161,7 @@ impl Service {
         csr_der: &[u8],
         hostname: &str,
     ) -> SResult<(Host, String, String)> {
-        let denied = |why: &str| ApiError::denied(format!("enrolment refused: {why}"));
+        let denied = |why: &str| ServiceError::denied(format!("enrolment refused: {why}"));
         let (secret, _) = parse_token(token).ok_or_else(|| denied("malformed token"))?;
         let mut tok: EnrollToken = self
             .store
@@ -180,10 +180,10 @@ impl Service {
         let not_after = SystemTime::now() + Duration::from_secs(HOST_CERT_DAYS * 86400);
         let cert = ca
             .sign_host_csr(csr_der, &host_uuid, not_before, not_after)
-            .map_err(|e| ApiError::param(format!("Invalid CSR: {e}")))?;
+            .map_err(|e| ServiceError::invalid(format!("Invalid CSR: {e}")))?;
         let ident = orrery_tls::pem_identity(&cert)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .ok_or_else(|| ApiError::internal("issued certificate names no host"))?;
+            .map_err(|e| ServiceError::internal(e.to_string()))?
+            .ok_or_else(|| ServiceError::internal("issued certificate names no host"))?;
         let name = self.unique_host_name(hostname).await?;
         let t = now();
         let host = Host {
@@ -242,12 +242,14 @@ impl Service {
             .store
             .load_uuid(host_uuid)
             .await?
-            .ok_or_else(|| ApiError::denied(format!("unknown host {host_uuid}")))?;
+            .ok_or_else(|| ServiceError::denied(format!("unknown host {host_uuid}")))?;
         if host.removed.is_some() {
-            return Err(ApiError::denied(format!("host {host_uuid} was removed")));
+            return Err(ServiceError::denied(format!(
+                "host {host_uuid} was removed"
+            )));
         }
         if host.cert_serial.as_deref() != Some(serial_hex) {
-            return Err(ApiError::denied(format!(
+            return Err(ServiceError::denied(format!(
                 "certificate {serial_hex} is not the current certificate of host {host_uuid}"
             )));
         }
@@ -266,7 +268,7 @@ impl Service {
             .store
             .load(host_id)
             .await?
-            .ok_or_else(|| ApiError::internal("host vanished"))?;
+            .ok_or_else(|| ServiceError::internal("host vanished"))?;
         host.state = "Up".into();
         host.last_ping = Some(now());
         if host.name.is_empty() && !report.hostname.is_empty() {
@@ -333,7 +335,7 @@ impl Service {
                     };
                     self.record(&vm, kind, what).await?;
                 }
-                Err(e) => tracing::warn!(vm = vm_id, error = %e.text, "reconcile skipped"),
+                Err(e) => tracing::warn!(vm = vm_id, error = %e.text(), "reconcile skipped"),
             }
         }
         Ok(())
@@ -426,18 +428,18 @@ impl Service {
         let not_before = SystemTime::now() - Duration::from_secs(300);
         let not_after = SystemTime::now() + Duration::from_secs(HOST_CERT_DAYS * 86400);
         ca.sign_host_csr(csr_der, &host.uuid, not_before, not_after)
-            .map_err(|e| ApiError::internal(format!("signing the renewal: {e}")))
+            .map_err(|e| ServiceError::internal(format!("signing the renewal: {e}")))
     }
 
     pub async fn set_host_certificate(&self, host_id: i64, cert_pem: &str) -> SResult<()> {
         let ident = orrery_tls::pem_identity(cert_pem)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .ok_or_else(|| ApiError::internal("certificate names no host"))?;
+            .map_err(|e| ServiceError::internal(e.to_string()))?
+            .ok_or_else(|| ServiceError::internal("certificate names no host"))?;
         let mut h: Host = self
             .store
             .load(host_id)
             .await?
-            .ok_or_else(|| ApiError::internal("host vanished"))?;
+            .ok_or_else(|| ServiceError::internal("host vanished"))?;
         h.cert_serial = Some(ident.serial_hex);
         h.cert_not_after = Some(ident.not_after_unix);
         let mut tx = Tx::new();
@@ -452,14 +454,14 @@ impl Service {
     pub async fn delete_host(&self, mut h: Host, forced: bool) -> SResult<()> {
         let vms: Vec<Vm> = self.store.all(Query::new().eq(Col::Host, h.id)).await?;
         if !vms.is_empty() {
-            return Err(ApiError::in_use(format!(
+            return Err(ServiceError::in_use(format!(
                 "Host {} still runs {} instance(s); stop or migrate them first",
                 h.uuid,
                 vms.len()
             )));
         }
         if !forced && h.state == "Up" && h.resource_state != "Maintenance" {
-            return Err(ApiError::state(format!(
+            return Err(ServiceError::state(format!(
                 "Host {} is Up and not in maintenance; put it in maintenance or pass forced=true",
                 h.uuid
             )));

@@ -85,7 +85,7 @@ impl Service {
             .store
             .load(user_id)
             .await?
-            .ok_or_else(|| ApiError::internal("user missing"))?;
+            .ok_or_else(|| ServiceError::internal("user missing"))?;
         self.caller_from_user(user).await
     }
 
@@ -94,17 +94,17 @@ impl Service {
             .store
             .load(user.account_id)
             .await?
-            .ok_or_else(|| ApiError::internal("account missing"))?;
+            .ok_or_else(|| ServiceError::internal("account missing"))?;
         let domain: Domain = self
             .store
             .load(account.domain_id)
             .await?
-            .ok_or_else(|| ApiError::internal("domain missing"))?;
+            .ok_or_else(|| ServiceError::internal("domain missing"))?;
         let role: Role = self
             .store
             .load(account.role_id)
             .await?
-            .ok_or_else(|| ApiError::internal("role missing"))?;
+            .ok_or_else(|| ServiceError::internal("role missing"))?;
         Ok(Caller {
             user,
             account,
@@ -309,7 +309,7 @@ impl Service {
             .store
             .load(account_id)
             .await?
-            .ok_or_else(|| ApiError::internal("account missing"))?;
+            .ok_or_else(|| ServiceError::internal("account missing"))?;
         a.removed = Some(t);
         let (aid, did, uuid, name) = (a.id, a.domain_id, a.uuid.clone(), a.name.clone());
         tx.update(&mut a);

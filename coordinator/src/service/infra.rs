@@ -56,7 +56,7 @@ pub fn hypervisor_name(param: &str, v: &str) -> SResult<String> {
         .find(|h| h.eq_ignore_ascii_case(v))
         .map(|h| h.to_string())
         .ok_or_else(|| {
-            ApiError::param(format!(
+            ServiceError::invalid(format!(
                 "Invalid value for parameter {param}: {v}; use one of {}",
                 HYPERVISORS.join(", ")
             ))
@@ -65,7 +65,7 @@ pub fn hypervisor_name(param: &str, v: &str) -> SResult<String> {
 
 pub fn ipv4(param: &str, v: &str) -> SResult<Ipv4Addr> {
     v.trim().parse().map_err(|_| {
-        ApiError::param(format!(
+        ServiceError::invalid(format!(
             "Invalid value for parameter {param}: {v} is not an IPv4 address"
         ))
     })
@@ -76,7 +76,7 @@ pub fn mask_bits(param: &str, v: &str) -> SResult<u32> {
     let m = u32::from(ipv4(param, v)?);
     let bits = m.leading_ones();
     if m.checked_shl(bits).unwrap_or(0) != 0 || bits == 0 {
-        return Err(ApiError::param(format!(
+        return Err(ServiceError::invalid(format!(
             "Invalid value for parameter {param}: {v} is not a contiguous netmask"
         )));
     }
@@ -103,7 +103,7 @@ pub fn address_plan(
     let gw = ipv4("gateway", gateway)?;
     let bits = mask_bits("netmask", netmask)?;
     if bits > 30 {
-        return Err(ApiError::param(
+        return Err(ServiceError::invalid(
             "Invalid value for parameter netmask: the network must have room for at least two hosts",
         ));
     }
@@ -146,14 +146,14 @@ pub fn address_plan(
     };
     for (p, a) in [("startip", start), ("endip", end)] {
         if !in_net(a, base, bits) || u32::from(a) == base || u32::from(a) == broadcast {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Invalid value for parameter {p}: {a} is not a host address of {}/{bits}",
                 Ipv4Addr::from(base)
             )));
         }
     }
     if u32::from(start) > u32::from(end) {
-        return Err(ApiError::param(format!(
+        return Err(ServiceError::invalid(format!(
             "Invalid value for parameter endip: {end} is before startip {start}"
         )));
     }
@@ -175,13 +175,15 @@ fn ranges_overlap(a: &Network, s: u32, e: u32) -> bool {
 impl Service {
     pub async fn create_zone(&self, a: ZoneArgs) -> SResult<Zone> {
         if a.name.trim().is_empty() {
-            return Err(ApiError::param("Invalid value for parameter name: empty"));
+            return Err(ServiceError::invalid(
+                "Invalid value for parameter name: empty",
+            ));
         }
         let network_type = match a.network_type.to_ascii_lowercase().as_str() {
             "basic" => "Basic",
             "advanced" => "Advanced",
             _ => {
-                return Err(ApiError::param(format!(
+                return Err(ServiceError::invalid(format!(
                     "Invalid value for parameter networktype: {}; use Basic or Advanced",
                     a.network_type
                 )))
@@ -197,7 +199,7 @@ impl Service {
             .first(Query::new().eq(Col::Ukey, a.name.to_lowercase()))
             .await?;
         if exists.is_some() {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "A zone with name {} already exists",
                 a.name
             )));
@@ -230,7 +232,7 @@ impl Service {
             if let Some(v) = v {
                 let ip = ipv4(p, v)?;
                 if !in_net(ip, u32::from(gw), bits) {
-                    return Err(ApiError::param(format!(
+                    return Err(ServiceError::invalid(format!(
                         "Invalid value for parameter {p}: {v} is outside the pod's subnet"
                     )));
                 }
@@ -244,7 +246,7 @@ impl Service {
             ))
             .await?;
         if dup.is_some() {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "A pod with name {} already exists in the zone",
                 a.name
             )));
@@ -277,7 +279,7 @@ impl Service {
             .first(Query::new().eq(Col::Ukey, format!("{}/{}", a.pod.id, a.name.to_lowercase())))
             .await?;
         if dup.is_some() {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "A cluster with name {} already exists in the pod",
                 a.name
             )));
@@ -323,13 +325,15 @@ impl Service {
     /// one zone may not overlap, so no address is ever handed out twice.
     pub async fn create_network(&self, a: NetworkArgs) -> SResult<Network> {
         if a.offering.removed.is_some() || a.offering.state != "Enabled" {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Invalid value for parameter networkofferingid: network offering {} is not in Enabled state",
                 a.offering.uuid
             )));
         }
         if a.name.trim().is_empty() {
-            return Err(ApiError::param("Invalid value for parameter name: empty"));
+            return Err(ServiceError::invalid(
+                "Invalid value for parameter name: empty",
+            ));
         }
         let (gw, nm) = match (&a.gateway, &a.netmask) {
             (Some(g), Some(n)) => (g.clone(), n.clone()),
@@ -339,12 +343,12 @@ impl Service {
                 ("10.1.1.1".to_string(), "255.255.255.0".to_string())
             }
             (None, None) => {
-                return Err(ApiError::param(
+                return Err(ServiceError::invalid(
                     "Parameters gateway and netmask are required for a Shared network",
                 ))
             }
-            (Some(_), None) => return Err(ApiError::missing("createNetwork", "netmask")),
-            (None, Some(_)) => return Err(ApiError::missing("createNetwork", "gateway")),
+            (Some(_), None) => return Err(ServiceError::missing("createNetwork", "netmask")),
+            (None, Some(_)) => return Err(ServiceError::missing("createNetwork", "gateway")),
         };
         let (cidr, netmask, start, end) =
             address_plan(&gw, &nm, a.start_ip.as_deref(), a.end_ip.as_deref())?;
@@ -354,7 +358,7 @@ impl Service {
             u32::from(ipv4("endip", &end)?),
         );
         if (s..=e).contains(&u32::from(gw_ip)) {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Invalid value for parameter gateway: {gw} lies inside the range {start}-{end}"
             )));
         }
@@ -372,7 +376,7 @@ impl Service {
                 .filter(|n| n.guest_type == "Shared")
                 .find(|n| ranges_overlap(n, s, e))
             {
-                return Err(ApiError::param(format!(
+                return Err(ServiceError::invalid(format!(
                     "The IP range {start}-{end} overlaps with network {} ({}-{})",
                     o.name, o.start_ip, o.end_ip
                 )));
@@ -424,7 +428,7 @@ impl Service {
             })
             .await?;
         if !nics.is_empty() {
-            return Err(ApiError::in_use(format!(
+            return Err(ServiceError::in_use(format!(
                 "Network {} still has instances; expunge them first",
                 n.uuid
             )));
@@ -440,7 +444,7 @@ impl Service {
 
     pub async fn delete_network_offering(&self, mut o: NetworkOffering) -> SResult<()> {
         if o.is_default {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Default network offering {} can't be deleted",
                 o.name
             )));
@@ -454,7 +458,7 @@ impl Service {
             )
             .await?;
         if !nets.is_empty() {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Can't delete network offering {} as it is used by {} network(s)",
                 o.uuid,
                 nets.len()
@@ -491,7 +495,7 @@ impl Service {
             }
             [z] => z.clone(),
             _ => {
-                return Err(ApiError::param(
+                return Err(ServiceError::invalid(
                     "There are several zones; name one with --zone",
                 ))
             }
@@ -513,7 +517,7 @@ impl Service {
             }
             [p] => p.clone(),
             _ => {
-                return Err(ApiError::param(
+                return Err(ServiceError::invalid(
                     "There are several pods; name one with --pod",
                 ))
             }
@@ -539,7 +543,7 @@ impl Service {
             }
             [c] => c.clone(),
             _ => {
-                return Err(ApiError::param(
+                return Err(ServiceError::invalid(
                     "There are several clusters; name one with --cluster",
                 ))
             }
@@ -557,7 +561,9 @@ impl Service {
             .store
             .first(Query::new().eq(Col::Ukey, "defaultsharednetworkoffering"))
             .await?
-            .ok_or_else(|| ApiError::internal("the default shared network offering is missing"))?;
+            .ok_or_else(|| {
+                ServiceError::internal("the default shared network offering is missing")
+            })?;
         // A /12 leaves room for a million instances in one zone.
         self.create_network(NetworkArgs {
             zone_id: zone.id,
@@ -596,7 +602,7 @@ mod tests {
             address_plan("10.1.1.1", "255.255.255.0", Some("10.1.1.10"), None).unwrap();
         assert_eq!((s.as_str(), e.as_str()), ("10.1.1.10", "10.1.1.254"));
         let err = address_plan("10.1.1.1", "255.255.255.0", Some("10.1.2.5"), None).unwrap_err();
-        assert!(err.text.contains("startip"), "{}", err.text);
+        assert!(err.text().contains("startip"), "{}", err.text());
         let err = address_plan(
             "10.1.1.1",
             "255.255.255.0",
@@ -604,11 +610,11 @@ mod tests {
             Some("10.1.1.20"),
         )
         .unwrap_err();
-        assert!(err.text.contains("endip"), "{}", err.text);
+        assert!(err.text().contains("endip"), "{}", err.text());
         let err = address_plan("10.1.1.1", "255.0.255.0", None, None).unwrap_err();
-        assert!(err.text.contains("netmask"), "{}", err.text);
+        assert!(err.text().contains("netmask"), "{}", err.text());
         let err = address_plan("10.1.1.x", "255.255.255.0", None, None).unwrap_err();
-        assert!(err.text.contains("gateway"), "{}", err.text);
+        assert!(err.text().contains("gateway"), "{}", err.text());
     }
 
     #[test]
@@ -616,7 +622,7 @@ mod tests {
         assert_eq!(hypervisor_name("hypervisor", "kvm").unwrap(), "KVM");
         assert!(hypervisor_name("hypervisor", "hyperv")
             .unwrap_err()
-            .text
+            .text()
             .contains("hypervisor"));
     }
 }

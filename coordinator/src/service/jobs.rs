@@ -5,7 +5,7 @@
 
 use super::*;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op")]
@@ -76,17 +76,6 @@ pub enum JobOutput {
         id: i64,
     },
     Success,
-}
-
-/// Turns job outputs into CloudStack objects; provided by the API layer.
-pub trait Renderer: Send + Sync {
-    fn render<'a>(
-        &'a self,
-        svc: &'a Service,
-        caller: &'a Caller,
-        out: &'a JobOutput,
-        job_uuid: &'a str,
-    ) -> futures::future::BoxFuture<'a, SResult<Value>>;
 }
 
 pub struct NewJob<'a> {
@@ -206,7 +195,7 @@ impl Service {
         };
         let caller = self.caller_for_user(job.user_id).await?;
         let work: Work = serde_json::from_value(job.work.clone())
-            .map_err(|e| ApiError::internal(format!("unreadable job: {e}")))?;
+            .map_err(|e| ServiceError::internal(format!("unreadable job: {e}")))?;
         let vm_uuid = (job.instance_type.as_deref() == Some("VirtualMachine"))
             .then(|| job.instance_uuid.clone())
             .flatten();
@@ -217,13 +206,6 @@ impl Service {
         if let Some(u) = &vm_uuid {
             self.busy.lock().remove(u);
         }
-        let outcome = match outcome {
-            Ok(out) => match self.renderer().render(self, &caller, &out, &job.uuid).await {
-                Ok(v) => Ok(v),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
         // A job's outcome is written whatever it takes: with the data disk
         // full, the write fails until space comes back, and a job left
         // pending would hang its client for good.
@@ -254,23 +236,25 @@ impl Service {
         Ok(())
     }
 
-    pub(crate) async fn finish_job(&self, job_id: i64, outcome: SResult<Value>) -> SResult<()> {
+    /// Records a job's outcome: the typed output on success (the wire layer
+    /// renders it when the job is queried), the failure's kind and text
+    /// otherwise.
+    pub(crate) async fn finish_job(&self, job_id: i64, outcome: SResult<JobOutput>) -> SResult<()> {
         for _ in 0..5 {
             let Some(mut job) = self.store.load::<Job>(job_id).await? else {
                 return Ok(());
             };
             match &outcome {
-                Ok(v) => {
+                Ok(out) => {
                     job.status = JOB_SUCCEEDED;
                     job.result_code = 0;
                     job.result_type = Some("object".into());
-                    job.result = Some(v.clone());
+                    job.result = Some(json!(out));
                 }
                 Err(e) => {
                     job.status = JOB_FAILED;
-                    job.result_code = e.code as i64;
                     job.result_type = Some("object".into());
-                    job.result = Some(json!({"errorcode": e.code, "errortext": e.text}));
+                    job.result = Some(json!(super::error::JobFailure::from(e)));
                 }
             }
             job.completed = Some(now());
@@ -282,7 +266,7 @@ impl Service {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::internal("job record kept changing"))
+        Err(ServiceError::internal("job record kept changing"))
     }
 
     async fn execute(self: &Arc<Self>, caller: &Caller, work: Work) -> SResult<JobOutput> {
@@ -330,17 +314,6 @@ impl Service {
         }
     }
 
-    pub fn set_renderer(&self, r: Arc<dyn Renderer>) {
-        let _ = self.renderer.set(r);
-    }
-
-    fn renderer(&self) -> Arc<dyn Renderer> {
-        self.renderer
-            .get()
-            .expect("renderer installed at startup")
-            .clone()
-    }
-
     /// Fails every job a previous run left pending and brings the instances they
     /// were working on back to a stable state. Runs once at startup, before the
     /// API accepts requests.
@@ -353,7 +326,7 @@ impl Service {
         for job in pending {
             self.finish_job(
                 job.id,
-                Err(ApiError::internal(
+                Err(ServiceError::internal(
                     "The job was interrupted by a restart of the coordinator before it completed; check the resource's state and retry",
                 )),
             )

@@ -19,8 +19,8 @@ use orrery_schedule::lease::{
 };
 
 /// A lease rule broken by a request: 431 naming the parameter.
-pub fn lease_error(e: &ls::LeaseError) -> ApiError {
-    ApiError::param(format!(
+pub fn lease_error(e: &ls::LeaseError) -> ServiceError {
+    ServiceError::invalid(format!(
         "Invalid value for parameter {}: {e}",
         e.parameter()
     ))
@@ -78,7 +78,7 @@ pub fn request(duration: Option<i64>, action: Option<&str>) -> SResult<LeaseRequ
     }
 }
 
-fn missing_action() -> ApiError {
+fn missing_action() -> ServiceError {
     lease_error(&ls::LeaseError::MissingAction)
 }
 
@@ -172,7 +172,7 @@ impl Service {
                 }
                 ExpiryDecision::Execute(action) => {
                     if let Err(e) = self.execute_lease(&caller, vm, action).await {
-                        tracing::warn!(vm = id, error = %e.text, "lease expiry action failed");
+                        tracing::warn!(vm = id, error = %e.text(), "lease expiry action failed");
                     }
                 }
             }

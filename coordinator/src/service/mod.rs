@@ -6,6 +6,7 @@ pub mod agent;
 pub mod bootstrap;
 pub mod cache;
 pub mod capacity;
+pub mod error;
 pub mod hosts;
 pub mod identity;
 pub mod infra;
@@ -22,7 +23,6 @@ mod timed_tests;
 pub mod vm;
 pub mod volumes;
 
-use crate::error::ApiError;
 use crate::store::records::*;
 use crate::store::{Col, Cond, DynStore, Entity, Query, StoreExt, Tx, Val};
 use agent::AgentClient;
@@ -31,7 +31,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub type SResult<T> = Result<T, ApiError>;
+pub use error::{ErrorKind, ServiceError};
+pub type SResult<T> = Result<T, ServiceError>;
 
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -91,7 +92,6 @@ pub struct Service {
     /// Instances a job of this process is working on; host reports leave
     /// them to the job.
     pub(crate) busy: parking_lot::Mutex<std::collections::HashSet<String>>,
-    renderer: std::sync::OnceLock<Arc<dyn jobs::Renderer>>,
     /// Capacity held per host, from every committed instance change.
     pub(crate) capacity: Arc<capacity::CapacityView>,
     pub(crate) cache: cache::RecordCache,
@@ -133,7 +133,7 @@ impl Service {
         }
         let stats = stats::StatsHub::open(&data_dir)
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| ServiceError::internal(e.to_string()))?;
         let svc = Arc::new(Service {
             capacity,
             cache: cache::RecordCache::default(),
@@ -151,7 +151,6 @@ impl Service {
             ip_pools: tokio::sync::Mutex::new(HashMap::new()),
             domain_paths: RwLock::new(HashMap::new()),
             busy: parking_lot::Mutex::new(std::collections::HashSet::new()),
-            renderer: std::sync::OnceLock::new(),
             login_throttle: parking_lot::Mutex::new(identity::LoginThrottle::default()),
         });
         svc.reload_settings().await?;
@@ -214,7 +213,7 @@ impl Service {
             .store
             .load(id)
             .await?
-            .ok_or_else(|| ApiError::internal(format!("domain {id} missing")))?;
+            .ok_or_else(|| ServiceError::internal(format!("domain {id} missing")))?;
         self.domain_paths.write().insert(id, d.path.clone());
         Ok(d.path)
     }
@@ -223,7 +222,7 @@ impl Service {
     pub async fn by_uuid<E: Entity + 'static>(&self, param: &str, uuid: &str) -> SResult<E> {
         self.load_uuid_cached::<E>(uuid)
             .await?
-            .ok_or_else(|| ApiError::unknown_id(param, uuid))
+            .ok_or_else(|| ServiceError::not_found(param, uuid))
     }
 
     /// Like `by_uuid`, but a resource the caller may not access is reported as
@@ -237,7 +236,7 @@ impl Service {
         let e: E = self.by_uuid(param, uuid).await?;
         let path = self.domain_path(e.owner_domain()).await?;
         if e.is_removed() || !caller.can_access(e.owner_account(), &path) {
-            return Err(ApiError::unknown_id(param, uuid));
+            return Err(ServiceError::not_found(param, uuid));
         }
         Ok(e)
     }

@@ -120,7 +120,7 @@ impl Service {
         for u in uuids {
             let d: Domain = self.by_uuid("domainid", u).await?;
             if d.removed.is_some() {
-                return Err(ApiError::unknown_id("domainid", u));
+                return Err(ServiceError::not_found("domainid", u));
             }
             if !out.iter().any(|x: &Domain| x.id == d.id) {
                 out.push(d);
@@ -144,7 +144,7 @@ impl Service {
         if may_manage(caller, paths) {
             return Ok(());
         }
-        Err(ApiError::denied(if paths.is_empty() {
+        Err(ServiceError::denied(if paths.is_empty() {
             format!("Only a root admin may create or change a global {what}; give domainid to scope it to a domain you administer")
         } else {
             format!("Caller has no access to every domain of the {what}")
@@ -158,7 +158,7 @@ impl Service {
     {
         let o: O = self.by_uuid(param, uuid).await?;
         if o.removed() || !may_see(caller, &self.domain_paths_of(o.domain_ids()).await?) {
-            return Err(ApiError::unknown_id(param, uuid));
+            return Err(ServiceError::not_found(param, uuid));
         }
         Ok(o)
     }
@@ -188,14 +188,14 @@ impl Service {
             .customized
             .unwrap_or(r.cpu_number.is_none() || r.memory.is_none());
         if !customized && (r.cpu_number.is_none() || r.memory.is_none()) {
-            return Err(ApiError::param(
+            return Err(ServiceError::invalid(
                 "A fixed offering needs cpunumber and memory; set customized=true for a custom one",
             ));
         }
         if matches!((r.min_cpu, r.max_cpu), (Some(a), Some(b)) if a > b)
             || matches!((r.min_memory, r.max_memory), (Some(a), Some(b)) if a > b)
         {
-            return Err(ApiError::param(
+            return Err(ServiceError::invalid(
                 "The minimum of a custom offering must not exceed its maximum",
             ));
         }
@@ -258,7 +258,7 @@ impl Service {
         self.check_manage(caller, &paths, "disk offering").await?;
         let customized = r.customized.unwrap_or(r.disk_size_gb.is_none());
         if !customized && r.disk_size_gb.is_none() {
-            return Err(ApiError::param(
+            return Err(ServiceError::invalid(
                 "A fixed disk offering needs disksize; set customized=true for a custom one",
             ));
         }
@@ -355,7 +355,7 @@ impl Service {
         if let Some(id) = &f.id {
             // An id never issued is an error; a removed one lists nothing.
             if self.load_uuid_cached::<O>(id).await?.is_none() {
-                return Err(ApiError::unknown_id("id", id));
+                return Err(ServiceError::not_found("id", id));
             }
             q = q.eq(Col::Uuid, id.as_str());
         }
@@ -369,7 +369,7 @@ impl Service {
             Some(u) => {
                 let d: Domain = self.by_uuid("domainid", u).await?;
                 if !caller.is_root_admin() && !in_subtree(&d.path, &caller.domain.path) {
-                    return Err(ApiError::denied("Caller has no access to the domain"));
+                    return Err(ServiceError::denied("Caller has no access to the domain"));
                 }
                 Some(d.id)
             }

@@ -26,7 +26,7 @@ impl Service {
         let zone: Zone = self
             .load_cached(zone_id)
             .await?
-            .ok_or_else(|| ApiError::internal("zone vanished"))?;
+            .ok_or_else(|| ServiceError::internal("zone vanished"))?;
         let pods: Vec<Pod> = self.zone_records(zone_id).await?;
         let clusters: Vec<Cluster> = self.zone_records(zone_id).await?;
         let hosts: Vec<Host> = self.zone_records(zone_id).await?;
@@ -171,8 +171,8 @@ impl Service {
             Ok(plan) => self
                 .load_cached(plan.host_id)
                 .await?
-                .ok_or_else(|| ApiError::internal("host vanished")),
-            Err(why) => Err(ApiError::capacity(format!(
+                .ok_or_else(|| ServiceError::internal("host vanished")),
+            Err(why) => Err(ServiceError::capacity(format!(
                 "Unable to create a deployment for VM instance {}: insufficient capacity ({why})",
                 vm.uuid
             ))),

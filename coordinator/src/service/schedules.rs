@@ -65,7 +65,7 @@ pub struct TickReport {
 
 /// A stored schedule as the rules see it.
 pub fn plan_of(s: &VmSchedule) -> SResult<sp::Schedule> {
-    let bad = |what: &str| ApiError::internal(format!("stored schedule {} has {what}", s.uuid));
+    let bad = |what: &str| ServiceError::internal(format!("stored schedule {} has {what}", s.uuid));
     Ok(sp::Schedule {
         id: s.id as u64,
         vm_id: s.vm_id as u64,
@@ -83,8 +83,8 @@ pub fn plan_of(s: &VmSchedule) -> SResult<sp::Schedule> {
 }
 
 /// A schedule rule broken by a request: 431 naming the parameter.
-pub fn plan_error(e: &sp::PlanError) -> ApiError {
-    ApiError::param(format!(
+pub fn plan_error(e: &sp::PlanError) -> ServiceError {
+    ServiceError::invalid(format!(
         "Invalid value for parameter {}: {e}",
         e.parameter()
     ))
@@ -420,7 +420,7 @@ impl Service {
                         &mut tx,
                         &caller,
                         "VMSCHEDULE.SKIPPED",
-                        format!("Schedule {} did not run: {}", rec.uuid, e.text),
+                        format!("Schedule {} did not run: {}", rec.uuid, e.text()),
                         vm.account_id,
                         vm.domain_id,
                         Some((&vm.uuid, "VirtualMachine", &vm.name)),
@@ -456,7 +456,7 @@ impl Service {
             loop {
                 every.tick().await;
                 if let Err(e) = svc.scheduler_tick(svc.clock_now()).await {
-                    tracing::warn!(error = %e.text, "scheduler tick failed");
+                    tracing::warn!(error = %e.text(), "scheduler tick failed");
                 }
             }
         });

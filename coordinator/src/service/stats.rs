@@ -24,12 +24,6 @@ pub const BLOCK_ROWS: usize = 60;
 /// Hourly blocks of a series merged into one.
 pub const MERGE_AT: u32 = 12;
 
-impl From<StatsStoreError> for ApiError {
-    fn from(e: StatsStoreError) -> Self {
-        ApiError::internal(e.to_string())
-    }
-}
-
 /// A series being filled.
 struct Open<S> {
     rows: Vec<S>,
@@ -696,7 +690,7 @@ impl Service {
                 }
                 if n.is_multiple_of(5) {
                     if let Err(e) = svc.stats_retention().await {
-                        tracing::warn!(error = %e.text, "statistics retention failed");
+                        tracing::warn!(error = %e.text(), "statistics retention failed");
                     }
                 }
             }
@@ -727,7 +721,7 @@ impl Service {
                     .simulate_stats(chrono::Utc::now().timestamp_millis())
                     .await
                 {
-                    tracing::warn!(error = %e.text, "simulated statistics failed");
+                    tracing::warn!(error = %e.text(), "simulated statistics failed");
                 }
             }
         });

@@ -355,13 +355,13 @@ impl Service {
     /// not resolve now are left to the download, which checks again.
     pub async fn check_template_url(&self, caller: &Caller, url: &str) -> SResult<()> {
         let Source::Http(url) =
-            check_source(url, caller.is_root_admin()).map_err(ApiError::param)?
+            check_source(url, caller.is_root_admin()).map_err(ServiceError::invalid)?
         else {
             return Ok(());
         };
         let allowed = parse_allowed(&self.setting("secstorage.allowed.internal.sites", &[]))
-            .map_err(ApiError::internal)?;
-        let parsed = reqwest::Url::parse(&url).map_err(|e| ApiError::param(e.to_string()))?;
+            .map_err(ServiceError::internal)?;
+        let parsed = reqwest::Url::parse(&url).map_err(|e| ServiceError::invalid(e.to_string()))?;
         let host = parsed.host_str().unwrap_or_default();
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let port = parsed.port_or_known_default().unwrap_or(80);
@@ -373,7 +373,7 @@ impl Service {
             },
         };
         for ip in addrs {
-            check_address(ip, &allowed, is_local_address).map_err(ApiError::param)?;
+            check_address(ip, &allowed, is_local_address).map_err(ServiceError::invalid)?;
         }
         Ok(())
     }
@@ -492,7 +492,7 @@ impl Service {
             .store
             .load(id)
             .await?
-            .ok_or_else(|| ApiError::internal("template vanished"))?;
+            .ok_or_else(|| ServiceError::internal("template vanished"))?;
         match r {
             Ok((path, size, physical)) => {
                 t.path = Some(path);

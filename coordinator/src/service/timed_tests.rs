@@ -53,7 +53,6 @@ async fn service_with(
     .await
     .unwrap();
     svc.set_clock(clock);
-    svc.set_renderer(Arc::new(crate::api::views::JobRenderer));
     svc
 }
 
@@ -264,7 +263,7 @@ async fn lease_rules_at_deploy_and_update() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.code, 431);
+    assert_eq!(crate::error::ApiError::from(err.clone()).code, 431);
     assert!(f.vm(none.id).await.lease == Lease::None);
     // Changing the offering's lease leaves existing leases alone.
     let mut changed = leasing.clone();
@@ -342,8 +341,8 @@ async fn lease_rules_at_deploy_and_update() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.code, 431);
-    assert!(err.text.contains("leaseduration"), "{}", err.text);
+    assert_eq!(crate::error::ApiError::from(err.clone()).code, 431);
+    assert!(err.text().contains("leaseduration"), "{}", err.text());
     assert_eq!(f.vm(v.id).await.lease, Lease::Disabled);
 }
 
@@ -641,8 +640,13 @@ async fn schedule_input_errors_name_the_parameter() {
             )
             .await
             .unwrap_err();
-        assert_eq!(err.code, 431, "{param}: {}", err.text);
-        assert!(err.text.contains(param), "{param}: {}", err.text);
+        assert_eq!(
+            crate::error::ApiError::from(err.clone()).code,
+            431,
+            "{param}: {}",
+            err.text()
+        );
+        assert!(err.text().contains(param), "{param}: {}", err.text());
     }
     let s = f
         .svc
@@ -683,8 +687,8 @@ async fn schedule_input_errors_name_the_parameter() {
             .update_schedule(&f.admin, s.clone(), &req)
             .await
             .unwrap_err();
-        assert_eq!(err.code, 431);
-        assert!(err.text.contains(param), "{}", err.text);
+        assert_eq!(crate::error::ApiError::from(err.clone()).code, 431);
+        assert!(err.text().contains(param), "{}", err.text());
     }
     let all: Vec<VmSchedule> = f.svc.store.all(Query::new()).await.unwrap();
     assert_eq!(all.len(), 1, "failed requests stored nothing");

@@ -99,11 +99,11 @@ impl Service {
             let start: Ipv4Addr = net
                 .start_ip
                 .parse()
-                .map_err(|_| ApiError::internal("bad network range"))?;
+                .map_err(|_| ServiceError::internal("bad network range"))?;
             let end: Ipv4Addr = net
                 .end_ip
                 .parse()
-                .map_err(|_| ApiError::internal("bad network range"))?;
+                .map_err(|_| ServiceError::internal("bad network range"))?;
             let nics: Vec<Nic> = self.store.all(Query::new().eq(Col::Ref, net.id)).await?;
             let used = nics
                 .iter()
@@ -121,14 +121,10 @@ impl Service {
         }
         let pool = pools.get_mut(&net.id).expect("pool inserted above");
         pool.take().ok_or_else(|| {
-            ApiError::new(
-                535,
-                4370,
-                format!(
-                    "Insufficient address capacity: no free IP address left in network {}",
-                    net.name
-                ),
-            )
+            ServiceError::limit(format!(
+                "Insufficient address capacity: no free IP address left in network {}",
+                net.name
+            ))
         })
     }
 
@@ -142,7 +138,7 @@ impl Service {
         let nets: Vec<Network> = self.zone_records(zone_id).await?;
         nets.into_iter()
             .find(|n| n.is_zone_default && n.removed.is_none())
-            .ok_or_else(|| ApiError::unavailable("The zone has no guest network"))
+            .ok_or_else(|| ServiceError::unavailable("The zone has no guest network"))
     }
 
     /// Validates everything, then creates the instance, its ROOT volume, its NIC
@@ -150,27 +146,28 @@ impl Service {
     /// asked to.
     pub async fn deploy(self: &Arc<Self>, caller: &Caller, a: DeployArgs) -> SResult<(Vm, Job)> {
         if let Some(n) = &a.name {
-            naming::validate_hostname(n)
-                .map_err(|e| ApiError::param(format!("Invalid value for parameter name: {e}")))?;
+            naming::validate_hostname(n).map_err(|e| {
+                ServiceError::invalid(format!("Invalid value for parameter name: {e}"))
+            })?;
         }
         let (cpu, speed, mem) = compute_size(&a.offering, &a.details)?;
         let tmpl = a.template.as_ref().or(a.iso.as_ref());
         if let Some(t) = tmpl {
             if !t.is_ready {
-                return Err(ApiError::param(format!(
+                return Err(ServiceError::invalid(format!(
                     "Template {} is not ready yet (status: {})",
                     t.uuid, t.status
                 )));
             }
             if t.zone_id.is_some() && t.zone_id != Some(a.zone.id) {
-                return Err(ApiError::param(format!(
+                return Err(ServiceError::invalid(format!(
                     "Template {} is not available in zone {}",
                     t.uuid, a.zone.uuid
                 )));
             }
         }
         if a.zone.allocation_state != "Enabled" && !caller.is_root_admin() {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Zone {} is disabled for allocation",
                 a.zone.uuid
             )));
@@ -429,10 +426,10 @@ impl Service {
                 .store
                 .load(vm_id)
                 .await?
-                .ok_or_else(|| ApiError::internal("instance vanished"))?;
+                .ok_or_else(|| ServiceError::internal("instance vanished"))?;
             let to = t
                 .apply(vm.state)
-                .map_err(|e| ApiError::state(format!("Instance {} {}", vm.uuid, e)))?;
+                .map_err(|e| ServiceError::state(format!("Instance {} {}", vm.uuid, e)))?;
             vm.state = to;
             vm.last_updated = now();
             edit(&mut vm);
@@ -445,9 +442,7 @@ impl Service {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::new(
-            530,
-            4300,
+        Err(ServiceError::conflict(
             "The instance is being changed concurrently; retry",
         ))
     }
@@ -455,14 +450,14 @@ impl Service {
     /// Checks that an operation may begin, before its job is queued.
     pub fn check_transition(vm: &Vm, t: Transition) -> SResult<()> {
         if vm.state.is_transitional() {
-            return Err(ApiError::state(format!(
+            return Err(ServiceError::state(format!(
                 "Instance {} is in state {}; another operation is in progress",
                 vm.uuid, vm.state
             )));
         }
         t.apply(vm.state)
             .map(|_| ())
-            .map_err(|e| ApiError::state(format!("Instance {}: {}", vm.uuid, e)))
+            .map_err(|e| ServiceError::state(format!("Instance {}: {}", vm.uuid, e)))
     }
 
     /// Queues a lifecycle job on an instance.
@@ -549,7 +544,7 @@ impl Service {
         let mut nic_specs = Vec::new();
         for n in &nics {
             let net: Option<Network> = self.store.load(n.network_id).await?;
-            let net = net.ok_or_else(|| ApiError::internal("network vanished"))?;
+            let net = net.ok_or_else(|| ServiceError::internal("network vanished"))?;
             let zone: Option<Zone> = self.store.load(net.zone_id).await?;
             nic_specs.push(NicSpec {
                 mac: n.mac_address.clone(),
@@ -618,15 +613,15 @@ impl Service {
             .store
             .load(id)
             .await?
-            .ok_or_else(|| ApiError::internal("template vanished"))?;
+            .ok_or_else(|| ServiceError::internal("template vanished"))?;
         let sum = match t.details.get("orrery.sha256") {
             Some(s) => s.clone(),
             None => {
                 let path = self.secondary_path(&t)?;
                 let sum = tokio::task::spawn_blocking(move || sha256_file(&path))
                     .await
-                    .map_err(|e| ApiError::internal(e.to_string()))?
-                    .map_err(|e| ApiError::internal(format!("reading template: {e}")))?;
+                    .map_err(|e| ServiceError::internal(e.to_string()))?
+                    .map_err(|e| ServiceError::internal(format!("reading template: {e}")))?;
                 t.details.insert("orrery.sha256".into(), sum.clone());
                 let mut tx = Tx::new();
                 tx.update(&mut t);
@@ -646,7 +641,7 @@ impl Service {
     /// Where a template's file lives in secondary storage.
     pub fn secondary_path(&self, t: &Template) -> SResult<std::path::PathBuf> {
         let p = t.path.as_ref().ok_or_else(|| {
-            ApiError::unavailable(format!("Template {} is not downloaded yet", t.uuid))
+            ServiceError::unavailable(format!("Template {} is not downloaded yet", t.uuid))
         })?;
         Ok(self.data_dir.join("secondary").join(p))
     }
@@ -661,7 +656,7 @@ impl Service {
             .store
             .load(vm_id)
             .await?
-            .ok_or_else(|| ApiError::internal("instance vanished"))?;
+            .ok_or_else(|| ServiceError::internal("instance vanished"))?;
         // The decision is taken under the placement lock and reserved in the
         // capacity view, so the next decision sees it while this one's
         // Starting commit is still on its way.
@@ -755,7 +750,7 @@ impl Service {
                         .store
                         .load(vm_id)
                         .await?
-                        .ok_or_else(|| ApiError::internal("instance vanished"))?;
+                        .ok_or_else(|| ServiceError::internal("instance vanished"))?;
                     v.state = VmState::Running;
                     let mut tx = Tx::new();
                     tx.update(&mut v);
@@ -778,13 +773,13 @@ impl Service {
             .store
             .load(vm_id)
             .await?
-            .ok_or_else(|| ApiError::internal("instance vanished"))?;
+            .ok_or_else(|| ServiceError::internal("instance vanished"))?;
         Transition::Reboot
             .apply(vm.state)
-            .map_err(|e| ApiError::state(format!("Instance {}: {e}", vm.uuid)))?;
+            .map_err(|e| ServiceError::state(format!("Instance {}: {e}", vm.uuid)))?;
         let h = vm
             .host_id
-            .ok_or_else(|| ApiError::internal("running instance without host"))?;
+            .ok_or_else(|| ServiceError::internal("running instance without host"))?;
         self.agents.reboot(h, &vm.instance_name).await?;
         let vm = self
             .transition(vm_id, Transition::Reboot, |_| {}, |_, _| {})
@@ -804,7 +799,7 @@ impl Service {
             .store
             .load(vm_id)
             .await?
-            .ok_or_else(|| ApiError::internal("instance vanished"))?;
+            .ok_or_else(|| ServiceError::internal("instance vanished"))?;
         if vm.state == VmState::Running {
             self.stop_inner(vm_id, self.setting_bool("vm.destroy.forcestop"))
                 .await?;
@@ -853,7 +848,7 @@ impl Service {
             .store
             .load(vm_id)
             .await?
-            .ok_or_else(|| ApiError::internal("instance vanished"))?;
+            .ok_or_else(|| ServiceError::internal("instance vanished"))?;
         if vm.state == VmState::Running {
             self.stop_inner(vm_id, true).await?;
         }
@@ -1058,14 +1053,15 @@ impl Service {
             || !u.details.is_empty()
             || u.cleanup_details;
         if needs_stop && vm.state != VmState::Stopped {
-            return Err(ApiError::state(format!(
+            return Err(ServiceError::state(format!(
                 "Instance {} must be stopped to change its name, OS type or settings; it is {}",
                 vm.uuid, vm.state
             )));
         }
         if let Some(n) = &u.name {
-            naming::validate_hostname(n)
-                .map_err(|e| ApiError::param(format!("Invalid value for parameter name: {e}")))?;
+            naming::validate_hostname(n).map_err(|e| {
+                ServiceError::invalid(format!("Invalid value for parameter name: {e}"))
+            })?;
         }
         let mut tx = Tx::new();
         if let Some(g) = &u.group {
@@ -1076,7 +1072,7 @@ impl Service {
                     .store
                     .load(vm.account_id)
                     .await?
-                    .ok_or_else(|| ApiError::internal("owner missing"))?;
+                    .ok_or_else(|| ServiceError::internal("owner missing"))?;
                 let (grp, is_new) = self.group_for(&owner, g).await?;
                 if is_new {
                     tx.insert(&grp);
@@ -1148,7 +1144,7 @@ impl Service {
         );
         self.store.commit(tx.ops).await.map_err(|e| match e {
             crate::store::StoreError::Conflict(..) => {
-                ApiError::new(530, 4300, "The instance changed concurrently; retry")
+                ServiceError::conflict("The instance changed concurrently; retry")
             }
             e => e.into(),
         })?;
@@ -1193,7 +1189,7 @@ pub fn compute_size(
         if SIZE_DETAILS.iter().any(|s| s.eq_ignore_ascii_case(k))
             && !v.trim().parse::<i64>().is_ok_and(|n| n > 0)
         {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Invalid value for parameter details: {k}={} is not a positive integer",
                 v.chars().take(32).collect::<String>()
             )));
@@ -1203,7 +1199,7 @@ pub fn compute_size(
         match details.iter().find(|(dk, _)| dk.eq_ignore_ascii_case(k)) {
             None => Ok(None),
             Some((_, v)) => v.trim().parse::<i64>().map(Some).map_err(|_| {
-                ApiError::param(format!(
+                ServiceError::invalid(format!(
                     "Invalid value for details {k}: {v} is not an integer"
                 ))
             }),
@@ -1212,7 +1208,9 @@ pub fn compute_size(
     let cpu = match o.cpu_number {
         Some(c) => c,
         None => get("cpuNumber")?.ok_or_else(|| {
-            ApiError::param("The service offering is custom: details[0].cpuNumber is required")
+            ServiceError::invalid(
+                "The service offering is custom: details[0].cpuNumber is required",
+            )
         })?,
     };
     let speed = match o.cpu_speed {
@@ -1222,27 +1220,27 @@ pub fn compute_size(
     let mem = match o.memory {
         Some(m) => m,
         None => get("memory")?.ok_or_else(|| {
-            ApiError::param("The service offering is custom: details[0].memory is required")
+            ServiceError::invalid("The service offering is custom: details[0].memory is required")
         })?,
     };
     if o.customized {
         if let (Some(lo), Some(hi)) = (o.min_cpu, o.max_cpu) {
             if cpu < lo || cpu > hi {
-                return Err(ApiError::param(format!(
+                return Err(ServiceError::invalid(format!(
                     "Invalid cpuNumber {cpu}: the offering allows {lo} to {hi}"
                 )));
             }
         }
         if let (Some(lo), Some(hi)) = (o.min_memory, o.max_memory) {
             if mem < lo || mem > hi {
-                return Err(ApiError::param(format!(
+                return Err(ServiceError::invalid(format!(
                     "Invalid memory {mem}: the offering allows {lo} to {hi} MB"
                 )));
             }
         }
     }
     if cpu < 1 || speed < 1 || mem < 32 {
-        return Err(ApiError::param(format!(
+        return Err(ServiceError::invalid(format!(
             "Invalid compute size: {cpu} CPUs at {speed} MHz with {mem} MB"
         )));
     }
@@ -1258,14 +1256,14 @@ fn root_size(
 ) -> SResult<i64> {
     if let Some(gb) = root_gb {
         if gb <= 0 {
-            return Err(ApiError::param(
+            return Err(ServiceError::invalid(
                 "Invalid value for parameter rootdisksize: it must be positive",
             ));
         }
         let want = gb * GIB;
         if let Some(t) = t {
             if want < t.size {
-                return Err(ApiError::param(format!(
+                return Err(ServiceError::invalid(format!(
                     "Invalid value for parameter rootdisksize: {gb} GB is smaller than the template's size of {} bytes",
                     t.size
                 )));
@@ -1275,7 +1273,7 @@ fn root_size(
     }
     if iso {
         let d = d.ok_or_else(|| {
-            ApiError::param(
+            ServiceError::invalid(
                 "A disk offering (diskofferingid) is required when deploying from an ISO",
             )
         })?;
@@ -1394,7 +1392,7 @@ mod tests {
         let mut d = BTreeMap::new();
         d.insert("memory".to_string(), "abc".to_string());
         let e = compute_size(&o, &d).unwrap_err();
-        assert!(e.text.contains("parameter details"), "{}", e.text);
+        assert!(e.text().contains("parameter details"), "{}", e.text());
         d.insert("memory".to_string(), "512".to_string());
         assert_eq!(compute_size(&o, &d).unwrap(), (1, 500, 256));
     }

@@ -28,14 +28,14 @@ pub struct NewVolume {
 fn size_for(offering: &DiskOffering, size_gb: Option<i64>) -> SResult<i64> {
     let gb = if offering.customized {
         size_gb.ok_or_else(|| {
-            ApiError::param(format!(
+            ServiceError::invalid(format!(
                 "Parameter size is required: disk offering {} has a custom size",
                 offering.name
             ))
         })?
     } else {
         if size_gb.is_some() && size_gb != Some(offering.disk_size_gb) {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Invalid parameter size: disk offering {} has a fixed size of {} GB",
                 offering.name, offering.disk_size_gb
             )));
@@ -43,7 +43,7 @@ fn size_for(offering: &DiskOffering, size_gb: Option<i64>) -> SResult<i64> {
         offering.disk_size_gb
     };
     if !(1..=MAX_VOLUME_GB).contains(&gb) {
-        return Err(ApiError::param(format!(
+        return Err(ServiceError::invalid(format!(
             "Invalid value for parameter size: {gb}; it must be between 1 and {MAX_VOLUME_GB} GB"
         )));
     }
@@ -63,34 +63,37 @@ impl Service {
     /// The instance a volume may be attached to, and the device id it will get.
     async fn attach_plan(&self, vol: &Volume, vm: &Vm, device: Option<i64>) -> SResult<i64> {
         if vol.volume_type != "DATADISK" {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Volume {} is a {} volume; only data volumes can be attached",
                 vol.uuid, vol.volume_type
             )));
         }
         if vol.vm_id.is_some() {
-            return Err(ApiError::state(format!(
+            return Err(ServiceError::state(format!(
                 "Volume {} is already attached to an instance",
                 vol.uuid
             )));
         }
         if vol.removed.is_some() || vol.state == "Destroy" {
-            return Err(ApiError::state(format!("Volume {} is destroyed", vol.uuid)));
+            return Err(ServiceError::state(format!(
+                "Volume {} is destroyed",
+                vol.uuid
+            )));
         }
         if vol.zone_id != vm.zone_id {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Volume {} and instance {} are in different zones",
                 vol.uuid, vm.uuid
             )));
         }
         if vol.account_id != vm.account_id {
-            return Err(ApiError::denied(format!(
+            return Err(ServiceError::denied(format!(
                 "Volume {} and instance {} belong to different accounts",
                 vol.uuid, vm.uuid
             )));
         }
         if !matches!(vm.state, VmState::Running | VmState::Stopped) {
-            return Err(ApiError::state(format!(
+            return Err(ServiceError::state(format!(
                 "Instance {} is {}; volumes attach to Running or Stopped instances only",
                 vm.uuid, vm.state
             )));
@@ -103,25 +106,25 @@ impl Service {
             .count()
             >= MAX_DATA_VOLUMES
         {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Instance {} already has the maximum of {MAX_DATA_VOLUMES} data volumes",
                 vm.uuid
             )));
         }
         match device {
-            Some(0) => Err(ApiError::param(
+            Some(0) => Err(ServiceError::invalid(
                 "Invalid value for parameter deviceid: 0 is the ROOT volume's device",
             )),
-            Some(d) if d == CDROM_DEVICE_ID => Err(ApiError::param(
+            Some(d) if d == CDROM_DEVICE_ID => Err(ServiceError::invalid(
                 "Invalid value for parameter deviceid: 3 is reserved for the CD-ROM",
             )),
             Some(d) if !(1..=MAX_DATA_VOLUMES as i64 + 1).contains(&d) => {
-                Err(ApiError::param(format!(
+                Err(ServiceError::invalid(format!(
                     "Invalid value for parameter deviceid: {d}; it must be between 1 and {}",
                     MAX_DATA_VOLUMES + 1
                 )))
             }
-            Some(d) if used.contains(&d) => Err(ApiError::param(format!(
+            Some(d) if used.contains(&d) => Err(ServiceError::invalid(format!(
                 "Invalid value for parameter deviceid: device {d} is in use on instance {}",
                 vm.uuid
             ))),
@@ -138,7 +141,7 @@ impl Service {
         a: NewVolume,
     ) -> SResult<(Volume, Job)> {
         if a.offering.removed.is_some() {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Invalid parameter diskofferingid: disk offering {} was deleted",
                 a.offering.uuid
             )));
@@ -146,7 +149,7 @@ impl Service {
         let size = size_for(&a.offering, a.size_gb)?;
         if let Some(n) = &a.name {
             if n.trim().is_empty() || n.len() > 255 {
-                return Err(ApiError::param(
+                return Err(ServiceError::invalid(
                     "Invalid value for parameter name: 1 to 255 characters",
                 ));
             }
@@ -253,13 +256,13 @@ impl Service {
 
     pub async fn detach_volume(self: &Arc<Self>, caller: &Caller, vol: &Volume) -> SResult<Job> {
         if vol.volume_type == "ROOT" {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Volume {} is a ROOT volume; it cannot be detached",
                 vol.uuid
             )));
         }
         let Some(vm_id) = vol.vm_id else {
-            return Err(ApiError::state(format!(
+            return Err(ServiceError::state(format!(
                 "Volume {} is not attached to an instance",
                 vol.uuid
             )));
@@ -268,9 +271,9 @@ impl Service {
             .store
             .load(vm_id)
             .await?
-            .ok_or_else(|| ApiError::internal("instance vanished"))?;
+            .ok_or_else(|| ServiceError::internal("instance vanished"))?;
         if !matches!(vm.state, VmState::Running | VmState::Stopped) {
-            return Err(ApiError::state(format!(
+            return Err(ServiceError::state(format!(
                 "Instance {} is {}; volumes detach from Running or Stopped instances only",
                 vm.uuid, vm.state
             )));
@@ -293,7 +296,7 @@ impl Service {
         shrink_ok: bool,
     ) -> SResult<Job> {
         if vol.removed.is_some() || !matches!(vol.state.as_str(), "Allocated" | "Ready") {
-            return Err(ApiError::state(format!(
+            return Err(ServiceError::state(format!(
                 "Volume {} is {}; only Allocated or Ready volumes can be resized",
                 vol.uuid, vol.state
             )));
@@ -302,7 +305,7 @@ impl Service {
             (Some(o), s) => size_for(o, s)?,
             (None, Some(gb)) => {
                 if !(1..=MAX_VOLUME_GB).contains(&gb) {
-                    return Err(ApiError::param(format!(
+                    return Err(ServiceError::invalid(format!(
                         "Invalid value for parameter size: {gb}; it must be between 1 and {MAX_VOLUME_GB} GB"
                     )));
                 }
@@ -312,7 +315,7 @@ impl Service {
                         None => None,
                     };
                     if current.is_some_and(|o| !o.customized) {
-                        return Err(ApiError::param(format!(
+                        return Err(ServiceError::invalid(format!(
                             "Volume {} has a fixed-size disk offering; give a custom diskofferingid to change its size",
                             vol.uuid
                         )));
@@ -321,13 +324,13 @@ impl Service {
                 gb * GIB
             }
             (None, None) => {
-                return Err(ApiError::param(
+                return Err(ServiceError::invalid(
                     "Either parameter size or diskofferingid is required",
                 ))
             }
         };
         if new_size < vol.size && !shrink_ok {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Going from {} GB to {} GB shrinks volume {}; pass shrinkok=true to allow it",
                 vol.size / GIB,
                 new_size / GIB,
@@ -338,7 +341,7 @@ impl Service {
             let vm: Option<Vm> = self.store.load(vm_id).await?;
             if let Some(vm) = vm {
                 if !matches!(vm.state, VmState::Running | VmState::Stopped) {
-                    return Err(ApiError::state(format!(
+                    return Err(ServiceError::state(format!(
                         "Instance {} is {}; try again when it is Running or Stopped",
                         vm.uuid, vm.state
                     )));
@@ -362,13 +365,13 @@ impl Service {
     /// synchronous).
     pub async fn delete_volume(&self, caller: &Caller, mut vol: Volume) -> SResult<()> {
         if vol.volume_type == "ROOT" {
-            return Err(ApiError::param(format!(
+            return Err(ServiceError::invalid(format!(
                 "Volume {} is a ROOT volume; it goes with its instance",
                 vol.uuid
             )));
         }
         if vol.vm_id.is_some() {
-            return Err(ApiError::state(format!(
+            return Err(ServiceError::state(format!(
                 "Volume {} is attached to an instance; detach it first",
                 vol.uuid
             )));
@@ -394,14 +397,14 @@ impl Service {
         self.store
             .load(id)
             .await?
-            .ok_or_else(|| ApiError::internal("volume vanished"))
+            .ok_or_else(|| ServiceError::internal("volume vanished"))
     }
 
     async fn load_vm(&self, id: i64) -> SResult<Vm> {
         self.store
             .load(id)
             .await?
-            .ok_or_else(|| ApiError::internal("instance vanished"))
+            .ok_or_else(|| ServiceError::internal("instance vanished"))
     }
 
     async fn volume_event(
@@ -462,7 +465,7 @@ impl Service {
     ) -> SResult<JobOutput> {
         let mut vol = self.load_volume(volume_id).await?;
         let Some(vm_id) = vol.vm_id else {
-            return Err(ApiError::state(format!(
+            return Err(ServiceError::state(format!(
                 "Volume {} is not attached to an instance",
                 vol.uuid
             )));
@@ -535,11 +538,11 @@ mod tests {
         assert_eq!(size_for(&offering(5, false), None).unwrap(), 5 * GIB);
         assert!(size_for(&offering(5, false), Some(7))
             .unwrap_err()
-            .text
+            .text()
             .contains("size"));
         assert!(size_for(&offering(0, true), None)
             .unwrap_err()
-            .text
+            .text()
             .contains("size"));
         assert_eq!(size_for(&offering(0, true), Some(9)).unwrap(), 9 * GIB);
         assert!(size_for(&offering(0, true), Some(0)).is_err());

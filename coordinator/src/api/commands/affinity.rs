@@ -95,7 +95,7 @@ pub fn commands() -> Vec<Command> {
 }
 
 async fn group_json(ctx: &Ctx, g: &AffinityGroup) -> Result<serde_json::Value, ApiError> {
-    crate::api::views::affinity_group(&ctx.svc, g).await
+    Ok(crate::api::views::affinity_group(&ctx.svc, g).await?)
 }
 
 /// The groups named by `affinitygroupids` or `affinitygroupnames` (not both),

@@ -299,7 +299,7 @@ async fn job_json(ctx: &Ctx, j: &Job) -> Result<Value, ApiError> {
     let a: Option<Account> = ctx.svc.store.load(j.account_id).await?;
     let u: Option<User> = ctx.svc.store.load(j.user_id).await?;
     let d: Option<Domain> = ctx.svc.store.load(j.domain_id).await?;
-    Ok(views::job(j, a.as_ref(), u.as_ref(), d.as_ref()))
+    views::job(&ctx.svc, &ctx.caller, j, a.as_ref(), u.as_ref(), d.as_ref()).await
 }
 
 async fn query_job(ctx: Ctx) -> Result<Reply, ApiError> {

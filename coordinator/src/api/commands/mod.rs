@@ -136,7 +136,8 @@ pub async fn list_scope(ctx: &Ctx) -> Result<Vec<Cond>, ApiError> {
     // An admin naming one resource by id sees it wherever it is in its scope,
     // as if it had asked for listall (CloudStack's buildACLSearchParameters).
     let listall = ctx.p.bool_or("listall", false) || ctx.p.has("id");
-    ctx.svc
+    Ok(ctx
+        .svc
         .scope_conds(
             &ctx.caller,
             listall,
@@ -144,7 +145,7 @@ pub async fn list_scope(ctx: &Ctx) -> Result<Vec<Cond>, ApiError> {
             domain,
             ctx.p.bool_or("isrecursive", false),
         )
-        .await
+        .await?)
 }
 
 pub fn is_admin(c: &Caller) -> bool {

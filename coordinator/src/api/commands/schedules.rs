@@ -150,9 +150,10 @@ fn schedule_json(s: &VmSchedule, vm: &Vm) -> Value {
 
 async fn vm_of(ctx: &Ctx) -> Result<Vm, ApiError> {
     let id = ctx.p.required("virtualmachineid")?;
-    ctx.svc
+    Ok(ctx
+        .svc
         .owned::<Vm>(&ctx.caller, "virtualmachineid", id)
-        .await
+        .await?)
 }
 
 async fn create(ctx: Ctx) -> Result<Reply, ApiError> {

@@ -153,7 +153,12 @@ async fn vm_history(ctx: Ctx) -> Result<Reply, ApiError> {
     let (vms, total) = super::vm::query_vms(&ctx).await?;
     let mut items = Vec::with_capacity(vms.len());
     for v in &vms {
-        let samples = ctx.svc.stats.vm_samples(v.id, from, to).await?;
+        let samples = ctx
+            .svc
+            .stats
+            .vm_samples(v.id, from, to)
+            .await
+            .map_err(crate::service::ServiceError::from)?;
         let stats: Vec<Value> = samples
             .iter()
             .enumerate()
@@ -195,7 +200,12 @@ async fn volume_history(ctx: Ctx) -> Result<Reply, ApiError> {
     let (vols, total) = super::volumes::query_volumes(&ctx).await?;
     let mut items = Vec::with_capacity(vols.len());
     for v in &vols {
-        let samples = ctx.svc.stats.volume_samples(v.id, from, to).await?;
+        let samples = ctx
+            .svc
+            .stats
+            .volume_samples(v.id, from, to)
+            .await
+            .map_err(crate::service::ServiceError::from)?;
         let stats: Vec<Value> = samples
             .iter()
             .enumerate()

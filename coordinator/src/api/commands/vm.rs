@@ -393,7 +393,7 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn load_vm(ctx: &Ctx, param: &str) -> Result<Vm, ApiError> {
     let id = ctx.p.required(param)?;
-    ctx.svc.owned::<Vm>(&ctx.caller, param, id).await
+    Ok(ctx.svc.owned::<Vm>(&ctx.caller, param, id).await?)
 }
 
 async fn queue(ctx: &Ctx, vm: &Vm, t: Transition, work: Work) -> Result<Reply, ApiError> {

@@ -112,7 +112,7 @@ pub fn commands() -> Vec<Command> {
 
 async fn load_volume(ctx: &Ctx, param: &str) -> Result<Volume, ApiError> {
     let id = ctx.p.required(param)?;
-    ctx.svc.owned::<Volume>(&ctx.caller, param, id).await
+    Ok(ctx.svc.owned::<Volume>(&ctx.caller, param, id).await?)
 }
 
 fn size_gb(ctx: &Ctx) -> Result<Option<i64>, ApiError> {
