@@ -76,7 +76,7 @@ else
 fi
 if ! running "$ROOT/agent.pid"; then
     say "starting the agent"
-    setsid "$AGENT" --config "$ROOT/agent.toml" --state-dir "$AGENT_STATE" run \
+    setsid "$AGENT" --config "$ROOT/agent.toml" --state-dir "$AGENT_STATE" --primary-dir "$ROOT/primary" run \
         >> "$ROOT/agent.log" 2>&1 < /dev/null &
     echo $! > "$ROOT/agent.pid"
 fi

@@ -607,6 +607,7 @@ struct Lab {
     conn: Connect,
     agent_pid: u32,
     state_dir: PathBuf,
+    primary_dir: PathBuf,
     zone: String,
     network: String,
     offering: String,
@@ -635,7 +636,7 @@ impl Lab {
             failed: true,
         };
         // QEMU runs as libvirt's unprivileged user and must reach the disk
-        // images under the agent's state directory.
+        // images in the agent's primary storage below this directory.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         println!("run tag {tag}, working directory {}", dir.display());
 
@@ -713,6 +714,7 @@ impl Lab {
         }
         let token = String::from_utf8(out.stdout)?.trim().to_string();
         let state_dir = dir.join("agent-state");
+        let primary_dir = dir.join("primary");
         let agent_cfg = dir.join("agent.toml");
         // KVM may be missing or unusable; software emulation boots anywhere.
         std::fs::write(&agent_cfg, "domain_type = \"qemu\"\n")?;
@@ -721,6 +723,8 @@ impl Lab {
             agent_cfg.display().to_string(),
             "--state-dir".to_string(),
             state_dir.display().to_string(),
+            "--primary-dir".to_string(),
+            primary_dir.display().to_string(),
         ];
         let out = Command::new(&bins.agent)
             .args(&agent_common)
@@ -855,6 +859,7 @@ impl Lab {
             conn,
             agent_pid,
             state_dir,
+            primary_dir,
             zone,
             network,
             offering,
@@ -1099,7 +1104,7 @@ async fn bench_start(lab: &mut Lab, iterations: usize) -> Result<StartReport> {
         t.elapsed().as_secs_f64()
     );
 
-    let primary = lab.state_dir.join("primary");
+    let primary = lab.primary_dir.clone();
     let template = primary
         .join("templates")
         .join(format!("{}.qcow2", lab.template));

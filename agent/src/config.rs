@@ -7,13 +7,19 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_PATH: &str = "/etc/orrery/agent.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/orrery/agent";
 pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+/// Not under the state directory: that holds the host's private key and is
+/// best kept private, while QEMU (an unprivileged user) must reach every
+/// directory above a disk image.
+pub const DEFAULT_PRIMARY_DIR: &str = "/var/lib/orrery/primary";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub libvirt_uri: Option<String>,
-    /// Primary storage directory (default `<state_dir>/primary`).
+    /// Primary storage directory (default [`DEFAULT_PRIMARY_DIR`], whatever
+    /// the state directory, except that a pool an earlier version created
+    /// at `<state_dir>/primary` stays in use).
     pub primary_dir: Option<PathBuf>,
     /// Force a libvirt domain type ("qemu" for software emulation); it must be
     /// one the host offers.
@@ -55,6 +61,9 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub libvirt_uri: String,
     pub primary_dir: PathBuf,
+    /// Whether `primary_dir` was configured (flag or file) rather than
+    /// defaulted.
+    pub primary_dir_set: bool,
     pub domain_type: Option<String>,
     pub vnc_listen: String,
     pub coordinator: Option<String>,
@@ -65,14 +74,15 @@ impl AgentConfig {
         file: FileConfig,
         state_dir: Option<PathBuf>,
         libvirt_uri: Option<String>,
+        primary_dir: Option<PathBuf>,
     ) -> Self {
         let state_dir = state_dir
             .or(file.state_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let primary_dir = primary_dir.or(file.primary_dir);
         AgentConfig {
-            primary_dir: file
-                .primary_dir
-                .unwrap_or_else(|| state_dir.join("primary")),
+            primary_dir_set: primary_dir.is_some(),
+            primary_dir: primary_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PRIMARY_DIR)),
             libvirt_uri: libvirt_uri
                 .or(file.libvirt_uri)
                 .unwrap_or_else(|| DEFAULT_LIBVIRT_URI.into()),
@@ -81,6 +91,25 @@ impl AgentConfig {
             coordinator: file.coordinator,
             state_dir,
         }
+    }
+
+    /// Where the pool was before it had a default of its own: under the
+    /// state directory.
+    pub fn legacy_primary_dir(&self) -> PathBuf {
+        self.state_dir.join("primary")
+    }
+
+    /// Keeps an unconfigured pool where an earlier version of the agent
+    /// left it, when `is_dir` finds it there: instances defined on it
+    /// would otherwise get fresh root volumes in the new default location
+    /// the next time they start. Returns whether it did.
+    pub fn keep_legacy_primary(&mut self, is_dir: impl Fn(&Path) -> bool) -> bool {
+        let legacy = self.legacy_primary_dir();
+        if self.primary_dir_set || !is_dir(&legacy) {
+            return false;
+        }
+        self.primary_dir = legacy;
+        true
     }
 
     pub fn console_dir(&self) -> PathBuf {
@@ -102,14 +131,47 @@ mod tests {
             "state_dir = \"/srv/a\"\nlibvirt_uri = \"test:///default\"\ndomain_type = \"qemu\"\n",
         )
         .unwrap();
-        let c = AgentConfig::merge(file.clone(), Some("/srv/b".into()), None);
+        let c = AgentConfig::merge(file.clone(), Some("/srv/b".into()), None, None);
         assert_eq!(c.state_dir, PathBuf::from("/srv/b"));
-        assert_eq!(c.primary_dir, PathBuf::from("/srv/b/primary"));
         assert_eq!(c.libvirt_uri, "test:///default");
         assert_eq!(c.domain_type.as_deref(), Some("qemu"));
-        let c = AgentConfig::merge(FileConfig::default(), None, None);
+        let c = AgentConfig::merge(FileConfig::default(), None, None, None);
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(c.libvirt_uri, DEFAULT_LIBVIRT_URI);
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn primary_storage_does_not_follow_the_state_directory() {
+        let c = AgentConfig::merge(
+            FileConfig::default(),
+            Some("/root/agent".into()),
+            None,
+            None,
+        );
+        assert_eq!(c.primary_dir, PathBuf::from(DEFAULT_PRIMARY_DIR));
+        let file: FileConfig = toml::from_str("primary_dir = \"/srv/pool\"\n").unwrap();
+        let c = AgentConfig::merge(file.clone(), Some("/root/agent".into()), None, None);
+        assert_eq!(c.primary_dir, PathBuf::from("/srv/pool"));
+        let c = AgentConfig::merge(file, None, None, Some("/srv/flag".into()));
+        assert_eq!(c.primary_dir, PathBuf::from("/srv/flag"));
+    }
+
+    #[test]
+    fn an_existing_pool_under_the_state_directory_is_kept_unless_configured() {
+        let mut c = AgentConfig::merge(FileConfig::default(), Some("/srv/a".into()), None, None);
+        assert!(!c.keep_legacy_primary(|_| false));
+        assert_eq!(c.primary_dir, PathBuf::from(DEFAULT_PRIMARY_DIR));
+        assert!(c.keep_legacy_primary(|p| p == Path::new("/srv/a/primary")));
+        assert_eq!(c.primary_dir, PathBuf::from("/srv/a/primary"));
+
+        let mut c = AgentConfig::merge(
+            FileConfig::default(),
+            Some("/srv/a".into()),
+            None,
+            Some("/srv/pool".into()),
+        );
+        assert!(!c.keep_legacy_primary(|_| true));
+        assert_eq!(c.primary_dir, PathBuf::from("/srv/pool"));
     }
 }

@@ -1,5 +1,6 @@
 //! orrery-agent: the per-host daemon that runs instances through a hypervisor.
 
+pub mod accel;
 pub mod config;
 pub mod designer;
 pub mod domxml;

@@ -23,6 +23,10 @@ struct Cli {
     /// libvirt connection URI (default qemu:///system).
     #[arg(long, global = true)]
     libvirt_uri: Option<String>,
+    /// Primary storage directory (default /var/lib/orrery/primary); QEMU
+    /// must be able to reach it.
+    #[arg(long, global = true)]
+    primary_dir: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -102,7 +106,13 @@ async fn agent_main() -> Result<()> {
     orrery_tls::install_crypto();
     let cli = Cli::parse();
     let file = config::load(cli.config.as_deref())?;
-    let cfg = AgentConfig::merge(file, cli.state_dir, cli.libvirt_uri);
+    let mut cfg = AgentConfig::merge(file, cli.state_dir, cli.libvirt_uri, cli.primary_dir);
+    if cfg.keep_legacy_primary(|p| p.is_dir()) {
+        tracing::info!(
+            dir = %cfg.primary_dir.display(),
+            "primary storage stays where an earlier version put it; set primary_dir to choose"
+        );
+    }
     let state = StateDir::new(&cfg.state_dir);
     match cli.cmd {
         Cmd::Enroll {
@@ -132,6 +142,12 @@ async fn agent_main() -> Result<()> {
                 .unwrap_or(creds.identity.coordinator.clone());
             let ops = ops(&cfg).await?;
             ops.primary.init().await?;
+            ops.check_primary_reachable().await?;
+            // Probes KVM now rather than on the first start; a failure to
+            // read the facts is retried when the session sends them.
+            if let Err(e) = ops.host_info().await {
+                tracing::warn!(error = %e, "reading host facts");
+            }
             tracing::info!(host = %creds.identity.host_id, %coordinator, "agent starting");
             let state = Arc::new(state);
             tokio::select! {
@@ -156,7 +172,9 @@ async fn shutdown_signal() {
 async fn debug(cfg: &AgentConfig, state: &StateDir, what: Debug) -> Result<()> {
     match what {
         Debug::Facts => {
-            let f = ops(cfg).await?.facts().await?;
+            let ops = ops(cfg).await?;
+            let f = ops.facts().await?;
+            let accel = ops.accelerator().await?;
             println!(
                 "{}",
                 serde_json::json!({
@@ -167,6 +185,7 @@ async fn debug(cfg: &AgentConfig, state: &StateDir, what: Debug) -> Result<()> {
                     "firmware": f.firmware.iter().map(|x| serde_json::json!({"path": x.path, "secureboot": x.secure_boot})).collect::<Vec<_>>(),
                     "ipaddress": f.ip_address, "storagebytes": f.storage_bytes,
                     "storagefreebytes": f.storage_free_bytes,
+                    "kvmusable": accel.kvm_usable, "kvmprobe": accel.kvm_probe,
                 })
             );
         }

@@ -2,6 +2,7 @@
 //! combining storage, the designer and the hypervisor. Nothing here speaks
 //! gRPC except through `TemplateSource` and the protocol types it converts.
 
+use crate::accel::{self, Accelerator};
 use crate::config::AgentConfig;
 use crate::designer::{self, BootMode, DesignConfig, InstanceSpec};
 use crate::domxml::{self, Domain};
@@ -14,6 +15,10 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where libvirt's QEMU driver is configured, for QEMU's user when libvirt
+/// does not report it.
+const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
 
 /// Where templates come from (the coordinator, over the agent link).
 #[async_trait::async_trait]
@@ -36,6 +41,10 @@ pub enum OpError {
     Invalid(String),
     #[error("certificate: {0}")]
     Certificate(String),
+    /// The host is not set up for the agent to work (e.g. QEMU cannot reach
+    /// primary storage).
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl OpError {
@@ -45,6 +54,7 @@ impl OpError {
             OpError::Storage(_) => "storage",
             OpError::Design(_) | OpError::Xml(_) | OpError::Invalid(_) => "invalid",
             OpError::Certificate(_) => "certificate",
+            OpError::Setup(_) => "setup",
         }
     }
 }
@@ -53,7 +63,9 @@ pub struct Ops {
     pub hv: Arc<dyn Hypervisor>,
     pub primary: Primary,
     pub cfg: AgentConfig,
-    info: OnceCell<HostInfo>,
+    /// The hypervisor's facts, with the domain types the designer may use
+    /// narrowed by the KVM probe, and that probe's outcome.
+    info: OnceCell<(HostInfo, Accelerator)>,
 }
 
 /// libvirt network and bridge names for a guest network (bridge names are
@@ -64,7 +76,10 @@ pub fn network_names(uuid: &str) -> (String, String) {
         .filter(|c| c.is_ascii_hexdigit())
         .take(8)
         .collect();
-    (format!("orrery-{short}"), format!("orrbr-{short}"))
+    (
+        format!("{}{short}", crate::hypervisor::NETWORK_PREFIX),
+        format!("orrbr-{short}"),
+    )
 }
 
 /// The DHCP range libvirt gets. Every guest has a reservation for its own
@@ -106,15 +121,89 @@ impl Ops {
     }
 
     /// Host facts are read once: capabilities do not change while we run.
+    /// Their domain types are those guests can really use (see
+    /// [`crate::accel`]).
     pub async fn host_info(&self) -> Result<&HostInfo, OpError> {
-        Ok(self
-            .info
-            .get_or_try_init(|| async { self.hv.host_info().await })
-            .await?)
+        Ok(&self.host().await?.0)
+    }
+
+    /// Whether KVM was found to work, read with [`Ops::host_info`].
+    pub async fn accelerator(&self) -> Result<&Accelerator, OpError> {
+        Ok(&self.host().await?.1)
+    }
+
+    async fn host(&self) -> Result<&(HostInfo, Accelerator), OpError> {
+        self.info
+            .get_or_try_init(|| async {
+                let mut info = self.hv.host_info().await?;
+                let offered = &info.design.domain_types;
+                let forced = self.cfg.domain_type.as_deref();
+                let probe = if accel::needs_probe(offered, forced) {
+                    Some(self.hv.probe_kvm().await.map_err(|e| match e {
+                        // libvirt's message without the code in front.
+                        HvError::Backend { message, .. } => accel::one_line(&message),
+                        other => accel::one_line(&other.to_string()),
+                    }))
+                } else {
+                    None
+                };
+                let a = accel::decide(offered, forced, probe);
+                if let Some(w) = &a.warning {
+                    tracing::warn!("{w}");
+                }
+                info.design.domain_types = a.domain_types.clone();
+                Ok((info, a))
+            })
+            .await
+    }
+
+    /// Fails, naming the directory and the fix, when QEMU cannot reach
+    /// primary storage, which would otherwise fail every start with
+    /// "Permission denied" on the volume file. QEMU's user is the one
+    /// libvirt reports, or else the one `qemu.conf` sets; with neither
+    /// known, or another driver than QEMU, nothing is checked.
+    pub async fn check_primary_reachable(&self) -> Result<(), OpError> {
+        use crate::host::qemu_access::{self, EmulatorUser};
+        if !self.cfg.libvirt_uri.starts_with("qemu") {
+            return Ok(());
+        }
+        let reported = match self.host_info().await {
+            Ok(i) => i.emulator_user,
+            Err(e) => {
+                tracing::warn!(error = %e, "host facts unavailable; QEMU's user comes from qemu.conf");
+                None
+            }
+        };
+        let dir = self.cfg.primary_dir.clone();
+        // The user database and the file system: blocking calls.
+        tokio::task::spawn_blocking(move || {
+            let who = match reported {
+                Some((uid, gid)) => Some(EmulatorUser::resolve(uid, gid)),
+                None => std::fs::read_to_string(QEMU_CONF).ok().and_then(|text| {
+                    match qemu_access::parse_qemu_conf(&text) {
+                        (Some(user), group) => EmulatorUser::from_names(&user, group.as_deref()),
+                        (None, _) => None,
+                    }
+                }),
+            };
+            match who {
+                Some(who) => qemu_access::check(&dir, &who),
+                None => {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "cannot tell which user QEMU runs as; not checking that it can reach primary storage"
+                    );
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .map_err(|e| OpError::Setup(format!("checking primary storage: {e}")))?
+        .map_err(OpError::Setup)
     }
 
     pub async fn facts(&self) -> Result<pb::HostFacts, OpError> {
-        let i = self.host_info().await?;
+        let (i, accel) = self.host().await?;
         let space = crate::host::disk_space(&self.cfg.primary_dir)
             .or_else(|_| crate::host::disk_space(&self.cfg.state_dir))
             .ok();
@@ -145,6 +234,8 @@ impl Ops {
                 .unwrap_or_default(),
             storage_bytes: space.as_ref().map(|s| s.total_bytes).unwrap_or(0),
             storage_free_bytes: space.as_ref().map(|s| s.available_bytes).unwrap_or(0),
+            kvm_usable: accel.kvm_usable,
+            kvm_probe: accel.kvm_probe.clone(),
         })
     }
 
@@ -554,6 +645,92 @@ impl Ops {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::FileConfig;
+    use crate::hypervisor::codes;
+    use crate::hypervisor::fake::FakeHypervisor;
+
+    fn ops_with(hv: Arc<FakeHypervisor>, dir: &std::path::Path, domain_type: Option<&str>) -> Ops {
+        let file = FileConfig {
+            domain_type: domain_type.map(String::from),
+            ..FileConfig::default()
+        };
+        let cfg = AgentConfig::merge(
+            file,
+            Some(dir.join("state")),
+            Some("qemu:///system".into()),
+            Some(dir.join("primary")),
+        );
+        Ops::new(hv, cfg)
+    }
+
+    #[tokio::test]
+    async fn a_failed_kvm_probe_leaves_kvm_out_of_the_facts() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        hv.fail_next(
+            "probe_kvm",
+            HvError::backend(
+                codes::INTERNAL_ERROR,
+                "internal error: qemu unexpectedly closed the monitor:\nerror: failed to set MSR 0x10a",
+            ),
+        );
+        let ops = ops_with(hv.clone(), dir.path(), None);
+        assert_eq!(
+            ops.host_info().await.unwrap().design.domain_types,
+            vec!["qemu"]
+        );
+        let a = ops.accelerator().await.unwrap();
+        assert_eq!(a.kvm_usable, Some(false));
+        assert_eq!(
+            a.kvm_probe,
+            "internal error: qemu unexpectedly closed the monitor: error: failed to set MSR 0x10a"
+        );
+        assert_eq!(ops.facts().await.unwrap().domain_types, vec!["qemu"]);
+        // Probed once, however often the facts are read.
+        assert_eq!(hv.calls().iter().filter(|c| *c == "probe_kvm").count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_working_kvm_or_a_forced_type_keeps_the_offered_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), None);
+        assert_eq!(ops.facts().await.unwrap().domain_types, vec!["kvm", "qemu"]);
+        assert_eq!(ops.accelerator().await.unwrap().kvm_usable, Some(true));
+
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        assert_eq!(ops.facts().await.unwrap().domain_types, vec!["kvm", "qemu"]);
+        assert_eq!(ops.accelerator().await.unwrap().kvm_usable, None);
+        assert!(!hv.calls().iter().any(|c| c == "probe_kvm"));
+    }
+
+    #[tokio::test]
+    async fn primary_storage_must_be_reachable_by_qemus_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv, dir.path(), None);
+        ops.primary.init().await.unwrap();
+        let above_ok = dir
+            .path()
+            .ancestors()
+            .all(|d| std::fs::metadata(d).unwrap().permissions().mode() & 0o001 != 0);
+        if above_ok {
+            ops.check_primary_reachable().await.unwrap();
+        }
+        // The fake's QEMU runs as uid 64055, which owns nothing here.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = ops.check_primary_reachable().await.unwrap_err();
+        assert_eq!(err.code(), "setup");
+        let m = err.to_string();
+        assert!(
+            m.contains(&format!("directory {} is mode 0700", dir.path().display())),
+            "{m}"
+        );
+        assert!(m.contains("chmod o+x"), "{m}");
+    }
 
     #[test]
     fn large_dhcp_ranges_are_cut_to_what_libvirt_accepts() {

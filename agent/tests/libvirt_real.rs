@@ -62,6 +62,10 @@ fn repo_root() -> PathBuf {
 
 /// The lab guest image and its SHA-256, built when missing.
 fn guest_image() -> Option<(PathBuf, String)> {
+    // Tests run in parallel: on a fresh checkout two of them would build
+    // the image at once into the same temporary file.
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let lab = repo_root().join("tests/lab");
     let image = lab.join("out/guest.qcow2");
     let sums = lab.join("out/guest.sha256");
@@ -759,4 +763,144 @@ async fn guest_statistics() {
     hv.destroy(&name).await.unwrap();
     let gone = hv.domain_counters(false).await.unwrap();
     assert!(!gone.iter().any(|c| c.name == name));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_whose_range_is_taken_names_the_network_in_the_way() {
+    let Some(hv) = connect().await else { return };
+    let mut cleanup = Cleanup::default();
+    let ours = network(3);
+    let (_, tag) = unique(3);
+    // Another coordinator's guest network with the same range: an Orrery
+    // name, another uuid.
+    let mut theirs = ours.clone();
+    theirs.name = format!("{}c", ours.name);
+    theirs.bridge = format!("obr-c{tag}");
+    cleanup.networks.push(ours.name.clone());
+    cleanup.networks.push(theirs.name.clone());
+    hv.ensure_network(&theirs).await.unwrap();
+
+    let err = hv.ensure_network(&ours).await.unwrap_err();
+    let m = err.to_string();
+    eprintln!("{m}");
+    assert!(m.contains(&format!("guest network {} (", ours.name)), "{m}");
+    assert!(
+        m.contains(&format!(
+            "It belongs to {}, an Orrery guest network but not this one",
+            theirs.name
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "virsh net-destroy {0} && virsh net-undefine {0}",
+            theirs.name
+        )),
+        "{m}"
+    );
+
+    // A network of the host's own on that range.
+    virsh(&["net-destroy", &theirs.name]).unwrap();
+    virsh(&["net-undefine", &theirs.name]).unwrap();
+    let foreign = format!("lab-clash-{tag}");
+    let xml_path = std::env::temp_dir().join(format!("{foreign}.xml"));
+    std::fs::write(
+        &xml_path,
+        format!(
+            "<network><name>{foreign}</name><bridge name='obr-f{tag}'/>\
+             <ip address='{}' netmask='255.255.255.0'/></network>",
+            ours.gateway
+        ),
+    )
+    .unwrap();
+    cleanup.networks.push(foreign.clone());
+    let created = virsh(&["net-create", &xml_path.display().to_string()]);
+    let _ = std::fs::remove_file(&xml_path);
+    created.expect("net-create");
+    let m = hv.ensure_network(&ours).await.unwrap_err().to_string();
+    eprintln!("{m}");
+    assert!(
+        m.contains(&format!(
+            "interface obr-f{tag} already carries addresses in {}",
+            ours.gateway.trim_end_matches(".1").to_string() + ".0/24"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("bridge obr-f{tag} of libvirt network {foreign}")),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "virsh net-destroy {foreign} && virsh net-undefine {foreign}"
+        )),
+        "{m}"
+    );
+
+    // Once it is gone, ours starts.
+    virsh(&["net-destroy", &foreign]).unwrap();
+    hv.ensure_network(&ours).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kvm_probe_leaves_nothing_behind() {
+    let Some(hv) = connect().await else { return };
+    let info = hv.host_info().await.unwrap();
+    if uri().starts_with("qemu") {
+        assert!(info.emulator_user.is_some(), "{info:?}");
+    }
+    if !info.design.domain_types.iter().any(|t| t == "kvm") {
+        eprintln!("skipping: the host does not offer kvm");
+        return;
+    }
+    let started = Instant::now();
+    let result = hv.probe_kvm().await;
+    eprintln!("KVM probe: {result:?} in {:?}", started.elapsed());
+    if let Err(e) = &result {
+        assert!(!e.to_string().trim().is_empty());
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let probe = format!("orrery-kvm-probe-{}", std::process::id());
+    assert!(!hv.domains().await.unwrap().iter().any(|d| d.name == probe));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_storage_below_a_private_directory_is_refused_at_start() {
+    use orrery_agent::config::{AgentConfig, FileConfig};
+    use orrery_agent::ops::Ops;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+    let Some(hv) = connect().await else { return };
+    if !uri().starts_with("qemu") {
+        eprintln!("skipping: no QEMU behind {}", uri());
+        return;
+    }
+    let mut cleanup = Cleanup::default();
+    let base = work_dir(&mut cleanup, "private");
+    let private = base.join("agent");
+    let file = FileConfig {
+        domain_type: Some("qemu".to_string()),
+        ..FileConfig::default()
+    };
+    let cfg = AgentConfig::merge(
+        file,
+        Some(private.clone()),
+        Some(uri()),
+        Some(private.join("primary")),
+    );
+    let ops = Ops::new(Arc::new(hv), cfg);
+    ops.primary.init().await.unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = ops.check_primary_reachable().await.unwrap_err().to_string();
+    eprintln!("{err}");
+    assert!(
+        err.contains(&format!("directory {} is mode 0700", private.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("chmod o+x {}", private.display())),
+        "{err}"
+    );
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
+    ops.check_primary_reachable().await.unwrap();
 }

@@ -124,7 +124,7 @@ async fn primary_pool() {
     let state = tempfile::tempdir().unwrap();
     let (source, sha) = make_template(&q, src.path(), 8 * MIB).await;
 
-    let pool = Primary::in_state_dir(state.path());
+    let pool = Primary::new(state.path().join("primary"));
     pool.init().await.unwrap();
     let template = pool
         .ensure_template(
@@ -216,7 +216,7 @@ async fn template_naming_a_backing_file_is_refused() {
         .await
         .unwrap();
 
-    let pool = Primary::in_state_dir(state.path());
+    let pool = Primary::new(state.path().join("primary"));
     let err = pool
         .ensure_template(T1, ImageFormat::Qcow2, None, copy_into(sneaky.clone()))
         .await

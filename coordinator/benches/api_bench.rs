@@ -361,7 +361,7 @@ impl Server {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--agent-listen")
             .arg(format!("127.0.0.1:{agent_port}"))
-            // Quiet unless asked otherwise: ORRERY_LOG=sqlx::query=debug, say,
+            // Quiet unless asked otherwise: ORRERY_LOG=orrery_coordinator=debug, say,
             // logs every statement to coordinator.log for counting.
             .env(
                 "ORRERY_LOG",
@@ -581,7 +581,7 @@ async fn list_data(instances: usize, rebuild: bool) -> Result<ListData> {
 async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> Result<()> {
     let store = open_store(data_dir).await?;
     let user: User = store
-        .first(Query::new().eq(Col::K1, keys.apikey.as_str()))
+        .first(Query::new().eq(Col::ApiKey, keys.apikey.as_str()))
         .await?
         .context("admin user")?;
     let zone: Zone = store
@@ -713,12 +713,8 @@ async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> 
     drop(store);
     // Fold the write-ahead log into the database file so that every run starts
     // from the same on-disk state, however the population ended.
-    let url = format!("sqlite://{}", data_dir.join("orrery.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await?;
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&pool)
-        .await?;
-    pool.close().await;
+    let conn = rusqlite::Connection::open(data_dir.join("orrery.db"))?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok(())
 }
 

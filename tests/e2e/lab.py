@@ -90,6 +90,7 @@ class Agent:
     def __init__(self, base: Path, coordinator: Coordinator):
         self.base = base
         self.state_dir = base / "agent-state"
+        self.primary_dir = base / "primary"
         self.config = base / "agent.toml"
         self.log_path = base / "agent.log"
         self.coordinator = coordinator
@@ -100,7 +101,7 @@ class Agent:
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [str(agent_bin()), "--config", str(self.config), "--state-dir", str(self.state_dir),
-             *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+             "--primary-dir", str(self.primary_dir), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             raise AssertionError(f"orrery-agent {' '.join(args)} exited {result.returncode}:\n"
                                  f"{result.stderr[-3000:]}")
@@ -116,7 +117,7 @@ class Agent:
             log.flush()
             self.proc = subprocess.Popen(
                 [str(agent_bin()), "--config", str(self.config), "--state-dir",
-                 str(self.state_dir), "run"],
+                 str(self.state_dir), "--primary-dir", str(self.primary_dir), "run"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def kill_hard(self) -> None:

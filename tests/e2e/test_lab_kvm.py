@@ -125,7 +125,7 @@ def test_destroy_and_expunge_remove_domain_and_volumes(lab):
     # to honour the power button.
     wait_console(lab.agent, inst, r"ORRERY-GUEST-IP=\S+")
     root = lab.api.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"][0]
-    volume_file = lab.agent.state_dir / "primary" / f"{root['id']}.qcow2"
+    volume_file = lab.agent.primary_dir / f"{root['id']}.qcow2"
     assert volume_file.exists()
     lab.api.destroyVirtualMachine(id=vm["id"], expunge=True)
     listed = {v["id"] for v in lab.api.listVirtualMachines(listall=True).get("virtualmachine", [])}

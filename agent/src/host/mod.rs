@@ -1,6 +1,8 @@
 //! Facts about this host that need no hypervisor connection: its name, the
 //! address the coordinator should reach it at, free space of a directory,
-//! and the UEFI firmware descriptors installed with QEMU.
+//! the UEFI firmware descriptors installed with QEMU, whether `/dev/kvm`
+//! creates VMs ([`kvm`]) and whether QEMU can reach primary storage
+//! ([`qemu_access`]).
 //!
 //! Readers of files take a root directory (normally `/`) so tests can point
 //! them at fixtures.
@@ -11,6 +13,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use serde::Deserialize;
+
+pub mod kvm;
+pub mod qemu_access;
 
 /// The host's name as the kernel knows it.
 pub fn hostname() -> io::Result<String> {

@@ -7,6 +7,9 @@
 
 use super::HvError;
 
+/// `VIR_ERR_INTERNAL_ERROR`: libvirt's catch-all, e.g. QEMU exiting while
+/// it starts, or a network whose addresses a host interface already has.
+pub const INTERNAL_ERROR: i32 = 1;
 /// `VIR_ERR_INVALID_ARG`: e.g. a disk target the domain does not have.
 pub const INVALID_ARG: i32 = 8;
 /// `VIR_ERR_OPERATION_FAILED`

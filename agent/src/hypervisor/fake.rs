@@ -116,6 +116,7 @@ pub fn sample_host_info() -> HostInfo {
             tpm_supported: true,
             cpu_model: Some("EPYC-Rome".to_string()),
         },
+        emulator_user: Some((64055, 64055)),
     }
 }
 
@@ -542,6 +543,13 @@ impl Hypervisor for FakeHypervisor {
                 c
             })
             .collect())
+    }
+
+    /// Succeeds unless a failure is queued with
+    /// `fail_next("probe_kvm", ...)`.
+    async fn probe_kvm(&self) -> Result<(), HvError> {
+        drop(self.enter("probe_kvm", "")?);
+        Ok(())
     }
 }
 

@@ -38,7 +38,14 @@ pub struct HostInfo {
     pub memory_bytes: u64,
     pub libvirt_version: String,
     pub design: DesignFacts,
+    /// uid and gid of the QEMU processes the hypervisor starts; None when it
+    /// does not say (drivers other than QEMU).
+    pub emulator_user: Option<(u32, u32)>,
 }
+
+/// Every libvirt network Orrery creates is named with this prefix, so one
+/// left behind can be told from the host's own.
+pub const NETWORK_PREFIX: &str = "orrery-";
 
 /// A guest network realised on the host (a libvirt network with DHCP).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,4 +192,8 @@ pub trait Hypervisor: Send + Sync {
     /// pass. `disks` asks for disk statistics too; they cost the hypervisor
     /// a query per disk, so callers ask only when they report them.
     async fn domain_counters(&self, disks: bool) -> Result<Vec<DomainCounters>, HvError>;
+    /// Starts a throwaway KVM guest without disks, with the CPU the designer
+    /// gives KVM guests, and destroys it again. The error says why the
+    /// guest did not run (see [`crate::accel`]).
+    async fn probe_kvm(&self) -> Result<(), HvError>;
 }

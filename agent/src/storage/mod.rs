@@ -16,7 +16,7 @@ mod qemu_img;
 use std::path::PathBuf;
 
 pub use checksum::{Checksum, ChecksumAlgorithm};
-pub use primary::{volume_uuid_of, PoolVolume, Primary, DEFAULT_POOL_DIR, TEMPLATE_DIR};
+pub use primary::{volume_uuid_of, PoolVolume, Primary, TEMPLATE_DIR};
 pub use qemu_img::{ImageFormat, ImageInfo, QemuImg, QemuImgCommand};
 
 /// Boxed error a template download may fail with.

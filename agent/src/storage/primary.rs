@@ -13,8 +13,6 @@ use tokio::io::AsyncWriteExt;
 
 use super::{normalize_uuid, Checksum, FetchError, ImageFormat, QemuImg, StorageError};
 
-/// The pool's directory under the agent's state directory.
-pub const DEFAULT_POOL_DIR: &str = "primary";
 /// Template cache directory under the pool's root.
 pub const TEMPLATE_DIR: &str = "templates";
 
@@ -64,9 +62,21 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io(path, e))
 }
 
+/// Creates `path` and whatever is missing above it. Every directory made
+/// here gets [`DIR_MODE`] whatever the umask, since libvirt's qemu user must
+/// traverse all of them (a pool at `/var/lib/orrery/primary` may be the
+/// first thing under `/var/lib/orrery`); directories that existed keep
+/// their mode, which is the operator's to choose.
 fn create_dir(path: &Path) -> Result<(), StorageError> {
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .skip(1)
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
     std::fs::create_dir_all(path).map_err(|e| StorageError::io(path, e))?;
-    // Whatever the umask: libvirt's qemu user must traverse it.
+    for dir in missing {
+        set_mode(dir, DIR_MODE)?;
+    }
     set_mode(path, DIR_MODE)
 }
 
@@ -124,11 +134,6 @@ impl Primary {
             qemu_img: QemuImg::new(),
             downloads: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The pool at `<state_dir>/primary`.
-    pub fn in_state_dir(state_dir: &Path) -> Self {
-        Primary::new(state_dir.join(DEFAULT_POOL_DIR))
     }
 
     pub fn with_qemu_img(mut self, qemu_img: QemuImg) -> Self {
@@ -525,7 +530,7 @@ esac
 
     fn pool(fake: &FakeQemuImg) -> (tempfile::TempDir, Primary) {
         let state = tempfile::tempdir().unwrap();
-        let p = Primary::in_state_dir(state.path()).with_qemu_img(fake.qemu_img());
+        let p = Primary::new(state.path().join("primary")).with_qemu_img(fake.qemu_img());
         (state, p)
     }
 
@@ -569,6 +574,26 @@ esac
         assert!(!stale.exists());
         assert_eq!(mode(p.root()), 0o755);
         assert_eq!(mode(&p.root().join(TEMPLATE_DIR)), 0o755);
+    }
+
+    #[tokio::test]
+    async fn init_opens_the_directories_it_creates_and_no_others() {
+        let fake = FakeQemuImg::new(1);
+        let base = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let p = Primary::new(base.path().join("a/b/primary")).with_qemu_img(fake.qemu_img());
+        // SAFETY: umask only changes this process's file creation mask; a
+        // restrictive one is what the created directories must not inherit.
+        let old = unsafe { libc::umask(0o077) };
+        let result = p.init().await;
+        // SAFETY: as above, restoring the previous mask.
+        unsafe { libc::umask(old) };
+        result.unwrap();
+        assert_eq!(mode(&base.path().join("a")), 0o755);
+        assert_eq!(mode(&base.path().join("a/b")), 0o755);
+        assert_eq!(mode(p.root()), 0o755);
+        // Not ours to open up.
+        assert_eq!(mode(base.path()), 0o700);
     }
 
     #[tokio::test]

@@ -104,6 +104,8 @@ pub fn report(h: &pb::Hello) -> HostReport {
             "emulator": f.emulator,
             "storagebytes": f.storage_bytes,
             "storagefreebytes": f.storage_free_bytes,
+            "kvmusable": f.kvm_usable,
+            "kvmprobe": f.kvm_probe,
         }),
     }
 }

@@ -133,7 +133,7 @@ impl Service {
     async fn load_caller_by_api_key(&self, key: &str) -> SResult<Option<Caller>> {
         let Some(user) = self
             .store
-            .first::<User>(Query::new().eq(Col::K1, key))
+            .first::<User>(Query::new().eq(Col::ApiKey, key))
             .await?
         else {
             return Ok(None);

@@ -241,7 +241,7 @@ impl Service {
         let caller = self.system_caller().await?;
         let mut n = 0;
         loop {
-            let mut q = Query::new().and(Cond::NotNull(Col::K2));
+            let mut q = Query::new().and(Cond::NotNull(Col::LeaseExpiry));
             q.page = Some((0, 500));
             q.skip_count = true;
             let (vms, _) = self.store.list::<Vm>(&q).await?;
@@ -286,8 +286,8 @@ impl Service {
             .store
             .all(
                 Query::new()
-                    .and(Cond::NotNull(Col::K2))
-                    .and(Cond::Le(Col::K2, Val::S(format!("{horizon:012}")))),
+                    .and(Cond::NotNull(Col::LeaseExpiry))
+                    .and(Cond::Le(Col::LeaseExpiry, Val::S(format!("{horizon:012}")))),
             )
             .await?;
         let caller = self.system_caller().await?;

@@ -243,7 +243,7 @@ impl Service {
         }
         let leased: Vec<Vm> = self
             .store
-            .all(Query::new().and(Cond::NotNull(Col::K2)))
+            .all(Query::new().and(Cond::NotNull(Col::LeaseExpiry)))
             .await?;
         for v in &leased {
             if let Some(t) = v.lease.expires() {

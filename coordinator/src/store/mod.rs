@@ -11,6 +11,8 @@ pub mod records;
 pub mod sqlite;
 pub mod stats;
 mod writer;
+#[cfg(test)]
+mod writer_tests;
 
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
@@ -72,9 +74,29 @@ pub enum Col {
     Host,
     Parent,
     Ref,
-    K1,
-    /// Second free key (schema v5): an instance's lease expiry while it has one.
-    K2,
+    // The two free key columns (`k1`, `k2`) mean something per kind; each
+    // meaning has its own name, so a query says what it filters on.
+    /// Domains: the path (`k1`).
+    DomainPath,
+    /// Users: the API key (`k1`).
+    ApiKey,
+    /// Hosts: the resource state, Enabled or Disabled (`k1`).
+    ResourceState,
+    /// Templates: TEMPLATE or ISO (`k1`).
+    TemplateKind,
+    /// Instances: the service offering's id (`k1`).
+    ServiceOffering,
+    /// Instances: the lease expiry while there is one, zero-padded seconds
+    /// so text order is time order (`k2`, schema v5).
+    LeaseExpiry,
+    /// Volumes: ROOT or DATADISK (`k1`).
+    VolumeType,
+    /// NICs: the MAC address (`k1`).
+    MacAddress,
+    /// Jobs and events: the uuid of the resource they concern (`k1`).
+    ResourceUuid,
+    /// Affinity groups: the group type (`k1`).
+    GroupType,
     Created,
 }
 
@@ -93,8 +115,16 @@ impl Col {
             Col::Host => "host_id",
             Col::Parent => "parent_id",
             Col::Ref => "ref_id",
-            Col::K1 => "k1",
-            Col::K2 => "k2",
+            Col::DomainPath
+            | Col::ApiKey
+            | Col::ResourceState
+            | Col::TemplateKind
+            | Col::ServiceOffering
+            | Col::VolumeType
+            | Col::MacAddress
+            | Col::ResourceUuid
+            | Col::GroupType => "k1",
+            Col::LeaseExpiry => "k2",
             Col::Created => "created",
         }
     }

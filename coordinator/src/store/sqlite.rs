@@ -1,120 +1,131 @@
-//! The embedded store: one SQLite file in WAL mode. Writes go through a single
-//! connection (SQLite has one writer anyway, and queuing in-process avoids busy
-//! retries); reads use a small pool of their own.
+//! The embedded store: one SQLite file in WAL mode, through rusqlite only.
+//! Writes go to one writer thread that owns the write connection (see
+//! `writer`); reads use a small pool of connections of their own, each query
+//! run on a blocking thread.
 
 use super::writer::Writer;
 use super::*;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row as _, SqlitePool};
+use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
 use std::collections::HashMap;
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct SqliteStore {
-    reader: SqlitePool,
-    writer: SqlitePool,
+    path: PathBuf,
+    readers: Readers,
     /// Ids reserved in the database but not handed out yet, per kind: the
     /// next id and the end of the block (exclusive). Reserving a block per
     /// write keeps id allocation off the single writer; ids left in a block
     /// when the process stops are simply never used.
     id_blocks: tokio::sync::Mutex<HashMap<Kind, (i64, i64)>>,
     generations: Arc<Vec<AtomicU64>>,
-    /// Applies commits and id reservations (see `writer`); `writer` above
-    /// only runs migrations.
+    /// Applies commits and id reservations (see `writer`).
     rows: Writer,
 }
 
 /// Ids reserved per database write.
 const ID_BLOCK: i64 = 64;
 
-fn db(e: sqlx::Error) -> StoreError {
+/// Read connections kept open.
+const READERS: usize = 4;
+
+fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
-/// Versioned migrations; each runs once, in order, inside a transaction.
-fn migrations() -> Vec<(i64, String)> {
-    let mut v1 = String::from(
-        "CREATE TABLE IF NOT EXISTS id_seq (kind TEXT PRIMARY KEY, next INTEGER NOT NULL);\n\
-         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n",
-    );
-    // Kinds added after the first release get their tables from later migrations.
-    let later = [Kind::EnrollToken, Kind::AffinityGroup, Kind::VmSchedule];
-    for k in Kind::ALL.iter().filter(|k| !later.contains(k)) {
-        v1.push_str(&table_sql(k.table()));
-    }
-    // Lists of instances and volumes filter by account (or nothing) and
-    // always exclude a state, in id order: these indexes answer the page and
-    // its total without touching the records.
-    let v4 = "CREATE INDEX vms_account_id_state ON vms(account_id, id, state);\n\
-              CREATE INDEX vms_id_state ON vms(id, state);\n\
-              CREATE INDEX volumes_account_id_state ON volumes(account_id, id, state);\n\
-              CREATE INDEX volumes_id_state ON volumes(id, state);\n"
-        .to_string();
-    // A second free key column on every table, and the schedules table.
-    let mut v5 = table_sql(Kind::VmSchedule.table());
-    for k in Kind::ALL {
-        v5.push_str(&format!("ALTER TABLE {} ADD COLUMN k2 TEXT;\n", k.table()));
-    }
-    v5.push_str("CREATE INDEX vms_k2 ON vms(k2);\n");
-    vec![
-        (1, v1),
-        (2, table_sql(Kind::EnrollToken.table())),
-        (3, table_sql(Kind::AffinityGroup.table())),
-        (4, v4),
-        (5, v5),
-    ]
+/// The schema's migrations, in order. Each is frozen once released: a
+/// change to the schema is a new file with the next number, never an edit
+/// (a test checks the released files' digests).
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001.sql")),
+    (2, include_str!("migrations/0002.sql")),
+    (3, include_str!("migrations/0003.sql")),
+    (4, include_str!("migrations/0004.sql")),
+    (5, include_str!("migrations/0005.sql")),
+];
+
+fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags).map_err(db)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        .map_err(db)?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
 }
 
-/// One record table: indexed columns plus the record as JSON. Tables get
-/// the `k2` column from migration 5 (new kinds: in the migration creating them).
-fn table_sql(t: &str) -> String {
+/// A few read connections; a query borrows one and runs on a blocking
+/// thread, so the async runtime never waits on SQLite.
+struct Readers {
+    path: PathBuf,
+    idle: parking_lot::Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Readers {
+    fn new(path: &Path) -> Self {
+        Readers {
+            path: path.to_path_buf(),
+            idle: parking_lot::Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(READERS),
+        }
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     {
-        format!(
-            "CREATE TABLE {t} (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, version INTEGER NOT NULL,\n\
-             ukey TEXT UNIQUE, name TEXT, keyword TEXT, state TEXT, account_id INTEGER, domain_id INTEGER,\n\
-             zone_id INTEGER, host_id INTEGER, parent_id INTEGER, ref_id INTEGER, k1 TEXT,\n\
-             created INTEGER NOT NULL, data TEXT NOT NULL);\n\
-             CREATE INDEX {t}_name ON {t}(name);\n\
-             CREATE INDEX {t}_state ON {t}(state);\n\
-             CREATE INDEX {t}_account ON {t}(account_id);\n\
-             CREATE INDEX {t}_domain ON {t}(domain_id);\n\
-             CREATE INDEX {t}_zone ON {t}(zone_id);\n\
-             CREATE INDEX {t}_host ON {t}(host_id);\n\
-             CREATE INDEX {t}_parent ON {t}(parent_id);\n\
-             CREATE INDEX {t}_ref ON {t}(ref_id);\n\
-             CREATE INDEX {t}_k1 ON {t}(k1);\n"
-        )
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Db("the store is closed".into()))?;
+        let conn = match self.idle.lock().pop() {
+            Some(c) => c,
+            None => open_conn(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .and_then(|c| {
+                // Reads only: a bug that writes here fails loudly.
+                c.execute_batch("PRAGMA query_only = ON;").map_err(db)?;
+                Ok(c)
+            })?,
+        };
+        let (conn, r) = tokio::task::spawn_blocking(move || {
+            let r = f(&conn);
+            (conn, r)
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("a read did not finish: {e}")))?;
+        self.idle.lock().push(conn);
+        r.map_err(db)
     }
 }
 
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(db)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(false);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts.clone())
-            .await
-            .map_err(db)?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts.read_only(false))
-            .await
-            .map_err(db)?;
+        // Creates the file (and WAL mode) before the other connections open.
+        let p = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            open_conn(
+                &p,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map(drop)
+        })
+        .await
+        .map_err(|e| StoreError::Db(e.to_string()))??;
         let generations: Arc<Vec<AtomicU64>> =
             Arc::new(Kind::ALL.iter().map(|_| AtomicU64::new(0)).collect());
         let rows = Writer::start(path, generations.clone())?;
         Ok(SqliteStore {
-            reader,
-            writer,
+            path: path.to_path_buf(),
+            readers: Readers::new(path),
             id_blocks: tokio::sync::Mutex::new(HashMap::new()),
             generations,
             rows,
@@ -122,14 +133,47 @@ impl SqliteStore {
     }
 }
 
-fn bind_val<'q>(
-    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    v: &Val,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+fn sql_val(v: &Val) -> rusqlite::types::Value {
     match v {
-        Val::I(i) => q.bind(*i),
-        Val::S(s) => q.bind(s.clone()),
+        Val::I(i) => rusqlite::types::Value::Integer(*i),
+        Val::S(s) => rusqlite::types::Value::Text(s.clone()),
     }
+}
+
+fn to_row(r: &rusqlite::Row<'_>) -> Result<Row, rusqlite::Error> {
+    Ok(Row {
+        id: r.get(0)?,
+        uuid: r.get(1)?,
+        version: r.get(2)?,
+        data: r.get(3)?,
+    })
+}
+
+/// Applies the migrations newer than the schema's version, each with its
+/// version row in one transaction.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+        .map_err(db)?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    for (v, sql) in MIGRATIONS {
+        if *v <= current {
+            continue;
+        }
+        let script = format!(
+            "BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_version (version) VALUES ({v});\nCOMMIT;"
+        );
+        if let Err(e) = conn.execute_batch(&script) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(db(e));
+        }
+    }
+    Ok(())
 }
 
 /// Builds a WHERE clause with `?` placeholders and the values to bind.
@@ -205,35 +249,23 @@ fn where_clause(conds: &[Cond]) -> (String, Vec<Val>) {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-            .fetch_one(&self.writer)
-            .await
-            .map_err(db)?
-            .get(0);
-        for (v, sql) in migrations() {
-            if v <= current {
-                continue;
-            }
-            // One script per version, applied atomically with its version row.
-            let script = format!("BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_version (version) VALUES ({v});\nCOMMIT;");
-            if let Err(e) = sqlx::raw_sql(&script).execute(&self.writer).await {
-                let _ = sqlx::raw_sql("ROLLBACK").execute(&self.writer).await;
-                return Err(db(e));
-            }
-        }
-        Ok(())
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = open_conn(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            migrate(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Db(e.to_string()))?
     }
 
     async fn is_initialised(&self) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM domains")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(db)?
-            .get(0);
+        let n: i64 = self
+            .readers
+            .run(|c| c.query_row("SELECT COUNT(*) FROM domains", [], |r| r.get(0)))
+            .await?;
         Ok(n > 0)
     }
 
@@ -242,12 +274,9 @@ impl Store for SqliteStore {
             "SELECT id, uuid, version, data FROM {} WHERE id = ?",
             kind.table()
         );
-        let r = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.reader)
+        self.readers
+            .run(move |c| c.prepare_cached(&sql)?.query_row([id], to_row).optional())
             .await
-            .map_err(db)?;
-        Ok(r.map(to_row))
     }
 
     async fn get_by_uuid(&self, kind: Kind, uuid: &str) -> Result<Option<Row>, StoreError> {
@@ -255,12 +284,10 @@ impl Store for SqliteStore {
             "SELECT id, uuid, version, data FROM {} WHERE uuid = ?",
             kind.table()
         );
-        let r = sqlx::query(&sql)
-            .bind(uuid)
-            .fetch_optional(&self.reader)
+        let uuid = uuid.to_string();
+        self.readers
+            .run(move |c| c.prepare_cached(&sql)?.query_row([uuid], to_row).optional())
             .await
-            .map_err(db)?;
-        Ok(r.map(to_row))
     }
 
     async fn find(&self, kind: Kind, q: &Query) -> Result<(Vec<Row>, u64), StoreError> {
@@ -276,17 +303,15 @@ impl Store for SqliteStore {
             ),
             None => format!("SELECT id, uuid, version, data FROM {t}{w} ORDER BY id {order}"),
         };
-        let mut query = sqlx::query(&sql);
-        for b in &binds {
-            query = bind_val(query, b);
-        }
-        let rows: Vec<Row> = query
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?
-            .into_iter()
-            .map(to_row)
-            .collect();
+        let values: Vec<rusqlite::types::Value> = binds.iter().map(sql_val).collect();
+        let rows: Vec<Row> = self
+            .readers
+            .run(move |c| {
+                let mut st = c.prepare_cached(&sql)?;
+                let rows = st.query_map(params_from_iter(values.iter()), to_row)?;
+                rows.collect()
+            })
+            .await?;
         let total = match q.page {
             _ if q.skip_count => rows.len() as u64,
             Some((off, lim)) if !(rows.is_empty() && off > 0) && (rows.len() as u64) < lim => {
@@ -301,12 +326,15 @@ impl Store for SqliteStore {
     async fn count(&self, kind: Kind, q: &Query) -> Result<u64, StoreError> {
         let (w, binds) = where_clause(&q.conds);
         let sql = format!("SELECT COUNT(*) FROM {}{}", kind.table(), w);
-        let mut query = sqlx::query(&sql);
-        for b in &binds {
-            query = bind_val(query, b);
-        }
-        let n: i64 = query.fetch_one(&self.reader).await.map_err(db)?.get(0);
-        Ok(n as u64)
+        let values: Vec<rusqlite::types::Value> = binds.iter().map(sql_val).collect();
+        let n: i64 = self
+            .readers
+            .run(move |c| {
+                c.prepare_cached(&sql)?
+                    .query_row(params_from_iter(values.iter()), |r| r.get(0))
+            })
+            .await?;
+        Ok(n.max(0) as u64)
     }
 
     async fn allocate_ids(&self, kind: Kind, n: i64) -> Result<i64, StoreError> {
@@ -336,25 +364,81 @@ impl Store for SqliteStore {
     }
 
     async fn size_bytes(&self) -> Result<u64, StoreError> {
-        let pages: i64 = sqlx::query("PRAGMA page_count")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(db)?
-            .get(0);
-        let size: i64 = sqlx::query("PRAGMA page_size")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(db)?
-            .get(0);
-        Ok((pages * size) as u64)
+        let (pages, size): (i64, i64) = self
+            .readers
+            .run(|c| {
+                let pages = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                let size = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                Ok((pages, size))
+            })
+            .await?;
+        Ok((pages * size).max(0) as u64)
     }
 }
 
-fn to_row(r: sqlx::sqlite::SqliteRow) -> Row {
-    Row {
-        id: r.get(0),
-        uuid: r.get(1),
-        version: r.get(2),
-        data: r.get(3),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    /// Digests of the released migrations. A released migration never
+    /// changes; a schema change is a new migration.
+    const RELEASED: &[(i64, &str)] = &[
+        (
+            1,
+            "eada0c3fa9c3ba3b97e75392f1ed8641a9ecd5e367dbe03c6b6557cbec471617",
+        ),
+        (
+            2,
+            "b43db6a5de84f7ceff5fa2fb0406a082c608453ecd1c9655cd30e697d1191d7a",
+        ),
+        (
+            3,
+            "ff26e8b4bbbf50d1c4effba8636e7cffcd917ca0227609c9e20c53d92d999e79",
+        ),
+        (
+            4,
+            "c4344478788310fb6c2ad5bac83c144f7dc4ad385577700d5e9df7a8aa9a0ee2",
+        ),
+        (
+            5,
+            "2e8a9870ab9c3d5d9b46b232d9a6c099c5a36b7caa7755858152d3429778fb0d",
+        ),
+    ];
+
+    #[test]
+    fn released_migrations_never_change() {
+        for (v, digest) in RELEASED {
+            let (_, sql) = MIGRATIONS
+                .iter()
+                .find(|(n, _)| n == v)
+                .expect("a released migration is never removed");
+            let got: String = sha2::Sha256::digest(sql.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                &got, digest,
+                "migration {v} was edited; add a new one instead"
+            );
+        }
+        // Numbered without gaps, in order.
+        for (i, (v, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*v, i as i64 + 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn migrating_twice_is_a_no_op_and_every_kind_has_its_table() {
+        let dir = std::env::temp_dir().join(format!("orrery-mig-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("o.db")).await.unwrap();
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        for k in Kind::ALL {
+            let q = Query::new().and(Cond::IsNull(Col::LeaseExpiry));
+            assert_eq!(store.count(*k, &q).await.unwrap(), 0, "{k:?}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -20,6 +20,24 @@ struct CapabilitiesXml {
 #[derive(Debug, Deserialize)]
 struct CapsHostXml {
     cpu: CapsCpuXml,
+    #[serde(default, rename = "secmodel")]
+    secmodels: Vec<SecModelXml>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SecModelXml {
+    #[serde(default)]
+    model: String,
+    #[serde(default, rename = "baselabel")]
+    baselabels: Vec<BaseLabelXml>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BaseLabelXml {
+    #[serde(rename = "@type", default)]
+    domain_type: Option<String>,
+    #[serde(rename = "$text", default)]
+    label: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,15 +90,35 @@ pub(crate) struct Capabilities {
     pub domain_types: Vec<String>,
     pub machine_types: Vec<String>,
     pub emulator: Option<String>,
+    /// uid and gid QEMU runs as: the DAC security model's base label.
+    pub emulator_user: Option<(u32, u32)>,
+}
+
+/// A DAC label as libvirt prints it, `+UID:+GID`.
+fn parse_dac_label(label: &str) -> Option<(u32, u32)> {
+    let (u, g) = label.trim().split_once(':')?;
+    let id = |s: &str| s.strip_prefix('+').unwrap_or(s).parse::<u32>().ok();
+    Some((id(u)?, id(g)?))
 }
 
 pub(crate) fn parse_capabilities(xml: &str) -> Result<Capabilities, String> {
     let caps: CapabilitiesXml =
         quick_xml::de::from_str(xml).map_err(|e| format!("unreadable capabilities XML: {e}"))?;
+    // One label per domain type; they agree unless qemu.conf is unusual,
+    // and kvm's is the one that matters where both run.
+    let emulator_user = caps
+        .host
+        .secmodels
+        .iter()
+        .filter(|m| m.model == "dac")
+        .flat_map(|m| &m.baselabels)
+        .min_by_key(|l| l.domain_type.as_deref() != Some("kvm"))
+        .and_then(|l| parse_dac_label(&l.label));
     let arch = caps.host.cpu.arch;
     let mut out = Capabilities {
         arch: arch.clone(),
         cpu_model: caps.host.cpu.model.filter(|m| !m.is_empty()),
+        emulator_user,
         ..Capabilities::default()
     };
     for guest in caps
@@ -430,8 +468,26 @@ mod tests {
                 .map(String::from)
                 .to_vec(),
                 emulator: Some("/usr/bin/qemu-system-x86_64".to_string()),
+                emulator_user: Some((64055, 107)),
             }
         );
+    }
+
+    #[test]
+    fn emulator_user_from_the_dac_label() {
+        let both = CAPS.replace(
+            "<baselabel type='kvm'>+64055:+107</baselabel>",
+            "<baselabel type='qemu'>+1:+2</baselabel><baselabel type='kvm'>+0:+0</baselabel>",
+        );
+        assert_eq!(
+            parse_capabilities(&both).unwrap().emulator_user,
+            Some((0, 0))
+        );
+        let without = CAPS.replace("<model>dac</model>", "<model>selinux</model>");
+        assert_eq!(parse_capabilities(&without).unwrap().emulator_user, None);
+        assert_eq!(parse_dac_label("+64055:+64055"), Some((64055, 64055)));
+        assert_eq!(parse_dac_label("107:108"), Some((107, 108)));
+        assert_eq!(parse_dac_label("libvirt-qemu:kvm"), None);
     }
 
     #[test]

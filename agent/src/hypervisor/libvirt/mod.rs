@@ -43,6 +43,7 @@ use super::{
     DhcpHost, DomainCounters, DomainInfo, HostInfo, HvError, Hypervisor, NetworkDef, Power,
 };
 use crate::domxml;
+use crate::host::kvm::DeviceProbe;
 use netxml::{HostXml, NetworkXml};
 
 /// How often a domain's state is checked while waiting for it to stop.
@@ -50,6 +51,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Interface names are limited to IFNAMSIZ - 1 bytes.
 const MAX_BRIDGE_NAME: usize = 15;
+
+/// How long the KVM probe's guest must keep running: QEMU fails either
+/// while starting (libvirt then reports its error) or as the first vCPU
+/// runs, which pauses or stops the guest within moments.
+const KVM_PROBE_WATCH: Duration = Duration::from_millis(600);
 
 /// What a call was about, to turn a missing domain into `NotFound`.
 #[derive(Clone, Copy)]
@@ -101,6 +107,27 @@ fn not_running(name: &str) -> HvError {
     HvError::backend(
         codes::OPERATION_INVALID,
         format!("Requested operation is not valid: domain '{name}' is not running"),
+    )
+}
+
+/// Whether `uri` names the hypervisor on this machine (no host part), so
+/// its devices are this machine's.
+fn uri_is_local(uri: &str) -> bool {
+    match uri.split_once("://") {
+        Some((_, rest)) => rest.starts_with('/') || rest.is_empty(),
+        None => true,
+    }
+}
+
+/// The KVM probe's guest: no disk, no network, the smallest memory SeaBIOS
+/// runs in, and the CPU mode the designer gives KVM guests, since that is
+/// what fails where KVM is incomplete (QEMU cannot set the host's MSRs).
+/// It boots nothing and loops in the firmware until destroyed.
+fn kvm_probe_xml(name: &str) -> String {
+    format!(
+        "<domain type='kvm'><name>{name}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>\
+         <cpu mode='host-passthrough'/><os><type>hvm</type></os>\
+         <on_crash>destroy</on_crash><devices><memballoon model='none'/></devices></domain>"
     )
 }
 
@@ -272,6 +299,7 @@ fn host_info_blocking(c: &Connect, host_root: &std::path::Path) -> Result<HostIn
         memory_bytes: node.memory.saturating_mul(1024),
         libvirt_version: version_string(version),
         design,
+        emulator_user: capabilities.emulator_user,
     })
 }
 
@@ -386,6 +414,17 @@ fn config_of(net: &Network) -> Result<NetworkXml, HvError> {
         })
         .map_err(|e| map_err(e, Subject::Other))?;
     NetworkXml::parse(&xml).map_err(|m| HvError::backend(codes::XML_ERROR, m))
+}
+
+/// Every running network as libvirt describes it live; those that cannot be
+/// read (stopped meanwhile) are left out, since this only serves to explain
+/// an error.
+fn active_networks(c: &Connect) -> Vec<NetworkXml> {
+    c.list_all_networks(sys::VIR_CONNECT_LIST_NETWORKS_ACTIVE)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| NetworkXml::parse(&n.xml_desc(0).ok()?).ok())
+        .collect()
 }
 
 /// Device changes reach the persistent definition always, and the running
@@ -606,7 +645,14 @@ impl Hypervisor for LibvirtHypervisor {
                     .map_err(|e| map_err(e, subject))?;
             }
             if !network.is_active().map_err(|e| map_err(e, subject))? {
-                network.create().map_err(|e| map_err(e, subject))?;
+                if let Err(e) = network.create() {
+                    if let Some(iface) = netxml::interface_in_use(e.message()) {
+                        let explained =
+                            netxml::explain_in_use(&def, iface, &active_networks(c), e.message());
+                        return Err(HvError::backend(e.code().to_raw() as i32, explained));
+                    }
+                    return Err(map_err(e, subject));
+                }
             }
             Ok(())
         })
@@ -695,6 +741,53 @@ impl Hypervisor for LibvirtHypervisor {
         self.call(move |c| stats::domain_counters_blocking(c, disks))
             .await
     }
+
+    async fn probe_kvm(&self) -> Result<(), HvError> {
+        let failed = |m: String| HvError::backend(codes::OPERATION_FAILED, m);
+        if uri_is_local(self.uri()) {
+            let device = self.host_root.join("dev/kvm");
+            match tokio::task::spawn_blocking(move || crate::host::kvm::probe_device(&device))
+                .await
+                .map_err(join_error)?
+            {
+                DeviceProbe::Works => {}
+                DeviceProbe::Unusable(why) => return Err(failed(why)),
+                // QEMU may be allowed what the agent is not; the guest tells.
+                DeviceProbe::Unknown(why) => tracing::debug!(%why, "KVM device not probed"),
+            }
+        }
+        let name = format!("orrery-kvm-probe-{}", std::process::id());
+        let xml = kvm_probe_xml(&name);
+        let owned = name.clone();
+        self.call(move |c| {
+            // A guest left by an earlier run of an agent with this pid.
+            if let Ok(old) = c.lookup_domain_by_name(&owned) {
+                let _ = old.destroy();
+            }
+            // Transient, and destroyed by libvirt should this connection
+            // close before the probe does.
+            c.create_domain_xml(&xml, sys::VIR_DOMAIN_START_AUTODESTROY)
+                .map(drop)
+                .map_err(|e| map_err(e, Subject::Other))
+        })
+        .await?;
+        tokio::time::sleep(KVM_PROBE_WATCH).await;
+        let state = self
+            .with_domain(&name, |d, _| d.info().map(|i| i.state))
+            .await;
+        let _ = self.destroy(&name).await;
+        match state {
+            Ok(s) if s.known() == Some(DomainState::Running) => Ok(()),
+            Ok(s) => Err(failed(format!(
+                "the guest left the running state right after starting ({:?})",
+                s.known()
+            ))),
+            Err(HvError::NotFound(_)) => {
+                Err(failed("the guest stopped right after starting".to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -703,6 +796,7 @@ mod tests {
 
     #[test]
     fn error_numbers_match_libvirt() {
+        assert_eq!(codes::INTERNAL_ERROR, sys::VIR_ERR_INTERNAL_ERROR as i32);
         assert_eq!(codes::INVALID_ARG, sys::VIR_ERR_INVALID_ARG as i32);
         assert_eq!(
             codes::OPERATION_FAILED,
@@ -720,6 +814,23 @@ mod tests {
             sys::VIR_ERR_OPERATION_TIMEOUT as i32
         );
         assert_eq!(codes::DEVICE_MISSING, sys::VIR_ERR_DEVICE_MISSING as i32);
+    }
+
+    #[test]
+    fn local_uris() {
+        assert!(uri_is_local("qemu:///system"));
+        assert!(uri_is_local("qemu:///session"));
+        assert!(uri_is_local("test:///default"));
+        assert!(!uri_is_local("qemu+ssh://root@host/system"));
+        assert!(!uri_is_local("qemu+tcp://10.0.0.5/system"));
+    }
+
+    #[test]
+    fn kvm_probe_guest_uses_the_kvm_cpu_mode_and_no_disk() {
+        let xml = kvm_probe_xml("orrery-kvm-probe-1");
+        assert!(xml.starts_with("<domain type='kvm'><name>orrery-kvm-probe-1</name>"));
+        assert!(xml.contains("<cpu mode='host-passthrough'/>"));
+        assert!(!xml.contains("<disk"));
     }
 
     #[test]

@@ -10,10 +10,18 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hypervisor::{DhcpHost, NetworkDef};
+use crate::hypervisor::{DhcpHost, NetworkDef, NETWORK_PREFIX};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct NetworkXml {
+    /// Guest interfaces attached, in the live definition of a running
+    /// network.
+    #[serde(
+        rename = "@connections",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub connections: Option<u32>,
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<ForwardXml>,
@@ -109,6 +117,7 @@ impl HostXml {
 impl NetworkXml {
     pub fn from_def(def: &NetworkDef) -> NetworkXml {
         NetworkXml {
+            connections: None,
             name: def.name.clone(),
             forward: None,
             bridge: Some(BridgeXml {
@@ -209,6 +218,155 @@ impl NetworkXml {
         }
         diffs
     }
+}
+
+impl NetworkXml {
+    pub fn bridge_name(&self) -> Option<&str> {
+        self.bridge.as_ref().and_then(|b| b.name.as_deref())
+    }
+
+    /// The IPv4 subnets the network puts on its bridge.
+    pub fn ipv4_subnets(&self) -> Vec<Subnet> {
+        self.ips
+            .iter()
+            .filter(|ip| ip.family.as_deref().unwrap_or("ipv4") == "ipv4")
+            .filter_map(|ip| {
+                let address = ip.address.as_deref()?.parse().ok()?;
+                let prefix = match (&ip.netmask, ip.prefix) {
+                    (Some(m), _) => netmask_to_prefix(m.parse().ok()?)?,
+                    (None, Some(p)) if p <= 32 => p,
+                    // libvirt's default for an address without a mask.
+                    (None, _) => 24,
+                };
+                Some(Subnet::new(address, prefix))
+            })
+            .collect()
+    }
+}
+
+/// An IPv4 network: its first address and prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Subnet {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn new(address: Ipv4Addr, prefix: u8) -> Subnet {
+        let mask = prefix_to_netmask(prefix).unwrap_or(Ipv4Addr::BROADCAST);
+        Subnet {
+            network: Ipv4Addr::from(u32::from(address) & u32::from(mask)),
+            prefix: prefix.min(32),
+        }
+    }
+
+    pub fn of(def: &NetworkDef) -> Option<Subnet> {
+        let address = def.gateway.parse().ok()?;
+        let prefix = netmask_to_prefix(def.netmask.parse().ok()?)?;
+        Some(Subnet::new(address, prefix))
+    }
+
+    /// Whether the two share any address: the shorter prefix decides.
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        let shorter = Subnet::new(other.network, self.prefix.min(other.prefix));
+        Subnet::new(self.network, shorter.prefix) == shorter
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+fn netmask_to_prefix(mask: Ipv4Addr) -> Option<u8> {
+    let bits = u32::from(mask);
+    let prefix = bits.leading_ones();
+    // Contiguous masks only, as libvirt requires.
+    (bits.checked_shl(prefix).unwrap_or(0) == 0).then_some(prefix as u8)
+}
+
+/// The interface libvirt names when it refuses to start a network whose
+/// addresses a route on the host already covers: "internal error: Network
+/// is already in use by interface virbr1".
+pub(crate) fn interface_in_use(message: &str) -> Option<&str> {
+    const MARK: &str = "already in use by interface ";
+    let at = message.find(MARK)? + MARK.len();
+    let iface = message[at..]
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+        .next()?
+        .trim_end_matches('.');
+    (!iface.is_empty()).then_some(iface)
+}
+
+/// What to tell the operator when `ours` cannot start because `iface`
+/// already carries (part of) its address range. `active` are the running
+/// networks as libvirt describes them live (with their connection counts);
+/// the one whose bridge is `iface`, or else the first whose addresses
+/// overlap ours, is named with how to remove it.
+pub(crate) fn explain_in_use(
+    ours: &NetworkDef,
+    iface: &str,
+    active: &[NetworkXml],
+    libvirt_message: &str,
+) -> String {
+    let subnet = Subnet::of(ours);
+    let range = subnet.map_or_else(
+        || format!("{}/{}", ours.gateway, ours.netmask),
+        |s| s.to_string(),
+    );
+    let mut out = format!(
+        "guest network {} ({range} on bridge {}) could not start: interface {iface} already \
+         carries addresses in {range}. ",
+        ours.name, ours.bridge
+    );
+    let others = || active.iter().filter(|n| n.name != ours.name);
+    let clash = others()
+        .find(|n| n.bridge_name() == Some(iface))
+        .or_else(|| {
+            others()
+                .find(|n| subnet.is_some_and(|s| n.ipv4_subnets().iter().any(|t| t.overlaps(&s))))
+        });
+    match clash {
+        Some(n) => {
+            let theirs: Vec<String> = n.ipv4_subnets().iter().map(|s| s.to_string()).collect();
+            let bridge = n.bridge_name().unwrap_or("?");
+            if n.name.starts_with(NETWORK_PREFIX) {
+                out.push_str(&format!(
+                    "It belongs to {}, an Orrery guest network but not this one (names \
+                     follow network uuids): another coordinator, or an earlier \
+                     installation, created it on this host for a network with an \
+                     overlapping address range ({} on bridge {bridge}). ",
+                    n.name,
+                    theirs.join(", ")
+                ));
+            } else {
+                out.push_str(&format!(
+                    "It is the bridge {bridge} of libvirt network {} ({}). ",
+                    n.name,
+                    theirs.join(", ")
+                ));
+            }
+            if let Some(k) = n.connections.filter(|k| *k > 0) {
+                out.push_str(&format!(
+                    "{k} guest interface(s) still use {}: stop those guests first, or give \
+                     one of the two networks another address range. ",
+                    n.name
+                ));
+            }
+            out.push_str(&format!(
+                "If nothing needs {0}, remove it: virsh net-destroy {0} && virsh net-undefine {0}",
+                n.name
+            ));
+        }
+        None => out.push_str(&format!(
+            "No running libvirt network uses {iface}: it is a host interface (or a bridge \
+             another tool manages). Give this guest network an address range that does \
+             not overlap {iface}'s addresses, or remove them from {iface}"
+        )),
+    }
+    out.push_str(&format!(" (libvirt: {libvirt_message})"));
+    out
 }
 
 fn same_addr(have: Option<&str>, want: &str) -> bool {
@@ -318,6 +476,111 @@ mod tests {
         let no_dhcp = "<network><name>x</name><bridge name='obr-1234abcd'/><ip address='10.1.1.1' prefix='24'/></network>";
         let diffs = NetworkXml::parse(no_dhcp).unwrap().differences(&def());
         assert_eq!(diffs, vec!["no IPv4 address with DHCP".to_string()]);
+    }
+
+    fn running(name: &str, bridge: &str, ip: &str, connections: Option<u32>) -> NetworkXml {
+        let mut n = NetworkXml::from_def(&NetworkDef {
+            name: name.to_string(),
+            bridge: bridge.to_string(),
+            gateway: ip.to_string(),
+            netmask: "255.255.255.0".to_string(),
+            dhcp_start: ip.to_string(),
+            dhcp_end: ip.to_string(),
+        });
+        n.connections = connections;
+        n
+    }
+
+    const REFUSAL: &str = "internal error: Network is already in use by interface virbr7";
+
+    #[test]
+    fn reads_the_interface_from_libvirts_refusal() {
+        assert_eq!(interface_in_use(REFUSAL), Some("virbr7"));
+        assert_eq!(
+            interface_in_use("Network is already in use by interface eth0."),
+            Some("eth0")
+        );
+        assert_eq!(interface_in_use("bridge name 'x' already in use."), None);
+        assert_eq!(interface_in_use("already in use by interface "), None);
+    }
+
+    #[test]
+    fn subnets_overlap_when_the_shorter_prefix_agrees() {
+        let s = |a: &str, p| Subnet::new(a.parse().unwrap(), p);
+        assert!(s("10.1.1.1", 24).overlaps(&s("10.1.1.200", 24)));
+        assert!(s("10.1.1.1", 24).overlaps(&s("10.1.0.1", 16)));
+        assert!(s("10.1.0.1", 16).overlaps(&s("10.1.1.1", 24)));
+        assert!(!s("10.1.1.1", 24).overlaps(&s("10.1.2.1", 24)));
+        assert!(!s("10.1.1.1", 25).overlaps(&s("10.1.1.200", 25)));
+        assert!(s("192.168.0.1", 0).overlaps(&s("10.0.0.1", 8)));
+        assert_eq!(s("10.1.1.77", 24).to_string(), "10.1.1.0/24");
+        assert_eq!(Subnet::of(&def()), Some(s("10.1.1.0", 24)));
+        assert_eq!(netmask_to_prefix("255.255.0.0".parse().unwrap()), Some(16));
+        assert_eq!(netmask_to_prefix("255.0.255.0".parse().unwrap()), None);
+        let prefixed = NetworkXml::parse(
+            "<network><name>p</name><ip address='10.9.0.1' prefix='16'/>\
+             <ip family='ipv6' address='fd00::1' prefix='64'/></network>",
+        )
+        .unwrap();
+        assert_eq!(prefixed.ipv4_subnets(), vec![s("10.9.0.0", 16)]);
+    }
+
+    #[test]
+    fn names_the_foreign_network_whose_bridge_is_in_use() {
+        let active = [
+            running("default", "virbr0", "192.168.122.1", None),
+            running("lab", "virbr7", "10.1.1.1", Some(2)),
+        ];
+        let m = explain_in_use(&def(), "virbr7", &active, REFUSAL);
+        assert!(
+            m.starts_with("guest network orrery-1234abcd (10.1.1.0/24 on bridge obr-1234abcd) could not start: interface virbr7"),
+            "{m}"
+        );
+        assert!(
+            m.contains("bridge virbr7 of libvirt network lab (10.1.1.0/24)"),
+            "{m}"
+        );
+        assert!(m.contains("2 guest interface(s) still use lab"), "{m}");
+        assert!(
+            m.contains("virsh net-destroy lab && virsh net-undefine lab"),
+            "{m}"
+        );
+        assert!(m.ends_with(&format!("(libvirt: {REFUSAL})")), "{m}");
+        assert!(!m.contains("Orrery guest network"), "{m}");
+        assert!(!m.contains("  "), "{m}");
+    }
+
+    #[test]
+    fn explains_an_orrery_network_left_by_another_coordinator() {
+        let active = [running(
+            "orrery-9abc0123",
+            "orrbr-9abc0123",
+            "10.1.1.1",
+            None,
+        )];
+        // Found by its addresses when the interface named is not its bridge.
+        let m = explain_in_use(&def(), "orrbr-other", &active, REFUSAL);
+        assert!(
+            m.contains("orrery-9abc0123, an Orrery guest network but not this one"),
+            "{m}"
+        );
+        assert!(m.contains("another coordinator"), "{m}");
+        assert!(
+            m.contains("virsh net-destroy orrery-9abc0123 && virsh net-undefine orrery-9abc0123"),
+            "{m}"
+        );
+        assert!(!m.contains("still use"), "{m}");
+        assert!(!m.contains("  "), "{m}");
+    }
+
+    #[test]
+    fn an_interface_of_no_network_is_called_a_host_interface() {
+        let ours = running("orrery-1234abcd", "obr-1234abcd", "10.1.1.1", None);
+        let elsewhere = running("default", "virbr0", "192.168.122.1", None);
+        let m = explain_in_use(&def(), "eth0", &[ours, elsewhere], REFUSAL);
+        assert!(m.contains("No running libvirt network uses eth0"), "{m}");
+        assert!(!m.contains("virsh net-destroy"), "{m}");
+        assert!(!m.contains("  "), "{m}");
     }
 
     #[test]

@@ -215,24 +215,31 @@ unsafe fn read_params(params: *const sys::virTypedParameter, n: c_int) -> Vec<Pa
     if params.is_null() || n <= 0 {
         return Vec::new();
     }
-    let params = std::slice::from_raw_parts(params, n as usize);
+    // SAFETY: the caller guarantees `n` initialised parameters at `params`,
+    // valid for the whole call.
+    let params = unsafe { std::slice::from_raw_parts(params, n as usize) };
     params
         .iter()
         .filter_map(|p| {
             // The name is NUL-terminated within its fixed-size buffer.
             let field = p.field.map(|c| c as u8);
             let name = CStr::from_bytes_until_nul(&field).ok()?.to_str().ok()?;
-            let value = match p.type_ as u32 {
-                sys::VIR_TYPED_PARAM_INT => ParamValue::Int(p.value.i),
-                sys::VIR_TYPED_PARAM_UINT => ParamValue::UInt(p.value.ui),
-                sys::VIR_TYPED_PARAM_LLONG => ParamValue::LLong(p.value.l),
-                sys::VIR_TYPED_PARAM_ULLONG => ParamValue::ULLong(p.value.ul),
-                sys::VIR_TYPED_PARAM_DOUBLE => ParamValue::Double(p.value.d),
-                sys::VIR_TYPED_PARAM_BOOLEAN => ParamValue::Boolean(p.value.b != 0),
-                sys::VIR_TYPED_PARAM_STRING if !p.value.s.is_null() => {
-                    ParamValue::String(CStr::from_ptr(p.value.s).to_string_lossy().into_owned())
+            // SAFETY: `type_` says which member of the value union libvirt
+            // wrote, and only that member is read; a string member is a
+            // NUL-terminated C string owned by the record, checked for null.
+            let value = unsafe {
+                match p.type_ as u32 {
+                    sys::VIR_TYPED_PARAM_INT => ParamValue::Int(p.value.i),
+                    sys::VIR_TYPED_PARAM_UINT => ParamValue::UInt(p.value.ui),
+                    sys::VIR_TYPED_PARAM_LLONG => ParamValue::LLong(p.value.l),
+                    sys::VIR_TYPED_PARAM_ULLONG => ParamValue::ULLong(p.value.ul),
+                    sys::VIR_TYPED_PARAM_DOUBLE => ParamValue::Double(p.value.d),
+                    sys::VIR_TYPED_PARAM_BOOLEAN => ParamValue::Boolean(p.value.b != 0),
+                    sys::VIR_TYPED_PARAM_STRING if !p.value.s.is_null() => {
+                        ParamValue::String(CStr::from_ptr(p.value.s).to_string_lossy().into_owned())
+                    }
+                    _ => return None,
                 }
-                _ => return None,
             };
             Some((name.to_string(), value))
         })

@@ -199,7 +199,7 @@ async fn list_groups(ctx: Ctx) -> Result<Reply, ApiError> {
         q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
     }
     if let Some(t) = ctx.p.str("type") {
-        q = q.and(Cond::EqNoCase(Col::K1, t.to_string()));
+        q = q.and(Cond::EqNoCase(Col::GroupType, t.to_string()));
     }
     if let Some(k) = ctx.p.str("keyword") {
         q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));

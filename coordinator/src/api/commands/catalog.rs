@@ -787,7 +787,7 @@ async fn list_t(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
     let mut q = name_filter(
         &ctx,
         Query::new()
-            .eq(Col::K1, if iso { "ISO" } else { "TEMPLATE" })
+            .eq(Col::TemplateKind, if iso { "ISO" } else { "TEMPLATE" })
             .and(Cond::Ne(Col::State, "Removed".into())),
     )?;
     let ids = ctx.p.list("ids");

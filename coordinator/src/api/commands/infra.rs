@@ -587,7 +587,7 @@ async fn list_hosts(ctx: Ctx) -> Result<Reply, ApiError> {
         q = q.and(Cond::EqNoCase(Col::State, s.to_string()));
     }
     if let Some(s) = ctx.p.str("resourcestate") {
-        q = q.and(Cond::EqNoCase(Col::K1, s.to_string()));
+        q = q.and(Cond::EqNoCase(Col::ResourceState, s.to_string()));
     }
     if let Some(t) = ctx.p.str("type") {
         if !t.eq_ignore_ascii_case("routing") {

@@ -333,7 +333,7 @@ async fn list_jobs(ctx: Ctx) -> Result<Reply, ApiError> {
     let mut q = Query::new();
     q.conds = list_scope(&ctx).await?;
     if let Some(r) = ctx.p.str("resourceid") {
-        q = q.eq(Col::K1, r);
+        q = q.eq(Col::ResourceUuid, r);
     }
     q.page = paging(&ctx)?;
     q.descending = true;
@@ -548,7 +548,7 @@ async fn list_events(ctx: Ctx) -> Result<Reply, ApiError> {
         q = q.and(Cond::EqNoCase(Col::State, t.to_string()));
     }
     if let Some(r) = ctx.p.str("resourceid") {
-        q = q.eq(Col::K1, r);
+        q = q.eq(Col::ResourceUuid, r);
     }
     if let Some(k) = ctx.p.str("keyword") {
         q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.to_string()));

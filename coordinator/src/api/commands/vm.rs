@@ -702,14 +702,14 @@ pub(super) async fn query_vms(ctx: &Ctx) -> Result<(Vec<Vm>, u64), ApiError> {
         q = q.eq(Col::Ref, t.id);
     }
     if let Some(o) = opt_ref::<ServiceOffering>(ctx, "serviceofferingid").await? {
-        q = q.eq(Col::K1, o.id.to_string());
+        q = q.eq(Col::ServiceOffering, o.id.to_string());
     }
     if let Some(g) = opt_ref::<InstanceGroup>(ctx, "groupid").await? {
         q = q.eq(Col::Parent, g.id);
     }
     match ctx.p.bool("leased") {
-        Some(true) => q = q.and(Cond::NotNull(Col::K2)),
-        Some(false) => q = q.and(Cond::IsNull(Col::K2)),
+        Some(true) => q = q.and(Cond::NotNull(Col::LeaseExpiry)),
+        Some(false) => q = q.and(Cond::IsNull(Col::LeaseExpiry)),
         None => {}
     }
     q.page = paging(ctx)?;

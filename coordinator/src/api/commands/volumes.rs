@@ -306,7 +306,7 @@ pub(super) async fn query_volumes(ctx: &Ctx) -> Result<(Vec<Volume>, u64), ApiEr
         q = q.eq(Col::Parent, vm.id);
     }
     if let Some(t) = ctx.p.str("type") {
-        q = q.and(Cond::EqNoCase(Col::K1, t.to_string()));
+        q = q.and(Cond::EqNoCase(Col::VolumeType, t.to_string()));
     }
     if let Some(n) = ctx.p.str("name") {
         q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));

@@ -1,0 +1,42 @@
+CREATE TABLE vm_schedules (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, version INTEGER NOT NULL,
+ukey TEXT UNIQUE, name TEXT, keyword TEXT, state TEXT, account_id INTEGER, domain_id INTEGER,
+zone_id INTEGER, host_id INTEGER, parent_id INTEGER, ref_id INTEGER, k1 TEXT,
+created INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE INDEX vm_schedules_name ON vm_schedules(name);
+CREATE INDEX vm_schedules_state ON vm_schedules(state);
+CREATE INDEX vm_schedules_account ON vm_schedules(account_id);
+CREATE INDEX vm_schedules_domain ON vm_schedules(domain_id);
+CREATE INDEX vm_schedules_zone ON vm_schedules(zone_id);
+CREATE INDEX vm_schedules_host ON vm_schedules(host_id);
+CREATE INDEX vm_schedules_parent ON vm_schedules(parent_id);
+CREATE INDEX vm_schedules_ref ON vm_schedules(ref_id);
+CREATE INDEX vm_schedules_k1 ON vm_schedules(k1);
+ALTER TABLE domains ADD COLUMN k2 TEXT;
+ALTER TABLE accounts ADD COLUMN k2 TEXT;
+ALTER TABLE users ADD COLUMN k2 TEXT;
+ALTER TABLE roles ADD COLUMN k2 TEXT;
+ALTER TABLE role_permissions ADD COLUMN k2 TEXT;
+ALTER TABLE zones ADD COLUMN k2 TEXT;
+ALTER TABLE pods ADD COLUMN k2 TEXT;
+ALTER TABLE clusters ADD COLUMN k2 TEXT;
+ALTER TABLE hosts ADD COLUMN k2 TEXT;
+ALTER TABLE storage_pools ADD COLUMN k2 TEXT;
+ALTER TABLE network_offerings ADD COLUMN k2 TEXT;
+ALTER TABLE networks ADD COLUMN k2 TEXT;
+ALTER TABLE service_offerings ADD COLUMN k2 TEXT;
+ALTER TABLE disk_offerings ADD COLUMN k2 TEXT;
+ALTER TABLE os_categories ADD COLUMN k2 TEXT;
+ALTER TABLE os_types ADD COLUMN k2 TEXT;
+ALTER TABLE templates ADD COLUMN k2 TEXT;
+ALTER TABLE vms ADD COLUMN k2 TEXT;
+ALTER TABLE volumes ADD COLUMN k2 TEXT;
+ALTER TABLE nics ADD COLUMN k2 TEXT;
+ALTER TABLE instance_groups ADD COLUMN k2 TEXT;
+ALTER TABLE jobs ADD COLUMN k2 TEXT;
+ALTER TABLE events ADD COLUMN k2 TEXT;
+ALTER TABLE configs ADD COLUMN k2 TEXT;
+ALTER TABLE sessions ADD COLUMN k2 TEXT;
+ALTER TABLE enroll_tokens ADD COLUMN k2 TEXT;
+ALTER TABLE affinity_groups ADD COLUMN k2 TEXT;
+ALTER TABLE vm_schedules ADD COLUMN k2 TEXT;
+CREATE INDEX vms_k2 ON vms(k2);
