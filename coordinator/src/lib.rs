@@ -11,3 +11,6 @@ pub mod metrics;
 pub mod placement;
 pub mod service;
 pub mod store;
+
+#[cfg(test)]
+mod boundary_tests;

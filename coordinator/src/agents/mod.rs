@@ -6,9 +6,8 @@ mod convert;
 pub mod server;
 
 use crate::service::agent::{AgentClient, AgentError, PowerState, Simulator, VmSpec, VolumeSpec};
+use crate::service::records::Host;
 use crate::service::Service;
-use crate::store::records::Host;
-use crate::store::StoreExt;
 use async_trait::async_trait;
 use orrery_proto::v1 as pb;
 use parking_lot::Mutex;
@@ -323,8 +322,7 @@ impl AgentClient for Router {
             reason: "the agent sent no CSR".into(),
         })?;
         let host: Host = svc
-            .store
-            .load(host_id)
+            .load_cached(host_id)
             .await
             .ok()
             .flatten()

@@ -2,9 +2,8 @@
 //! and `AgentLink` (mutual TLS; the certificate names the host).
 
 use super::{convert, Hub};
+use crate::service::records::{Host, Template};
 use crate::service::Service;
-use crate::store::records::{Host, Template};
-use crate::store::StoreExt;
 use orrery_proto::v1 as pb;
 use parking_lot::Mutex;
 use pb::agent_link_server::{AgentLink, AgentLinkServer};
@@ -219,8 +218,7 @@ impl AgentLink for Endpoint {
         let uuid = req.into_inner().uuid;
         let t: Template = self
             .svc
-            .store
-            .load_uuid(&uuid)
+            .load_uuid_cached(&uuid)
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .filter(|t: &Template| t.removed.is_none())

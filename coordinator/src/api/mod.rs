@@ -318,7 +318,7 @@ async fn login(api: &Api, params: &Params, key: &str, source: std::net::IpAddr) 
     };
     let mut domain = params.str("domain").unwrap_or("/").to_string();
     if let Some(did) = params.str("domainid") {
-        match api.svc.store_domain_path_by_uuid(did).await {
+        match api.svc.domain_path_by_uuid(did).await {
             Some(p) => domain = p,
             None => {
                 return error_reply(

@@ -281,8 +281,8 @@ pub async fn volume(l: &mut Lookup<'_>, caller: &Caller, v: &Volume) -> SResult<
 }
 
 pub async fn affinity_group(svc: &Service, g: &AffinityGroup) -> SResult<Value> {
-    let acct: Option<Account> = svc.store.load(g.account_id).await?;
-    let dom: Option<Domain> = svc.store.load(g.domain_id).await?;
+    let acct: Option<Account> = svc.load_cached(g.account_id).await?;
+    let dom: Option<Domain> = svc.load_cached(g.domain_id).await?;
     let members = svc.affinity_members(g.id, g.account_id).await?;
     Ok(Obj::new()
         .s("id", &g.uuid)
@@ -367,18 +367,18 @@ async fn render_output(
 ) -> Result<Value, ApiError> {
     let mut l = Lookup::new(svc);
     Ok(match out {
-        JobOutput::Vm { id } => match svc.store.load::<Vm>(*id).await? {
+        JobOutput::Vm { id } => match svc.load_cached::<Vm>(*id).await? {
             Some(v) if v.state != orrery_model::VmState::Expunged => {
                 json!({"virtualmachine": vm(&mut l, caller, &v, Some((job_uuid, 1))).await?})
             }
             _ => json!({"virtualmachine": {}}),
         },
         JobOutput::VmGone => json!({"virtualmachine": {}}),
-        JobOutput::Volume { id } => match svc.store.load::<Volume>(*id).await? {
+        JobOutput::Volume { id } => match svc.load_cached::<Volume>(*id).await? {
             Some(v) => json!({"volume": volume(&mut l, caller, &v).await?}),
             None => json!({"volume": {}}),
         },
-        JobOutput::AffinityGroup { id } => match svc.store.load::<AffinityGroup>(*id).await? {
+        JobOutput::AffinityGroup { id } => match svc.load_cached::<AffinityGroup>(*id).await? {
             Some(g) => json!({"affinitygroup": affinity_group(svc, &g).await?}),
             None => json!({"affinitygroup": {}}),
         },

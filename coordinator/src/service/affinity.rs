@@ -185,3 +185,61 @@ mod tests {
             .contains("type"));
     }
 }
+
+/// Filters of listAffinityGroups.
+#[derive(Debug, Clone, Default)]
+pub struct GroupFilter {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub group_type: Option<String>,
+    pub keyword: Option<String>,
+    /// Only the groups of this instance (uuid).
+    pub vm: Option<String>,
+    pub page: Option<(u64, u64)>,
+}
+
+impl Service {
+    /// An account's affinity group by name.
+    pub async fn affinity_group_named(
+        &self,
+        owner: &Account,
+        name: &str,
+    ) -> SResult<Option<AffinityGroup>> {
+        Ok(self
+            .store
+            .first(Query::new().eq(Col::Ukey, format!("{}/{}", owner.id, name.to_lowercase())))
+            .await?)
+    }
+
+    /// The affinity groups in `scope` that the caller may see.
+    pub async fn list_affinity_groups(
+        &self,
+        caller: &Caller,
+        scope: &scope::ListScope,
+        f: &GroupFilter,
+    ) -> SResult<(Vec<AffinityGroup>, u64)> {
+        let mut q = Query::new();
+        q.conds = self.scope(caller, scope).await?;
+        q = q.and(Cond::Ne(Col::State, "Removed".into()));
+        if let Some(id) = &f.id {
+            let g: AffinityGroup = self.by_uuid("id", id).await?;
+            q = q.eq(Col::Id, g.id);
+        }
+        if let Some(n) = &f.name {
+            q = q.and(Cond::EqNoCase(Col::Name, n.clone()));
+        }
+        if let Some(t) = &f.group_type {
+            q = q.and(Cond::EqNoCase(Col::GroupType, t.clone()));
+        }
+        if let Some(k) = &f.keyword {
+            q = q.and(Cond::Contains(vec![Col::Name], k.clone()));
+        }
+        if let Some(vid) = &f.vm {
+            let vm: Vm = self.owned(caller, "virtualmachineid", vid).await?;
+            let ids: Vec<Val> = vm.affinity_group_ids.iter().map(|i| (*i).into()).collect();
+            q = q.and(Cond::In(Col::Id, ids));
+        }
+        q.page = f.page;
+        Ok(self.store.list::<AffinityGroup>(&q).await?)
+    }
+}

@@ -41,15 +41,6 @@ pub struct InitOutput {
 }
 
 impl Service {
-    pub async fn store_domain_path_by_uuid(&self, uuid: &str) -> Option<String> {
-        self.store
-            .load_uuid::<Domain>(uuid)
-            .await
-            .ok()
-            .flatten()
-            .map(|d| d.path)
-    }
-
     /// Creates the ROOT domain, the system and admin accounts, default roles, the
     /// catalog CloudStack ships (OS types, disk offerings "Small" and "Custom", a
     /// shared guest network offering) and the admin's API keys.

@@ -82,10 +82,7 @@ impl Service {
     }
 
     /// A record by uuid, from the cache for cacheable kinds.
-    pub(crate) async fn load_uuid_cached<E: Entity + 'static>(
-        &self,
-        uuid: &str,
-    ) -> SResult<Option<E>> {
+    pub async fn load_uuid_cached<E: Entity + 'static>(&self, uuid: &str) -> SResult<Option<E>> {
         if !cacheable(E::KIND) {
             return Ok(self.store.load_uuid(uuid).await?);
         }

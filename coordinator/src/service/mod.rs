@@ -1,20 +1,24 @@
 //! The only module that combines the store, placement and the agents. API
 //! handlers call into it with an authenticated caller and typed arguments.
 
+pub mod activity;
 pub mod affinity;
 pub mod agent;
 pub mod bootstrap;
 pub mod cache;
 pub mod capacity;
+pub mod catalog;
 pub mod error;
 pub mod hosts;
 pub mod identity;
 pub mod infra;
 pub mod jobs;
 pub mod leases;
+pub mod listing;
 pub mod offerings;
 pub mod placing;
 pub mod schedules;
+pub mod scope;
 pub mod settings;
 pub mod stats;
 pub mod templates;
@@ -31,6 +35,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The records the service works with; the wire layer renders them.
+pub use crate::store::records;
+/// Records the service can load by id or uuid.
+pub use crate::store::Entity as Record;
 pub use error::{ErrorKind, ServiceError};
 pub type SResult<T> = Result<T, ServiceError>;
 
@@ -239,6 +247,19 @@ impl Service {
             return Err(ServiceError::not_found(param, uuid));
         }
         Ok(e)
+    }
+
+    /// Refuses, as an unknown id, a record the caller may not act on.
+    pub(crate) async fn check_owned<E: Owned + Entity>(
+        &self,
+        caller: &Caller,
+        e: &E,
+    ) -> SResult<()> {
+        let path = self.domain_path(e.owner_domain()).await?;
+        if e.is_removed() || !caller.can_access(e.owner_account(), &path) {
+            return Err(ServiceError::not_found("id", e.uuid()));
+        }
+        Ok(())
     }
 
     /// Conditions restricting a list to what the caller may see. `listall` widens

@@ -210,6 +210,57 @@ impl Service {
         Ok(rec)
     }
 
+    /// An instance's schedules, filtered and paged; the caller must own
+    /// the instance (or administer its owner).
+    pub async fn list_schedules(
+        &self,
+        caller: &Caller,
+        vm: &Vm,
+        f: &ScheduleFilter,
+    ) -> SResult<(Vec<VmSchedule>, u64)> {
+        self.check_owned(caller, vm).await?;
+        let mut q = Query::new().eq(Col::Parent, vm.id);
+        if let Some(id) = &f.id {
+            q = q.eq(Col::Uuid, id.as_str());
+        }
+        if let Some(a) = &f.action {
+            q = q.and(Cond::EqNoCase(Col::Name, a.clone()));
+        }
+        if let Some(e) = f.enabled {
+            q = q.eq(Col::State, if e { "Enabled" } else { "Disabled" });
+        }
+        if let Some(k) = &f.keyword {
+            q = q.and(Cond::Contains(vec![Col::Keyword], k.clone()));
+        }
+        q.page = f.page;
+        Ok(self.store.list::<VmSchedule>(&q).await?)
+    }
+
+    /// Deletes schedules of an instance by uuid, or all of them when none
+    /// is named; an unknown uuid deletes nothing.
+    pub async fn delete_schedules_of(
+        &self,
+        caller: &Caller,
+        vm: &Vm,
+        uuids: &[String],
+    ) -> SResult<()> {
+        self.check_owned(caller, vm).await?;
+        let mut q = Query::new().eq(Col::Parent, vm.id);
+        if !uuids.is_empty() {
+            q = q.and(Cond::In(
+                Col::Uuid,
+                uuids.iter().cloned().map(Val::S).collect(),
+            ));
+        }
+        let recs: Vec<VmSchedule> = self.store.all(q).await?;
+        for u in uuids {
+            if !recs.iter().any(|r| &r.uuid == u) {
+                return Err(ServiceError::not_found("id", u));
+            }
+        }
+        self.delete_schedules(caller, recs).await
+    }
+
     pub async fn delete_schedules(&self, caller: &Caller, recs: Vec<VmSchedule>) -> SResult<()> {
         let mut tx = Tx::new();
         for r in &recs {
@@ -464,6 +515,16 @@ impl Service {
 }
 
 /// A schedule's next time as seen from `now`, for display.
+/// Filters of listVMSchedule.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleFilter {
+    pub id: Option<String>,
+    pub action: Option<String>,
+    pub enabled: Option<bool>,
+    pub keyword: Option<String>,
+    pub page: Option<(u64, u64)>,
+}
+
 pub fn next_from(rec: &VmSchedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     plan_of(rec).ok()?.next_fire(now - TimeDelta::seconds(1))
 }

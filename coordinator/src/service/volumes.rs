@@ -520,6 +520,79 @@ impl Service {
     }
 }
 
+/// Filters of listVolumes.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeFilter {
+    pub id: Option<String>,
+    pub ids: Vec<String>,
+    /// Only this instance's volumes (uuid).
+    pub vm: Option<String>,
+    pub volume_type: Option<String>,
+    pub name: Option<String>,
+    pub keyword: Option<String>,
+    pub zone: Option<String>,
+    pub page: Option<(u64, u64)>,
+}
+
+impl Service {
+    /// The page of volumes in `scope` the caller may see, ROOT first, then
+    /// data disks by device id, as clients expect; and the total.
+    pub async fn list_volumes(
+        &self,
+        caller: &Caller,
+        scope: &scope::ListScope,
+        f: &VolumeFilter,
+    ) -> SResult<(Vec<Volume>, u64)> {
+        let mut q = Query::new();
+        q.conds = self.scope(caller, scope).await?;
+        q = q.and(Cond::IsNull(Col::Ukey));
+        q = q.and(Cond::NotIn(
+            Col::State,
+            vec!["Expunged".into(), "Destroy".into()],
+        ));
+        if let Some(id) = &f.id {
+            // A known id outside the caller's view or already deleted lists
+            // nothing, as in CloudStack; only an id that never existed is an
+            // error.
+            let v: Volume = self.by_uuid("id", id).await?;
+            q = q.eq(Col::Id, v.id);
+        }
+        if !f.ids.is_empty() {
+            q = q.and(Cond::In(
+                Col::Uuid,
+                f.ids.iter().cloned().map(Val::S).collect(),
+            ));
+        }
+        if let Some(vid) = &f.vm {
+            let vm: Vm = self.owned(caller, "virtualmachineid", vid).await?;
+            q = q.eq(Col::Parent, vm.id);
+        }
+        if let Some(t) = &f.volume_type {
+            q = q.and(Cond::EqNoCase(Col::VolumeType, t.clone()));
+        }
+        if let Some(n) = &f.name {
+            q = q.and(Cond::EqNoCase(Col::Name, n.clone()));
+        }
+        if let Some(k) = &f.keyword {
+            q = q.and(Cond::Contains(vec![Col::Name], k.clone()));
+        }
+        if let Some(z) = &f.zone {
+            let z: Zone = self.by_uuid("zoneid", z).await?;
+            q = q.eq(Col::Zone, z.id);
+        }
+        q.page = f.page;
+        let (mut vols, total) = self.store.list::<Volume>(&q).await?;
+        vols.sort_by_key(|v| (v.vm_id, v.volume_type != "ROOT", v.device_id, v.id));
+        Ok((vols, total))
+    }
+
+    /// The volumes attached to an instance the caller may act on.
+    pub async fn volumes_of(&self, caller: &Caller, vm: &Vm) -> SResult<Vec<Volume>> {
+        self.check_owned(caller, vm).await?;
+        Ok(self.store.all(Query::new().eq(Col::Parent, vm.id)).await?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

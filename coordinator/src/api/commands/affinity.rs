@@ -4,8 +4,8 @@ use super::*;
 use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::Reply;
 use crate::cmd;
+use crate::service::affinity::GroupFilter;
 use crate::service::affinity::TYPES;
-use crate::store::{Col, Query, StoreExt};
 use serde_json::json;
 
 const GROUP_FIELDS: &[Field] = &[
@@ -114,11 +114,7 @@ pub async fn groups_param(ctx: &Ctx, owner: &Account) -> Result<Vec<AffinityGrou
         out.push(g);
     }
     for n in names {
-        let g: Option<AffinityGroup> = ctx
-            .svc
-            .store
-            .first(Query::new().eq(Col::Ukey, format!("{}/{}", owner.id, n.to_lowercase())))
-            .await?;
+        let g = ctx.svc.affinity_group_named(owner, &n).await?;
         out.push(g.ok_or_else(|| {
             ApiError::param(format!(
                 "Unable to find affinity group by name {n} in account {}",
@@ -165,8 +161,7 @@ async fn delete_group(ctx: Ctx) -> Result<Reply, ApiError> {
         (None, Some(n)) => {
             let owner = owner(&ctx).await?;
             ctx.svc
-                .store
-                .first(Query::new().eq(Col::Ukey, format!("{}/{}", owner.id, n.to_lowercase())))
+                .affinity_group_named(&owner, n)
                 .await?
                 .ok_or_else(|| {
                     ApiError::param(format!("Unable to find affinity group by name {n}"))
@@ -188,30 +183,18 @@ async fn delete_group(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn list_groups(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = Query::new();
-    q.conds = list_scope(&ctx).await?;
-    q = q.and(Cond::Ne(Col::State, "Removed".into()));
-    if let Some(id) = ctx.p.str("id") {
-        let g: AffinityGroup = ctx.svc.by_uuid("id", id).await?;
-        q = q.eq(Col::Id, g.id);
-    }
-    if let Some(n) = ctx.p.str("name") {
-        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
-    }
-    if let Some(t) = ctx.p.str("type") {
-        q = q.and(Cond::EqNoCase(Col::GroupType, t.to_string()));
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
-    }
-    if let Some(vid) = ctx.p.str("virtualmachineid") {
-        let vm: Vm = ctx.svc.owned(&ctx.caller, "virtualmachineid", vid).await?;
-        let ids: Vec<crate::store::Val> =
-            vm.affinity_group_ids.iter().map(|i| (*i).into()).collect();
-        q = q.and(Cond::In(Col::Id, ids));
-    }
-    q.page = paging(&ctx)?;
-    let (groups, total) = ctx.svc.store.list::<AffinityGroup>(&q).await?;
+    let f = GroupFilter {
+        id: ctx.p.str("id").map(str::to_string),
+        name: ctx.p.str("name").map(str::to_string),
+        group_type: ctx.p.str("type").map(str::to_string),
+        keyword: ctx.p.str("keyword").map(str::to_string),
+        vm: ctx.p.str("virtualmachineid").map(str::to_string),
+        page: paging(&ctx)?,
+    };
+    let (groups, total) = ctx
+        .svc
+        .list_affinity_groups(&ctx.caller, &scope_of(&ctx), &f)
+        .await?;
     let mut items = Vec::new();
     for g in &groups {
         items.push(group_json(&ctx, g).await?);
@@ -238,8 +221,7 @@ async fn update_vm_groups(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     let owner: Account = ctx
         .svc
-        .store
-        .load(vm.account_id)
+        .load_cached(vm.account_id)
         .await?
         .ok_or_else(|| ApiError::internal("account vanished"))?;
     let groups = groups_param(&ctx, &owner).await?;

@@ -4,11 +4,12 @@ use super::*;
 use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::{date, Obj, Reply};
 use crate::cmd;
+use crate::service::catalog::{
+    NewTemplate, OsFilter, TemplateFilter, TemplateUpdate, TemplateView,
+};
 use crate::service::offerings::{
     NewDiskOffering, NewServiceOffering, OfferingFilter, OfferingUpdate,
 };
-use crate::service::{new_uuid, now};
-use crate::store::{Col, Query, Tx};
 use serde_json::{json, Value};
 
 const SO_FIELDS: &[Field] = &[
@@ -449,20 +450,6 @@ fn decode_filter(ctx: &Ctx) -> Result<OfferingFilter, ApiError> {
     })
 }
 
-fn name_filter(ctx: &Ctx, mut q: Query) -> Result<Query, ApiError> {
-    if let Some(id) = ctx.p.str("id") {
-        q = q.eq(Col::Uuid, id);
-    }
-    if let Some(n) = ctx.p.str("name") {
-        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.to_string()));
-    }
-    q.page = paging(ctx)?;
-    Ok(q)
-}
-
 async fn list_so(ctx: Ctx) -> Result<Reply, ApiError> {
     let f = decode_filter(&ctx)?;
     let (os, total) = ctx
@@ -565,25 +552,24 @@ async fn list_do(ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::List("diskoffering", items, total))
 }
 
+fn os_filter(ctx: &Ctx, name_param: &str) -> Result<OsFilter, ApiError> {
+    Ok(OsFilter {
+        id: ctx.p.str("id").map(str::to_string),
+        name: ctx.p.str(name_param).map(str::to_string),
+        keyword: ctx.p.str("keyword").map(str::to_string),
+        category: ctx.p.str("oscategoryid").map(str::to_string),
+        page: paging(ctx)?,
+    })
+}
+
 async fn list_os_types(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = Query::new();
-    if let Some(id) = ctx.p.str("id") {
-        q = q.eq(Col::Uuid, id);
-    }
-    if let Some(d) = ctx.p.str("description") {
-        q = q.and(Cond::EqNoCase(Col::Name, d.to_string()));
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
-    }
-    if let Some(c) = opt_ref::<OsCategory>(&ctx, "oscategoryid").await? {
-        q = q.eq(Col::Parent, c.id);
-    }
-    q.page = paging(&ctx)?;
-    let (ts, total) = ctx.svc.store.list::<OsType>(&q).await?;
+    let (ts, total) = ctx
+        .svc
+        .list_os_types(&os_filter(&ctx, "description")?)
+        .await?;
     let mut items = Vec::new();
     for t in &ts {
-        let c: Option<OsCategory> = ctx.svc.store.load(t.category_id).await?;
+        let c: Option<OsCategory> = ctx.svc.load_cached(t.category_id).await?;
         items.push(
             Obj::new()
                 .s("id", &t.uuid)
@@ -599,8 +585,10 @@ async fn list_os_types(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn list_os_categories(ctx: Ctx) -> Result<Reply, ApiError> {
-    let q = name_filter(&ctx, Query::new())?;
-    let (cs, total) = ctx.svc.store.list::<OsCategory>(&q).await?;
+    let (cs, total) = ctx
+        .svc
+        .list_os_categories(&os_filter(&ctx, "name")?)
+        .await?;
     Ok(Reply::List(
         "oscategory",
         cs.iter()
@@ -612,12 +600,12 @@ async fn list_os_categories(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn template_json(ctx: &Ctx, t: &Template) -> Result<Value, ApiError> {
     let z: Option<Zone> = match t.zone_id {
-        Some(z) => ctx.svc.store.load(z).await?,
+        Some(z) => ctx.svc.load_cached(z).await?,
         None => None,
     };
-    let os: Option<OsType> = ctx.svc.store.load(t.os_type_id).await?;
-    let a: Option<Account> = ctx.svc.store.load(t.account_id).await?;
-    let d: Option<Domain> = ctx.svc.store.load(t.domain_id).await?;
+    let os: Option<OsType> = ctx.svc.load_cached(t.os_type_id).await?;
+    let a: Option<Account> = ctx.svc.load_cached(t.account_id).await?;
+    let d: Option<Domain> = ctx.svc.load_cached(t.domain_id).await?;
     Ok(Obj::new()
         .s("id", &t.uuid)
         .s("name", &t.name)
@@ -683,71 +671,30 @@ async fn register(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
         .map(crate::service::templates::Checksum::parse)
         .transpose()
         .map_err(ApiError::param)?;
-    ctx.svc.check_template_url(&ctx.caller, &url).await?;
-    let os = match opt_ref::<OsType>(&ctx, "ostypeid").await? {
-        Some(o) => o,
-        None => ctx
-            .svc
-            .store
-            .first(Query::new().eq(Col::Ukey, "other linux (64-bit)"))
-            .await?
-            .ok_or_else(|| ApiError::missing(&ctx.p.command, "ostypeid"))?,
-    };
-    let zone = match ctx.p.str("zoneid") {
-        Some("-1") | None => None,
-        Some(z) => Some(ctx.svc.by_uuid::<Zone>("zoneid", z).await?.id),
-    };
-    let owner = owner(&ctx).await?;
-    let public = ctx.p.bool_or("ispublic", false);
-    if public && !ctx.caller.is_admin() && ctx.p.has("ispublic") {
-        // Users may share their templates as CloudStack allows by default.
-    }
-    let t = Template {
-        id: ctx.svc.store.new_id::<Template>().await?,
-        uuid: new_uuid(),
-        version: 1,
-        name,
-        display_text: ctx.p.required("displaytext")?.to_string(),
-        format,
-        is_iso: iso,
-        hypervisor,
-        os_type_id: os.id,
-        zone_id: zone,
-        account_id: owner.id,
-        domain_id: owner.domain_id,
-        is_public: public,
-        is_featured: ctx.p.bool_or("isfeatured", false) && ctx.caller.is_admin(),
-        is_ready: false,
-        status: "Downloading".into(),
-        size: 0,
-        physical_size: 0,
-        checksum: checksum.as_ref().map(|c| c.to_string()),
-        local_source: ctx.caller.is_root_admin() && !url.to_ascii_lowercase().starts_with("http"),
-        url,
-        path: None,
-        template_type: "USER".into(),
-        password_enabled: ctx.p.bool_or("passwordenabled", false),
-        dynamically_scalable: ctx.p.bool_or("isdynamicallyscalable", false),
-        requires_hvm: true,
-        bootable: ctx.p.bool_or("bootable", true),
-        extractable: true,
-        details: Default::default(),
-        created: now(),
-        removed: None,
-    };
-    let mut tx = Tx::new();
-    tx.insert(&t);
-    ctx.svc.event(
-        &mut tx,
-        &ctx.caller,
-        if iso { "ISO.CREATE" } else { "TEMPLATE.CREATE" },
-        format!("Registered {}", t.name),
-        owner.id,
-        owner.domain_id,
-        Some((&t.uuid, "Template", &t.name)),
-    );
-    ctx.svc.store.commit(tx.ops).await?;
-    ctx.svc.spawn_template_download(t.id);
+    let t = ctx
+        .svc
+        .register_template(
+            &ctx.caller,
+            NewTemplate {
+                name,
+                display_text: ctx.p.required("displaytext")?.to_string(),
+                url,
+                format,
+                iso,
+                hypervisor,
+                checksum,
+                os_type: ctx.p.str("ostypeid").map(str::to_string),
+                zone: ctx.p.str("zoneid").map(str::to_string),
+                account: ctx.p.str("account").map(str::to_string),
+                domain: ctx.p.str("domainid").map(str::to_string),
+                public: ctx.p.bool_or("ispublic", false),
+                featured: ctx.p.bool_or("isfeatured", false),
+                password_enabled: ctx.p.bool_or("passwordenabled", false),
+                dynamically_scalable: ctx.p.bool_or("isdynamicallyscalable", false),
+                bootable: ctx.p.bool_or("bootable", true),
+            },
+        )
+        .await?;
     Ok(Reply::List(
         if iso { "iso" } else { "template" },
         vec![template_json(&ctx, &t).await?],
@@ -763,80 +710,27 @@ async fn register_iso(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn list_t(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
-    let filter = if iso {
+    let view: TemplateView = if iso {
         ctx.p.str("isofilter").unwrap_or("executable")
     } else {
         ctx.p.required("templatefilter")?
     }
-    .to_lowercase();
-    if ![
-        "featured",
-        "self",
-        "selfexecutable",
-        "sharedexecutable",
-        "executable",
-        "community",
-        "all",
-    ]
-    .contains(&filter.as_str())
-    {
-        return Err(ApiError::param(format!(
-            "Invalid value for parameter templatefilter: {filter}"
-        )));
-    }
-    let mut q = name_filter(
-        &ctx,
-        Query::new()
-            .eq(Col::TemplateKind, if iso { "ISO" } else { "TEMPLATE" })
-            .and(Cond::Ne(Col::State, "Removed".into())),
-    )?;
-    let ids = ctx.p.list("ids");
-    if !ids.is_empty() {
-        q = q.and(Cond::In(
-            Col::Uuid,
-            ids.into_iter().map(crate::store::Val::S).collect(),
-        ));
-    }
-    if let Some(z) = opt_ref::<Zone>(&ctx, "zoneid").await? {
-        q = q.and(Cond::In(Col::Zone, vec![z.id.into()]));
-    }
-    if ctx.p.bool("isready") == Some(true) {
-        q = q.eq(Col::State, "Ready");
-    }
-    let page = q.page.take();
-    let all: Vec<Template> = ctx.svc.store.all(q).await?;
-    let me = ctx.caller.account.id;
-    let root = ctx.caller.is_root_admin();
-    let mut visible = Vec::new();
-    for t in all {
-        let path = ctx.svc.domain_path(t.domain_id).await?;
-        let mine = t.account_id == me;
-        let shared = t.is_public || ctx.caller.can_access(t.account_id, &path);
-        let keep = match filter.as_str() {
-            "featured" => t.is_featured,
-            "self" | "selfexecutable" => mine,
-            "sharedexecutable" => !mine && shared && !t.is_public,
-            "community" => t.is_public && !t.is_featured,
-            "all" => root || shared,
-            _ => shared,
-        };
-        if keep
-            && ctx
-                .p
-                .str("hypervisor")
-                .map(|h| h.eq_ignore_ascii_case(&t.hypervisor))
-                .unwrap_or(true)
-        {
-            visible.push(t);
-        }
-    }
-    let total = visible.len() as u64;
-    let slice: Vec<&Template> = match page {
-        Some((o, l)) => visible.iter().skip(o as usize).take(l as usize).collect(),
-        None => visible.iter().collect(),
+    .parse()?;
+    let f = TemplateFilter {
+        iso,
+        view,
+        id: ctx.p.str("id").map(str::to_string),
+        ids: ctx.p.list("ids"),
+        name: ctx.p.str("name").map(str::to_string),
+        keyword: ctx.p.str("keyword").map(str::to_string),
+        zone: ctx.p.str("zoneid").map(str::to_string),
+        hypervisor: ctx.p.str("hypervisor").map(str::to_string),
+        ready_only: ctx.p.bool("isready") == Some(true),
+        page: paging(&ctx)?,
     };
+    let (slice, total) = ctx.svc.list_templates(&ctx.caller, &f).await?;
     let mut items = Vec::new();
-    for t in slice {
+    for t in &slice {
         items.push(template_json(&ctx, t).await?);
     }
     Ok(Reply::List(
@@ -853,80 +747,32 @@ async fn list_isos(ctx: Ctx) -> Result<Reply, ApiError> {
     list_t(ctx, true).await
 }
 
-async fn my_template(ctx: &Ctx) -> Result<Template, ApiError> {
-    let id = ctx.p.required("id")?;
-    let t: Template = ctx.svc.owned(&ctx.caller, "id", id).await?;
-    Ok(t)
-}
-
 async fn update_template(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut t = my_template(&ctx).await?;
-    if let Some(n) = ctx.p.str("name") {
-        t.name = n.to_string();
-    }
-    if let Some(n) = ctx.p.str("displaytext") {
-        t.display_text = n.to_string();
-    }
-    if let Some(o) = opt_ref::<OsType>(&ctx, "ostypeid").await? {
-        t.os_type_id = o.id;
-    }
-    if let Some(b) = ctx.p.bool("passwordenabled") {
-        t.password_enabled = b;
-    }
-    if let Some(b) = ctx.p.bool("isdynamicallyscalable") {
-        t.dynamically_scalable = b;
-    }
-    if let Some(b) = ctx.p.bool("bootable") {
-        t.bootable = b;
-    }
-    let mut tx = Tx::new();
-    tx.update(&mut t);
-    ctx.svc.store.commit(tx.ops).await?;
+    let u = TemplateUpdate {
+        name: ctx.p.str("name").map(str::to_string),
+        display_text: ctx.p.str("displaytext").map(str::to_string),
+        os_type: ctx.p.str("ostypeid").map(str::to_string),
+        password_enabled: ctx.p.bool("passwordenabled"),
+        dynamically_scalable: ctx.p.bool("isdynamicallyscalable"),
+        bootable: ctx.p.bool("bootable"),
+    };
+    let t = ctx
+        .svc
+        .update_template(&ctx.caller, ctx.p.required("id")?, u)
+        .await?;
     Ok(Reply::Object("template", template_json(&ctx, &t).await?))
 }
 
 async fn delete_template(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut t = my_template(&ctx).await?;
-    let in_use = ctx
+    let job = ctx
         .svc
-        .store
-        .count(
-            crate::store::Kind::Vm,
-            &Query::new()
-                .eq(Col::Ref, t.id)
-                .and(Cond::NotIn(Col::State, vec!["Expunged".into()])),
+        .delete_template(
+            &ctx.caller,
+            ctx.p.required("id")?,
+            ctx.p.bool_or("forced", false),
         )
         .await?;
-    if in_use > 0 && !ctx.p.bool_or("forced", false) {
-        return Err(ApiError::in_use(format!(
-            "Template {} is used by {in_use} instances",
-            t.uuid
-        )));
-    }
-    t.removed = Some(now());
-    let mut tx = Tx::new();
-    tx.update(&mut t);
-    let job = ctx.svc.new_job(
-        &ctx.caller,
-        crate::service::jobs::NewJob {
-            command: "deleteTemplate",
-            instance_type: Some("Template"),
-            instance_uuid: Some(&t.uuid),
-            work: crate::service::jobs::Work::Done {
-                result: crate::service::jobs::JobOutput::Success,
-            },
-        },
-    );
-    tx.insert(&job);
-    ctx.svc.store.commit(tx.ops).await?;
-    if let Some(p) = &t.path {
-        let _ = tokio::fs::remove_file(ctx.svc.data_dir.join("secondary").join(p)).await;
-    }
-    ctx.svc.spawn_job(job.uuid.clone());
-    Ok(Reply::Async {
-        job: job.uuid,
-        id: None,
-    })
+    Ok(Reply::Async { job, id: None })
 }
 
 /// An offering's lease: both parameters, or -1 / nothing for none.

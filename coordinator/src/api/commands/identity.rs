@@ -7,6 +7,7 @@ use crate::cmd;
 use crate::service::identity::{hash_password, random_key};
 use crate::service::jobs::{NewJob, Work};
 use crate::service::{new_uuid, now};
+use crate::store::StoreExt;
 use crate::store::{Col, Query, StoreError, Tx};
 use serde_json::Value;
 
@@ -285,7 +286,7 @@ pub fn commands() -> Vec<Command> {
 
 async fn domain_json(ctx: &Ctx, d: &Domain) -> Result<Value, ApiError> {
     let parent: Option<Domain> = match d.parent_id {
-        Some(p) => ctx.svc.store.load(p).await?,
+        Some(p) => ctx.svc.load_cached(p).await?,
         None => None,
     };
     Ok(Obj::new()
@@ -370,10 +371,10 @@ async fn list_domains(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn user_json(ctx: &Ctx, u: &User) -> Result<Value, ApiError> {
-    let a: Option<Account> = ctx.svc.store.load(u.account_id).await?;
-    let d: Option<Domain> = ctx.svc.store.load(u.domain_id).await?;
+    let a: Option<Account> = ctx.svc.load_cached(u.account_id).await?;
+    let d: Option<Domain> = ctx.svc.load_cached(u.domain_id).await?;
     let role: Option<Role> = match &a {
-        Some(a) => ctx.svc.store.load(a.role_id).await?,
+        Some(a) => ctx.svc.load_cached(a.role_id).await?,
         None => None,
     };
     Ok(Obj::new()
@@ -399,8 +400,8 @@ async fn user_json(ctx: &Ctx, u: &User) -> Result<Value, ApiError> {
 }
 
 async fn account_json(ctx: &Ctx, a: &Account) -> Result<Value, ApiError> {
-    let d: Option<Domain> = ctx.svc.store.load(a.domain_id).await?;
-    let role: Option<Role> = ctx.svc.store.load(a.role_id).await?;
+    let d: Option<Domain> = ctx.svc.load_cached(a.domain_id).await?;
+    let role: Option<Role> = ctx.svc.load_cached(a.role_id).await?;
     let users: Vec<User> = ctx
         .svc
         .store

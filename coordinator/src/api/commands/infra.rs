@@ -416,7 +416,7 @@ async fn list_zones(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn pod_json(ctx: &Ctx, p: &Pod) -> Result<serde_json::Value, ApiError> {
-    let z: Option<Zone> = ctx.svc.store.load(p.zone_id).await?;
+    let z: Option<Zone> = ctx.svc.load_cached(p.zone_id).await?;
     Ok(Obj::new()
         .s("id", &p.uuid)
         .s("name", &p.name)
@@ -441,8 +441,8 @@ async fn list_pods(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn cluster_json(ctx: &Ctx, c: &Cluster) -> Result<serde_json::Value, ApiError> {
-    let z: Option<Zone> = ctx.svc.store.load(c.zone_id).await?;
-    let p: Option<Pod> = ctx.svc.store.load(c.pod_id).await?;
+    let z: Option<Zone> = ctx.svc.load_cached(c.zone_id).await?;
+    let p: Option<Pod> = ctx.svc.load_cached(c.pod_id).await?;
     Ok(Obj::new()
         .s("id", &c.uuid)
         .s("name", &c.name)
@@ -506,12 +506,12 @@ async fn update_cluster(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn host_json(ctx: &Ctx, h: &Host) -> Result<serde_json::Value, ApiError> {
     let os_cat: Option<OsCategory> = match h.os_category_id {
-        Some(id) => ctx.svc.store.load(id).await?,
+        Some(id) => ctx.svc.load_cached(id).await?,
         None => None,
     };
-    let z: Option<Zone> = ctx.svc.store.load(h.zone_id).await?;
-    let p: Option<Pod> = ctx.svc.store.load(h.pod_id).await?;
-    let c: Option<Cluster> = ctx.svc.store.load(h.cluster_id).await?;
+    let z: Option<Zone> = ctx.svc.load_cached(h.zone_id).await?;
+    let p: Option<Pod> = ctx.svc.load_cached(h.pod_id).await?;
+    let c: Option<Cluster> = ctx.svc.load_cached(h.cluster_id).await?;
     let states: Vec<crate::store::Val> = ["Starting", "Running", "Stopping", "Migrating"]
         .iter()
         .map(|s| (*s).into())
@@ -631,7 +631,7 @@ async fn list_pools(ctx: Ctx) -> Result<Reply, ApiError> {
     let (ps, total) = ctx.svc.store.list::<StoragePool>(&q).await?;
     let mut items = Vec::new();
     for p in &ps {
-        let z: Option<Zone> = ctx.svc.store.load(p.zone_id).await?;
+        let z: Option<Zone> = ctx.svc.load_cached(p.zone_id).await?;
         let vols: Vec<Volume> = ctx
             .svc
             .store
@@ -666,13 +666,13 @@ async fn list_pools(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn network_json(ctx: &Ctx, n: &Network) -> Result<serde_json::Value, ApiError> {
-    let z: Option<Zone> = ctx.svc.store.load(n.zone_id).await?;
-    let o: Option<NetworkOffering> = ctx.svc.store.load(n.network_offering_id).await?;
+    let z: Option<Zone> = ctx.svc.load_cached(n.zone_id).await?;
+    let o: Option<NetworkOffering> = ctx.svc.load_cached(n.network_offering_id).await?;
     let acct: Option<Account> = match n.account_id {
-        Some(a) => ctx.svc.store.load(a).await?,
+        Some(a) => ctx.svc.load_cached(a).await?,
         None => None,
     };
-    let dom: Option<Domain> = ctx.svc.store.load(n.domain_id).await?;
+    let dom: Option<Domain> = ctx.svc.load_cached(n.domain_id).await?;
     Ok(Obj::new()
         .s("id", &n.uuid)
         .s("name", &n.name)

@@ -5,8 +5,8 @@ use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::{date, Obj, Reply};
 use crate::api::views;
 use crate::cmd;
+use crate::service::activity::{CapacityFilter, EventFilter, JobFilter};
 use crate::service::settings;
-use crate::store::{Col, Query, Tx, Val};
 use serde_json::{json, Value};
 
 const JOB_FIELDS: &[Field] = &[
@@ -296,19 +296,15 @@ async fn session_only(_ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn job_json(ctx: &Ctx, j: &Job) -> Result<Value, ApiError> {
-    let a: Option<Account> = ctx.svc.store.load(j.account_id).await?;
-    let u: Option<User> = ctx.svc.store.load(j.user_id).await?;
-    let d: Option<Domain> = ctx.svc.store.load(j.domain_id).await?;
+    let a: Option<Account> = ctx.svc.load_cached(j.account_id).await?;
+    let u: Option<User> = ctx.svc.load_cached(j.user_id).await?;
+    let d: Option<Domain> = ctx.svc.load_cached(j.domain_id).await?;
     views::job(&ctx.svc, &ctx.caller, j, a.as_ref(), u.as_ref(), d.as_ref()).await
 }
 
 async fn query_job(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.p.required("jobid")?;
-    let j: Job = ctx.svc.by_uuid("jobid", id).await?;
-    let path = ctx.svc.domain_path(j.domain_id).await?;
-    if !ctx.caller.can_access(j.account_id, &path) {
-        return Err(ApiError::unknown_id("jobid", id));
-    }
+    let j = ctx.svc.job_for(&ctx.caller, id).await?;
     Ok(Reply::Inner(job_json(&ctx, &j).await?))
 }
 
@@ -330,24 +326,18 @@ pub fn parse_date(param: &str, s: &str) -> Result<i64, ApiError> {
 }
 
 async fn list_jobs(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = Query::new();
-    q.conds = list_scope(&ctx).await?;
-    if let Some(r) = ctx.p.str("resourceid") {
-        q = q.eq(Col::ResourceUuid, r);
-    }
-    q.page = paging(&ctx)?;
-    q.descending = true;
-    let (jobs, total) = ctx.svc.store.list::<Job>(&q).await?;
-    let since = ctx
-        .p
-        .str("startdate")
-        .map(|s| parse_date("startdate", s))
-        .transpose()?;
+    let f = JobFilter {
+        resource: ctx.p.str("resourceid").map(str::to_string),
+        since: ctx
+            .p
+            .str("startdate")
+            .map(|s| parse_date("startdate", s))
+            .transpose()?,
+        page: paging(&ctx)?,
+    };
+    let (jobs, total) = ctx.svc.list_jobs(&ctx.caller, &scope_of(&ctx), &f).await?;
     let mut items = Vec::new();
-    for j in jobs
-        .iter()
-        .filter(|j| since.map(|t| j.created >= t).unwrap_or(true))
-    {
+    for j in &jobs {
         items.push(job_json(&ctx, j).await?);
     }
     Ok(Reply::List("asyncjobs", items, total))
@@ -388,7 +378,7 @@ async fn list_apis(ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::List("api", items, n))
 }
 
-fn scope_of(ctx: &Ctx) -> (&'static str, Option<&str>, &'static str) {
+fn setting_scope(ctx: &Ctx) -> (&'static str, Option<&str>, &'static str) {
     for (p, s) in [
         ("zoneid", "zone"),
         ("clusterid", "cluster"),
@@ -402,7 +392,7 @@ fn scope_of(ctx: &Ctx) -> (&'static str, Option<&str>, &'static str) {
 }
 
 async fn scope_id(ctx: &Ctx) -> Result<(&'static str, i64), ApiError> {
-    let (scope, id, param) = scope_of(ctx);
+    let (scope, id, param) = setting_scope(ctx);
     let Some(id) = id else {
         return Ok(("global", 0));
     };
@@ -468,67 +458,13 @@ async fn list_configs(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn update_config(ctx: Ctx) -> Result<Reply, ApiError> {
     let name = ctx.p.required("name")?;
-    let s = settings::find(name).ok_or_else(|| {
-        ApiError::param(format!(
-            "Invalid value for parameter name: there is no setting {name}"
-        ))
-    })?;
     let (scope, id) = scope_id(&ctx).await?;
-    if scope != "global" && !s.scopes.contains(&scope) {
-        return Err(ApiError::param(format!(
-            "Setting {name} cannot be set at {scope} scope"
-        )));
-    }
     let raw = ctx.p.raw("value").unwrap_or("");
-    let value = if raw.is_empty() {
-        s.default.to_string()
-    } else {
-        settings::validate(s, raw)
-            .map_err(|e| ApiError::param(format!("Invalid value for parameter value: {e}")))?
-    };
-    let existing: Option<Config> = ctx
+    let value = ctx
         .svc
-        .store
-        .first(Query::new().eq(Col::Ukey, format!("{scope}/{id}/{name}")))
+        .set_setting(&ctx.caller, scope, id, name, raw)
         .await?;
-    let mut tx = Tx::new();
-    match existing {
-        Some(mut c) => {
-            c.value = value.clone();
-            tx.update(&mut c);
-        }
-        None => {
-            tx.insert(&Config {
-                id: ctx.svc.store.new_id::<Config>().await?,
-                uuid: crate::service::new_uuid(),
-                version: 1,
-                name: name.to_string(),
-                value: value.clone(),
-                scope: scope.to_string(),
-                scope_id: if scope == "global" { None } else { Some(id) },
-                created: crate::service::now(),
-            });
-        }
-    }
-    let (acct, dom) = (ctx.caller.account.id, ctx.caller.domain.id);
-    ctx.svc.event(
-        &mut tx,
-        &ctx.caller,
-        "CONFIGURATION.VALUE.EDIT",
-        format!("Value of {name} changed to {value}"),
-        acct,
-        dom,
-        None,
-    );
-    ctx.svc.store.commit(tx.ops).await?;
-    ctx.svc.cache_setting(scope, id, name, &value);
-    if name.starts_with("vm.stats.") || name.starts_with("vm.disk.stats.") {
-        ctx.svc.refresh_stats_settings();
-    }
-    // Switching leases off cancels every active lease, for good.
-    if name == "instance.lease.enabled" && value != "true" {
-        ctx.svc.cancel_all_leases().await?;
-    }
+    let s = settings::find(name).ok_or_else(|| ApiError::internal("setting vanished"))?;
     Ok(Reply::Object(
         "configuration",
         config_json(s, &value, scope),
@@ -536,47 +472,33 @@ async fn update_config(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn list_events(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = Query::new();
-    q.conds = list_scope(&ctx).await?;
-    if let Some(id) = ctx.p.str("id") {
-        q = q.eq(Col::Uuid, id);
-    }
-    if let Some(t) = ctx.p.str("type") {
-        q = q.and(Cond::EqNoCase(Col::Name, t.to_string()));
-    }
-    if let Some(t) = ctx.p.str("level") {
-        q = q.and(Cond::EqNoCase(Col::State, t.to_string()));
-    }
-    if let Some(r) = ctx.p.str("resourceid") {
-        q = q.eq(Col::ResourceUuid, r);
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.to_string()));
-    }
-    let start = ctx
-        .p
-        .str("startdate")
-        .map(|s| parse_date("startdate", s))
-        .transpose()?;
-    let end = ctx
-        .p
-        .str("enddate")
-        .map(|s| parse_date("enddate", s))
-        .transpose()?;
-    if let Some(e) = end {
-        q = q.and(Cond::Le(Col::Created, Val::I(e)));
-    }
-    q.page = paging(&ctx)?;
-    q.descending = true;
-    let (events, total) = ctx.svc.store.list::<Event>(&q).await?;
+    let f = EventFilter {
+        id: ctx.p.str("id").map(str::to_string),
+        event_type: ctx.p.str("type").map(str::to_string),
+        level: ctx.p.str("level").map(str::to_string),
+        resource: ctx.p.str("resourceid").map(str::to_string),
+        keyword: ctx.p.str("keyword").map(str::to_string),
+        start: ctx
+            .p
+            .str("startdate")
+            .map(|s| parse_date("startdate", s))
+            .transpose()?,
+        end: ctx
+            .p
+            .str("enddate")
+            .map(|s| parse_date("enddate", s))
+            .transpose()?,
+        page: paging(&ctx)?,
+    };
+    let (events, total) = ctx
+        .svc
+        .list_events(&ctx.caller, &scope_of(&ctx), &f)
+        .await?;
     let mut items = Vec::new();
-    for e in events
-        .iter()
-        .filter(|e| start.map(|s| e.created >= s).unwrap_or(true))
-    {
-        let a: Option<Account> = ctx.svc.store.load(e.account_id).await?;
-        let d: Option<Domain> = ctx.svc.store.load(e.domain_id).await?;
-        let u: Option<User> = ctx.svc.store.load(e.user_id).await?;
+    for e in &events {
+        let a: Option<Account> = ctx.svc.load_cached(e.account_id).await?;
+        let d: Option<Domain> = ctx.svc.load_cached(e.domain_id).await?;
+        let u: Option<User> = ctx.svc.load_cached(e.user_id).await?;
         items.push(
             Obj::new()
                 .s("id", &e.uuid)
@@ -599,49 +521,23 @@ async fn list_events(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn list_capacity(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut hq = Query::new();
-    let zone = opt_ref::<Zone>(&ctx, "zoneid").await?;
-    if let Some(z) = &zone {
-        hq = hq.eq(Col::Zone, z.id);
-    }
-    if let Some(c) = opt_ref::<Cluster>(&ctx, "clusterid").await? {
-        hq = hq.eq(Col::Parent, c.id);
-    }
-    if let Some(p) = opt_ref::<Pod>(&ctx, "podid").await? {
-        hq = hq.eq(Col::Ref, p.id);
-    }
-    let hosts: Vec<Host> = ctx.svc.store.all(hq).await?;
-    let hosts: Vec<Host> = hosts.into_iter().filter(|h| h.removed.is_none()).collect();
-    let ids: Vec<Val> = hosts.iter().map(|h| h.id.into()).collect();
-    let states: Vec<Val> = ["Starting", "Running", "Stopping", "Migrating"]
-        .iter()
-        .map(|s| (*s).into())
-        .collect();
-    let vms: Vec<Vm> = ctx
+    let t = ctx
         .svc
-        .store
-        .all(
-            Query::new()
-                .and(Cond::In(Col::Host, ids))
-                .and(Cond::In(Col::State, states)),
-        )
+        .capacity_totals(&CapacityFilter {
+            zone: ctx.p.str("zoneid").map(str::to_string),
+            pod: ctx.p.str("podid").map(str::to_string),
+            cluster: ctx.p.str("clusterid").map(str::to_string),
+        })
         .await?;
-    let (mut mem_t, mut cpu_t, mut cores_t) = (0f64, 0f64, 0i64);
-    for h in &hosts {
-        let sc = [("cluster", h.cluster_id)];
-        mem_t += h.memory_total as f64 * ctx.svc.setting_f64("mem.overprovisioning.factor", &sc);
-        cpu_t += (h.cpu_number * h.cpu_speed) as f64
-            * ctx.svc.setting_f64("cpu.overprovisioning.factor", &sc);
-        cores_t += h.cpu_number;
-    }
-    let mem_u: i64 = vms.iter().map(|v| v.memory * 1024 * 1024).sum();
-    let cpu_u: i64 = vms.iter().map(|v| v.cpu_number * v.cpu_speed).sum();
-    let cores_u: i64 = vms.iter().map(|v| v.cpu_number).sum();
+    let zone = t.zone;
+    let (mem_u, mem_t) = t.memory;
+    let (cpu_u, cpu_t) = t.cpu;
+    let (cores_u, cores_t) = t.cores;
     let want = ctx.p.i64("type")?;
     let mut items = Vec::new();
     for (ty, name, used, total) in [
-        (0, "MEMORY", mem_u, mem_t as i64),
-        (1, "CPU", cpu_u, cpu_t as i64),
+        (0, "MEMORY", mem_u, mem_t),
+        (1, "CPU", cpu_u, cpu_t),
         (90, "CPU_CORE", cores_u, cores_t),
     ] {
         if want.map(|w| w != ty).unwrap_or(false) {

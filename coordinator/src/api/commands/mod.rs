@@ -13,9 +13,10 @@ mod volumes;
 
 use super::registry::{Command, Ctx};
 use crate::error::ApiError;
+use crate::service::records::*;
+use crate::service::scope::ListScope;
 use crate::service::Caller;
-use crate::store::records::*;
-use crate::store::{Cond, StoreExt};
+use crate::store::Cond;
 use std::sync::OnceLock;
 
 pub fn all() -> &'static [Command] {
@@ -66,7 +67,7 @@ pub fn paging(ctx: &Ctx) -> Result<Option<(u64, u64)>, ApiError> {
 }
 
 /// Resolves an optional uuid parameter to a record.
-pub async fn opt_ref<E: crate::store::Entity>(
+pub async fn opt_ref<E: crate::service::Record>(
     ctx: &Ctx,
     param: &str,
 ) -> Result<Option<E>, ApiError> {
@@ -79,73 +80,28 @@ pub async fn opt_ref<E: crate::store::Entity>(
 /// The account a command acts for: the caller's own, or `account` + `domainid`
 /// when an admin names another one it administers.
 pub async fn owner(ctx: &Ctx) -> Result<Account, ApiError> {
-    let Some(name) = ctx.p.str("account") else {
-        return Ok(ctx.caller.account.clone());
-    };
-    let domain: Domain = match ctx.p.str("domainid") {
-        Some(d) => ctx.svc.by_uuid("domainid", d).await?,
-        None => ctx.caller.domain.clone(),
-    };
-    if !ctx.caller.is_admin() && name != ctx.caller.account.name {
-        return Err(ApiError::denied(format!(
-            "Caller is not allowed to act for account {name}"
-        )));
-    }
-    let acct: Option<Account> = ctx
-        .svc
-        .store
-        .first(crate::store::Query::new().eq(
-            crate::store::Col::Ukey,
-            format!("{}/{}", domain.id, name.to_lowercase()),
-        ))
-        .await?;
-    let acct = acct.ok_or_else(|| {
-        ApiError::param(format!(
-            "Unable to find account {name} in domain {}",
-            domain.uuid
-        ))
-    })?;
-    if !ctx.caller.can_access(acct.id, &domain.path) {
-        return Err(ApiError::denied(format!(
-            "Caller is not allowed to act for account {name}"
-        )));
-    }
-    Ok(acct)
-}
-
-/// Scope conditions for a list command from `listall`, `account`, `domainid`, `isrecursive`.
-pub async fn list_scope(ctx: &Ctx) -> Result<Vec<Cond>, ApiError> {
-    let account = if ctx.p.has("account") {
-        let a = owner(ctx).await?;
-        Some((a.id, a.domain_id))
-    } else {
-        None
-    };
-    let domain = match ctx.p.str("domainid") {
-        Some(d) => {
-            let dom: Domain = ctx.svc.by_uuid("domainid", d).await?;
-            if !ctx.caller.is_root_admin()
-                && !crate::service::in_subtree(&dom.path, &ctx.caller.domain.path)
-            {
-                return Err(ApiError::denied("Caller has no access to the domain"));
-            }
-            Some(dom.id)
-        }
-        None => None,
-    };
-    // An admin naming one resource by id sees it wherever it is in its scope,
-    // as if it had asked for listall (CloudStack's buildACLSearchParameters).
-    let listall = ctx.p.bool_or("listall", false) || ctx.p.has("id");
     Ok(ctx
         .svc
-        .scope_conds(
-            &ctx.caller,
-            listall,
-            account,
-            domain,
-            ctx.p.bool_or("isrecursive", false),
-        )
+        .acting_account(&ctx.caller, ctx.p.str("account"), ctx.p.str("domainid"))
         .await?)
+}
+
+/// The scope a list request names with `account`, `domainid`, `listall`,
+/// `isrecursive` and `id`.
+pub fn scope_of(ctx: &Ctx) -> ListScope {
+    ListScope {
+        account: ctx.p.str("account").map(str::to_string),
+        domain: ctx.p.str("domainid").map(str::to_string),
+        listall: ctx.p.bool_or("listall", false),
+        recursive: ctx.p.bool_or("isrecursive", false),
+        by_id: ctx.p.has("id"),
+    }
+}
+
+/// Scope conditions for a list command (lists not yet behind a service
+/// method of their own).
+pub async fn list_scope(ctx: &Ctx) -> Result<Vec<Cond>, ApiError> {
+    Ok(ctx.svc.scope(&ctx.caller, &scope_of(ctx)).await?)
 }
 
 pub fn is_admin(c: &Caller) -> bool {

@@ -7,7 +7,6 @@ use crate::api::render::{Obj, Reply};
 use crate::cmd;
 use crate::placement::Outcome;
 use crate::service::vm::Pin;
-use crate::store::StoreExt;
 use serde_json::json;
 
 const HOST_FIELDS: &[Field] = &[
@@ -95,7 +94,7 @@ async fn host_names(
 ) -> Result<std::collections::HashMap<i64, Host>, ApiError> {
     let mut m = std::collections::HashMap::new();
     for id in ids {
-        if let Some(h) = ctx.svc.store.load::<Host>(*id).await? {
+        if let Some(h) = ctx.svc.load_cached::<Host>(*id).await? {
             m.insert(*id, h);
         }
     }
@@ -198,7 +197,7 @@ async fn ha_capacity(ctx: Ctx) -> Result<Reply, ApiError> {
     let snap = ctx.svc.placement_snapshot(zone.id).await?;
     let mut items = Vec::new();
     for r in crate::placement::ha_report(&snap, limit) {
-        let c: Option<Cluster> = ctx.svc.store.load(r.cluster_id).await?;
+        let c: Option<Cluster> = ctx.svc.load_cached(r.cluster_id).await?;
         items.push(
             Obj::new()
                 .os("clusterid", c.as_ref().map(|c| c.uuid.clone()))

@@ -5,7 +5,7 @@ use super::*;
 use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::{date, Obj, Reply};
 use crate::cmd;
-use crate::store::{Col, Cond, Query, StoreExt, Val};
+use crate::service::schedules::ScheduleFilter;
 use orrery_schedule::plan::{CreateRequest, UpdateRequest};
 use serde_json::Value;
 
@@ -173,21 +173,14 @@ async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
     let vm = vm_of(&ctx).await?;
-    let mut q = Query::new().eq(Col::Parent, vm.id);
-    if let Some(id) = ctx.p.str("id") {
-        q = q.eq(Col::Uuid, id);
-    }
-    if let Some(a) = ctx.p.str("action") {
-        q = q.and(Cond::EqNoCase(Col::Name, a.to_string()));
-    }
-    if let Some(e) = ctx.p.bool("enabled") {
-        q = q.eq(Col::State, if e { "Enabled" } else { "Disabled" });
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Keyword], k.to_string()));
-    }
-    q.page = paging(&ctx)?;
-    let (items, total) = ctx.svc.store.list::<VmSchedule>(&q).await?;
+    let f = ScheduleFilter {
+        id: ctx.p.str("id").map(str::to_string),
+        action: ctx.p.str("action").map(str::to_string),
+        enabled: ctx.p.bool("enabled"),
+        keyword: ctx.p.str("keyword").map(str::to_string),
+        page: paging(&ctx)?,
+    };
+    let (items, total) = ctx.svc.list_schedules(&ctx.caller, &vm, &f).await?;
     Ok(Reply::List(
         "vmschedule",
         items.iter().map(|s| schedule_json(s, &vm)).collect(),
@@ -200,8 +193,7 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
     let s: VmSchedule = ctx.svc.owned(&ctx.caller, "id", id).await?;
     let vm: Vm = ctx
         .svc
-        .store
-        .load(s.vm_id)
+        .load_cached(s.vm_id)
         .await?
         .ok_or_else(|| ApiError::unknown_id("id", id))?;
     let req = UpdateRequest {
@@ -223,19 +215,8 @@ async fn delete(ctx: Ctx) -> Result<Reply, ApiError> {
     if let Some(id) = ctx.p.str("id") {
         uuids.push(id.to_string());
     }
-    let mut q = Query::new().eq(Col::Parent, vm.id);
-    if !uuids.is_empty() {
-        q = q.and(Cond::In(
-            Col::Uuid,
-            uuids.iter().cloned().map(Val::S).collect(),
-        ));
-    }
-    let recs: Vec<VmSchedule> = ctx.svc.store.all(q).await?;
-    for u in &uuids {
-        if !recs.iter().any(|r| &r.uuid == u) {
-            return Err(ApiError::unknown_id("id", u));
-        }
-    }
-    ctx.svc.delete_schedules(&ctx.caller, recs).await?;
+    ctx.svc
+        .delete_schedules_of(&ctx.caller, &vm, &uuids)
+        .await?;
     Ok(Reply::Success(None))
 }

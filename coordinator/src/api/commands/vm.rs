@@ -6,9 +6,9 @@ use crate::api::render::Reply;
 use crate::api::views::{self, Lookup};
 use crate::handler;
 use crate::service::jobs::Work;
+use crate::service::listing::{GroupListFilter, VmFilter};
 use crate::service::vm::{DeployArgs, Pin, VmUpdate};
 use crate::service::Service;
-use crate::store::{Col, Query, Tx, Val};
 use orrery_model::{Transition, VmState};
 use serde_json::json;
 
@@ -633,107 +633,27 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
 /// The page of instances listVirtualMachines' filters select for the
 /// caller, and the total.
 pub(super) async fn query_vms(ctx: &Ctx) -> Result<(Vec<Vm>, u64), ApiError> {
-    let mut q = Query::new();
-    q.conds = list_scope(ctx).await?;
-    if let Some(id) = ctx.p.str("id") {
-        let vm: Option<Vm> = ctx.svc.store.load_uuid(id).await?;
-        // An id that never existed is an error; the id of an expunged
-        // instance still resolves and lists nothing, as in CloudStack, whose
-        // removed rows keep their uuid.
-        match vm {
-            Some(v) => q = q.eq(Col::Id, v.id),
-            None => return Err(ApiError::unknown_id("id", id)),
-        }
-    }
-    let ids = ctx.p.list("ids");
-    if !ids.is_empty() {
-        q = q.and(Cond::In(Col::Uuid, ids.into_iter().map(Val::S).collect()));
-    }
-    if let Some(n) = ctx.p.str("name") {
-        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.to_string()));
-    }
-    match ctx.p.str("state") {
-        Some(s) if s.eq_ignore_ascii_case("present") => {
-            q = q.and(Cond::NotIn(
-                Col::State,
-                vec!["Destroyed".into(), "Expunging".into(), "Expunged".into()],
-            ))
-        }
-        Some(s) => {
-            let st: VmState = s
-                .parse()
-                .map_err(|_| ApiError::param(format!("Invalid value for parameter state: {s}")))?;
-            q = q.eq(Col::State, st.as_str());
-        }
-        None => {}
-    }
-    // Expunged instances are gone; destroyed ones are shown to admins only.
-    q = q.and(Cond::Ne(Col::State, "Expunged".into()));
-    if !ctx.caller.is_admin()
-        && ctx.svc.setting(
-            "allow.user.expunge.recover.vm",
-            &[("account", ctx.caller.account.id)],
-        ) != "true"
-    {
-        q = q.and(Cond::NotIn(
-            Col::State,
-            vec!["Destroyed".into(), "Expunging".into()],
-        ));
-    }
-    if let Some(z) = opt_ref::<Zone>(ctx, "zoneid").await? {
-        q = q.eq(Col::Zone, z.id);
-    }
-    if ctx.p.has("hostid") {
-        if !ctx.caller.is_root_admin() {
-            return Err(ApiError::denied(
-                "Parameter hostid can only be specified by a Root Admin",
-            ));
-        }
-        let h: Host = ctx
-            .svc
-            .by_uuid("hostid", ctx.p.str("hostid").unwrap_or_default())
-            .await?;
-        q = q.eq(Col::Host, h.id);
-    }
-    if let Some(t) = opt_ref::<Template>(ctx, "templateid").await? {
-        q = q.eq(Col::Ref, t.id);
-    }
-    if let Some(o) = opt_ref::<ServiceOffering>(ctx, "serviceofferingid").await? {
-        q = q.eq(Col::ServiceOffering, o.id.to_string());
-    }
-    if let Some(g) = opt_ref::<InstanceGroup>(ctx, "groupid").await? {
-        q = q.eq(Col::Parent, g.id);
-    }
-    match ctx.p.bool("leased") {
-        Some(true) => q = q.and(Cond::NotNull(Col::LeaseExpiry)),
-        Some(false) => q = q.and(Cond::IsNull(Col::LeaseExpiry)),
-        None => {}
-    }
-    q.page = paging(ctx)?;
-    Ok(ctx.svc.store.list::<Vm>(&q).await?)
+    let f = VmFilter {
+        id: ctx.p.str("id").map(str::to_string),
+        ids: ctx.p.list("ids"),
+        name: ctx.p.str("name").map(str::to_string),
+        keyword: ctx.p.str("keyword").map(str::to_string),
+        state: ctx.p.str("state").map(str::to_string),
+        zone: ctx.p.str("zoneid").map(str::to_string),
+        host: ctx.p.str("hostid").map(str::to_string),
+        template: ctx.p.str("templateid").map(str::to_string),
+        offering: ctx.p.str("serviceofferingid").map(str::to_string),
+        group: ctx.p.str("groupid").map(str::to_string),
+        leased: ctx.p.bool("leased"),
+        page: paging(ctx)?,
+    };
+    Ok(ctx.svc.list_vms(&ctx.caller, &scope_of(ctx), &f).await?)
 }
 
 async fn create_group(ctx: Ctx) -> Result<Reply, ApiError> {
     let owner = owner(&ctx).await?;
-    let name = ctx.p.required("name")?.to_string();
-    let g = InstanceGroup {
-        id: ctx.svc.store.new_id::<InstanceGroup>().await?,
-        uuid: crate::service::new_uuid(),
-        version: 1,
-        name: name.clone(),
-        account_id: owner.id,
-        domain_id: owner.domain_id,
-        created: crate::service::now(),
-    };
-    let mut tx = Tx::new();
-    tx.insert(&g);
-    ctx.svc.store.commit(tx.ops).await.map_err(|e| match e {
-        crate::store::StoreError::Duplicate(..) => ApiError::param(format!("Unable to create instance group, a group with name {name} already exists for the account")),
-        e => e.into(),
-    })?;
+    let name = ctx.p.required("name")?;
+    let g = ctx.svc.create_instance_group(&owner, name).await?;
     Ok(Reply::Object(
         "instancegroup",
         group_json(&ctx, &g, &owner).await?,
@@ -745,33 +665,28 @@ async fn group_json(
     g: &InstanceGroup,
     owner: &Account,
 ) -> Result<serde_json::Value, ApiError> {
-    let dom: Option<Domain> = ctx.svc.store.load(g.domain_id).await?;
+    let dom: Option<Domain> = ctx.svc.load_cached(g.domain_id).await?;
     Ok(
         json!({"id": g.uuid, "name": g.name, "account": owner.name, "domainid": dom.as_ref().map(|d| d.uuid.clone()), "domain": dom.map(|d| d.name), "created": crate::api::render::date(g.created)}),
     )
 }
 
 async fn list_groups(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = Query::new();
-    q.conds = list_scope(&ctx).await?;
-    if let Some(id) = ctx.p.str("id") {
-        let g: InstanceGroup = ctx.svc.owned(&ctx.caller, "id", id).await?;
-        q = q.eq(Col::Id, g.id);
-    }
-    if let Some(n) = ctx.p.str("name") {
-        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
-    }
-    q.page = paging(&ctx)?;
-    let (gs, total) = ctx.svc.store.list::<InstanceGroup>(&q).await?;
+    let f = GroupListFilter {
+        id: ctx.p.str("id").map(str::to_string),
+        name: ctx.p.str("name").map(str::to_string),
+        keyword: ctx.p.str("keyword").map(str::to_string),
+        page: paging(&ctx)?,
+    };
+    let (gs, total) = ctx
+        .svc
+        .list_instance_groups(&ctx.caller, &scope_of(&ctx), &f)
+        .await?;
     let mut items = Vec::new();
     for g in &gs {
         let owner: Account = ctx
             .svc
-            .store
-            .load(g.account_id)
+            .load_cached(g.account_id)
             .await?
             .ok_or_else(|| ApiError::internal("owner missing"))?;
         items.push(group_json(&ctx, g, &owner).await?);

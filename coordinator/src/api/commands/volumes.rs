@@ -6,7 +6,7 @@ use crate::api::render::Reply;
 use crate::api::views::{self, Lookup};
 use crate::cmd;
 use crate::service::volumes::NewVolume;
-use crate::store::{Col, Cond, Query, Val};
+use crate::service::volumes::VolumeFilter;
 
 pub fn commands() -> Vec<Command> {
     vec![
@@ -136,8 +136,7 @@ async fn create_volume(ctx: Ctx) -> Result<Reply, ApiError> {
         (Some(z), _) => ctx.svc.by_uuid("zoneid", z).await?,
         (None, Some(vm)) => ctx
             .svc
-            .store
-            .load(vm.zone_id)
+            .load_cached(vm.zone_id)
             .await?
             .ok_or_else(|| ApiError::internal("zone vanished"))?,
         (None, None) => return Err(ApiError::missing("createVolume", "zoneid")),
@@ -145,8 +144,7 @@ async fn create_volume(ctx: Ctx) -> Result<Reply, ApiError> {
     let owner = match &vm {
         Some(vm) => ctx
             .svc
-            .store
-            .load::<Account>(vm.account_id)
+            .load_cached::<Account>(vm.account_id)
             .await?
             .ok_or_else(|| ApiError::internal("account vanished"))?,
         None => owner(&ctx).await?,
@@ -206,11 +204,7 @@ async fn detach_volume(ctx: Ctx) -> Result<Reply, ApiError> {
             .svc
             .owned(&ctx.caller, "virtualmachineid", vm_id)
             .await?;
-        let vols: Vec<Volume> = ctx
-            .svc
-            .store
-            .all(Query::new().eq(Col::Parent, vm.id))
-            .await?;
+        let vols: Vec<Volume> = ctx.svc.volumes_of(&ctx.caller, &vm).await?;
         vols.into_iter()
             .find(|v| v.device_id == Some(dev))
             .ok_or_else(|| {
@@ -281,44 +275,21 @@ async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::List("volume", items, total))
 }
 
-/// The page of volumes listVolumes' filters select for the caller, ROOT
-/// first, then data disks by device id, as clients expect; and the total.
+/// The page of volumes listVolumes' filters select for the caller, and the
+/// total.
 pub(super) async fn query_volumes(ctx: &Ctx) -> Result<(Vec<Volume>, u64), ApiError> {
-    let mut q = Query::new();
-    q.conds = list_scope(ctx).await?;
-    q = q.and(Cond::IsNull(Col::Ukey));
-    q = q.and(Cond::NotIn(
-        Col::State,
-        vec!["Expunged".into(), "Destroy".into()],
-    ));
-    if let Some(id) = ctx.p.str("id") {
-        // A known id outside the caller's view or already deleted lists
-        // nothing, as in CloudStack; only an id that never existed is an error.
-        let v: Volume = ctx.svc.by_uuid("id", id).await?;
-        q = q.eq(Col::Id, v.id);
-    }
-    let ids = ctx.p.list("ids");
-    if !ids.is_empty() {
-        q = q.and(Cond::In(Col::Uuid, ids.into_iter().map(Val::S).collect()));
-    }
-    if let Some(vid) = ctx.p.str("virtualmachineid") {
-        let vm: Vm = ctx.svc.owned(&ctx.caller, "virtualmachineid", vid).await?;
-        q = q.eq(Col::Parent, vm.id);
-    }
-    if let Some(t) = ctx.p.str("type") {
-        q = q.and(Cond::EqNoCase(Col::VolumeType, t.to_string()));
-    }
-    if let Some(n) = ctx.p.str("name") {
-        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
-    }
-    if let Some(z) = opt_ref::<Zone>(ctx, "zoneid").await? {
-        q = q.eq(Col::Zone, z.id);
-    }
-    q.page = paging(ctx)?;
-    let (mut vols, total) = ctx.svc.store.list::<Volume>(&q).await?;
-    vols.sort_by_key(|v| (v.vm_id, v.volume_type != "ROOT", v.device_id, v.id));
-    Ok((vols, total))
+    let f = VolumeFilter {
+        id: ctx.p.str("id").map(str::to_string),
+        ids: ctx.p.list("ids"),
+        vm: ctx.p.str("virtualmachineid").map(str::to_string),
+        volume_type: ctx.p.str("type").map(str::to_string),
+        name: ctx.p.str("name").map(str::to_string),
+        keyword: ctx.p.str("keyword").map(str::to_string),
+        zone: ctx.p.str("zoneid").map(str::to_string),
+        page: paging(ctx)?,
+    };
+    Ok(ctx
+        .svc
+        .list_volumes(&ctx.caller, &scope_of(ctx), &f)
+        .await?)
 }
