@@ -5,10 +5,10 @@ use clap::{Parser, Subcommand};
 use orrery_coordinator::agents::{self, Hub, Router};
 use orrery_coordinator::api;
 use orrery_coordinator::service::agent::Simulator;
+use orrery_coordinator::service::inventory::InfraFilter;
 use orrery_coordinator::service::Service;
 use orrery_coordinator::store::records::{Cluster, Pod, Zone};
 use orrery_coordinator::store::{sqlite::SqliteStore, DynStore, Store};
-use orrery_coordinator::store::{Col, Query, StoreExt};
 use orrery_coordinator::{ca, config};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -256,11 +256,31 @@ async fn main() -> Result<()> {
                     .await
                     .map_err(|e| anyhow::anyhow!(e.text()))?,
                 (z, p, c) => {
-                    let zone: Zone = pick(&svc, z.as_deref(), "zone", None).await?;
-                    let pod: Pod =
-                        pick(&svc, p.as_deref(), "pod", Some((Col::Zone, zone.id))).await?;
-                    let cluster: Cluster =
-                        pick(&svc, c.as_deref(), "cluster", Some((Col::Parent, pod.id))).await?;
+                    let all = InfraFilter::default();
+                    let zones = svc.list_zones(&all).await.map_err(|e| anyhow::anyhow!(e))?;
+                    let zone: Zone = pick(zones.0, z.as_deref(), "zone")?;
+                    let pod: Pod = pick(
+                        list(
+                            svc.list_pods(&InfraFilter {
+                                zone: Some(zone.uuid.clone()),
+                                ..all.clone()
+                            })
+                            .await,
+                        )?,
+                        p.as_deref(),
+                        "pod",
+                    )?;
+                    let cluster: Cluster = pick(
+                        list(
+                            svc.list_clusters(&InfraFilter {
+                                pod: Some(pod.uuid.clone()),
+                                ..all.clone()
+                            })
+                            .await,
+                        )?,
+                        c.as_deref(),
+                        "cluster",
+                    )?;
                     (zone, pod, cluster)
                 }
             };
@@ -274,18 +294,16 @@ async fn main() -> Result<()> {
     }
 }
 
+fn list<E>(r: Result<(Vec<E>, u64), orrery_coordinator::service::ServiceError>) -> Result<Vec<E>> {
+    r.map(|(v, _)| v).map_err(|e| anyhow::anyhow!(e))
+}
+
 /// A zone, pod or cluster by id or name; when not named, the only one there is.
-async fn pick<E: orrery_coordinator::store::Entity + Named>(
-    svc: &Service,
+fn pick<E: Named + orrery_coordinator::service::Record>(
+    all: Vec<E>,
     wanted: Option<&str>,
     what: &str,
-    within: Option<(Col, i64)>,
 ) -> Result<E> {
-    let mut q = Query::new();
-    if let Some((col, id)) = within {
-        q = q.eq(col, id);
-    }
-    let all: Vec<E> = svc.store.all(q).await.map_err(|e| anyhow::anyhow!(e))?;
     let all: Vec<E> = all.into_iter().filter(|e| e.live()).collect();
     let found: Vec<&E> = match wanted {
         Some(w) => all

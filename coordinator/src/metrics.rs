@@ -3,9 +3,8 @@
 //! connected agents, per-host capacity and per-instance statistics, encoded
 //! by `prometheus-client` in the Prometheus text format (version 0.0.4).
 
+use crate::service::records::Host;
 use crate::service::{SResult, Service};
-use crate::store::records::{Host, Vm};
-use crate::store::{Col, Cond, Kind, Query, StoreExt, Val};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -96,10 +95,7 @@ pub async fn render(svc: &Service) -> SResult<String> {
 
     let jobs = Family::<StatusLabels, Gauge>::default();
     for (status, label) in [(0, "pending"), (1, "succeeded"), (2, "failed")] {
-        let n = svc
-            .store
-            .count(Kind::Job, &Query::new().eq(Col::State, status.to_string()))
-            .await?;
+        let n = svc.jobs_in_status(status).await?;
         jobs.get_or_create(&StatusLabels { status: label })
             .set(int(n));
     }
@@ -113,11 +109,7 @@ pub async fn render(svc: &Service) -> SResult<String> {
         agents,
     );
 
-    let hosts: Vec<Host> = svc
-        .store
-        .all(Query::new().and(Cond::Ne(Col::State, "Removed".into())))
-        .await?;
-    let hosts: Vec<Host> = hosts.into_iter().filter(|h| h.removed.is_none()).collect();
+    let hosts: Vec<Host> = svc.live_hosts().await?;
     let mut per_host: HashMap<i64, (u64, u64, u64)> = HashMap::new();
     let zones: std::collections::BTreeSet<i64> = hosts.iter().map(|h| h.zone_id).collect();
     for z in zones {
@@ -181,18 +173,8 @@ pub async fn render(svc: &Service) -> SResult<String> {
     }
 
     let latest = svc.stats.all_latest();
-    let mut names: HashMap<i64, (String, String)> = HashMap::new();
-    // Names of the sampled instances, a few hundred per query.
-    for chunk in latest.chunks(500) {
-        let ids = chunk.iter().map(|(id, _)| Val::I(*id)).collect();
-        let vms: Vec<Vm> = svc
-            .store
-            .all(Query::new().and(Cond::In(Col::Id, ids)))
-            .await?;
-        for v in vms.into_iter().filter(|v| v.removed.is_none()) {
-            names.insert(v.id, (v.uuid, v.name));
-        }
-    }
+    let ids: Vec<i64> = latest.iter().map(|(id, _)| *id).collect();
+    let names: HashMap<i64, (String, String)> = svc.vm_names(&ids).await?;
     type Get = fn(&crate::service::stats::VmFigures) -> f64;
     let vm_series: [(&str, &str, Get); 6] = [
         (

@@ -5,9 +5,9 @@ use super::render::{date, Obj};
 use crate::error::ApiError;
 use crate::service::error::JobFailure;
 use crate::service::jobs::JobOutput;
+use crate::service::records::*;
+use crate::service::Record;
 use crate::service::{Caller, SResult, Service};
-use crate::store::records::*;
-use crate::store::{Col, Cond, Entity, Query, StoreExt, Val};
 use serde_json::{json, Value};
 use std::any::Any;
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 /// Per-reply cache of related records, kept typed so a hit is a clone.
 pub struct Lookup<'a> {
     svc: &'a Service,
-    cache: HashMap<(crate::store::Kind, i64), Option<Arc<dyn Any + Send + Sync>>>,
+    cache: HashMap<(std::any::TypeId, i64), Option<Arc<dyn Any + Send + Sync>>>,
     /// NICs per instance, when a list loaded them for the whole page at once.
     nics: Option<HashMap<i64, Vec<Nic>>>,
 }
@@ -29,9 +29,9 @@ impl<'a> Lookup<'a> {
             nics: None,
         }
     }
-    pub async fn get<E: Entity + 'static>(&mut self, id: Option<i64>) -> SResult<Option<E>> {
+    pub async fn get<E: Record + 'static>(&mut self, id: Option<i64>) -> SResult<Option<E>> {
         let Some(id) = id else { return Ok(None) };
-        let k = (E::KIND, id);
+        let k = (std::any::TypeId::of::<E>(), id);
         if let Some(v) = self.cache.get(&k) {
             return Ok(v.as_ref().and_then(|v| v.downcast_ref::<E>().cloned()));
         }
@@ -45,17 +45,7 @@ impl<'a> Lookup<'a> {
 
     /// Loads the NICs of a page of instances in one query.
     pub async fn prefetch_nics(&mut self, vm_ids: &[i64]) -> SResult<()> {
-        let ids = vm_ids.iter().map(|i| Val::I(*i)).collect();
-        let all: Vec<Nic> = self
-            .svc
-            .store
-            .all(Query::new().and(Cond::In(Col::Parent, ids)))
-            .await?;
-        let mut m: HashMap<i64, Vec<Nic>> = vm_ids.iter().map(|i| (*i, Vec::new())).collect();
-        for n in all {
-            m.entry(n.vm_id).or_default().push(n);
-        }
-        self.nics = Some(m);
+        self.nics = Some(self.svc.nics_of_many(vm_ids).await?);
         Ok(())
     }
 
@@ -63,11 +53,7 @@ impl<'a> Lookup<'a> {
         if let Some(n) = self.nics.as_ref().and_then(|m| m.get(&vm_id)) {
             return Ok(n.clone());
         }
-        Ok(self
-            .svc
-            .store
-            .all(Query::new().eq(Col::Parent, vm_id))
-            .await?)
+        self.svc.nics_of(vm_id).await
     }
 }
 

@@ -245,3 +245,45 @@ impl Service {
         })
     }
 }
+
+impl Service {
+    /// Jobs in a status (0 pending, 1 succeeded, 2 failed), for metrics.
+    pub async fn jobs_in_status(&self, status: i64) -> SResult<u64> {
+        Ok(self
+            .store
+            .count(
+                crate::store::Kind::Job,
+                &Query::new().eq(Col::State, status.to_string()),
+            )
+            .await?)
+    }
+
+    /// Every host not removed, for metrics.
+    pub async fn live_hosts(&self) -> SResult<Vec<Host>> {
+        let hosts: Vec<Host> = self
+            .store
+            .all(Query::new().and(Cond::Ne(Col::State, "Removed".into())))
+            .await?;
+        Ok(hosts.into_iter().filter(|h| h.removed.is_none()).collect())
+    }
+
+    /// (uuid, name) of instances by id, a few hundred per query; removed
+    /// ones are left out.
+    pub async fn vm_names(
+        &self,
+        ids: &[i64],
+    ) -> SResult<std::collections::HashMap<i64, (String, String)>> {
+        let mut names = std::collections::HashMap::new();
+        for chunk in ids.chunks(500) {
+            let vals = chunk.iter().map(|id| Val::I(*id)).collect();
+            let vms: Vec<Vm> = self
+                .store
+                .all(Query::new().and(Cond::In(Col::Id, vals)))
+                .await?;
+            for v in vms.into_iter().filter(|v| v.removed.is_none()) {
+                names.insert(v.id, (v.uuid, v.name));
+            }
+        }
+        Ok(names)
+    }
+}

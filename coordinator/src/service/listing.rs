@@ -175,3 +175,28 @@ impl Service {
         Ok(self.store.list::<InstanceGroup>(&q).await?)
     }
 }
+
+impl Service {
+    /// The NICs of an instance (for display of an instance already shown).
+    pub async fn nics_of(&self, vm_id: i64) -> SResult<Vec<Nic>> {
+        Ok(self.store.all(Query::new().eq(Col::Parent, vm_id)).await?)
+    }
+
+    /// The NICs of a page of instances, in one query.
+    pub async fn nics_of_many(
+        &self,
+        vm_ids: &[i64],
+    ) -> SResult<std::collections::HashMap<i64, Vec<Nic>>> {
+        let ids = vm_ids.iter().map(|i| Val::I(*i)).collect();
+        let all: Vec<Nic> = self
+            .store
+            .all(Query::new().and(Cond::In(Col::Parent, ids)))
+            .await?;
+        let mut m: std::collections::HashMap<i64, Vec<Nic>> =
+            vm_ids.iter().map(|i| (*i, Vec::new())).collect();
+        for n in all {
+            m.entry(n.vm_id).or_default().push(n);
+        }
+        Ok(m)
+    }
+}

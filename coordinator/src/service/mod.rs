@@ -8,10 +8,12 @@ pub mod bootstrap;
 pub mod cache;
 pub mod capacity;
 pub mod catalog;
+pub mod directory;
 pub mod error;
 pub mod hosts;
 pub mod identity;
 pub mod infra;
+pub mod inventory;
 pub mod jobs;
 pub mod leases;
 pub mod listing;
@@ -87,7 +89,9 @@ pub fn in_subtree(path: &str, root: &str) -> bool {
 }
 
 pub struct Service {
-    pub store: DynStore,
+    /// The store, reached only through the service's methods (a source
+    /// check keeps `api/` and `agents/` off it).
+    pub(in crate::service) store: DynStore,
     pub agents: Arc<dyn AgentClient>,
     pub data_dir: PathBuf,
     settings: RwLock<HashMap<(String, i64, String), String>>,

@@ -93,6 +93,12 @@ impl Service {
         .await
     }
 
+    /// Checks that a scope is one the caller may ask for (lists with
+    /// nothing to show yet still refuse a scope they may not see).
+    pub async fn check_scope(&self, caller: &Caller, scope: &ListScope) -> SResult<()> {
+        self.scope(caller, scope).await.map(drop)
+    }
+
     /// A domain's path by its uuid, for login by `domainid`.
     pub async fn domain_path_by_uuid(&self, uuid: &str) -> Option<String> {
         self.store

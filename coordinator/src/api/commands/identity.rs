@@ -4,11 +4,7 @@ use super::*;
 use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::{date, Obj, Reply};
 use crate::cmd;
-use crate::service::identity::{hash_password, random_key};
-use crate::service::jobs::{NewJob, Work};
-use crate::service::{new_uuid, now};
-use crate::store::StoreExt;
-use crate::store::{Col, Query, StoreError, Tx};
+use crate::service::directory::{NewAccount, PeopleFilter, RoleFilter, RuleSpec};
 use serde_json::Value;
 
 const ACCOUNT_FIELDS: &[Field] = &[
@@ -303,67 +299,24 @@ async fn domain_json(ctx: &Ctx, d: &Domain) -> Result<Value, ApiError> {
 }
 
 async fn create_domain(ctx: Ctx) -> Result<Reply, ApiError> {
-    let name = ctx.p.required("name")?;
-    if name.contains('/') {
-        return Err(ApiError::param(
-            "Invalid value for parameter name: a domain name cannot contain '/'",
-        ));
-    }
-    let parent: Domain = match ctx.p.str("parentdomainid") {
-        Some(p) => ctx.svc.by_uuid("parentdomainid", p).await?,
-        None => ctx.caller.domain.clone(),
-    };
-    if !ctx.caller.is_root_admin()
-        && !crate::service::in_subtree(&parent.path, &ctx.caller.domain.path)
-    {
-        return Err(ApiError::denied("Caller cannot create domains there"));
-    }
-    let d = Domain {
-        id: ctx.svc.store.new_id::<Domain>().await?,
-        uuid: new_uuid(),
-        version: 1,
-        name: name.to_string(),
-        parent_id: Some(parent.id),
-        path: format!("{}/{}", parent.path, name),
-        level: parent.level + 1,
-        created: now(),
-        removed: None,
-    };
-    let mut tx = Tx::new();
-    tx.insert(&d);
-    ctx.svc.event(
-        &mut tx,
-        &ctx.caller,
-        "DOMAIN.CREATE",
-        format!("Created domain {}", d.path),
-        ctx.caller.account.id,
-        d.id,
-        Some((&d.uuid, "Domain", &d.name)),
-    );
-    ctx.svc.store.commit(tx.ops).await.map_err(|e| match e {
-        StoreError::Duplicate(..) => ApiError::param(format!(
-            "Domain with name {name} already exists for the parent"
-        )),
-        e => e.into(),
-    })?;
+    let d = ctx
+        .svc
+        .create_domain(
+            &ctx.caller,
+            ctx.p.required("name")?,
+            ctx.p.str("parentdomainid"),
+        )
+        .await?;
     Ok(Reply::Object("domain", domain_json(&ctx, &d).await?))
 }
 
 async fn list_domains(ctx: Ctx) -> Result<Reply, ApiError> {
-    let all: Vec<Domain> = ctx.svc.store.all(Query::new()).await?;
+    let all = ctx
+        .svc
+        .list_domains(&ctx.caller, ctx.p.str("id"), ctx.p.str("name"))
+        .await?;
     let mut items = Vec::new();
-    for d in all.iter().filter(|d| {
-        d.removed.is_none() && crate::service::in_subtree(&d.path, &ctx.caller.domain.path)
-    }) {
-        if ctx.p.str("id").map(|i| i != d.uuid).unwrap_or(false)
-            || ctx
-                .p
-                .str("name")
-                .map(|n| !n.eq_ignore_ascii_case(&d.name))
-                .unwrap_or(false)
-        {
-            continue;
-        }
+    for d in &all {
         items.push(domain_json(&ctx, d).await?);
     }
     let n = items.len() as u64;
@@ -402,25 +355,11 @@ async fn user_json(ctx: &Ctx, u: &User) -> Result<Value, ApiError> {
 async fn account_json(ctx: &Ctx, a: &Account) -> Result<Value, ApiError> {
     let d: Option<Domain> = ctx.svc.load_cached(a.domain_id).await?;
     let role: Option<Role> = ctx.svc.load_cached(a.role_id).await?;
-    let users: Vec<User> = ctx
-        .svc
-        .store
-        .all(Query::new().eq(Col::Account, a.id))
-        .await?;
     let mut uj = Vec::new();
-    for u in users.iter().filter(|u| u.removed.is_none()) {
+    for u in &ctx.svc.account_users(a.id).await? {
         uj.push(user_json(ctx, u).await?);
     }
-    let vms = ctx
-        .svc
-        .store
-        .count(
-            crate::store::Kind::Vm,
-            &Query::new()
-                .eq(Col::Account, a.id)
-                .and(Cond::NotIn(Col::State, vec!["Expunged".into()])),
-        )
-        .await?;
+    let vms = ctx.svc.account_vm_count(a.id).await?;
     Ok(Obj::new()
         .s("id", &a.uuid)
         .s("name", &a.name)
@@ -440,126 +379,38 @@ async fn account_json(ctx: &Ctx, a: &Account) -> Result<Value, ApiError> {
 }
 
 async fn create_account(ctx: Ctx) -> Result<Reply, ApiError> {
-    let username = ctx.p.required("username")?.to_string();
-    let password = ctx.p.required("password")?.to_string();
-    let domain: Domain = match ctx.p.str("domainid") {
-        Some(d) => ctx.svc.by_uuid("domainid", d).await?,
-        None => ctx.caller.domain.clone(),
-    };
-    if !ctx.caller.is_root_admin()
-        && !crate::service::in_subtree(&domain.path, &ctx.caller.domain.path)
-    {
-        return Err(ApiError::denied(
-            "Caller cannot create accounts in that domain",
-        ));
-    }
-    let role: Role = match ctx.p.str("roleid") {
-        Some(r) => ctx.svc.by_uuid("roleid", r).await?,
-        None => {
-            let ty = ctx.p.i64_range("accounttype", 0, 2)?.unwrap_or(0);
-            let name = match ty {
-                1 => "Root Admin",
-                2 => "Domain Admin",
-                _ => "User",
-            };
-            ctx.svc
-                .store
-                .first(Query::new().eq(Col::Ukey, name.to_lowercase()))
-                .await?
-                .ok_or_else(|| ApiError::internal("default role missing"))?
-        }
-    };
-    if role.role_type == "Admin" && !ctx.caller.is_root_admin() {
-        return Err(ApiError::denied(
-            "Only a root admin can create admin accounts",
-        ));
-    }
-    let account_type = match role.role_type.as_str() {
-        "Admin" => ACCOUNT_ADMIN,
-        "DomainAdmin" => ACCOUNT_DOMAIN_ADMIN,
-        _ => ACCOUNT_USER,
-    };
-    let name = ctx.p.str("account").unwrap_or(&username).to_string();
-    let t = now();
-    let a = Account {
-        id: ctx.svc.store.new_id::<Account>().await?,
-        uuid: new_uuid(),
-        version: 1,
-        name: name.clone(),
-        domain_id: domain.id,
-        account_type,
-        role_id: role.id,
-        state: "enabled".into(),
-        created: t,
-        removed: None,
-    };
-    let u = User {
-        id: ctx.svc.store.new_id::<User>().await?,
-        uuid: new_uuid(),
-        version: 1,
-        username: username.clone(),
-        account_id: a.id,
-        domain_id: domain.id,
+    let r = NewAccount {
+        username: ctx.p.required("username")?.to_string(),
+        password: ctx.p.required("password")?.to_string(),
+        account: ctx.p.str("account").map(str::to_string),
+        domain: ctx.p.str("domainid").map(str::to_string),
+        role: ctx.p.str("roleid").map(str::to_string),
+        account_type: ctx.p.i64_range("accounttype", 0, 2)?,
         firstname: ctx.p.required("firstname")?.to_string(),
         lastname: ctx.p.required("lastname")?.to_string(),
         email: ctx.p.str("email").map(str::to_string),
-        password: Some(hash_password(&password)),
-        api_key: None,
-        secret_key: None,
-        state: "enabled".into(),
         timezone: ctx.p.str("timezone").map(str::to_string),
-        created: t,
-        removed: None,
     };
-    let mut tx = Tx::new();
-    tx.insert(&a).insert(&u);
-    ctx.svc.event(
-        &mut tx,
-        &ctx.caller,
-        "ACCOUNT.CREATE",
-        format!("Created account {name}"),
-        a.id,
-        domain.id,
-        Some((&a.uuid, "Account", &name)),
-    );
-    ctx.svc.store.commit(tx.ops).await.map_err(|e| match e {
-        StoreError::Duplicate(crate::store::Kind::Account, _) => ApiError::param(format!(
-            "The account {name} already exists in domain {}",
-            domain.path
-        )),
-        StoreError::Duplicate(..) => ApiError::param(format!(
-            "The user {username} already exists in domain {}",
-            domain.path
-        )),
-        e => e.into(),
-    })?;
+    let a = ctx.svc.create_account(&ctx.caller, r).await?;
     Ok(Reply::Object("account", account_json(&ctx, &a).await?))
 }
 
+fn people_filter(ctx: &Ctx, name_param: &str) -> Result<PeopleFilter, ApiError> {
+    Ok(PeopleFilter {
+        id: ctx.p.str("id").map(str::to_string),
+        name: ctx.p.str(name_param).map(str::to_string),
+        keyword: ctx.p.str("keyword").map(str::to_string),
+        domain: ctx.p.str("domainid").map(str::to_string),
+        account: ctx.p.str("account").map(str::to_string),
+        page: paging(ctx)?,
+    })
+}
+
 async fn list_accounts(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = Query::new().and(Cond::Ne(Col::State, "removed".into()));
-    if !ctx.caller.is_admin() {
-        q = q.eq(Col::Id, ctx.caller.account.id);
-    } else if !ctx.caller.is_root_admin() {
-        q = q.and(Cond::In(
-            Col::Domain,
-            ctx.svc.subtree_ids(ctx.caller.domain.id).await?,
-        ));
-    }
-    if let Some(id) = ctx.p.str("id") {
-        q = q.eq(Col::Uuid, id);
-    }
-    if let Some(n) = ctx.p.str("name") {
-        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
-    }
-    if let Some(d) = opt_ref::<Domain>(&ctx, "domainid").await? {
-        q = q.eq(Col::Domain, d.id);
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
-    }
-    q.page = paging(&ctx)?;
-    let (accts, total) = ctx.svc.store.list::<Account>(&q).await?;
+    let (accts, total) = ctx
+        .svc
+        .list_accounts(&ctx.caller, &people_filter(&ctx, "name")?)
+        .await?;
     let mut items = Vec::new();
     for a in &accts {
         items.push(account_json(&ctx, a).await?);
@@ -568,27 +419,10 @@ async fn list_accounts(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn list_users(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = Query::new().and(Cond::Ne(Col::State, "removed".into()));
-    if !ctx.caller.is_admin() {
-        q = q.eq(Col::Account, ctx.caller.account.id);
-    } else if !ctx.caller.is_root_admin() {
-        q = q.and(Cond::In(
-            Col::Domain,
-            ctx.svc.subtree_ids(ctx.caller.domain.id).await?,
-        ));
-    }
-    if let Some(id) = ctx.p.str("id") {
-        q = q.eq(Col::Uuid, id);
-    }
-    if let Some(n) = ctx.p.str("username") {
-        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
-    }
-    if ctx.p.has("account") {
-        let a = owner(&ctx).await?;
-        q = q.eq(Col::Account, a.id);
-    }
-    q.page = paging(&ctx)?;
-    let (users, total) = ctx.svc.store.list::<User>(&q).await?;
+    let (users, total) = ctx
+        .svc
+        .list_users(&ctx.caller, &people_filter(&ctx, "username")?)
+        .await?;
     let mut items = Vec::new();
     for u in &users {
         items.push(user_json(&ctx, u).await?);
@@ -597,44 +431,24 @@ async fn list_users(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn target_account(ctx: &Ctx) -> Result<Account, ApiError> {
-    let a: Account = match ctx.p.str("id") {
-        Some(id) => ctx.svc.by_uuid("id", id).await?,
-        None => {
-            if !ctx.p.has("account") {
-                return Err(ApiError::missing(&ctx.p.command, "id"));
-            }
-            owner(ctx).await?
-        }
-    };
-    let path = ctx.svc.domain_path(a.domain_id).await?;
-    if a.removed.is_some() || !ctx.caller.can_access(a.id, &path) {
-        return Err(ApiError::unknown_id("id", &a.uuid));
-    }
-    if a.id == ctx.caller.account.id || a.id <= 2 {
-        return Err(ApiError::param(
-            "The caller's own account and the system accounts cannot be disabled or deleted",
-        ));
-    }
-    Ok(a)
+    Ok(ctx
+        .svc
+        .target_account(
+            &ctx.caller,
+            ctx.p.str("id"),
+            ctx.p.str("account"),
+            ctx.p.str("domainid"),
+            &ctx.p.command,
+        )
+        .await?)
 }
 
 async fn set_account_state(ctx: &Ctx, state: &str, event: &str) -> Result<Account, ApiError> {
-    let mut a = target_account(ctx).await?;
-    a.state = state.to_string();
-    let mut tx = Tx::new();
-    let (id, did, uuid, name) = (a.id, a.domain_id, a.uuid.clone(), a.name.clone());
-    tx.update(&mut a);
-    ctx.svc.event(
-        &mut tx,
-        &ctx.caller,
-        event,
-        format!("Account {name} is now {state}"),
-        id,
-        did,
-        Some((&uuid, "Account", &name)),
-    );
-    ctx.svc.store.commit(tx.ops).await?;
-    Ok(a)
+    let a = target_account(ctx).await?;
+    Ok(ctx
+        .svc
+        .set_account_state(&ctx.caller, a, state, event)
+        .await?)
 }
 
 async fn disable_account(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -659,45 +473,15 @@ async fn enable_account(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn delete_account(ctx: Ctx) -> Result<Reply, ApiError> {
     let a = target_account(&ctx).await?;
-    let job = ctx.svc.new_job(
-        &ctx.caller,
-        NewJob {
-            command: "deleteAccount",
-            instance_type: Some("Account"),
-            instance_uuid: Some(&a.uuid),
-            work: Work::DeleteAccount { account_id: a.id },
-        },
-    );
-    let mut tx = Tx::new();
-    tx.insert(&job);
-    ctx.svc.store.commit(tx.ops).await?;
-    ctx.svc.spawn_job(job.uuid.clone());
-    Ok(Reply::Async {
-        job: job.uuid,
-        id: None,
-    })
-}
-
-async fn key_user(ctx: &Ctx) -> Result<User, ApiError> {
-    let id = ctx.p.required("id")?;
-    let u: User = ctx.svc.by_uuid("id", id).await?;
-    let path = ctx.svc.domain_path(u.domain_id).await?;
-    let own = u.id == ctx.caller.user.id;
-    if u.removed.is_some()
-        || !(own || (ctx.caller.is_admin() && ctx.caller.can_access(u.account_id, &path)))
-    {
-        return Err(ApiError::unknown_id("id", id));
-    }
-    Ok(u)
+    let job = ctx.svc.queue_delete_account(&ctx.caller, &a).await?;
+    Ok(Reply::Async { job, id: None })
 }
 
 async fn register_keys(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut u = key_user(&ctx).await?;
-    u.api_key = Some(random_key(64));
-    u.secret_key = Some(random_key(64));
-    let mut tx = Tx::new();
-    tx.update(&mut u);
-    ctx.svc.store.commit(tx.ops).await?;
+    let u = ctx
+        .svc
+        .register_keys(&ctx.caller, ctx.p.required("id")?)
+        .await?;
     Ok(Reply::Object(
         "userkeys",
         serde_json::json!({"apikey": u.api_key, "secretkey": u.secret_key}),
@@ -705,7 +489,7 @@ async fn register_keys(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn get_keys(ctx: Ctx) -> Result<Reply, ApiError> {
-    let u = key_user(&ctx).await?;
+    let u = ctx.svc.key_user(&ctx.caller, ctx.p.required("id")?).await?;
     Ok(Reply::Object(
         "userkeys",
         Obj::new()
@@ -726,154 +510,55 @@ fn role_json(r: &Role) -> Value {
         .build()
 }
 
-fn role_type(s: &str) -> Result<String, ApiError> {
-    ["Admin", "DomainAdmin", "User"]
-        .iter()
-        .find(|t| t.eq_ignore_ascii_case(s))
-        .map(|t| t.to_string())
-        .ok_or_else(|| {
-            ApiError::param(format!(
-                "Invalid value for parameter type: {s}; use Admin, DomainAdmin or User"
-            ))
-        })
-}
-
-async fn new_role(ctx: &Ctx, name: &str, ty: String) -> Result<Role, ApiError> {
-    Ok(Role {
-        id: ctx.svc.store.new_id::<Role>().await?,
-        uuid: new_uuid(),
-        version: 1,
-        name: name.to_string(),
-        role_type: ty,
-        description: ctx.p.str("description").unwrap_or("").to_string(),
-        is_default: false,
-        created: now(),
-    })
-}
-
-async fn new_perm(
-    ctx: &Ctx,
-    role: &Role,
-    rule: &str,
-    perm: &str,
-    desc: &str,
-    order: i64,
-) -> Result<RolePermission, ApiError> {
-    let ok = !rule.is_empty()
-        && rule.chars().all(|c| c.is_ascii_alphanumeric() || c == '*')
-        && rule.matches('*').count() <= 1;
-    if !ok {
-        return Err(ApiError::param(format!(
-            "Invalid value for parameter rule: {rule} is not a command name or a wildcard"
-        )));
-    }
-    let permission = perm.to_ascii_lowercase();
-    if permission != "allow" && permission != "deny" {
-        return Err(ApiError::param(format!(
-            "Invalid value for parameter permission: {perm}; use allow or deny"
-        )));
-    }
-    Ok(RolePermission {
-        id: ctx.svc.store.new_id::<RolePermission>().await?,
-        uuid: new_uuid(),
-        version: 1,
-        role_id: role.id,
-        rule: rule.to_string(),
-        permission,
-        description: desc.to_string(),
-        sort_order: order,
-        created: now(),
-    })
-}
-
-fn dup_role(name: &str) -> impl Fn(StoreError) -> ApiError + '_ {
-    move |e| match e {
-        StoreError::Duplicate(..) => {
-            ApiError::param(format!("A role with name {name} already exists"))
-        }
-        e => e.into(),
-    }
-}
-
 async fn create_role(ctx: Ctx) -> Result<Reply, ApiError> {
-    let name = ctx.p.required("name")?;
-    let base: Option<Role> = opt_ref(&ctx, "roleid").await?;
-    let ty = match (ctx.p.str("type"), &base) {
-        (Some(t), _) => role_type(t)?,
-        (None, Some(b)) => b.role_type.clone(),
-        (None, None) => return Err(ApiError::missing(&ctx.p.command, "type")),
-    };
-    let role = new_role(&ctx, name, ty).await?;
-    let mut tx = Tx::new();
-    tx.insert(&role);
-    if let Some(b) = base {
-        let rules: Vec<RolePermission> = ctx
-            .svc
-            .store
-            .all(Query::new().eq(Col::Parent, b.id))
-            .await?;
-        for r in rules {
-            let p = new_perm(
-                &ctx,
-                &role,
-                &r.rule,
-                &r.permission,
-                &r.description,
-                r.sort_order,
-            )
-            .await?;
-            tx.insert(&p);
-        }
-    }
-    ctx.svc.store.commit(tx.ops).await.map_err(dup_role(name))?;
+    let role = ctx
+        .svc
+        .create_role(
+            ctx.p.required("name")?,
+            ctx.p.str("type"),
+            ctx.p.str("roleid"),
+            ctx.p.str("description").unwrap_or(""),
+        )
+        .await?;
     Ok(Reply::Object("role", role_json(&role)))
 }
 
 async fn import_role(ctx: Ctx) -> Result<Reply, ApiError> {
     let name = ctx.p.required("name")?;
-    let ty = role_type(ctx.p.required("type")?)?;
-    let rules = ctx.p.map_entries("rules");
-    if rules.is_empty() {
+    let ty = ctx.p.required("type")?;
+    let entries = ctx.p.map_entries("rules");
+    if entries.is_empty() {
         return Err(ApiError::missing(&ctx.p.command, "rules"));
     }
-    let role = new_role(&ctx, name, ty).await?;
-    let mut tx = Tx::new();
-    tx.insert(&role);
-    for (i, r) in rules.iter().enumerate() {
-        let rule = r
-            .get("rule")
-            .ok_or_else(|| ApiError::param(format!("rules[{i}].rule is missing")))?;
-        let perm = r
-            .get("permission")
-            .ok_or_else(|| ApiError::param(format!("rules[{i}].permission is missing")))?;
-        let p = new_perm(
-            &ctx,
-            &role,
-            rule,
-            perm,
-            r.get("description").map(String::as_str).unwrap_or(""),
-            i as i64,
-        )
-        .await?;
-        tx.insert(&p);
+    let mut rules = Vec::with_capacity(entries.len());
+    for (i, r) in entries.iter().enumerate() {
+        rules.push(RuleSpec {
+            rule: r
+                .get("rule")
+                .ok_or_else(|| ApiError::param(format!("rules[{i}].rule is missing")))?
+                .clone(),
+            permission: r
+                .get("permission")
+                .ok_or_else(|| ApiError::param(format!("rules[{i}].permission is missing")))?
+                .clone(),
+            description: r.get("description").cloned().unwrap_or_default(),
+        });
     }
-    ctx.svc.store.commit(tx.ops).await.map_err(dup_role(name))?;
+    let role = ctx
+        .svc
+        .import_role(name, ty, &rules, ctx.p.str("description").unwrap_or(""))
+        .await?;
     Ok(Reply::Object("role", role_json(&role)))
 }
 
 async fn list_roles(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = Query::new();
-    if let Some(id) = ctx.p.str("id") {
-        q = q.eq(Col::Uuid, id);
-    }
-    if let Some(n) = ctx.p.str("name") {
-        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
-    }
-    if let Some(t) = ctx.p.str("type") {
-        q = q.and(Cond::EqNoCase(Col::State, t.to_string()));
-    }
-    q.page = paging(&ctx)?;
-    let (roles, total) = ctx.svc.store.list::<Role>(&q).await?;
+    let f = RoleFilter {
+        id: ctx.p.str("id").map(str::to_string),
+        name: ctx.p.str("name").map(str::to_string),
+        role_type: ctx.p.str("type").map(str::to_string),
+        page: paging(&ctx)?,
+    };
+    let (roles, total) = ctx.svc.list_roles(&f).await?;
     Ok(Reply::List(
         "role",
         roles.iter().map(role_json).collect(),
@@ -882,37 +567,7 @@ async fn list_roles(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn delete_role(ctx: Ctx) -> Result<Reply, ApiError> {
-    let role: Role = ctx.svc.by_uuid("id", ctx.p.required("id")?).await?;
-    if role.is_default {
-        return Err(ApiError::param("Default roles cannot be deleted"));
-    }
-    let users = ctx
-        .svc
-        .store
-        .count(
-            crate::store::Kind::Account,
-            &Query::new()
-                .eq(Col::Ref, role.id)
-                .and(Cond::Ne(Col::State, "removed".into())),
-        )
-        .await?;
-    if users > 0 {
-        return Err(ApiError::in_use(format!(
-            "Role {} is in use by {users} accounts",
-            role.name
-        )));
-    }
-    let rules: Vec<RolePermission> = ctx
-        .svc
-        .store
-        .all(Query::new().eq(Col::Parent, role.id))
-        .await?;
-    let mut tx = Tx::new();
-    for r in rules {
-        tx.delete::<RolePermission>(r.id);
-    }
-    tx.delete::<Role>(role.id);
-    ctx.svc.store.commit(tx.ops).await?;
+    ctx.svc.delete_role(ctx.p.required("id")?).await?;
     Ok(Reply::Success(None))
 }
 
@@ -928,43 +583,22 @@ fn perm_json(role: &Role, p: &RolePermission) -> Value {
 }
 
 async fn create_perm(ctx: Ctx) -> Result<Reply, ApiError> {
-    let role: Role = ctx.svc.by_uuid("roleid", ctx.p.required("roleid")?).await?;
-    let existing: Vec<RolePermission> = ctx
+    let spec = RuleSpec {
+        rule: ctx.p.required("rule")?.to_string(),
+        permission: ctx.p.required("permission")?.to_string(),
+        description: ctx.p.str("description").unwrap_or("").to_string(),
+    };
+    let (role, p) = ctx
         .svc
-        .store
-        .all(Query::new().eq(Col::Parent, role.id))
+        .create_role_permission(ctx.p.required("roleid")?, &spec)
         .await?;
-    // New rules go first, so a specific deny added later overrides a broad allow.
-    let order = existing.iter().map(|r| r.sort_order).min().unwrap_or(0) - 1;
-    let p = new_perm(
-        &ctx,
-        &role,
-        ctx.p.required("rule")?,
-        ctx.p.required("permission")?,
-        ctx.p.str("description").unwrap_or(""),
-        order,
-    )
-    .await?;
-    let mut tx = Tx::new();
-    tx.insert(&p);
-    ctx.svc.store.commit(tx.ops).await?;
     Ok(Reply::Object("rolepermission", perm_json(&role, &p)))
 }
 
 async fn list_perms(ctx: Ctx) -> Result<Reply, ApiError> {
-    let roles: Vec<Role> = match opt_ref::<Role>(&ctx, "roleid").await? {
-        Some(r) => vec![r],
-        None => ctx.svc.store.all(Query::new()).await?,
-    };
     let mut items = Vec::new();
-    for role in &roles {
-        let mut rules: Vec<RolePermission> = ctx
-            .svc
-            .store
-            .all(Query::new().eq(Col::Parent, role.id))
-            .await?;
-        rules.sort_by_key(|r| (r.sort_order, r.id));
-        items.extend(rules.iter().map(|p| perm_json(role, p)));
+    for (role, rules) in ctx.svc.list_role_permissions(ctx.p.str("roleid")).await? {
+        items.extend(rules.iter().map(|p| perm_json(&role, p)));
     }
     let n = items.len() as u64;
     Ok(Reply::List("rolepermission", items, n))

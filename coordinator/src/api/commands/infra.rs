@@ -5,7 +5,9 @@ use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::{date, Obj, Reply};
 use crate::cmd;
 use crate::service::infra::{hypervisor_name, ClusterArgs, NetworkArgs, PodArgs, ZoneArgs};
-use crate::store::{Col, Query, StoreExt, Tx};
+use crate::service::inventory::{
+    ClusterUpdate, HostUpdate, InfraFilter, NetworkOfferingUpdate, NewNetworkOffering,
+};
 use serde_json::json;
 
 const INFRA_FIELDS: &[Field] = &[
@@ -355,24 +357,18 @@ pub fn commands() -> Vec<Command> {
     ]
 }
 
-fn filter_q(ctx: &Ctx, mut q: Query) -> Result<Query, ApiError> {
-    if let Some(id) = ctx.p.str("id") {
-        q = q.eq(Col::Uuid, id);
-    }
-    if let Some(n) = ctx.p.str("name") {
-        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
-    }
-    if let Some(k) = ctx.p.str("keyword") {
-        q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
-    }
-    q.page = paging(ctx)?;
-    Ok(q)
-}
-
-async fn zone_of(ctx: &Ctx, q: Query) -> Result<Query, ApiError> {
-    Ok(match opt_ref::<Zone>(ctx, "zoneid").await? {
-        Some(z) => q.eq(Col::Zone, z.id),
-        None => q,
+/// The filters the infrastructure lists share.
+fn infra_filter(ctx: &Ctx) -> Result<InfraFilter, ApiError> {
+    Ok(InfraFilter {
+        id: ctx.p.str("id").map(str::to_string),
+        name: ctx.p.str("name").map(str::to_string),
+        keyword: ctx.p.str("keyword").map(str::to_string),
+        zone: ctx.p.str("zoneid").map(str::to_string),
+        pod: ctx.p.str("podid").map(str::to_string),
+        cluster: ctx.p.str("clusterid").map(str::to_string),
+        state: ctx.p.str("state").map(str::to_string),
+        resource_state: ctx.p.str("resourcestate").map(str::to_string),
+        page: paging(ctx)?,
     })
 }
 
@@ -394,8 +390,7 @@ fn zone_json(z: &Zone) -> serde_json::Value {
 }
 
 async fn list_zones(ctx: Ctx) -> Result<Reply, ApiError> {
-    let q = filter_q(&ctx, Query::new())?;
-    let (zones, total) = ctx.svc.store.list::<Zone>(&q).await?;
+    let (zones, total) = ctx.svc.list_zones(&infra_filter(&ctx)?).await?;
     let items = zones
         .iter()
         .filter(|z| z.removed.is_none())
@@ -431,8 +426,7 @@ async fn pod_json(ctx: &Ctx, p: &Pod) -> Result<serde_json::Value, ApiError> {
 }
 
 async fn list_pods(ctx: Ctx) -> Result<Reply, ApiError> {
-    let q = zone_of(&ctx, filter_q(&ctx, Query::new())?).await?;
-    let (pods, total) = ctx.svc.store.list::<Pod>(&q).await?;
+    let (pods, total) = ctx.svc.list_pods(&infra_filter(&ctx)?).await?;
     let mut items = Vec::new();
     for p in &pods {
         items.push(pod_json(&ctx, p).await?);
@@ -468,11 +462,7 @@ async fn cluster_json(ctx: &Ctx, c: &Cluster) -> Result<serde_json::Value, ApiEr
 }
 
 async fn list_clusters(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = zone_of(&ctx, filter_q(&ctx, Query::new())?).await?;
-    if let Some(p) = opt_ref::<Pod>(&ctx, "podid").await? {
-        q = q.eq(Col::Parent, p.id);
-    }
-    let (cs, total) = ctx.svc.store.list::<Cluster>(&q).await?;
+    let (cs, total) = ctx.svc.list_clusters(&infra_filter(&ctx)?).await?;
     let mut items = Vec::new();
     for c in &cs {
         items.push(cluster_json(&ctx, c).await?);
@@ -491,16 +481,15 @@ fn enabled_state(param: &str, v: &str) -> Result<String, ApiError> {
 }
 
 async fn update_cluster(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut c: Cluster = ctx.svc.by_uuid("id", ctx.p.required("id")?).await?;
-    if let Some(s) = ctx.p.str("allocationstate") {
-        c.allocation_state = enabled_state("allocationstate", s)?;
-    }
-    if let Some(n) = ctx.p.str("clustername") {
-        c.name = n.to_string();
-    }
-    let mut tx = Tx::new();
-    tx.update(&mut c);
-    ctx.svc.store.commit(tx.ops).await?;
+    let u = ClusterUpdate {
+        allocation_state: ctx
+            .p
+            .str("allocationstate")
+            .map(|s| enabled_state("allocationstate", s))
+            .transpose()?,
+        name: ctx.p.str("clustername").map(str::to_string),
+    };
+    let c = ctx.svc.update_cluster(ctx.p.required("id")?, u).await?;
     Ok(Reply::Object("cluster", cluster_json(&ctx, &c).await?))
 }
 
@@ -512,21 +501,7 @@ async fn host_json(ctx: &Ctx, h: &Host) -> Result<serde_json::Value, ApiError> {
     let z: Option<Zone> = ctx.svc.load_cached(h.zone_id).await?;
     let p: Option<Pod> = ctx.svc.load_cached(h.pod_id).await?;
     let c: Option<Cluster> = ctx.svc.load_cached(h.cluster_id).await?;
-    let states: Vec<crate::store::Val> = ["Starting", "Running", "Stopping", "Migrating"]
-        .iter()
-        .map(|s| (*s).into())
-        .collect();
-    let vms: Vec<Vm> = ctx
-        .svc
-        .store
-        .all(
-            Query::new()
-                .eq(Col::Host, h.id)
-                .and(Cond::In(Col::State, states)),
-        )
-        .await?;
-    let mem: i64 = vms.iter().map(|v| v.memory * 1024 * 1024).sum();
-    let cpu: i64 = vms.iter().map(|v| v.cpu_number * v.cpu_speed).sum();
+    let (mem, cpu) = ctx.svc.host_allocation(h.id).await?;
     let total = (h.cpu_number * h.cpu_speed).max(1);
     Ok(Obj::new()
         .s("id", &h.uuid)
@@ -569,32 +544,12 @@ async fn host_json(ctx: &Ctx, h: &Host) -> Result<serde_json::Value, ApiError> {
 }
 
 async fn list_hosts(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = zone_of(
-        &ctx,
-        filter_q(
-            &ctx,
-            Query::new().and(Cond::Ne(Col::State, "Removed".into())),
-        )?,
-    )
-    .await?;
-    if let Some(c) = opt_ref::<Cluster>(&ctx, "clusterid").await? {
-        q = q.eq(Col::Parent, c.id);
-    }
-    if let Some(p) = opt_ref::<Pod>(&ctx, "podid").await? {
-        q = q.eq(Col::Ref, p.id);
-    }
-    if let Some(s) = ctx.p.str("state") {
-        q = q.and(Cond::EqNoCase(Col::State, s.to_string()));
-    }
-    if let Some(s) = ctx.p.str("resourcestate") {
-        q = q.and(Cond::EqNoCase(Col::ResourceState, s.to_string()));
-    }
     if let Some(t) = ctx.p.str("type") {
         if !t.eq_ignore_ascii_case("routing") {
             return Ok(Reply::List("host", vec![], 0));
         }
     }
-    let (hs, total) = ctx.svc.store.list::<Host>(&q).await?;
+    let (hs, total) = ctx.svc.list_hosts(&infra_filter(&ctx)?).await?;
     let mut items = Vec::new();
     for h in &hs {
         items.push(host_json(&ctx, h).await?);
@@ -603,49 +558,28 @@ async fn list_hosts(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn update_host(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut h: Host = ctx.svc.by_uuid("id", ctx.p.required("id")?).await?;
-    if let Some(s) = ctx.p.str("allocationstate") {
-        h.resource_state = enabled_state("allocationstate", s)?;
-    }
-    if ctx.p.raw("hosttags").is_some() {
-        h.host_tags = ctx.p.list("hosttags");
-    }
-    if let Some(raw) = ctx.p.raw("oscategoryid") {
-        h.os_category_id = if raw.trim().is_empty() {
-            None
-        } else {
-            Some(ctx.svc.by_uuid::<OsCategory>("oscategoryid", raw).await?.id)
-        };
-    }
-    let mut tx = Tx::new();
-    tx.update(&mut h);
-    ctx.svc.store.commit(tx.ops).await?;
+    let u = HostUpdate {
+        resource_state: ctx
+            .p
+            .str("allocationstate")
+            .map(|s| enabled_state("allocationstate", s))
+            .transpose()?,
+        host_tags: ctx.p.raw("hosttags").map(|_| ctx.p.list("hosttags")),
+        os_category: ctx
+            .p
+            .raw("oscategoryid")
+            .map(|raw| (!raw.trim().is_empty()).then(|| raw.to_string())),
+    };
+    let h = ctx.svc.update_host(ctx.p.required("id")?, u).await?;
     Ok(Reply::Object("host", host_json(&ctx, &h).await?))
 }
 
 async fn list_pools(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut q = zone_of(&ctx, filter_q(&ctx, Query::new())?).await?;
-    if let Some(c) = opt_ref::<Cluster>(&ctx, "clusterid").await? {
-        q = q.eq(Col::Parent, c.id);
-    }
-    let (ps, total) = ctx.svc.store.list::<StoragePool>(&q).await?;
+    let (ps, total) = ctx.svc.list_storage_pools(&infra_filter(&ctx)?).await?;
     let mut items = Vec::new();
     for p in &ps {
         let z: Option<Zone> = ctx.svc.load_cached(p.zone_id).await?;
-        let vols: Vec<Volume> = ctx
-            .svc
-            .store
-            .all(
-                Query::new()
-                    .eq(Col::Zone, p.zone_id)
-                    .and(Cond::NotIn(Col::State, vec!["Expunged".into()])),
-            )
-            .await?;
-        let alloc: i64 = vols
-            .iter()
-            .filter(|v| v.pool_id == Some(p.id) || v.pool_id.is_none())
-            .map(|v| v.size)
-            .sum();
+        let alloc = ctx.svc.pool_allocated(p).await?;
         items.push(
             Obj::new()
                 .s("id", &p.uuid)
@@ -700,15 +634,10 @@ async fn network_json(ctx: &Ctx, n: &Network) -> Result<serde_json::Value, ApiEr
 }
 
 async fn list_networks(ctx: Ctx) -> Result<Reply, ApiError> {
-    let q = zone_of(
-        &ctx,
-        filter_q(
-            &ctx,
-            Query::new().and(Cond::Ne(Col::State, "Removed".into())),
-        )?,
-    )
-    .await?;
-    let (ns, total) = ctx.svc.store.list::<Network>(&q).await?;
+    let (ns, total) = ctx
+        .svc
+        .list_networks(&ctx.caller, &infra_filter(&ctx)?)
+        .await?;
     let mut items = Vec::new();
     for n in &ns {
         items.push(network_json(&ctx, n).await?);
@@ -717,11 +646,7 @@ async fn list_networks(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn list_net_offerings(ctx: Ctx) -> Result<Reply, ApiError> {
-    let q = filter_q(
-        &ctx,
-        Query::new().and(Cond::Ne(Col::State, "Removed".into())),
-    )?;
-    let (os, total) = ctx.svc.store.list::<NetworkOffering>(&q).await?;
+    let (os, total) = ctx.svc.list_network_offerings(&infra_filter(&ctx)?).await?;
     let items = os.iter().map(net_offering_json).collect();
     Ok(Reply::List("networkoffering", items, total))
 }
@@ -850,74 +775,41 @@ async fn create_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
             "Invalid value for parameter traffictype: {traffic}; only Guest is supported"
         )));
     }
-    let dup: Option<NetworkOffering> = ctx
+    let o = ctx
         .svc
-        .store
-        .first(Query::new().eq(Col::Ukey, name.to_lowercase()))
+        .create_network_offering(NewNetworkOffering {
+            display_text: ctx.p.str("displaytext").map(str::to_string),
+            name,
+            specify_vlan: ctx.p.bool_or("specifyvlan", false),
+            specify_ip_ranges: ctx.p.bool("specifyipranges"),
+            guest_ip_type: guest,
+            enabled: ctx.p.bool_or("enable", false),
+            availability: availability(ctx.p.str("availability").unwrap_or("Optional"))?,
+        })
         .await?;
-    if dup.is_some() {
-        return Err(ApiError::param(format!(
-            "A network offering named {name} already exists"
-        )));
-    }
-    let mut o = NetworkOffering {
-        id: ctx.svc.store.new_id::<NetworkOffering>().await?,
-        uuid: crate::service::new_uuid(),
-        version: 1,
-        display_text: ctx.p.str("displaytext").unwrap_or(&name).to_string(),
-        name,
-        specify_vlan: ctx.p.bool_or("specifyvlan", false),
-        specify_ip_ranges: ctx.p.bool_or("specifyipranges", guest == "Shared"),
-        guest_ip_type: guest,
-        traffic_type: "Guest".into(),
-        state: if ctx.p.bool_or("enable", false) {
-            "Enabled".into()
-        } else {
-            "Disabled".into()
-        },
-        is_default: false,
-        availability: availability(ctx.p.str("availability").unwrap_or("Optional"))?,
-        created: crate::service::now(),
-        removed: None,
-    };
-    let mut tx = Tx::new();
-    tx.insert(&o);
-    ctx.svc.store.commit(tx.ops).await?;
-    o.version = 1;
     Ok(Reply::Object("networkoffering", net_offering_json(&o)))
 }
 
-async fn live_offering(ctx: &Ctx) -> Result<NetworkOffering, ApiError> {
-    let id = ctx.p.required("id")?;
-    let o: NetworkOffering = ctx.svc.by_uuid("id", id).await?;
-    if o.removed.is_some() {
-        return Err(ApiError::unknown_id("id", id));
-    }
-    Ok(o)
-}
-
 async fn update_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
-    let mut o = live_offering(&ctx).await?;
-    if let Some(n) = ctx.p.str("name") {
-        o.name = n.to_string();
-    }
-    if let Some(d) = ctx.p.str("displaytext") {
-        o.display_text = d.to_string();
-    }
-    if let Some(s) = ctx.p.str("state") {
-        o.state = enabled_state("state", s)?;
-    }
-    if let Some(a) = ctx.p.str("availability") {
-        o.availability = availability(a)?;
-    }
-    let mut tx = Tx::new();
-    tx.update(&mut o);
-    ctx.svc.store.commit(tx.ops).await?;
+    let u = NetworkOfferingUpdate {
+        name: ctx.p.str("name").map(str::to_string),
+        display_text: ctx.p.str("displaytext").map(str::to_string),
+        state: ctx
+            .p
+            .str("state")
+            .map(|s| enabled_state("state", s))
+            .transpose()?,
+        availability: ctx.p.str("availability").map(availability).transpose()?,
+    };
+    let o = ctx
+        .svc
+        .update_network_offering(ctx.p.required("id")?, u)
+        .await?;
     Ok(Reply::Object("networkoffering", net_offering_json(&o)))
 }
 
 async fn delete_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
-    let o = live_offering(&ctx).await?;
+    let o = ctx.svc.live_network_offering(ctx.p.required("id")?).await?;
     ctx.svc.delete_network_offering(o).await?;
     Ok(Reply::Success(None))
 }

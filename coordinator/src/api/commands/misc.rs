@@ -259,7 +259,7 @@ const RULE_FIELDS: &[Field] = &[
 /// Checks a public-address list's scope and filters like any list, then
 /// answers what exists: no zone has public addresses yet, so nothing.
 async fn empty_scoped_list(ctx: &Ctx, item: &'static str) -> Result<Reply, ApiError> {
-    list_scope(ctx).await?;
+    ctx.svc.check_scope(&ctx.caller, &scope_of(ctx)).await?;
     paging(ctx)?;
     if let Some(id) = ctx.p.str("virtualmachineid") {
         ctx.svc

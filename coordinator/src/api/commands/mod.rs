@@ -16,7 +16,6 @@ use crate::error::ApiError;
 use crate::service::records::*;
 use crate::service::scope::ListScope;
 use crate::service::Caller;
-use crate::store::Cond;
 use std::sync::OnceLock;
 
 pub fn all() -> &'static [Command] {
@@ -96,12 +95,6 @@ pub fn scope_of(ctx: &Ctx) -> ListScope {
         recursive: ctx.p.bool_or("isrecursive", false),
         by_id: ctx.p.has("id"),
     }
-}
-
-/// Scope conditions for a list command (lists not yet behind a service
-/// method of their own).
-pub async fn list_scope(ctx: &Ctx) -> Result<Vec<Cond>, ApiError> {
-    Ok(ctx.svc.scope(&ctx.caller, &scope_of(ctx)).await?)
 }
 
 pub fn is_admin(c: &Caller) -> bool {
