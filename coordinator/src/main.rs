@@ -222,6 +222,14 @@ async fn main() -> Result<()> {
                 }
             };
             orrery_coordinator::listener::serve(listener, app, limits, shutdown).await?;
+            // Let running jobs record their outcome before the process ends.
+            let left = svc.tasks.drain(Duration::from_secs(30)).await;
+            if left > 0 {
+                tracing::warn!(
+                    jobs = left,
+                    "jobs still running at shutdown; the next start settles them"
+                );
+            }
             if let Err(e) = svc.stats.save_tails().await {
                 tracing::warn!(error = %e, "saving statistics at shutdown failed");
             }

@@ -54,6 +54,9 @@ def world(admin, coordinator, env, image, os_type, zone):
         account=people["owner"]["account"]["name"], domainid=a["id"])["template"][0]
     wait_for(lambda: admin.listTemplates(templatefilter="all", id=template["id"])
              ["template"][0]["isready"], 60, "private template to become ready")
+    offering = isolated_offering(admin)
+    network = api.createNetwork(name=unique("iso-net"), displaytext="private", zoneid=zone["id"],
+                                networkofferingid=offering["id"])["network"]
     job = api.stopVirtualMachine(id=vm["id"], fetch_result=False)["jobid"]
     wait_for(lambda: api.queryAsyncJobResult(jobid=job, fetch_result=False)["jobstatus"] != 0,
              60, "stop job")
@@ -64,7 +67,7 @@ def world(admin, coordinator, env, image, os_type, zone):
             "vm": vm["id"], "volume": volume["id"], "affinitygroup": group["id"],
             "instancegroup": igroup["id"], "schedule": schedule["id"],
             "template": template["id"], "account": people["owner"]["account"]["id"],
-            "user": people["owner"]["user"]["id"], "job": job,
+            "user": people["owner"]["user"]["id"], "job": job, "network": network["id"],
         },
     }
 
@@ -82,13 +85,14 @@ OWNED_LISTS = {
     "listAccounts": ("account", {}, "account"),
     "listUsers": ("user", {}, "user"),
     "listVMSchedule": ("schedule", {"virtualmachineid": "vm"}, "vmschedule"),
+    "listNetworks": ("network", {}, "network"),
 }
 # Lists with an id whose records are shared catalogue or infrastructure (their
 # own tests cover who sees them), or that have no owned record to look up here.
 NOT_OWNED = {
     "listZones", "listPods", "listClusters", "listHosts", "listStoragePools",
     "listServiceOfferings", "listDiskOfferings", "listOsTypes", "listOsCategories",
-    "listNetworkOfferings", "listNetworks", "listDomains", "listRoles", "listEvents",
+    "listNetworkOfferings", "listDomains", "listRoles", "listEvents",
     "listIsos", "listPublicIpAddresses", "listPortForwardingRules", "listIpForwardingRules",
 }
 
@@ -120,6 +124,7 @@ MUTATORS = [
     ("registerUserKeys", {"id": "user"}),
     ("getUserKeys", {"id": "user"}),
     ("queryAsyncJobResult", {"jobid": "job"}),
+    ("deleteNetwork", {"id": "network"}),
 ]
 
 OUTSIDERS = ["b_user", "b_admin"]
@@ -200,6 +205,7 @@ def test_outsiders_change_nothing(world, admin, who):
     assert tmpl["name"] != "taken"
     account = admin.listAccounts(id=ids["account"])["account"][0]
     assert account["state"] == "enabled"
+    assert admin.listNetworks(id=ids["network"])["network"][0]["id"] == ids["network"]
     keys = admin.getUserKeys(id=ids["user"])["userkeys"]
     assert keys["apikey"] == world["people"]["owner"]["keys"]["apikey"]
 
@@ -238,14 +244,18 @@ def test_backup_settings_are_listed(admin):
         assert [c["value"] for c in found if c["name"] == name] == [value], found
 
 
-def test_isolated_network_default_range(admin, zone):
+def isolated_offering(admin) -> dict:
     offerings = [o for o in admin.listNetworkOfferings(fetch_list=True)
                  if o.get("guestiptype") == "Isolated" and o.get("state") == "Enabled"]
-    if not offerings:
-        offerings = [admin.createNetworkOffering(
-            name=unique("iso-off"), displaytext="isolated", guestiptype="Isolated",
-            traffictype="GUEST", supportedservices="Dhcp", enable=True)["networkoffering"]]
+    if offerings:
+        return offerings[0]
+    return admin.createNetworkOffering(
+        name=unique("iso-off"), displaytext="isolated", guestiptype="Isolated",
+        traffictype="GUEST", supportedservices="Dhcp", enable=True)["networkoffering"]
+
+
+def test_isolated_network_default_range(admin, zone):
     net = admin.createNetwork(name=unique("iso-net"), displaytext="x", zoneid=zone["id"],
-                              networkofferingid=offerings[0]["id"])["network"]
+                              networkofferingid=isolated_offering(admin)["id"])["network"]
     assert net["gateway"] == "10.1.1.1"
     admin.deleteNetwork(id=net["id"])

@@ -180,13 +180,20 @@ impl Service {
         Ok(job.uuid)
     }
 
+    /// Runs a committed job in the bounded background set. A job refused
+    /// because the coordinator is stopping stays pending; the next start
+    /// fails it with a clear error and settles its instance.
     pub fn spawn_job(self: &Arc<Self>, job_uuid: String) {
         let svc = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = svc.run_job(&job_uuid).await {
-                tracing::error!(job = %job_uuid, error = %e, "job bookkeeping failed");
+        let uuid = job_uuid.clone();
+        let taken = self.tasks.spawn(async move {
+            if let Err(e) = svc.run_job(&uuid).await {
+                tracing::error!(job = %uuid, error = %e, "job bookkeeping failed");
             }
         });
+        if !taken {
+            tracing::warn!(job = %job_uuid, "shutting down: job left for the next start");
+        }
     }
 
     async fn run_job(self: &Arc<Self>, job_uuid: &str) -> SResult<()> {

@@ -23,6 +23,7 @@ pub mod schedules;
 pub mod scope;
 pub mod settings;
 pub mod stats;
+pub mod tasks;
 pub mod templates;
 #[cfg(test)]
 mod timed_tests;
@@ -121,6 +122,8 @@ pub struct Service {
     pub metrics: crate::metrics::ApiMetrics,
     /// Failed password logins per user and source.
     pub(crate) login_throttle: parking_lot::Mutex<identity::LoginThrottle>,
+    /// Async jobs and downloads: bounded, and drained at shutdown.
+    pub tasks: tasks::Tasks,
 }
 
 impl Service {
@@ -164,6 +167,7 @@ impl Service {
             domain_paths: RwLock::new(HashMap::new()),
             busy: parking_lot::Mutex::new(std::collections::HashSet::new()),
             login_throttle: parking_lot::Mutex::new(identity::LoginThrottle::default()),
+            tasks: tasks::Tasks::default(),
         });
         svc.reload_settings().await?;
         svc.refresh_stats_settings();
