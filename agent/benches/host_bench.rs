@@ -22,10 +22,8 @@
 //! removed at the end, also when the run fails or is interrupted.
 
 use anyhow::{anyhow, bail, Context, Result};
-use base64::Engine;
-use hmac::{Hmac, Mac};
+use orrery_benchkit::{free_port, percentiles, str_at, Api};
 use serde_json::Value;
-use sha1::Sha1;
 use std::fs::OpenOptions;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -126,163 +124,12 @@ fn parse_args() -> Result<Args> {
 // ---------------------------------------------------------------------------
 // Statistics
 
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    median: f64,
-    p90: f64,
-    min: f64,
-}
-
-/// Nearest-rank percentiles, in milliseconds.
-fn stats(samples: &[Duration]) -> Stats {
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let rank = |q: f64| {
-        let i = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
-        ms[i - 1]
-    };
-    Stats {
-        median: rank(0.50),
-        p90: rank(0.90),
-        min: ms.first().copied().unwrap_or(0.0),
-    }
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
 // ---------------------------------------------------------------------------
 // Signed API client
-
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    endpoint: String,
-    key: String,
-    secret: String,
-}
-
-/// java.net.URLEncoder with `%20` for a space, which is how the server
-/// encodes values for its canonical string; the same encoding is valid in
-/// the query string.
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 8);
-    for &b in value.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'*') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-impl Api {
-    fn new(port: u16, key: &str, secret: &str) -> Result<Self> {
-        Ok(Api {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()?,
-            endpoint: format!("http://127.0.0.1:{port}/client/api"),
-            key: key.to_string(),
-            secret: secret.to_string(),
-        })
-    }
-
-    /// The request URL signed the way CloudStack clients sign: parameters
-    /// sorted by name, encoded, lower-cased, HMAC-SHA1, base64.
-    fn url(&self, params: &[(&str, &str)]) -> String {
-        let mut pairs: Vec<(String, String)> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        pairs.push(("apiKey".into(), self.key.clone()));
-        pairs.push(("response".into(), "json".into()));
-        pairs.sort();
-        let query = pairs
-            .iter()
-            .map(|(k, v)| format!("{k}={}", encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let mut mac =
-            Hmac::<Sha1>::new_from_slice(self.secret.as_bytes()).expect("hmac accepts any key");
-        mac.update(query.to_lowercase().as_bytes());
-        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-        format!("{}?{query}&signature={}", self.endpoint, encode(&sig))
-    }
-
-    /// One call that must succeed; returns the object inside the
-    /// `<command>response` envelope.
-    async fn call(&self, params: &[(&str, &str)]) -> Result<Value> {
-        let command = params
-            .iter()
-            .find(|(k, _)| *k == "command")
-            .map(|(_, v)| *v)
-            .unwrap_or("?");
-        let resp = self
-            .http
-            .get(self.url(params))
-            .send()
-            .await
-            .with_context(|| format!("{command}: request failed"))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        let outer: Value = serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{command}: reply is not JSON: {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        })?;
-        let body = outer
-            .as_object()
-            .and_then(|m| m.values().next().cloned())
-            .unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{command} failed with HTTP {status}: {body}");
-        }
-        Ok(body)
-    }
-
-    /// One look at a job: `None` while it is pending, its result when it
-    /// succeeded, an error when it failed.
-    async fn job_state(&self, jobid: &str) -> Result<Option<Value>> {
-        let r = self
-            .call(&[("command", "queryAsyncJobResult"), ("jobid", jobid)])
-            .await?;
-        match r.get("jobstatus").and_then(Value::as_i64) {
-            Some(0) => Ok(None),
-            Some(1) => Ok(Some(r.get("jobresult").cloned().unwrap_or(Value::Null))),
-            _ => bail!("job {jobid} failed: {}", r.get("jobresult").unwrap_or(&r)),
-        }
-    }
-
-    async fn wait_job(&self, jobid: &str, interval: Duration) -> Result<Value> {
-        let deadline = Instant::now() + WAIT_LIMIT;
-        loop {
-            if let Some(v) = self.job_state(jobid).await? {
-                return Ok(v);
-            }
-            if Instant::now() > deadline {
-                bail!("job {jobid} still pending after {WAIT_LIMIT:?}");
-            }
-            tokio::time::sleep(interval).await;
-        }
-    }
-
-    /// An asynchronous command, waited for; returns the job's result.
-    async fn run(&self, params: &[(&str, &str)]) -> Result<Value> {
-        let r = self.call(params).await?;
-        let jobid = str_at(&r, "/jobid")?.to_string();
-        self.wait_job(&jobid, Duration::from_millis(100)).await
-    }
-}
-
-fn str_at<'a>(v: &'a Value, pointer: &str) -> Result<&'a str> {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .with_context(|| format!("{pointer} missing in {v}"))
-}
 
 // ---------------------------------------------------------------------------
 // Host helpers
@@ -333,11 +180,6 @@ fn is_running(conn: &Connect, name: &str) -> bool {
 async fn running(conn: &Connect, name: &str) -> Result<bool> {
     let (conn, name) = (conn.clone(), name.to_string());
     Ok(tokio::task::spawn_blocking(move || is_running(&conn, &name)).await?)
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 fn random_uuid() -> String {
@@ -680,9 +522,10 @@ impl Lab {
             port,
             str_at(&keys, "/apikey")?,
             str_at(&keys, "/secretkey")?,
+            4,
         )?;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while api.call(&[("command", "listZones")]).await.is_err() {
+        while api.ok(&[("command", "listZones")]).await.is_err() {
             if let Some(st) = guard.child_exited("coordinator") {
                 bail!("the coordinator exited with {st}");
             }
@@ -694,7 +537,7 @@ impl Lab {
         // Domain names end in instance.name: a unique value keeps them apart
         // from every other domain on this libvirt and lets the clean-up find
         // exactly this run's.
-        api.call(&[
+        api.ok(&[
             ("command", "updateConfiguration"),
             ("name", "instance.name"),
             ("value", &tag),
@@ -745,7 +588,7 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let h = api
-                .call(&[("command", "listHosts"), ("id", &host_id)])
+                .ok(&[("command", "listHosts"), ("id", &host_id)])
                 .await?;
             if h.pointer("/host/0/state").and_then(Value::as_str) == Some("Up") {
                 break;
@@ -759,13 +602,13 @@ impl Lab {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        let zones = api.call(&[("command", "listZones")]).await?;
+        let zones = api.ok(&[("command", "listZones")]).await?;
         let zone = str_at(&zones, "/zone/0/id")?.to_string();
 
         // A network of the run's own in a free subnet: the zone's default
         // guest network (10.16.0.0/12) may already be up on this host for
         // another coordinator, and libvirt refuses a second one there.
-        let offerings = api.call(&[("command", "listNetworkOfferings")]).await?;
+        let offerings = api.ok(&[("command", "listNetworkOfferings")]).await?;
         let shared = offerings
             .get("networkoffering")
             .and_then(Value::as_array)
@@ -778,7 +621,7 @@ impl Lab {
             .context("no enabled Shared network offering")?;
         let [a, b, c] = free_subnet()?;
         let net = api
-            .call(&[
+            .ok(&[
                 ("command", "createNetwork"),
                 ("zoneid", &zone),
                 ("networkofferingid", str_at(shared, "/id")?),
@@ -800,7 +643,7 @@ impl Lab {
         guard.networks.push(format!("orrery-{short}"));
 
         let ostypes = api
-            .call(&[
+            .ok(&[
                 ("command", "listOsTypes"),
                 ("description", "Other Linux (64-bit)"),
             ])
@@ -809,7 +652,7 @@ impl Lab {
         // 100 MHz so that CPU capacity (cores x MHz) admits dozens of them on
         // a small host; the figure is only a scheduling weight.
         let so = api
-            .call(&[
+            .ok(&[
                 ("command", "createServiceOffering"),
                 ("name", &format!("bench-{memory_mb}")),
                 (
@@ -824,7 +667,7 @@ impl Lab {
         let offering = str_at(&so, "/serviceoffering/id")?.to_string();
         let url = format!("file://{}", bins.guest.display());
         let reg = api
-            .call(&[
+            .ok(&[
                 ("command", "registerTemplate"),
                 ("name", "bench-guest"),
                 ("displaytext", "lab guest"),
@@ -839,7 +682,7 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let t = api
-                .call(&[
+                .ok(&[
                     ("command", "listTemplates"),
                     ("templatefilter", "self"),
                     ("id", &template),
@@ -883,7 +726,7 @@ impl Lab {
         let name = format!("bench-{}", self.deployed);
         let r = self
             .api
-            .call(&[
+            .ok(&[
                 ("command", "deployVirtualMachine"),
                 ("zoneid", &self.zone),
                 ("serviceofferingid", &self.offering),
@@ -990,7 +833,7 @@ async fn orrery_start(lab: &Lab, vm: &str, instance: &str) -> Result<OrrerySampl
     let t0 = Instant::now();
     let r = lab
         .api
-        .call(&[("command", "startVirtualMachine"), ("id", vm)])
+        .ok(&[("command", "startVirtualMachine"), ("id", vm)])
         .await?;
     let jobid = str_at(&r, "/jobid")?.to_string();
     let job = async {
@@ -1026,13 +869,15 @@ async fn orrery_start(lab: &Lab, vm: &str, instance: &str) -> Result<OrrerySampl
 }
 
 async fn orrery_stop(lab: &Lab, vm: &str, instance: &str) -> Result<()> {
-    lab.api
-        .run(&[
+    run_job(
+        &lab.api,
+        &[
             ("command", "stopVirtualMachine"),
             ("id", vm),
             ("forced", "true"),
-        ])
-        .await?;
+        ],
+    )
+    .await?;
     if running(&lab.conn, instance).await? {
         bail!("{instance} still runs after a forced stop");
     }
@@ -1088,7 +933,10 @@ struct StartReport {
 async fn bench_start(lab: &mut Lab, iterations: usize) -> Result<StartReport> {
     println!("\n== start latency: Orrery vs. by hand, {iterations} iterations ==");
     let jobid = lab.deploy(false).await?;
-    let vm = lab.api.wait_job(&jobid, Duration::from_millis(100)).await?;
+    let vm = lab
+        .api
+        .wait_job(&jobid, Duration::from_millis(100), WAIT_LIMIT)
+        .await?;
     let id = str_at(&vm, "/virtualmachine/id")?.to_string();
     let instance = str_at(&vm, "/virtualmachine/instancename")?.to_string();
     println!("instance {instance} ({id}) deployed stopped");
@@ -1167,23 +1015,22 @@ async fn bench_start(lab: &mut Lab, iterations: usize) -> Result<StartReport> {
         report.baseline.push(h);
     }
     // Leave no domain behind for the memory figure.
-    lab.api
-        .run(&[
+    run_job(
+        &lab.api,
+        &[
             ("command", "destroyVirtualMachine"),
             ("id", &id),
             ("expunge", "true"),
-        ])
-        .await?;
+        ],
+    )
+    .await?;
     Ok(report)
 }
 
 fn print_start(r: &StartReport) {
     let row = |label: &str, samples: Vec<Duration>| {
-        let s = stats(&samples);
-        println!(
-            "  {label:<34} {:>9.1} {:>9.1} {:>9.1}",
-            s.median, s.p90, s.min
-        );
+        let s = percentiles(&samples);
+        println!("  {label:<34} {:>9.1} {:>9.1} {:>9.1}", s.p50, s.p90, s.min);
         s
     };
     println!(
@@ -1225,7 +1072,7 @@ fn print_start(r: &StartReport) {
         "  the job completed {:.1} ms (median) after the domain was seen running",
         lag[(lag.len() - 1) / 2]
     );
-    let ratio = o.median / b.median;
+    let ratio = o.p50 / b.p50;
     println!(
         "  ratio Orrery/by hand (medians): {ratio:.2} (target <= {START_RATIO_TARGET}): {}",
         if ratio <= START_RATIO_TARGET {
@@ -1355,7 +1202,10 @@ impl Lab {
             }
             let first = guests.len();
             for j in &jobs {
-                let vm = self.api.wait_job(j, Duration::from_millis(200)).await?;
+                let vm = self
+                    .api
+                    .wait_job(j, Duration::from_millis(200), WAIT_LIMIT)
+                    .await?;
                 guests.push(Guest {
                     id: str_at(&vm, "/virtualmachine/id")?.to_string(),
                     name: str_at(&vm, "/virtualmachine/instancename")?.to_string(),
@@ -1382,18 +1232,22 @@ impl Lab {
                                  Its console ends with:\n{console}",
                                 g.name
                             );
-                            self.api
-                                .run(&[
+                            run_job(
+                                &self.api,
+                                &[
                                     ("command", "stopVirtualMachine"),
                                     ("id", &g.id),
                                     ("forced", "true"),
-                                ])
-                                .await?;
+                                ],
+                            )
+                            .await?;
                             g.console_from = self.console_bytes(&g.name).len();
                             g.restarts += 1;
-                            self.api
-                                .run(&[("command", "startVirtualMachine"), ("id", &g.id)])
-                                .await?;
+                            run_job(
+                                &self.api,
+                                &[("command", "startVirtualMachine"), ("id", &g.id)],
+                            )
+                            .await?;
                             pending += 1;
                         }
                         Boot::Panicked(console) => bail!(
@@ -1431,7 +1285,7 @@ async fn rss_with_domains(
     let guests = lab.deploy_booted(n, memory_mb).await?;
     let vms = lab
         .api
-        .call(&[("command", "listVirtualMachines"), ("listall", "true")])
+        .ok(&[("command", "listVirtualMachines"), ("listall", "true")])
         .await?;
     let running = vms
         .get("virtualmachine")
@@ -1589,4 +1443,13 @@ async fn main() -> Result<()> {
     drop(lab);
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
     result
+}
+
+/// An asynchronous command, waited for; returns the job's result.
+async fn run_job(api: &Api, params: &[(&str, &str)]) -> Result<Value> {
+    let r = api.ok(params).await?;
+    let jobid = str_at(&r, "/jobid")?.to_string();
+    Ok(api
+        .wait_job(&jobid, Duration::from_millis(100), WAIT_LIMIT)
+        .await?)
 }

@@ -15,6 +15,10 @@
 //! ```
 
 use anyhow::{anyhow, bail, Context, Result};
+use orrery_benchkit::{
+    free_port, load_average, machine, percentiles as stats, str_at, Api as Client,
+    Percentiles as Stats,
+};
 use orrery_coordinator::api::signature;
 use orrery_coordinator::api::views::{self, Lookup};
 use orrery_coordinator::service::agent::Simulator;
@@ -147,132 +151,8 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-// ---------------------------------------------------------------------------
-// Statistics
-
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    p50: f64,
-    p99: f64,
-    max: f64,
-    mean: f64,
-}
-
-/// Nearest-rank percentiles, in milliseconds.
-fn stats(samples: &[Duration]) -> Stats {
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let rank = |q: f64| {
-        let i = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
-        ms[i - 1]
-    };
-    Stats {
-        p50: rank(0.50),
-        p99: rank(0.99),
-        max: *ms.last().unwrap_or(&0.0),
-        mean: ms.iter().sum::<f64>() / ms.len().max(1) as f64,
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Signed API client
-
-#[derive(Clone)]
-struct Client {
-    http: reqwest::Client,
-    endpoint: String,
-    key: String,
-    secret: String,
-}
-
-/// A reply: the HTTP status, the inner object of the `<command>response`
-/// envelope, the size of the body, and the time from sending the request to
-/// having read the whole body (decoding the JSON here is not the server's time).
-struct Answer {
-    status: u16,
-    body: Value,
-    bytes: usize,
-    latency: Duration,
-}
-
-impl Client {
-    fn new(port: u16, key: &str, secret: &str, connections: usize) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(connections)
-            .timeout(Duration::from_secs(120))
-            .build()?;
-        Ok(Client {
-            http,
-            endpoint: format!("http://127.0.0.1:{port}/client/api"),
-            key: key.to_string(),
-            secret: secret.to_string(),
-        })
-    }
-
-    /// The request URL with `apiKey`, `response=json` and the signature over the
-    /// server's canonical string, as a CloudStack client builds it.
-    fn url(&self, params: &[(&str, &str)]) -> String {
-        let mut pairs: Vec<(String, String)> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        pairs.push(("apiKey".into(), self.key.clone()));
-        pairs.push(("response".into(), "json".into()));
-        let sig = signature::sign(&self.secret, &signature::server_canonical(&pairs));
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &pairs {
-            query.append_pair(k, v);
-        }
-        query.append_pair("signature", &sig);
-        format!("{}?{}", self.endpoint, query.finish())
-    }
-
-    async fn call(&self, params: &[(&str, &str)]) -> Result<Answer> {
-        let url = self.url(params);
-        let sent = Instant::now();
-        let resp = self.http.get(url).send().await?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await?;
-        let latency = sent.elapsed();
-        let outer: Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("reply is not JSON: {}", String::from_utf8_lossy(&bytes)))?;
-        // `{"<command>response": {...}}`: one key, whatever the command.
-        let body = outer
-            .as_object()
-            .and_then(|m| m.values().next().cloned())
-            .unwrap_or(Value::Null);
-        Ok(Answer {
-            status,
-            body,
-            bytes: bytes.len(),
-            latency,
-        })
-    }
-
-    /// A call that must succeed; returns the inner object.
-    async fn ok(&self, params: &[(&str, &str)]) -> Result<Value> {
-        let a = self.call(params).await?;
-        if a.status != 200 {
-            bail!(
-                "{} failed with HTTP {}: {}",
-                params
-                    .iter()
-                    .find(|(k, _)| *k == "command")
-                    .map(|(_, v)| *v)
-                    .unwrap_or("?"),
-                a.status,
-                a.body
-            );
-        }
-        Ok(a.body)
-    }
-}
-
-fn str_at<'a>(v: &'a Value, pointer: &str) -> Result<&'a str> {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .with_context(|| format!("{pointer} missing in {v}"))
-}
+// Percentiles, the signed client and the machine facts come from
+// orrery-benchkit, shared with the agent's benchmark.
 
 // ---------------------------------------------------------------------------
 // The coordinator as a child process
@@ -327,11 +207,6 @@ fn write_config(dir: &Path) -> Result<PathBuf> {
         format!("simulator_delay_ms = {SIMULATOR_DELAY_MS}\n"),
     )?;
     Ok(path)
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 struct Server {
@@ -1357,15 +1232,6 @@ fn clock_ticks() -> f64 {
 
 // ---------------------------------------------------------------------------
 
-/// The 1-minute load average: the figures are only comparable between runs on
-/// an otherwise idle machine, and this says whether it was.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "n/a".into())
-}
-
 /// The commit the measured coordinator was built from, marked when the
 /// coordinator's sources had local changes.
 fn source_version() -> String {
@@ -1388,22 +1254,6 @@ fn source_version() -> String {
         }
         None => "unknown".into(),
     }
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cores} cores ({model})")
 }
 
 #[tokio::main]
