@@ -216,14 +216,15 @@ impl Service {
         // A job's outcome is written whatever it takes: with the data disk
         // full, the write fails until space comes back, and a job left
         // pending would hang its client for good.
+        let failed = outcome.is_err();
         retry_until_written("job completion", || {
             self.finish_job(job.id, outcome.clone())
         })
         .await;
-        if let Some(u) = &vm_uuid {
-            // The job may have failed to record the instance's new state too
+        if let (true, Some(u)) = (failed, &vm_uuid) {
+            // A failed job may not have recorded the instance's new state
             // (Starting, Creating), holding capacity: settle it from what the
-            // host reports.
+            // host reports. A job that succeeded recorded it itself.
             retry_until_written("instance state after a job", || {
                 self.settle_if_transitional(u)
             })

@@ -285,7 +285,7 @@ pub async fn probe_chain(addr: &str) -> Result<Vec<Vec<u8>>, TlsError> {
     conn.connect(name, tcp)
         .await
         .map_err(|e| TlsError::Handshake(format!("{addr}: {e}")))?;
-    let chain = seen.lock().expect("probe lock").clone();
+    let chain = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(chain)
 }
 
@@ -347,7 +347,7 @@ impl rustls::client::danger::ServerCertVerifier for Recorder {
         _ocsp: &[u8],
         _now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let mut seen = self.seen.lock().expect("probe lock");
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         seen.push(end_entity.to_vec());
         seen.extend(intermediates.iter().map(|c| c.to_vec()));
         Ok(rustls::client::danger::ServerCertVerified::assertion())
