@@ -34,8 +34,10 @@ fi
 
 say "building (release)"
 cargo build --release -p orrery-coordinator -p orrery-agent
-COORD="$PWD/target/release/orrery-coordinator"
-AGENT="$PWD/target/release/orrery-agent"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$PWD/$TARGET_DIR" ;; esac
+COORD="$TARGET_DIR/release/orrery-coordinator"
+AGENT="$TARGET_DIR/release/orrery-agent"
 
 mkdir -p "$ROOT"
 chmod 755 "$ROOT"
