@@ -16,6 +16,7 @@ pub mod infra;
 pub mod inventory;
 pub mod jobs;
 pub mod leases;
+pub mod lifecycle;
 pub mod listing;
 pub mod offerings;
 pub mod placing;

@@ -5,11 +5,10 @@ use crate::api::registry::{f, opt, req, Access, Field, P, PAGING};
 use crate::api::render::Reply;
 use crate::api::views::{self, Lookup};
 use crate::handler;
-use crate::service::jobs::Work;
+use crate::service::lifecycle::VmAction;
 use crate::service::listing::{GroupListFilter, VmFilter};
 use crate::service::vm::{DeployArgs, Pin, VmUpdate};
 use crate::service::Service;
-use orrery_model::{Transition, VmState};
 use serde_json::json;
 
 pub const VM_FIELDS: &[Field] = &[
@@ -396,169 +395,39 @@ async fn load_vm(ctx: &Ctx, param: &str) -> Result<Vm, ApiError> {
     Ok(ctx.svc.owned::<Vm>(&ctx.caller, param, id).await?)
 }
 
-async fn queue(ctx: &Ctx, vm: &Vm, t: Transition, work: Work) -> Result<Reply, ApiError> {
-    Service::check_transition(vm, t)?;
+/// Queues one of the instance actions; the service checks its rules.
+async fn act(ctx: &Ctx, command: &str, action: VmAction) -> Result<Reply, ApiError> {
     let job = ctx
         .svc
-        .queue_vm_job(&ctx.caller, vm, ctx.p.raw("command").unwrap_or(""), work)
+        .vm_action(&ctx.caller, ctx.p.required("id")?, command, action)
         .await?;
-    Ok(Reply::Async {
-        job: job.uuid,
-        id: None,
-    })
+    Ok(Reply::Async { job, id: None })
 }
 
 async fn start(ctx: Ctx) -> Result<Reply, ApiError> {
-    let vm = load_vm(&ctx, "id").await?;
     let pin = admin_pin(&ctx).await?;
-    queue(
-        &ctx,
-        &vm,
-        Transition::BeginStart,
-        Work::Start { vm_id: vm.id, pin },
-    )
-    .await
+    act(&ctx, "startVirtualMachine", VmAction::Start { pin }).await
 }
 
 async fn stop(ctx: Ctx) -> Result<Reply, ApiError> {
-    let vm = load_vm(&ctx, "id").await?;
     let forced = ctx.p.bool_or("forced", false);
-    // CloudStack's stop is idempotent: stopping a Stopped instance succeeds
-    // (clients retry stops, and Terraform stops before changing offerings).
-    if vm.state == VmState::Stopped {
-        let job = ctx
-            .svc
-            .done_job_with(
-                &ctx.caller,
-                "stopVirtualMachine",
-                "VirtualMachine",
-                &vm.uuid,
-                crate::service::jobs::JobOutput::Vm { id: vm.id },
-            )
-            .await?;
-        return Ok(Reply::Async { job, id: None });
-    }
-    queue(
-        &ctx,
-        &vm,
-        Transition::BeginStop,
-        Work::Stop {
-            vm_id: vm.id,
-            forced,
-        },
-    )
-    .await
+    act(&ctx, "stopVirtualMachine", VmAction::Stop { forced }).await
 }
 
 async fn reboot(ctx: Ctx) -> Result<Reply, ApiError> {
-    let vm = load_vm(&ctx, "id").await?;
-    queue(&ctx, &vm, Transition::Reboot, Work::Reboot { vm_id: vm.id }).await
-}
-
-fn protection_error(vm: &Vm) -> ApiError {
-    ApiError::param(format!(
-        "Instance {} has delete protection enabled and cannot be deleted; remove it with updateVirtualMachine deleteprotection=false first",
-        vm.uuid
-    ))
-}
-
-/// Expunging is allowed to admins, or to users when the setting permits; the
-/// role's rule for expungeVirtualMachine applies however expunging is reached.
-async fn check_expunge_allowed(ctx: &Ctx) -> Result<(), ApiError> {
-    if !ctx.caller.is_admin()
-        && ctx.svc.setting(
-            "allow.user.expunge.recover.vm",
-            &[("account", ctx.caller.account.id)],
-        ) != "true"
-    {
-        return Err(ApiError::denied("Parameter expunge can be passed by Admin only. Or when the allow.user.expunge.recover.vm key is set."));
-    }
-    if !ctx
-        .svc
-        .role_allows(&ctx.caller, "expungeVirtualMachine")
-        .await?
-    {
-        return Err(ApiError::denied(
-            "The caller's role does not allow expungeVirtualMachine, so expunge=true is refused",
-        ));
-    }
-    Ok(())
+    act(&ctx, "rebootVirtualMachine", VmAction::Reboot).await
 }
 
 async fn destroy(ctx: Ctx) -> Result<Reply, ApiError> {
-    let vm = load_vm(&ctx, "id").await?;
-    let expunge = ctx.p.bool_or("expunge", false);
-    if expunge {
-        check_expunge_allowed(&ctx).await?;
-    }
-    if vm.delete_protection {
-        return Err(protection_error(&vm));
-    }
-    let mut volume_ids = Vec::new();
-    for vid in ctx.p.list("volumeids") {
-        let vol: Volume = ctx.svc.owned(&ctx.caller, "volumeids", &vid).await?;
-        if vol.vm_id != Some(vm.id) || vol.volume_type != "DATADISK" {
-            return Err(ApiError::param(format!(
-                "Volume {vid} is not a data volume of instance {}",
-                vm.uuid
-            )));
-        }
-        volume_ids.push(vol.id);
-    }
-    if vm.state == VmState::Destroyed && expunge {
-        return queue(
-            &ctx,
-            &vm,
-            Transition::BeginExpunge,
-            Work::Destroy {
-                vm_id: vm.id,
-                expunge,
-                volume_ids,
-            },
-        )
-        .await;
-    }
-    queue(
-        &ctx,
-        &vm,
-        Transition::Destroy,
-        Work::Destroy {
-            vm_id: vm.id,
-            expunge,
-            volume_ids,
-        },
-    )
-    .await
+    let action = VmAction::Destroy {
+        expunge: ctx.p.bool_or("expunge", false),
+        volumes: ctx.p.list("volumeids"),
+    };
+    act(&ctx, "destroyVirtualMachine", action).await
 }
 
 async fn expunge(ctx: Ctx) -> Result<Reply, ApiError> {
-    let vm = load_vm(&ctx, "id").await?;
-    if !ctx.caller.is_admin()
-        && ctx.svc.setting(
-            "allow.user.expunge.recover.vm",
-            &[("account", ctx.caller.account.id)],
-        ) != "true"
-    {
-        return Err(ApiError::denied(
-            "Expunging is allowed to admins only, or when allow.user.expunge.recover.vm is set",
-        ));
-    }
-    if vm.delete_protection {
-        return Err(protection_error(&vm));
-    }
-    if vm.state != VmState::Destroyed {
-        return Err(ApiError::state(format!(
-            "Instance {} is {}; only a destroyed instance can be expunged",
-            vm.uuid, vm.state
-        )));
-    }
-    queue(
-        &ctx,
-        &vm,
-        Transition::BeginExpunge,
-        Work::Expunge { vm_id: vm.id },
-    )
-    .await
+    act(&ctx, "expungeVirtualMachine", VmAction::Expunge).await
 }
 
 async fn recover(ctx: Ctx) -> Result<Reply, ApiError> {
