@@ -55,6 +55,11 @@ impl Params {
         self.raw(name).filter(|v| !v.is_empty())
     }
 
+    /// A present, non-empty value, owned (for typed requests).
+    pub fn string(&self, name: &str) -> Option<String> {
+        self.str(name).map(str::to_string)
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.str(name).is_some()
     }

@@ -174,18 +174,15 @@ impl Service {
         caller: &Caller,
         f: &TemplateFilter,
     ) -> SResult<(Vec<Template>, u64)> {
-        let mut q = Query::new()
-            .eq(Col::TemplateKind, if f.iso { "ISO" } else { "TEMPLATE" })
-            .and(Cond::Ne(Col::State, "Removed".into()));
-        if let Some(id) = &f.id {
-            q = q.eq(Col::Uuid, id.as_str());
-        }
-        if let Some(n) = &f.name {
-            q = q.and(Cond::EqNoCase(Col::Name, n.clone()));
-        }
-        if let Some(k) = &f.keyword {
-            q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.clone()));
-        }
+        let mut q = common_filters(
+            Query::new()
+                .eq(Col::TemplateKind, if f.iso { "ISO" } else { "TEMPLATE" })
+                .and(Cond::Ne(Col::State, "Removed".into())),
+            f.id.as_deref(),
+            f.name.as_deref(),
+            f.keyword.as_deref(),
+            &[Col::Name, Col::Keyword],
+        );
         if !f.ids.is_empty() {
             q = q.and(Cond::In(
                 Col::Uuid,
@@ -314,16 +311,13 @@ impl Service {
 
     /// OS types (global records, visible to all).
     pub async fn list_os_types(&self, f: &OsFilter) -> SResult<(Vec<OsType>, u64)> {
-        let mut q = Query::new();
-        if let Some(id) = &f.id {
-            q = q.eq(Col::Uuid, id.as_str());
-        }
-        if let Some(d) = &f.name {
-            q = q.and(Cond::EqNoCase(Col::Name, d.clone()));
-        }
-        if let Some(k) = &f.keyword {
-            q = q.and(Cond::Contains(vec![Col::Name], k.clone()));
-        }
+        let mut q = common_filters(
+            Query::new(),
+            f.id.as_deref(),
+            f.name.as_deref(),
+            f.keyword.as_deref(),
+            &[Col::Name],
+        );
         if let Some(c) = &f.category {
             let c: OsCategory = self.by_uuid("oscategoryid", c).await?;
             q = q.eq(Col::Parent, c.id);
@@ -334,16 +328,13 @@ impl Service {
 
     /// OS categories (global records, visible to all).
     pub async fn list_os_categories(&self, f: &OsFilter) -> SResult<(Vec<OsCategory>, u64)> {
-        let mut q = Query::new();
-        if let Some(id) = &f.id {
-            q = q.eq(Col::Uuid, id.as_str());
-        }
-        if let Some(n) = &f.name {
-            q = q.and(Cond::EqNoCase(Col::Name, n.clone()));
-        }
-        if let Some(k) = &f.keyword {
-            q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.clone()));
-        }
+        let mut q = common_filters(
+            Query::new(),
+            f.id.as_deref(),
+            f.name.as_deref(),
+            f.keyword.as_deref(),
+            &[Col::Name, Col::Keyword],
+        );
         q.page = f.page;
         Ok(self.store.list::<OsCategory>(&q).await?)
     }

@@ -299,19 +299,16 @@ impl Service {
         q.conds = self
             .people_scope(caller, Cond::Eq(Col::Id, caller.account.id.into()))
             .await?;
-        q = q.and(Cond::Ne(Col::State, "removed".into()));
-        if let Some(id) = &f.id {
-            q = q.eq(Col::Uuid, id.as_str());
-        }
-        if let Some(n) = &f.name {
-            q = q.and(Cond::EqNoCase(Col::Name, n.clone()));
-        }
+        q = common_filters(
+            q.and(Cond::Ne(Col::State, "removed".into())),
+            f.id.as_deref(),
+            f.name.as_deref(),
+            f.keyword.as_deref(),
+            &[Col::Name],
+        );
         if let Some(d) = &f.domain {
             let d: Domain = self.by_uuid("domainid", d).await?;
             q = q.eq(Col::Domain, d.id);
-        }
-        if let Some(k) = &f.keyword {
-            q = q.and(Cond::Contains(vec![Col::Name], k.clone()));
         }
         q.page = f.page;
         Ok(self.store.list::<Account>(&q).await?)
@@ -533,13 +530,7 @@ impl Service {
     }
 
     pub async fn list_roles(&self, f: &RoleFilter) -> SResult<(Vec<Role>, u64)> {
-        let mut q = Query::new();
-        if let Some(id) = &f.id {
-            q = q.eq(Col::Uuid, id.as_str());
-        }
-        if let Some(n) = &f.name {
-            q = q.and(Cond::EqNoCase(Col::Name, n.clone()));
-        }
+        let mut q = common_filters(Query::new(), f.id.as_deref(), f.name.as_deref(), None, &[]);
         if let Some(t) = &f.role_type {
             q = q.and(Cond::EqNoCase(Col::State, t.clone()));
         }

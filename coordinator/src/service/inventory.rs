@@ -64,16 +64,14 @@ fn holding() -> Vec<Val> {
 }
 
 impl Service {
-    async fn infra_query(&self, f: &InfraFilter, mut q: Query) -> SResult<Query> {
-        if let Some(id) = &f.id {
-            q = q.eq(Col::Uuid, id.as_str());
-        }
-        if let Some(n) = &f.name {
-            q = q.and(Cond::EqNoCase(Col::Name, n.clone()));
-        }
-        if let Some(k) = &f.keyword {
-            q = q.and(Cond::Contains(vec![Col::Name], k.clone()));
-        }
+    async fn infra_query(&self, f: &InfraFilter, q: Query) -> SResult<Query> {
+        let mut q = common_filters(
+            q,
+            f.id.as_deref(),
+            f.name.as_deref(),
+            f.keyword.as_deref(),
+            &[Col::Name],
+        );
         if let Some(z) = &f.zone {
             let z: Zone = self.by_uuid("zoneid", z).await?;
             q = q.eq(Col::Zone, z.id);

@@ -126,13 +126,13 @@ impl Service {
         Ok(self.store.list::<Vm>(&q).await?)
     }
 
-    /// Creates an instance group in an account; names are unique per account.
-    pub async fn create_instance_group(
+    /// A new instance group record of an account, not yet stored.
+    pub(crate) async fn new_instance_group(
         &self,
         owner: &Account,
         name: &str,
     ) -> SResult<InstanceGroup> {
-        let g = InstanceGroup {
+        Ok(InstanceGroup {
             id: self.store.new_id::<InstanceGroup>().await?,
             uuid: new_uuid(),
             version: 1,
@@ -140,7 +140,16 @@ impl Service {
             account_id: owner.id,
             domain_id: owner.domain_id,
             created: now(),
-        };
+        })
+    }
+
+    /// Creates an instance group in an account; names are unique per account.
+    pub async fn create_instance_group(
+        &self,
+        owner: &Account,
+        name: &str,
+    ) -> SResult<InstanceGroup> {
+        let g = self.new_instance_group(owner, name).await?;
         let mut tx = Tx::new();
         tx.insert(&g);
         self.store.commit(tx.ops).await.map_err(|e| match e {

@@ -348,6 +348,27 @@ impl Service {
     }
 }
 
+/// The filters most lists take: a uuid, a name in any case, and a keyword
+/// searched (in any case) in `keyword_cols`.
+pub(crate) fn common_filters(
+    mut q: Query,
+    id: Option<&str>,
+    name: Option<&str>,
+    keyword: Option<&str>,
+    keyword_cols: &[Col],
+) -> Query {
+    if let Some(id) = id {
+        q = q.eq(Col::Uuid, id);
+    }
+    if let Some(n) = name {
+        q = q.and(Cond::EqNoCase(Col::Name, n.to_string()));
+    }
+    if let Some(k) = keyword {
+        q = q.and(Cond::Contains(keyword_cols.to_vec(), k.to_string()));
+    }
+    q
+}
+
 /// Records owned by an account.
 pub trait Owned {
     fn owner_account(&self) -> i64;

@@ -357,14 +357,14 @@ impl Service {
             if self.load_uuid_cached::<O>(id).await?.is_none() {
                 return Err(ServiceError::not_found("id", id));
             }
-            q = q.eq(Col::Uuid, id.as_str());
         }
-        if let Some(n) = &f.name {
-            q = q.and(Cond::EqNoCase(Col::Name, n.clone()));
-        }
-        if let Some(k) = &f.keyword {
-            q = q.and(Cond::Contains(vec![Col::Name, Col::Keyword], k.clone()));
-        }
+        q = common_filters(
+            q,
+            f.id.as_deref(),
+            f.name.as_deref(),
+            f.keyword.as_deref(),
+            &[Col::Name, Col::Keyword],
+        );
         let only_domain = match &f.domain {
             Some(u) => {
                 let d: Domain = self.by_uuid("domainid", u).await?;

@@ -398,18 +398,7 @@ impl Service {
         if let Some(g) = existing {
             return Ok((g, false));
         }
-        Ok((
-            InstanceGroup {
-                id: self.store.new_id::<InstanceGroup>().await?,
-                uuid: new_uuid(),
-                version: 1,
-                name: name.to_string(),
-                account_id: owner.id,
-                domain_id: owner.domain_id,
-                created: now(),
-            },
-            true,
-        ))
+        Ok((self.new_instance_group(owner, name).await?, true))
     }
 
     /// Moves an instance through one transition, re-reading it on a concurrent

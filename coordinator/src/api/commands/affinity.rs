@@ -136,7 +136,7 @@ async fn create_group(ctx: Ctx) -> Result<Reply, ApiError> {
             &owner,
             ctx.p.required("name")?,
             ctx.p.required("type")?,
-            ctx.p.str("description").map(str::to_string),
+            ctx.p.string("description"),
         )
         .await?;
     let job = ctx
@@ -184,11 +184,11 @@ async fn delete_group(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn list_groups(ctx: Ctx) -> Result<Reply, ApiError> {
     let f = GroupFilter {
-        id: ctx.p.str("id").map(str::to_string),
-        name: ctx.p.str("name").map(str::to_string),
-        group_type: ctx.p.str("type").map(str::to_string),
-        keyword: ctx.p.str("keyword").map(str::to_string),
-        vm: ctx.p.str("virtualmachineid").map(str::to_string),
+        id: ctx.p.string("id"),
+        name: ctx.p.string("name"),
+        group_type: ctx.p.string("type"),
+        keyword: ctx.p.string("keyword"),
+        vm: ctx.p.string("virtualmachineid"),
         page: paging(&ctx)?,
     };
     let (groups, total) = ctx

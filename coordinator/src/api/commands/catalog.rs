@@ -411,7 +411,7 @@ fn decode_new_so(ctx: &Ctx) -> Result<NewServiceOffering, ApiError> {
     let (lease_duration, lease_expiry_action) = offering_lease(ctx)?;
     Ok(NewServiceOffering {
         name: ctx.p.required("name")?.to_string(),
-        display_text: ctx.p.str("displaytext").map(str::to_string),
+        display_text: ctx.p.string("displaytext"),
         cpu_number: ctx.p.i64_range("cpunumber", 1, 1024)?,
         cpu_speed: ctx.p.i64_range("cpuspeed", 1, 1_000_000)?,
         memory: ctx.p.i64_range("memory", 32, 16 * 1024 * 1024)?,
@@ -422,8 +422,8 @@ fn decode_new_so(ctx: &Ctx) -> Result<NewServiceOffering, ApiError> {
         max_memory: ctx.p.i64_range("maxmemory", 32, 16 * 1024 * 1024)?,
         offer_ha: ctx.p.bool_or("offerha", false),
         limit_cpu_use: ctx.p.bool_or("limitcpuuse", false),
-        host_tags: ctx.p.str("hosttags").map(str::to_string),
-        storage_tags: ctx.p.str("tags").map(str::to_string),
+        host_tags: ctx.p.string("hosttags"),
+        storage_tags: ctx.p.string("tags"),
         dynamic_scaling: ctx.p.bool_or("dynamicscalingenabled", true),
         storage_type: storage,
         root_disk_size: ctx.p.i64_range("rootdisksize", 1, 1 << 20)?,
@@ -442,10 +442,10 @@ async fn create_so(ctx: Ctx) -> Result<Reply, ApiError> {
 
 fn decode_filter(ctx: &Ctx) -> Result<OfferingFilter, ApiError> {
     Ok(OfferingFilter {
-        id: ctx.p.str("id").map(str::to_string),
-        name: ctx.p.str("name").map(str::to_string),
-        keyword: ctx.p.str("keyword").map(str::to_string),
-        domain: ctx.p.str("domainid").map(str::to_string),
+        id: ctx.p.string("id"),
+        name: ctx.p.string("name"),
+        keyword: ctx.p.string("keyword"),
+        domain: ctx.p.string("domainid"),
         page: paging(ctx)?,
     })
 }
@@ -465,12 +465,9 @@ async fn list_so(ctx: Ctx) -> Result<Reply, ApiError> {
 
 fn decode_update(ctx: &Ctx) -> OfferingUpdate {
     OfferingUpdate {
-        name: ctx.p.str("name").map(str::to_string),
-        display_text: ctx.p.str("displaytext").map(str::to_string),
-        host_tags: ctx
-            .p
-            .raw("hosttags")
-            .map(|_| ctx.p.str("hosttags").map(str::to_string)),
+        name: ctx.p.string("name"),
+        display_text: ctx.p.string("displaytext"),
+        host_tags: ctx.p.raw("hosttags").map(|_| ctx.p.string("hosttags")),
     }
 }
 
@@ -512,10 +509,10 @@ async fn do_reply(ctx: &Ctx, o: &DiskOffering) -> Result<Value, ApiError> {
 async fn create_do(ctx: Ctx) -> Result<Reply, ApiError> {
     let req = NewDiskOffering {
         name: ctx.p.required("name")?.to_string(),
-        display_text: ctx.p.str("displaytext").map(str::to_string),
+        display_text: ctx.p.string("displaytext"),
         disk_size_gb: ctx.p.i64_range("disksize", 1, 1 << 20)?,
         customized: ctx.p.bool("customized"),
-        tags: ctx.p.str("tags").map(str::to_string),
+        tags: ctx.p.string("tags"),
         domains: domain_list(&ctx),
     };
     let o = ctx.svc.create_disk_offering(&ctx.caller, req).await?;
@@ -554,10 +551,10 @@ async fn list_do(ctx: Ctx) -> Result<Reply, ApiError> {
 
 fn os_filter(ctx: &Ctx, name_param: &str) -> Result<OsFilter, ApiError> {
     Ok(OsFilter {
-        id: ctx.p.str("id").map(str::to_string),
+        id: ctx.p.string("id"),
         name: ctx.p.str(name_param).map(str::to_string),
-        keyword: ctx.p.str("keyword").map(str::to_string),
-        category: ctx.p.str("oscategoryid").map(str::to_string),
+        keyword: ctx.p.string("keyword"),
+        category: ctx.p.string("oscategoryid"),
         page: paging(ctx)?,
     })
 }
@@ -683,10 +680,10 @@ async fn register(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
                 iso,
                 hypervisor,
                 checksum,
-                os_type: ctx.p.str("ostypeid").map(str::to_string),
-                zone: ctx.p.str("zoneid").map(str::to_string),
-                account: ctx.p.str("account").map(str::to_string),
-                domain: ctx.p.str("domainid").map(str::to_string),
+                os_type: ctx.p.string("ostypeid"),
+                zone: ctx.p.string("zoneid"),
+                account: ctx.p.string("account"),
+                domain: ctx.p.string("domainid"),
                 public: ctx.p.bool_or("ispublic", false),
                 featured: ctx.p.bool_or("isfeatured", false),
                 password_enabled: ctx.p.bool_or("passwordenabled", false),
@@ -719,12 +716,12 @@ async fn list_t(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
     let f = TemplateFilter {
         iso,
         view,
-        id: ctx.p.str("id").map(str::to_string),
+        id: ctx.p.string("id"),
         ids: ctx.p.list("ids"),
-        name: ctx.p.str("name").map(str::to_string),
-        keyword: ctx.p.str("keyword").map(str::to_string),
-        zone: ctx.p.str("zoneid").map(str::to_string),
-        hypervisor: ctx.p.str("hypervisor").map(str::to_string),
+        name: ctx.p.string("name"),
+        keyword: ctx.p.string("keyword"),
+        zone: ctx.p.string("zoneid"),
+        hypervisor: ctx.p.string("hypervisor"),
         ready_only: ctx.p.bool("isready") == Some(true),
         page: paging(&ctx)?,
     };
@@ -749,9 +746,9 @@ async fn list_isos(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn update_template(ctx: Ctx) -> Result<Reply, ApiError> {
     let u = TemplateUpdate {
-        name: ctx.p.str("name").map(str::to_string),
-        display_text: ctx.p.str("displaytext").map(str::to_string),
-        os_type: ctx.p.str("ostypeid").map(str::to_string),
+        name: ctx.p.string("name"),
+        display_text: ctx.p.string("displaytext"),
+        os_type: ctx.p.string("ostypeid"),
         password_enabled: ctx.p.bool("passwordenabled"),
         dynamically_scalable: ctx.p.bool("isdynamicallyscalable"),
         bootable: ctx.p.bool("bootable"),

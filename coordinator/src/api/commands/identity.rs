@@ -382,14 +382,14 @@ async fn create_account(ctx: Ctx) -> Result<Reply, ApiError> {
     let r = NewAccount {
         username: ctx.p.required("username")?.to_string(),
         password: ctx.p.required("password")?.to_string(),
-        account: ctx.p.str("account").map(str::to_string),
-        domain: ctx.p.str("domainid").map(str::to_string),
-        role: ctx.p.str("roleid").map(str::to_string),
+        account: ctx.p.string("account"),
+        domain: ctx.p.string("domainid"),
+        role: ctx.p.string("roleid"),
         account_type: ctx.p.i64_range("accounttype", 0, 2)?,
         firstname: ctx.p.required("firstname")?.to_string(),
         lastname: ctx.p.required("lastname")?.to_string(),
-        email: ctx.p.str("email").map(str::to_string),
-        timezone: ctx.p.str("timezone").map(str::to_string),
+        email: ctx.p.string("email"),
+        timezone: ctx.p.string("timezone"),
     };
     let a = ctx.svc.create_account(&ctx.caller, r).await?;
     Ok(Reply::Object("account", account_json(&ctx, &a).await?))
@@ -397,11 +397,11 @@ async fn create_account(ctx: Ctx) -> Result<Reply, ApiError> {
 
 fn people_filter(ctx: &Ctx, name_param: &str) -> Result<PeopleFilter, ApiError> {
     Ok(PeopleFilter {
-        id: ctx.p.str("id").map(str::to_string),
+        id: ctx.p.string("id"),
         name: ctx.p.str(name_param).map(str::to_string),
-        keyword: ctx.p.str("keyword").map(str::to_string),
-        domain: ctx.p.str("domainid").map(str::to_string),
-        account: ctx.p.str("account").map(str::to_string),
+        keyword: ctx.p.string("keyword"),
+        domain: ctx.p.string("domainid"),
+        account: ctx.p.string("account"),
         page: paging(ctx)?,
     })
 }
@@ -553,9 +553,9 @@ async fn import_role(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn list_roles(ctx: Ctx) -> Result<Reply, ApiError> {
     let f = RoleFilter {
-        id: ctx.p.str("id").map(str::to_string),
-        name: ctx.p.str("name").map(str::to_string),
-        role_type: ctx.p.str("type").map(str::to_string),
+        id: ctx.p.string("id"),
+        name: ctx.p.string("name"),
+        role_type: ctx.p.string("type"),
         page: paging(&ctx)?,
     };
     let (roles, total) = ctx.svc.list_roles(&f).await?;

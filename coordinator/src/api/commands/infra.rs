@@ -360,14 +360,14 @@ pub fn commands() -> Vec<Command> {
 /// The filters the infrastructure lists share.
 fn infra_filter(ctx: &Ctx) -> Result<InfraFilter, ApiError> {
     Ok(InfraFilter {
-        id: ctx.p.str("id").map(str::to_string),
-        name: ctx.p.str("name").map(str::to_string),
-        keyword: ctx.p.str("keyword").map(str::to_string),
-        zone: ctx.p.str("zoneid").map(str::to_string),
-        pod: ctx.p.str("podid").map(str::to_string),
-        cluster: ctx.p.str("clusterid").map(str::to_string),
-        state: ctx.p.str("state").map(str::to_string),
-        resource_state: ctx.p.str("resourcestate").map(str::to_string),
+        id: ctx.p.string("id"),
+        name: ctx.p.string("name"),
+        keyword: ctx.p.string("keyword"),
+        zone: ctx.p.string("zoneid"),
+        pod: ctx.p.string("podid"),
+        cluster: ctx.p.string("clusterid"),
+        state: ctx.p.string("state"),
+        resource_state: ctx.p.string("resourcestate"),
         page: paging(ctx)?,
     })
 }
@@ -487,7 +487,7 @@ async fn update_cluster(ctx: Ctx) -> Result<Reply, ApiError> {
             .str("allocationstate")
             .map(|s| enabled_state("allocationstate", s))
             .transpose()?,
-        name: ctx.p.str("clustername").map(str::to_string),
+        name: ctx.p.string("clustername"),
     };
     let c = ctx.svc.update_cluster(ctx.p.required("id")?, u).await?;
     Ok(Reply::Object("cluster", cluster_json(&ctx, &c).await?))
@@ -680,7 +680,7 @@ async fn create_zone(ctx: Ctx) -> Result<Reply, ApiError> {
         .svc
         .create_zone(ZoneArgs {
             name: ctx.p.required("name")?.to_string(),
-            description: ctx.p.str("description").map(str::to_string),
+            description: ctx.p.string("description"),
             network_type: ctx.p.required("networktype")?.to_string(),
             dns1: ctx.p.str("dns1").map(str::to_string),
             internal_dns1: ctx.p.str("internaldns1").map(str::to_string),
@@ -701,8 +701,8 @@ async fn create_pod(ctx: Ctx) -> Result<Reply, ApiError> {
             name: ctx.p.required("name")?.to_string(),
             gateway: ctx.p.required("gateway")?.to_string(),
             netmask: ctx.p.required("netmask")?.to_string(),
-            start_ip: ctx.p.str("startip").map(str::to_string),
-            end_ip: ctx.p.str("endip").map(str::to_string),
+            start_ip: ctx.p.string("startip"),
+            end_ip: ctx.p.string("endip"),
             allocation_state: alloc_state(&ctx)?,
         })
         .await?;
@@ -778,7 +778,7 @@ async fn create_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
     let o = ctx
         .svc
         .create_network_offering(NewNetworkOffering {
-            display_text: ctx.p.str("displaytext").map(str::to_string),
+            display_text: ctx.p.string("displaytext"),
             name,
             specify_vlan: ctx.p.bool_or("specifyvlan", false),
             specify_ip_ranges: ctx.p.bool("specifyipranges"),
@@ -792,8 +792,8 @@ async fn create_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn update_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
     let u = NetworkOfferingUpdate {
-        name: ctx.p.str("name").map(str::to_string),
-        display_text: ctx.p.str("displaytext").map(str::to_string),
+        name: ctx.p.string("name"),
+        display_text: ctx.p.string("displaytext"),
         state: ctx
             .p
             .str("state")
@@ -852,10 +852,10 @@ async fn create_network(ctx: Ctx) -> Result<Reply, ApiError> {
             name,
             account_id: if domain_wide { None } else { Some(owner.id) },
             domain_id: owner.domain_id,
-            gateway: ctx.p.str("gateway").map(str::to_string),
-            netmask: ctx.p.str("netmask").map(str::to_string),
-            start_ip: ctx.p.str("startip").map(str::to_string),
-            end_ip: ctx.p.str("endip").map(str::to_string),
+            gateway: ctx.p.string("gateway"),
+            netmask: ctx.p.string("netmask"),
+            start_ip: ctx.p.string("startip"),
+            end_ip: ctx.p.string("endip"),
         })
         .await?;
     Ok(Reply::Object("network", network_json(&ctx, &n).await?))

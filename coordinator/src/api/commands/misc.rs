@@ -327,7 +327,7 @@ pub fn parse_date(param: &str, s: &str) -> Result<i64, ApiError> {
 
 async fn list_jobs(ctx: Ctx) -> Result<Reply, ApiError> {
     let f = JobFilter {
-        resource: ctx.p.str("resourceid").map(str::to_string),
+        resource: ctx.p.string("resourceid"),
         since: ctx
             .p
             .str("startdate")
@@ -473,11 +473,11 @@ async fn update_config(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn list_events(ctx: Ctx) -> Result<Reply, ApiError> {
     let f = EventFilter {
-        id: ctx.p.str("id").map(str::to_string),
-        event_type: ctx.p.str("type").map(str::to_string),
-        level: ctx.p.str("level").map(str::to_string),
-        resource: ctx.p.str("resourceid").map(str::to_string),
-        keyword: ctx.p.str("keyword").map(str::to_string),
+        id: ctx.p.string("id"),
+        event_type: ctx.p.string("type"),
+        level: ctx.p.string("level"),
+        resource: ctx.p.string("resourceid"),
+        keyword: ctx.p.string("keyword"),
         start: ctx
             .p
             .str("startdate")
@@ -524,9 +524,9 @@ async fn list_capacity(ctx: Ctx) -> Result<Reply, ApiError> {
     let t = ctx
         .svc
         .capacity_totals(&CapacityFilter {
-            zone: ctx.p.str("zoneid").map(str::to_string),
-            pod: ctx.p.str("podid").map(str::to_string),
-            cluster: ctx.p.str("clusterid").map(str::to_string),
+            zone: ctx.p.string("zoneid"),
+            pod: ctx.p.string("podid"),
+            cluster: ctx.p.string("clusterid"),
         })
         .await?;
     let zone = t.zone;

@@ -89,8 +89,8 @@ pub async fn owner(ctx: &Ctx) -> Result<Account, ApiError> {
 /// `isrecursive` and `id`.
 pub fn scope_of(ctx: &Ctx) -> ListScope {
     ListScope {
-        account: ctx.p.str("account").map(str::to_string),
-        domain: ctx.p.str("domainid").map(str::to_string),
+        account: ctx.p.string("account"),
+        domain: ctx.p.string("domainid"),
         listall: ctx.p.bool_or("listall", false),
         recursive: ctx.p.bool_or("isrecursive", false),
         by_id: ctx.p.has("id"),

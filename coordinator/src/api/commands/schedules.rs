@@ -174,10 +174,10 @@ async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
     let vm = vm_of(&ctx).await?;
     let f = ScheduleFilter {
-        id: ctx.p.str("id").map(str::to_string),
-        action: ctx.p.str("action").map(str::to_string),
+        id: ctx.p.string("id"),
+        action: ctx.p.string("action"),
         enabled: ctx.p.bool("enabled"),
-        keyword: ctx.p.str("keyword").map(str::to_string),
+        keyword: ctx.p.string("keyword"),
         page: paging(&ctx)?,
     };
     let (items, total) = ctx.svc.list_schedules(&ctx.caller, &vm, &f).await?;

@@ -362,15 +362,15 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
         iso,
         disk_offering,
         owner,
-        name: ctx.p.str("name").map(str::to_string),
-        display_name: ctx.p.str("displayname").map(str::to_string),
-        group: ctx.p.str("group").map(str::to_string),
+        name: ctx.p.string("name"),
+        display_name: ctx.p.string("displayname"),
+        group: ctx.p.string("group"),
         details,
         root_disk_size_gb: root_gb,
         data_disk_size_gb: ctx.p.i64("size")?,
         keypairs,
-        userdata: ctx.p.str("userdata").map(str::to_string),
-        extraconfig: ctx.p.str("extraconfig").map(str::to_string),
+        userdata: ctx.p.string("userdata"),
+        extraconfig: ctx.p.string("extraconfig"),
         start: ctx.p.bool_or("startvm", true),
         pin,
         network,
@@ -448,8 +448,8 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
         None => None,
     };
     let u = VmUpdate {
-        name: ctx.p.str("name").map(str::to_string),
-        display_name: ctx.p.str("displayname").map(str::to_string),
+        name: ctx.p.string("name"),
+        display_name: ctx.p.string("displayname"),
         group: ctx.p.raw("group").map(str::to_string),
         os_type_id,
         ha_enable: ctx.p.bool("haenable"),
@@ -458,8 +458,8 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
         display_vm: ctx.p.bool("displayvm"),
         details: ctx.p.map_merged("details"),
         cleanup_details: ctx.p.bool_or("cleanupdetails", false),
-        extraconfig: ctx.p.str("extraconfig").map(str::to_string),
-        userdata: ctx.p.str("userdata").map(str::to_string),
+        extraconfig: ctx.p.string("extraconfig"),
+        userdata: ctx.p.string("userdata"),
         lease: crate::service::leases::request(
             ctx.p.i64("leaseduration")?,
             ctx.p.str("leaseexpiryaction"),
@@ -503,16 +503,16 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
 /// caller, and the total.
 pub(super) async fn query_vms(ctx: &Ctx) -> Result<(Vec<Vm>, u64), ApiError> {
     let f = VmFilter {
-        id: ctx.p.str("id").map(str::to_string),
+        id: ctx.p.string("id"),
         ids: ctx.p.list("ids"),
-        name: ctx.p.str("name").map(str::to_string),
-        keyword: ctx.p.str("keyword").map(str::to_string),
-        state: ctx.p.str("state").map(str::to_string),
-        zone: ctx.p.str("zoneid").map(str::to_string),
-        host: ctx.p.str("hostid").map(str::to_string),
-        template: ctx.p.str("templateid").map(str::to_string),
-        offering: ctx.p.str("serviceofferingid").map(str::to_string),
-        group: ctx.p.str("groupid").map(str::to_string),
+        name: ctx.p.string("name"),
+        keyword: ctx.p.string("keyword"),
+        state: ctx.p.string("state"),
+        zone: ctx.p.string("zoneid"),
+        host: ctx.p.string("hostid"),
+        template: ctx.p.string("templateid"),
+        offering: ctx.p.string("serviceofferingid"),
+        group: ctx.p.string("groupid"),
         leased: ctx.p.bool("leased"),
         page: paging(ctx)?,
     };
@@ -542,9 +542,9 @@ async fn group_json(
 
 async fn list_groups(ctx: Ctx) -> Result<Reply, ApiError> {
     let f = GroupListFilter {
-        id: ctx.p.str("id").map(str::to_string),
-        name: ctx.p.str("name").map(str::to_string),
-        keyword: ctx.p.str("keyword").map(str::to_string),
+        id: ctx.p.string("id"),
+        name: ctx.p.string("name"),
+        keyword: ctx.p.string("keyword"),
         page: paging(&ctx)?,
     };
     let (gs, total) = ctx

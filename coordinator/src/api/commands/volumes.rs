@@ -158,7 +158,7 @@ async fn create_volume(ctx: Ctx) -> Result<Reply, ApiError> {
                 zone,
                 offering,
                 size_gb: size_gb(&ctx)?,
-                name: ctx.p.str("name").map(str::to_string),
+                name: ctx.p.string("name"),
                 attach_to: vm,
                 device_id: None,
             },
@@ -279,13 +279,13 @@ async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
 /// total.
 pub(super) async fn query_volumes(ctx: &Ctx) -> Result<(Vec<Volume>, u64), ApiError> {
     let f = VolumeFilter {
-        id: ctx.p.str("id").map(str::to_string),
+        id: ctx.p.string("id"),
         ids: ctx.p.list("ids"),
-        vm: ctx.p.str("virtualmachineid").map(str::to_string),
-        volume_type: ctx.p.str("type").map(str::to_string),
-        name: ctx.p.str("name").map(str::to_string),
-        keyword: ctx.p.str("keyword").map(str::to_string),
-        zone: ctx.p.str("zoneid").map(str::to_string),
+        vm: ctx.p.string("virtualmachineid"),
+        volume_type: ctx.p.string("type"),
+        name: ctx.p.string("name"),
+        keyword: ctx.p.string("keyword"),
+        zone: ctx.p.string("zoneid"),
         page: paging(ctx)?,
     };
     Ok(ctx
