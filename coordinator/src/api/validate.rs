@@ -67,7 +67,8 @@ fn check_param(cmd: &Command, p: &P, params: &Params) -> Result<(), ApiError> {
         }
         _ => {}
     }
-    if matches!(p.ty, "string" | "list") && v.chars().count() > p.length as usize {
+    // Lists are not cut at a string's length: a list of ids grows with them.
+    if p.ty == "string" && v.chars().count() > p.length as usize {
         return Err(ApiError::param(format!(
             "Value greater than max allowed length {} for param: {}",
             p.length, p.name
@@ -187,6 +188,14 @@ mod tests {
                 e.text
             );
         }
+    }
+
+    #[test]
+    fn long_id_lists_are_not_cut_at_the_string_length() {
+        let ids = vec!["0b6e3a2e-7a0e-4f0e-9a43-1f6b8a1c2d3e"; 50].join(",");
+        let mut pairs = OK.to_vec();
+        pairs.push(("ids", &ids));
+        check(&cmd(), &params(&pairs)).unwrap();
     }
 
     #[test]
