@@ -11,6 +11,8 @@ pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
 /// best kept private, while QEMU (an unprivileged user) must reach every
 /// directory above a disk image.
 pub const DEFAULT_PRIMARY_DIR: &str = "/var/lib/orrery/primary";
+/// Where libvirt and QEMU look for their TLS files.
+pub const DEFAULT_PKI_DIR: &str = "/etc/pki";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,16 @@ pub struct FileConfig {
     pub vnc_listen: Option<String>,
     /// Override the coordinator address recorded at enrolment.
     pub coordinator: Option<String>,
+    /// Write libvirt's and QEMU's TLS files (CA, certificate, key) from the
+    /// host's certificate under `pki_dir` (default false: those directories
+    /// belong to the operator until they allow it).
+    pub libvirt_tls: Option<bool>,
+    /// Where those files go (default [`DEFAULT_PKI_DIR`]).
+    pub pki_dir: Option<PathBuf>,
+    /// The address peers reach this host at; reported as its address and
+    /// written into its certificate (default: detected from the default
+    /// route).
+    pub address: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +79,9 @@ pub struct AgentConfig {
     pub domain_type: Option<String>,
     pub vnc_listen: String,
     pub coordinator: Option<String>,
+    pub libvirt_tls: bool,
+    pub pki_dir: PathBuf,
+    pub address: Option<String>,
 }
 
 impl AgentConfig {
@@ -89,6 +104,14 @@ impl AgentConfig {
             domain_type: file.domain_type,
             vnc_listen: file.vnc_listen.unwrap_or_else(|| "127.0.0.1".into()),
             coordinator: file.coordinator,
+            libvirt_tls: file.libvirt_tls.unwrap_or(false),
+            pki_dir: file
+                .pki_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PKI_DIR)),
+            address: file
+                .address
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty()),
             state_dir,
         }
     }
@@ -139,6 +162,22 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(c.libvirt_uri, DEFAULT_LIBVIRT_URI);
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn libvirt_tls_is_off_unless_allowed() {
+        let c = AgentConfig::merge(FileConfig::default(), None, None, None);
+        assert!(!c.libvirt_tls);
+        assert_eq!(c.pki_dir, PathBuf::from(DEFAULT_PKI_DIR));
+        assert_eq!(c.address, None);
+        let file: FileConfig = toml::from_str(
+            "libvirt_tls = true\npki_dir = \"/tmp/pki\"\naddress = \" 10.99.0.3 \"\n",
+        )
+        .unwrap();
+        let c = AgentConfig::merge(file, None, None, None);
+        assert!(c.libvirt_tls);
+        assert_eq!(c.pki_dir, PathBuf::from("/tmp/pki"));
+        assert_eq!(c.address.as_deref(), Some("10.99.0.3"));
     }
 
     #[test]

@@ -27,10 +27,13 @@ pub fn endpoint(coordinator: &str) -> Result<Endpoint, EnrollError> {
         .connect_timeout(std::time::Duration::from_secs(10)))
 }
 
+/// `hostname` and `addresses` are what the host's certificate will name,
+/// so that libvirt and QEMU on other hosts can verify it by them.
 pub async fn enroll(
     coordinator: &str,
     token: &str,
     hostname: &str,
+    addresses: &[String],
     state: &StateDir,
 ) -> Result<Identity, EnrollError> {
     orrery_tls::install_crypto();
@@ -48,6 +51,7 @@ pub async fn enroll(
             token: token.trim().to_string(),
             csr_der,
             hostname: hostname.to_string(),
+            addresses: addresses.to_vec(),
         })
         .await
         .map_err(|s| EnrollError::Refused(s.message().to_string()))?

@@ -9,6 +9,7 @@ pub mod host;
 pub mod hypervisor;
 pub mod link;
 pub mod ops;
+pub mod pki;
 pub mod state;
 pub mod stats;
 pub mod storage;

@@ -210,7 +210,7 @@ async fn session(
                 let (ops, tx, fetcher, state) =
                     (ops.clone(), tx.clone(), fetcher.clone(), state.clone());
                 tasks.spawn(async move {
-                    let r = run_command(&ops, &state, fetcher.as_ref(), cmd).await;
+                    let r = run_command(&ops, &state, fetcher.as_ref(), &tx, cmd).await;
                     send(&tx, pb::agent_message::Body::Result(r)).await;
                 });
             }
@@ -225,6 +225,7 @@ async fn run_command(
     ops: &Ops,
     state: &StateDir,
     fetcher: &dyn TemplateSource,
+    progress_tx: &mpsc::Sender<pb::AgentMessage>,
     cmd: pb::Command,
 ) -> pb::CommandResult {
     let id = cmd.id;
@@ -240,9 +241,21 @@ async fn run_command(
         );
     }
     let renew = |pem: &str| renew_certificate(state, pem);
+    // Progress is advisory: dropped rather than waited for when the
+    // stream is busy.
+    let progress = |stage: &str, percent: u32| {
+        let p = pb::Progress {
+            command_id: id,
+            stage: stage.to_string(),
+            percent,
+        };
+        let _ = progress_tx.try_send(pb::AgentMessage {
+            body: Some(pb::agent_message::Body::Progress(p)),
+        });
+    };
     match tokio::time::timeout(
         Duration::from_millis(left as u64),
-        ops.execute(op, fetcher, &renew),
+        ops.execute(op, fetcher, &renew, &progress),
     )
     .await
     {

@@ -7,7 +7,7 @@ use orrery_agent::hypervisor::libvirt::LibvirtHypervisor;
 use orrery_agent::hypervisor::Hypervisor;
 use orrery_agent::ops::Ops;
 use orrery_agent::state::StateDir;
-use orrery_agent::{enroll, link};
+use orrery_agent::{enroll, link, pki};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -127,10 +127,22 @@ async fn agent_main() -> Result<()> {
                 );
             }
             let hostname = orrery_agent::host::hostname().unwrap_or_else(|_| "host".into());
-            let id = enroll::enroll(&coordinator, &token, &hostname, &state).await?;
+            let address = cfg.address.clone().or_else(|| {
+                orrery_agent::host::primary_ip(std::path::Path::new("/")).map(|a| a.to_string())
+            });
+            let addresses = orrery_agent::host::peer_addresses(
+                address.as_deref(),
+                &orrery_agent::host::interface_addresses(),
+                orrery_agent::host::MAX_CERT_ADDRESSES,
+            );
+            let id = enroll::enroll(&coordinator, &token, &hostname, &addresses, &state).await?;
+            // libvirtd is usually not running yet on a host being enrolled, so
+            // QEMU's user comes from its configuration.
+            let tls = pki::install(&cfg, pki::emulator_owner(None))
+                .context("enrolled, but writing libvirt's and QEMU's TLS files failed")?;
             println!(
                 "{}",
-                serde_json::json!({"hostid": id.host_id, "coordinator": id.coordinator, "statedir": cfg.state_dir})
+                serde_json::json!({"hostid": id.host_id, "coordinator": id.coordinator, "statedir": cfg.state_dir, "libvirttls": tls})
             );
             Ok(())
         }
@@ -148,6 +160,8 @@ async fn agent_main() -> Result<()> {
             if let Err(e) = ops.host_info().await {
                 tracing::warn!(error = %e, "reading host facts");
             }
+            // Before the session: the hello reports whether TLS migration works.
+            pki::refresh(&ops).await;
             tracing::info!(host = %creds.identity.host_id, %coordinator, "agent starting");
             let state = Arc::new(state);
             tokio::select! {

@@ -6,7 +6,9 @@ use crate::accel::{self, Accelerator};
 use crate::config::AgentConfig;
 use crate::designer::{self, BootMode, DesignConfig, InstanceSpec};
 use crate::domxml::{self, Domain};
-use crate::hypervisor::{DhcpHost, DomainInfo, HostInfo, HvError, Hypervisor, NetworkDef, Power};
+use crate::hypervisor::{
+    DhcpHost, DomainInfo, HostInfo, HvError, Hypervisor, MigrationPlan, NetworkDef, Power,
+};
 use crate::storage::{FetchError, ImageFormat, Primary, StorageError};
 use orrery_proto::v1 as pb;
 use std::collections::BTreeMap;
@@ -66,6 +68,8 @@ pub struct Ops {
     /// The hypervisor's facts, with the domain types the designer may use
     /// narrowed by the KVM probe, and that probe's outcome.
     info: OnceCell<(HostInfo, Accelerator)>,
+    /// libvirt's and QEMU's TLS files are in place ([`crate::pki`]).
+    pub libvirt_tls: std::sync::atomic::AtomicBool,
 }
 
 /// libvirt network and bridge names for a guest network (bridge names are
@@ -103,6 +107,18 @@ pub fn dhcp_range(start: &str, end: &str) -> (String, String) {
     }
 }
 
+/// The (network, MAC) DHCP reservations a domain's NICs hold on this host.
+fn reservations_of(d: &Domain) -> Vec<(String, String)> {
+    d.devices
+        .interfaces
+        .iter()
+        .filter_map(|i| match (&i.mac, &i.source) {
+            (Some(mac), domxml::InterfaceSource::Network(net)) => Some((net.clone(), mac.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 fn power_pb(p: Power) -> pb::PowerState {
     match p {
         Power::On | Power::Other => pb::PowerState::On,
@@ -117,6 +133,7 @@ impl Ops {
             primary: Primary::new(cfg.primary_dir.clone()),
             cfg,
             info: OnceCell::new(),
+            libvirt_tls: Default::default(),
         }
     }
 
@@ -229,13 +246,16 @@ impl Ops {
                 .collect(),
             tpm: i.design.tpm_supported,
             emulator: i.design.emulator.clone().unwrap_or_default(),
-            ip_address: crate::host::primary_ip(std::path::Path::new("/"))
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
+            ip_address: self.cfg.address.clone().unwrap_or_else(|| {
+                crate::host::primary_ip(std::path::Path::new("/"))
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            }),
             storage_bytes: space.as_ref().map(|s| s.total_bytes).unwrap_or(0),
             storage_free_bytes: space.as_ref().map(|s| s.available_bytes).unwrap_or(0),
             kvm_usable: accel.kvm_usable,
             kvm_probe: accel.kvm_probe.clone(),
+            libvirt_tls: self.libvirt_tls.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -260,6 +280,7 @@ impl Ops {
         op: pb::command::Op,
         templates: &dyn TemplateSource,
         renew: &(dyn Fn(&str) -> Result<Option<String>, OpError> + Sync),
+        progress: &(dyn Fn(&str, u32) + Sync),
     ) -> Result<Option<pb::command_result::Detail>, OpError> {
         use pb::command::Op;
         match op {
@@ -296,7 +317,11 @@ impl Ops {
                 Ok(Some(pb::command_result::Detail::Power(p as i32)))
             }
             Op::RenewCertificate(r) => {
-                Ok(renew(&r.certificate_pem)?.map(pb::command_result::Detail::Text))
+                let detail = renew(&r.certificate_pem)?;
+                if !r.certificate_pem.is_empty() {
+                    crate::pki::refresh(self).await;
+                }
+                Ok(detail.map(pb::command_result::Detail::Text))
             }
             Op::AttachVolume(v) => {
                 self.attach(&v).await?;
@@ -317,7 +342,161 @@ impl Ops {
                 self.ensure_network(&net).await?;
                 Ok(None)
             }
+            Op::PrepareMigration(p) => {
+                self.prepare_migration(&p, templates).await?;
+                Ok(None)
+            }
+            Op::Migrate(m) => {
+                self.migrate(&m, progress).await?;
+                Ok(None)
+            }
+            Op::CleanupMigration(c) => {
+                self.cleanup_migration(&c).await?;
+                Ok(None)
+            }
         }
+    }
+
+    /// Readies this host to receive a running instance: its networks and
+    /// DHCP reservations, the directories its definition names, and, when
+    /// its disks are copied, volume files of the right size for them.
+    pub async fn prepare_migration(
+        &self,
+        p: &pb::PrepareMigration,
+        templates: &dyn TemplateSource,
+    ) -> Result<(), OpError> {
+        let s = p
+            .spec
+            .as_ref()
+            .ok_or_else(|| OpError::Invalid("migration without a spec".into()))?;
+        if let Ok(Power::On) = self.hv.power(&s.name).await {
+            return Err(OpError::Invalid(format!(
+                "instance {} already runs on this host",
+                s.name
+            )));
+        }
+        self.prepare_nics(s).await?;
+        if p.copy_storage {
+            self.prepare_volumes(s, templates).await?;
+        }
+        for d in [self.cfg.console_dir(), self.cfg.nvram_dir()] {
+            tokio::fs::create_dir_all(&d)
+                .await
+                .map_err(|e| OpError::Setup(format!("{}: {e}", d.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Moves a running domain to another host. Past `timeout_seconds` the
+    /// migration is aborted and the domain stays here. Once it has left,
+    /// its DHCP reservations here are dropped.
+    pub async fn migrate(
+        &self,
+        m: &pb::MigrateInstance,
+        progress: &(dyn Fn(&str, u32) + Sync),
+    ) -> Result<(), OpError> {
+        if m.destination_uri.is_empty() {
+            return Err(OpError::Invalid("migration without a destination".into()));
+        }
+        match self.hv.power(&m.name).await? {
+            Power::On => {}
+            p => {
+                return Err(OpError::Invalid(format!(
+                    "instance {} is not running here ({p:?})",
+                    m.name
+                )))
+            }
+        }
+        let reservations = match self.hv.domain_xml(&m.name).await {
+            Ok(xml) => Domain::from_xml(&xml)
+                .map(|d| reservations_of(&d))
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let plan = MigrationPlan {
+            destination_uri: m.destination_uri.clone(),
+            migrate_uri: (!m.migrate_uri.is_empty()).then(|| m.migrate_uri.clone()),
+            tls: m.tls,
+            copy_storage: m.copy_storage,
+            shared_storage: m.shared_storage,
+            max_downtime_ms: (m.max_downtime_ms > 0).then_some(m.max_downtime_ms as u64),
+        };
+        let limit = (m.timeout_seconds > 0).then(|| Duration::from_secs(m.timeout_seconds as u64));
+        let started = tokio::time::Instant::now();
+        let run = self.hv.migrate(&m.name, &plan);
+        tokio::pin!(run);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let outcome = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tick.tick() => {
+                    if limit.is_some_and(|l| started.elapsed() >= l) {
+                        tracing::warn!(instance = %m.name, "migration past its time limit; aborting");
+                        if let Err(e) = self.hv.abort_job(&m.name).await {
+                            tracing::warn!(instance = %m.name, error = %e, "aborting the migration failed");
+                        }
+                        let r = (&mut run).await;
+                        break match r {
+                            Ok(()) => Ok(()),
+                            Err(_) => Err(HvError::Timeout(format!(
+                                "migration of {} did not complete within {} s and was aborted",
+                                m.name, m.timeout_seconds
+                            ))),
+                        };
+                    }
+                    if let Ok(Some(p)) = self.hv.job_progress(&m.name).await {
+                        progress("migrating", p.percent());
+                    }
+                }
+            }
+        };
+        outcome?;
+        for (network, mac) in reservations {
+            if let Err(e) = self.hv.remove_dhcp_host(&network, &mac).await {
+                tracing::debug!(%network, %mac, error = %e, "dropping a moved guest's reservation");
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes a preparation after a failed migration: a domain of that name
+    /// left defined here but not running is removed (libvirt normally
+    /// removes it itself), with its reservations, and copied volume files
+    /// when named.
+    pub async fn cleanup_migration(&self, c: &pb::CleanupMigration) -> Result<(), OpError> {
+        match self.hv.power(&c.name).await {
+            Ok(Power::On) | Ok(Power::Other) => {
+                return Err(OpError::Invalid(format!(
+                    "instance {} runs on this host; not cleaning it up",
+                    c.name
+                )))
+            }
+            Ok(Power::Off) => {
+                if let Ok(xml) = self.hv.domain_xml(&c.name).await {
+                    if let Ok(d) = Domain::from_xml(&xml) {
+                        if d.metadata.as_ref().map(|m| m.instance_uuid.as_str())
+                            != Some(c.instance_uuid.as_str())
+                        {
+                            return Err(OpError::Invalid(format!(
+                                "domain {} here is not instance {}",
+                                c.name, c.instance_uuid
+                            )));
+                        }
+                    }
+                }
+                match self.hv.undefine(&c.name).await {
+                    Ok(()) | Err(HvError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(HvError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        for uuid in &c.volume_uuids {
+            self.primary.delete(uuid).await?;
+        }
+        Ok(())
     }
 
     async fn ensure_network(&self, n: &pb::GuestNetwork) -> Result<String, OpError> {
@@ -347,71 +526,8 @@ impl Ops {
             // Already running: a retried start is not an error.
             return Ok(());
         }
-        let mut nics = Vec::new();
-        for n in &s.nics {
-            let net = n
-                .network
-                .as_ref()
-                .ok_or_else(|| OpError::Invalid(format!("NIC {} has no network", n.mac)))?;
-            let name = self.ensure_network(net).await?;
-            self.hv
-                .set_dhcp_host(
-                    &name,
-                    &DhcpHost {
-                        mac: n.mac.clone(),
-                        ip: n.ip.clone(),
-                        name: s.host_name.clone(),
-                    },
-                )
-                .await?;
-            nics.push(designer::NicSpec {
-                mac: n.mac.clone(),
-                network: name,
-                is_default: n.is_default,
-                ip: (!n.ip.is_empty()).then(|| n.ip.clone()),
-            });
-        }
-        let mut volumes = Vec::new();
-        for v in &s.volumes {
-            let path = self.primary.volume_path(&v.uuid)?;
-            let root = v.kind.eq_ignore_ascii_case("ROOT");
-            if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-                if root {
-                    let t = s.template.as_ref().ok_or_else(|| {
-                        OpError::Invalid("a ROOT volume without a template".into())
-                    })?;
-                    let fmt: ImageFormat = t
-                        .format
-                        .parse()
-                        .map_err(|_| OpError::Invalid(format!("template format {}", t.format)))?;
-                    let checksum = (!t.checksum.is_empty()).then_some(t.checksum.as_str());
-                    let cached = self
-                        .primary
-                        .ensure_template(&t.uuid, fmt, checksum, |f| templates.fetch(&t.uuid, f))
-                        .await?;
-                    self.primary
-                        .create_root(&v.uuid, &cached, fmt, v.size_bytes)
-                        .await?;
-                } else {
-                    self.primary.create_data(&v.uuid, v.size_bytes).await?;
-                }
-            }
-            volumes.push(designer::VolumeSpec {
-                id: v.uuid.clone(),
-                kind: if root {
-                    designer::VolumeKind::Root
-                } else {
-                    designer::VolumeKind::Data
-                },
-                path: path.display().to_string(),
-                format: designer::VolumeFormat::Qcow2,
-                device_id: v.device_id.max(0) as u32,
-                read_bytes_sec: None,
-                write_bytes_sec: None,
-                read_iops_sec: None,
-                write_iops_sec: None,
-            });
-        }
+        let nics = self.prepare_nics(s).await?;
+        let volumes = self.prepare_volumes(s, templates).await?;
         let cdrom = if s.iso.is_empty() {
             None
         } else {
@@ -455,6 +571,87 @@ impl Ops {
         self.hv.define(&xml).await?;
         self.hv.start(&s.name).await?;
         Ok(())
+    }
+
+    /// The guest networks of a spec's NICs, created when missing, with each
+    /// NIC's DHCP reservation.
+    async fn prepare_nics(&self, s: &pb::InstanceSpec) -> Result<Vec<designer::NicSpec>, OpError> {
+        let mut nics = Vec::new();
+        for n in &s.nics {
+            let net = n
+                .network
+                .as_ref()
+                .ok_or_else(|| OpError::Invalid(format!("NIC {} has no network", n.mac)))?;
+            let name = self.ensure_network(net).await?;
+            self.hv
+                .set_dhcp_host(
+                    &name,
+                    &DhcpHost {
+                        mac: n.mac.clone(),
+                        ip: n.ip.clone(),
+                        name: s.host_name.clone(),
+                    },
+                )
+                .await?;
+            nics.push(designer::NicSpec {
+                mac: n.mac.clone(),
+                network: name,
+                is_default: n.is_default,
+                ip: (!n.ip.is_empty()).then(|| n.ip.clone()),
+            });
+        }
+        Ok(nics)
+    }
+
+    /// The spec's volume files, created when missing (a root volume as an
+    /// overlay of the cached template, a data volume empty).
+    async fn prepare_volumes(
+        &self,
+        s: &pb::InstanceSpec,
+        templates: &dyn TemplateSource,
+    ) -> Result<Vec<designer::VolumeSpec>, OpError> {
+        let mut volumes = Vec::new();
+        for v in &s.volumes {
+            let path = self.primary.volume_path(&v.uuid)?;
+            let root = v.kind.eq_ignore_ascii_case("ROOT");
+            if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                if root {
+                    let t = s.template.as_ref().ok_or_else(|| {
+                        OpError::Invalid("a ROOT volume without a template".into())
+                    })?;
+                    let fmt: ImageFormat = t
+                        .format
+                        .parse()
+                        .map_err(|_| OpError::Invalid(format!("template format {}", t.format)))?;
+                    let checksum = (!t.checksum.is_empty()).then_some(t.checksum.as_str());
+                    let cached = self
+                        .primary
+                        .ensure_template(&t.uuid, fmt, checksum, |f| templates.fetch(&t.uuid, f))
+                        .await?;
+                    self.primary
+                        .create_root(&v.uuid, &cached, fmt, v.size_bytes)
+                        .await?;
+                } else {
+                    self.primary.create_data(&v.uuid, v.size_bytes).await?;
+                }
+            }
+            volumes.push(designer::VolumeSpec {
+                id: v.uuid.clone(),
+                kind: if root {
+                    designer::VolumeKind::Root
+                } else {
+                    designer::VolumeKind::Data
+                },
+                path: path.display().to_string(),
+                format: designer::VolumeFormat::Qcow2,
+                device_id: v.device_id.max(0) as u32,
+                read_bytes_sec: None,
+                write_bytes_sec: None,
+                read_iops_sec: None,
+                write_iops_sec: None,
+            });
+        }
+        Ok(volumes)
     }
 
     /// The domain XML for a spec on this host (also `debug render-xml`).

@@ -543,6 +543,7 @@ async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> 
                 destroyed_at: None,
                 removed: None,
                 lease: Default::default(),
+                migrating_to: None,
             });
             tx.insert(&Volume {
                 id: vol0 + i as i64,

@@ -75,8 +75,11 @@ class CoordinatorError(RuntimeError):
 class Coordinator:
     """One coordinator process with its own data directory."""
 
-    def __init__(self, base_dir: Path, hosts: int = 3):
+    def __init__(self, base_dir: Path, hosts: int = 3, agent_listen_host: str = "127.0.0.1"):
         self.base_dir = Path(base_dir)
+        # Where agents are accepted: loopback unless agents run elsewhere
+        # (lab hosts in network namespaces dial the lab bridge's address).
+        self.agent_listen_host = agent_listen_host
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "coordinator.log"
         self.hosts = hosts
@@ -151,7 +154,7 @@ class Coordinator:
                     [str(self.binary)] + config_args
                     + ["serve", "--data-dir", str(self.data_dir),
                        "--api-listen", f"127.0.0.1:{self.port}",
-                       "--agent-listen", f"127.0.0.1:{self.agent_port}",
+                       "--agent-listen", f"{self.agent_listen_host}:{self.agent_port}",
                        "--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
                     + (["--simulated-hosts", str(self.hosts)] if self.hosts else []),
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

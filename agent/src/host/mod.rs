@@ -77,6 +77,61 @@ pub fn primary_ip(root: &Path) -> Option<IpAddr> {
     primary_ipv4(root).map(IpAddr::V4)
 }
 
+/// Every address of every interface that is up, with the interface's name.
+pub fn interface_addresses() -> Vec<(String, IpAddr)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+        .filter_map(|a| {
+            let sa = a.address?;
+            let ip = match (sa.as_sockaddr_in(), sa.as_sockaddr_in6()) {
+                (Some(v4), _) => IpAddr::V4(v4.ip()),
+                (None, Some(v6)) => IpAddr::V6(v6.ip()),
+                _ => return None,
+            };
+            Some((a.interface_name, ip))
+        })
+        .collect()
+}
+
+/// The most addresses a coordinator writes into a host certificate.
+pub const MAX_CERT_ADDRESSES: usize = 16;
+
+/// Bridges the hypervisor makes for guest networks (libvirt's default
+/// network, the agent's own): their addresses are the guests' gateways,
+/// never where another host reaches this one.
+const GUEST_BRIDGE_PREFIXES: [&str; 2] = ["virbr", "orrbr-"];
+
+/// Pure: the addresses a host asks its certificate to name, the address it
+/// is reached at (`first`, configured or detected) before the others peers
+/// might dial; loopback, link-local, unspecified and guest-bridge addresses
+/// are left out, each address once, at most `limit`.
+pub fn peer_addresses(first: Option<&str>, all: &[(String, IpAddr)], limit: usize) -> Vec<String> {
+    let usable = |ip: &IpAddr| {
+        !ip.is_loopback()
+            && !ip.is_unspecified()
+            && match ip {
+                IpAddr::V4(v4) => !v4.is_link_local(),
+                // fe80::/10
+                IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 != 0xfe80,
+            }
+    };
+    let mut out: Vec<String> = first.map(str::to_string).into_iter().collect();
+    for (iface, ip) in all {
+        if GUEST_BRIDGE_PREFIXES.iter().any(|p| iface.starts_with(p)) || !usable(ip) {
+            continue;
+        }
+        let ip = ip.to_string();
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out.truncate(limit);
+    out
+}
+
 /// Capacity of the file system holding a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiskSpace {
@@ -208,6 +263,31 @@ pub fn firmware_descriptors(root: &Path) -> Vec<FirmwareDescriptor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_addresses_put_the_reached_address_first_and_skip_the_rest() {
+        let a = |n: &str, ip: &str| (n.to_string(), ip.parse::<IpAddr>().unwrap());
+        let all = [
+            a("lo", "127.0.0.1"),
+            a("lo", "::1"),
+            a("eth0", "10.99.0.2"),
+            a("eth0", "fe80::1"),
+            a("eth1", "192.168.5.7"),
+            a("eth1", "2001:db8::7"),
+            a("virbr0", "192.168.122.1"),
+            a("orrbr-1a2b3c4d", "10.1.1.1"),
+            a("eth2", "169.254.1.1"),
+        ];
+        assert_eq!(
+            peer_addresses(Some("10.99.0.2"), &all, 16),
+            ["10.99.0.2", "192.168.5.7", "2001:db8::7"]
+        );
+        assert_eq!(
+            peer_addresses(Some("h2.example.org"), &all, 2),
+            ["h2.example.org", "10.99.0.2"]
+        );
+        assert_eq!(peer_addresses(None, &all[..2], 16), Vec::<String>::new());
+    }
 
     const ROUTES: &str = "\
 Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT

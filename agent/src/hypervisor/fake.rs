@@ -24,7 +24,8 @@ use async_trait::async_trait;
 
 use super::codes;
 use super::{
-    DhcpHost, DomainCounters, DomainInfo, HostInfo, HvError, Hypervisor, NetworkDef, Power,
+    DhcpHost, DomainCounters, DomainInfo, HostInfo, HvError, Hypervisor, JobProgress,
+    MigrationPlan, NetworkDef, Power,
 };
 use crate::designer::{Firmware, HostFacts};
 use crate::domxml::{self, Domain};
@@ -550,6 +551,29 @@ impl Hypervisor for FakeHypervisor {
     async fn probe_kvm(&self) -> Result<(), HvError> {
         drop(self.enter("probe_kvm", "")?);
         Ok(())
+    }
+
+    /// The domain leaves this fake host; where it goes is not modelled.
+    async fn migrate(&self, name: &str, plan: &MigrationPlan) -> Result<(), HvError> {
+        let mut st = self.enter("migrate", name)?;
+        if plan.destination_uri.is_empty() {
+            return Err(HvError::Invalid("no destination".into()));
+        }
+        st.running(name)?;
+        st.domains.remove(name);
+        Ok(())
+    }
+
+    async fn abort_job(&self, name: &str) -> Result<(), HvError> {
+        let mut st = self.enter("abort_job", name)?;
+        st.domain(name)?;
+        Ok(())
+    }
+
+    async fn job_progress(&self, name: &str) -> Result<Option<JobProgress>, HvError> {
+        let mut st = self.enter("job_progress", name)?;
+        st.domain(name)?;
+        Ok(None)
     }
 }
 

@@ -134,6 +134,42 @@ pub struct DiskCounters {
     pub capacity_bytes: u64,
 }
 
+/// How a running domain moves to another host (peer to peer: this host's
+/// libvirt talks to the destination's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationPlan {
+    /// The destination's libvirt, e.g. `qemu+tls://10.0.0.2/system`.
+    pub destination_uri: String,
+    /// Where QEMU's migration stream goes (`tcp://10.0.0.2`); None lets
+    /// libvirt derive it from the destination's host name.
+    pub migrate_uri: Option<String>,
+    /// QEMU's own TLS on the migration stream.
+    pub tls: bool,
+    /// Copy every disk (the destination has its own storage).
+    pub copy_storage: bool,
+    /// The disks are on storage both hosts share, although libvirt may not
+    /// be able to tell.
+    pub shared_storage: bool,
+    pub max_downtime_ms: Option<u64>,
+}
+
+/// How far a running job (a migration) has come, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    pub processed: u64,
+    pub total: u64,
+}
+
+impl JobProgress {
+    /// Whole percent done, 0 while the total is unknown.
+    pub fn percent(&self) -> u32 {
+        if self.total == 0 {
+            return 0;
+        }
+        ((self.processed.min(self.total) as u128 * 100) / self.total as u128) as u32
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HvError {
     #[error("domain {0} not found")]
@@ -196,4 +232,12 @@ pub trait Hypervisor: Send + Sync {
     /// gives KVM guests, and destroys it again. The error says why the
     /// guest did not run (see [`crate::accel`]).
     async fn probe_kvm(&self) -> Result<(), HvError>;
+    /// Live-migrates a running domain as `plan` says, leaving it persistent
+    /// on the destination and undefined here. On failure the domain keeps
+    /// running here.
+    async fn migrate(&self, name: &str, plan: &MigrationPlan) -> Result<(), HvError>;
+    /// Aborts the domain's running job (a migration); the domain stays here.
+    async fn abort_job(&self, name: &str) -> Result<(), HvError>;
+    /// Progress of the domain's running job; None when none runs.
+    async fn job_progress(&self, name: &str) -> Result<Option<JobProgress>, HvError>;
 }

@@ -91,6 +91,7 @@ pub fn report(h: &pb::Hello) -> HostReport {
         cpu_mhz: f.cpu_mhz as i64,
         memory_bytes: f.memory_bytes as i64,
         agent_version: h.agent_version.clone(),
+        libvirt_tls: f.libvirt_tls,
         facts: serde_json::json!({
             "hostname": f.hostname,
             "arch": f.arch,
@@ -106,6 +107,7 @@ pub fn report(h: &pb::Hello) -> HostReport {
             "storagefreebytes": f.storage_free_bytes,
             "kvmusable": f.kvm_usable,
             "kvmprobe": f.kvm_probe,
+            "libvirttls": f.libvirt_tls,
         }),
     }
 }

@@ -5,7 +5,9 @@
 mod convert;
 pub mod server;
 
-use crate::service::agent::{AgentClient, AgentError, PowerState, Simulator, VmSpec, VolumeSpec};
+use crate::service::agent::{
+    AgentClient, AgentError, MigrateCmd, PowerState, Simulator, VmSpec, VolumeSpec,
+};
 use crate::service::records::Host;
 use crate::service::Service;
 use async_trait::async_trait;
@@ -298,6 +300,67 @@ impl AgentClient for Router {
             pb::command::Op::ResizeVolume(convert::volume_op(instance, vol)),
         )
         .await
+    }
+    async fn prepare_migration(
+        &self,
+        host_id: i64,
+        spec: &VmSpec,
+        copy_storage: bool,
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.prepare_migration(host_id, spec, copy_storage).await;
+        }
+        let op = pb::command::Op::PrepareMigration(pb::PrepareMigration {
+            spec: Some(convert::instance_spec(spec)),
+            copy_storage,
+        });
+        self.hub.call(host_id, op, START).await.map(|_| ())
+    }
+    async fn migrate(
+        &self,
+        source: i64,
+        destination: i64,
+        cmd: &MigrateCmd,
+    ) -> Result<(), AgentError> {
+        if self.simulated(source).await {
+            return self.sim.migrate(source, destination, cmd).await;
+        }
+        let op = pb::command::Op::Migrate(pb::MigrateInstance {
+            name: cmd.instance.clone(),
+            destination_uri: cmd.destination_uri.clone(),
+            migrate_uri: cmd.migrate_uri.clone(),
+            tls: cmd.tls,
+            copy_storage: cmd.copy_storage,
+            shared_storage: cmd.shared_storage,
+            timeout_seconds: cmd.timeout.as_secs().min(u32::MAX as u64) as u32,
+            max_downtime_ms: cmd.max_downtime_ms,
+        });
+        // The agent aborts at `timeout` itself; the deadline leaves it time
+        // to report that and the instance's state.
+        self.hub
+            .call(source, op, cmd.timeout + SHORT)
+            .await
+            .map(|_| ())
+    }
+    async fn cleanup_migration(
+        &self,
+        host_id: i64,
+        instance: &str,
+        instance_uuid: &str,
+        volume_uuids: &[String],
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self
+                .sim
+                .cleanup_migration(host_id, instance, instance_uuid, volume_uuids)
+                .await;
+        }
+        let op = pb::command::Op::CleanupMigration(pb::CleanupMigration {
+            name: instance.into(),
+            instance_uuid: instance_uuid.into(),
+            volume_uuids: volume_uuids.to_vec(),
+        });
+        self.hub.call(host_id, op, SHORT).await.map(|_| ())
     }
     async fn renew_certificate(&self, host_id: i64) -> Result<String, AgentError> {
         if self.simulated(host_id).await {

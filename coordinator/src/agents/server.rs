@@ -54,7 +54,7 @@ impl Enrollment for Endpoint {
         let r = req.into_inner();
         let (host, cert, ca) = self
             .svc
-            .enroll(&r.token, &r.csr_der, &r.hostname)
+            .enroll(&r.token, &r.csr_der, &r.hostname, &r.addresses)
             .await
             .map_err(status)?;
         tracing::info!(host = %host.uuid, name = %host.name, "host enrolled");

@@ -78,6 +78,22 @@ pub struct VolumeSpec {
     pub size: i64,
 }
 
+/// How the source host moves a running instance to the destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrateCmd {
+    pub instance: String,
+    /// The destination's libvirt (`qemu+tls://ADDRESS/system`).
+    pub destination_uri: String,
+    /// Where QEMU's migration stream goes (`tcp://ADDRESS`).
+    pub migrate_uri: String,
+    pub tls: bool,
+    pub copy_storage: bool,
+    pub shared_storage: bool,
+    /// `migratewait`: the source aborts past it and keeps the instance.
+    pub timeout: Duration,
+    pub max_downtime_ms: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgentError {
     #[error("host {0} is not connected")]
@@ -118,6 +134,31 @@ pub trait AgentClient: Send + Sync {
     ) -> Result<(), AgentError>;
     /// Issues the host a new certificate over its live connection; returns it.
     async fn renew_certificate(&self, host_id: i64) -> Result<String, AgentError>;
+    /// Readies the destination for an incoming instance (networks, DHCP,
+    /// and with `copy_storage` its volume files).
+    async fn prepare_migration(
+        &self,
+        host_id: i64,
+        spec: &VmSpec,
+        copy_storage: bool,
+    ) -> Result<(), AgentError>;
+    /// Moves a running instance from `source` to `destination`; on failure
+    /// it keeps running on the source.
+    async fn migrate(
+        &self,
+        source: i64,
+        destination: i64,
+        cmd: &MigrateCmd,
+    ) -> Result<(), AgentError>;
+    /// Removes what a preparation left on a destination after a failed
+    /// migration (never a running domain).
+    async fn cleanup_migration(
+        &self,
+        host_id: i64,
+        instance: &str,
+        instance_uuid: &str,
+        volume_uuids: &[String],
+    ) -> Result<(), AgentError>;
     /// Drops a host's live connection, if any (the host was removed).
     fn disconnect(&self, _host_id: i64) {}
     /// Agents connected now.
@@ -207,6 +248,39 @@ impl AgentClient for Simulator {
             host: host_id,
             reason: "simulated hosts have no certificates".into(),
         })
+    }
+    async fn prepare_migration(
+        &self,
+        _host_id: i64,
+        _spec: &VmSpec,
+        _copy_storage: bool,
+    ) -> Result<(), AgentError> {
+        Ok(())
+    }
+    async fn migrate(
+        &self,
+        source: i64,
+        destination: i64,
+        cmd: &MigrateCmd,
+    ) -> Result<(), AgentError> {
+        self.running(source, &cmd.instance).await?;
+        let mut vms = self.vms.lock();
+        vms.remove(&(source, cmd.instance.clone()));
+        vms.insert((destination, cmd.instance.clone()), PowerState::On);
+        Ok(())
+    }
+    async fn cleanup_migration(
+        &self,
+        host_id: i64,
+        instance: &str,
+        _instance_uuid: &str,
+        _volume_uuids: &[String],
+    ) -> Result<(), AgentError> {
+        let mut vms = self.vms.lock();
+        if vms.get(&(host_id, instance.to_string())) != Some(&PowerState::On) {
+            vms.remove(&(host_id, instance.to_string()));
+        }
+        Ok(())
     }
 }
 

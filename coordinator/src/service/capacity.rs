@@ -34,6 +34,10 @@ pub struct CapacityView {
     /// Hosts chosen by placement whose Starting commit has not landed yet:
     /// they count as held, so the placement lock need not cover the commit.
     reserved: Mutex<HashMap<i64, (i64, pl::Instance)>>,
+    /// Instances on their way to another host (live migration): held on the
+    /// destination while their record still holds the source, as both
+    /// hosts really carry them until the switch-over.
+    moving: Mutex<HashMap<i64, (i64, pl::Instance)>>,
 }
 
 fn holding(vm: &Vm) -> Option<(i64, pl::Instance)> {
@@ -90,7 +94,36 @@ impl CapacityView {
                 out.push(i.clone());
             }
         }
+        for (id, (z, i)) in self.moving.lock().iter() {
+            // Still moving only while the record holds another host.
+            let arrived = m
+                .get(id)
+                .and_then(|e| e.holding.as_ref())
+                .is_some_and(|(_, held)| held.host_id == i.host_id);
+            if *z == zone_id && !arrived {
+                // A distinct id: the record's entry stays counted too.
+                out.push(pl::Instance {
+                    id: -i.id,
+                    ..i.clone()
+                });
+            }
+        }
         out
+    }
+
+    /// Counts `vm` on `host` as well as where its record holds it, until
+    /// `release_move`.
+    pub fn reserve_move(&self, vm: &Vm, host_id: i64) {
+        let mut v = vm.clone();
+        v.host_id = Some(host_id);
+        v.state = VmState::Running;
+        if let Some(h) = holding(&v) {
+            self.moving.lock().insert(vm.id, h);
+        }
+    }
+
+    pub fn release_move(&self, vm_id: i64) {
+        self.moving.lock().remove(&vm_id);
     }
 
     /// Counts `vm` on `host` until `release`, whatever the store says.

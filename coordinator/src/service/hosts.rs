@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime};
 pub const HOST_CERT_DAYS: u64 = 365;
 /// Tokens are valid for a day unless asked otherwise.
 pub const TOKEN_TTL_SECS: i64 = 24 * 3600;
+/// The most addresses a host may ask its certificate to carry.
+pub const MAX_ENROL_ADDRESSES: usize = 16;
 
 /// What an agent says about its host when it connects.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +25,8 @@ pub struct HostReport {
     pub memory_bytes: i64,
     pub agent_version: String,
     pub facts: serde_json::Value,
+    /// The agent wrote libvirt's and QEMU's TLS files from its certificate.
+    pub libvirt_tls: bool,
 }
 
 /// One domain a host runs (or has defined).
@@ -106,6 +110,48 @@ fn token_hash(secret: &str) -> String {
         .collect()
 }
 
+/// Pure: the names a host's certificate carries, from what it sent at
+/// enrolment. Its addresses must each be a DNS name or an IP literal (at most
+/// [`MAX_ENROL_ADDRESSES`]), else enrolment is refused with the reason; its
+/// host name is only left out when unusable, since the kernel's name is not
+/// the operator's to fix at enrolment time.
+pub fn enrolment_names(hostname: &str, addresses: &[String]) -> Result<Vec<String>, String> {
+    if addresses.len() > MAX_ENROL_ADDRESSES {
+        return Err(format!(
+            "{} addresses given, at most {MAX_ENROL_ADDRESSES} are allowed",
+            addresses.len()
+        ));
+    }
+    let mut names = Vec::new();
+    let hostname = hostname.trim();
+    if orrery_tls::valid_dns_name(hostname) {
+        names.push(hostname.to_ascii_lowercase());
+    }
+    for a in addresses {
+        if !orrery_tls::valid_host_name(a) {
+            return Err(format!(
+                "address {a:?} is neither a DNS name nor an IP address"
+            ));
+        }
+        let a = a.to_ascii_lowercase();
+        if !names.contains(&a) {
+            names.push(a);
+        }
+    }
+    Ok(names)
+}
+
+/// Pure: the names a renewed certificate carries: those recorded at
+/// enrolment and the address the host reports now.
+pub fn renewal_names(host: &Host) -> Vec<String> {
+    let mut names = host.cert_names.clone();
+    let ip = host.ip_address.trim();
+    if !ip.is_empty() && !names.iter().any(|n| n == ip) {
+        names.push(ip.to_string());
+    }
+    names
+}
+
 /// Splits `orr1.<secret>.<ca fingerprint>`.
 pub fn parse_token(token: &str) -> Option<(&str, &str)> {
     orrery_tls::split_token(token)
@@ -153,13 +199,15 @@ impl Service {
         Ok(format!("{}.{secret}.{fp}", orrery_tls::TOKEN_PREFIX))
     }
 
-    /// Trades a token and a CSR for a host certificate. The token is spent in
-    /// the same transaction that creates the host, so it works once.
+    /// Trades a token and a CSR for a host certificate naming the host's
+    /// `hostname` and `addresses`. The token is spent in the same transaction
+    /// that creates the host, so it works once.
     pub async fn enroll(
         &self,
         token: &str,
         csr_der: &[u8],
         hostname: &str,
+        addresses: &[String],
     ) -> SResult<(Host, String, String)> {
         let denied = |why: &str| ServiceError::denied(format!("enrolment refused: {why}"));
         let (secret, _) = parse_token(token).ok_or_else(|| denied("malformed token"))?;
@@ -174,12 +222,14 @@ impl Service {
         if tok.expires < now() {
             return Err(denied("the token has expired"));
         }
+        let cert_names = enrolment_names(hostname, addresses)
+            .map_err(|why| ServiceError::invalid(format!("enrolment refused: {why}")))?;
         let ca = self.load_ca()?;
         let host_uuid = new_uuid();
         let not_before = SystemTime::now() - Duration::from_secs(300);
         let not_after = SystemTime::now() + Duration::from_secs(HOST_CERT_DAYS * 86400);
         let cert = ca
-            .sign_host_csr(csr_der, &host_uuid, not_before, not_after)
+            .sign_host_csr(csr_der, &host_uuid, &cert_names, not_before, not_after)
             .map_err(|e| ServiceError::invalid(format!("Invalid CSR: {e}")))?;
         let ident = orrery_tls::pem_identity(&cert)
             .map_err(|e| ServiceError::internal(e.to_string()))?
@@ -201,6 +251,7 @@ impl Service {
             created: t,
             cert_serial: Some(ident.serial_hex),
             cert_not_after: Some(ident.not_after_unix),
+            cert_names,
             ..Default::default()
         };
         tok.used = Some(t);
@@ -282,6 +333,7 @@ impl Service {
         host.memory_total = report.memory_bytes;
         host.agent_version = Some(report.agent_version.clone());
         host.facts = Some(report.facts.clone());
+        host.libvirt_tls = report.libvirt_tls;
         let mut tx = Tx::new();
         tx.update(&mut host);
         self.store.commit(tx.ops).await?;
@@ -421,13 +473,20 @@ impl Service {
         Ok(())
     }
 
-    /// Signs a renewal CSR for a host; the serial becomes current once the
-    /// agent confirms it stored the certificate.
+    /// Signs a renewal CSR for a host, naming what enrolment recorded and the
+    /// address it reports now; the serial becomes current once the agent
+    /// confirms it stored the certificate.
     pub fn sign_renewal(&self, host: &Host, csr_der: &[u8]) -> SResult<String> {
         let ca = self.load_ca()?;
         let not_before = SystemTime::now() - Duration::from_secs(300);
         let not_after = SystemTime::now() + Duration::from_secs(HOST_CERT_DAYS * 86400);
-        ca.sign_host_csr(csr_der, &host.uuid, not_before, not_after)
+        ca.sign_host_csr(
+            csr_der,
+            &host.uuid,
+            &renewal_names(host),
+            not_before,
+            not_after,
+        )
             .map_err(|e| ServiceError::internal(format!("signing the renewal: {e}")))
     }
 
@@ -525,6 +584,39 @@ mod tests {
         );
         // i-5 is missing but has a job in flight: left to the job.
         assert!(!out.iter().any(|(id, _)| *id == 5));
+    }
+
+    #[test]
+    fn enrolment_names_the_host_and_refuses_bad_addresses() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            enrolment_names("H1", &a(&["10.99.0.1", "h1", "fe80::1"])).unwrap(),
+            a(&["h1", "10.99.0.1", "fe80::1"])
+        );
+        // An unusable kernel host name is left out, not fatal.
+        assert_eq!(
+            enrolment_names("my_host", &a(&["10.0.0.1"])).unwrap(),
+            a(&["10.0.0.1"])
+        );
+        let err = enrolment_names("h1", &a(&["10.0.0.1", "no spaces"])).unwrap_err();
+        assert!(err.contains("\"no spaces\""), "{err}");
+        let many: Vec<String> = (0..17).map(|i| format!("10.0.0.{i}")).collect();
+        assert!(enrolment_names("h1", &many).unwrap_err().contains("at most 16"));
+        assert_eq!(enrolment_names("h1", &many[..16]).unwrap().len(), 17);
+    }
+
+    #[test]
+    fn renewals_name_the_recorded_names_and_the_current_address() {
+        let mut h = Host {
+            cert_names: vec!["h1".into(), "10.0.0.1".into()],
+            ip_address: "10.0.0.9".into(),
+            ..Default::default()
+        };
+        assert_eq!(renewal_names(&h), ["h1", "10.0.0.1", "10.0.0.9"]);
+        h.ip_address = "10.0.0.1".into();
+        assert_eq!(renewal_names(&h), ["h1", "10.0.0.1"]);
+        h.ip_address.clear();
+        assert_eq!(renewal_names(&h), ["h1", "10.0.0.1"]);
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub enum Work {
         size: i64,
         offering_id: Option<i64>,
     },
+    Migrate {
+        vm_id: i64,
+        host_id: Option<i64>,
+    },
     /// Completes at once with the given result; for commands that are async in
     /// CloudStack but need no host work here.
     Done {
@@ -318,6 +322,7 @@ impl Service {
                 self.set_host_certificate(host_id, &pem).await?;
                 Ok(JobOutput::Success)
             }
+            Work::Migrate { vm_id, host_id } => self.exec_migrate(vm_id, host_id).await,
             Work::Done { result } => Ok(result),
         }
     }

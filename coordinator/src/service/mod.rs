@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod leases;
 pub mod lifecycle;
+pub mod migration;
 pub mod listing;
 pub mod offerings;
 pub mod placing;

@@ -283,6 +283,7 @@ impl Service {
             destroyed_at: None,
             removed: None,
             lease: self.lease_at_deploy(&a.offering, a.lease, t)?,
+            migrating_to: None,
         };
         let vol_ids = self.store.allocate_ids(Kind::Volume, 2).await?;
         let root = Volume {
@@ -953,6 +954,24 @@ impl Service {
     /// reports: after a restart, or after a job that could not record its
     /// outcome (a full disk) and left it Starting or Creating.
     pub(crate) async fn settle(&self, mut vm: Vm) -> SResult<()> {
+        // An interrupted migration: the instance may already run on the
+        // destination.
+        if let (VmState::Migrating, Some(dest)) = (vm.state, vm.migrating_to) {
+            vm.migrating_to = None;
+            if let Ok(PowerState::On) = self.agents.power_state(dest, &vm.instance_name).await {
+                if let Some(h) = self.load_cached::<Host>(dest).await? {
+                    vm.state = VmState::Running;
+                    vm.host_id = Some(h.id);
+                    vm.last_host_id = Some(h.id);
+                    vm.pod_id = Some(h.pod_id);
+                    vm.cluster_id = Some(h.cluster_id);
+                    let mut tx = Tx::new();
+                    tx.update(&mut vm);
+                    self.store.commit(tx.ops).await?;
+                    return Ok(());
+                }
+            }
+        }
         {
             let power = match vm.host_id {
                 Some(h) => match self.agents.power_state(h, &vm.instance_name).await {

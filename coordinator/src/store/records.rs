@@ -308,6 +308,15 @@ pub struct Host {
     /// What the agent last reported about the host (capabilities, versions).
     #[serde(default)]
     pub facts: Option<Value>,
+    /// The names and addresses the host gave at enrolment: its certificates
+    /// carry them (renewals too, with its current address), so libvirt and
+    /// QEMU peers can verify it by any of them.
+    #[serde(default)]
+    pub cert_names: Vec<String>,
+    /// Whether the agent set up libvirt's and QEMU's TLS from its
+    /// certificate: migration uses TLS only between two such hosts.
+    #[serde(default)]
+    pub libvirt_tls: bool,
     pub created: i64,
     pub removed: Option<i64>,
 }
@@ -658,6 +667,10 @@ pub struct Vm {
     /// The instance's lease (absent, active, or how it ended).
     #[serde(default)]
     pub lease: Lease,
+    /// While Migrating: the host it is moving to (`host_id` is still the
+    /// source), so an interrupted migration can be settled from both.
+    #[serde(default)]
+    pub migrating_to: Option<i64>,
 }
 entity!(Vm, Kind::Vm, |s| Index {
     name: Some(s.name.clone()),

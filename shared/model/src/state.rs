@@ -119,6 +119,11 @@ pub enum Transition {
     PoweredOffOutOfBand,
     /// The host reported the instance running while the record said otherwise.
     PoweredOnOutOfBand,
+    /// A running instance starts moving to another host.
+    BeginMigrate,
+    /// It runs on the destination now, or (failed) still on the source:
+    /// either way it is running.
+    MigrateDone,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +147,7 @@ impl Transition {
             Transition::BeginExpunge | Transition::ExpungeDone => "expunge",
             Transition::PoweredOffOutOfBand => "power-off report",
             Transition::PoweredOnOutOfBand => "power-on report",
+            Transition::BeginMigrate | Transition::MigrateDone => "migrate",
         }
     }
 
@@ -164,6 +170,8 @@ impl Transition {
             (Transition::ExpungeDone, Expunging) => Expunged,
             (Transition::PoweredOffOutOfBand, Running | Starting | Stopping | Migrating) => Stopped,
             (Transition::PoweredOnOutOfBand, Stopped | Starting | Stopping) => Running,
+            (Transition::BeginMigrate, Running) => Migrating,
+            (Transition::MigrateDone, Migrating) => Running,
             _ => {
                 return Err(TransitionError {
                     from,
@@ -178,6 +186,27 @@ impl Transition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_running_instances_migrate_and_they_end_running() {
+        assert_eq!(
+            Transition::BeginMigrate.apply(VmState::Running),
+            Ok(VmState::Migrating)
+        );
+        assert_eq!(
+            Transition::MigrateDone.apply(VmState::Migrating),
+            Ok(VmState::Running)
+        );
+        for s in [VmState::Stopped, VmState::Starting, VmState::Migrating] {
+            assert!(Transition::BeginMigrate.apply(s).is_err(), "{s}");
+        }
+        assert!(Transition::MigrateDone.apply(VmState::Running).is_err());
+        // A guest that powers off mid-move ends Stopped like any other.
+        assert_eq!(
+            Transition::PoweredOffOutOfBand.apply(VmState::Migrating),
+            Ok(VmState::Stopped)
+        );
+    }
 
     #[test]
     fn lifecycle_path() {

@@ -9,6 +9,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -84,10 +85,18 @@ impl Ca {
 
     /// Signs a host's CSR. The subject and names come from the CA, never from
     /// the CSR, so a host cannot ask for another host's identity.
+    ///
+    /// The certificate also serves libvirt and QEMU between hosts (migration,
+    /// consoles), which verify a peer by the name or address they dialled and
+    /// use one certificate both to listen and to connect: `names` (host names
+    /// and addresses the caller vouches for) become SANs, invalid ones are
+    /// skipped, and it is good for server and client authentication with the
+    /// key usages libvirt insists on.
     pub fn sign_host_csr(
         &self,
         csr_der: &[u8],
         host_id: &str,
+        names: &[String],
         not_before: SystemTime,
         not_after: SystemTime,
     ) -> Result<String, TlsError> {
@@ -100,9 +109,20 @@ impl Ca {
         params.subject_alt_names = vec![SanType::DnsName(
             format!("{host_id}.hosts.{COORDINATOR_NAME}").try_into()?,
         )];
+        for san in host_sans(names) {
+            if !params.subject_alt_names.contains(&san) {
+                params.subject_alt_names.push(san);
+            }
+        }
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.not_before = not_before.into();
         params.not_after = not_after.into();
         params.serial_number = Some(random_serial());
@@ -164,6 +184,49 @@ fn random_serial() -> rcgen::SerialNumber {
     // A positive serial: the top bit clear.
     bytes[0] &= 0x7f;
     rcgen::SerialNumber::from_slice(&bytes)
+}
+
+/// Whether `name` can be a DNS name in a certificate: dot-separated labels
+/// of 1 to 63 ASCII letters, digits and hyphens, not starting or ending with
+/// a hyphen, 253 characters at most. A trailing dot is not accepted: peers
+/// compare the names they dialled, which never carry one.
+pub fn valid_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
+}
+
+/// Whether `name` is an IP literal or a valid DNS name, i.e. something a host
+/// certificate can carry.
+pub fn valid_host_name(name: &str) -> bool {
+    name.parse::<IpAddr>().is_ok() || valid_dns_name(name)
+}
+
+/// SANs for a host's names and addresses: IP literals as IP addresses, the
+/// rest as DNS names; anything else is left out. Duplicates are kept once.
+fn host_sans(names: &[String]) -> Vec<SanType> {
+    let mut out = Vec::new();
+    for n in names.iter().map(|n| n.trim()) {
+        let san = match n.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) if valid_dns_name(n) => match n.to_ascii_lowercase().try_into() {
+                Ok(dns) => SanType::DnsName(dns),
+                Err(_) => continue,
+            },
+            Err(_) => continue,
+        };
+        if !out.contains(&san) {
+            out.push(san);
+        }
+    }
+    out
 }
 
 /// Enrolment tokens read `orr1.<secret>.<CA SHA-256 fingerprint>`.
@@ -384,7 +447,7 @@ mod tests {
         let (_key, csr) = host_key_and_csr().unwrap();
         let now = SystemTime::now();
         let pem = ca2
-            .sign_host_csr(&csr, "abc-123", now, now + Duration::from_secs(3600))
+            .sign_host_csr(&csr, "abc-123", &[], now, now + Duration::from_secs(3600))
             .unwrap();
         let id = pem_identity(&pem).unwrap().unwrap();
         assert_eq!(id.host_id, "abc-123");
@@ -394,6 +457,79 @@ mod tests {
         assert_eq!(pem_identity(&server.cert_pem).unwrap(), None);
         assert_eq!(ca.fingerprint().unwrap(), ca2.fingerprint().unwrap());
         assert_eq!(ca.fingerprint().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn host_certificates_serve_libvirt_and_qemu_by_name_and_address() {
+        use x509_parser::extensions::GeneralName;
+        let (ca, _) = Ca::generate("test CA").unwrap();
+        let (_key, csr) = host_key_and_csr().unwrap();
+        let now = SystemTime::now();
+        let names: Vec<String> = ["h2", "10.99.0.2", "H2", "fe80::1", "bad name", "-x", ""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let pem = ca
+            .sign_host_csr(&csr, "abc-123", &names, now, now + Duration::from_secs(3600))
+            .unwrap();
+        // Peer identity still comes from the subject alone.
+        assert_eq!(pem_identity(&pem).unwrap().unwrap().host_id, "abc-123");
+        let der = pem_to_der(&pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let sans: Vec<String> = cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => format!("DNS:{d}"),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => format!("IP:{}", std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap())),
+                    _ => format!("IP:{}", std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap())),
+                },
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sans,
+            [
+                "DNS:abc-123.hosts.orrery-coordinator",
+                "DNS:h2",
+                "IP:10.99.0.2",
+                "IP:fe80::1"
+            ]
+        );
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && eku.client_auth);
+        let ku = cert.key_usage().unwrap().unwrap().value;
+        assert!(ku.digital_signature() && ku.key_encipherment());
+        assert!(!ku.key_cert_sign());
+        assert_eq!(cert.issuer().to_string(), "CN=test CA");
+    }
+
+    #[test]
+    fn host_names_are_dns_names_or_ip_literals() {
+        for ok in ["h1", "host-1.example.org", "10.0.0.1", "::1", "a1", "1a"] {
+            assert!(valid_host_name(ok), "{ok}");
+        }
+        let long_label = "a".repeat(64);
+        let long_name = ["abcdefghij"; 26].join(".");
+        for bad in [
+            "",
+            "a b",
+            "-a",
+            "a-",
+            "a..b",
+            "a.",
+            "under_score",
+            "10.0.0.1/24",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            assert!(!valid_host_name(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -416,6 +552,6 @@ mod tests {
         assert!(pem_to_der("nope").is_err());
         let (ca, _) = Ca::generate("x").unwrap();
         let now = SystemTime::now();
-        assert!(ca.sign_host_csr(b"junk", "h", now, now).is_err());
+        assert!(ca.sign_host_csr(b"junk", "h", &[], now, now).is_err());
     }
 }

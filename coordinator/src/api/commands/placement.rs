@@ -6,6 +6,7 @@ use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::{Obj, Reply};
 use crate::cmd;
 use crate::placement::Outcome;
+use crate::service::migration::MigrateRequest;
 use crate::service::vm::Pin;
 use serde_json::json;
 
@@ -60,6 +61,20 @@ pub fn commands() -> Vec<Command> {
             find_hosts_for_migration
         ),
         cmd!(
+            "migrateVirtualMachine",
+            "Live-migrates a running instance to another host of its cluster (placement chooses one unless hostid names it).",
+            true,
+            RootAdmin,
+            &[
+                req("virtualmachineid", "uuid", "the instance"),
+                opt("hostid", "uuid", "destination host; placement chooses when absent"),
+                opt("autoselect", "boolean", "let placement choose the destination (the default without hostid)"),
+                opt("storageid", "uuid", "destination storage pool for a stopped instance's volumes")
+            ],
+            crate::api::commands::vm::VM_FIELDS,
+            migrate_vm
+        ),
+        cmd!(
             "listDeploymentPlan",
             "Dry run of placement for an instance: every host of its zone with its rank or every reason it is rejected.",
             false,
@@ -102,42 +117,45 @@ async fn host_names(
 }
 
 async fn find_hosts_for_migration(ctx: Ctx) -> Result<Reply, ApiError> {
-    let vm: Vm = ctx
+    let (_, candidates) = ctx
         .svc
-        .owned(&ctx.caller, "id", ctx.p.required("id")?)
+        .migration_candidates(&ctx.caller, ctx.p.required("id")?)
         .await?;
-    if vm.state != orrery_model::VmState::Running {
-        return Err(ApiError::state(format!(
-            "Instance {} is {}; only a running instance can migrate",
-            vm.uuid, vm.state
-        )));
-    }
-    let current = vm.host_id;
-    let verdicts = ctx.svc.placement_dry_run(&vm, &Pin::default()).await?;
-    let ids: Vec<i64> = verdicts.iter().map(|v| v.host_id).collect();
-    let hosts = host_names(&ctx, &ids).await?;
-    let mut items = Vec::new();
-    for v in verdicts.iter().filter(|v| Some(v.host_id) != current) {
-        let Some(h) = hosts.get(&v.host_id) else {
-            continue;
-        };
-        items.push(
+    let items: Vec<_> = candidates
+        .iter()
+        .map(|c| {
+            let h = &c.host;
             Obj::new()
                 .s("id", &h.uuid)
                 .s("name", &h.name)
                 .s("hypervisor", &h.hypervisor)
                 .s("state", &h.state)
+                .s("resourcestate", &h.resource_state)
+                .s("ipaddress", &h.ip_address)
                 .v("cpunumber", h.cpu_number)
                 .v("cpuspeed", h.cpu_speed)
                 .v("memorytotal", h.memory_total)
-                .v("suitableformigration", v.is_eligible())
-                // Real hosts keep volumes in their own primary storage.
-                .v("requiresStorageMotion", !h.simulated)
-                .build(),
-        );
-    }
+                .v("suitableformigration", c.suitable)
+                .v("requiresStorageMotion", c.requires_storage_motion)
+                .build()
+        })
+        .collect();
     let n = items.len() as u64;
     Ok(Reply::List("host", items, n))
+}
+
+async fn migrate_vm(ctx: Ctx) -> Result<Reply, ApiError> {
+    if ctx.p.str("storageid").is_some() {
+        return Err(ApiError::param(
+            "Invalid parameter storageid: moving a stopped instance's volumes is done with migrateVolume; migrateVirtualMachine moves running instances",
+        ));
+    }
+    let req = MigrateRequest {
+        vm_uuid: ctx.p.required("virtualmachineid")?.to_string(),
+        host_uuid: ctx.p.string("hostid"),
+    };
+    let job = ctx.svc.migrate_vm(&ctx.caller, req).await?;
+    Ok(Reply::Async { job, id: None })
 }
 
 async fn deployment_plan(ctx: Ctx) -> Result<Reply, ApiError> {

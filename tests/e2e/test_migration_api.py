@@ -1,0 +1,91 @@
+"""migrateVirtualMachine and findHostsForMigration through PyPI's cs, on the
+session coordinator's three simulated hosts: who may migrate, which states and
+destinations are refused, and that placement's rules (strict anti-affinity)
+hold for the destination. The lab suite (test_multihost_migration.py) moves
+real guests between real hosts."""
+
+from orrery_e2e import deploy, expect_api_error, get_vm, unique
+
+
+def _cleanup(admin, *vms):
+    for vm in vms:
+        try:
+            admin.destroyVirtualMachine(id=vm["id"], expunge=True)
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+
+
+def test_migrate_moves_a_running_instance_and_records_it(admin, env):
+    vm = deploy(admin, env, name=unique("mig"))
+    try:
+        source = vm["hostid"]
+        candidates = admin.findHostsForMigration(id=vm["id"])["host"]
+        assert source not in [h["id"] for h in candidates]
+        target = next(h for h in candidates if h["suitableformigration"])
+        assert target["requiresStorageMotion"] is False
+
+        moved = admin.migrateVirtualMachine(virtualmachineid=vm["id"],
+                                            hostid=target["id"])["virtualmachine"]
+        assert moved["hostid"] == target["id"] and moved["state"] == "Running"
+        listed = get_vm(admin, vm["id"])
+        assert listed["hostid"] == target["id"] and listed["state"] == "Running"
+
+        events = admin.listEvents(type="VM.MIGRATE", listall=True).get("event", [])
+        assert any(target["name"] in e["description"] and vm["instancename"] in e["description"]
+                   for e in events), events
+
+        # Without hostid placement chooses, never the current host.
+        again = admin.migrateVirtualMachine(virtualmachineid=vm["id"])["virtualmachine"]
+        assert again["hostid"] != target["id"] and again["state"] == "Running"
+
+        err = expect_api_error(admin.migrateVirtualMachine, virtualmachineid=vm["id"],
+                               hostid=again["hostid"])
+        assert err.status == 431 and "already runs on host" in err.error["errortext"]
+        err = expect_api_error(admin.migrateVirtualMachine, virtualmachineid=vm["id"],
+                               hostid="8d0a3bb9-2c38-4cbe-9a52-b2d6c1f9a001")
+        assert err.status == 431 and "hostid" in err.error["errortext"]
+        err = expect_api_error(admin.migrateVirtualMachine, virtualmachineid=vm["id"],
+                               storageid="8d0a3bb9-2c38-4cbe-9a52-b2d6c1f9a001")
+        assert err.status == 431 and "storageid" in err.error["errortext"]
+    finally:
+        _cleanup(admin, vm)
+
+
+def test_only_running_instances_and_only_root_admins(admin, env, user):
+    stopped = deploy(admin, env, name=unique("mig"), startvm=False)
+    mine = deploy(user["api"], env, name=unique("mig"))
+    try:
+        err = expect_api_error(admin.migrateVirtualMachine, virtualmachineid=stopped["id"])
+        assert err.status == 431 and "Stopped" in err.error["errortext"]
+        err = expect_api_error(admin.findHostsForMigration, id=stopped["id"])
+        assert "Stopped" in err.error["errortext"]
+        # A user may not migrate, even their own instance.
+        before = get_vm(admin, mine["id"])["hostid"]
+        err = expect_api_error(user["api"].migrateVirtualMachine, virtualmachineid=mine["id"])
+        assert err.status == 401
+        assert get_vm(admin, mine["id"])["hostid"] == before
+    finally:
+        _cleanup(admin, stopped, mine)
+
+
+def test_destination_honours_strict_anti_affinity(admin, env):
+    group = admin.createAffinityGroup(name=unique("spread"),
+                                      type="host anti-affinity")["affinitygroup"]
+    a = deploy(admin, env, name=unique("mig"), affinitygroupids=group["id"])
+    b = deploy(admin, env, name=unique("mig"), affinitygroupids=group["id"])
+    try:
+        assert a["hostid"] != b["hostid"]
+        verdicts = {h["id"]: h["suitableformigration"]
+                    for h in admin.findHostsForMigration(id=a["id"])["host"]}
+        assert verdicts[b["hostid"]] is False
+        err = expect_api_error(admin.migrateVirtualMachine, virtualmachineid=a["id"],
+                               hostid=b["hostid"])
+        assert "affinity" in err.error["errortext"].lower(), err.error
+        vm = get_vm(admin, a["id"])
+        assert vm["hostid"] == a["hostid"] and vm["state"] == "Running"
+        # The third host is free of the group: autoselect goes there.
+        moved = admin.migrateVirtualMachine(virtualmachineid=a["id"])["virtualmachine"]
+        assert moved["hostid"] not in (a["hostid"], b["hostid"])
+    finally:
+        _cleanup(admin, a, b)
+        admin.deleteAffinityGroup(id=group["id"])

@@ -1,0 +1,150 @@
+"""Three lab hosts with real agents: enrolment, a guest on a chosen host,
+libvirt TLS between hosts with the certificates the coordinator's CA issued,
+a network partition noticed and healed, and a lab that cleans up after
+itself."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from lab import wait_host_state, wait_vm_state
+from multihost import LAB_DIR, MultiLab, require_multihost
+from orrery_e2e import unique, wait_for
+
+pytestmark = pytest.mark.lab
+
+ROOT_VIRSH = ["virsh", "-c", "qemu:///system"]
+
+
+def root_domains() -> str:
+    result = subprocess.run(ROOT_VIRSH + ["list", "--all"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def lab_netns() -> dict[str, int]:
+    """Inode of every lab host's network namespace, by host."""
+    out = {}
+    netns = Path("/run/netns")
+    if netns.is_dir():
+        for entry in netns.iterdir():
+            if entry.name.startswith("h") and entry.name[1:].isdigit():
+                out[entry.name] = os.stat(entry).st_ino
+    return out
+
+
+def processes_in(inodes: set[int]) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ino = os.stat(proc / "ns" / "net").st_ino
+            if ino in inodes:
+                found.append(f"{proc.name} {(proc / 'comm').read_text().strip()}")
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def mlab():
+    require_multihost()
+    base = Path(tempfile.mkdtemp(prefix="orrery-multilab-", dir="/var/tmp"))
+    base.chmod(0o755)
+    lab = MultiLab(base, count=3)
+    lab.root_domains_before = root_domains()
+    try:
+        lab.up()
+    except BaseException:
+        for host in lab.hosts or ("h1", "h2", "h3"):
+            print(f"--- {host} agent log ---\n{lab.log_tail(host)}")
+        print(f"--- coordinator log ---\n{lab.coordinator.log_tail()}")
+        lab.down()
+        raise
+    yield lab
+    lab.down()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_three_hosts_are_up_with_their_own_ids_and_addresses(mlab):
+    ids = [mlab.host_id(h) for h in ("h1", "h2", "h3")]
+    assert all(ids) and len(set(ids)) == 3, mlab.hosts
+    listed = {h["id"]: h for h in mlab.api.listHosts().get("host", [])}
+    for i, host_id in enumerate(ids, start=1):
+        assert listed[host_id]["state"] == "Up", listed[host_id]
+        # The configured address, not whatever was detected.
+        assert listed[host_id]["ipaddress"] == f"10.99.0.{i}", listed[host_id]
+        assert mlab.hosts[f"h{i}"]["libvirt_uri"] == f"qemu+tls://10.99.0.{i}/system"
+
+
+def test_guest_on_h2_boots_and_h1_sees_it_over_libvirt_tls(mlab):
+    vm = mlab.deploy(unique("mh"), "h2")
+    assert vm["hostid"] == mlab.host_id("h2"), vm
+    inst = vm["instancename"]
+    mlab.wait_console("h2", inst, r"ORRERY-GUEST-BOOTED")
+    assert mlab.console("h1", inst) == "" and mlab.console("h3", inst) == ""
+    # From h1, with h1's client certificate, verifying h2's server
+    # certificate against the coordinator's CA and h2's address.
+    out = mlab.exec("h1", "virsh", "-c", "qemu+tls://10.99.0.2/system", "list", "--name").stdout
+    assert inst in out.split(), out
+    # h1 runs nothing itself.
+    out = mlab.exec("h1", "virsh", "-c", "qemu:///system", "list", "--all", "--name").stdout
+    assert inst not in out.split(), out
+    assert wait_vm_state(mlab.api, vm["id"], "Running")["hostid"] == mlab.host_id("h2")
+
+
+def test_h2_libvirt_certificate_is_issued_by_the_coordinator_ca(mlab):
+    x509 = pytest.importorskip("cryptography.x509")
+    pem = mlab.exec("h2", "cat", "/etc/pki/libvirt/servercert.pem").stdout.encode()
+    cert = x509.load_pem_x509_certificate(pem)
+    ca = x509.load_pem_x509_certificate(
+        (mlab.coordinator.data_dir / "ca.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    assert cert.subject.rfc4514_string() == f"CN=host-{mlab.host_id('h2')}"
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("10.99.0.2") in san.get_values_for_type(x509.IPAddress)
+    assert "h2" in san.get_values_for_type(x509.DNSName)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in eku
+    assert x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH in eku
+    # QEMU's copy is the same certificate; the CA libvirt trusts is ours.
+    assert mlab.exec("h2", "cat", "/etc/pki/qemu/server-cert.pem").stdout.encode() == pem
+    ca_seen = mlab.exec("h2", "cat", "/etc/pki/CA/cacert.pem").stdout.encode()
+    assert x509.load_pem_x509_certificate(ca_seen) == ca
+    mode = mlab.exec("h2", "stat", "-c", "%a", "/etc/pki/libvirt/private/serverkey.pem")
+    assert mode.stdout.strip() == "600"
+
+
+def test_partitioned_host_is_noticed_and_comes_back_when_healed(mlab):
+    h3 = mlab.host_id("h3")
+    mlab.hosts_sh("partition", "h3")
+    try:
+        wait_for(lambda: mlab.api.listHosts(id=h3)["host"][0]["state"] != "Up", 45,
+                 lambda: f"h3 still Up: {mlab.api.listHosts(id=h3)}", interval=1)
+        for other in ("h1", "h2"):
+            assert mlab.api.listHosts(id=mlab.host_id(other))["host"][0]["state"] == "Up"
+    finally:
+        mlab.hosts_sh("heal", "h3")
+    wait_host_state(mlab.api, h3, "Up", timeout=90)
+
+
+def test_down_twice_leaves_nothing_behind(mlab):
+    inodes = set(lab_netns().values())
+    assert len(inodes) == 3
+    mlab.coordinator.stop()
+    mlab.hosts_sh("down")
+    mlab.hosts_sh("down")
+    assert lab_netns() == {}
+    assert processes_in(inodes) == []
+    assert subprocess.run(["ip", "link", "show", "orrlab0"], capture_output=True).returncode != 0
+    assert not LAB_DIR.exists()
+    assert root_domains() == mlab.root_domains_before
