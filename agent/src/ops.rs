@@ -948,4 +948,173 @@ mod tests {
         assert_eq!(br, "orrbr-3f2a9c1e");
         assert!(br.len() <= 15);
     }
+
+    const MOVING: &str = "<domain type='qemu'><name>i-2-5-web</name>\
+        <uuid>6f1c1d57-3b7e-4f0e-9a53-0c2b1c7c0a11</uuid>\
+        <metadata><orrery:instance xmlns:orrery='https://orrery.dev/xmlns/domain/1'>\
+        <orrery:uuid>6f1c1d57-3b7e-4f0e-9a53-0c2b1c7c0a11</orrery:uuid>\
+        <orrery:name>web</orrery:name></orrery:instance></metadata>\
+        <memory unit='KiB'>262144</memory><vcpu>1</vcpu>\
+        <os><type arch='x86_64'>hvm</type></os><devices>\
+        <interface type='network'><mac address='02:00:0a:01:00:05'/>\
+        <source network='orrery-3f2a9c1e'/></interface></devices></domain>";
+
+    fn guest_network() -> pb::GuestNetwork {
+        pb::GuestNetwork {
+            uuid: "3f2a9c1e-0000-4000-8000-000000000001".into(),
+            name: "guests".into(),
+            gateway: "10.1.0.1".into(),
+            netmask: "255.255.0.0".into(),
+            start_ip: "10.1.0.2".into(),
+            end_ip: "10.1.255.254".into(),
+            dns: String::new(),
+        }
+    }
+
+    fn moving_spec() -> pb::InstanceSpec {
+        pb::InstanceSpec {
+            uuid: "6f1c1d57-3b7e-4f0e-9a53-0c2b1c7c0a11".into(),
+            name: "i-2-5-web".into(),
+            host_name: "web".into(),
+            nics: vec![pb::NicSpec {
+                mac: "02:00:0a:01:00:05".into(),
+                ip: "10.1.0.5".into(),
+                is_default: true,
+                network: Some(guest_network()),
+            }],
+            ..Default::default()
+        }
+    }
+
+    struct NoTemplates;
+
+    #[async_trait::async_trait]
+    impl TemplateSource for NoTemplates {
+        async fn fetch(
+            &self,
+            uuid: &str,
+            _file: tokio::fs::File,
+        ) -> Result<tokio::fs::File, FetchError> {
+            panic!("no template should be fetched ({uuid})")
+        }
+    }
+
+    #[tokio::test]
+    async fn the_destination_gets_networks_reservations_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        let prep = pb::PrepareMigration {
+            spec: Some(moving_spec()),
+            copy_storage: false,
+        };
+        ops.prepare_migration(&prep, &NoTemplates).await.unwrap();
+        assert!(hv.network("orrery-3f2a9c1e").unwrap().active);
+        let hosts = hv.dhcp_hosts("orrery-3f2a9c1e");
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(
+            (hosts[0].ip.as_str(), hosts[0].name.as_str()),
+            ("10.1.0.5", "web")
+        );
+        assert!(ops.cfg.console_dir().is_dir());
+        // Shared storage: no volume is created, nothing is fetched.
+        assert!(!dir.path().join("primary").join("6f1c1d57").exists());
+
+        // An instance already running here is not overwritten.
+        hv.define(MOVING).await.unwrap();
+        hv.start("i-2-5-web").await.unwrap();
+        let err = ops
+            .prepare_migration(&prep, &NoTemplates)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("already runs"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_moved_domain_leaves_with_its_reservations() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        let prep = pb::PrepareMigration {
+            spec: Some(moving_spec()),
+            copy_storage: false,
+        };
+        ops.prepare_migration(&prep, &NoTemplates).await.unwrap();
+        hv.define(MOVING).await.unwrap();
+        let cmd = pb::MigrateInstance {
+            name: "i-2-5-web".into(),
+            destination_uri: "qemu+tls://10.99.0.2/system".into(),
+            migrate_uri: "tcp://10.99.0.2".into(),
+            tls: true,
+            shared_storage: true,
+            ..Default::default()
+        };
+        let seen = std::sync::Mutex::new(Vec::new());
+        let progress = |stage: &str, p: u32| seen.lock().unwrap().push((stage.to_string(), p));
+        // Not running: refused, nothing changes.
+        let err = ops.migrate(&cmd, &progress).await.unwrap_err();
+        assert!(err.to_string().contains("not running"), "{err}");
+        assert!(hv.domain("i-2-5-web").is_some());
+
+        hv.start("i-2-5-web").await.unwrap();
+        ops.migrate(&cmd, &progress).await.unwrap();
+        assert!(hv.domain("i-2-5-web").is_none());
+        assert!(hv.dhcp_hosts("orrery-3f2a9c1e").is_empty());
+
+        // A failed move keeps the domain and its reservation here.
+        ops.prepare_migration(&prep, &NoTemplates).await.unwrap();
+        hv.define(MOVING).await.unwrap();
+        hv.start("i-2-5-web").await.unwrap();
+        hv.fail_next(
+            "migrate",
+            HvError::backend(codes::OPERATION_FAILED, "unable to connect to server"),
+        );
+        assert!(ops.migrate(&cmd, &progress).await.is_err());
+        assert_eq!(hv.domain("i-2-5-web").unwrap().power, Power::On);
+        assert_eq!(hv.dhcp_hosts("orrery-3f2a9c1e").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn cleanup_never_touches_a_running_domain() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        hv.define(MOVING).await.unwrap();
+        hv.start("i-2-5-web").await.unwrap();
+        let c = pb::CleanupMigration {
+            name: "i-2-5-web".into(),
+            instance_uuid: "6f1c1d57-3b7e-4f0e-9a53-0c2b1c7c0a11".into(),
+            volume_uuids: vec![],
+        };
+        assert!(ops.cleanup_migration(&c).await.is_err());
+        assert!(hv.domain("i-2-5-web").is_some());
+        hv.destroy("i-2-5-web").await.unwrap();
+        // Another instance's domain of that name is not ours to remove.
+        let other = pb::CleanupMigration {
+            instance_uuid: "00000000-0000-4000-8000-000000000000".into(),
+            ..c.clone()
+        };
+        assert!(ops.cleanup_migration(&other).await.is_err());
+        assert!(hv.domain("i-2-5-web").is_some());
+        ops.cleanup_migration(&c).await.unwrap();
+        assert!(hv.domain("i-2-5-web").is_none());
+        // Nothing left: still fine.
+        ops.cleanup_migration(&c).await.unwrap();
+    }
+
+    #[test]
+    fn job_progress_in_percent() {
+        use crate::hypervisor::JobProgress;
+        assert_eq!(JobProgress::default().percent(), 0);
+        let p = JobProgress {
+            processed: 50,
+            total: 200,
+        };
+        assert_eq!(p.percent(), 25);
+        let over = JobProgress {
+            processed: 300,
+            total: 200,
+        };
+        assert_eq!(over.percent(), 100);
+    }
 }

@@ -280,7 +280,10 @@ mod tests {
             "libvirt/private/clientkey.pem",
         ] {
             let f = get(p);
-            assert_eq!((f.contents.as_str(), f.mode, f.owner), ("KEY", 0o600, Owner::ROOT));
+            assert_eq!(
+                (f.contents.as_str(), f.mode, f.owner),
+                ("KEY", 0o600, Owner::ROOT)
+            );
         }
         for p in ["qemu/server-key.pem", "qemu/client-key.pem"] {
             let f = get(p);
@@ -291,7 +294,11 @@ mod tests {
         // Every file lies in one of the directories the writer knows.
         for f in &fs {
             let dir = f.path.parent().unwrap();
-            assert!(DIRS.iter().any(|(d, _)| Path::new(d) == dir), "{:?}", f.path);
+            assert!(
+                DIRS.iter().any(|(d, _)| Path::new(d) == dir),
+                "{:?}",
+                f.path
+            );
         }
     }
 
@@ -324,7 +331,10 @@ mod tests {
         let key = dir.join("qemu/client-key.pem");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(write(&dir, &renewed).unwrap(), 1);
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         // No temporary files are left behind.
         for (d, _) in DIRS {
             for e in std::fs::read_dir(dir.join(d)).unwrap() {

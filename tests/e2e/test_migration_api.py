@@ -89,3 +89,67 @@ def test_destination_honours_strict_anti_affinity(admin, env):
     finally:
         _cleanup(admin, a, b)
         admin.deleteAffinityGroup(id=group["id"])
+
+
+def _host(admin, host_id):
+    return admin.listHosts(id=host_id)["host"][0]
+
+
+def test_maintenance_empties_a_host_and_cancel_returns_it(admin, env):
+    hosts = [h["id"] for h in admin.listHosts(type="Routing")["host"] if h["state"] == "Up"]
+    target = hosts[0]
+    vms = [deploy(admin, env, name=unique("maint"), hostid=target) for _ in range(2)]
+    try:
+        assert all(v["hostid"] == target for v in vms)
+        host = admin.prepareHostForMaintenance(id=target)["host"]
+        assert host["id"] == target and host["resourcestate"] == "Maintenance"
+        for v in vms:
+            moved = get_vm(admin, v["id"])
+            assert moved["state"] == "Running" and moved["hostid"] != target
+        events = admin.listEvents(type="MAINT.PREPARE", listall=True).get("event", [])
+        assert any(host["name"] in e["description"] for e in events)
+        # A host in maintenance takes no instances, even when named.
+        err = expect_api_error(lambda **kw: deploy(admin, env, **kw), name=unique("maint"),
+                               hostid=target)
+        assert "Maintenance" in err.error["errortext"], err.error
+        err = expect_api_error(admin.prepareHostForMaintenance, id=target)
+        assert err.status == 431 and "maintenance" in err.error["errortext"]
+
+        back = admin.cancelHostMaintenance(id=target)["host"]
+        assert back["resourcestate"] == "Enabled"
+        assert _host(admin, target)["resourcestate"] == "Enabled"
+        err = expect_api_error(admin.cancelHostMaintenance, id=target)
+        assert err.status == 431
+    finally:
+        _cleanup(admin, *vms)
+        if _host(admin, target)["resourcestate"] != "Enabled":
+            admin.cancelHostMaintenance(id=target)
+
+
+def test_maintenance_with_an_unmovable_instance(admin, env):
+    """Strict anti-affinity over all three hosts: the instance on the host
+    going into maintenance has nowhere to go."""
+    group = admin.createAffinityGroup(name=unique("pinned"),
+                                      type="host anti-affinity")["affinitygroup"]
+    vms = [deploy(admin, env, name=unique("maint"), affinitygroupids=group["id"])
+           for _ in range(3)]
+    target = vms[0]["hostid"]
+    try:
+        err = expect_api_error(admin.prepareHostForMaintenance, id=target)
+        assert vms[0]["instancename"] in err.error["errortext"], err.error
+        assert _host(admin, target)["resourcestate"] == "ErrorInMaintenance"
+        vm = get_vm(admin, vms[0]["id"])
+        assert vm["state"] == "Running" and vm["hostid"] == target
+
+        # ForceStop: the instance that cannot move is stopped instead.
+        admin.updateConfiguration(name="host.maintenance.local.storage.strategy",
+                                  value="ForceStop")
+        host = admin.prepareHostForMaintenance(id=target)["host"]
+        assert host["resourcestate"] == "Maintenance"
+        assert get_vm(admin, vms[0]["id"])["state"] == "Stopped"
+    finally:
+        admin.updateConfiguration(name="host.maintenance.local.storage.strategy", value="Error")
+        _cleanup(admin, *vms)
+        if _host(admin, target)["resourcestate"] != "Enabled":
+            admin.cancelHostMaintenance(id=target)
+        admin.deleteAffinityGroup(id=group["id"])

@@ -6,7 +6,7 @@ mod convert;
 pub mod server;
 
 use crate::service::agent::{
-    AgentClient, AgentError, MigrateCmd, PowerState, Simulator, VmSpec, VolumeSpec,
+    AgentClient, AgentError, MigrateCmd, PowerState, Progress, Simulator, VmSpec, VolumeSpec,
 };
 use crate::service::records::Host;
 use crate::service::Service;
@@ -33,6 +33,8 @@ pub struct Hub {
     svc: OnceLock<Weak<Service>>,
     sessions: Mutex<HashMap<i64, Session>>,
     next: AtomicU64,
+    /// Who hears the progress of commands still running, by command id.
+    listeners: Mutex<HashMap<u64, Progress>>,
 }
 
 impl Default for Hub {
@@ -47,6 +49,7 @@ impl Hub {
             svc: OnceLock::new(),
             sessions: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
+            listeners: Mutex::new(HashMap::new()),
         }
     }
 
@@ -108,7 +111,41 @@ impl Hub {
         op: pb::command::Op,
         timeout: Duration,
     ) -> Result<pb::CommandResult, AgentError> {
+        self.call_with_progress(host_id, op, timeout, None).await
+    }
+
+    /// A progress report from an agent, for a command still running.
+    pub fn progress(&self, command_id: u64, percent: u32) {
+        let l = self.listeners.lock().get(&command_id).cloned();
+        if let Some(l) = l {
+            l(percent.min(100));
+        }
+    }
+
+    /// Like `call`, with `progress` hearing the agent's reports meanwhile.
+    pub async fn call_with_progress(
+        &self,
+        host_id: i64,
+        op: pb::command::Op,
+        timeout: Duration,
+        progress: Option<Progress>,
+    ) -> Result<pb::CommandResult, AgentError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = progress {
+            self.listeners.lock().insert(id, p);
+        }
+        let r = self.send_and_wait(host_id, id, op, timeout).await;
+        self.listeners.lock().remove(&id);
+        r
+    }
+
+    async fn send_and_wait(
+        &self,
+        host_id: i64,
+        id: u64,
+        op: pb::command::Op,
+        timeout: Duration,
+    ) -> Result<pb::CommandResult, AgentError> {
         let (tx, pending) = {
             let s = self.sessions.lock();
             let sess = s.get(&host_id).ok_or(AgentError::NotConnected(host_id))?;
@@ -308,7 +345,10 @@ impl AgentClient for Router {
         copy_storage: bool,
     ) -> Result<(), AgentError> {
         if self.simulated(host_id).await {
-            return self.sim.prepare_migration(host_id, spec, copy_storage).await;
+            return self
+                .sim
+                .prepare_migration(host_id, spec, copy_storage)
+                .await;
         }
         let op = pb::command::Op::PrepareMigration(pb::PrepareMigration {
             spec: Some(convert::instance_spec(spec)),
@@ -321,9 +361,10 @@ impl AgentClient for Router {
         source: i64,
         destination: i64,
         cmd: &MigrateCmd,
+        progress: Progress,
     ) -> Result<(), AgentError> {
         if self.simulated(source).await {
-            return self.sim.migrate(source, destination, cmd).await;
+            return self.sim.migrate(source, destination, cmd, progress).await;
         }
         let op = pb::command::Op::Migrate(pb::MigrateInstance {
             name: cmd.instance.clone(),
@@ -338,7 +379,7 @@ impl AgentClient for Router {
         // The agent aborts at `timeout` itself; the deadline leaves it time
         // to report that and the instance's state.
         self.hub
-            .call(source, op, cmd.timeout + SHORT)
+            .call_with_progress(source, op, cmd.timeout + SHORT, Some(progress))
             .await
             .map(|_| ())
     }

@@ -188,7 +188,8 @@ impl AgentLink for Endpoint {
                         }
                     }
                     Some(pb::agent_message::Body::Progress(p)) => {
-                        tracing::debug!(host = %host.uuid, command = p.command_id, stage = %p.stage, "progress");
+                        tracing::debug!(host = %host.uuid, command = p.command_id, stage = %p.stage, percent = p.percent, "progress");
+                        hub.progress(p.command_id, p.percent);
                     }
                     Some(pb::agent_message::Body::Stats(r)) => {
                         if let Err(e) = svc.ingest_stats(&convert::stats(&r)).await {

@@ -310,7 +310,13 @@ pub async fn job(
         .os("domainpath", dom.map(|d| d.path.clone()))
         .s("cmd", &j.cmd)
         .v("jobstatus", j.status)
-        .v("jobprocstatus", 0)
+        .v(
+            "jobprocstatus",
+            match (&j.instance_uuid, j.status == JOB_PENDING) {
+                (Some(u), true) => svc.job_progress(u),
+                _ => 0,
+            },
+        )
         .v("jobresultcode", code)
         .when(j.status != JOB_PENDING, |o| {
             o.os("jobresulttype", j.result_type.clone())
@@ -368,6 +374,61 @@ async fn render_output(
             Some(g) => json!({"affinitygroup": affinity_group(svc, &g).await?}),
             None => json!({"affinitygroup": {}}),
         },
+        JobOutput::Host { id } => match svc.load_cached::<Host>(*id).await? {
+            Some(h) => json!({"host": host(svc, &h).await?}),
+            None => json!({"host": {}}),
+        },
         JobOutput::Success => json!({"success": true}),
     })
+}
+
+/// A host as listHosts shows it (also a host job's result).
+pub async fn host(svc: &Service, h: &Host) -> Result<Value, ApiError> {
+    let os_cat: Option<OsCategory> = match h.os_category_id {
+        Some(id) => svc.load_cached(id).await?,
+        None => None,
+    };
+    let z: Option<Zone> = svc.load_cached(h.zone_id).await?;
+    let p: Option<Pod> = svc.load_cached(h.pod_id).await?;
+    let c: Option<Cluster> = svc.load_cached(h.cluster_id).await?;
+    let (mem, cpu) = svc.host_allocation(h.id).await?;
+    let total = (h.cpu_number * h.cpu_speed).max(1);
+    Ok(Obj::new()
+        .s("id", &h.uuid)
+        .s("name", &h.name)
+        .s("type", "Routing")
+        .s("state", &h.state)
+        .s("resourcestate", &h.resource_state)
+        .s("ipaddress", &h.ip_address)
+        .s("hypervisor", &h.hypervisor)
+        .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
+        .os("zonename", z.map(|z| z.name))
+        .os("podid", p.as_ref().map(|p| p.uuid.clone()))
+        .os("podname", p.map(|p| p.name))
+        .os("clusterid", c.as_ref().map(|c| c.uuid.clone()))
+        .os("clustername", c.map(|c| c.name))
+        .v("cpunumber", h.cpu_number)
+        .v("cpuspeed", h.cpu_speed)
+        .v("memorytotal", h.memory_total)
+        .v("memoryused", mem)
+        .v("memoryallocated", mem)
+        .s(
+            "cpuallocated",
+            format!("{:.2}%", cpu as f64 * 100.0 / total as f64),
+        )
+        .v("cpuallocatedvalue", cpu)
+        .s("hosttags", h.host_tags.join(","))
+        .os("oscategoryid", os_cat.as_ref().map(|c| c.uuid.clone()))
+        .os("oscategoryname", os_cat.map(|c| c.name))
+        .ov("lastpinged", h.last_ping.map(date))
+        .s("created", date(h.created))
+        .v(
+            "details",
+            json!({"secured": (!h.simulated && h.cert_serial.is_some()).to_string()}),
+        )
+        .ov("version", h.agent_version.clone())
+        .v("gputotal", 0)
+        .v("gpuused", 0)
+        .v("islocalstorageactive", false)
+        .build())
 }

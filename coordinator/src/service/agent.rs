@@ -78,6 +78,9 @@ pub struct VolumeSpec {
     pub size: i64,
 }
 
+/// Hears a long command's percent done.
+pub type Progress = std::sync::Arc<dyn Fn(u32) + Send + Sync>;
+
 /// How the source host moves a running instance to the destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MigrateCmd {
@@ -143,12 +146,14 @@ pub trait AgentClient: Send + Sync {
         copy_storage: bool,
     ) -> Result<(), AgentError>;
     /// Moves a running instance from `source` to `destination`; on failure
-    /// it keeps running on the source.
+    /// it keeps running on the source. `progress` hears the percent done as
+    /// the source reports it.
     async fn migrate(
         &self,
         source: i64,
         destination: i64,
         cmd: &MigrateCmd,
+        progress: Progress,
     ) -> Result<(), AgentError>;
     /// Removes what a preparation left on a destination after a failed
     /// migration (never a running domain).
@@ -262,8 +267,10 @@ impl AgentClient for Simulator {
         source: i64,
         destination: i64,
         cmd: &MigrateCmd,
+        progress: Progress,
     ) -> Result<(), AgentError> {
         self.running(source, &cmd.instance).await?;
+        progress(100);
         let mut vms = self.vms.lock();
         vms.remove(&(source, cmd.instance.clone()));
         vms.insert((destination, cmd.instance.clone()), PowerState::On);

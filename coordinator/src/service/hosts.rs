@@ -487,7 +487,7 @@ impl Service {
             not_before,
             not_after,
         )
-            .map_err(|e| ServiceError::internal(format!("signing the renewal: {e}")))
+        .map_err(|e| ServiceError::internal(format!("signing the renewal: {e}")))
     }
 
     pub async fn set_host_certificate(&self, host_id: i64, cert_pem: &str) -> SResult<()> {
@@ -601,7 +601,9 @@ mod tests {
         let err = enrolment_names("h1", &a(&["10.0.0.1", "no spaces"])).unwrap_err();
         assert!(err.contains("\"no spaces\""), "{err}");
         let many: Vec<String> = (0..17).map(|i| format!("10.0.0.{i}")).collect();
-        assert!(enrolment_names("h1", &many).unwrap_err().contains("at most 16"));
+        assert!(enrolment_names("h1", &many)
+            .unwrap_err()
+            .contains("at most 16"));
         assert_eq!(enrolment_names("h1", &many[..16]).unwrap().len(), 17);
     }
 

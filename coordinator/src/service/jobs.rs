@@ -57,6 +57,9 @@ pub enum Work {
         vm_id: i64,
         host_id: Option<i64>,
     },
+    HostMaintenance {
+        host_id: i64,
+    },
     /// Completes at once with the given result; for commands that are async in
     /// CloudStack but need no host work here.
     Done {
@@ -77,6 +80,9 @@ pub enum JobOutput {
         id: i64,
     },
     AffinityGroup {
+        id: i64,
+    },
+    Host {
         id: i64,
     },
     Success,
@@ -323,6 +329,7 @@ impl Service {
                 Ok(JobOutput::Success)
             }
             Work::Migrate { vm_id, host_id } => self.exec_migrate(vm_id, host_id).await,
+            Work::HostMaintenance { host_id } => self.exec_host_maintenance(caller, host_id).await,
             Work::Done { result } => Ok(result),
         }
     }

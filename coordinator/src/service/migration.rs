@@ -46,10 +46,7 @@ pub fn transport(dest: &Host, tls: bool) -> (String, String) {
         Ok(std::net::IpAddr::V6(a)) => format!("[{a}]"),
         _ => dest.ip_address.clone(),
     };
-    (
-        format!("{scheme}://{addr}/system"),
-        format!("tcp://{addr}"),
-    )
+    (format!("{scheme}://{addr}/system"), format!("tcp://{addr}"))
 }
 
 impl Service {
@@ -127,9 +124,7 @@ impl Service {
                 "Only the root admin can migrate instances",
             ));
         }
-        let vm: Vm = self
-            .owned(caller, "virtualmachineid", &req.vm_uuid)
-            .await?;
+        let vm: Vm = self.owned(caller, "virtualmachineid", &req.vm_uuid).await?;
         if vm.state != VmState::Running {
             return Err(ServiceError::state(format!(
                 "Instance {} is {}; migrateVirtualMachine moves a running instance (a stopped one is started where placement decides)",
@@ -183,7 +178,10 @@ impl Service {
                     pl::Outcome::Rejected(r) => Some(format!(
                         "host {}: {}",
                         v.host_id,
-                        r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+                        r.iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                     _ => None,
                 })
@@ -206,7 +204,11 @@ impl Service {
         Ok(host)
     }
 
-    pub(crate) async fn exec_migrate(&self, vm_id: i64, host_id: Option<i64>) -> SResult<JobOutput> {
+    pub(crate) async fn exec_migrate(
+        &self,
+        vm_id: i64,
+        host_id: Option<i64>,
+    ) -> SResult<JobOutput> {
         let vm: Vm = self
             .store
             .load(vm_id)
@@ -262,13 +264,25 @@ impl Service {
             copy_storage: false,
             shared_storage: true,
             timeout: Duration::from_secs(self.setting_i64("migratewait").max(1) as u64),
-            max_downtime_ms: self.setting_i64("vm.migrate.downtime").clamp(0, u32::MAX as i64)
-                as u32,
+            max_downtime_ms: self
+                .setting_i64("vm.migrate.downtime")
+                .clamp(0, u32::MAX as i64) as u32,
+        };
+        let progress: super::agent::Progress = {
+            let (map, key) = (self.progress.clone(), vm.uuid.clone());
+            Arc::new(move |p| {
+                map.lock().insert(key.clone(), p);
+            })
         };
         let moved = match self.agents.prepare_migration(dest.id, &spec, false).await {
-            Ok(()) => self.agents.migrate(source.id, dest.id, &cmd).await,
+            Ok(()) => {
+                self.agents
+                    .migrate(source.id, dest.id, &cmd, progress)
+                    .await
+            }
             Err(e) => Err(e),
         };
+        self.progress.lock().remove(&vm.uuid);
         match moved {
             Ok(()) => self.arrived(&vm, source, dest).await,
             Err(e) => self.migration_failed(&vm, source, dest, e).await,

@@ -17,8 +17,9 @@ pub mod inventory;
 pub mod jobs;
 pub mod leases;
 pub mod lifecycle;
-pub mod migration;
 pub mod listing;
+pub mod maintenance;
+pub mod migration;
 pub mod offerings;
 pub mod placing;
 pub mod schedules;
@@ -101,6 +102,8 @@ pub struct Service {
     /// Serialises placement decisions with their capacity commit, so concurrent
     /// deploys never overcommit a host.
     pub(crate) place_lock: tokio::sync::Mutex<()>,
+    /// Progress of running jobs by the uuid of what they work on.
+    pub(crate) progress: Arc<parking_lot::Mutex<std::collections::HashMap<String, u32>>>,
     /// Per-network address pools, loaded lazily from the NICs in the store.
     pub(crate) ip_pools: tokio::sync::Mutex<HashMap<i64, vm::IpPool>>,
     pub(crate) domain_paths: RwLock<HashMap<i64, String>>,
@@ -165,6 +168,7 @@ impl Service {
             data_dir,
             settings: RwLock::new(HashMap::new()),
             place_lock: tokio::sync::Mutex::new(()),
+            progress: Arc::default(),
             ip_pools: tokio::sync::Mutex::new(HashMap::new()),
             domain_paths: RwLock::new(HashMap::new()),
             busy: parking_lot::Mutex::new(std::collections::HashSet::new()),
@@ -201,6 +205,17 @@ impl Service {
         settings::find(name)
             .map(|s| s.default.to_string())
             .unwrap_or_default()
+    }
+
+    /// Percent done of the running job on a resource that reports progress
+    /// (a migration); 0 for the others. One job runs on an instance at a
+    /// time, so the resource names the job.
+    pub fn job_progress(&self, resource_uuid: &str) -> u32 {
+        self.progress
+            .lock()
+            .get(resource_uuid)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn is_busy(&self, vm_uuid: &str) -> bool {

@@ -77,6 +77,7 @@ pub static SETTINGS: &[Setting] = &[
     r(s("cluster.memory.allocated.capacity.disablethreshold", "0.85", Float, "Alert", &["cluster"], "Fraction of a cluster's memory allocated beyond which it takes no new instances"), 0.0, 1.0),
     r(s("ping.interval", "60", Integer, "Advanced", &[], "Seconds between agent heartbeats"), 1.0, 86400.0),
     r(s("ping.timeout", "2.5", Float, "Advanced", &[], "Multiple of ping.interval after which a silent host is Disconnected (three times that: Down)"), 1.0, 100.0),
+    s("host.maintenance.local.storage.strategy", "Error", SettingType::String, "Advanced", &[], "What maintenance does with instances that cannot be migrated off the host: Error (the host goes to ErrorInMaintenance and they keep running) or ForceStop (they are stopped)"),
     s("vm.migrate.tls", "true", Boolean, "Advanced", &[], "Migrate instances over TLS (libvirt qemu+tls and QEMU's TLS migration stream) with the certificates the coordinator issued; false migrates over plain TCP"),
     r(s("migratewait", "3600", Integer, "Advanced", &[], "Seconds a migration may take before it is aborted and the instance stays where it was"), 1.0, 86400.0),
     r(s("vm.migrate.downtime", "0", Integer, "Advanced", &[], "Largest pause in milliseconds a live migration may cause at switch-over; 0 keeps the hypervisor's default"), 0.0, 600000.0),

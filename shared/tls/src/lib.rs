@@ -114,7 +114,11 @@ impl Ca {
                 params.subject_alt_names.push(san);
             }
         }
-        params.is_ca = IsCa::ExplicitNoCa;
+        // No basic constraints at all: rcgen's explicit "not a CA" encodes
+        // the DER default value, which strict parsers (Python's
+        // cryptography) refuse; libvirt and webpki take a missing extension
+        // as an end-entity certificate.
+        params.is_ca = IsCa::NoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -470,7 +474,13 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         let pem = ca
-            .sign_host_csr(&csr, "abc-123", &names, now, now + Duration::from_secs(3600))
+            .sign_host_csr(
+                &csr,
+                "abc-123",
+                &names,
+                now,
+                now + Duration::from_secs(3600),
+            )
             .unwrap();
         // Peer identity still comes from the subject alone.
         assert_eq!(pem_identity(&pem).unwrap().unwrap().host_id, "abc-123");
@@ -486,8 +496,14 @@ mod tests {
             .map(|n| match n {
                 GeneralName::DNSName(d) => format!("DNS:{d}"),
                 GeneralName::IPAddress(b) => match b.len() {
-                    4 => format!("IP:{}", std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap())),
-                    _ => format!("IP:{}", std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap())),
+                    4 => format!(
+                        "IP:{}",
+                        std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap())
+                    ),
+                    _ => format!(
+                        "IP:{}",
+                        std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap())
+                    ),
                 },
                 other => format!("{other:?}"),
             })
@@ -506,6 +522,7 @@ mod tests {
         let ku = cert.key_usage().unwrap().unwrap().value;
         assert!(ku.digital_signature() && ku.key_encipherment());
         assert!(!ku.key_cert_sign());
+        assert!(cert.basic_constraints().unwrap().is_none());
         assert_eq!(cert.issuer().to_string(), "CN=test CA");
     }
 

@@ -887,6 +887,40 @@ mod tests {
     }
 
     #[test]
+    fn migration_flags_follow_the_plan() {
+        let plan = MigrationPlan {
+            destination_uri: "qemu+tls://10.99.0.2/system".into(),
+            migrate_uri: Some("tcp://10.99.0.2".into()),
+            tls: true,
+            copy_storage: false,
+            shared_storage: true,
+            max_downtime_ms: None,
+        };
+        let f = migrate_flags(&plan);
+        for must in [
+            sys::VIR_MIGRATE_LIVE,
+            sys::VIR_MIGRATE_PEER2PEER,
+            sys::VIR_MIGRATE_PERSIST_DEST,
+            sys::VIR_MIGRATE_UNDEFINE_SOURCE,
+            sys::VIR_MIGRATE_TLS,
+            sys::VIR_MIGRATE_UNSAFE,
+        ] {
+            assert_ne!(f & must, 0, "{must:#x}");
+        }
+        assert_eq!(f & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
+        let plain_copy = migrate_flags(&MigrationPlan {
+            tls: false,
+            copy_storage: true,
+            shared_storage: false,
+            ..plan
+        });
+        assert_eq!(plain_copy & sys::VIR_MIGRATE_TLS, 0);
+        assert_ne!(plain_copy & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
+        // Copied disks are not shared: libvirt's safety check stays on.
+        assert_eq!(plain_copy & sys::VIR_MIGRATE_UNSAFE, 0);
+    }
+
+    #[test]
     fn local_uris() {
         assert!(uri_is_local("qemu:///system"));
         assert!(uri_is_local("qemu:///session"));

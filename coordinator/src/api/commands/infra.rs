@@ -137,6 +137,24 @@ pub fn commands() -> Vec<Command> {
             update_host
         ),
         cmd!(
+            "prepareHostForMaintenance",
+            "Moves every running instance off a host by live migration, then puts it into Maintenance (ErrorInMaintenance, with the reasons, when some cannot move).",
+            true,
+            RootAdmin,
+            &[req("id", "uuid", "host")],
+            HOST_FIELDS,
+            prepare_maintenance
+        ),
+        cmd!(
+            "cancelHostMaintenance",
+            "Returns a host in or entering maintenance to service.",
+            true,
+            RootAdmin,
+            &[req("id", "uuid", "host")],
+            HOST_FIELDS,
+            cancel_maintenance
+        ),
+        cmd!(
             "deleteHost",
             "Removes a host; its certificate stops working at once.",
             false,
@@ -494,53 +512,7 @@ async fn update_cluster(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn host_json(ctx: &Ctx, h: &Host) -> Result<serde_json::Value, ApiError> {
-    let os_cat: Option<OsCategory> = match h.os_category_id {
-        Some(id) => ctx.svc.load_cached(id).await?,
-        None => None,
-    };
-    let z: Option<Zone> = ctx.svc.load_cached(h.zone_id).await?;
-    let p: Option<Pod> = ctx.svc.load_cached(h.pod_id).await?;
-    let c: Option<Cluster> = ctx.svc.load_cached(h.cluster_id).await?;
-    let (mem, cpu) = ctx.svc.host_allocation(h.id).await?;
-    let total = (h.cpu_number * h.cpu_speed).max(1);
-    Ok(Obj::new()
-        .s("id", &h.uuid)
-        .s("name", &h.name)
-        .s("type", "Routing")
-        .s("state", &h.state)
-        .s("resourcestate", &h.resource_state)
-        .s("ipaddress", &h.ip_address)
-        .s("hypervisor", &h.hypervisor)
-        .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
-        .os("zonename", z.map(|z| z.name))
-        .os("podid", p.as_ref().map(|p| p.uuid.clone()))
-        .os("podname", p.map(|p| p.name))
-        .os("clusterid", c.as_ref().map(|c| c.uuid.clone()))
-        .os("clustername", c.map(|c| c.name))
-        .v("cpunumber", h.cpu_number)
-        .v("cpuspeed", h.cpu_speed)
-        .v("memorytotal", h.memory_total)
-        .v("memoryused", mem)
-        .v("memoryallocated", mem)
-        .s(
-            "cpuallocated",
-            format!("{:.2}%", cpu as f64 * 100.0 / total as f64),
-        )
-        .v("cpuallocatedvalue", cpu)
-        .s("hosttags", h.host_tags.join(","))
-        .os("oscategoryid", os_cat.as_ref().map(|c| c.uuid.clone()))
-        .os("oscategoryname", os_cat.map(|c| c.name))
-        .ov("lastpinged", h.last_ping.map(date))
-        .s("created", date(h.created))
-        .v(
-            "details",
-            json!({"secured": (!h.simulated && h.cert_serial.is_some()).to_string()}),
-        )
-        .ov("version", h.agent_version.clone())
-        .v("gputotal", 0)
-        .v("gpuused", 0)
-        .v("islocalstorageactive", false)
-        .build())
+    crate::api::views::host(&ctx.svc, h).await
 }
 
 async fn list_hosts(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -555,6 +527,22 @@ async fn list_hosts(ctx: Ctx) -> Result<Reply, ApiError> {
         items.push(host_json(&ctx, h).await?);
     }
     Ok(Reply::List("host", items, total))
+}
+
+async fn prepare_maintenance(ctx: Ctx) -> Result<Reply, ApiError> {
+    let job = ctx
+        .svc
+        .prepare_host_maintenance(&ctx.caller, ctx.p.required("id")?)
+        .await?;
+    Ok(Reply::Async { job, id: None })
+}
+
+async fn cancel_maintenance(ctx: Ctx) -> Result<Reply, ApiError> {
+    let job = ctx
+        .svc
+        .cancel_host_maintenance(&ctx.caller, ctx.p.required("id")?)
+        .await?;
+    Ok(Reply::Async { job, id: None })
 }
 
 async fn update_host(ctx: Ctx) -> Result<Reply, ApiError> {
