@@ -27,7 +27,10 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     step "lab: packages, libvirt daemons, guest image"
     bash tests/lab/install-deps.sh
     bash tests/lab/start-libvirt.sh
-    if [ ! -f tests/lab/out/guest.qcow2 ]; then
+    # Built once, and again whenever its recipe changed.
+    recipe=$(sha256sum <tests/lab/build-guest.sh | cut -d' ' -f1)
+    if [ ! -f tests/lab/out/guest.qcow2 ] ||
+        [ "$(cat tests/lab/out/guest.recipe 2>/dev/null)" != "$recipe" ]; then
         bash tests/lab/build-guest.sh
     fi
 else

@@ -420,6 +420,7 @@ impl Ops {
             copy_storage: m.copy_storage,
             shared_storage: m.shared_storage,
             max_downtime_ms: (m.max_downtime_ms > 0).then_some(m.max_downtime_ms as u64),
+            bandwidth_mib: (m.bandwidth_mib > 0).then_some(m.bandwidth_mib as u64),
         };
         let limit = (m.timeout_seconds > 0).then(|| Duration::from_secs(m.timeout_seconds as u64));
         let started = tokio::time::Instant::now();

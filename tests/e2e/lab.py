@@ -30,6 +30,14 @@ def agent_bin() -> Path:
     return Path(os.environ.get("ORRERY_COORDINATOR_BIN", REPO / "target/debug/x")).parent / "orrery-agent"
 
 
+def guest_current() -> bool:
+    """The guest image exists and was built by the current recipe."""
+    import hashlib
+    recipe = hashlib.sha256((LAB / "build-guest.sh").read_bytes()).hexdigest()
+    stamp = GUEST.with_suffix(".recipe")
+    return GUEST.exists() and stamp.exists() and stamp.read_text().strip() == recipe
+
+
 def lab_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "the lab needs root"
@@ -45,7 +53,7 @@ def require_lab() -> None:
                                 text=True, timeout=120)
         if result.returncode != 0:
             why = f"libvirt did not start: {result.stderr[-2000:]}"
-    if why is None and not GUEST.exists():
+    if why is None and not guest_current():
         result = subprocess.run(["bash", str(LAB / "build-guest.sh")], capture_output=True,
                                 text=True, timeout=300)
         if result.returncode != 0:

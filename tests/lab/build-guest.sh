@@ -180,6 +180,35 @@ busy_if_asked() {
     esac
 }
 
+tick() {
+    # A counter once a second: a test that moves the running guest to
+    # another host sees it go on there without a restart or a long gap.
+    (i=0; while :; do say "ORRERY-GUEST-TICK $i"; i=$((i + 1)); sleep 1; done) &
+}
+
+watch_hardware() {
+    # Brings hot-added vCPUs and memory online (no udev here) and reports
+    # what the guest has whenever it changes, so a test can see live
+    # scaling from inside.
+    (
+        last=""
+        while :; do
+            for f in /sys/devices/system/cpu/cpu*/online; do
+                [ -w "$f" ] && [ "$(cat "$f")" = 0 ] && echo 1 >"$f"
+            done
+            for f in /sys/devices/system/memory/memory*/state; do
+                [ -w "$f" ] && [ "$(cat "$f")" = offline ] && echo online >"$f" 2>/dev/null
+            done
+            cpus=$(grep -c '^processor' /proc/cpuinfo)
+            mem=$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo)
+            now="ORRERY-GUEST-HARDWARE cpus=$cpus memkb=$mem"
+            [ "$now" != "$last" ] && say "$now"
+            last=$now
+            sleep 2
+        done
+    ) &
+}
+
 read_config_drive() {
     # Placeholder: a config drive (label config-2 / cidata) or a second
     # virtio disk (/dev/vdb) will be read here. Present ones are ignored.
@@ -200,7 +229,9 @@ main() {
     setup_network
     read_config_drive
     busy_if_asked
-    # Idle quietly; acpid powers the machine off.
+    tick
+    watch_hardware
+    # Idle; acpid powers the machine off.
     while :; do sleep 3600; done
 }
 
@@ -299,6 +330,8 @@ qemu-img convert -c -O qcow2 "$DISK" "$tmp_out"
 chmod 0644 "$tmp_out"
 mv -f "$tmp_out" "$OUT"
 (cd "$(dirname "$OUT")" && sha256sum "$(basename "$OUT")") >"${OUT%.qcow2}.sha256"
+# Which recipe made the image: a changed recipe makes the tests rebuild it.
+sha256sum <"$LAB_DIR/build-guest.sh" | cut -d' ' -f1 >"${OUT%.qcow2}.recipe"
 
 size=$(stat -c %s "$OUT")
 echo "build-guest.sh: kernel $KVER, modules: ${LOAD_ORDER[*]}"

@@ -151,6 +151,8 @@ pub struct MigrationPlan {
     /// be able to tell.
     pub shared_storage: bool,
     pub max_downtime_ms: Option<u64>,
+    /// Bandwidth cap in MiB/s.
+    pub bandwidth_mib: Option<u64>,
 }
 
 /// How far a running job (a migration) has come, in bytes.

@@ -375,6 +375,7 @@ impl AgentClient for Router {
             shared_storage: cmd.shared_storage,
             timeout_seconds: cmd.timeout.as_secs().min(u32::MAX as u64) as u32,
             max_downtime_ms: cmd.max_downtime_ms,
+            bandwidth_mib: cmd.bandwidth_mib,
         });
         // The agent aborts at `timeout` itself; the deadline leaves it time
         // to report that and the instance's state.

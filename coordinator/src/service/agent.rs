@@ -95,6 +95,8 @@ pub struct MigrateCmd {
     /// `migratewait`: the source aborts past it and keeps the instance.
     pub timeout: Duration,
     pub max_downtime_ms: u32,
+    /// `vm.migrate.speed` in MiB/s; 0 is unlimited.
+    pub bandwidth_mib: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -267,6 +267,7 @@ impl Service {
             max_downtime_ms: self
                 .setting_i64("vm.migrate.downtime")
                 .clamp(0, u32::MAX as i64) as u32,
+            bandwidth_mib: self.setting_i64("vm.migrate.speed").clamp(0, u32::MAX as i64) as u32,
         };
         let progress: super::agent::Progress = {
             let (map, key) = (self.progress.clone(), vm.uuid.clone());

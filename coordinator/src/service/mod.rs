@@ -22,6 +22,7 @@ pub mod maintenance;
 pub mod migration;
 pub mod offerings;
 pub mod placing;
+pub mod reshape;
 pub mod schedules;
 pub mod scope;
 pub mod settings;

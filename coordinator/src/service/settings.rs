@@ -80,6 +80,7 @@ pub static SETTINGS: &[Setting] = &[
     s("host.maintenance.local.storage.strategy", "Error", SettingType::String, "Advanced", &[], "What maintenance does with instances that cannot be migrated off the host: Error (the host goes to ErrorInMaintenance and they keep running) or ForceStop (they are stopped)"),
     s("vm.migrate.tls", "true", Boolean, "Advanced", &[], "Migrate instances over TLS (libvirt qemu+tls and QEMU's TLS migration stream) with the certificates the coordinator issued; false migrates over plain TCP"),
     r(s("migratewait", "3600", Integer, "Advanced", &[], "Seconds a migration may take before it is aborted and the instance stays where it was"), 1.0, 86400.0),
+    r(s("vm.migrate.speed", "0", Integer, "Advanced", &[], "Bandwidth cap of a live migration in MiB/s; 0 leaves it unlimited"), 0.0, 1e6),
     r(s("vm.migrate.downtime", "0", Integer, "Advanced", &[], "Largest pause in milliseconds a live migration may cause at switch-over; 0 keeps the hypervisor's default"), 0.0, 600000.0),
     r(s("vm.stop.timeout", "120", Integer, "Advanced", &[], "Seconds a graceful stop waits for the guest before powering it off"), 1.0, 86400.0),
     s("vm.metadata.manufacturer", "Apache Software Foundation", SettingType::String, "Advanced", &["zone"], "Manufacturer in the SMBIOS system information of instances"),

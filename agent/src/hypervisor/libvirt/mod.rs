@@ -773,6 +773,7 @@ impl Hypervisor for LibvirtHypervisor {
             }
             let params = virt::domain::MigrateParameters {
                 uri: plan.migrate_uri.clone(),
+                bandwidth: plan.bandwidth_mib,
                 ..Default::default()
             };
             d.migrate_to_uri3(
@@ -895,6 +896,7 @@ mod tests {
             copy_storage: false,
             shared_storage: true,
             max_downtime_ms: None,
+            bandwidth_mib: None,
         };
         let f = migrate_flags(&plan);
         for must in [

@@ -7,6 +7,7 @@ use crate::api::views::{self, Lookup};
 use crate::handler;
 use crate::service::lifecycle::VmAction;
 use crate::service::listing::{GroupListFilter, VmFilter};
+use crate::service::reshape::ChangeOffering;
 use crate::service::vm::{DeployArgs, Pin, VmUpdate};
 use crate::service::Service;
 use serde_json::json;
@@ -200,6 +201,34 @@ pub fn commands() -> Vec<Command> {
             response: VM_FIELDS,
             response_key: None,
             handler: handler!(update),
+        },
+        Command {
+            name: "changeServiceForVirtualMachine",
+            description: "Changes the compute offering of a stopped instance; the new size applies at its next start.",
+            is_async: false,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[
+                req("id", "uuid", "the ID of the instance"),
+                req("serviceofferingid", "uuid", "the new compute offering"),
+                opt("details", "map", "cpuNumber, cpuSpeed and memory for a custom offering"),
+            ]; PARAMS },
+            response: VM_FIELDS,
+            response_key: None,
+            handler: handler!(change_service),
+        },
+        Command {
+            name: "upgradeVirtualMachine",
+            description: "Changes the compute offering of a stopped instance (as changeServiceForVirtualMachine).",
+            is_async: false,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[
+                req("id", "uuid", "the ID of the instance"),
+                req("serviceofferingid", "uuid", "the new compute offering"),
+                opt("details", "map", "cpuNumber, cpuSpeed and memory for a custom offering"),
+            ]; PARAMS },
+            response: VM_FIELDS,
+            response_key: None,
+            handler: handler!(change_service),
         },
         Command {
             name: "listVirtualMachines",
@@ -484,6 +513,16 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
     } else {
         ctx.svc.update_vm(&ctx.caller, vm, u).await?
     };
+    vm_reply(&ctx.svc, &ctx.caller, &vm).await
+}
+
+async fn change_service(ctx: Ctx) -> Result<Reply, ApiError> {
+    let req = ChangeOffering {
+        vm_uuid: ctx.p.required("id")?.to_string(),
+        offering_uuid: ctx.p.required("serviceofferingid")?.to_string(),
+        details: ctx.p.map_merged("details"),
+    };
+    let vm = ctx.svc.change_offering(&ctx.caller, req).await?;
     vm_reply(&ctx.svc, &ctx.caller, &vm).await
 }
 

@@ -1,0 +1,195 @@
+"""Live migration and host maintenance between three real lab hosts, over
+libvirt and QEMU TLS with the certificates the coordinator issued. Guests
+count on their serial consoles once a second, so a move is seen from inside:
+the count goes on on the destination without a reboot. Failures mid-move (the
+network cut, the destination killed) leave the guest running on the source
+and the record saying so."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+
+from lab import wait_vm_state
+from multihost import MultiLab, require_multihost
+from orrery_e2e import expect_api_error, unique, wait_for
+
+pytestmark = pytest.mark.lab
+
+TICK = re.compile(r"ORRERY-GUEST-TICK (\d+)")
+
+
+@pytest.fixture(scope="module")
+def mlab(tmp_path_factory):
+    require_multihost()
+    lab = MultiLab(tmp_path_factory.mktemp("multihost-migration"), count=3)
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
+
+
+def ticks(lab: MultiLab, host: str, name: str) -> list[int]:
+    return [int(n) for n in TICK.findall(lab.console(host, name))]
+
+
+def domains(lab: MultiLab, host: str, *flags: str) -> list[str]:
+    out = lab.exec(host, "virsh", "-c", "qemu:///system", "list", "--name", *flags).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def host_of(lab: MultiLab, vm_id: str) -> str:
+    vm = lab.api.listVirtualMachines(id=vm_id)["virtualmachine"][0]
+    return next(n for n, h in lab.hosts.items() if h["host_id"] == vm["hostid"])
+
+
+def running_guest(lab: MultiLab, host: str) -> dict:
+    vm = lab.deploy(unique("mig"), host)
+    wait_vm_state(lab.api, vm["id"], "Running", timeout=120)
+    lab.wait_console(host, vm["instancename"], r"ORRERY-GUEST-TICK 2\b", timeout=120)
+    return vm
+
+
+def test_live_migration_moves_a_running_guest_over_tls(mlab):
+    vm = running_guest(mlab, "h1")
+    name = vm["instancename"]
+    before = ticks(mlab, "h1", name)[-1]
+
+    job = mlab.api.migrateVirtualMachine(virtualmachineid=vm["id"],
+                                         hostid=mlab.host_id("h2"))
+    assert job["virtualmachine"]["hostid"] == mlab.host_id("h2")
+    listed = mlab.api.listVirtualMachines(id=vm["id"])["virtualmachine"][0]
+    assert listed["hostid"] == mlab.host_id("h2") and listed["state"] == "Running"
+
+    # The domain exists only on the destination, persistent there.
+    assert name in domains(mlab, "h2")
+    assert name in domains(mlab, "h2", "--persistent")
+    assert name not in domains(mlab, "h1", "--all")
+
+    # The guest goes on counting on h2, from where it was: no reboot.
+    mlab.wait_console("h2", name, rf"ORRERY-GUEST-TICK {before + 3}\b", timeout=60)
+    after = ticks(mlab, "h2", name)
+    assert after[0] >= before and after[0] <= before + 10, (before, after[:5])
+    assert "ORRERY-GUEST-BOOTED" not in mlab.console("h2", name)
+
+    events = mlab.api.listEvents(type="VM.MIGRATE", listall=True).get("event", [])
+    assert any(name in e["description"] and "h2" in e["description"] for e in events), events
+    mlab.env["moved"] = vm
+
+
+def test_findhosts_and_autoselect_stay_in_the_cluster(mlab):
+    vm = mlab.env["moved"]
+    candidates = mlab.api.findHostsForMigration(id=vm["id"])["host"]
+    ids = {h["id"] for h in candidates}
+    assert ids == {mlab.host_id("h1"), mlab.host_id("h3")}
+    assert all(h["suitableformigration"] and not h["requiresStorageMotion"]
+               for h in candidates)
+    # Placement chooses; the count goes on wherever it lands.
+    moved = mlab.api.migrateVirtualMachine(virtualmachineid=vm["id"])["virtualmachine"]
+    dest = next(n for n, h in mlab.hosts.items() if h["host_id"] == moved["hostid"])
+    assert dest in ("h1", "h3")
+    last = ticks(mlab, "h2", vm["instancename"])[-1]
+    mlab.wait_console(dest, vm["instancename"], rf"ORRERY-GUEST-TICK {last + 2}\b", timeout=60)
+
+
+def test_maintenance_empties_a_host_and_cancel_returns_it(mlab):
+    vm = mlab.env["moved"]
+    source = host_of(mlab, vm["id"])
+    other = running_guest(mlab, source)
+    host = mlab.api.prepareHostForMaintenance(id=mlab.host_id(source))["host"]
+    assert host["resourcestate"] == "Maintenance"
+    for v in (vm, other):
+        now = host_of(mlab, v["id"])
+        assert now != source
+        assert v["instancename"] in domains(mlab, now)
+    assert not [d for d in domains(mlab, source, "--all") if d.startswith("i-")]
+    # Nothing is placed on it while in maintenance.
+    err = expect_api_error(mlab.deploy, name=unique("mig"), host=source)
+    assert "Maintenance" in err.error["errortext"], err.error
+    back = mlab.api.cancelHostMaintenance(id=mlab.host_id(source))["host"]
+    assert back["resourcestate"] == "Enabled"
+    mlab.env["spare"] = other
+
+
+def _migrate_in_background(lab: MultiLab, vm_id: str, host: str) -> dict:
+    """Starts a migration; returns a dict filled with its outcome when done."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["result"] = lab.api.migrateVirtualMachine(
+                virtualmachineid=vm_id, hostid=lab.host_id(host))
+        except Exception as exc:  # noqa: BLE001 - the outcome is what is checked
+            outcome["error"] = exc
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    outcome["thread"] = t
+    return outcome
+
+
+def _slow_migrations(lab: MultiLab) -> None:
+    # 2 MiB/s: a 192 MB guest takes over a minute to copy, long enough to
+    # break the move half-way.
+    lab.api.updateConfiguration(name="vm.migrate.speed", value="2")
+
+
+def _wait_migrating(lab: MultiLab, vm_id: str) -> None:
+    wait_for(lambda: lab.api.listVirtualMachines(id=vm_id)["virtualmachine"][0]["state"]
+             == "Migrating", 30, "the migration never started")
+    time.sleep(3)
+
+
+def test_network_cut_mid_migration_leaves_the_guest_on_the_source(mlab):
+    vm = mlab.env["spare"]
+    source = host_of(mlab, vm["id"])
+    dest = next(h for h in ("h1", "h2", "h3") if h != source)
+    _slow_migrations(mlab)
+    try:
+        outcome = _migrate_in_background(mlab, vm["id"], dest)
+        _wait_migrating(mlab, vm["id"])
+        mlab.hosts_sh("partition", dest)
+        outcome["thread"].join(timeout=180)
+        assert not outcome["thread"].is_alive(), "the migration never ended"
+        assert "error" in outcome, outcome
+    finally:
+        mlab.hosts_sh("heal", dest)
+        mlab.api.updateConfiguration(name="vm.migrate.speed", value="0")
+    listed = wait_vm_state(mlab.api, vm["id"], "Running", timeout=60)
+    assert listed["hostid"] == mlab.host_id(source)
+    assert vm["instancename"] in domains(mlab, source)
+    last = ticks(mlab, source, vm["instancename"])[-1]
+    mlab.wait_console(source, vm["instancename"], rf"ORRERY-GUEST-TICK {last + 2}\b",
+                      timeout=30)
+    # The destination keeps nothing of it once it can talk again.
+    wait_for(lambda: vm["instancename"] not in domains(mlab, dest, "--all"), 60,
+             f"{vm['instancename']} left behind on {dest}")
+    events = mlab.api.listEvents(type="VM.MIGRATE", listall=True).get("event", [])
+    assert any("failed" in e["description"] and vm["instancename"] in e["description"]
+               for e in events)
+
+
+def test_destination_killed_mid_migration_leaves_the_guest_on_the_source(mlab):
+    # Last: the killed host does not come back.
+    vm = mlab.env["spare"]
+    source = host_of(mlab, vm["id"])
+    dest = next(h for h in ("h3", "h2", "h1") if h != source)
+    _slow_migrations(mlab)
+    try:
+        outcome = _migrate_in_background(mlab, vm["id"], dest)
+        _wait_migrating(mlab, vm["id"])
+        mlab.hosts_sh("kill", dest)
+        outcome["thread"].join(timeout=180)
+        assert not outcome["thread"].is_alive(), "the migration never ended"
+        assert "error" in outcome, outcome
+    finally:
+        mlab.api.updateConfiguration(name="vm.migrate.speed", value="0")
+    listed = wait_vm_state(mlab.api, vm["id"], "Running", timeout=60)
+    assert listed["hostid"] == mlab.host_id(source)
+    assert vm["instancename"] in domains(mlab, source)
+    last = ticks(mlab, source, vm["instancename"])[-1]
+    mlab.wait_console(source, vm["instancename"], rf"ORRERY-GUEST-TICK {last + 2}\b",
+                      timeout=30)
