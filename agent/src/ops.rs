@@ -354,6 +354,10 @@ impl Ops {
                 self.cleanup_migration(&c).await?;
                 Ok(None)
             }
+            Op::Scale(s) => {
+                self.scale(&s).await?;
+                Ok(None)
+            }
         }
     }
 
@@ -459,6 +463,14 @@ impl Ops {
             }
         }
         Ok(())
+    }
+
+    /// Raises a running domain's vCPUs and memory (see `ScaleInstance`).
+    pub async fn scale(&self, s: &pb::ScaleInstance) -> Result<(), OpError> {
+        Err(OpError::Invalid(format!(
+            "scaling {} to {} vCPUs and {} MiB is not supported by this agent",
+            s.name, s.vcpus, s.memory_mib
+        )))
     }
 
     /// Undoes a preparation after a failed migration: a domain of that name
