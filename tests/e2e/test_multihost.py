@@ -124,6 +124,28 @@ def test_h2_libvirt_certificate_is_issued_by_the_coordinator_ca(mlab):
     assert mode.stdout.strip() == "600"
 
 
+def test_renewed_certificate_reaches_libvirt_and_qemu(mlab):
+    x509 = pytest.importorskip("cryptography.x509")
+
+    def files():
+        return [mlab.exec("h1", "cat", f"/etc/pki/{p}").stdout
+                for p in ("libvirt/servercert.pem", "libvirt/clientcert.pem",
+                          "qemu/server-cert.pem", "qemu/client-cert.pem")]
+    before = files()
+    mlab.api.provisionCertificate(hostid=mlab.host_id("h1"))
+    after = files()
+    assert after != before and len(set(after)) == 1
+    assert after[0] == (mlab.host_dir("h1") / "orrery" / "agent" / "host.pem").read_text()
+    # Renewals name what enrolment recorded and the host's current address.
+    cert = x509.load_pem_x509_certificate(after[0].encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("10.99.0.1") in san.get_values_for_type(x509.IPAddress)
+    assert "h1" in san.get_values_for_type(x509.DNSName)
+    # New TLS connections from h1 present the renewed client certificate.
+    out = mlab.exec("h1", "virsh", "-c", "qemu+tls://10.99.0.3/system", "hostname").stdout
+    assert out.strip() == "h3"
+
+
 def test_partitioned_host_is_noticed_and_comes_back_when_healed(mlab):
     h3 = mlab.host_id("h3")
     mlab.hosts_sh("partition", "h3")

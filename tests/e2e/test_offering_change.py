@@ -127,3 +127,53 @@ def test_other_accounts_cannot_change_or_use_what_they_cannot_see(admin, env, us
         for vm in (mine, theirs):
             admin.destroyVirtualMachine(id=vm["id"], expunge=True)
         admin.deleteServiceOffering(id=scoped["id"])
+
+
+def test_scaling_a_running_instance(admin, env, image, zone, os_type):
+    from orrery_e2e import register_template
+    template = register_template(admin, zone["id"], os_type["id"], image)
+    admin.updateTemplate(id=template["id"], isdynamicallyscalable=True)
+    small = offering(admin, cpunumber=1, memory=256)
+    big = offering(admin, cpunumber=2, memory=512)
+    smaller = offering(admin, cpunumber=1, memory=128)
+    fixed = offering(admin, cpunumber=4, memory=1024, dynamicscalingenabled=False)
+
+    def launch(**extra):
+        return admin.deployVirtualMachine(zoneid=zone["id"], serviceofferingid=small["id"],
+                                          templateid=template["id"], name=unique("scale"),
+                                          **extra)["virtualmachine"]
+    vm = launch()
+    rigid = launch(dynamicscalingenabled=False)
+    try:
+        assert vm["isdynamicallyscalable"] is True and rigid["isdynamicallyscalable"] is False
+        err = expect_api_error(admin.scaleVirtualMachine, id=vm["id"],
+                               serviceofferingid=big["id"])
+        assert err.status == 431 and "enable.dynamic.scale.vm" in err.error["errortext"]
+
+        admin.updateConfiguration(name="enable.dynamic.scale.vm", value="true")
+        scaled = admin.scaleVirtualMachine(id=vm["id"],
+                                           serviceofferingid=big["id"])["virtualmachine"]
+        assert (scaled["cpunumber"], scaled["memory"], scaled["state"]) == (2, 512, "Running")
+        assert scaled["serviceofferingid"] == big["id"]
+        events = admin.listEvents(type="VM.DYNAMIC.SCALE", listall=True).get("event", [])
+        assert any(vm["id"] in e["description"] for e in events)
+
+        err = expect_api_error(admin.scaleVirtualMachine, id=vm["id"],
+                               serviceofferingid=smaller["id"])
+        assert err.status == 431 and "Only scaling up" in err.error["errortext"]
+        err = expect_api_error(admin.scaleVirtualMachine, id=vm["id"],
+                               serviceofferingid=fixed["id"])
+        assert err.status == 431 and "dynamic scaling" in err.error["errortext"]
+        err = expect_api_error(admin.scaleVirtualMachine, id=rigid["id"],
+                               serviceofferingid=big["id"])
+        assert err.status == 431 and "not dynamically scalable" in err.error["errortext"]
+        assert get_vm(admin, rigid["id"])["memory"] == 256
+
+        # A stopped instance simply takes the offering, scalable or not.
+        admin.stopVirtualMachine(id=rigid["id"])
+        done = admin.scaleVirtualMachine(id=rigid["id"], serviceofferingid=big["id"])
+        assert done["virtualmachine"]["memory"] == 512
+    finally:
+        admin.updateConfiguration(name="enable.dynamic.scale.vm", value="false")
+        for v in (vm, rigid):
+            admin.destroyVirtualMachine(id=v["id"], expunge=True)

@@ -8,7 +8,9 @@
 #       Creates hosts h1..hN (10.99.0.1..N on bridge orrlab0, 10.99.0.254).
 #       The coordinator must accept agents on 10.99.0.254:PORT (serve with
 #       --agent-listen 0.0.0.0:PORT). Prints one JSON object per host on
-#       stdout: {"name", "address", "libvirt_uri", "host_id"}.
+#       stdout: {"name", "address", "libvirt_uri", "host_id"}. Run again
+#       with the same coordinator, it starts whatever is not running (a host
+#       after `kill` comes back with its enrolment and state).
 #   hosts.sh down              removes every lab host and all lab state
 #   hosts.sh kill hN           SIGKILLs every process of hN (abrupt failure)
 #   hosts.sh partition hN      cuts hN's network link
@@ -43,6 +45,12 @@ ORRERY_ROOT=/var/lib/orrery
 
 die() { echo "hosts.sh: $*" >&2; exit 1; }
 say() { echo "hosts.sh: $*" >&2; }
+
+# `down` removes this directory recursively.
+case $(readlink -m "$LAB_DIR") in
+    /?*) ;;
+    *) die "ORRERY_LAB_DIR must be an absolute path other than /" ;;
+esac
 
 host_dir() { echo "$LAB_DIR/hosts/$1"; }
 

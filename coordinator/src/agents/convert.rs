@@ -79,6 +79,8 @@ pub fn instance_spec(s: &VmSpec) -> pb::InstanceSpec {
         smbios_product: s.smbios_product.clone(),
         template: s.template.as_ref().map(template),
         iso: s.iso.as_ref().map(|i| i.uuid.clone()).unwrap_or_default(),
+        max_vcpus: s.max_cpu.clamp(0, u32::MAX as i64) as u32,
+        max_memory_mib: s.max_memory_mb.max(0) as u64,
     }
 }
 

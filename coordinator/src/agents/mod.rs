@@ -338,6 +338,26 @@ impl AgentClient for Router {
         )
         .await
     }
+    async fn scale(
+        &self,
+        host_id: i64,
+        instance: &str,
+        cpu_number: i64,
+        memory_mb: i64,
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self
+                .sim
+                .scale(host_id, instance, cpu_number, memory_mb)
+                .await;
+        }
+        let op = pb::command::Op::Scale(pb::ScaleInstance {
+            name: instance.into(),
+            vcpus: cpu_number.max(0) as u32,
+            memory_mib: memory_mb.max(0) as u64,
+        });
+        self.hub.call(host_id, op, SHORT).await.map(|_| ())
+    }
     async fn prepare_migration(
         &self,
         host_id: i64,

@@ -39,6 +39,10 @@ pub struct VmSpec {
     pub uefi: bool,
     pub secure_boot: bool,
     pub tpm: bool,
+    /// Dynamically scalable instances: the most vCPUs and MB they may be
+    /// scaled to while running; 0 when not scalable.
+    pub max_cpu: i64,
+    pub max_memory_mb: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -139,6 +143,14 @@ pub trait AgentClient: Send + Sync {
     ) -> Result<(), AgentError>;
     /// Issues the host a new certificate over its live connection; returns it.
     async fn renew_certificate(&self, host_id: i64) -> Result<String, AgentError>;
+    /// Raises a running instance's vCPUs and memory in place.
+    async fn scale(
+        &self,
+        host_id: i64,
+        instance: &str,
+        cpu_number: i64,
+        memory_mb: i64,
+    ) -> Result<(), AgentError>;
     /// Readies the destination for an incoming instance (networks, DHCP,
     /// and with `copy_storage` its volume files).
     async fn prepare_migration(
@@ -255,6 +267,15 @@ impl AgentClient for Simulator {
             host: host_id,
             reason: "simulated hosts have no certificates".into(),
         })
+    }
+    async fn scale(
+        &self,
+        host_id: i64,
+        instance: &str,
+        _cpu_number: i64,
+        _memory_mb: i64,
+    ) -> Result<(), AgentError> {
+        self.running(host_id, instance).await
     }
     async fn prepare_migration(
         &self,

@@ -60,6 +60,10 @@ pub enum Work {
     HostMaintenance {
         host_id: i64,
     },
+    Scale {
+        vm_id: i64,
+        size: super::reshape::NewSize,
+    },
     /// Completes at once with the given result; for commands that are async in
     /// CloudStack but need no host work here.
     Done {
@@ -329,6 +333,7 @@ impl Service {
                 Ok(JobOutput::Success)
             }
             Work::Migrate { vm_id, host_id } => self.exec_migrate(vm_id, host_id).await,
+            Work::Scale { vm_id, size } => self.exec_scale(vm_id, size).await,
             Work::HostMaintenance { host_id } => self.exec_host_maintenance(caller, host_id).await,
             Work::Done { result } => Ok(result),
         }

@@ -227,6 +227,22 @@ impl Service {
         r
     }
 
+    /// Moves `vm` to a host of its cluster with room for it at the size of
+    /// `sized` (scaling up where its host is full).
+    pub(crate) async fn migrate_for_room(&self, vm: &Vm, sized: &Vm) -> SResult<()> {
+        let source_id = vm
+            .host_id
+            .ok_or_else(|| ServiceError::internal("running instance without host"))?;
+        let source: Host = self
+            .load_cached(source_id)
+            .await?
+            .ok_or_else(|| ServiceError::internal("source host vanished"))?;
+        let dest = self.choose_destination(sized, None).await?;
+        let r = self.migrate_to(vm, &source, &dest).await;
+        self.capacity.release_move(vm.id);
+        r.map(|_| ())
+    }
+
     async fn migrate_to(&self, vm: &Vm, source: &Host, dest: &Host) -> SResult<JobOutput> {
         let tls = self.setting("vm.migrate.tls", &[]) != "false";
         if tls {
@@ -267,7 +283,9 @@ impl Service {
             max_downtime_ms: self
                 .setting_i64("vm.migrate.downtime")
                 .clamp(0, u32::MAX as i64) as u32,
-            bandwidth_mib: self.setting_i64("vm.migrate.speed").clamp(0, u32::MAX as i64) as u32,
+            bandwidth_mib: self
+                .setting_i64("vm.migrate.speed")
+                .clamp(0, u32::MAX as i64) as u32,
         };
         let progress: super::agent::Progress = {
             let (map, key) = (self.progress.clone(), vm.uuid.clone());

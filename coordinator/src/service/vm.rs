@@ -562,6 +562,7 @@ impl Service {
             || detail("boottype").is_some_and(|v| v.eq_ignore_ascii_case("UEFI"));
         let secure_boot = detail("UEFI").is_some_and(|v| v.eq_ignore_ascii_case("SECURE"))
             || detail("bootmode").is_some_and(|v| v.eq_ignore_ascii_case("SECURE"));
+        let (max_cpu, max_memory_mb) = self.scaling_room(vm).await?;
         Ok(VmSpec {
             instance_name: vm.instance_name.clone(),
             uuid: vm.uuid.clone(),
@@ -593,7 +594,80 @@ impl Service {
             uefi,
             secure_boot,
             tpm: detail("tpm").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            max_cpu,
+            max_memory_mb,
         })
+    }
+
+    /// Whether a running instance may be scaled: the zone's setting, the
+    /// instance's flag, its template's and its offering's.
+    pub(crate) async fn scalable(&self, vm: &Vm) -> SResult<Result<(), String>> {
+        if self.setting("enable.dynamic.scale.vm", &[("zone", vm.zone_id)]) != "true" {
+            return Ok(Err(
+                "dynamic scaling is disabled: set enable.dynamic.scale.vm to true in the instance's zone".into(),
+            ));
+        }
+        if !vm.dynamically_scalable {
+            return Ok(Err(format!(
+                "instance {} is not dynamically scalable",
+                vm.uuid
+            )));
+        }
+        if let Some(t) = vm.template_id {
+            if let Some(t) = self.load_cached::<Template>(t).await? {
+                if !t.dynamically_scalable {
+                    return Ok(Err(format!(
+                        "its template {} is not dynamically scalable",
+                        t.name
+                    )));
+                }
+            }
+        }
+        if let Some(o) = self
+            .load_cached::<ServiceOffering>(vm.service_offering_id)
+            .await?
+        {
+            if !o.dynamic_scaling {
+                return Ok(Err(format!(
+                    "its service offering {} does not enable dynamic scaling",
+                    o.name
+                )));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// The most vCPUs and MB a scalable instance may grow to, from
+    /// `vm.serviceoffering.cpu.cores.max` and `vm.serviceoffering.ram.size.max`
+    /// (0: the host's own); (0, 0) when it is not scalable.
+    async fn scaling_room(&self, vm: &Vm) -> SResult<(i64, i64)> {
+        if self.scalable(vm).await?.is_err() {
+            return Ok((0, 0));
+        }
+        let host = match vm.host_id {
+            Some(h) => self.load_cached::<Host>(h).await?,
+            None => None,
+        };
+        let pick = |setting: i64, host: Option<i64>, own: i64| {
+            let limit = if setting > 0 {
+                setting
+            } else {
+                host.unwrap_or(own)
+            };
+            limit.max(own)
+        };
+        Ok((
+            pick(
+                self.setting_i64("vm.serviceoffering.cpu.cores.max"),
+                host.as_ref().map(|h| h.cpu_number),
+                vm.cpu_number,
+            ),
+            pick(
+                self.setting_i64("vm.serviceoffering.ram.size.max"),
+                host.as_ref().map(|h| h.memory_total / (1 << 20)),
+                vm.memory,
+            ),
+        ))
     }
 
     /// A template as hosts fetch it, with a SHA-256 of the stored file that the
@@ -670,7 +744,8 @@ impl Service {
             )
             .await;
         self.capacity.release(vm_id);
-        begun?;
+        // The spec from the record as it now is: placed on its host.
+        let vm = begun?;
         let spec = match self.vm_spec(&vm).await {
             Ok(s) => s,
             Err(e) => {

@@ -119,6 +119,8 @@ pub enum Transition {
     PoweredOffOutOfBand,
     /// The host reported the instance running while the record said otherwise.
     PoweredOnOutOfBand,
+    /// A running instance grows in place (more vCPUs or memory).
+    Rescale,
     /// A running instance starts moving to another host.
     BeginMigrate,
     /// It runs on the destination now, or (failed) still on the source:
@@ -147,6 +149,7 @@ impl Transition {
             Transition::BeginExpunge | Transition::ExpungeDone => "expunge",
             Transition::PoweredOffOutOfBand => "power-off report",
             Transition::PoweredOnOutOfBand => "power-on report",
+            Transition::Rescale => "scale",
             Transition::BeginMigrate | Transition::MigrateDone => "migrate",
         }
     }
@@ -170,6 +173,7 @@ impl Transition {
             (Transition::ExpungeDone, Expunging) => Expunged,
             (Transition::PoweredOffOutOfBand, Running | Starting | Stopping | Migrating) => Stopped,
             (Transition::PoweredOnOutOfBand, Stopped | Starting | Stopping) => Running,
+            (Transition::Rescale, Running) => Running,
             (Transition::BeginMigrate, Running) => Migrating,
             (Transition::MigrateDone, Migrating) => Running,
             _ => {
@@ -201,6 +205,11 @@ mod tests {
             assert!(Transition::BeginMigrate.apply(s).is_err(), "{s}");
         }
         assert!(Transition::MigrateDone.apply(VmState::Running).is_err());
+        assert_eq!(
+            Transition::Rescale.apply(VmState::Running),
+            Ok(VmState::Running)
+        );
+        assert!(Transition::Rescale.apply(VmState::Stopped).is_err());
         // A guest that powers off mid-move ends Stopped like any other.
         assert_eq!(
             Transition::PoweredOffOutOfBand.apply(VmState::Migrating),

@@ -7,7 +7,7 @@ use crate::api::views::{self, Lookup};
 use crate::handler;
 use crate::service::lifecycle::VmAction;
 use crate::service::listing::{GroupListFilter, VmFilter};
-use crate::service::reshape::ChangeOffering;
+use crate::service::reshape::{ChangeOffering, ScaleRequest};
 use crate::service::vm::{DeployArgs, Pin, VmUpdate};
 use crate::service::Service;
 use serde_json::json;
@@ -201,6 +201,20 @@ pub fn commands() -> Vec<Command> {
             response: VM_FIELDS,
             response_key: None,
             handler: handler!(update),
+        },
+        Command {
+            name: "scaleVirtualMachine",
+            description: "Scales a running instance up to a new compute offering without stopping it (enable.dynamic.scale.vm; a stopped instance just changes offering).",
+            is_async: true,
+            access: Access::All,
+            params: { const PARAMS: &[P] = &[
+                req("id", "uuid", "the ID of the instance"),
+                req("serviceofferingid", "uuid", "the new compute offering"),
+                opt("details", "map", "cpuNumber, cpuSpeed and memory for a custom offering"),
+            ]; PARAMS },
+            response: VM_FIELDS,
+            response_key: None,
+            handler: handler!(scale),
         },
         Command {
             name: "changeServiceForVirtualMachine",
@@ -514,6 +528,16 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
         ctx.svc.update_vm(&ctx.caller, vm, u).await?
     };
     vm_reply(&ctx.svc, &ctx.caller, &vm).await
+}
+
+async fn scale(ctx: Ctx) -> Result<Reply, ApiError> {
+    let req = ScaleRequest {
+        vm_uuid: ctx.p.required("id")?.to_string(),
+        offering_uuid: ctx.p.required("serviceofferingid")?.to_string(),
+        details: ctx.p.map_merged("details"),
+    };
+    let job = ctx.svc.scale_vm(&ctx.caller, req).await?;
+    Ok(Reply::Async { job, id: None })
 }
 
 async fn change_service(ctx: Ctx) -> Result<Reply, ApiError> {
