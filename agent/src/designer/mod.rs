@@ -16,10 +16,10 @@ use crate::domxml::{
     Channel, ChannelSourceMode, CharDevice, CharSource, ClockOffset, Cpu, CpuMode, CpuTopology,
     Devices, Disk, DiskBus, DiskCache, DiskDevice, DiskDiscard, DiskDriver, DiskFormat, DiskType,
     DomXmlError, Domain, DomainType, Features, Graphics, Hostdev, Input, InputBus, InputType,
-    Interface, InterfaceSource, IoTune, LifecycleAction, Loader, LoaderType, MdevModel, MemBalloon,
-    MemBalloonModel, NicModel, Nvram, OrreryMetadata, Os, PciAddress, Rng, RngModel, SmbiosMode,
-    SysInfo, Tpm, TpmModel, TpmVersion, Vcpu, VcpuPlacement, Video, VideoModel, XmlFragment,
-    XmlValue,
+    Interface, InterfaceSource, IoTune, LifecycleAction, Loader, LoaderType, MaxMemory, MdevModel,
+    MemBalloon, MemBalloonModel, NicModel, NumaCell, Nvram, OrreryMetadata, Os, PciAddress, Rng,
+    RngModel, SmbiosMode, SysInfo, Tpm, TpmModel, TpmVersion, Vcpu, VcpuPlacement, Video,
+    VideoModel, XmlFragment, XmlValue,
 };
 
 pub use spec::{
@@ -63,6 +63,16 @@ pub const TCG_CPU_MODEL: &str = "qemu64";
 
 /// SMBIOS system version, identifying the software that designed the domain.
 pub const SMBIOS_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Memory slots of a scalable instance: each memory module plugged in
+/// while it runs takes one, so it can grow this many times before it must
+/// be restarted. CloudStack's KVM agent defines as many.
+pub const MEMORY_SLOTS: u32 = 16;
+
+/// The guest NUMA node of a scalable instance. libvirt plugs memory modules
+/// only into a guest with NUMA nodes, so the instance gets one holding all
+/// its vCPUs and its start memory, and modules are plugged into it.
+pub const HOTPLUG_NUMA_NODE: u32 = 0;
 
 /// Host entropy source for the virtio RNG. `/dev/urandom` never blocks, so
 /// a guest draining it cannot stall other guests or the host.
@@ -148,6 +158,49 @@ pub fn design(
         .memory_mib
         .checked_mul(1024)
         .ok_or_else(|| invalid("memory_mib", "is too large"))?;
+    // A scalable instance is defined for its maximums from the start:
+    // vCPUs and memory slots cannot be added to a running domain, only
+    // filled.
+    let max_vcpus = match spec.max_vcpus {
+        Some(max) if max < spec.vcpus => {
+            return Err(invalid(
+                "max_vcpus",
+                format!(
+                    "{max} is below the {} vCPUs the instance starts with",
+                    spec.vcpus
+                ),
+            ))
+        }
+        Some(max) => max,
+        None => spec.vcpus,
+    };
+    let max_memory_kib = match spec.max_memory_mib {
+        Some(max) if max < spec.memory_mib => {
+            return Err(invalid(
+                "max_memory_mib",
+                format!(
+                    "{max} is below the {} MiB the instance starts with",
+                    spec.memory_mib
+                ),
+            ))
+        }
+        Some(max) => max
+            .checked_mul(1024)
+            .ok_or_else(|| invalid("max_memory_mib", "is too large"))?,
+        None => memory_kib,
+    };
+    let max_memory = (max_memory_kib > memory_kib).then_some(MaxMemory {
+        slots: MEMORY_SLOTS,
+        kib: max_memory_kib,
+    });
+    let numa = match max_memory {
+        Some(_) => vec![NumaCell {
+            id: HOTPLUG_NUMA_NODE,
+            cpus: cpu_list(max_vcpus),
+            memory_kib,
+        }],
+        None => Vec::new(),
+    };
 
     let secure_boot = matches!(spec.boot_mode, BootMode::Uefi { secure: true });
     let (loader, nvram) = firmware(spec, facts, config)?;
@@ -215,12 +268,13 @@ pub fn design(
             instance_uuid: uuid.clone(),
             instance_name: spec.host_name.clone(),
         }),
+        max_memory,
         memory_kib,
         current_memory_kib: Some(memory_kib),
         vcpu: Vcpu {
-            count: spec.vcpus,
+            count: max_vcpus,
             placement: Some(VcpuPlacement::Static),
-            current: None,
+            current: (max_vcpus > spec.vcpus).then_some(spec.vcpus),
         },
         sysinfo: Some(SysInfo {
             manufacturer: non_empty(&spec.smbios_manufacturer),
@@ -253,7 +307,7 @@ pub fn design(
             // flash and will not start without SMM.
             smm: secure_boot,
         },
-        cpu: Some(cpu(spec, domain_type)?),
+        cpu: Some(cpu(spec, domain_type, max_vcpus, numa)?),
         clock: Some(clock_offset(&spec.os_type)),
         on_poweroff: Some(LifecycleAction::Destroy),
         on_reboot: Some(LifecycleAction::Restart),
@@ -492,7 +546,22 @@ fn bad_detail(key: &str, value: &str, reason: impl Into<String>) -> DesignError 
     }
 }
 
-fn cpu(spec: &InstanceSpec, domain_type: DomainType) -> Result<Cpu, DesignError> {
+/// vCPU ids `0` to `count - 1` in libvirt's list syntax.
+fn cpu_list(count: u32) -> String {
+    match count {
+        0 | 1 => "0".to_string(),
+        n => format!("0-{}", n - 1),
+    }
+}
+
+/// The CPU for `vcpus` vCPUs in all: the most a scalable instance may
+/// have, since the topology has to hold every vCPU that may be plugged in.
+fn cpu(
+    spec: &InstanceSpec,
+    domain_type: DomainType,
+    vcpus: u32,
+    numa: Vec<NumaCell>,
+) -> Result<Cpu, DesignError> {
     // Guests license and schedule by sockets and cores, so the requested
     // layout is honoured when it fits the vCPU count; otherwise every vCPU
     // is its own socket, which every guest accepts.
@@ -509,7 +578,7 @@ fn cpu(spec: &InstanceSpec, domain_type: DomainType) -> Result<Cpu, DesignError>
                     "must be a positive integer",
                 ));
             }
-            if spec.vcpus.is_multiple_of(n) {
+            if vcpus.is_multiple_of(n) {
                 n
             } else {
                 1
@@ -517,7 +586,7 @@ fn cpu(spec: &InstanceSpec, domain_type: DomainType) -> Result<Cpu, DesignError>
         }
     };
     let topology = CpuTopology {
-        sockets: spec.vcpus / cores,
+        sockets: vcpus / cores,
         cores,
         threads: 1,
     };
@@ -529,11 +598,13 @@ fn cpu(spec: &InstanceSpec, domain_type: DomainType) -> Result<Cpu, DesignError>
             mode: CpuMode::HostPassthrough,
             model: None,
             topology: Some(topology),
+            numa,
         },
         DomainType::Qemu => Cpu {
             mode: CpuMode::Custom,
             model: Some(TCG_CPU_MODEL.to_string()),
             topology: Some(topology),
+            numa,
         },
     })
 }

@@ -39,6 +39,16 @@ pub struct InstanceSpec {
     /// definition does not express it.
     pub cpu_speed_mhz: u32,
     pub memory_mib: u64,
+    /// The most vCPUs a dynamically scalable instance may be given while it
+    /// runs; the domain starts with `vcpus` of them online and the rest
+    /// ready to be plugged in. None, or `vcpus`: no room to grow.
+    #[serde(default)]
+    pub max_vcpus: Option<u32>,
+    /// The most memory a dynamically scalable instance may reach while it
+    /// runs, by memory modules plugged in; it starts with `memory_mib`.
+    /// None, or `memory_mib`: no room to grow.
+    #[serde(default)]
+    pub max_memory_mib: Option<u64>,
     /// Guest OS type description, e.g. "Other Linux (64-bit)".
     pub os_type: String,
     #[serde(default)]

@@ -296,6 +296,11 @@ pub struct Domain {
     /// Orrery's own element under `<metadata>`; other tools' metadata is not
     /// modelled.
     pub metadata: Option<OrreryMetadata>,
+    /// `<maxMemory>`: room for memory devices plugged in while the domain
+    /// runs; without it, no memory can be added live.
+    pub max_memory: Option<MaxMemory>,
+    /// `<memory>`: on a running domain libvirt counts hot-plugged memory
+    /// devices in.
     pub memory_kib: u64,
     pub current_memory_kib: Option<u64>,
     pub vcpu: Vcpu,
@@ -318,11 +323,21 @@ pub struct OrreryMetadata {
     pub instance_name: String,
 }
 
+/// The most memory a domain can reach by hot-plugging memory devices, and
+/// how many devices it can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxMemory {
+    pub slots: u32,
+    pub kib: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vcpu {
     pub count: u32,
     pub placement: Option<VcpuPlacement>,
-    /// Number of vCPUs online at boot when fewer than `count`.
+    /// Number of vCPUs online when fewer than `count`: at boot in a
+    /// definition, now in a running domain's XML. libvirt leaves it out once
+    /// all are online.
     pub current: Option<u32>,
 }
 
@@ -332,6 +347,19 @@ pub struct Cpu {
     /// `<model>` text; meaningful with [`CpuMode::Custom`].
     pub model: Option<String>,
     pub topology: Option<CpuTopology>,
+    /// Guest NUMA cells, rendered as `<numa>` inside `<cpu>`; empty, no
+    /// `<numa>` element.
+    pub numa: Vec<NumaCell>,
+}
+
+/// One guest NUMA node: which vCPUs and how much of the start memory it
+/// holds. Memory devices name the node they are plugged into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaCell {
+    pub id: u32,
+    /// vCPU ids in libvirt's list syntax, e.g. `0-3` or `0,2`.
+    pub cpus: String,
+    pub memory_kib: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -402,6 +430,9 @@ pub struct Devices {
     pub hostdevs: Vec<Hostdev>,
     pub memballoon: Option<MemBalloon>,
     pub rngs: Vec<Rng>,
+    /// `<memory model='dimm'>` devices; on a running domain these include
+    /// the ones plugged in since it started.
+    pub memories: Vec<MemoryDevice>,
     /// Opaque elements appended at the end of `<devices>`.
     ///
     /// Write-only as far as the model is concerned: when libvirt's XML is
@@ -580,6 +611,15 @@ pub struct Rng {
     pub source: Option<String>,
 }
 
+/// A memory module (`<memory model='dimm'>`), the unit in which memory is
+/// added to a running guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryDevice {
+    pub size_kib: u64,
+    /// Guest NUMA node the module belongs to; libvirt picks one when absent.
+    pub node: Option<u32>,
+}
+
 /// One or more XML elements kept as text, checked to be well-formed when
 /// created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -705,5 +745,26 @@ impl Disk {
     /// One `<disk>` element on its own, for hot-plugging a device.
     pub fn to_xml(&self) -> String {
         tree::render(&render::disk(self))
+    }
+}
+
+impl MemoryDevice {
+    /// One `<memory>` element on its own, for hot-plugging a module.
+    pub fn to_xml(&self) -> String {
+        tree::render(&render::memory_device(self))
+    }
+
+    /// Reads one `<memory>` element on its own, as given to or returned
+    /// by a device hot-plug.
+    pub fn from_xml(xml: &str) -> Result<MemoryDevice, DomXmlError> {
+        let root = single_root(xml)?;
+        if root.ns.is_some() || root.local != "memory" {
+            return Err(DomXmlError::InvalidValue {
+                path: "/".to_string(),
+                value: root.qname,
+                expected: "a <memory> element".to_string(),
+            });
+        }
+        parse::memory_device(&root, "memory")
     }
 }

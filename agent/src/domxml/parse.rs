@@ -115,12 +115,17 @@ fn opt_text(el: &Element, name: &str) -> Option<String> {
     el.first_child(name).map(Element::text_content)
 }
 
-/// Converts a libvirt scaled memory value to KiB, rounding up as libvirt
-/// does for values that are not whole KiB.
+/// Converts a libvirt scaled memory value (an element's text, its unit in
+/// the `unit` attribute) to KiB.
 fn memory_kib(el: &Element, path: &str) -> Result<u64, DomXmlError> {
-    let text = el.text_content();
-    let value: u64 = number(&text, path.to_string())?;
-    let unit = el.get_attr("unit").unwrap_or("KiB");
+    scaled_kib(&el.text_content(), el.get_attr("unit"), path)
+}
+
+/// Converts a memory value in `unit` (KiB when absent) to KiB, rounding up
+/// as libvirt does for values that are not whole KiB.
+fn scaled_kib(text: &str, unit: Option<&str>, path: &str) -> Result<u64, DomXmlError> {
+    let value: u64 = number(text, path.to_string())?;
+    let unit = unit.unwrap_or("KiB");
     let bytes_per_unit: u128 = match unit {
         "b" | "bytes" => 1,
         "KB" => 1_000,
@@ -140,13 +145,8 @@ fn memory_kib(el: &Element, path: &str) -> Result<u64, DomXmlError> {
         }
     };
     let kib = (u128::from(value) * bytes_per_unit).div_ceil(1024);
-    u64::try_from(kib).map_err(|_| {
-        invalid(
-            path.to_string(),
-            &text,
-            "a memory size that fits in 64 bits",
-        )
-    })
+    u64::try_from(kib)
+        .map_err(|_| invalid(path.to_string(), text, "a memory size that fits in 64 bits"))
 }
 
 pub(crate) fn domain(root: &Element) -> Result<Domain, DomXmlError> {
@@ -159,6 +159,16 @@ pub(crate) fn domain(root: &Element) -> Result<Domain, DomXmlError> {
     let domain_type = req_enum_attr(root, p, "type")?;
     let name = req_child(root, p, "name")?.text_content();
 
+    let max_memory = root
+        .first_child("maxMemory")
+        .map(|el| -> Result<MaxMemory, DomXmlError> {
+            let mp = "domain/maxMemory";
+            Ok(MaxMemory {
+                slots: req_num_attr(el, mp, "slots")?,
+                kib: memory_kib(el, mp)?,
+            })
+        })
+        .transpose()?;
     let memory = memory_kib(req_child(root, p, "memory")?, "domain/memory")?;
     let current_memory_kib = root
         .first_child("currentMemory")
@@ -199,6 +209,7 @@ pub(crate) fn domain(root: &Element) -> Result<Domain, DomXmlError> {
         title: opt_text(root, "title"),
         description: opt_text(root, "description"),
         metadata: metadata(root)?,
+        max_memory,
         memory_kib: memory,
         current_memory_kib,
         vcpu,
@@ -327,11 +338,35 @@ fn cpu(el: &Element) -> Result<Cpu, DomXmlError> {
             })
         })
         .transpose()?;
+    let numa = match el.first_child("numa") {
+        Some(n) => n
+            .children_named("cell")
+            .enumerate()
+            .map(|(i, c)| numa_cell(c, i))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
     Ok(Cpu {
         // libvirt's default when the attribute is absent.
         mode: opt_enum_attr(el, p, "mode")?.unwrap_or(CpuMode::Custom),
         model: opt_text(el, "model").map(|m| m.trim().to_string()),
         topology,
+        numa,
+    })
+}
+
+fn numa_cell(el: &Element, index: usize) -> Result<NumaCell, DomXmlError> {
+    let p = format!("domain/cpu/numa/cell[{index}]");
+    let memory = req_attr(el, &p, "memory")?;
+    Ok(NumaCell {
+        // Cells without an id are numbered in document order, as libvirt
+        // numbers them.
+        id: match opt_num_attr(el, &p, "id")? {
+            Some(id) => id,
+            None => u32::try_from(index).unwrap_or(u32::MAX),
+        },
+        cpus: req_attr(el, &p, "cpus")?.to_string(),
+        memory_kib: scaled_kib(memory, el.get_attr("unit"), &format!("{p}/@memory"))?,
     })
 }
 
@@ -413,7 +448,30 @@ fn devices(el: &Element) -> Result<Devices, DomXmlError> {
             source: (!source.trim().is_empty()).then(|| source.trim().to_string()),
         });
     }
+    for (i, child) in el.children_named("memory").enumerate() {
+        d.memories
+            .push(memory_device(child, &format!("domain/devices/memory[{i}]"))?);
+    }
     Ok(d)
+}
+
+pub(crate) fn memory_device(el: &Element, p: &str) -> Result<MemoryDevice, DomXmlError> {
+    // Other models (nvdimm, virtio-mem, ...) are different devices, not
+    // modules of another size.
+    let model = req_attr(el, p, "model")?;
+    if model != "dimm" {
+        return Err(invalid(format!("{p}/@model"), model, "dimm"));
+    }
+    let target = req_child(el, p, "target")?;
+    let tp = format!("{p}/target");
+    let size = req_child(target, &tp, "size")?;
+    Ok(MemoryDevice {
+        size_kib: memory_kib(size, &format!("{tp}/size"))?,
+        node: target
+            .first_child("node")
+            .map(|n| number(&n.text_content(), format!("{tp}/node")))
+            .transpose()?,
+    })
 }
 
 fn disk(el: &Element, p: &str) -> Result<Disk, DomXmlError> {

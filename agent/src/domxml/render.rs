@@ -40,6 +40,14 @@ pub(crate) fn domain(d: &Domain) -> Element {
     if let Some(meta) = &d.metadata {
         root.push(metadata(meta));
     }
+    if let Some(max) = d.max_memory {
+        root.push(
+            Element::new("maxMemory")
+                .attr("slots", max.slots.to_string())
+                .attr("unit", "KiB")
+                .text(max.kib.to_string()),
+        );
+    }
     root.push(
         Element::new("memory")
             .attr("unit", "KiB")
@@ -159,6 +167,19 @@ fn features(f: &Features) -> Option<Element> {
 }
 
 fn cpu(c: &Cpu) -> Element {
+    let numa = (!c.numa.is_empty()).then(|| {
+        let mut numa = Element::new("numa");
+        for cell in &c.numa {
+            numa.push(
+                Element::new("cell")
+                    .attr("id", cell.id.to_string())
+                    .attr("cpus", &cell.cpus)
+                    .attr("memory", cell.memory_kib.to_string())
+                    .attr("unit", "KiB"),
+            );
+        }
+        numa
+    });
     Element::new("cpu")
         .attr("mode", c.mode.as_str())
         .child_opt(c.model.as_deref().map(|m| text_el("model", m)))
@@ -168,6 +189,7 @@ fn cpu(c: &Cpu) -> Element {
                 .attr("cores", t.cores.to_string())
                 .attr("threads", t.threads.to_string())
         }))
+        .child_opt(numa)
 }
 
 fn devices(d: &Devices) -> Element {
@@ -243,6 +265,9 @@ fn devices(d: &Devices) -> Element {
                 .child(backend),
         );
     }
+    for x in &d.memories {
+        el.push(memory_device(x));
+    }
     for fragment in &d.extra {
         for child in fragment.elements() {
             el.push(child);
@@ -289,6 +314,17 @@ pub(crate) fn disk(d: &Disk) -> Element {
         el.push(text_el("serial", serial));
     }
     el
+}
+
+pub(crate) fn memory_device(m: &MemoryDevice) -> Element {
+    let target = Element::new("target")
+        .child(
+            Element::new("size")
+                .attr("unit", "KiB")
+                .text(m.size_kib.to_string()),
+        )
+        .child_opt(m.node.map(|n| text_el("node", &n.to_string())));
+    Element::new("memory").attr("model", "dimm").child(target)
 }
 
 fn iotune(t: &IoTune) -> Element {

@@ -224,6 +224,10 @@ pub trait Hypervisor: Send + Sync {
     /// persistent definition).
     async fn attach_device(&self, name: &str, xml: &str) -> Result<(), HvError>;
     async fn detach_device(&self, name: &str, xml: &str) -> Result<(), HvError>;
+    /// Sets how many of a running domain's vCPUs are online, in the guest
+    /// and in its persistent definition; at most the count it was defined
+    /// with.
+    async fn set_vcpus(&self, name: &str, vcpus: u32) -> Result<(), HvError>;
     /// Tells a running domain its disk `target` (e.g. vdb) grew to `bytes`.
     async fn block_resize(&self, name: &str, target: &str, bytes: u64) -> Result<(), HvError>;
     /// Counters of every active (running or paused) domain, read in one

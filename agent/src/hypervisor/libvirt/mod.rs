@@ -752,6 +752,19 @@ impl Hypervisor for LibvirtHypervisor {
         .await
     }
 
+    async fn set_vcpus(&self, name: &str, vcpus: u32) -> Result<(), HvError> {
+        // LIVE plugs the vCPUs into the guest (libvirt refuses it for a
+        // domain that is not running); CONFIG keeps the count in the
+        // persistent definition, so a reboot does not take them away.
+        self.with_domain(name, move |d, _| {
+            d.set_vcpus_flags(
+                vcpus,
+                sys::VIR_DOMAIN_AFFECT_LIVE | sys::VIR_DOMAIN_AFFECT_CONFIG,
+            )
+        })
+        .await
+    }
+
     async fn block_resize(&self, name: &str, target: &str, bytes: u64) -> Result<(), HvError> {
         let target = target.to_string();
         self.with_domain(name, move |d, _| {
