@@ -4,10 +4,20 @@
 # SQLite, enrol a local agent, register the lab's tiny guest image as a
 # template and deploy an instance that really boots. The coordinator and the
 # agent keep running afterwards; the script ends by saying how to reach them.
+#
+# ORRERY_LAB_HOSTS=N runs the same job on N lab hosts (tests/lab/hosts.sh:
+# namespace hosts with their own libvirtd and an enrolled agent each) instead
+# of the local agent, with one instance on each host.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ROOT="${ORRERY_HOME:-/var/lib/orrery}"
+LAB_HOSTS="${ORRERY_LAB_HOSTS:-0}"
+if [ "$LAB_HOSTS" -gt 0 ] 2>/dev/null; then
+    ROOT="${ORRERY_HOME:-/var/lib/orrery-demo-lab}"
+else
+    LAB_HOSTS=0
+    ROOT="${ORRERY_HOME:-/var/lib/orrery}"
+fi
 DATA="$ROOT/coordinator"
 AGENT_STATE="$ROOT/agent"
 PORT="${ORRERY_PORT:-8080}"
@@ -50,10 +60,13 @@ fi
 
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# Lab hosts reach the coordinator over the lab bridge, not loopback.
+AGENT_LISTEN="127.0.0.1"
+[ "$LAB_HOSTS" -eq 0 ] || AGENT_LISTEN="0.0.0.0"
 if ! running "$ROOT/coordinator.pid"; then
-    say "starting the coordinator (API 127.0.0.1:$PORT, agents 127.0.0.1:$AGENT_PORT)"
+    say "starting the coordinator (API 127.0.0.1:$PORT, agents $AGENT_LISTEN:$AGENT_PORT)"
     setsid "$COORD" serve --data-dir "$DATA" --api-listen "127.0.0.1:$PORT" \
-        --agent-listen "127.0.0.1:$AGENT_PORT" >> "$ROOT/coordinator.log" 2>&1 < /dev/null &
+        --agent-listen "$AGENT_LISTEN:$AGENT_PORT" >> "$ROOT/coordinator.log" 2>&1 < /dev/null &
     echo $! > "$ROOT/coordinator.pid"
 fi
 
@@ -66,27 +79,40 @@ CS=.venv/bin/cs
 get() { python3 -c "import json,sys;t=sys.stdin.read();d=json.loads(t) if t.strip() else {};print(eval(sys.argv[1]))" "$1"; }
 for _ in $(seq 100); do $CS listZones >/dev/null 2>&1 && break; sleep 0.2; done
 
-if [ ! -f "$AGENT_STATE/agent.json" ]; then
-    say "enrolling this host"
-    TOKEN="$("$COORD" token create --data-dir "$DATA")"
-    "$AGENT" enroll --coordinator "127.0.0.1:$AGENT_PORT" --token "$TOKEN" --state-dir "$AGENT_STATE"
-fi
-if [ -n "$DOMAIN_TYPE" ]; then
-    printf 'domain_type = "%s"\n' "$DOMAIN_TYPE" > "$ROOT/agent.toml"
+wait_up() {
+    for _ in $(seq 200); do
+        [ "$($CS listHosts id="$1" | get 'd["host"][0]["state"]')" = Up ] && return 0
+        sleep 0.3
+    done
+}
+HOST_IDS=()
+if [ "$LAB_HOSTS" -gt 0 ]; then
+    say "starting $LAB_HOSTS lab hosts"
+    HOSTS_JSON=$(ORRERY_COORDINATOR_BIN="$COORD" ORRERY_AGENT_BIN="$AGENT" \
+        bash tests/lab/hosts.sh up "$LAB_HOSTS" --data-dir "$DATA" --agent-port "$AGENT_PORT")
+    while read -r line; do
+        [ -n "$line" ] && HOST_IDS+=("$(echo "$line" | get 'd["host_id"]')")
+    done <<<"$HOSTS_JSON"
 else
-    : > "$ROOT/agent.toml"
+    if [ ! -f "$AGENT_STATE/agent.json" ]; then
+        say "enrolling this host"
+        TOKEN="$("$COORD" token create --data-dir "$DATA")"
+        "$AGENT" enroll --coordinator "127.0.0.1:$AGENT_PORT" --token "$TOKEN" --state-dir "$AGENT_STATE"
+    fi
+    if [ -n "$DOMAIN_TYPE" ]; then
+        printf 'domain_type = "%s"\n' "$DOMAIN_TYPE" > "$ROOT/agent.toml"
+    else
+        : > "$ROOT/agent.toml"
+    fi
+    if ! running "$ROOT/agent.pid"; then
+        say "starting the agent"
+        setsid "$AGENT" --config "$ROOT/agent.toml" --state-dir "$AGENT_STATE" --primary-dir "$ROOT/primary" run \
+            >> "$ROOT/agent.log" 2>&1 < /dev/null &
+        echo $! > "$ROOT/agent.pid"
+    fi
+    HOST_IDS+=("$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["host_id"])' "$AGENT_STATE/agent.json")")
 fi
-if ! running "$ROOT/agent.pid"; then
-    say "starting the agent"
-    setsid "$AGENT" --config "$ROOT/agent.toml" --state-dir "$AGENT_STATE" --primary-dir "$ROOT/primary" run \
-        >> "$ROOT/agent.log" 2>&1 < /dev/null &
-    echo $! > "$ROOT/agent.pid"
-fi
-HOST_ID="$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["host_id"])' "$AGENT_STATE/agent.json")"
-for _ in $(seq 100); do
-    [ "$($CS listHosts id="$HOST_ID" | get 'd["host"][0]["state"]')" = Up ] && break
-    sleep 0.3
-done
+for h in "${HOST_IDS[@]}"; do wait_up "$h"; done
 
 say "catalog: offering and template"
 ZONE=$($CS listZones | get 'd["zone"][0]["id"]')
@@ -105,16 +131,30 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 
-NAME="demo-$RANDOM"
-say "deploying $NAME"
-VM_JSON=$($CS deployVirtualMachine zoneid="$ZONE" serviceofferingid="$SO" templateid="$TMPL" name="$NAME")
-INSTANCE=$(echo "$VM_JSON" | get 'd["virtualmachine"]["instancename"]')
-IP=$(echo "$VM_JSON" | get 'd["virtualmachine"]["nic"][0]["ipaddress"]')
-STATE=$(echo "$VM_JSON" | get 'd["virtualmachine"]["state"]')
-LOG="$AGENT_STATE/consoles/$INSTANCE.log"
-for _ in $(seq 240); do grep -qa "ORRERY-GUEST-IP=" "$LOG" 2>/dev/null && break; sleep 0.5; done
-echo "instance $NAME ($INSTANCE) is $STATE with address $IP; its console says:"
-grep -a "ORRERY-GUEST" "$LOG" || true
+console_of() {
+    if [ "$LAB_HOSTS" -gt 0 ]; then
+        echo "${ORRERY_LAB_DIR:-/var/lib/orrery-lab}/hosts/$1/orrery/agent/consoles/$2.log"
+    else
+        echo "$AGENT_STATE/consoles/$2.log"
+    fi
+}
+i=0
+for h in "${HOST_IDS[@]}"; do
+    i=$((i + 1))
+    NAME="demo-$RANDOM"
+    PIN=""
+    [ "$LAB_HOSTS" -eq 0 ] || PIN="hostid=$h"
+    say "deploying $NAME"
+    VM_JSON=$($CS deployVirtualMachine zoneid="$ZONE" serviceofferingid="$SO" templateid="$TMPL" name="$NAME" $PIN)
+    INSTANCE=$(echo "$VM_JSON" | get 'd["virtualmachine"]["instancename"]')
+    IP=$(echo "$VM_JSON" | get 'd["virtualmachine"]["nic"][0]["ipaddress"]')
+    STATE=$(echo "$VM_JSON" | get 'd["virtualmachine"]["state"]')
+    HOSTNAME=$(echo "$VM_JSON" | get 'd["virtualmachine"]["hostname"]')
+    LOG=$(console_of "h$i" "$INSTANCE")
+    for _ in $(seq 240); do grep -qa "ORRERY-GUEST-IP=" "$LOG" 2>/dev/null && break; sleep 0.5; done
+    echo "instance $NAME ($INSTANCE) on $HOSTNAME is $STATE with address $IP; its console says:"
+    grep -a "ORRERY-GUEST" "$LOG" | grep -v TICK || true
+done
 
 cat <<EOF
 
@@ -126,5 +166,6 @@ The coordinator and the agent keep running (logs in $ROOT). Talk to it with cs:
     $PWD/.venv/bin/cs listVirtualMachines
     $PWD/.venv/bin/cs stopVirtualMachine id=<id>
 
-Stop them with: kill \$(cat $ROOT/coordinator.pid) \$(cat $ROOT/agent.pid)
+Stop them with: kill \$(cat $ROOT/coordinator.pid) \$(cat $ROOT/agent.pid 2>/dev/null)
+(lab hosts: bash tests/lab/hosts.sh down)
 EOF

@@ -68,6 +68,7 @@ def world(admin, coordinator, env, image, os_type, zone):
             "instancegroup": igroup["id"], "schedule": schedule["id"],
             "template": template["id"], "account": people["owner"]["account"]["id"],
             "user": people["owner"]["user"]["id"], "job": job, "network": network["id"],
+            "serviceoffering": env.offering["id"],
         },
     }
 
@@ -125,6 +126,11 @@ MUTATORS = [
     ("getUserKeys", {"id": "user"}),
     ("queryAsyncJobResult", {"jobid": "job"}),
     ("deleteNetwork", {"id": "network"}),
+    ("changeServiceForVirtualMachine", {"id": "vm", "serviceofferingid": "serviceoffering"}),
+    ("upgradeVirtualMachine", {"id": "vm", "serviceofferingid": "serviceoffering"}),
+    ("scaleVirtualMachine", {"id": "vm", "serviceofferingid": "serviceoffering"}),
+    ("migrateVirtualMachine", {"virtualmachineid": "vm"}),
+    ("findHostsForMigration", {"id": "vm"}),
 ]
 
 OUTSIDERS = ["b_user", "b_admin"]
