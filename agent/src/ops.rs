@@ -255,6 +255,9 @@ impl Ops {
             storage_free_bytes: space.as_ref().map(|s| s.available_bytes).unwrap_or(0),
             kvm_usable: accel.kvm_usable,
             kvm_probe: accel.kvm_probe.clone(),
+            local_dir: String::new(),
+            local_bytes: 0,
+            local_free_bytes: 0,
             libvirt_tls: self.libvirt_tls.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
@@ -465,12 +468,117 @@ impl Ops {
         Ok(())
     }
 
-    /// Raises a running domain's vCPUs and memory (see `ScaleInstance`).
+    /// Raises a running domain's vCPUs and memory (see `ScaleInstance`)
+    /// within the room it was started with: vCPUs are brought online up to
+    /// the count it was defined with, memory grows by one memory module of
+    /// the difference, up to its `<maxMemory>`. Both figures are checked
+    /// before anything changes; asking for what the domain has is a no-op.
     pub async fn scale(&self, s: &pb::ScaleInstance) -> Result<(), OpError> {
-        Err(OpError::Invalid(format!(
-            "scaling {} to {} vCPUs and {} MiB is not supported by this agent",
-            s.name, s.vcpus, s.memory_mib
-        )))
+        /// QEMU refuses a module whose size is not a multiple of 2 MiB
+        /// ("backend memory size must be multiple of 0x200000").
+        const MODULE_ALIGN_KIB: u64 = 2 * 1024;
+        /// Linux guests online memory in blocks of 128 MiB on x86-64; a
+        /// module of another size is left unused (all of it), and so are
+        /// modules placed after it, since they no longer start on a block.
+        const GUEST_BLOCK_KIB: u64 = 128 * 1024;
+
+        let name = &s.name;
+        match self.hv.power(name).await? {
+            Power::On => {}
+            p => {
+                return Err(OpError::Invalid(format!(
+                    "instance {name} is not running ({p:?}); only a running instance is scaled \
+                     live"
+                )))
+            }
+        }
+        let dom = Domain::from_xml(&self.hv.domain_xml(name).await?)?;
+
+        let max_vcpus = dom.vcpu.count;
+        let vcpus = dom.vcpu.current.unwrap_or(max_vcpus);
+        if s.vcpus < vcpus {
+            return Err(OpError::Invalid(format!(
+                "instance {name} runs {vcpus} vCPUs; scaling never lowers them (asked for {})",
+                s.vcpus
+            )));
+        }
+        if s.vcpus > max_vcpus {
+            let why = if vcpus == max_vcpus {
+                "it was not started scalable, or already runs the most it was started with"
+            } else {
+                "the most it was started with"
+            };
+            return Err(OpError::Invalid(format!(
+                "instance {name} cannot run {} vCPUs: it has room for {max_vcpus} ({why})",
+                s.vcpus
+            )));
+        }
+
+        let memory_kib = dom.memory_kib;
+        let target_kib = s
+            .memory_mib
+            .checked_mul(1024)
+            .ok_or_else(|| OpError::Invalid(format!("{} MiB is too large", s.memory_mib)))?;
+        if target_kib < memory_kib {
+            return Err(OpError::Invalid(format!(
+                "instance {name} has {} MiB of memory; scaling never lowers it (asked for {} MiB)",
+                memory_kib / 1024,
+                s.memory_mib
+            )));
+        }
+        let module = if target_kib > memory_kib {
+            let Some(max) = dom.max_memory else {
+                return Err(OpError::Invalid(format!(
+                    "instance {name} was not started scalable: it has no room for more memory \
+                     than its {} MiB",
+                    memory_kib / 1024
+                )));
+            };
+            if target_kib > max.kib {
+                return Err(OpError::Invalid(format!(
+                    "instance {name} cannot have {} MiB of memory: the most it was started with \
+                     is {} MiB",
+                    s.memory_mib,
+                    max.kib / 1024
+                )));
+            }
+            let used = dom.devices.memories.len();
+            if used >= max.slots as usize {
+                return Err(OpError::Invalid(format!(
+                    "instance {name} has all its {} memory slots in use",
+                    max.slots
+                )));
+            }
+            let size_kib = target_kib - memory_kib;
+            if size_kib % MODULE_ALIGN_KIB != 0 {
+                return Err(OpError::Invalid(format!(
+                    "instance {name} can grow its memory only in steps of 2 MiB; {} MiB more \
+                     is not one",
+                    size_kib as f64 / 1024.0
+                )));
+            }
+            if size_kib % GUEST_BLOCK_KIB != 0 {
+                tracing::warn!(
+                    instance = %name,
+                    size_kib,
+                    "a memory module that is not a multiple of 128 MiB is not used by Linux guests"
+                );
+            }
+            Some(domxml::MemoryDevice {
+                size_kib,
+                node: Some(designer::HOTPLUG_NUMA_NODE),
+            })
+        } else {
+            None
+        };
+
+        if let Some(module) = module {
+            self.hv.attach_device(name, &module.to_xml()).await?;
+        }
+        if s.vcpus > vcpus {
+            self.hv.set_vcpus(name, s.vcpus).await?;
+        }
+        Ok(())
     }
 
     /// Undoes a preparation after a failed migration: a domain of that name
@@ -560,6 +668,9 @@ impl Ops {
             vcpus: s.vcpus,
             cpu_speed_mhz: s.cpu_mhz,
             memory_mib: s.memory_mib,
+            // 0 on the wire: not scalable.
+            max_vcpus: (s.max_vcpus > 0).then_some(s.max_vcpus),
+            max_memory_mib: (s.max_memory_mib > 0).then_some(s.max_memory_mib),
             os_type: s.os_type.clone(),
             boot_mode: if s.uefi {
                 BootMode::Uefi {
@@ -1098,6 +1209,7 @@ mod tests {
             name: "i-2-5-web".into(),
             instance_uuid: "6f1c1d57-3b7e-4f0e-9a53-0c2b1c7c0a11".into(),
             volume_uuids: vec![],
+            pool: String::new(),
         };
         assert!(ops.cleanup_migration(&c).await.is_err());
         assert!(hv.domain("i-2-5-web").is_some());
@@ -1129,5 +1241,229 @@ mod tests {
             total: 200,
         };
         assert_eq!(over.percent(), 100);
+    }
+
+    const SCALED: &str = "i-2-9-grow";
+
+    /// Starts an instance of 1 vCPU and 512 MiB through `start` (so the
+    /// spec's maximums go through the designer), its root volume already
+    /// in place.
+    async fn started(ops: &Ops, max_vcpus: u32, max_memory_mib: u64) {
+        ops.primary.init().await.unwrap();
+        let volume = "0c5f7d1e-0000-4000-8000-000000000009";
+        std::fs::write(ops.primary.volume_path(volume).unwrap(), b"").unwrap();
+        let spec = pb::InstanceSpec {
+            uuid: "7a2d9c40-1b3e-4f56-8a7b-9c0d1e2f3a49".into(),
+            name: SCALED.into(),
+            display_name: "grow".into(),
+            host_name: "grow".into(),
+            vcpus: 1,
+            memory_mib: 512,
+            os_type: "Other Linux (64-bit)".into(),
+            vnc_password: "secret".into(),
+            volumes: vec![pb::VolumeSpec {
+                uuid: volume.into(),
+                kind: "ROOT".into(),
+                device_id: 0,
+                size_bytes: 1 << 30,
+                format: "qcow2".into(),
+                pool: String::new(),
+            }],
+            max_vcpus,
+            max_memory_mib,
+            ..Default::default()
+        };
+        ops.start(&spec, &NoTemplates).await.unwrap();
+    }
+
+    async fn live(hv: &FakeHypervisor) -> Domain {
+        Domain::from_xml(&hv.domain_xml(SCALED).await.unwrap()).unwrap()
+    }
+
+    fn scale_to(vcpus: u32, memory_mib: u64) -> pb::ScaleInstance {
+        pb::ScaleInstance {
+            name: SCALED.into(),
+            vcpus,
+            memory_mib,
+        }
+    }
+
+    /// The calls that change a domain, of those made so far.
+    fn changes(hv: &FakeHypervisor) -> Vec<String> {
+        hv.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("attach_device") || c.starts_with("set_vcpus"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_scalable_instance_starts_with_room_for_its_maximums() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        started(&ops, 4, 2048).await;
+        let d = live(&hv).await;
+        assert_eq!((d.vcpu.count, d.vcpu.current), (4, Some(1)));
+        assert_eq!(
+            d.max_memory,
+            Some(domxml::MaxMemory {
+                slots: designer::MEMORY_SLOTS,
+                kib: 2048 * 1024
+            })
+        );
+        assert_eq!(d.memory_kib, 512 * 1024);
+        assert_eq!(d.cpu.unwrap().numa.len(), 1);
+
+        // 0 on the wire is "not scalable".
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        started(&ops, 0, 0).await;
+        let d = live(&hv).await;
+        assert_eq!((d.vcpu.count, d.vcpu.current), (1, None));
+        assert_eq!(d.max_memory, None);
+    }
+
+    #[tokio::test]
+    async fn scaling_brings_vcpus_online_and_plugs_one_module_of_the_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        started(&ops, 4, 2048).await;
+
+        ops.scale(&scale_to(2, 1024)).await.unwrap();
+        assert_eq!(
+            changes(&hv),
+            vec![
+                format!("attach_device {SCALED}"),
+                format!("set_vcpus {SCALED}")
+            ]
+        );
+        let d = live(&hv).await;
+        assert_eq!((d.vcpu.count, d.vcpu.current), (4, Some(2)));
+        assert_eq!(d.memory_kib, 1024 * 1024);
+        assert_eq!(
+            d.devices.memories,
+            vec![domxml::MemoryDevice {
+                size_kib: 512 * 1024,
+                node: Some(designer::HOTPLUG_NUMA_NODE)
+            }]
+        );
+
+        // Up to the maximums, one module per step; vCPUs alone.
+        ops.scale(&scale_to(2, 2048)).await.unwrap();
+        ops.scale(&scale_to(4, 2048)).await.unwrap();
+        let d = live(&hv).await;
+        assert_eq!((d.vcpu.count, d.vcpu.current), (4, None));
+        assert_eq!(d.memory_kib, 2048 * 1024);
+        assert_eq!(
+            d.devices
+                .memories
+                .iter()
+                .map(|m| m.size_kib / 1024)
+                .collect::<Vec<_>>(),
+            vec![512, 1024]
+        );
+        assert_eq!(changes(&hv).len(), 4);
+
+        // What it has already: nothing to do.
+        hv.clear_calls();
+        ops.scale(&scale_to(4, 2048)).await.unwrap();
+        assert!(changes(&hv).is_empty(), "{:?}", hv.calls());
+    }
+
+    #[tokio::test]
+    async fn scaling_refuses_what_the_domain_has_no_room_for_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        started(&ops, 4, 2048).await;
+        ops.scale(&scale_to(2, 1024)).await.unwrap();
+        hv.clear_calls();
+        let before = live(&hv).await;
+
+        for (vcpus, memory_mib, expected) in [
+            (1, 1024, "never lowers them"),
+            (2, 768, "never lowers it"),
+            (5, 1024, "room for 4 (the most it was started with)"),
+            (3, 4096, "the most it was started with is 2048 MiB"),
+            (2, 1025, "only in steps of 2 MiB"),
+        ] {
+            let err = ops.scale(&scale_to(vcpus, memory_mib)).await.unwrap_err();
+            assert_eq!(err.code(), "invalid");
+            let m = err.to_string();
+            assert!(m.contains(expected), "{vcpus} {memory_mib}: {m}");
+            assert!(m.contains(SCALED), "{m}");
+        }
+        assert!(changes(&hv).is_empty(), "{:?}", hv.calls());
+        assert_eq!(live(&hv).await, before);
+
+        // Not running.
+        hv.destroy(SCALED).await.unwrap();
+        let err = ops.scale(&scale_to(4, 2048)).await.unwrap_err();
+        assert!(err.to_string().contains("is not running"), "{err}");
+        assert!(changes(&hv).is_empty());
+
+        // Unknown.
+        let err = ops
+            .scale(&pb::ScaleInstance {
+                name: "i-2-404-gone".into(),
+                vcpus: 1,
+                memory_mib: 512,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "not-found");
+    }
+
+    #[tokio::test]
+    async fn an_instance_not_started_scalable_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        started(&ops, 0, 0).await;
+        let err = ops.scale(&scale_to(2, 512)).await.unwrap_err();
+        assert!(err.to_string().contains("not started scalable"), "{err}");
+        let err = ops.scale(&scale_to(1, 1024)).await.unwrap_err();
+        assert!(err.to_string().contains("not started scalable"), "{err}");
+        assert!(changes(&hv).is_empty());
+        // Asking for what it has is still fine.
+        ops.scale(&scale_to(1, 512)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_memory_slot_used_refuses_another_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        started(&ops, 1, 4096).await;
+        let slots = designer::MEMORY_SLOTS as u64;
+        for step in 1..=slots {
+            ops.scale(&scale_to(1, 512 + step * 128)).await.unwrap();
+        }
+        assert_eq!(live(&hv).await.devices.memories.len() as u64, slots);
+        let err = ops
+            .scale(&scale_to(1, 512 + (slots + 1) * 128))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("all its 16 memory slots"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_hypervisor_failure_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        started(&ops, 4, 2048).await;
+        hv.fail_next(
+            "attach_device",
+            HvError::backend(
+                codes::INTERNAL_ERROR,
+                "internal error: unable to execute QEMU command 'device_add'",
+            ),
+        );
+        let err = ops.scale(&scale_to(2, 1024)).await.unwrap_err();
+        assert_eq!(err.code(), "hypervisor");
+        // The memory step failed first: no vCPU was brought online.
+        assert_eq!(live(&hv).await.vcpu.current, Some(1));
     }
 }

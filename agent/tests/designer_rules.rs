@@ -294,6 +294,184 @@ fn emulation_uses_a_fixed_custom_model() {
     assert_eq!(TCG_CPU_MODEL, "qemu64");
 }
 
+// ---- dynamic scaling ---------------------------------------------------
+
+fn scalable(vcpus: u32, max_vcpus: u32, memory_mib: u64, max_memory_mib: u64) -> InstanceSpec {
+    let mut spec = lab_spec();
+    spec.vcpus = vcpus;
+    spec.max_vcpus = Some(max_vcpus);
+    spec.memory_mib = memory_mib;
+    spec.max_memory_mib = Some(max_memory_mib);
+    spec
+}
+
+#[test]
+fn not_scalable_has_no_room_to_grow() {
+    let d = design_ok(&lab_spec(), &lab_facts());
+    assert_eq!(d.max_memory, None);
+    assert_eq!(d.vcpu.current, None);
+    assert!(d.cpu.unwrap().numa.is_empty());
+    assert!(d.devices.memories.is_empty());
+}
+
+#[test]
+fn maximums_equal_to_the_start_values_are_not_scalable() {
+    let spec = lab_spec();
+    let equal = scalable(spec.vcpus, spec.vcpus, spec.memory_mib, spec.memory_mib);
+    assert_eq!(
+        design_ok(&equal, &lab_facts()).to_xml(),
+        design_ok(&spec, &lab_facts()).to_xml()
+    );
+}
+
+#[test]
+fn scalable_vcpus_start_partly_online_with_a_topology_for_the_maximum() {
+    let d = design_ok(&scalable(2, 8, 1024, 1024), &lab_facts());
+    assert_eq!(
+        d.vcpu,
+        Vcpu {
+            count: 8,
+            placement: Some(VcpuPlacement::Static),
+            current: Some(2)
+        }
+    );
+    assert_eq!(
+        topology(&d),
+        CpuTopology {
+            sockets: 8,
+            cores: 1,
+            threads: 1
+        }
+    );
+    // Room for vCPUs alone needs no memory slots and no NUMA node.
+    assert_eq!(d.max_memory, None);
+    assert!(d.cpu.as_ref().unwrap().numa.is_empty());
+    assert!(d
+        .to_xml()
+        .contains("<vcpu placement=\"static\" current=\"2\">8</vcpu>"));
+}
+
+#[test]
+fn cores_per_socket_must_divide_the_maximum_not_the_start_count() {
+    // 4 does not divide the 2 vCPUs started with, but does divide the 8
+    // the topology has to hold.
+    let spec = with_detail(scalable(2, 8, 1024, 1024), DETAIL_CORES_PER_SOCKET, "4");
+    assert_eq!(
+        topology(&design_ok(&spec, &lab_facts())),
+        CpuTopology {
+            sockets: 2,
+            cores: 4,
+            threads: 1
+        }
+    );
+    let spec = with_detail(scalable(4, 6, 1024, 1024), DETAIL_CORES_PER_SOCKET, "4");
+    assert_eq!(
+        topology(&design_ok(&spec, &lab_facts())),
+        CpuTopology {
+            sockets: 6,
+            cores: 1,
+            threads: 1
+        }
+    );
+}
+
+#[test]
+fn the_topology_always_holds_exactly_the_maximum() {
+    for cores in ["1", "2", "3", "4", "8"] {
+        for vcpus in 1..=4 {
+            for max in vcpus..=12 {
+                let spec = with_detail(
+                    scalable(vcpus, max, 512, 512),
+                    DETAIL_CORES_PER_SOCKET,
+                    cores,
+                );
+                let d = design_ok(&spec, &kvm_facts());
+                let t = topology(&d);
+                assert_eq!(
+                    t.sockets * t.cores * t.threads,
+                    max,
+                    "{cores} {vcpus}/{max}"
+                );
+                assert_eq!(d.vcpu.count, max);
+                assert_eq!(d.vcpu.current, (max > vcpus).then_some(vcpus));
+            }
+        }
+    }
+}
+
+#[test]
+fn scalable_memory_has_slots_and_one_numa_node_with_every_vcpu() {
+    let d = design_ok(&scalable(2, 4, 1024, 4096), &lab_facts());
+    assert_eq!(
+        d.max_memory,
+        Some(MaxMemory {
+            slots: MEMORY_SLOTS,
+            kib: 4096 * 1024
+        })
+    );
+    assert_eq!(MEMORY_SLOTS, 16);
+    // The guest starts with its start memory; modules bring the rest.
+    assert_eq!(d.memory_kib, 1024 * 1024);
+    assert_eq!(d.current_memory_kib, Some(1024 * 1024));
+    assert_eq!(
+        d.cpu.as_ref().unwrap().numa,
+        vec![NumaCell {
+            id: HOTPLUG_NUMA_NODE,
+            cpus: "0-3".into(),
+            memory_kib: 1024 * 1024
+        }]
+    );
+    assert!(d.devices.memories.is_empty());
+    let xml = d.to_xml();
+    for line in [
+        "<maxMemory slots=\"16\" unit=\"KiB\">4194304</maxMemory>",
+        "<memory unit=\"KiB\">1048576</memory>",
+        "<currentMemory unit=\"KiB\">1048576</currentMemory>",
+        "<vcpu placement=\"static\" current=\"2\">4</vcpu>",
+        "<cell id=\"0\" cpus=\"0-3\" memory=\"1048576\" unit=\"KiB\"/>",
+    ] {
+        assert!(xml.contains(line), "{line} not in\n{xml}");
+    }
+    assert_eq!(Domain::from_xml(&xml).unwrap(), d);
+}
+
+#[test]
+fn the_numa_node_holds_the_vcpus_a_memory_only_scalable_instance_has() {
+    let d = design_ok(&scalable(2, 2, 1024, 2048), &kvm_facts());
+    assert_eq!(d.vcpu.current, None);
+    assert_eq!(d.cpu.as_ref().unwrap().numa[0].cpus, "0-1");
+    let d = design_ok(&scalable(1, 1, 1024, 2048), &kvm_facts());
+    assert_eq!(d.cpu.as_ref().unwrap().numa[0].cpus, "0");
+    // The KVM CPU carries the node as well.
+    assert_eq!(d.cpu.as_ref().unwrap().mode, CpuMode::HostPassthrough);
+}
+
+#[test]
+fn a_maximum_below_the_start_value_is_refused() {
+    let err = design_err(&scalable(4, 2, 1024, 1024), &lab_facts());
+    assert_invalid_field(err.clone(), "max_vcpus");
+    assert!(err.to_string().contains("below the 4 vCPUs"), "{err}");
+    let err = design_err(&scalable(2, 2, 1024, 512), &lab_facts());
+    assert_invalid_field(err.clone(), "max_memory_mib");
+    assert!(err.to_string().contains("below the 1024 MiB"), "{err}");
+}
+
+#[test]
+fn oversized_maximum_memory_is_refused() {
+    let spec = scalable(2, 2, 1024, u64::MAX / 512);
+    assert_invalid_field(design_err(&spec, &lab_facts()), "max_memory_mib");
+}
+
+#[test]
+fn maximums_default_to_none_when_deserialised() {
+    let mut json = serde_json::to_value(lab_spec()).unwrap();
+    let fields = json.as_object_mut().unwrap();
+    fields.remove("max_vcpus");
+    fields.remove("max_memory_mib");
+    let spec: InstanceSpec = serde_json::from_value(json).unwrap();
+    assert_eq!(spec, lab_spec());
+}
+
 // ---- firmware, features, TPM ------------------------------------------
 
 #[test]

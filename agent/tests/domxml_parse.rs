@@ -25,6 +25,7 @@ fn parses_libvirt_running_domain_ignoring_unmodelled_parts() {
             instance_name: "web01".into()
         })
     );
+    assert_eq!(d.max_memory, None);
     assert_eq!(d.memory_kib, 2_097_152);
     assert_eq!(d.current_memory_kib, Some(2_097_152));
     assert_eq!(
@@ -78,6 +79,7 @@ fn parses_libvirt_running_domain_ignoring_unmodelled_parts() {
                 cores: 2,
                 threads: 1
             }),
+            numa: vec![],
         })
     );
     assert_eq!(d.clock, Some(ClockOffset::Utc));
@@ -463,4 +465,203 @@ fn fragments_must_be_well_formed_elements() {
 fn fragment_keeps_its_text() {
     let f = XmlFragment::new("<a b='1'/>").unwrap();
     assert_eq!(f.as_str(), "<a b='1'/>");
+}
+
+/// The parts of a running scalable domain that libvirt 9.0 reports after
+/// one vCPU and one memory module were plugged in (QEMU 7.2, TCG).
+const SCALED_LIVE: &str = "\
+<domain type='qemu' id='11'>
+  <name>scaled</name>
+  <maxMemory slots='16' unit='KiB'>524288</maxMemory>
+  <memory unit='KiB'>262144</memory>
+  <currentMemory unit='KiB'>262144</currentMemory>
+  <vcpu placement='static'>2</vcpu>
+  <vcpus>
+    <vcpu id='0' enabled='yes' hotpluggable='no' order='1'/>
+    <vcpu id='1' enabled='yes' hotpluggable='yes' order='2'/>
+  </vcpus>
+  <os>
+    <type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
+  </os>
+  <cpu mode='custom' match='exact' check='full'>
+    <model fallback='forbid'>qemu64</model>
+    <topology sockets='2' dies='1' cores='1' threads='1'/>
+    <feature policy='require' name='hypervisor'/>
+    <numa>
+      <cell id='0' cpus='0-1' memory='131072' unit='KiB'/>
+    </numa>
+  </cpu>
+  <devices>
+    <memballoon model='virtio'>
+      <alias name='balloon0'/>
+    </memballoon>
+    <memory model='dimm'>
+      <target>
+        <size unit='KiB'>131072</size>
+        <node>0</node>
+      </target>
+      <alias name='dimm0'/>
+      <address type='dimm' slot='0' base='0x100000000'/>
+    </memory>
+  </devices>
+</domain>
+";
+
+#[test]
+fn parses_the_room_and_modules_of_a_scaled_running_domain() {
+    let d = Domain::from_xml(SCALED_LIVE).unwrap();
+    assert_eq!(
+        d.max_memory,
+        Some(MaxMemory {
+            slots: 16,
+            kib: 524_288
+        })
+    );
+    // Plugged modules are counted in `<memory>`.
+    assert_eq!(d.memory_kib, 262_144);
+    assert_eq!(d.current_memory_kib, Some(262_144));
+    // All vCPUs online: libvirt leaves `current` out.
+    assert_eq!(
+        d.vcpu,
+        Vcpu {
+            count: 2,
+            placement: Some(VcpuPlacement::Static),
+            current: None
+        }
+    );
+    assert_eq!(
+        d.cpu.as_ref().unwrap().numa,
+        vec![NumaCell {
+            id: 0,
+            cpus: "0-1".into(),
+            memory_kib: 131_072
+        }]
+    );
+    assert_eq!(
+        d.devices.memories,
+        vec![MemoryDevice {
+            size_kib: 131_072,
+            node: Some(0)
+        }]
+    );
+    assert_eq!(Domain::from_xml(&d.to_xml()).unwrap(), d);
+}
+
+#[test]
+fn a_memory_module_parses_alone_as_libvirt_reports_it() {
+    let module = "<memory model='dimm'>\n  <target>\n    <size unit='MiB'>128</size>\n  \
+                  </target>\n  <alias name='dimm1'/>\n  <address type='dimm' slot='1' \
+                  base='0x108000000'/>\n</memory>";
+    assert_eq!(
+        MemoryDevice::from_xml(module).unwrap(),
+        MemoryDevice {
+            size_kib: 131_072,
+            node: None
+        }
+    );
+    assert!(matches!(
+        MemoryDevice::from_xml("<disk type='file'/>"),
+        Err(DomXmlError::InvalidValue { value, .. }) if value == "disk"
+    ));
+    assert_eq!(
+        MemoryDevice::from_xml("<memory model='dimm'><target/></memory>").unwrap_err(),
+        DomXmlError::MissingElement {
+            path: "memory/target/size".into()
+        }
+    );
+}
+
+#[test]
+fn scaling_elements_convert_units_and_number_cells_in_order() {
+    let xml = "<domain type='kvm'><name>x</name>\
+               <maxMemory slots='4' unit='GiB'>8</maxMemory><memory unit='GiB'>2</memory>\
+               <vcpu current='1'>4</vcpu><os><type>hvm</type></os>\
+               <cpu><numa><cell cpus='0-1' memory='1' unit='GiB'/>\
+               <cell cpus='2-3' memory='1024'/></numa></cpu>\
+               <devices><memory model='dimm'><target><size unit='GiB'>1</size>\
+               <node>1</node></target></memory></devices></domain>";
+    let d = Domain::from_xml(xml).unwrap();
+    assert_eq!(
+        d.max_memory,
+        Some(MaxMemory {
+            slots: 4,
+            kib: 8 << 20
+        })
+    );
+    assert_eq!(d.vcpu.current, Some(1));
+    let numa = &d.cpu.as_ref().unwrap().numa;
+    assert_eq!(
+        numa.iter()
+            .map(|c| (c.id, c.cpus.as_str(), c.memory_kib))
+            .collect::<Vec<_>>(),
+        vec![(0, "0-1", 1 << 20), (1, "2-3", 1024)]
+    );
+    assert_eq!(
+        d.devices.memories,
+        vec![MemoryDevice {
+            size_kib: 1 << 20,
+            node: Some(1)
+        }]
+    );
+}
+
+#[test]
+fn scaling_elements_report_errors_with_paths() {
+    let with = |top: &str, cpu: &str, devices: &str| {
+        format!(
+            "<domain type='kvm'><name>x</name>{top}<memory>1</memory><vcpu>1</vcpu>\
+             <os><type>hvm</type></os>{cpu}<devices>{devices}</devices></domain>"
+        )
+    };
+    assert_eq!(
+        Domain::from_xml(&with("<maxMemory unit='KiB'>2048</maxMemory>", "", "")).unwrap_err(),
+        DomXmlError::MissingAttribute {
+            path: "domain/maxMemory/@slots".into()
+        }
+    );
+    assert!(matches!(
+        Domain::from_xml(&with("<maxMemory slots='16' unit='parsec'>1</maxMemory>", "", "")),
+        Err(DomXmlError::InvalidValue { path, .. }) if path == "domain/maxMemory/@unit"
+    ));
+    assert_eq!(
+        Domain::from_xml(&with(
+            "",
+            "<cpu><numa><cell id='0' cpus='0'/></numa></cpu>",
+            ""
+        ))
+        .unwrap_err(),
+        DomXmlError::MissingAttribute {
+            path: "domain/cpu/numa/cell[0]/@memory".into()
+        }
+    );
+    assert!(matches!(
+        Domain::from_xml(&with("", "<cpu><numa><cell id='0' cpus='0' memory='1' unit='ly'/></numa></cpu>", "")),
+        Err(DomXmlError::InvalidValue { path, .. }) if path == "domain/cpu/numa/cell[0]/@unit"
+    ));
+    assert!(matches!(
+        Domain::from_xml(&with("", "<cpu><numa><cell id='0' cpus='0' memory='x'/></numa></cpu>", "")),
+        Err(DomXmlError::InvalidValue { path, .. }) if path == "domain/cpu/numa/cell[0]/@memory"
+    ));
+    // Other memory device models are other devices, not modules.
+    assert_eq!(
+        Domain::from_xml(&with(
+            "",
+            "",
+            "<memory model='nvdimm'><target><size>1</size></target></memory>"
+        ))
+        .unwrap_err(),
+        DomXmlError::InvalidValue {
+            path: "domain/devices/memory[0]/@model".into(),
+            value: "nvdimm".into(),
+            expected: "dimm".into(),
+        }
+    );
+    assert!(matches!(
+        Domain::from_xml(&with(
+            "",
+            "",
+            "<memory model='dimm'><target><size>1</size><node>first</node></target></memory>"
+        )),
+        Err(DomXmlError::InvalidValue { path, .. }) if path == "domain/devices/memory[0]/target/node"
+    ));
 }

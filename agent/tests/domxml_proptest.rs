@@ -79,13 +79,24 @@ fn sysinfo() -> BoxedStrategy<SysInfo> {
         .boxed()
 }
 
+fn numa_cell() -> BoxedStrategy<NumaCell> {
+    (any::<u32>(), text(), any::<u64>())
+        .prop_map(|(id, cpus, memory_kib)| NumaCell {
+            id,
+            cpus,
+            memory_kib,
+        })
+        .boxed()
+}
+
 fn cpu() -> BoxedStrategy<Cpu> {
     (
         xml_enum(),
         of(token()),
         of((any::<u32>(), any::<u32>(), any::<u32>())),
+        vec(numa_cell(), 0..3),
     )
-        .prop_map(|(mode, model, topology)| Cpu {
+        .prop_map(|(mode, model, topology, numa)| Cpu {
             mode,
             model,
             topology: topology.map(|(sockets, cores, threads)| CpuTopology {
@@ -93,6 +104,7 @@ fn cpu() -> BoxedStrategy<Cpu> {
                 cores,
                 threads,
             }),
+            numa,
         })
         .boxed()
 }
@@ -292,12 +304,17 @@ fn devices() -> BoxedStrategy<Devices> {
                 (xml_enum(), of(token())).prop_map(|(model, source)| Rng { model, source }),
                 0..2,
             ),
+            vec(
+                (any::<u64>(), of(any::<u32>()))
+                    .prop_map(|(size_kib, node)| MemoryDevice { size_kib, node }),
+                0..3,
+            ),
         ),
     )
         .prop_map(
             |(
                 (emulator, disks, interfaces, serials, consoles, channels),
-                (inputs, tpms, graphics, videos, hostdevs, memballoon, rngs),
+                (inputs, tpms, graphics, videos, hostdevs, memballoon, rngs, memories),
             )| Devices {
                 emulator,
                 disks,
@@ -312,6 +329,7 @@ fn devices() -> BoxedStrategy<Devices> {
                 hostdevs,
                 memballoon,
                 rngs,
+                memories,
                 extra: Vec::new(),
             },
         )
@@ -327,6 +345,7 @@ fn domain() -> BoxedStrategy<Domain> {
             of(text()),
             of(text()),
             of((token(), text())),
+            of((any::<u32>(), any::<u64>())),
             any::<u64>(),
             of(any::<u64>()),
         ),
@@ -343,7 +362,17 @@ fn domain() -> BoxedStrategy<Domain> {
     )
         .prop_map(
             |(
-                (domain_type, name, uuid, title, description, metadata, memory_kib, current),
+                (
+                    domain_type,
+                    name,
+                    uuid,
+                    title,
+                    description,
+                    metadata,
+                    max_memory,
+                    memory_kib,
+                    current,
+                ),
                 (
                     (count, placement, vcpu_current),
                     sysinfo,
@@ -364,6 +393,7 @@ fn domain() -> BoxedStrategy<Domain> {
                     instance_uuid,
                     instance_name,
                 }),
+                max_memory: max_memory.map(|(slots, kib)| MaxMemory { slots, kib }),
                 memory_kib,
                 current_memory_kib: current,
                 vcpu: Vcpu {

@@ -183,3 +183,61 @@ fn metadata_is_namespaced() {
     ), "{xml}");
     assert_eq!(orrery_metadata(&xml).unwrap(), d.metadata);
 }
+
+#[test]
+fn a_memory_module_renders_alone_for_hot_plug() {
+    let module = MemoryDevice {
+        size_kib: 131_072,
+        node: Some(0),
+    };
+    let xml = module.to_xml();
+    assert_eq!(
+        xml,
+        "<memory model=\"dimm\">\n  <target>\n    <size unit=\"KiB\">131072</size>\n    \
+         <node>0</node>\n  </target>\n</memory>\n"
+    );
+    assert_eq!(MemoryDevice::from_xml(&xml).unwrap(), module);
+    let anywhere = MemoryDevice {
+        size_kib: 2048,
+        node: None,
+    };
+    assert!(!anywhere.to_xml().contains("<node>"));
+    assert_eq!(
+        MemoryDevice::from_xml(&anywhere.to_xml()).unwrap(),
+        anywhere
+    );
+}
+
+#[test]
+fn room_to_scale_renders_where_libvirt_puts_it() {
+    let mut d = minimal_domain();
+    d.max_memory = Some(MaxMemory {
+        slots: 16,
+        kib: 524_288,
+    });
+    d.cpu = Some(Cpu {
+        mode: CpuMode::Custom,
+        model: None,
+        topology: None,
+        numa: vec![NumaCell {
+            id: 0,
+            cpus: "0-3".into(),
+            memory_kib: 65536,
+        }],
+    });
+    let xml = d.to_xml();
+    // Before `<memory>`, and the NUMA cells inside `<cpu>`.
+    assert!(
+        xml.contains(
+            "  <maxMemory slots=\"16\" unit=\"KiB\">524288</maxMemory>\n  <memory unit=\"KiB\">65536</memory>\n"
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(
+            "  <cpu mode=\"custom\">\n    <numa>\n      <cell id=\"0\" cpus=\"0-3\" memory=\"65536\" unit=\"KiB\"/>\n    </numa>\n  </cpu>\n"
+        ),
+        "{xml}"
+    );
+    assert_eq!(Domain::from_xml(&xml).unwrap(), d);
+}

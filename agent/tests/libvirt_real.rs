@@ -266,6 +266,8 @@ fn spec(name: &str, uuid: &str, root: &Path, mac: &str, network: &str) -> Instan
         vcpus: 1,
         cpu_speed_mhz: 1000,
         memory_mib: 256,
+        max_vcpus: None,
+        max_memory_mib: None,
         os_type: "Other Linux (64-bit)".to_string(),
         boot_mode: BootMode::Bios,
         tpm: false,
@@ -619,6 +621,148 @@ async fn guest_lifecycle() {
     assert!(pool.delete(&instance).await.unwrap());
     assert!(pool.delete(&uuid(2, 0)).await.unwrap());
     eprintln!("lifecycle: {:?} in all", t_total.elapsed());
+}
+
+/// The last `cpus=` and `memkb=` figures the guest reported, once it has.
+fn guest_hardware(log: &Path) -> Option<(u32, u64)> {
+    let cpus = markers(log, "ORRERY-GUEST-HARDWARE cpus=");
+    let memory = markers(log, " memkb=");
+    Some((cpus.last()?.parse().ok()?, memory.last()?.parse().ok()?))
+}
+
+async fn wait_for_hardware(log: &Path, what: &str, done: impl Fn(u32, u64) -> bool) -> (u32, u64) {
+    let start = Instant::now();
+    loop {
+        if let Some((cpus, kib)) = guest_hardware(log) {
+            if done(cpus, kib) {
+                return (cpus, kib);
+            }
+        }
+        assert!(
+            start.elapsed() < BOOT_TIMEOUT,
+            "the guest never reported {what}; it reported {:?}",
+            guest_hardware(log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A guest designed scalable (1 of 2 vCPUs, 128 of 512 MiB) is given its
+/// second vCPU and a 128 MiB memory module while it runs, and brings both
+/// online; the persistent definition keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scalable_guest_grows_while_it_runs() {
+    use orrery_agent::designer::HOTPLUG_NUMA_NODE;
+    use orrery_agent::domxml::{Domain, MemoryDevice};
+
+    let Some(hv) = connect().await else { return };
+    let Some((image, sha)) = guest_image() else {
+        return;
+    };
+    let mut cleanup = Cleanup::default();
+    let dir = work_dir(&mut cleanup, "scale");
+    let (_, tag) = unique(4);
+    let name = format!("orrery-test-{tag}");
+    cleanup.domains.push(name.clone());
+    let instance = uuid(0, 4);
+    let (_, _, root) = root_on_template(&dir, &image, &sha, &uuid(1, 4), &instance).await;
+
+    let facts = hv.host_info().await.unwrap().design;
+    let console_dir = dir.join("console");
+    std::fs::create_dir_all(&console_dir).unwrap();
+    let config = DesignConfig {
+        console_log_dir: console_dir.display().to_string(),
+        vnc_listen: "127.0.0.1".to_string(),
+        forced_domain_type: forced_domain_type(),
+        nvram_dir: dir.join("nvram").display().to_string(),
+    };
+    let mut s = spec(&name, &instance, &root, "", "");
+    // No network: growing is all this guest does.
+    s.nics.clear();
+    s.vcpus = 1;
+    s.max_vcpus = Some(2);
+    s.memory_mib = 128;
+    s.max_memory_mib = Some(512);
+    let domain = design(&s, &facts, &config).unwrap();
+    // libvirt's schema validation at define accepts the design as is.
+    hv.define(&domain.to_xml()).await.unwrap();
+    let log = console_dir.join(format!("{name}.log"));
+    let t = Instant::now();
+    hv.start(&name).await.unwrap();
+    let (cpus, start_kib) = wait_for_hardware(&log, "its hardware", |_, _| true).await;
+    assert_eq!(cpus, 1);
+    eprintln!(
+        "scalable guest up after {:?}: 1 vCPU, MemTotal {start_kib} kB",
+        t.elapsed()
+    );
+
+    let live = Domain::from_xml(&hv.domain_xml(&name).await.unwrap()).unwrap();
+    assert_eq!((live.vcpu.count, live.vcpu.current), (2, Some(1)));
+    assert_eq!(live.max_memory.map(|m| m.kib), Some(512 * 1024));
+
+    // More vCPUs than the domain was defined with is libvirt's error too.
+    assert_eq!(
+        hv.set_vcpus(&name, 3).await.unwrap_err().libvirt_code(),
+        Some(orrery_agent::hypervisor::codes::INVALID_ARG)
+    );
+
+    let t = Instant::now();
+    hv.set_vcpus(&name, 2).await.unwrap();
+    let module = MemoryDevice {
+        size_kib: 128 * 1024,
+        node: Some(HOTPLUG_NUMA_NODE),
+    };
+    hv.attach_device(&name, &module.to_xml()).await.unwrap();
+    eprintln!("vCPU and memory module plugged in {:?}", t.elapsed());
+
+    let xml = hv.domain_xml(&name).await.unwrap();
+    let live = Domain::from_xml(&xml).unwrap();
+    // All vCPUs online: libvirt writes the count without `current`.
+    assert_eq!((live.vcpu.count, live.vcpu.current), (2, None), "{xml}");
+    assert!(xml.contains("<vcpu placement='static'>2</vcpu>"), "{xml}");
+    assert_eq!(live.devices.memories, vec![module]);
+    assert_eq!(live.memory_kib, 256 * 1024);
+    assert_eq!(live.current_memory_kib, Some(256 * 1024));
+
+    // The guest onlines both (the lab guest's init does what udev would).
+    let t = Instant::now();
+    let (_, grown_kib) = wait_for_hardware(&log, "2 vCPUs and 128 MiB more", |cpus, kib| {
+        cpus == 2 && kib >= start_kib + 120 * 1024
+    })
+    .await;
+    eprintln!(
+        "guest sees 2 vCPUs and MemTotal {grown_kib} kB (+{} kB) after {:?}",
+        grown_kib - start_kib,
+        t.elapsed()
+    );
+
+    // The persistent definition has them too.
+    let inactive = Domain::from_xml(&virsh(&["dumpxml", "--inactive", &name]).unwrap()).unwrap();
+    assert_eq!((inactive.vcpu.count, inactive.vcpu.current), (2, None));
+    assert_eq!(inactive.devices.memories.len(), 1);
+
+    // What libvirt and QEMU refuse: a module past maxMemory, and one that
+    // is not a multiple of 2 MiB.
+    let too_big = MemoryDevice {
+        size_kib: 512 * 1024,
+        node: Some(HOTPLUG_NUMA_NODE),
+    };
+    let err = hv
+        .attach_device(&name, &too_big.to_xml())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("maxMemory"), "{err}");
+    let odd = MemoryDevice {
+        size_kib: 1024,
+        node: Some(HOTPLUG_NUMA_NODE),
+    };
+    let err = hv.attach_device(&name, &odd.to_xml()).await.unwrap_err();
+    assert!(err.to_string().contains("multiple of 0x200000"), "{err}");
+    let live = Domain::from_xml(&hv.domain_xml(&name).await.unwrap()).unwrap();
+    assert_eq!(live.devices.memories.len(), 1);
+
+    hv.destroy(&name).await.unwrap();
+    hv.undefine(&name).await.unwrap();
 }
 
 /// A booted guest's counters through the bulk statistics call, and the

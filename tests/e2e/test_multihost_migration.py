@@ -115,6 +115,59 @@ def test_maintenance_empties_a_host_and_cancel_returns_it(mlab):
     mlab.env["spare"] = other
 
 
+HARDWARE = re.compile(r"ORRERY-GUEST-HARDWARE cpus=(\d+) memkb=(\d+)")
+
+
+def hardware(lab: MultiLab, host: str, name: str) -> tuple[int, int]:
+    seen = HARDWARE.findall(lab.console(host, name))
+    return (int(seen[-1][0]), int(seen[-1][1])) if seen else (0, 0)
+
+
+def test_scaling_a_running_guest_is_seen_from_inside(mlab):
+    api = mlab.api
+    api.updateConfiguration(name="enable.dynamic.scale.vm", value="true")
+    api.updateTemplate(id=mlab.env["template"]["id"], isdynamicallyscalable=True)
+    try:
+        vm = running_guest(mlab, "h1")
+        name = vm["instancename"]
+        assert vm["isdynamicallyscalable"] is True
+        mlab.wait_console("h1", name, r"ORRERY-GUEST-HARDWARE cpus=1 ", timeout=60)
+        cpus, memkb = hardware(mlab, "h1", name)
+        bigger = api.createServiceOffering(
+            name=unique("scale"), displaytext="2 vCPUs, 320 MB", cpunumber=2, cpuspeed=500,
+            memory=320)["serviceoffering"]
+        scaled = api.scaleVirtualMachine(id=vm["id"],
+                                         serviceofferingid=bigger["id"])["virtualmachine"]
+        assert (scaled["cpunumber"], scaled["memory"], scaled["state"]) == (2, 320, "Running")
+        # The guest sees the second vCPU and the added 128 MB itself.
+        wait_for(lambda: hardware(mlab, "h1", name)[0] == 2, 60,
+                 lambda: f"no second vCPU in the guest:\n{mlab.console('h1', name)[-1500:]}")
+        wait_for(lambda: hardware(mlab, "h1", name)[1] >= memkb + 120 * 1024, 60,
+                 lambda: f"no added memory in the guest (was {memkb} kB):\n"
+                         f"{mlab.console('h1', name)[-1500:]}")
+        assert cpus == 1
+        # Never down while running.
+        err = expect_api_error(api.scaleVirtualMachine, id=vm["id"],
+                               serviceofferingid=mlab.env["offering"]["id"])
+        assert err.status == 431 and "Only scaling up" in err.error["errortext"]
+        api.destroyVirtualMachine(id=vm["id"], expunge=True)
+    finally:
+        api.updateConfiguration(name="enable.dynamic.scale.vm", value="false")
+        api.updateTemplate(id=mlab.env["template"]["id"], isdynamicallyscalable=False)
+
+    # A guest of a template that is not scalable is refused, and unchanged.
+    api.updateConfiguration(name="enable.dynamic.scale.vm", value="true")
+    try:
+        plain = running_guest(mlab, "h1")
+        err = expect_api_error(api.scaleVirtualMachine, id=plain["id"],
+                               serviceofferingid=bigger["id"])
+        assert err.status == 431 and "dynamically scalable" in err.error["errortext"]
+        assert api.listVirtualMachines(id=plain["id"])["virtualmachine"][0]["memory"] == 192
+        api.destroyVirtualMachine(id=plain["id"], expunge=True)
+    finally:
+        api.updateConfiguration(name="enable.dynamic.scale.vm", value="false")
+
+
 def _migrate_in_background(lab: MultiLab, vm_id: str, host: str) -> dict:
     """Starts a migration; returns a dict filled with its outcome when done."""
     outcome: dict = {}

@@ -118,12 +118,23 @@ fn opt_text(el: &Element, name: &str) -> Option<String> {
 /// Converts a libvirt scaled memory value (an element's text, its unit in
 /// the `unit` attribute) to KiB.
 fn memory_kib(el: &Element, path: &str) -> Result<u64, DomXmlError> {
-    scaled_kib(&el.text_content(), el.get_attr("unit"), path)
+    scaled_kib(
+        &el.text_content(),
+        el.get_attr("unit"),
+        path,
+        &format!("{path}/@unit"),
+    )
 }
 
 /// Converts a memory value in `unit` (KiB when absent) to KiB, rounding up
-/// as libvirt does for values that are not whole KiB.
-fn scaled_kib(text: &str, unit: Option<&str>, path: &str) -> Result<u64, DomXmlError> {
+/// as libvirt does for values that are not whole KiB. `path` and
+/// `unit_path` locate the value and the unit in errors.
+fn scaled_kib(
+    text: &str,
+    unit: Option<&str>,
+    path: &str,
+    unit_path: &str,
+) -> Result<u64, DomXmlError> {
     let value: u64 = number(text, path.to_string())?;
     let unit = unit.unwrap_or("KiB");
     let bytes_per_unit: u128 = match unit {
@@ -138,7 +149,7 @@ fn scaled_kib(text: &str, unit: Option<&str>, path: &str) -> Result<u64, DomXmlE
         "T" | "TiB" => 1 << 40,
         other => {
             return Err(invalid(
-                format!("{path}/@unit"),
+                unit_path.to_string(),
                 other,
                 "a libvirt memory unit (b, KiB, MiB, GiB, TiB, KB, MB, GB, TB)",
             ))
@@ -366,7 +377,12 @@ fn numa_cell(el: &Element, index: usize) -> Result<NumaCell, DomXmlError> {
             None => u32::try_from(index).unwrap_or(u32::MAX),
         },
         cpus: req_attr(el, &p, "cpus")?.to_string(),
-        memory_kib: scaled_kib(memory, el.get_attr("unit"), &format!("{p}/@memory"))?,
+        memory_kib: scaled_kib(
+            memory,
+            el.get_attr("unit"),
+            &format!("{p}/@memory"),
+            &format!("{p}/@unit"),
+        )?,
     })
 }
 
@@ -449,8 +465,10 @@ fn devices(el: &Element) -> Result<Devices, DomXmlError> {
         });
     }
     for (i, child) in el.children_named("memory").enumerate() {
-        d.memories
-            .push(memory_device(child, &format!("domain/devices/memory[{i}]"))?);
+        d.memories.push(memory_device(
+            child,
+            &format!("domain/devices/memory[{i}]"),
+        )?);
     }
     Ok(d)
 }

@@ -12,6 +12,13 @@
 //! [`Hypervisor::shutdown`] wait out its timeout (use tokio's paused clock
 //! to keep such tests instant) and then stop it hard.
 //!
+//! Scaling follows libvirt too: [`Hypervisor::set_vcpus`] and plugging in
+//! a `<memory>` module change what [`Hypervisor::domain_xml`] reports (the
+//! online vCPUs; the module, with `<memory>` and `<currentMemory>` grown
+//! by its size), within the domain's vCPU count and `<maxMemory>`. The
+//! XML is then the model's rendering of the definition, so elements the
+//! model does not know are no longer in it.
+//!
 //! Statistics are whatever a test sets with [`FakeHypervisor::set_counters`]
 //! (zero counters otherwise); only domains that are not off report them,
 //! and each start gives the domain a new run id, as libvirt's domain ids do.
@@ -28,7 +35,11 @@ use super::{
     MigrationPlan, NetworkDef, Power,
 };
 use crate::designer::{Firmware, HostFacts};
-use crate::domxml::{self, Domain};
+use crate::domxml::{self, Domain, MemoryDevice};
+
+/// `VIR_ERR_CONFIG_UNSUPPORTED`: what libvirt answers a memory module that
+/// the domain has no room for.
+const CONFIG_UNSUPPORTED: i32 = 67;
 
 /// One domain as the fake holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,6 +294,52 @@ fn same_mac(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+fn parsed(d: &FakeDomain) -> Result<Domain, HvError> {
+    Domain::from_xml(&d.xml).map_err(|e| HvError::Invalid(e.to_string()))
+}
+
+/// Adds a memory module to the domain as libvirt does: only into room its
+/// `<maxMemory>` leaves, growing `<memory>` and `<currentMemory>` with it.
+fn plug_memory(d: &mut FakeDomain, module: MemoryDevice) -> Result<(), HvError> {
+    let mut dom = parsed(d)?;
+    let Some(max) = dom.max_memory else {
+        return Err(HvError::backend(
+            CONFIG_UNSUPPORTED,
+            "unsupported configuration: cannot use/hotplug a memory device when domain \
+             'maxMemory' is not defined",
+        ));
+    };
+    let total = dom.memory_kib.saturating_add(module.size_kib);
+    if total > max.kib {
+        return Err(HvError::backend(
+            CONFIG_UNSUPPORTED,
+            format!(
+                "unsupported configuration: Attaching memory device with size '{}' would \
+                 exceed domain's maxMemory config size '{}'",
+                module.size_kib, max.kib
+            ),
+        ));
+    }
+    if dom.devices.memories.len() >= max.slots as usize {
+        return Err(HvError::backend(
+            CONFIG_UNSUPPORTED,
+            format!(
+                "unsupported configuration: no free memory device slot available (all {} used)",
+                max.slots
+            ),
+        ));
+    }
+    dom.memory_kib = total;
+    dom.current_memory_kib = Some(
+        dom.current_memory_kib
+            .unwrap_or(total - module.size_kib)
+            .saturating_add(module.size_kib),
+    );
+    dom.devices.memories.push(module);
+    d.xml = dom.to_xml();
+    Ok(())
+}
+
 #[async_trait]
 impl Hypervisor for FakeHypervisor {
     async fn host_info(&self) -> Result<HostInfo, HvError> {
@@ -492,7 +549,11 @@ impl Hypervisor for FakeHypervisor {
     async fn attach_device(&self, name: &str, xml: &str) -> Result<(), HvError> {
         crate::domxml::XmlFragment::new(xml).map_err(|e| HvError::Invalid(e.to_string()))?;
         let mut st = self.enter("attach_device", name)?;
-        st.domain(name)?.attached.push(xml.trim().to_string());
+        let d = st.domain(name)?;
+        if let Ok(module) = MemoryDevice::from_xml(xml) {
+            plug_memory(d, module)?;
+        }
+        d.attached.push(xml.trim().to_string());
         Ok(())
     }
 
@@ -509,6 +570,26 @@ impl Hypervisor for FakeHypervisor {
                 "device not found: matching device not found",
             )),
         }
+    }
+
+    async fn set_vcpus(&self, name: &str, vcpus: u32) -> Result<(), HvError> {
+        let mut st = self.enter("set_vcpus", name)?;
+        let d = st.running(name)?;
+        let mut dom = parsed(d)?;
+        let max = dom.vcpu.count;
+        if vcpus == 0 || vcpus > max {
+            return Err(HvError::backend(
+                codes::INVALID_ARG,
+                format!(
+                    "invalid argument: requested vcpus is greater than max allowable vcpus \
+                     for the live domain: {vcpus} > {max}"
+                ),
+            ));
+        }
+        // libvirt drops `current` once every vCPU is online.
+        dom.vcpu.current = (vcpus < max).then_some(vcpus);
+        d.xml = dom.to_xml();
+        Ok(())
     }
 
     async fn block_resize(&self, name: &str, target: &str, bytes: u64) -> Result<(), HvError> {
@@ -595,6 +676,8 @@ mod tests {
             vcpus: 1,
             cpu_speed_mhz: 1000,
             memory_mib: 256,
+            max_vcpus: None,
+            max_memory_mib: None,
             os_type: "Other Linux (64-bit)".to_string(),
             boot_mode: BootMode::Bios,
             tpm: false,
@@ -901,5 +984,72 @@ mod tests {
                 .libvirt_code(),
             Some(codes::DEVICE_MISSING)
         );
+    }
+
+    #[tokio::test]
+    async fn scaling_changes_the_reported_definition_within_its_room() {
+        let hv = FakeHypervisor::new();
+        let name = "i-2-2-VM";
+        let facts = hv.host_info().await.unwrap().design;
+        let mut s = spec(name, UUID);
+        s.max_vcpus = Some(3);
+        s.max_memory_mib = Some(512);
+        let xml = design(&s, &facts, &DesignConfig::default())
+            .unwrap()
+            .to_xml();
+        hv.define(&xml).await.unwrap();
+        let module = |mib: u64| {
+            MemoryDevice {
+                size_kib: mib * 1024,
+                node: Some(0),
+            }
+            .to_xml()
+        };
+        let live = |xml: String| Domain::from_xml(&xml).unwrap();
+
+        // vCPUs only on a running domain, up to the defined count.
+        assert!(hv
+            .set_vcpus(name, 2)
+            .await
+            .unwrap_err()
+            .is_operation_invalid());
+        hv.start(name).await.unwrap();
+        hv.set_vcpus(name, 2).await.unwrap();
+        let d = live(hv.domain_xml(name).await.unwrap());
+        assert_eq!((d.vcpu.count, d.vcpu.current), (3, Some(2)));
+        for bad in [0, 4] {
+            assert_eq!(
+                hv.set_vcpus(name, bad).await.unwrap_err().libvirt_code(),
+                Some(codes::INVALID_ARG)
+            );
+        }
+        hv.set_vcpus(name, 3).await.unwrap();
+        assert_eq!(live(hv.domain_xml(name).await.unwrap()).vcpu.current, None);
+
+        // Memory modules grow the memory up to maxMemory.
+        hv.attach_device(name, &module(128)).await.unwrap();
+        let d = live(hv.domain_xml(name).await.unwrap());
+        assert_eq!(d.memory_kib, 384 * 1024);
+        assert_eq!(d.current_memory_kib, Some(384 * 1024));
+        assert_eq!(d.devices.memories.len(), 1);
+        assert_eq!(
+            hv.attach_device(name, &module(256))
+                .await
+                .unwrap_err()
+                .libvirt_code(),
+            Some(CONFIG_UNSUPPORTED)
+        );
+        hv.attach_device(name, &module(128)).await.unwrap();
+        assert_eq!(
+            live(hv.domain_xml(name).await.unwrap()).memory_kib,
+            512 * 1024
+        );
+
+        // A domain defined without room takes no module.
+        let other = "i-2-3-VM";
+        defined(&hv, other, "6a1c3f0e-3b1d-4a51-9a4e-2f8f0b6c7d11").await;
+        hv.start(other).await.unwrap();
+        let err = hv.attach_device(other, &module(128)).await.unwrap_err();
+        assert!(err.to_string().contains("maxMemory"), "{err}");
     }
 }

@@ -60,6 +60,10 @@ pub fn full_domain() -> Domain {
             instance_uuid: "6f1c2b9e-0d4a-4c3e-9a51-2b7c8d9e0f12".into(),
             instance_name: "web01".into(),
         }),
+        max_memory: Some(MaxMemory {
+            slots: 16,
+            kib: 8_388_608,
+        }),
         memory_kib: 2_097_152,
         current_memory_kib: Some(1_048_576),
         vcpu: Vcpu {
@@ -105,6 +109,18 @@ pub fn full_domain() -> Domain {
                 cores: 2,
                 threads: 1,
             }),
+            numa: vec![
+                NumaCell {
+                    id: 0,
+                    cpus: "0-1".into(),
+                    memory_kib: 1_048_576,
+                },
+                NumaCell {
+                    id: 1,
+                    cpus: "2,3".into(),
+                    memory_kib: 1_048_576,
+                },
+            ],
         }),
         clock: Some(ClockOffset::Utc),
         on_poweroff: Some(LifecycleAction::Destroy),
@@ -275,6 +291,16 @@ pub fn full_domain() -> Domain {
                 model: RngModel::Virtio,
                 source: Some("/dev/urandom".into()),
             }],
+            memories: vec![
+                MemoryDevice {
+                    size_kib: 1_048_576,
+                    node: Some(0),
+                },
+                MemoryDevice {
+                    size_kib: 524_288,
+                    node: None,
+                },
+            ],
             extra: vec![
                 XmlFragment::new("<watchdog model='i6300esb' action='reset'/>").unwrap(),
                 XmlFragment::new(
@@ -295,6 +321,7 @@ pub fn minimal_domain() -> Domain {
         title: None,
         description: None,
         metadata: None,
+        max_memory: None,
         memory_kib: 65536,
         current_memory_kib: None,
         vcpu: Vcpu {
@@ -334,6 +361,8 @@ pub fn lab_spec() -> InstanceSpec {
         vcpus: 2,
         cpu_speed_mhz: 1000,
         memory_mib: 1024,
+        max_vcpus: None,
+        max_memory_mib: None,
         os_type: "Other Linux (64-bit)".into(),
         boot_mode: BootMode::Bios,
         tpm: false,

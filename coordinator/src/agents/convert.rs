@@ -28,6 +28,7 @@ fn volume(v: &VolumeSpec) -> pb::VolumeSpec {
         device_id: v.device_id,
         size_bytes: v.size.max(0) as u64,
         format: "qcow2".into(),
+        pool: v.pool.clone(),
     }
 }
 

@@ -396,6 +396,15 @@ impl AgentClient for Router {
             timeout_seconds: cmd.timeout.as_secs().min(u32::MAX as u64) as u32,
             max_downtime_ms: cmd.max_downtime_ms,
             bandwidth_mib: cmd.bandwidth_mib,
+            moves: cmd
+                .moves
+                .iter()
+                .map(|(uuid, pool, from_pool)| pb::VolumeMove {
+                    uuid: uuid.clone(),
+                    pool: pool.clone(),
+                    from_pool: from_pool.clone(),
+                })
+                .collect(),
         });
         // The agent aborts at `timeout` itself; the deadline leaves it time
         // to report that and the instance's state.
@@ -410,17 +419,19 @@ impl AgentClient for Router {
         instance: &str,
         instance_uuid: &str,
         volume_uuids: &[String],
+        pool: &str,
     ) -> Result<(), AgentError> {
         if self.simulated(host_id).await {
             return self
                 .sim
-                .cleanup_migration(host_id, instance, instance_uuid, volume_uuids)
+                .cleanup_migration(host_id, instance, instance_uuid, volume_uuids, pool)
                 .await;
         }
         let op = pb::command::Op::CleanupMigration(pb::CleanupMigration {
             name: instance.into(),
             instance_uuid: instance_uuid.into(),
             volume_uuids: volume_uuids.to_vec(),
+            pool: pool.into(),
         });
         self.hub.call(host_id, op, SHORT).await.map(|_| ())
     }

@@ -80,6 +80,9 @@ pub struct VolumeSpec {
     pub kind: String,
     pub device_id: i64,
     pub size: i64,
+    /// Where the host keeps the file: "" its (shared) primary directory,
+    /// "local" its own local directory.
+    pub pool: String,
 }
 
 /// Hears a long command's percent done.
@@ -101,6 +104,8 @@ pub struct MigrateCmd {
     pub max_downtime_ms: u32,
     /// `vm.migrate.speed` in MiB/s; 0 is unlimited.
     pub bandwidth_mib: u32,
+    /// Volumes whose files move: (uuid, destination pool, current pool).
+    pub moves: Vec<(String, String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,6 +182,7 @@ pub trait AgentClient: Send + Sync {
         instance: &str,
         instance_uuid: &str,
         volume_uuids: &[String],
+        pool: &str,
     ) -> Result<(), AgentError>;
     /// Drops a host's live connection, if any (the host was removed).
     fn disconnect(&self, _host_id: i64) {}
@@ -305,6 +311,7 @@ impl AgentClient for Simulator {
         instance: &str,
         _instance_uuid: &str,
         _volume_uuids: &[String],
+        _pool: &str,
     ) -> Result<(), AgentError> {
         let mut vms = self.vms.lock();
         if vms.get(&(host_id, instance.to_string())) != Some(&PowerState::On) {

@@ -286,6 +286,7 @@ impl Service {
             bandwidth_mib: self
                 .setting_i64("vm.migrate.speed")
                 .clamp(0, u32::MAX as i64) as u32,
+            moves: Vec::new(),
         };
         let progress: super::agent::Progress = {
             let (map, key) = (self.progress.clone(), vm.uuid.clone());
@@ -359,7 +360,7 @@ impl Service {
         }
         if let Err(e) = self
             .agents
-            .cleanup_migration(dest.id, &vm.instance_name, &vm.uuid, &[])
+            .cleanup_migration(dest.id, &vm.instance_name, &vm.uuid, &[], "")
             .await
         {
             tracing::warn!(vm = %vm.uuid, host = %dest.name, error = %e, "cleaning the destination after a failed migration");

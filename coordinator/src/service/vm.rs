@@ -517,7 +517,7 @@ impl Service {
     /// Renders what a host needs to run the instance from the stored records,
     /// so changes made while it was stopped take effect on the next start.
     pub async fn vm_spec(&self, vm: &Vm) -> SResult<VmSpec> {
-        use super::agent::{NetSpec, NicSpec, VolumeSpec};
+        use super::agent::{NetSpec, NicSpec};
         let os: Option<OsType> = self.store.load(vm.os_type_id).await?;
         let template = match vm.template_id {
             Some(t) => Some(self.template_ref(t).await?),
@@ -563,6 +563,10 @@ impl Service {
         let secure_boot = detail("UEFI").is_some_and(|v| v.eq_ignore_ascii_case("SECURE"))
             || detail("bootmode").is_some_and(|v| v.eq_ignore_ascii_case("SECURE"));
         let (max_cpu, max_memory_mb) = self.scaling_room(vm).await?;
+        let mut volume_specs = Vec::with_capacity(vols.len());
+        for v in &vols {
+            volume_specs.push(self.volume_spec(v).await?);
+        }
         Ok(VmSpec {
             instance_name: vm.instance_name.clone(),
             uuid: vm.uuid.clone(),
@@ -572,15 +576,7 @@ impl Service {
             cpu_number: vm.cpu_number,
             cpu_speed: vm.cpu_speed,
             memory_mb: vm.memory,
-            volumes: vols
-                .iter()
-                .map(|v| VolumeSpec {
-                    uuid: v.uuid.clone(),
-                    kind: v.volume_type.clone(),
-                    device_id: v.device_id.unwrap_or(0),
-                    size: v.size,
-                })
-                .collect(),
+            volumes: volume_specs,
             template,
             iso,
             nics: nic_specs,

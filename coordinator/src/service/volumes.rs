@@ -50,16 +50,28 @@ fn size_for(offering: &DiskOffering, size_gb: Option<i64>) -> SResult<i64> {
     Ok(gb * GIB)
 }
 
-fn volume_spec(v: &Volume) -> VolumeSpec {
-    VolumeSpec {
-        uuid: v.uuid.clone(),
-        kind: v.volume_type.clone(),
-        device_id: v.device_id.unwrap_or(0),
-        size: v.size,
-    }
-}
-
 impl Service {
+    /// A volume as its host sees it.
+    pub(crate) async fn volume_spec(&self, v: &Volume) -> SResult<VolumeSpec> {
+        Ok(VolumeSpec {
+            uuid: v.uuid.clone(),
+            kind: v.volume_type.clone(),
+            device_id: v.device_id.unwrap_or(0),
+            size: v.size,
+            pool: self.pool_kind(v.pool_id).await?.to_string(),
+        })
+    }
+
+    /// Where a host keeps the files of a pool's volumes: "local" for a
+    /// host's own pool, "" for the (shared) primary directory.
+    pub(crate) async fn pool_kind(&self, pool_id: Option<i64>) -> SResult<&'static str> {
+        let Some(id) = pool_id else { return Ok("") };
+        Ok(match self.load_cached::<StoragePool>(id).await? {
+            Some(p) if p.scope == "HOST" => "local",
+            _ => "",
+        })
+    }
+
     /// The instance a volume may be attached to, and the device id it will get.
     async fn attach_plan(&self, vol: &Volume, vm: &Vm, device: Option<i64>) -> SResult<i64> {
         if vol.volume_type != "DATADISK" {
@@ -445,7 +457,7 @@ impl Service {
         if vm.state == VmState::Running {
             if let Some(h) = vm.host_id {
                 self.agents
-                    .attach_volume(h, &vm.instance_name, &volume_spec(&vol))
+                    .attach_volume(h, &vm.instance_name, &self.volume_spec(&vol).await?)
                     .await?;
             }
             vol.state = "Ready".into();
@@ -474,7 +486,7 @@ impl Service {
         if vm.state == VmState::Running {
             if let Some(h) = vm.host_id {
                 self.agents
-                    .detach_volume(h, &vm.instance_name, &volume_spec(&vol))
+                    .detach_volume(h, &vm.instance_name, &self.volume_spec(&vol).await?)
                     .await?;
             }
         }
@@ -506,7 +518,7 @@ impl Service {
             if vm.state == VmState::Running {
                 if let Some(h) = vm.host_id {
                     self.agents
-                        .resize_volume(h, &vm.instance_name, &volume_spec(&vol))
+                        .resize_volume(h, &vm.instance_name, &self.volume_spec(&vol).await?)
                         .await?;
                 }
             }
