@@ -153,3 +153,50 @@ def test_maintenance_with_an_unmovable_instance(admin, env):
         if _host(admin, target)["resourcestate"] != "Enabled":
             admin.cancelHostMaintenance(id=target)
         admin.deleteAffinityGroup(id=group["id"])
+
+
+def test_migrate_with_volumes_to_a_hosts_local_pool(admin, env):
+    vm = deploy(admin, env, name=unique("stor"))
+    try:
+        source = vm["hostid"]
+        hosts = [h["id"] for h in admin.listHosts(type="Routing")["host"]
+                 if h["state"] == "Up" and h["resourcestate"] == "Enabled" and h["id"] != source]
+        target, third = hosts[0], hosts[1]
+        pools = admin.listStoragePools(listall=True)["storagepool"]
+        local = {p["hostid"]: p for p in pools if p["scope"] == "HOST"}
+        assert {source, target, third} <= set(local), pools
+        root = admin.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"][0]
+
+        # Every other pool of the zone is offered for the root volume.
+        offered = {p["id"]: p for p in
+                   admin.findStoragePoolsForMigration(id=root["id"])["storagepool"]}
+        assert local[target]["id"] in offered and offered[local[target]["id"]][
+            "suitableformigration"] is True
+
+        # A pool the destination cannot use is refused, naming the parameter.
+        err = expect_api_error(admin.migrateVirtualMachineWithVolume, virtualmachineid=vm["id"],
+                               hostid=target,
+                               migrateto=[{"volume": root["id"], "pool": local[third]["id"]}])
+        assert err.status == 431 and "migrateto" in err.error["errortext"]
+
+        moved = admin.migrateVirtualMachineWithVolume(
+            virtualmachineid=vm["id"], hostid=target,
+            migrateto=[{"volume": root["id"], "pool": local[target]["id"]}])["virtualmachine"]
+        assert moved["hostid"] == target and moved["state"] == "Running"
+        root = admin.listVolumes(id=root["id"])["volume"][0]
+        assert root["storageid"] == local[target]["id"] and root["storagetype"] == "local"
+
+        # Its root volume is now only on that host: a plain live migration
+        # cannot take it along.
+        err = expect_api_error(admin.migrateVirtualMachine, virtualmachineid=vm["id"],
+                               hostid=third)
+        assert err.status == 431 and "migrateVirtualMachineWithVolume" in err.error["errortext"]
+        assert all(h["requiresStorageMotion"]
+                   for h in admin.findHostsForMigration(id=vm["id"])["host"])
+        # Unnamed volumes that the destination cannot reach go to its own pool.
+        again = admin.migrateVirtualMachineWithVolume(virtualmachineid=vm["id"],
+                                                      hostid=third)["virtualmachine"]
+        assert again["hostid"] == third
+        assert admin.listVolumes(id=root["id"])["volume"][0]["storageid"] == local[third]["id"]
+    finally:
+        _cleanup(admin, vm)

@@ -95,6 +95,8 @@ pub fn report(h: &pb::Hello) -> HostReport {
         memory_bytes: f.memory_bytes as i64,
         agent_version: h.agent_version.clone(),
         libvirt_tls: f.libvirt_tls,
+        local_dir: f.local_dir.clone(),
+        local_bytes: f.local_bytes.min(i64::MAX as u64) as i64,
         facts: serde_json::json!({
             "hostname": f.hostname,
             "arch": f.arch,
@@ -111,6 +113,9 @@ pub fn report(h: &pb::Hello) -> HostReport {
             "kvmusable": f.kvm_usable,
             "kvmprobe": f.kvm_probe,
             "libvirttls": f.libvirt_tls,
+            "localdir": f.local_dir,
+            "localbytes": f.local_bytes,
+            "localfreebytes": f.local_free_bytes,
         }),
     }
 }

@@ -245,7 +245,14 @@ pub async fn volume(l: &mut Lookup<'_>, caller: &Caller, v: &Volume) -> SResult<
         .os("account", acct.map(|a| a.name))
         .os("domainid", dom.as_ref().map(|d| d.uuid.clone()))
         .os("domain", dom.map(|d| d.name))
-        .s("storagetype", "shared")
+        .s(
+            "storagetype",
+            if pool.as_ref().is_some_and(|p| p.scope == "HOST") {
+                "local"
+            } else {
+                "shared"
+            },
+        )
         .s(
             "hypervisor",
             vm.as_ref()

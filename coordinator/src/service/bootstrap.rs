@@ -240,8 +240,27 @@ impl Service {
             .await?;
         let mut tx = Tx::new();
         for i in existing.len()..n {
+            let host_id = self.store.new_id::<Host>().await?;
+            // Each simulated host has its own local pool, as real hosts
+            // report theirs.
+            tx.insert(&StoragePool {
+                id: self.store.new_id::<StoragePool>().await?,
+                uuid: new_uuid(),
+                version: 1,
+                name: format!("sim-host-{}-local", i + 1),
+                zone_id: zone.id,
+                pod_id: Some(pod.id),
+                cluster_id: Some(cluster.id),
+                host_id: Some(host_id),
+                path: "local".into(),
+                pool_type: "Filesystem".into(),
+                scope: "HOST".into(),
+                capacity_bytes: 1 << 40,
+                state: "Up".into(),
+                created: t,
+            });
             tx.insert(&Host {
-                id: self.store.new_id::<Host>().await?,
+                id: host_id,
                 uuid: new_uuid(),
                 version: 1,
                 name: format!("sim-host-{}", i + 1),

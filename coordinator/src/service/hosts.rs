@@ -27,6 +27,9 @@ pub struct HostReport {
     pub facts: serde_json::Value,
     /// The agent wrote libvirt's and QEMU's TLS files from its certificate.
     pub libvirt_tls: bool,
+    /// The host's own storage directory and its size (its local pool).
+    pub local_dir: String,
+    pub local_bytes: i64,
 }
 
 /// One domain a host runs (or has defined).
@@ -337,8 +340,53 @@ impl Service {
         let mut tx = Tx::new();
         tx.update(&mut host);
         self.store.commit(tx.ops).await?;
+        if !report.local_dir.is_empty() {
+            self.ensure_local_pool(&host, report).await?;
+        }
         self.reconcile_host(host_id, seen).await?;
         Ok(host)
+    }
+
+    /// Each host's own storage directory is a pool of scope HOST, where
+    /// volumes go when storage migrates to a host without shared storage.
+    async fn ensure_local_pool(&self, host: &Host, report: &HostReport) -> SResult<()> {
+        let existing: Option<StoragePool> = self
+            .store
+            .all(Query::new().eq(Col::Host, host.id))
+            .await?
+            .into_iter()
+            .find(|p: &StoragePool| p.scope == "HOST");
+        let mut tx = Tx::new();
+        match existing {
+            Some(mut p) => {
+                if p.path == report.local_dir && p.capacity_bytes == report.local_bytes {
+                    return Ok(());
+                }
+                p.path = report.local_dir.clone();
+                p.capacity_bytes = report.local_bytes;
+                tx.update(&mut p);
+            }
+            None => {
+                tx.insert(&StoragePool {
+                    id: self.store.new_id::<StoragePool>().await?,
+                    uuid: new_uuid(),
+                    version: 1,
+                    name: format!("{}-local", host.name),
+                    zone_id: host.zone_id,
+                    pod_id: Some(host.pod_id),
+                    cluster_id: Some(host.cluster_id),
+                    host_id: Some(host.id),
+                    path: report.local_dir.clone(),
+                    pool_type: "Filesystem".into(),
+                    scope: "HOST".into(),
+                    capacity_bytes: report.local_bytes,
+                    state: "Up".into(),
+                    created: now(),
+                });
+            }
+        }
+        self.store.commit(tx.ops).await?;
+        Ok(())
     }
 
     pub async fn reconcile_host(&self, host_id: i64, seen: &[DomainSeen]) -> SResult<()> {

@@ -163,9 +163,12 @@ impl Service {
                     .and(Cond::NotIn(Col::State, vec!["Expunged".into()])),
             )
             .await?;
+        // Volumes without a pool are on their cluster's shared pool; a
+        // host's own pool holds only the volumes placed on it.
+        let shared = p.scope != "HOST";
         Ok(vols
             .iter()
-            .filter(|v| v.pool_id == Some(p.id) || v.pool_id.is_none())
+            .filter(|v| v.pool_id == Some(p.id) || (shared && v.pool_id.is_none()))
             .map(|v| v.size)
             .sum())
     }

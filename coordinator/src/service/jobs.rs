@@ -60,6 +60,12 @@ pub enum Work {
     HostMaintenance {
         host_id: i64,
     },
+    MigrateWithVolumes {
+        vm_id: i64,
+        host_id: i64,
+        /// (volume id, destination pool id)
+        moves: Vec<(i64, i64)>,
+    },
     Scale {
         vm_id: i64,
         size: super::reshape::NewSize,
@@ -333,6 +339,11 @@ impl Service {
                 Ok(JobOutput::Success)
             }
             Work::Migrate { vm_id, host_id } => self.exec_migrate(vm_id, host_id).await,
+            Work::MigrateWithVolumes {
+                vm_id,
+                host_id,
+                moves,
+            } => self.exec_migrate_with_volumes(vm_id, host_id, moves).await,
             Work::Scale { vm_id, size } => self.exec_scale(vm_id, size).await,
             Work::HostMaintenance { host_id } => self.exec_host_maintenance(caller, host_id).await,
             Work::Done { result } => Ok(result),

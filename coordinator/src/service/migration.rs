@@ -65,6 +65,7 @@ impl Service {
             )));
         }
         let verdicts = self.migration_verdicts(&vm, None).await?;
+        let local = self.has_local_volumes(&vm).await?;
         let mut out = Vec::new();
         for v in verdicts {
             if Some(v.host_id) == vm.host_id {
@@ -78,7 +79,7 @@ impl Service {
                 pl::Outcome::Rejected(r) => (false, r.iter().map(|r| r.to_string()).collect()),
             };
             out.push(MigrationCandidate {
-                requires_storage_motion: Some(host.cluster_id) != vm.cluster_id,
+                requires_storage_motion: local || Some(host.cluster_id) != vm.cluster_id,
                 host,
                 suitable,
                 reasons,
@@ -90,7 +91,7 @@ impl Service {
     /// Placement's verdict on every host of the zone for moving `vm`, the
     /// instance's own usage left out; only hosts of its cluster can share
     /// its storage.
-    async fn migration_verdicts(
+    pub(super) async fn migration_verdicts(
         &self,
         vm: &Vm,
         host_id: Option<i64>,
@@ -111,6 +112,18 @@ impl Service {
         pl::allocator_for(&self.setting("vm.allocation.algorithm", &[]))
             .or_else(|| pl::allocator_for("random"))
             .expect("the random allocator exists")
+    }
+
+    /// Whether any of the instance's volumes lives on a host's own pool
+    /// (only that host reaches it, so a plain live migration cannot move it).
+    pub(crate) async fn has_local_volumes(&self, vm: &Vm) -> SResult<bool> {
+        let vols: Vec<Volume> = self.store.all(Query::new().eq(Col::Parent, vm.id)).await?;
+        for v in &vols {
+            if self.pool_kind(v.pool_id).await? == "local" {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Checks a migration request and queues its job; returns the job uuid.
@@ -147,6 +160,12 @@ impl Service {
             }
             None => None,
         };
+        if self.has_local_volumes(&vm).await? {
+            return Err(ServiceError::invalid(format!(
+                "Instance {} has volumes on a host's local storage; move it with migrateVirtualMachineWithVolume",
+                vm.uuid
+            )));
+        }
         Self::check_transition(&vm, Transition::BeginMigrate)?;
         let work = Work::Migrate {
             vm_id: vm.id,
@@ -160,7 +179,7 @@ impl Service {
 
     /// Picks and holds the destination, under the placement lock so
     /// concurrent placements see it.
-    async fn choose_destination(&self, vm: &Vm, host_id: Option<i64>) -> SResult<Host> {
+    pub(super) async fn choose_destination(&self, vm: &Vm, host_id: Option<i64>) -> SResult<Host> {
         let _g = self.place_lock.lock().await;
         let verdicts = self.migration_verdicts(vm, host_id).await?;
         let chosen = verdicts
@@ -222,7 +241,7 @@ impl Service {
             .await?
             .ok_or_else(|| ServiceError::internal("source host vanished"))?;
         let dest = self.choose_destination(&vm, host_id).await?;
-        let r = self.migrate_to(&vm, &source, &dest).await;
+        let r = self.migrate_to(&vm, &source, &dest, &[]).await;
         self.capacity.release_move(vm_id);
         r
     }
@@ -238,12 +257,21 @@ impl Service {
             .await?
             .ok_or_else(|| ServiceError::internal("source host vanished"))?;
         let dest = self.choose_destination(sized, None).await?;
-        let r = self.migrate_to(vm, &source, &dest).await;
+        let r = self.migrate_to(vm, &source, &dest, &[]).await;
         self.capacity.release_move(vm.id);
         r.map(|_| ())
     }
 
-    async fn migrate_to(&self, vm: &Vm, source: &Host, dest: &Host) -> SResult<JobOutput> {
+    /// Moves a running instance to `dest`; `moves` are the volumes whose
+    /// files are copied along, each to its pool there (empty: the volumes
+    /// stay on storage both hosts share).
+    pub(super) async fn migrate_to(
+        &self,
+        vm: &Vm,
+        source: &Host,
+        dest: &Host,
+        moves: &[(Volume, StoragePool)],
+    ) -> SResult<JobOutput> {
         let tls = self.setting("vm.migrate.tls", &[]) != "false";
         if tls {
             for h in [source, dest] {
@@ -270,15 +298,26 @@ impl Service {
                 |_, _| {},
             )
             .await?;
-        let spec = self.vm_spec(&vm).await?;
+        let mut spec = self.vm_spec(&vm).await?;
+        // The destination is prepared for the layout it will have.
+        let mut file_moves = Vec::new();
+        for (vol, pool) in moves {
+            let to = if pool.scope == "HOST" { "local" } else { "" };
+            if let Some(s) = spec.volumes.iter_mut().find(|s| s.uuid == vol.uuid) {
+                file_moves.push((vol.uuid.clone(), to.to_string(), s.pool.clone()));
+                s.pool = to.to_string();
+            }
+        }
+        let copy = !file_moves.is_empty();
         let (destination_uri, migrate_uri) = transport(dest, tls);
         let cmd = MigrateCmd {
             instance: vm.instance_name.clone(),
             destination_uri,
             migrate_uri,
             tls,
-            copy_storage: false,
-            shared_storage: true,
+            copy_storage: copy,
+            // Volumes that do not move stay on storage both hosts share.
+            shared_storage: !copy || file_moves.len() < spec.volumes.len(),
             timeout: Duration::from_secs(self.setting_i64("migratewait").max(1) as u64),
             max_downtime_ms: self
                 .setting_i64("vm.migrate.downtime")
@@ -286,7 +325,7 @@ impl Service {
             bandwidth_mib: self
                 .setting_i64("vm.migrate.speed")
                 .clamp(0, u32::MAX as i64) as u32,
-            moves: Vec::new(),
+            moves: file_moves.clone(),
         };
         let progress: super::agent::Progress = {
             let (map, key) = (self.progress.clone(), vm.uuid.clone());
@@ -294,7 +333,7 @@ impl Service {
                 map.lock().insert(key.clone(), p);
             })
         };
-        let moved = match self.agents.prepare_migration(dest.id, &spec, false).await {
+        let moved = match self.agents.prepare_migration(dest.id, &spec, copy).await {
             Ok(()) => {
                 self.agents
                     .migrate(source.id, dest.id, &cmd, progress)
@@ -304,15 +343,33 @@ impl Service {
         };
         self.progress.lock().remove(&vm.uuid);
         match moved {
-            Ok(()) => self.arrived(&vm, source, dest).await,
-            Err(e) => self.migration_failed(&vm, source, dest, e).await,
+            Ok(()) => self.arrived(&vm, source, dest, moves).await,
+            Err(e) => {
+                self.migration_failed(&vm, source, dest, e, moves, &file_moves)
+                    .await
+            }
         }
     }
 
     /// The instance runs on `dest`: the record, capacity (through the
     /// record) and the event follow it.
-    async fn arrived(&self, vm: &Vm, source: &Host, dest: &Host) -> SResult<JobOutput> {
+    async fn arrived(
+        &self,
+        vm: &Vm,
+        source: &Host,
+        dest: &Host,
+        moves: &[(Volume, StoragePool)],
+    ) -> SResult<JobOutput> {
         let (hid, pod, cl) = (dest.id, dest.pod_id, dest.cluster_id);
+        // The volumes' records as they are now, each on its new pool, land
+        // with the instance's.
+        let mut moved = Vec::new();
+        for (vol, pool) in moves {
+            if let Some(mut v) = self.store.load::<Volume>(vol.id).await? {
+                v.pool_id = Some(pool.id);
+                moved.push(v);
+            }
+        }
         let vm = self
             .transition(
                 vm.id,
@@ -324,7 +381,11 @@ impl Service {
                     v.cluster_id = Some(cl);
                     v.migrating_to = None;
                 },
-                |_, _| {},
+                |_, tx| {
+                    for v in &moved {
+                        tx.update(&mut v.clone());
+                    }
+                },
             )
             .await?;
         self.record(
@@ -347,6 +408,8 @@ impl Service {
         source: &Host,
         dest: &Host,
         cause: AgentError,
+        moves: &[(Volume, StoragePool)],
+        file_moves: &[(String, String, String)],
     ) -> SResult<JobOutput> {
         let on_dest = self
             .agents
@@ -356,14 +419,28 @@ impl Service {
         if on_dest == PowerState::On {
             // The switch-over happened; only the report was lost.
             tracing::warn!(vm = %vm.uuid, error = %cause, "migration reported failure but the instance runs on the destination");
-            return self.arrived(vm, source, dest).await;
+            return self.arrived(vm, source, dest, moves).await;
         }
-        if let Err(e) = self
-            .agents
-            .cleanup_migration(dest.id, &vm.instance_name, &vm.uuid, &[], "")
-            .await
-        {
-            tracing::warn!(vm = %vm.uuid, host = %dest.name, error = %e, "cleaning the destination after a failed migration");
+        // Files the preparation made for copied volumes, by pool.
+        let mut pools: Vec<&str> = file_moves.iter().map(|(_, p, _)| p.as_str()).collect();
+        pools.sort_unstable();
+        pools.dedup();
+        if pools.is_empty() {
+            pools.push("");
+        }
+        for pool in pools {
+            let files: Vec<String> = file_moves
+                .iter()
+                .filter(|(_, p, _)| p == pool)
+                .map(|(u, _, _)| u.clone())
+                .collect();
+            if let Err(e) = self
+                .agents
+                .cleanup_migration(dest.id, &vm.instance_name, &vm.uuid, &files, pool)
+                .await
+            {
+                tracing::warn!(vm = %vm.uuid, host = %dest.name, error = %e, "cleaning the destination after a failed migration");
+            }
         }
         let on_source = self.agents.power_state(source.id, &vm.instance_name).await;
         match on_source {

@@ -27,6 +27,7 @@ pub mod schedules;
 pub mod scope;
 pub mod settings;
 pub mod stats;
+pub mod storage_motion;
 pub mod tasks;
 pub mod templates;
 #[cfg(test)]

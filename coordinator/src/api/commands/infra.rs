@@ -568,10 +568,16 @@ async fn list_pools(ctx: Ctx) -> Result<Reply, ApiError> {
     for p in &ps {
         let z: Option<Zone> = ctx.svc.load_cached(p.zone_id).await?;
         let alloc = ctx.svc.pool_allocated(p).await?;
+        let host: Option<Host> = match p.host_id {
+            Some(h) => ctx.svc.load_cached(h).await?,
+            None => None,
+        };
         items.push(
             Obj::new()
                 .s("id", &p.uuid)
                 .s("name", &p.name)
+                .os("hostid", host.as_ref().map(|h| h.uuid.clone()))
+                .os("hostname", host.map(|h| h.name))
                 .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
                 .os("zonename", z.map(|z| z.name))
                 .s("path", &p.path)

@@ -7,6 +7,7 @@ use crate::api::render::{Obj, Reply};
 use crate::cmd;
 use crate::placement::Outcome;
 use crate::service::migration::MigrateRequest;
+use crate::service::storage_motion::MigrateWithVolumes;
 use crate::service::vm::Pin;
 use serde_json::json;
 
@@ -23,6 +24,12 @@ const HOST_FIELDS: &[Field] = &[
         "boolean",
         "its volumes must move too",
     ),
+];
+const POOL_FIELDS: &[Field] = &[
+    f("id", "string", "storage pool ID"),
+    f("name", "string", "storage pool name"),
+    f("scope", "string", "HOST or CLUSTER"),
+    f("suitableformigration", "boolean", "the volume fits"),
 ];
 const PLAN_FIELDS: &[Field] = &[
     f("id", "string", "host ID"),
@@ -73,6 +80,33 @@ pub fn commands() -> Vec<Command> {
             ],
             crate::api::commands::vm::VM_FIELDS,
             migrate_vm
+        ),
+        cmd!(
+            "migrateVirtualMachineWithVolume",
+            "Live-migrates a running instance to a host together with its volumes' files, each to a pool that host can use (copy-storage-all).",
+            true,
+            RootAdmin,
+            &[
+                req("virtualmachineid", "uuid", "the instance"),
+                req("hostid", "uuid", "destination host"),
+                opt("migrateto", "map", "volume and pool pairs: migrateto[i].volume, migrateto[i].pool")
+            ],
+            crate::api::commands::vm::VM_FIELDS,
+            migrate_with_volumes
+        ),
+        cmd!(
+            "findStoragePoolsForMigration",
+            "Lists the storage pools a volume could move to, and whether each fits.",
+            false,
+            RootAdmin,
+            &[
+                req("id", "uuid", "the volume"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            POOL_FIELDS,
+            pools_for_migration
         ),
         cmd!(
             "listDeploymentPlan",
@@ -156,6 +190,63 @@ async fn migrate_vm(ctx: Ctx) -> Result<Reply, ApiError> {
     };
     let job = ctx.svc.migrate_vm(&ctx.caller, req).await?;
     Ok(Reply::Async { job, id: None })
+}
+
+async fn migrate_with_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
+    let mut mapping = Vec::new();
+    for e in ctx.p.map_entries("migrateto") {
+        let get = |k: &str| {
+            e.iter()
+                .find(|(ek, _)| ek.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        match (get("volume"), get("pool")) {
+            (Some(v), Some(p)) => mapping.push((v, p)),
+            _ => {
+                return Err(ApiError::param(
+                    "Invalid parameter migrateto: each entry needs volume and pool",
+                ))
+            }
+        }
+    }
+    let req = MigrateWithVolumes {
+        vm_uuid: ctx.p.required("virtualmachineid")?.to_string(),
+        host_uuid: ctx.p.required("hostid")?.to_string(),
+        mapping,
+    };
+    let job = ctx.svc.migrate_vm_with_volumes(&ctx.caller, req).await?;
+    Ok(Reply::Async { job, id: None })
+}
+
+async fn pools_for_migration(ctx: Ctx) -> Result<Reply, ApiError> {
+    let pools = ctx
+        .svc
+        .storage_pools_for_migration(&ctx.caller, ctx.p.required("id")?)
+        .await?;
+    let mut items = Vec::new();
+    for c in &pools {
+        let p = &c.pool;
+        let z: Option<Zone> = ctx.svc.load_cached(p.zone_id).await?;
+        let alloc = ctx.svc.pool_allocated(p).await?;
+        items.push(
+            Obj::new()
+                .s("id", &p.uuid)
+                .s("name", &p.name)
+                .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
+                .os("zonename", z.map(|z| z.name))
+                .s("path", &p.path)
+                .s("type", &p.pool_type)
+                .s("scope", &p.scope)
+                .s("state", &p.state)
+                .v("disksizetotal", p.capacity_bytes)
+                .v("disksizeallocated", alloc)
+                .v("suitableformigration", c.suitable)
+                .ov("reason", c.reason.clone().map(serde_json::Value::from))
+                .build(),
+        );
+    }
+    let n = items.len() as u64;
+    Ok(Reply::List("storagepool", items, n))
 }
 
 async fn deployment_plan(ctx: Ctx) -> Result<Reply, ApiError> {

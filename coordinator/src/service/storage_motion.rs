@@ -1,0 +1,329 @@
+//! Live migration with storage: `migrateVirtualMachineWithVolume` moves a
+//! running instance to a host together with the files of its volumes, each to
+//! a pool that host can reach (its own local pool, or its cluster's shared
+//! one), with copy-storage-all semantics; and `findStoragePoolsForMigration`.
+//!
+//! Pools are reachable from a host when they are its own (scope HOST) or its
+//! cluster's (scope CLUSTER). A volume the request does not name stays where
+//! it is when the destination reaches its pool, and otherwise goes to the
+//! destination's own pool.
+
+use super::jobs::Work;
+use super::vm::Pin;
+use super::*;
+use crate::placement as pl;
+use orrery_model::{Transition, VmState};
+
+/// What migrateVirtualMachineWithVolume asks for.
+#[derive(Debug, Clone, Default)]
+pub struct MigrateWithVolumes {
+    pub vm_uuid: String,
+    pub host_uuid: String,
+    /// `migrateto[i].volume` -> `migrateto[i].pool`, by uuid.
+    pub mapping: Vec<(String, String)>,
+}
+
+/// A pool as a destination for a volume.
+#[derive(Debug, Clone)]
+pub struct PoolCandidate {
+    pub pool: StoragePool,
+    pub suitable: bool,
+    pub reason: Option<String>,
+}
+
+/// Whether a host can use a pool's files.
+pub fn reachable(pool: &StoragePool, host: &Host) -> bool {
+    match pool.scope.as_str() {
+        "HOST" => pool.host_id == Some(host.id),
+        "ZONE" => pool.zone_id == host.zone_id,
+        _ => pool.cluster_id == Some(host.cluster_id),
+    }
+}
+
+impl Service {
+    /// The pool a volume's files are in: its own, or (none recorded) its
+    /// instance's cluster's shared pool.
+    async fn pool_of(&self, v: &Volume, cluster_id: Option<i64>) -> SResult<Option<StoragePool>> {
+        if let Some(id) = v.pool_id {
+            return self.load_cached(id).await;
+        }
+        let Some(c) = cluster_id else { return Ok(None) };
+        Ok(self
+            .store
+            .all::<StoragePool>(Query::new().eq(Col::Parent, c))
+            .await?
+            .into_iter()
+            .find(|p| p.scope == "CLUSTER"))
+    }
+
+    async fn pool_free(&self, p: &StoragePool) -> SResult<i64> {
+        Ok(p.capacity_bytes - self.pool_allocated(p).await?)
+    }
+
+    /// Checks the request and queues the job; returns the job uuid.
+    pub async fn migrate_vm_with_volumes(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: MigrateWithVolumes,
+    ) -> SResult<String> {
+        if !caller.is_root_admin() {
+            return Err(ServiceError::denied(
+                "Only the root admin can migrate instances",
+            ));
+        }
+        let vm: Vm = self.owned(caller, "virtualmachineid", &req.vm_uuid).await?;
+        if vm.state != VmState::Running {
+            return Err(ServiceError::state(format!(
+                "Instance {} is {}; only a running instance migrates with its volumes",
+                vm.uuid, vm.state
+            )));
+        }
+        let dest: Host = self.by_uuid("hostid", &req.host_uuid).await?;
+        if dest.removed.is_some() || dest.zone_id != vm.zone_id {
+            return Err(ServiceError::not_found("hostid", &req.host_uuid));
+        }
+        if Some(dest.id) == vm.host_id {
+            return Err(ServiceError::invalid(format!(
+                "Instance {} already runs on host {}",
+                vm.uuid, dest.name
+            )));
+        }
+        let vols: Vec<Volume> = self.store.all(Query::new().eq(Col::Parent, vm.id)).await?;
+        let mut moves: Vec<(i64, i64)> = Vec::new();
+        for (vu, pu) in &req.mapping {
+            let Some(v) = vols.iter().find(|v| &v.uuid == vu) else {
+                return Err(ServiceError::invalid(format!(
+                    "Invalid parameter migrateto: volume {vu} is not a volume of instance {}",
+                    vm.uuid
+                )));
+            };
+            let p: StoragePool = self.by_uuid("migrateto", pu).await?;
+            if !reachable(&p, &dest) {
+                return Err(ServiceError::invalid(format!(
+                    "Invalid parameter migrateto: storage pool {} cannot be used by host {}",
+                    p.name, dest.name
+                )));
+            }
+            if v.pool_id == Some(p.id) {
+                continue;
+            }
+            moves.push((v.id, p.id));
+        }
+        let own_pool: Option<StoragePool> = self
+            .store
+            .all::<StoragePool>(Query::new().eq(Col::Host, dest.id))
+            .await?
+            .into_iter()
+            .find(|p| p.scope == "HOST");
+        for v in &vols {
+            if moves.iter().any(|(id, _)| *id == v.id)
+                || req.mapping.iter().any(|(u, _)| *u == v.uuid)
+            {
+                continue;
+            }
+            let current = self.pool_of(v, vm.cluster_id).await?;
+            if current.as_ref().is_some_and(|p| reachable(p, &dest)) {
+                continue;
+            }
+            let Some(own) = &own_pool else {
+                return Err(ServiceError::invalid(format!(
+                    "Invalid parameter migrateto: volume {} must be given a pool that host {} can use",
+                    v.uuid, dest.name
+                )));
+            };
+            moves.push((v.id, own.id));
+        }
+        // Room in each target pool for what moves there.
+        let mut need: std::collections::BTreeMap<i64, i64> = Default::default();
+        for (vid, pid) in &moves {
+            let size = vols
+                .iter()
+                .find(|v| v.id == *vid)
+                .map(|v| v.size)
+                .unwrap_or(0);
+            *need.entry(*pid).or_default() += size;
+        }
+        for (pid, bytes) in need {
+            if let Some(p) = self.load_cached::<StoragePool>(pid).await? {
+                let free = self.pool_free(&p).await?;
+                if bytes > free {
+                    return Err(ServiceError::capacity(format!(
+                        "Storage pool {} has {free} bytes free; the volumes moving there need {bytes}",
+                        p.name
+                    )));
+                }
+            }
+        }
+        Self::check_transition(&vm, Transition::BeginMigrate)?;
+        let work = if moves.is_empty() {
+            Work::Migrate {
+                vm_id: vm.id,
+                host_id: Some(dest.id),
+            }
+        } else {
+            Work::MigrateWithVolumes {
+                vm_id: vm.id,
+                host_id: dest.id,
+                moves,
+            }
+        };
+        Ok(self
+            .queue_vm_job(caller, &vm, "migrateVirtualMachineWithVolume", work)
+            .await?
+            .uuid)
+    }
+
+    pub(crate) async fn exec_migrate_with_volumes(
+        &self,
+        vm_id: i64,
+        host_id: i64,
+        moves: Vec<(i64, i64)>,
+    ) -> SResult<super::jobs::JobOutput> {
+        let vm: Vm = self
+            .store
+            .load(vm_id)
+            .await?
+            .ok_or_else(|| ServiceError::internal("instance vanished"))?;
+        let source: Host = match vm.host_id {
+            Some(h) => self.load_cached(h).await?,
+            None => None,
+        }
+        .ok_or_else(|| ServiceError::internal("running instance without host"))?;
+        let mut pairs = Vec::new();
+        for (vid, pid) in moves {
+            let v: Volume = self
+                .store
+                .load(vid)
+                .await?
+                .ok_or_else(|| ServiceError::internal("volume vanished"))?;
+            let p: StoragePool = self
+                .load_cached(pid)
+                .await?
+                .ok_or_else(|| ServiceError::internal("storage pool vanished"))?;
+            pairs.push((v, p));
+        }
+        let dest = {
+            let _g = self.place_lock.lock().await;
+            let snap = self.placement_snapshot(vm.zone_id).await?;
+            let pin = Pin {
+                host_id: Some(host_id),
+                ..Pin::default()
+            };
+            let mut req = self.placement_request(&vm, &pin, true).await?;
+            req.last_host_id = None;
+            req.avoid_hosts = vm.host_id.into_iter().collect();
+            let allocator = pl::allocator_for("firstfit").expect("the firstfit allocator exists");
+            let verdicts = pl::dry_run(&snap, &req, allocator);
+            match verdicts.iter().find(|v| v.host_id == host_id) {
+                Some(v) if v.is_eligible() => {}
+                Some(pl::HostVerdict {
+                    outcome: pl::Outcome::Rejected(r),
+                    ..
+                }) => {
+                    return Err(ServiceError::capacity(format!(
+                        "Unable to migrate instance {}: the host does not fit ({})",
+                        vm.uuid,
+                        r.iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+                _ => {
+                    return Err(ServiceError::capacity(format!(
+                        "Unable to migrate instance {}: the host cannot take it",
+                        vm.uuid
+                    )))
+                }
+            }
+            let h: Host = self
+                .load_cached(host_id)
+                .await?
+                .ok_or_else(|| ServiceError::internal("host vanished"))?;
+            self.capacity.reserve_move(&vm, h.id);
+            h
+        };
+        let r = self.migrate_to(&vm, &source, &dest, &pairs).await;
+        self.capacity.release_move(vm.id);
+        r
+    }
+
+    /// Pools a volume could move to, each with whether it fits
+    /// (findStoragePoolsForMigration): the zone's pools other than its own.
+    pub async fn storage_pools_for_migration(
+        &self,
+        caller: &Caller,
+        volume_uuid: &str,
+    ) -> SResult<Vec<PoolCandidate>> {
+        if !caller.is_root_admin() {
+            return Err(ServiceError::denied(
+                "Only the root admin can migrate volumes",
+            ));
+        }
+        let v: Volume = self.owned(caller, "id", volume_uuid).await?;
+        let vm: Option<Vm> = match v.vm_id {
+            Some(id) => self.store.load(id).await?,
+            None => None,
+        };
+        let current = self
+            .pool_of(&v, vm.as_ref().and_then(|vm| vm.cluster_id))
+            .await?;
+        let pools: Vec<StoragePool> = self
+            .store
+            .all(Query::new().eq(Col::Zone, v.zone_id))
+            .await?;
+        let mut out = Vec::new();
+        for p in pools {
+            if current.as_ref().is_some_and(|c| c.id == p.id) || p.state != "Up" {
+                continue;
+            }
+            let free = self.pool_free(&p).await?;
+            let reason =
+                (free < v.size).then(|| format!("{free} bytes free, the volume needs {}", v.size));
+            out.push(PoolCandidate {
+                suitable: reason.is_none(),
+                reason,
+                pool: p,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_reach_their_host_cluster_or_zone() {
+        let host = Host {
+            id: 7,
+            cluster_id: 3,
+            zone_id: 1,
+            ..Default::default()
+        };
+        let local = |h| StoragePool {
+            scope: "HOST".into(),
+            host_id: Some(h),
+            cluster_id: Some(3),
+            zone_id: 1,
+            ..Default::default()
+        };
+        assert!(reachable(&local(7), &host));
+        assert!(!reachable(&local(8), &host));
+        let cluster = |c| StoragePool {
+            scope: "CLUSTER".into(),
+            cluster_id: Some(c),
+            zone_id: 1,
+            ..Default::default()
+        };
+        assert!(reachable(&cluster(3), &host));
+        assert!(!reachable(&cluster(4), &host));
+        let zone = StoragePool {
+            scope: "ZONE".into(),
+            zone_id: 1,
+            ..Default::default()
+        };
+        assert!(reachable(&zone, &host));
+    }
+}
