@@ -8,13 +8,15 @@ and the record saying so."""
 from __future__ import annotations
 
 import re
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from lab import wait_vm_state
-from multihost import MultiLab, require_multihost
+from lab import GUEST, wait_vm_state
+from multihost import LAB_DIR, MultiLab, require_multihost
 from orrery_e2e import expect_api_error, unique, wait_for
 
 pytestmark = pytest.mark.lab
@@ -166,6 +168,54 @@ def test_scaling_a_running_guest_is_seen_from_inside(mlab):
         api.destroyVirtualMachine(id=plain["id"], expunge=True)
     finally:
         api.updateConfiguration(name="enable.dynamic.scale.vm", value="false")
+
+
+def test_storage_migration_between_host_local_pools(mlab):
+    api = mlab.api
+    vm = running_guest(mlab, "h1")
+    name = vm["instancename"]
+    root = api.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"][0]
+    local = {p["hostid"]: p for p in api.listStoragePools(listall=True)["storagepool"]
+             if p["scope"] == "HOST"}
+    for h in ("h1", "h2", "h3"):
+        assert local[mlab.host_id(h)]["disksizetotal"] > 0, local
+    shared_file = LAB_DIR / "primary" / f"{root['id']}.qcow2"
+    assert shared_file.exists()
+
+    def local_file(host: str) -> Path:
+        return mlab.host_dir(host) / "orrery" / "local" / f"{root['id']}.qcow2"
+
+    def move(host: str) -> None:
+        last = ticks(mlab, host_of(mlab, vm["id"]), name)[-1]
+        moved = api.migrateVirtualMachineWithVolume(
+            virtualmachineid=vm["id"], hostid=mlab.host_id(host),
+            migrateto=[{"volume": root["id"], "pool": local[mlab.host_id(host)]["id"]}])
+        assert moved["virtualmachine"]["hostid"] == mlab.host_id(host)
+        # Still the same running guest, now on the host's own disk.
+        mlab.wait_console(host, name, rf"ORRERY-GUEST-TICK {last + 2}\b", timeout=60)
+        disks = mlab.exec(host, "virsh", "-c", "qemu:///system", "domblklist", name).stdout
+        assert f"/var/lib/orrery/local/{root['id']}.qcow2" in disks, disks
+        listed = api.listVolumes(id=root["id"])["volume"][0]
+        assert listed["storageid"] == local[mlab.host_id(host)]["id"]
+        assert listed["storagetype"] == "local"
+
+    move("h2")  # shared primary -> h2's own pool
+    assert local_file("h2").exists() and not shared_file.exists()
+    move("h3")  # h2's own pool -> h3's own pool
+    assert local_file("h3").exists() and not local_file("h2").exists()
+
+    # The disk's content came along: the guest only reads its disk, so the
+    # copy holds exactly what the template holds.
+    api.stopVirtualMachine(id=vm["id"])
+    result = subprocess.run(["qemu-img", "compare", str(local_file("h3")), str(GUEST)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # And it starts again from there.
+    api.startVirtualMachine(id=vm["id"])
+    assert host_of(mlab, vm["id"]) == "h3"
+    mlab.wait_console("h3", name, r"ORRERY-GUEST-BOOTED", timeout=120)
+    api.destroyVirtualMachine(id=vm["id"], expunge=True)
+    wait_for(lambda: not local_file("h3").exists(), 60, "the expunged volume's file stayed")
 
 
 def _migrate_in_background(lab: MultiLab, vm_id: str, host: str) -> dict:

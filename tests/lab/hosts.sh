@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Several lab hypervisor hosts on one machine, each a network + mount + UTS
 # namespace with its own virtlogd, libvirtd (TLS and TCP listeners) and a real
-# orrery-agent enrolled with the coordinator. See /work/shared/LAB.md ("Several
-# hosts on one machine") for the facts this relies on.
+# orrery-agent enrolled with the coordinator.
 #
 #   hosts.sh up N --data-dir COORDINATOR_DATA_DIR --agent-port PORT
 #       Creates hosts h1..hN (10.99.0.1..N on bridge orrlab0, 10.99.0.254).
