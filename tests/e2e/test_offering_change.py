@@ -177,3 +177,26 @@ def test_scaling_a_running_instance(admin, env, image, zone, os_type):
         admin.updateConfiguration(name="enable.dynamic.scale.vm", value="false")
         for v in (vm, rigid):
             admin.destroyVirtualMachine(id=v["id"], expunge=True)
+
+
+def test_volatile_offering_resets_the_root_disk_on_reboot(admin, env):
+    volatile = offering(admin, cpunumber=1, memory=256, isvolatile=True)
+    assert volatile["isvolatile"] is True
+    listed = admin.listServiceOfferings(id=volatile["id"])["serviceoffering"][0]
+    assert listed["isvolatile"] is True
+    vm = deploy(admin, env, name=unique("vol"), serviceofferingid=volatile["id"])
+    try:
+        rebooted = admin.rebootVirtualMachine(id=vm["id"])["virtualmachine"]
+        assert rebooted["state"] == "Running"
+        events = admin.listEvents(type="VM.REBOOT", listall=True).get("event", [])
+        assert any("new root disk" in e["description"] and vm["id"] in e["description"]
+                   for e in events), events
+        # A plain offering's reboot keeps the disk.
+        plain = deploy(admin, env, name=unique("vol"))
+        admin.rebootVirtualMachine(id=plain["id"])
+        events = admin.listEvents(type="VM.REBOOT", listall=True).get("event", [])
+        assert not any("new root disk" in e["description"] and plain["id"] in e["description"]
+                       for e in events)
+        admin.destroyVirtualMachine(id=plain["id"], expunge=True)
+    finally:
+        admin.destroyVirtualMachine(id=vm["id"], expunge=True)

@@ -338,6 +338,21 @@ impl AgentClient for Router {
         )
         .await
     }
+    async fn reset_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.reset_volume(host_id, instance, vol).await;
+        }
+        self.volume_call(
+            host_id,
+            pb::command::Op::ResetVolume(convert::volume_op(instance, vol)),
+        )
+        .await
+    }
     async fn scale(
         &self,
         host_id: i64,

@@ -148,6 +148,14 @@ pub trait AgentClient: Send + Sync {
     ) -> Result<(), AgentError>;
     /// Issues the host a new certificate over its live connection; returns it.
     async fn renew_certificate(&self, host_id: i64) -> Result<String, AgentError>;
+    /// Deletes the file of a volume of an instance that is not running there,
+    /// so its next start recreates it (a root volume from the template).
+    async fn reset_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+    ) -> Result<(), AgentError>;
     /// Raises a running instance's vCPUs and memory in place.
     async fn scale(
         &self,
@@ -273,6 +281,20 @@ impl AgentClient for Simulator {
             host: host_id,
             reason: "simulated hosts have no certificates".into(),
         })
+    }
+    async fn reset_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        _vol: &VolumeSpec,
+    ) -> Result<(), AgentError> {
+        match self.power_state(host_id, instance).await? {
+            PowerState::On => Err(AgentError::Failed {
+                host: host_id,
+                reason: format!("instance {instance} is running; its volumes stay"),
+            }),
+            _ => Ok(()),
+        }
     }
     async fn scale(
         &self,

@@ -67,6 +67,8 @@ pub struct NewServiceOffering {
     pub host_tags: Option<String>,
     pub storage_tags: Option<String>,
     pub dynamic_scaling: bool,
+    /// `isvolatile`: the root disk is reset on every reboot.
+    pub volatile: bool,
     pub storage_type: String,
     pub root_disk_size: Option<i64>,
     pub is_system: bool,
@@ -222,6 +224,7 @@ impl Service {
             host_tags: r.host_tags,
             storage_tags: r.storage_tags,
             dynamic_scaling: r.dynamic_scaling,
+            volatile: r.volatile,
             storage_type: r.storage_type,
             root_disk_size: r.root_disk_size,
             disk_offering_id: None,

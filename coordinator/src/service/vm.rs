@@ -799,6 +799,54 @@ impl Service {
         Ok(JobOutput::Vm { id: vm.id })
     }
 
+    /// A volatile offering's reboot: the instance stops, its root disk is
+    /// recreated from the template, and it starts again on the same host
+    /// (where its volumes are), with its data volumes as they were.
+    async fn reboot_with_new_root(
+        self: &Arc<Self>,
+        caller: &Caller,
+        vm: Vm,
+        host_id: i64,
+    ) -> SResult<JobOutput> {
+        let root: Option<Volume> = self
+            .store
+            .all::<Volume>(Query::new().eq(Col::Parent, vm.id))
+            .await?
+            .into_iter()
+            .find(|v| v.volume_type == "ROOT");
+        let root = root.ok_or_else(|| {
+            ServiceError::invalid(format!("Instance {} has no root volume to reset", vm.uuid))
+        })?;
+        if vm.template_id.is_none() {
+            return Err(ServiceError::invalid(format!(
+                "Instance {} was deployed from an ISO: there is no template to reset its root disk from",
+                vm.uuid
+            )));
+        }
+        self.stop_inner(vm.id, false).await?;
+        let spec = self.volume_spec(&root).await?;
+        self.agents
+            .reset_volume(host_id, &vm.instance_name, &spec)
+            .await?;
+        let pin = Pin {
+            host_id: Some(host_id),
+            ..Pin::default()
+        };
+        self.exec_start(caller, vm.id, pin).await?;
+        let vm: Vm = self
+            .store
+            .load(vm.id)
+            .await?
+            .ok_or_else(|| ServiceError::internal("instance vanished"))?;
+        self.record(
+            &vm,
+            "VM.REBOOT",
+            "Rebooted instance with a new root disk from its template (volatile offering)",
+        )
+        .await?;
+        Ok(JobOutput::Vm { id: vm.id })
+    }
+
     async fn stop_inner(&self, vm_id: i64, forced: bool) -> SResult<Vm> {
         let vm = self
             .transition(vm_id, Transition::BeginStop, |_| {}, |_, _| {})
@@ -829,7 +877,11 @@ impl Service {
         .await
     }
 
-    pub(crate) async fn exec_reboot(&self, _caller: &Caller, vm_id: i64) -> SResult<JobOutput> {
+    pub(crate) async fn exec_reboot(
+        self: &Arc<Self>,
+        caller: &Caller,
+        vm_id: i64,
+    ) -> SResult<JobOutput> {
         let vm: Vm = self
             .store
             .load(vm_id)
@@ -841,6 +893,13 @@ impl Service {
         let h = vm
             .host_id
             .ok_or_else(|| ServiceError::internal("running instance without host"))?;
+        let volatile = self
+            .load_cached::<ServiceOffering>(vm.service_offering_id)
+            .await?
+            .is_some_and(|o| o.volatile);
+        if volatile {
+            return self.reboot_with_new_root(caller, vm, h).await;
+        }
         self.agents.reboot(h, &vm.instance_name).await?;
         let vm = self
             .transition(vm_id, Transition::Reboot, |_| {}, |_, _| {})

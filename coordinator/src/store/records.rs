@@ -473,6 +473,10 @@ pub struct ServiceOffering {
     /// Domains the offering is restricted to; empty for a global offering.
     #[serde(default)]
     pub domain_ids: Vec<i64>,
+    /// Volatile: an instance's root disk is recreated from its template on
+    /// every reboot, so nothing the guest wrote survives one.
+    #[serde(default)]
+    pub volatile: bool,
 }
 entity!(ServiceOffering, Kind::ServiceOffering, |s| Index {
     name: Some(s.name.clone()),

@@ -71,6 +71,7 @@ pub fn commands() -> Vec<Command> {
                 opt("hosttags", "string", "host tags"),
                 opt("tags", "string", "storage tags"),
                 opt("dynamicscalingenabled", "boolean", "dynamic scaling"),
+                opt("isvolatile", "boolean", "reset the root disk from the template on every reboot"),
                 opt("storagetype", "string", "shared or local"),
                 opt("rootdisksize", "long", "root disk GB"),
                 opt("issystem", "boolean", "system offering"),
@@ -376,6 +377,7 @@ fn so_json(o: &ServiceOffering, domains: &[Domain]) -> Value {
         .os("hosttags", o.host_tags.clone())
         .os("storagetags", o.storage_tags.clone())
         .v("dynamicscalingenabled", o.dynamic_scaling)
+        .v("isvolatile", o.volatile)
         .s("storagetype", &o.storage_type)
         .v("issystem", o.is_system)
         .ov("leaseduration", o.lease_duration)
@@ -425,6 +427,7 @@ fn decode_new_so(ctx: &Ctx) -> Result<NewServiceOffering, ApiError> {
         host_tags: ctx.p.string("hosttags"),
         storage_tags: ctx.p.string("tags"),
         dynamic_scaling: ctx.p.bool_or("dynamicscalingenabled", true),
+        volatile: ctx.p.bool_or("isvolatile", false),
         storage_type: storage,
         root_disk_size: ctx.p.i64_range("rootdisksize", 1, 1 << 20)?,
         is_system: ctx.p.bool_or("issystem", false),
