@@ -4,7 +4,26 @@ destinations are refused, and that placement's rules (strict anti-affinity)
 hold for the destination. The lab suite (test_multihost_migration.py) moves
 real guests between real hosts."""
 
-from orrery_e2e import deploy, expect_api_error, get_vm, unique
+from orrery_e2e import (
+    Fixtures,
+    create_service_offering,
+    deploy,
+    expect_api_error,
+    find_os_type,
+    get_vm,
+    register_template,
+    unique,
+)
+
+
+def own_world(coordinator, image):
+    """A coordinator of the test's own: maintenance empties whole hosts, so
+    other tests' instances must not be on them."""
+    admin = coordinator.client()
+    zone = admin.listZones()["zone"][0]
+    template = register_template(admin, zone["id"], find_os_type(admin)["id"], image)
+    return admin, Fixtures(zone=zone, offering=create_service_offering(admin),
+                           template=template)
 
 
 def _cleanup(admin, *vms):
@@ -95,7 +114,8 @@ def _host(admin, host_id):
     return admin.listHosts(id=host_id)["host"][0]
 
 
-def test_maintenance_empties_a_host_and_cancel_returns_it(admin, env):
+def test_maintenance_empties_a_host_and_cancel_returns_it(fresh_coordinator, image):
+    admin, env = own_world(fresh_coordinator, image)
     hosts = [h["id"] for h in admin.listHosts(type="Routing")["host"] if h["state"] == "Up"]
     target = hosts[0]
     vms = [deploy(admin, env, name=unique("maint"), hostid=target) for _ in range(2)]
@@ -126,9 +146,10 @@ def test_maintenance_empties_a_host_and_cancel_returns_it(admin, env):
             admin.cancelHostMaintenance(id=target)
 
 
-def test_maintenance_with_an_unmovable_instance(admin, env):
+def test_maintenance_with_an_unmovable_instance(fresh_coordinator, image):
     """Strict anti-affinity over all three hosts: the instance on the host
     going into maintenance has nowhere to go."""
+    admin, env = own_world(fresh_coordinator, image)
     group = admin.createAffinityGroup(name=unique("pinned"),
                                       type="host anti-affinity")["affinitygroup"]
     vms = [deploy(admin, env, name=unique("maint"), affinitygroupids=group["id"])
