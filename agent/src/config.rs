@@ -11,6 +11,9 @@ pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
 /// best kept private, while QEMU (an unprivileged user) must reach every
 /// directory above a disk image.
 pub const DEFAULT_PRIMARY_DIR: &str = "/var/lib/orrery/primary";
+/// The host's own storage, for volumes that live on this host only; outside
+/// the state directory for the same reason as [`DEFAULT_PRIMARY_DIR`].
+pub const DEFAULT_LOCAL_DIR: &str = "/var/lib/orrery/local";
 /// Where libvirt and QEMU look for their TLS files.
 pub const DEFAULT_PKI_DIR: &str = "/etc/pki";
 
@@ -23,6 +26,9 @@ pub struct FileConfig {
     /// the state directory, except that a pool an earlier version created
     /// at `<state_dir>/primary` stays in use).
     pub primary_dir: Option<PathBuf>,
+    /// Host-local storage directory (default [`DEFAULT_LOCAL_DIR`]): volumes
+    /// kept on this host's own disks rather than on primary storage.
+    pub local_dir: Option<PathBuf>,
     /// Force a libvirt domain type ("qemu" for software emulation); it must be
     /// one the host offers.
     pub domain_type: Option<String>,
@@ -76,6 +82,7 @@ pub struct AgentConfig {
     /// Whether `primary_dir` was configured (flag or file) rather than
     /// defaulted.
     pub primary_dir_set: bool,
+    pub local_dir: PathBuf,
     pub domain_type: Option<String>,
     pub vnc_listen: String,
     pub coordinator: Option<String>,
@@ -90,6 +97,7 @@ impl AgentConfig {
         state_dir: Option<PathBuf>,
         libvirt_uri: Option<String>,
         primary_dir: Option<PathBuf>,
+        local_dir: Option<PathBuf>,
     ) -> Self {
         let state_dir = state_dir
             .or(file.state_dir)
@@ -98,6 +106,9 @@ impl AgentConfig {
         AgentConfig {
             primary_dir_set: primary_dir.is_some(),
             primary_dir: primary_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PRIMARY_DIR)),
+            local_dir: local_dir
+                .or(file.local_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCAL_DIR)),
             libvirt_uri: libvirt_uri
                 .or(file.libvirt_uri)
                 .unwrap_or_else(|| DEFAULT_LIBVIRT_URI.into()),
@@ -154,11 +165,11 @@ mod tests {
             "state_dir = \"/srv/a\"\nlibvirt_uri = \"test:///default\"\ndomain_type = \"qemu\"\n",
         )
         .unwrap();
-        let c = AgentConfig::merge(file.clone(), Some("/srv/b".into()), None, None);
+        let c = AgentConfig::merge(file.clone(), Some("/srv/b".into()), None, None, None);
         assert_eq!(c.state_dir, PathBuf::from("/srv/b"));
         assert_eq!(c.libvirt_uri, "test:///default");
         assert_eq!(c.domain_type.as_deref(), Some("qemu"));
-        let c = AgentConfig::merge(FileConfig::default(), None, None, None);
+        let c = AgentConfig::merge(FileConfig::default(), None, None, None, None);
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(c.libvirt_uri, DEFAULT_LIBVIRT_URI);
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
@@ -166,7 +177,7 @@ mod tests {
 
     #[test]
     fn libvirt_tls_is_off_unless_allowed() {
-        let c = AgentConfig::merge(FileConfig::default(), None, None, None);
+        let c = AgentConfig::merge(FileConfig::default(), None, None, None, None);
         assert!(!c.libvirt_tls);
         assert_eq!(c.pki_dir, PathBuf::from(DEFAULT_PKI_DIR));
         assert_eq!(c.address, None);
@@ -174,7 +185,7 @@ mod tests {
             "libvirt_tls = true\npki_dir = \"/tmp/pki\"\naddress = \" 10.99.0.3 \"\n",
         )
         .unwrap();
-        let c = AgentConfig::merge(file, None, None, None);
+        let c = AgentConfig::merge(file, None, None, None, None);
         assert!(c.libvirt_tls);
         assert_eq!(c.pki_dir, PathBuf::from("/tmp/pki"));
         assert_eq!(c.address.as_deref(), Some("10.99.0.3"));
@@ -187,18 +198,43 @@ mod tests {
             Some("/root/agent".into()),
             None,
             None,
+            None,
         );
         assert_eq!(c.primary_dir, PathBuf::from(DEFAULT_PRIMARY_DIR));
         let file: FileConfig = toml::from_str("primary_dir = \"/srv/pool\"\n").unwrap();
-        let c = AgentConfig::merge(file.clone(), Some("/root/agent".into()), None, None);
+        let c = AgentConfig::merge(file.clone(), Some("/root/agent".into()), None, None, None);
         assert_eq!(c.primary_dir, PathBuf::from("/srv/pool"));
-        let c = AgentConfig::merge(file, None, None, Some("/srv/flag".into()));
+        let c = AgentConfig::merge(file, None, None, Some("/srv/flag".into()), None);
         assert_eq!(c.primary_dir, PathBuf::from("/srv/flag"));
     }
 
     #[test]
+    fn local_storage_has_its_own_default_and_flag() {
+        let c = AgentConfig::merge(
+            FileConfig::default(),
+            Some("/root/agent".into()),
+            None,
+            None,
+            None,
+        );
+        assert_eq!(c.local_dir, PathBuf::from(DEFAULT_LOCAL_DIR));
+        let file: FileConfig = toml::from_str("local_dir = \"/srv/local\"\n").unwrap();
+        let c = AgentConfig::merge(file.clone(), None, None, None, None);
+        assert_eq!(c.local_dir, PathBuf::from("/srv/local"));
+        assert_eq!(c.primary_dir, PathBuf::from(DEFAULT_PRIMARY_DIR));
+        let c = AgentConfig::merge(file, None, None, None, Some("/srv/flag".into()));
+        assert_eq!(c.local_dir, PathBuf::from("/srv/flag"));
+    }
+
+    #[test]
     fn an_existing_pool_under_the_state_directory_is_kept_unless_configured() {
-        let mut c = AgentConfig::merge(FileConfig::default(), Some("/srv/a".into()), None, None);
+        let mut c = AgentConfig::merge(
+            FileConfig::default(),
+            Some("/srv/a".into()),
+            None,
+            None,
+            None,
+        );
         assert!(!c.keep_legacy_primary(|_| false));
         assert_eq!(c.primary_dir, PathBuf::from(DEFAULT_PRIMARY_DIR));
         assert!(c.keep_legacy_primary(|p| p == Path::new("/srv/a/primary")));
@@ -209,6 +245,7 @@ mod tests {
             Some("/srv/a".into()),
             None,
             Some("/srv/pool".into()),
+            None,
         );
         assert!(!c.keep_legacy_primary(|_| true));
         assert_eq!(c.primary_dir, PathBuf::from("/srv/pool"));

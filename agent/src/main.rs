@@ -27,6 +27,10 @@ struct Cli {
     /// must be able to reach it.
     #[arg(long, global = true)]
     primary_dir: Option<PathBuf>,
+    /// Host-local storage directory (default /var/lib/orrery/local), for
+    /// volumes kept on this host's own disks; QEMU must be able to reach it.
+    #[arg(long, global = true)]
+    local_dir: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -61,7 +65,7 @@ enum Debug {
     Domains,
     /// Render the domain XML for an instance spec (JSON) on this host.
     RenderXml { spec: PathBuf },
-    /// Volumes in primary storage.
+    /// Volumes in primary and local storage.
     Volumes,
     /// Open a session to the coordinator and report whether it was accepted.
     PingCoordinator,
@@ -106,7 +110,13 @@ async fn agent_main() -> Result<()> {
     orrery_tls::install_crypto();
     let cli = Cli::parse();
     let file = config::load(cli.config.as_deref())?;
-    let mut cfg = AgentConfig::merge(file, cli.state_dir, cli.libvirt_uri, cli.primary_dir);
+    let mut cfg = AgentConfig::merge(
+        file,
+        cli.state_dir,
+        cli.libvirt_uri,
+        cli.primary_dir,
+        cli.local_dir,
+    );
     if cfg.keep_legacy_primary(|p| p.is_dir()) {
         tracing::info!(
             dir = %cfg.primary_dir.display(),
@@ -153,8 +163,8 @@ async fn agent_main() -> Result<()> {
                 .clone()
                 .unwrap_or(creds.identity.coordinator.clone());
             let ops = ops(&cfg).await?;
-            ops.primary.init().await?;
-            ops.check_primary_reachable().await?;
+            ops.init_storage().await?;
+            ops.check_storage_reachable().await?;
             // Probes KVM now rather than on the first start; a failure to
             // read the facts is retried when the session sends them.
             if let Err(e) = ops.host_info().await {
@@ -199,6 +209,8 @@ async fn debug(cfg: &AgentConfig, state: &StateDir, what: Debug) -> Result<()> {
                     "firmware": f.firmware.iter().map(|x| serde_json::json!({"path": x.path, "secureboot": x.secure_boot})).collect::<Vec<_>>(),
                     "ipaddress": f.ip_address, "storagebytes": f.storage_bytes,
                     "storagefreebytes": f.storage_free_bytes,
+                    "localdir": f.local_dir, "localbytes": f.local_bytes,
+                    "localfreebytes": f.local_free_bytes,
                     "kvmusable": accel.kvm_usable, "kvmprobe": accel.kvm_probe,
                 })
             );
@@ -219,9 +231,14 @@ async fn debug(cfg: &AgentConfig, state: &StateDir, what: Debug) -> Result<()> {
             print!("{}", ops(cfg).await?.render(&spec).await?);
         }
         Debug::Volumes => {
-            let p = orrery_agent::storage::Primary::new(cfg.primary_dir.clone());
-            for v in p.list().await? {
-                println!("{v:?}");
+            for (pool, dir) in [("", &cfg.primary_dir), ("local", &cfg.local_dir)] {
+                let p = orrery_agent::storage::Primary::new(dir.clone());
+                for v in p.list().await? {
+                    println!(
+                        "{}",
+                        serde_json::json!({"pool": pool, "uuid": v.uuid, "path": v.path, "allocatedbytes": v.allocated_bytes})
+                    );
+                }
             }
         }
         Debug::PingCoordinator => {

@@ -63,7 +63,12 @@ impl OpError {
 
 pub struct Ops {
     pub hv: Arc<dyn Hypervisor>,
+    /// Primary storage: shared volumes (`VolumeSpec.pool` "") and every
+    /// cached template.
     pub primary: Primary,
+    /// The host's own storage (`VolumeSpec.pool` "local"): volumes only;
+    /// its root volumes are overlays of templates cached in `primary`.
+    pub local: Primary,
     pub cfg: AgentConfig,
     /// The hypervisor's facts, with the domain types the designer may use
     /// narrowed by the KVM probe, and that probe's outcome.
@@ -119,6 +124,49 @@ fn reservations_of(d: &Domain) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `VolumeSpec.pool` (and the pools of `VolumeMove`, `CleanupMigration`)
+/// naming the host's local directory; "" names primary storage.
+pub const LOCAL_POOL: &str = "local";
+
+/// A volume whose file moves with a migrating domain: the file here and
+/// the file on the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeFileMove {
+    pub uuid: String,
+    pub from: std::path::PathBuf,
+    pub to: std::path::PathBuf,
+}
+
+/// The destination's definition of a domain whose volume files move: the
+/// source's (`source_xml`, its migratable XML) with each moved volume's
+/// disk pointed at its new file, and the targets of those disks. A volume
+/// that is no disk of the domain is refused: copying would leave it
+/// behind, and deleting its file here afterwards would lose it.
+pub fn destination_xml(
+    source_xml: &str,
+    moves: &[VolumeFileMove],
+) -> Result<domxml::MovedDisks, OpError> {
+    let files: Vec<domxml::DiskFileMove> = moves
+        .iter()
+        .map(|m| domxml::DiskFileMove {
+            from: m.from.display().to_string(),
+            to: m.to.display().to_string(),
+        })
+        .collect();
+    domxml::move_disk_files(source_xml, &files).map_err(|e| match e {
+        domxml::DomXmlError::NoDiskWithFile(file) => {
+            let uuid = moves
+                .iter()
+                .find(|m| m.from == std::path::Path::new(&file))
+                .map_or("?", |m| m.uuid.as_str());
+            OpError::Invalid(format!(
+                "volume {uuid} is not a disk of the domain (no disk uses {file})"
+            ))
+        }
+        other => OpError::Xml(other),
+    })
+}
+
 fn power_pb(p: Power) -> pb::PowerState {
     match p {
         Power::On | Power::Other => pb::PowerState::On,
@@ -131,10 +179,30 @@ impl Ops {
         Ops {
             hv,
             primary: Primary::new(cfg.primary_dir.clone()),
+            local: Primary::new(cfg.local_dir.clone()).without_templates(),
             cfg,
             info: OnceCell::new(),
             libvirt_tls: Default::default(),
         }
+    }
+
+    /// The pool a `VolumeSpec.pool` names.
+    pub fn pool(&self, name: &str) -> Result<&Primary, OpError> {
+        match name {
+            "" => Ok(&self.primary),
+            LOCAL_POOL => Ok(&self.local),
+            other => Err(OpError::Invalid(format!(
+                "unknown storage pool {other:?} (expected \"\" for primary storage or \"{LOCAL_POOL}\")"
+            ))),
+        }
+    }
+
+    /// Creates both pools' directories and removes partial files a crash
+    /// left in them.
+    pub async fn init_storage(&self) -> Result<(), OpError> {
+        self.primary.init().await?;
+        self.local.init().await?;
+        Ok(())
     }
 
     /// Host facts are read once: capabilities do not change while we run.
@@ -175,12 +243,12 @@ impl Ops {
     }
 
     /// Fails, naming the directory and the fix, when QEMU cannot reach
-    /// primary storage, which would otherwise fail every start with
-    /// "Permission denied" on the volume file. QEMU's user is the one
+    /// primary or local storage, which would otherwise fail every start
+    /// with "Permission denied" on the volume file. QEMU's user is the one
     /// libvirt reports, or else the one `qemu.conf` sets; with neither
     /// known, or another driver than QEMU, nothing is checked.
-    pub async fn check_primary_reachable(&self) -> Result<(), OpError> {
-        use crate::host::qemu_access::{self, EmulatorUser};
+    pub async fn check_storage_reachable(&self) -> Result<(), OpError> {
+        use crate::host::qemu_access::{self, EmulatorUser, StorageDir};
         if !self.cfg.libvirt_uri.starts_with("qemu") {
             return Ok(());
         }
@@ -191,7 +259,10 @@ impl Ops {
                 None
             }
         };
-        let dir = self.cfg.primary_dir.clone();
+        let dirs = [
+            (self.cfg.primary_dir.clone(), StorageDir::Primary),
+            (self.cfg.local_dir.clone(), StorageDir::Local),
+        ];
         // The user database and the file system: blocking calls.
         tokio::task::spawn_blocking(move || {
             let who = match reported {
@@ -204,18 +275,19 @@ impl Ops {
                 }),
             };
             match who {
-                Some(who) => qemu_access::check(&dir, &who),
+                Some(who) => dirs
+                    .iter()
+                    .try_for_each(|(dir, which)| qemu_access::check(dir, *which, &who)),
                 None => {
                     tracing::warn!(
-                        dir = %dir.display(),
-                        "cannot tell which user QEMU runs as; not checking that it can reach primary storage"
+                        "cannot tell which user QEMU runs as; not checking that it can reach primary and local storage"
                     );
                     Ok(())
                 }
             }
         })
         .await
-        .map_err(|e| OpError::Setup(format!("checking primary storage: {e}")))?
+        .map_err(|e| OpError::Setup(format!("checking storage directories: {e}")))?
         .map_err(OpError::Setup)
     }
 
@@ -224,6 +296,7 @@ impl Ops {
         let space = crate::host::disk_space(&self.cfg.primary_dir)
             .or_else(|_| crate::host::disk_space(&self.cfg.state_dir))
             .ok();
+        let local = crate::host::disk_space(&self.cfg.local_dir).ok();
         Ok(pb::HostFacts {
             hostname: i.hostname.clone(),
             arch: i.design.arch.clone(),
@@ -255,9 +328,9 @@ impl Ops {
             storage_free_bytes: space.as_ref().map(|s| s.available_bytes).unwrap_or(0),
             kvm_usable: accel.kvm_usable,
             kvm_probe: accel.kvm_probe.clone(),
-            local_dir: String::new(),
-            local_bytes: 0,
-            local_free_bytes: 0,
+            local_dir: self.cfg.local_dir.display().to_string(),
+            local_bytes: local.as_ref().map(|s| s.total_bytes).unwrap_or(0),
+            local_free_bytes: local.as_ref().map(|s| s.available_bytes).unwrap_or(0),
             libvirt_tls: self.libvirt_tls.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
@@ -346,7 +419,7 @@ impl Ops {
                 Ok(None)
             }
             Op::PrepareMigration(p) => {
-                self.prepare_migration(&p, templates).await?;
+                self.prepare_migration(&p).await?;
                 Ok(None)
             }
             Op::Migrate(m) => {
@@ -361,17 +434,18 @@ impl Ops {
                 self.scale(&s).await?;
                 Ok(None)
             }
+            Op::ResetVolume(v) => {
+                self.reset_volume(&v).await?;
+                Ok(None)
+            }
         }
     }
 
     /// Readies this host to receive a running instance: its networks and
     /// DHCP reservations, the directories its definition names, and, when
     /// its disks are copied, volume files of the right size for them.
-    pub async fn prepare_migration(
-        &self,
-        p: &pb::PrepareMigration,
-        templates: &dyn TemplateSource,
-    ) -> Result<(), OpError> {
+    /// Templates are not needed: a copied disk arrives complete.
+    pub async fn prepare_migration(&self, p: &pb::PrepareMigration) -> Result<(), OpError> {
         let s = p
             .spec
             .as_ref()
@@ -384,7 +458,7 @@ impl Ops {
         }
         self.prepare_nics(s).await?;
         if p.copy_storage {
-            self.prepare_volumes(s, templates).await?;
+            self.prepare_copy_targets(s).await?;
         }
         for d in [self.cfg.console_dir(), self.cfg.nvram_dir()] {
             tokio::fs::create_dir_all(&d)
@@ -394,9 +468,78 @@ impl Ops {
         Ok(())
     }
 
+    /// The files a copied disk is written into on this (the destination)
+    /// host, in the pools the spec names, created where missing: empty
+    /// qcow2 images without a backing file (libvirt copies every block of
+    /// the disk), as large as the disk. QEMU copies only into an image of
+    /// exactly the disk's size; a root volume was made as large as its
+    /// template when that was larger than asked, so the template's size
+    /// counts when primary storage has it.
+    async fn prepare_copy_targets(&self, s: &pb::InstanceSpec) -> Result<(), OpError> {
+        for v in &s.volumes {
+            let pool = self.pool(&v.pool)?;
+            let path = pool.volume_path(&v.uuid)?;
+            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                continue;
+            }
+            let mut size = v.size_bytes;
+            if v.kind.eq_ignore_ascii_case("ROOT") {
+                if let Some(t) = &s.template {
+                    size = size.max(self.cached_template_size(t).await?.unwrap_or(0));
+                }
+            }
+            pool.create_data(&v.uuid, size).await?;
+        }
+        Ok(())
+    }
+
+    /// The virtual size of a template primary storage has cached; None
+    /// when it has not.
+    async fn cached_template_size(&self, t: &pb::TemplateRef) -> Result<Option<u64>, OpError> {
+        let Ok(fmt) = t.format.parse::<ImageFormat>() else {
+            return Ok(None);
+        };
+        let cached = self.primary.template_cache(&t.uuid, fmt)?;
+        if !tokio::fs::try_exists(&cached).await.unwrap_or(false) {
+            return Ok(None);
+        }
+        let info = self.primary.qemu_img().info(&cached, Some(fmt)).await?;
+        Ok(Some(info.virtual_size))
+    }
+
+    /// The volume files a migration moves, here and on the destination.
+    /// The destination's pools are where this host's are (as its console
+    /// and NVRAM directories are). A move within primary storage that both
+    /// hosts share would copy a file onto itself and then delete it.
+    fn volume_moves(&self, m: &pb::MigrateInstance) -> Result<Vec<VolumeFileMove>, OpError> {
+        if !m.moves.is_empty() && !m.copy_storage {
+            return Err(OpError::Invalid(
+                "volume moves without copying storage".into(),
+            ));
+        }
+        m.moves
+            .iter()
+            .map(|v| {
+                if m.shared_storage && v.from_pool.is_empty() && v.pool.is_empty() {
+                    return Err(OpError::Invalid(format!(
+                        "volume {} cannot move within primary storage that both hosts share",
+                        v.uuid
+                    )));
+                }
+                Ok(VolumeFileMove {
+                    uuid: v.uuid.clone(),
+                    from: self.pool(&v.from_pool)?.volume_path(&v.uuid)?,
+                    to: self.pool(&v.pool)?.volume_path(&v.uuid)?,
+                })
+            })
+            .collect()
+    }
+
     /// Moves a running domain to another host. Past `timeout_seconds` the
     /// migration is aborted and the domain stays here. Once it has left,
-    /// its DHCP reservations here are dropped.
+    /// its DHCP reservations here are dropped, and so are the files of the
+    /// volumes that moved with it (`moves`), whose disks the destination
+    /// got in their new pools.
     pub async fn migrate(
         &self,
         m: &pb::MigrateInstance,
@@ -414,11 +557,22 @@ impl Ops {
                 )))
             }
         }
+        let moves = self.volume_moves(m)?;
+        let moved = if moves.is_empty() {
+            None
+        } else {
+            let xml = self.hv.migratable_xml(&m.name).await?;
+            Some(destination_xml(&xml, &moves)?)
+        };
         let reservations = match self.hv.domain_xml(&m.name).await {
             Ok(xml) => Domain::from_xml(&xml)
                 .map(|d| reservations_of(&d))
                 .unwrap_or_default(),
             Err(_) => Vec::new(),
+        };
+        let (dest_xml, migrate_disks) = match moved {
+            Some(d) => (Some(d.xml), d.targets),
+            None => (None, Vec::new()),
         };
         let plan = MigrationPlan {
             destination_uri: m.destination_uri.clone(),
@@ -428,6 +582,8 @@ impl Ops {
             shared_storage: m.shared_storage,
             max_downtime_ms: (m.max_downtime_ms > 0).then_some(m.max_downtime_ms as u64),
             bandwidth_mib: (m.bandwidth_mib > 0).then_some(m.bandwidth_mib as u64),
+            dest_xml,
+            migrate_disks,
         };
         let limit = (m.timeout_seconds > 0).then(|| Duration::from_secs(m.timeout_seconds as u64));
         let started = tokio::time::Instant::now();
@@ -463,6 +619,18 @@ impl Ops {
         for (network, mac) in reservations {
             if let Err(e) = self.hv.remove_dhcp_host(&network, &mac).await {
                 tracing::debug!(%network, %mac, error = %e, "dropping a moved guest's reservation");
+            }
+        }
+        // The instance runs there now: a file left here is only space, not
+        // a reason to report the move as failed.
+        for (mv, files) in m.moves.iter().zip(&moves) {
+            if let Err(e) = self.pool(&mv.from_pool)?.delete(&mv.uuid).await {
+                tracing::warn!(
+                    instance = %m.name,
+                    file = %files.from.display(),
+                    error = %e,
+                    "removing a moved volume's file"
+                );
             }
         }
         Ok(())
@@ -581,10 +749,32 @@ impl Ops {
         Ok(())
     }
 
+    /// Deletes a volume's file while its domain is not running, so the next
+    /// start recreates it (a root volume from its template): a volatile
+    /// offering's reboot.
+    pub async fn reset_volume(&self, v: &pb::VolumeOp) -> Result<(), OpError> {
+        let vol = v
+            .volume
+            .as_ref()
+            .ok_or_else(|| OpError::Invalid("reset without a volume".into()))?;
+        match self.hv.power(&v.instance).await {
+            Ok(Power::Off) | Err(HvError::NotFound(_)) => {}
+            Ok(_) => {
+                return Err(OpError::Invalid(format!(
+                    "instance {} is running; its volume {} stays",
+                    v.instance, vol.uuid
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.pool(&vol.pool)?.delete(&vol.uuid).await?;
+        Ok(())
+    }
+
     /// Undoes a preparation after a failed migration: a domain of that name
     /// left defined here but not running is removed (libvirt normally
     /// removes it itself), with its reservations, and copied volume files
-    /// when named.
+    /// when named, in the pool named.
     pub async fn cleanup_migration(&self, c: &pb::CleanupMigration) -> Result<(), OpError> {
         match self.hv.power(&c.name).await {
             Ok(Power::On) | Ok(Power::Other) => {
@@ -614,8 +804,9 @@ impl Ops {
             Err(HvError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        let pool = self.pool(&c.pool)?;
         for uuid in &c.volume_uuids {
-            self.primary.delete(uuid).await?;
+            pool.delete(uuid).await?;
         }
         Ok(())
     }
@@ -727,8 +918,9 @@ impl Ops {
         Ok(nics)
     }
 
-    /// The spec's volume files, created when missing (a root volume as an
-    /// overlay of the cached template, a data volume empty).
+    /// The spec's volume files, each in the pool it names, created when
+    /// missing (a root volume as an overlay of the template cached in
+    /// primary storage, a data volume empty).
     async fn prepare_volumes(
         &self,
         s: &pb::InstanceSpec,
@@ -736,7 +928,8 @@ impl Ops {
     ) -> Result<Vec<designer::VolumeSpec>, OpError> {
         let mut volumes = Vec::new();
         for v in &s.volumes {
-            let path = self.primary.volume_path(&v.uuid)?;
+            let pool = self.pool(&v.pool)?;
+            let path = pool.volume_path(&v.uuid)?;
             let root = v.kind.eq_ignore_ascii_case("ROOT");
             if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
                 if root {
@@ -752,11 +945,10 @@ impl Ops {
                         .primary
                         .ensure_template(&t.uuid, fmt, checksum, |f| templates.fetch(&t.uuid, f))
                         .await?;
-                    self.primary
-                        .create_root(&v.uuid, &cached, fmt, v.size_bytes)
+                    pool.create_root(&v.uuid, &cached, fmt, v.size_bytes)
                         .await?;
                 } else {
-                    self.primary.create_data(&v.uuid, v.size_bytes).await?;
+                    pool.create_data(&v.uuid, v.size_bytes).await?;
                 }
             }
             volumes.push(designer::VolumeSpec {
@@ -830,10 +1022,13 @@ impl Ops {
             for d in &dom.devices.disks {
                 let Some(src) = &d.source else { continue };
                 let p = std::path::Path::new(src);
-                // Only volumes of our own pool; cached templates and ISOs stay.
-                if p.parent() == Some(self.primary.root()) {
-                    if let Some(uuid) = p.file_stem().and_then(|s| s.to_str()) {
-                        self.primary.delete(uuid).await?;
+                // Only volumes of our own pools; cached templates and ISOs
+                // stay.
+                for pool in [&self.primary, &self.local] {
+                    if p.parent() == Some(pool.root()) {
+                        if let Some(uuid) = p.file_stem().and_then(|s| s.to_str()) {
+                            pool.delete(uuid).await?;
+                        }
                     }
                 }
             }
@@ -872,9 +1067,10 @@ impl Ops {
             .volume
             .as_ref()
             .ok_or_else(|| OpError::Invalid("volume operation without a volume".into()))?;
-        let path = self.primary.volume_path(&vol.uuid)?;
+        let pool = self.pool(&vol.pool)?;
+        let path = pool.volume_path(&vol.uuid)?;
         if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            self.primary.create_data(&vol.uuid, vol.size_bytes).await?;
+            pool.create_data(&vol.uuid, vol.size_bytes).await?;
         }
         let dom = Domain::from_xml(&self.hv.domain_xml(&v.instance).await?)?;
         if dom
@@ -917,7 +1113,11 @@ impl Ops {
             .volume
             .as_ref()
             .ok_or_else(|| OpError::Invalid("volume operation without a volume".into()))?;
-        let path = self.primary.volume_path(&vol.uuid)?.display().to_string();
+        let path = self
+            .pool(&vol.pool)?
+            .volume_path(&vol.uuid)?
+            .display()
+            .to_string();
         let dom = Domain::from_xml(&self.hv.domain_xml(&v.instance).await?)?;
         if let Some(d) = dom
             .devices
@@ -935,7 +1135,8 @@ impl Ops {
             .volume
             .as_ref()
             .ok_or_else(|| OpError::Invalid("volume operation without a volume".into()))?;
-        let path = self.primary.volume_path(&vol.uuid)?;
+        let pool = self.pool(&vol.pool)?;
+        let path = pool.volume_path(&vol.uuid)?;
         let running = matches!(self.hv.power(&v.instance).await, Ok(Power::On));
         if running {
             let dom = Domain::from_xml(&self.hv.domain_xml(&v.instance).await?)?;
@@ -954,8 +1155,7 @@ impl Ops {
             }
         }
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            self.primary
-                .qemu_img()
+            pool.qemu_img()
                 .resize(&path, ImageFormat::Qcow2, vol.size_bytes, true)
                 .await?;
         }
@@ -980,6 +1180,7 @@ mod tests {
             Some(dir.join("state")),
             Some("qemu:///system".into()),
             Some(dir.join("primary")),
+            Some(dir.join("local")),
         );
         Ops::new(hv, cfg)
     }
@@ -1027,23 +1228,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn primary_storage_must_be_reachable_by_qemus_user() {
+    async fn primary_and_local_storage_must_be_reachable_by_qemus_user() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let hv = Arc::new(FakeHypervisor::new());
         let ops = ops_with(hv, dir.path(), None);
-        ops.primary.init().await.unwrap();
+        ops.init_storage().await.unwrap();
         let above_ok = dir
             .path()
             .ancestors()
             .all(|d| std::fs::metadata(d).unwrap().permissions().mode() & 0o001 != 0);
         if above_ok {
-            ops.check_primary_reachable().await.unwrap();
+            ops.check_storage_reachable().await.unwrap();
+            let local = dir.path().join("local");
+            std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o700)).unwrap();
+            let m = ops.check_storage_reachable().await.unwrap_err().to_string();
+            assert!(
+                m.contains(&format!(
+                    "cannot reach local storage at {}",
+                    local.display()
+                )),
+                "{m}"
+            );
+            assert!(m.contains("--local-dir"), "{m}");
+            std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         // The fake's QEMU runs as uid 64055, which owns nothing here.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let err = ops.check_primary_reachable().await.unwrap_err();
+        let err = ops.check_storage_reachable().await.unwrap_err();
         assert_eq!(err.code(), "setup");
         let m = err.to_string();
         assert!(
@@ -1132,7 +1345,7 @@ mod tests {
             spec: Some(moving_spec()),
             copy_storage: false,
         };
-        ops.prepare_migration(&prep, &NoTemplates).await.unwrap();
+        ops.prepare_migration(&prep).await.unwrap();
         assert!(hv.network("orrery-3f2a9c1e").unwrap().active);
         let hosts = hv.dhcp_hosts("orrery-3f2a9c1e");
         assert_eq!(hosts.len(), 1);
@@ -1147,10 +1360,7 @@ mod tests {
         // An instance already running here is not overwritten.
         hv.define(MOVING).await.unwrap();
         hv.start("i-2-5-web").await.unwrap();
-        let err = ops
-            .prepare_migration(&prep, &NoTemplates)
-            .await
-            .unwrap_err();
+        let err = ops.prepare_migration(&prep).await.unwrap_err();
         assert!(err.to_string().contains("already runs"), "{err}");
     }
 
@@ -1163,7 +1373,7 @@ mod tests {
             spec: Some(moving_spec()),
             copy_storage: false,
         };
-        ops.prepare_migration(&prep, &NoTemplates).await.unwrap();
+        ops.prepare_migration(&prep).await.unwrap();
         hv.define(MOVING).await.unwrap();
         let cmd = pb::MigrateInstance {
             name: "i-2-5-web".into(),
@@ -1186,7 +1396,7 @@ mod tests {
         assert!(hv.dhcp_hosts("orrery-3f2a9c1e").is_empty());
 
         // A failed move keeps the domain and its reservation here.
-        ops.prepare_migration(&prep, &NoTemplates).await.unwrap();
+        ops.prepare_migration(&prep).await.unwrap();
         hv.define(MOVING).await.unwrap();
         hv.start("i-2-5-web").await.unwrap();
         hv.fail_next(
@@ -1465,5 +1675,475 @@ mod tests {
         assert_eq!(err.code(), "hypervisor");
         // The memory step failed first: no vCPU was brought online.
         assert_eq!(live(&hv).await.vcpu.current, Some(1));
+    }
+
+    const ROOT_VOL: &str = "0c5f7d1e-0000-4000-8000-0000000000a1";
+    const DATA_VOL: &str = "0c5f7d1e-0000-4000-8000-0000000000a2";
+    const TEMPLATE: &str = "7e3a0b52-0000-4000-8000-0000000000f1";
+
+    /// A running instance's XML as libvirt reports it: a root overlay with
+    /// its backing chain, a data disk, a cached ISO, device addresses.
+    fn with_disks(root: &std::path::Path, data: &std::path::Path, iso: &std::path::Path) -> String {
+        format!(
+            "<domain type='qemu'><name>i-2-5-web</name>\
+            <uuid>6f1c1d57-3b7e-4f0e-9a53-0c2b1c7c0a11</uuid>\
+            <metadata><orrery:instance xmlns:orrery='https://orrery.dev/xmlns/domain/1'>\
+            <orrery:uuid>6f1c1d57-3b7e-4f0e-9a53-0c2b1c7c0a11</orrery:uuid>\
+            <orrery:name>web</orrery:name></orrery:instance></metadata>\
+            <memory unit='KiB'>262144</memory><vcpu>1</vcpu>\
+            <os><type arch='x86_64'>hvm</type></os><devices>\
+            <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+            <source file='{}' index='2'/>\
+            <backingStore type='file' index='3'><format type='qcow2'/>\
+            <source file='/srv/templates/t.qcow2'/><backingStore/></backingStore>\
+            <target dev='vda' bus='virtio'/>\
+            <address type='pci' domain='0x0000' bus='0x00' slot='0x04' function='0x0'/></disk>\
+            <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+            <source file='{}' index='1'/><target dev='vdb' bus='virtio'/>\
+            <address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/></disk>\
+            <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
+            <source file='{}'/><target dev='hdc' bus='ide'/><readonly/></disk>\
+            <controller type='pci' index='0' model='pci-root'/>\
+            <interface type='network'><mac address='02:00:0a:01:00:05'/>\
+            <source network='orrery-3f2a9c1e'/></interface></devices></domain>",
+            root.display(),
+            data.display(),
+            iso.display()
+        )
+    }
+
+    fn disks_of(xml: &str) -> Vec<(String, Option<String>)> {
+        Domain::from_xml(xml)
+            .unwrap()
+            .devices
+            .disks
+            .into_iter()
+            .map(|d| (d.target_dev, d.source))
+            .collect()
+    }
+
+    fn path_str(p: std::path::PathBuf) -> Option<String> {
+        Some(p.display().to_string())
+    }
+
+    #[test]
+    fn the_destination_definition_points_moved_volumes_at_their_new_files() {
+        let root = std::path::PathBuf::from(format!("/srv/local/{ROOT_VOL}.qcow2"));
+        let data = std::path::PathBuf::from(format!("/srv/primary/{DATA_VOL}.qcow2"));
+        let iso = std::path::PathBuf::from("/srv/primary/templates/x.iso");
+        let xml = with_disks(&root, &data, &iso);
+        let moves = [VolumeFileMove {
+            uuid: DATA_VOL.into(),
+            from: data.clone(),
+            to: format!("/srv/local/{DATA_VOL}.qcow2").into(),
+        }];
+        let d = destination_xml(&xml, &moves).unwrap();
+        assert_eq!(d.targets, vec!["vdb"]);
+        assert_eq!(
+            disks_of(&d.xml),
+            vec![
+                ("vda".to_string(), path_str(root.clone())),
+                (
+                    "vdb".to_string(),
+                    Some(format!("/srv/local/{DATA_VOL}.qcow2"))
+                ),
+                ("hdc".to_string(), path_str(iso.clone())),
+            ]
+        );
+        // What the model does not hold is kept: the unmoved root's backing
+        // chain, addresses, controllers.
+        assert!(d.xml.contains("/srv/templates/t.qcow2"), "{}", d.xml);
+        assert!(d.xml.contains("slot=\"0x07\""), "{}", d.xml);
+        assert!(d.xml.contains("model=\"pci-root\""), "{}", d.xml);
+
+        // The root moves too: its copy has no backing file.
+        let both = [
+            VolumeFileMove {
+                uuid: ROOT_VOL.into(),
+                from: root.clone(),
+                to: format!("/srv/local2/{ROOT_VOL}.qcow2").into(),
+            },
+            moves[0].clone(),
+        ];
+        let d = destination_xml(&xml, &both).unwrap();
+        assert_eq!(d.targets, vec!["vda", "vdb"]);
+        assert!(!d.xml.contains("/srv/templates/t.qcow2"), "{}", d.xml);
+
+        // A volume the domain has no disk for.
+        let other = "0c5f7d1e-0000-4000-8000-0000000000ff";
+        let err = destination_xml(
+            &xml,
+            &[
+                moves[0].clone(),
+                VolumeFileMove {
+                    uuid: other.into(),
+                    from: format!("/srv/primary/{other}.qcow2").into(),
+                    to: format!("/srv/local/{other}.qcow2").into(),
+                },
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "invalid");
+        assert!(
+            err.to_string()
+                .contains(&format!("volume {other} is not a disk of the domain")),
+            "{err}"
+        );
+    }
+
+    /// The real qemu-img, or None (the test is skipped) when it is not
+    /// installed and the hypervisor stack is not required.
+    fn qemu_img_installed() -> bool {
+        let ok = std::process::Command::new("qemu-img")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            assert_ne!(
+                std::env::var("ORRERY_REQUIRE_LIBVIRT").as_deref(),
+                Ok("1"),
+                "ORRERY_REQUIRE_LIBVIRT=1 but qemu-img is not installed"
+            );
+            eprintln!("skipping: qemu-img is not installed");
+        }
+        ok
+    }
+
+    #[tokio::test]
+    async fn copied_storage_gets_empty_images_of_the_disks_sizes_in_their_pools() {
+        if !qemu_img_installed() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        ops.init_storage().await.unwrap();
+        // The template the root was made from is larger than the size asked
+        // for, so the root is as large as the template.
+        let template = ops
+            .primary
+            .template_cache(TEMPLATE, ImageFormat::Qcow2)
+            .unwrap();
+        ops.primary
+            .qemu_img()
+            .create(&template, ImageFormat::Qcow2, 96 << 20)
+            .await
+            .unwrap();
+        // A volume that stays in (shared) primary storage is there already.
+        let staying = "0c5f7d1e-0000-4000-8000-0000000000a3";
+        std::fs::write(ops.primary.volume_path(staying).unwrap(), b"kept").unwrap();
+        let volume = |uuid: &str, kind: &str, size_bytes: u64, pool: &str| pb::VolumeSpec {
+            uuid: uuid.into(),
+            kind: kind.into(),
+            device_id: 0,
+            size_bytes,
+            format: "qcow2".into(),
+            pool: pool.into(),
+        };
+        let spec = pb::InstanceSpec {
+            template: Some(pb::TemplateRef {
+                uuid: TEMPLATE.into(),
+                format: "qcow2".into(),
+                checksum: String::new(),
+                size_bytes: 0,
+            }),
+            volumes: vec![
+                volume(ROOT_VOL, "ROOT", 64 << 20, LOCAL_POOL),
+                volume(DATA_VOL, "DATADISK", 32 << 20, LOCAL_POOL),
+                volume(staying, "DATADISK", 16 << 20, ""),
+            ],
+            ..moving_spec()
+        };
+        let prep = pb::PrepareMigration {
+            spec: Some(spec),
+            copy_storage: true,
+        };
+        ops.prepare_migration(&prep).await.unwrap();
+        for (uuid, size) in [(ROOT_VOL, 96u64 << 20), (DATA_VOL, 32 << 20)] {
+            let path = ops.local.volume_path(uuid).unwrap();
+            let info = ops.local.qemu_img().info(&path, None).await.unwrap();
+            assert_eq!(info.virtual_size, size, "{uuid}");
+            assert_eq!(info.format, "qcow2");
+            assert_eq!(info.backing, None, "{uuid}");
+            assert!(!ops.primary.volume_path(uuid).unwrap().exists());
+        }
+        assert_eq!(
+            std::fs::read(ops.primary.volume_path(staying).unwrap()).unwrap(),
+            b"kept"
+        );
+        assert!(!ops.local.volume_path(staying).unwrap().exists());
+        // Prepared again (a retried command): the files are kept as they are.
+        ops.prepare_migration(&prep).await.unwrap();
+
+        // A pool this agent does not know.
+        let mut bad = prep.clone();
+        bad.spec.as_mut().unwrap().volumes[0].pool = "ceph".into();
+        let err = ops.prepare_migration(&bad).await.unwrap_err();
+        assert!(
+            err.to_string().contains("unknown storage pool \"ceph\""),
+            "{err}"
+        );
+    }
+
+    /// Volume files for [`with_disks`]: the root in local storage, the data
+    /// disk in primary storage, the ISO cached with the templates.
+    async fn placed_volumes(
+        ops: &Ops,
+    ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+        ops.init_storage().await.unwrap();
+        let root = ops.local.volume_path(ROOT_VOL).unwrap();
+        let data = ops.primary.volume_path(DATA_VOL).unwrap();
+        let iso = ops
+            .primary
+            .template_cache(TEMPLATE, ImageFormat::Raw)
+            .unwrap();
+        for f in [&root, &data, &iso] {
+            std::fs::write(f, b"disk").unwrap();
+        }
+        (root, data, iso)
+    }
+
+    #[tokio::test]
+    async fn moved_volumes_reach_the_destination_in_their_new_pools_and_leave_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        let (root, data, iso) = placed_volumes(&ops).await;
+        hv.define(&with_disks(&root, &data, &iso)).await.unwrap();
+        hv.start("i-2-5-web").await.unwrap();
+        let mv = |uuid: &str, from_pool: &str, pool: &str| pb::VolumeMove {
+            uuid: uuid.into(),
+            pool: pool.into(),
+            from_pool: from_pool.into(),
+        };
+        let cmd = pb::MigrateInstance {
+            name: "i-2-5-web".into(),
+            destination_uri: "qemu+tls://10.99.0.2/system".into(),
+            copy_storage: true,
+            moves: vec![
+                mv(ROOT_VOL, LOCAL_POOL, LOCAL_POOL),
+                mv(DATA_VOL, "", LOCAL_POOL),
+            ],
+            ..Default::default()
+        };
+        let progress = |_: &str, _: u32| {};
+
+        // Refused before anything moves: a volume the domain does not
+        // have, a move within shared primary storage, moves without copying.
+        let stray = "0c5f7d1e-0000-4000-8000-0000000000ff";
+        let refused = [
+            pb::MigrateInstance {
+                moves: vec![
+                    mv(ROOT_VOL, LOCAL_POOL, LOCAL_POOL),
+                    mv(stray, "", LOCAL_POOL),
+                ],
+                ..cmd.clone()
+            },
+            pb::MigrateInstance {
+                moves: vec![mv(DATA_VOL, "", "")],
+                shared_storage: true,
+                ..cmd.clone()
+            },
+            pb::MigrateInstance {
+                copy_storage: false,
+                ..cmd.clone()
+            },
+            pb::MigrateInstance {
+                moves: vec![mv(DATA_VOL, "nfs", LOCAL_POOL)],
+                ..cmd.clone()
+            },
+        ];
+        for bad in &refused {
+            let err = ops.migrate(bad, &progress).await.unwrap_err();
+            assert_eq!(err.code(), "invalid", "{err}");
+        }
+        assert!(!hv.calls().iter().any(|c| c.starts_with("migrate ")));
+
+        // A failed move deletes nothing.
+        hv.fail_next(
+            "migrate",
+            HvError::backend(codes::OPERATION_FAILED, "unable to connect to server"),
+        );
+        assert!(ops.migrate(&cmd, &progress).await.is_err());
+        assert_eq!(hv.domain("i-2-5-web").unwrap().power, Power::On);
+        for f in [&root, &data, &iso] {
+            assert!(f.exists(), "{}", f.display());
+        }
+
+        ops.migrate(&cmd, &progress).await.unwrap();
+        let (name, plan) = hv.migrations().pop().unwrap();
+        assert_eq!(name, "i-2-5-web");
+        assert!(plan.copy_storage);
+        assert_eq!(plan.migrate_disks, vec!["vda", "vdb"]);
+        let dest = plan.dest_xml.expect("a destination definition");
+        assert_eq!(
+            disks_of(&dest),
+            vec![
+                ("vda".to_string(), path_str(root.clone())),
+                (
+                    "vdb".to_string(),
+                    path_str(ops.local.volume_path(DATA_VOL).unwrap())
+                ),
+                ("hdc".to_string(), path_str(iso.clone())),
+            ]
+        );
+        // The moved files are gone here; the cached ISO stays.
+        assert!(!root.exists());
+        assert!(!data.exists());
+        assert!(iso.exists());
+        assert!(hv.domain("i-2-5-web").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_migration_without_moves_keeps_the_definition() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        let (root, data, iso) = placed_volumes(&ops).await;
+        hv.define(&with_disks(&root, &data, &iso)).await.unwrap();
+        hv.start("i-2-5-web").await.unwrap();
+        let cmd = pb::MigrateInstance {
+            name: "i-2-5-web".into(),
+            destination_uri: "qemu+tls://10.99.0.2/system".into(),
+            copy_storage: true,
+            ..Default::default()
+        };
+        ops.migrate(&cmd, &|_, _| {}).await.unwrap();
+        let (_, plan) = hv.migrations().pop().unwrap();
+        assert_eq!(plan.dest_xml, None);
+        assert!(plan.migrate_disks.is_empty());
+        assert!(root.exists() && data.exists());
+    }
+
+    #[tokio::test]
+    async fn expunge_removes_volume_files_of_both_pools() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        let (root, data, iso) = placed_volumes(&ops).await;
+        hv.define(&with_disks(&root, &data, &iso)).await.unwrap();
+        hv.start("i-2-5-web").await.unwrap();
+        ops.expunge("i-2-5-web").await.unwrap();
+        assert!(hv.domain("i-2-5-web").is_none());
+        assert!(!root.exists());
+        assert!(!data.exists());
+        assert!(iso.exists());
+    }
+
+    #[tokio::test]
+    async fn cleanup_deletes_copied_files_in_the_pool_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        ops.init_storage().await.unwrap();
+        for f in [
+            ops.local.volume_path(DATA_VOL).unwrap(),
+            ops.primary.volume_path(DATA_VOL).unwrap(),
+        ] {
+            std::fs::write(f, b"disk").unwrap();
+        }
+        let c = pb::CleanupMigration {
+            name: "i-2-5-web".into(),
+            instance_uuid: "6f1c1d57-3b7e-4f0e-9a53-0c2b1c7c0a11".into(),
+            volume_uuids: vec![DATA_VOL.into()],
+            pool: LOCAL_POOL.into(),
+        };
+        ops.cleanup_migration(&c).await.unwrap();
+        assert!(!ops.local.volume_path(DATA_VOL).unwrap().exists());
+        assert!(ops.primary.volume_path(DATA_VOL).unwrap().exists());
+        let err = ops
+            .cleanup_migration(&pb::CleanupMigration {
+                pool: "nfs".into(),
+                ..c
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "invalid");
+        assert!(ops.primary.volume_path(DATA_VOL).unwrap().exists());
+    }
+
+    #[tokio::test]
+    async fn volumes_start_plug_and_grow_in_the_pool_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        ops.init_storage().await.unwrap();
+        let (root, data) = (
+            ops.local.volume_path(ROOT_VOL).unwrap(),
+            ops.local.volume_path(DATA_VOL).unwrap(),
+        );
+        std::fs::write(&root, b"").unwrap();
+        std::fs::write(&data, b"").unwrap();
+        let volume = |uuid: &str, kind: &str, device_id: i64| pb::VolumeSpec {
+            uuid: uuid.into(),
+            kind: kind.into(),
+            device_id,
+            size_bytes: 1 << 30,
+            format: "qcow2".into(),
+            pool: LOCAL_POOL.into(),
+        };
+        let spec = pb::InstanceSpec {
+            display_name: "web".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            os_type: "Other Linux (64-bit)".into(),
+            vnc_password: "secret".into(),
+            volumes: vec![volume(ROOT_VOL, "ROOT", 0)],
+            ..moving_spec()
+        };
+        ops.start(&spec, &NoTemplates).await.unwrap();
+        let xml = hv.domain_xml("i-2-5-web").await.unwrap();
+        assert_eq!(disks_of(&xml)[0].1, path_str(root.clone()));
+
+        let op = pb::VolumeOp {
+            instance: "i-2-5-web".into(),
+            volume: Some(volume(DATA_VOL, "DATADISK", 1)),
+        };
+        ops.attach(&op).await.unwrap();
+        let attached = hv.domain("i-2-5-web").unwrap().attached;
+        assert_eq!(attached.len(), 1);
+        assert!(
+            attached[0].contains(&data.display().to_string()),
+            "{}",
+            attached[0]
+        );
+
+        // The root disk, grown through QEMU while the instance runs.
+        let grow = pb::VolumeOp {
+            instance: "i-2-5-web".into(),
+            volume: Some(pb::VolumeSpec {
+                size_bytes: 2 << 30,
+                ..volume(ROOT_VOL, "ROOT", 0)
+            }),
+        };
+        ops.resize(&grow).await.unwrap();
+        assert_eq!(hv.domain("i-2-5-web").unwrap().block_sizes["vda"], 2 << 30);
+    }
+
+    #[tokio::test]
+    async fn a_reset_deletes_the_file_in_the_pool_named_while_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        let (root, data, iso) = placed_volumes(&ops).await;
+        let in_primary = ops.primary.volume_path(ROOT_VOL).unwrap();
+        std::fs::write(&in_primary, b"other").unwrap();
+        hv.define(&with_disks(&root, &data, &iso)).await.unwrap();
+        hv.start("i-2-5-web").await.unwrap();
+        let op = pb::VolumeOp {
+            instance: "i-2-5-web".into(),
+            volume: Some(pb::VolumeSpec {
+                uuid: ROOT_VOL.into(),
+                kind: "ROOT".into(),
+                pool: LOCAL_POOL.into(),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(ops.reset_volume(&op).await.unwrap_err().code(), "invalid");
+        assert!(root.exists());
+        hv.destroy("i-2-5-web").await.unwrap();
+        ops.reset_volume(&op).await.unwrap();
+        assert!(!root.exists());
+        assert!(in_primary.exists());
     }
 }

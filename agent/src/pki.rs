@@ -359,7 +359,7 @@ mod tests {
             tmp.path().join("pki")
         );
         let file: crate::config::FileConfig = toml::from_str(&toml).unwrap();
-        let mut cfg = AgentConfig::merge(file, None, None, None);
+        let mut cfg = AgentConfig::merge(file, None, None, None, None);
         assert!(!install(&cfg, me()).unwrap());
         assert!(!tmp.path().join("pki").exists());
         cfg.libvirt_tls = true;

@@ -1031,11 +1031,12 @@ async fn primary_storage_below_a_private_directory_is_refused_at_start() {
         Some(private.clone()),
         Some(uri()),
         Some(private.join("primary")),
+        Some(private.join("local")),
     );
     let ops = Ops::new(Arc::new(hv), cfg);
-    ops.primary.init().await.unwrap();
+    ops.init_storage().await.unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let err = ops.check_primary_reachable().await.unwrap_err().to_string();
+    let err = ops.check_storage_reachable().await.unwrap_err().to_string();
     eprintln!("{err}");
     assert!(
         err.contains(&format!("directory {} is mode 0700", private.display())),
@@ -1046,5 +1047,135 @@ async fn primary_storage_below_a_private_directory_is_refused_at_start() {
         "{err}"
     );
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
-    ops.check_primary_reachable().await.unwrap();
+    ops.check_storage_reachable().await.unwrap();
+}
+
+/// Templates for `Ops::start`: the lab image, whatever is asked for.
+struct LabImage(PathBuf);
+
+#[async_trait::async_trait]
+impl orrery_agent::ops::TemplateSource for LabImage {
+    async fn fetch(
+        &self,
+        _uuid: &str,
+        mut file: tokio::fs::File,
+    ) -> Result<tokio::fs::File, orrery_agent::storage::FetchError> {
+        let mut src = tokio::fs::File::open(&self.0).await?;
+        tokio::io::copy(&mut src, &mut file).await?;
+        Ok(file)
+    }
+}
+
+/// A guest whose root volume lives in local storage boots from it (an
+/// overlay there of the template cached in primary storage), and the
+/// definition a destination gets when that volume moves (its disk pointed
+/// at a complete copy elsewhere, without a backing file) is one libvirt
+/// accepts and boots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_on_local_storage_boots_and_its_moved_definition_is_accepted() {
+    use orrery_agent::config::{AgentConfig, FileConfig};
+    use orrery_agent::ops::{destination_xml, Ops, VolumeFileMove, LOCAL_POOL};
+    use orrery_proto::v1 as pb;
+    use std::sync::Arc;
+    let Some(hv) = connect().await else { return };
+    let Some((image, sha)) = guest_image() else {
+        return;
+    };
+    let mut cleanup = Cleanup::default();
+    let dir = work_dir(&mut cleanup, "local");
+    let (_, tag) = unique(7);
+    let name = format!("orrery-test-{tag}");
+    cleanup.domains.push(name.clone());
+    let file = FileConfig {
+        domain_type: forced_domain_type(),
+        ..FileConfig::default()
+    };
+    let cfg = AgentConfig::merge(
+        file,
+        Some(dir.join("state")),
+        Some(uri()),
+        Some(dir.join("primary")),
+        Some(dir.join("local")),
+    );
+    let ops = Ops::new(Arc::new(hv), cfg);
+    ops.init_storage().await.unwrap();
+    ops.check_storage_reachable().await.unwrap();
+
+    let instance = uuid(0, 7);
+    let volume = uuid(2, 7);
+    let spec = pb::InstanceSpec {
+        uuid: instance.clone(),
+        name: name.clone(),
+        display_name: "local storage test".into(),
+        host_name: name.clone(),
+        vcpus: 1,
+        memory_mib: 256,
+        os_type: "Other Linux (64-bit)".into(),
+        vnc_password: "orrery".into(),
+        template: Some(pb::TemplateRef {
+            uuid: uuid(1, 7),
+            format: "qcow2".into(),
+            checksum: sha,
+            size_bytes: 0,
+        }),
+        volumes: vec![pb::VolumeSpec {
+            uuid: volume.clone(),
+            kind: "ROOT".into(),
+            device_id: 0,
+            size_bytes: 64 * MIB,
+            format: "qcow2".into(),
+            pool: LOCAL_POOL.into(),
+        }],
+        ..Default::default()
+    };
+    ops.start(&spec, &LabImage(image)).await.unwrap();
+    let root = ops.local.volume_path(&volume).unwrap();
+    let info = QemuImg::new().info(&root, None).await.unwrap();
+    let template = ops
+        .primary
+        .template_cache(&uuid(1, 7), ImageFormat::Qcow2)
+        .unwrap();
+    assert_eq!(info.backing.as_deref(), Some(template.as_path()));
+    assert!(!ops.primary.volume_path(&volume).unwrap().exists());
+    let log = ops.cfg.console_dir().join(format!("{name}.log"));
+    wait_for_markers(&log, "ORRERY-GUEST-BOOTED", 1, BOOT_TIMEOUT).await;
+
+    // The definition as the destination would get it, the root in another
+    // directory.
+    let source = ops.hv.migratable_xml(&name).await.unwrap();
+    assert!(source.contains("passwd="), "the VNC password goes along");
+    let moved_to = dir.join("elsewhere").join(format!("{volume}.qcow2"));
+    let moved = destination_xml(
+        &source,
+        &[VolumeFileMove {
+            uuid: volume.clone(),
+            from: root.clone(),
+            to: moved_to.clone(),
+        }],
+    )
+    .unwrap();
+    assert_eq!(moved.targets, vec!["vda"]);
+
+    // What a copy of the storage leaves there: the whole disk, no backing
+    // file. The original goes, so the guest can only boot from the copy.
+    ops.hv.destroy(&name).await.unwrap();
+    std::fs::create_dir_all(moved_to.parent().unwrap()).unwrap();
+    QemuImg::new()
+        .convert(&root, ImageFormat::Qcow2, &moved_to, ImageFormat::Qcow2)
+        .await
+        .unwrap();
+    assert!(ops.local.delete(&volume).await.unwrap());
+    ops.hv.define(&moved.xml).await.unwrap();
+    std::fs::remove_file(&log).unwrap();
+    ops.hv.start(&name).await.unwrap();
+    wait_for_markers(&log, "ORRERY-GUEST-BOOTED", 1, BOOT_TIMEOUT).await;
+    let live =
+        orrery_agent::domxml::Domain::from_xml(&ops.hv.domain_xml(&name).await.unwrap()).unwrap();
+    assert_eq!(
+        live.devices.disks[0].source.as_deref(),
+        Some(moved_to.display().to_string().as_str())
+    );
+    assert_eq!(live.devices.graphics[0].passwd, None, "not in a plain dump");
+    let secure = ops.hv.migratable_xml(&name).await.unwrap();
+    assert!(secure.contains("passwd=\"orrery\"") || secure.contains("passwd='orrery'"));
 }

@@ -11,9 +11,12 @@
 //! [`Domain::to_xml`] is deterministic: the same model always produces the
 //! same bytes, which keeps golden tests and change detection meaningful.
 
+mod moves;
 mod parse;
 mod render;
 mod tree;
+
+pub use moves::{move_disk_files, DiskFileMove, MovedDisks};
 
 use thiserror::Error;
 
@@ -43,6 +46,8 @@ pub enum DomXmlError {
     },
     #[error("invalid XML fragment: {0}")]
     InvalidFragment(String),
+    #[error("no disk of the domain uses the file {0}")]
+    NoDiskWithFile(String),
 }
 
 /// Implemented by the enums whose variants are spelled as fixed strings in

@@ -112,6 +112,42 @@ impl Element {
         self.elements().find(|e| e.ns.is_none() && e.local == name)
     }
 
+    pub fn first_child_mut(&mut self, name: &str) -> Option<&mut Element> {
+        self.children.iter_mut().find_map(|n| match n {
+            Node::Element(e) if e.ns.is_none() && e.local == name => Some(e),
+            _ => None,
+        })
+    }
+
+    /// Child elements in no namespace with the given local name, for
+    /// changing them in place.
+    pub fn children_named_mut<'a>(
+        &'a mut self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a mut Element> + 'a {
+        self.children.iter_mut().filter_map(move |n| match n {
+            Node::Element(e) if e.ns.is_none() && e.local == name => Some(e),
+            _ => None,
+        })
+    }
+
+    /// Sets an existing attribute's value in place (keeping the attribute
+    /// order), or appends the attribute.
+    pub fn set_attr(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self.attrs.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => *v = value,
+            None => self.attrs.push((name.to_string(), value)),
+        }
+    }
+
+    /// Removes every child element in no namespace with the given local
+    /// name.
+    pub fn remove_children_named(&mut self, name: &str) {
+        self.children
+            .retain(|n| !matches!(n, Node::Element(e) if e.ns.is_none() && e.local == name));
+    }
+
     pub fn elements(&self) -> impl Iterator<Item = &Element> {
         self.children.iter().filter_map(|n| match n {
             Node::Element(e) => Some(e),

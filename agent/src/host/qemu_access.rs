@@ -1,4 +1,4 @@
-//! Whether QEMU can reach the primary storage directory.
+//! Whether QEMU can reach the storage directories (primary and host-local).
 //!
 //! libvirt runs QEMU as an unprivileged user and hands each disk image to
 //! that user while the guest runs (`dynamic_ownership`), but it leaves the
@@ -91,6 +91,37 @@ pub fn parse_qemu_conf(text: &str) -> (Option<String>, Option<String>) {
     (user, group)
 }
 
+/// Which of the agent's storage directories a check is about: the message
+/// names it and the setting that moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageDir {
+    Primary,
+    Local,
+}
+
+impl StorageDir {
+    fn what(self) -> &'static str {
+        match self {
+            StorageDir::Primary => "primary storage",
+            StorageDir::Local => "local storage",
+        }
+    }
+
+    fn setting(self) -> &'static str {
+        match self {
+            StorageDir::Primary => "primary_dir",
+            StorageDir::Local => "local_dir",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            StorageDir::Primary => "--primary-dir",
+            StorageDir::Local => "--local-dir",
+        }
+    }
+}
+
 /// One directory QEMU passes through, as `stat` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirMeta {
@@ -151,14 +182,19 @@ pub fn first_blocked<'a>(dirs: &'a [DirMeta], who: &EmulatorUser) -> Option<&'a 
 }
 
 /// What to tell the operator when `blocked` keeps `who` from `target`.
-pub fn blocked_message(target: &Path, blocked: &DirMeta, who: &EmulatorUser) -> String {
+pub fn blocked_message(
+    target: &Path,
+    which: StorageDir,
+    blocked: &DirMeta,
+    who: &EmulatorUser,
+) -> String {
     let class = Class::of(blocked, who);
     format!(
-        "QEMU runs as {} and cannot reach primary storage at {}: directory {} is mode {:04o} \
+        "QEMU runs as {} and cannot reach {} at {}: directory {} is mode {:04o} \
          (owner uid {}, group gid {}), which gives {} no search (x) permission. Run \
-         `chmod {} {}`, or set primary_dir in the agent's config (or --primary-dir) to a \
-         directory QEMU can reach",
+         `chmod {} {}`, or set {} in the agent's config (or {}) to a directory QEMU can reach",
         who.name,
+        which.what(),
         target.display(),
         blocked.path.display(),
         blocked.mode & 0o7777,
@@ -167,6 +203,8 @@ pub fn blocked_message(target: &Path, blocked: &DirMeta, who: &EmulatorUser) -> 
         who.name,
         class.chmod(),
         blocked.path.display(),
+        which.setting(),
+        which.flag(),
     )
 }
 
@@ -207,11 +245,11 @@ fn dirs_on_the_way(target: &Path) -> io::Result<Vec<DirMeta>> {
 /// Checks that `who` can pass through every directory down to `target`
 /// (which must exist); the error says which directory blocks it and what
 /// to do.
-pub fn check(target: &Path, who: &EmulatorUser) -> Result<(), String> {
+pub fn check(target: &Path, which: StorageDir, who: &EmulatorUser) -> Result<(), String> {
     let dirs = dirs_on_the_way(target)
         .map_err(|e| format!("reading the directories above {}: {e}", target.display()))?;
     match first_blocked(&dirs, who) {
-        Some(blocked) => Err(blocked_message(target, blocked, who)),
+        Some(blocked) => Err(blocked_message(target, which, blocked, who)),
         None => Ok(()),
     }
 }
@@ -286,10 +324,31 @@ mod tests {
         ];
         let blocked = first_blocked(&dirs, &who).unwrap();
         assert_eq!(blocked.path, PathBuf::from("/home/op"));
-        let m = blocked_message(Path::new("/home/op/agent/primary"), blocked, &who);
+        let m = blocked_message(
+            Path::new("/home/op/agent/primary"),
+            StorageDir::Primary,
+            blocked,
+            &who,
+        );
         assert!(m.starts_with("QEMU runs as libvirt-qemu and cannot reach primary storage at /home/op/agent/primary: directory /home/op is mode 0700"), "{m}");
         assert!(m.contains("`chmod o+x /home/op`"), "{m}");
         assert!(m.contains("set primary_dir"), "{m}");
+        let m = blocked_message(
+            Path::new("/home/op/agent/local"),
+            StorageDir::Local,
+            blocked,
+            &who,
+        );
+        assert!(
+            m.starts_with(
+                "QEMU runs as libvirt-qemu and cannot reach local storage at /home/op/agent/local:"
+            ),
+            "{m}"
+        );
+        assert!(
+            m.contains("set local_dir in the agent's config (or --local-dir)"),
+            "{m}"
+        );
         let open: Vec<DirMeta> = dirs
             .iter()
             .map(|d| DirMeta {
@@ -303,9 +362,19 @@ mod tests {
     #[test]
     fn the_fix_names_the_class_that_applies() {
         let who = qemu();
-        let m = blocked_message(Path::new("/p"), &dir("/p", 0o705, 0, 993), &who);
+        let m = blocked_message(
+            Path::new("/p"),
+            StorageDir::Primary,
+            &dir("/p", 0o705, 0, 993),
+            &who,
+        );
         assert!(m.contains("`chmod g+x /p`"), "{m}");
-        let m = blocked_message(Path::new("/p"), &dir("/p", 0o077, 64055, 0), &who);
+        let m = blocked_message(
+            Path::new("/p"),
+            StorageDir::Primary,
+            &dir("/p", 0o077, 64055, 0),
+            &who,
+        );
         assert!(m.contains("`chmod u+x /p`"), "{m}");
     }
 
@@ -351,9 +420,9 @@ mod tests {
             // The temporary directory itself lies somewhere private.
             return;
         }
-        assert_eq!(check(&target, &stranger), Ok(()));
+        assert_eq!(check(&target, StorageDir::Primary, &stranger), Ok(()));
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let err = check(&target, &stranger).unwrap_err();
+        let err = check(&target, StorageDir::Primary, &stranger).unwrap_err();
         assert!(
             err.contains(&format!("directory {} is mode 0700", private.display())),
             "{err}"
@@ -361,8 +430,8 @@ mod tests {
         // Through a symbolic link, the directories it leads through count.
         let link = base.path().join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(check(&link, &stranger).is_err());
+        assert!(check(&link, StorageDir::Primary, &stranger).is_err());
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
-        assert_eq!(check(&link, &stranger), Ok(()));
+        assert_eq!(check(&link, StorageDir::Primary, &stranger), Ok(()));
     }
 }

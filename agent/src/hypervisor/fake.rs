@@ -83,6 +83,8 @@ struct State {
     networks: BTreeMap<String, FakeNetwork>,
     calls: Vec<String>,
     failures: HashMap<&'static str, VecDeque<HvError>>,
+    /// Every migration that succeeded: the domain and its plan.
+    migrations: Vec<(String, MigrationPlan)>,
 }
 
 #[derive(Debug)]
@@ -215,6 +217,11 @@ impl FakeHypervisor {
     /// network name; nothing for host-wide calls).
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
+    }
+
+    /// The migrations that succeeded, in order: domain name and plan.
+    pub fn migrations(&self) -> Vec<(String, MigrationPlan)> {
+        self.lock().migrations.clone()
     }
 
     pub fn clear_calls(&self) {
@@ -497,6 +504,12 @@ impl Hypervisor for FakeHypervisor {
         Ok(st.domain(name)?.xml.clone())
     }
 
+    /// The fake keeps no secrets apart: the same XML as `domain_xml`.
+    async fn migratable_xml(&self, name: &str) -> Result<String, HvError> {
+        let mut st = self.enter("migratable_xml", name)?;
+        Ok(st.domain(name)?.xml.clone())
+    }
+
     async fn ensure_network(&self, net: &NetworkDef) -> Result<(), HvError> {
         let mut st = self.enter("ensure_network", &net.name)?;
         match st.networks.get_mut(&net.name) {
@@ -635,13 +648,39 @@ impl Hypervisor for FakeHypervisor {
     }
 
     /// The domain leaves this fake host; where it goes is not modelled.
+    /// As libvirt, it refuses disks to copy without storage being copied,
+    /// a disk target the domain lacks, and a destination definition of
+    /// another domain.
     async fn migrate(&self, name: &str, plan: &MigrationPlan) -> Result<(), HvError> {
         let mut st = self.enter("migrate", name)?;
         if plan.destination_uri.is_empty() {
             return Err(HvError::Invalid("no destination".into()));
         }
-        st.running(name)?;
+        let d = st.running(name)?;
+        if !plan.migrate_disks.is_empty() && !plan.copy_storage {
+            return Err(HvError::backend(
+                codes::INVALID_ARG,
+                "invalid argument: use of 'migrate_disks' requires storage migration",
+            ));
+        }
+        if let Some(t) = plan.migrate_disks.iter().find(|t| !d.targets.contains(t)) {
+            return Err(HvError::backend(
+                codes::INVALID_ARG,
+                format!("invalid argument: disk target {t} not found"),
+            ));
+        }
+        if let Some(xml) = &plan.dest_xml {
+            let dest = Domain::from_xml(xml)
+                .map_err(|e| HvError::backend(codes::XML_ERROR, format!("destination XML: {e}")))?;
+            if dest.name != d.name || dest.uuid != d.uuid {
+                return Err(HvError::backend(
+                    codes::INVALID_ARG,
+                    "invalid argument: target domain name or uuid does not match source",
+                ));
+            }
+        }
         st.domains.remove(name);
+        st.migrations.push((name.to_string(), plan.clone()));
         Ok(())
     }
 

@@ -153,6 +153,13 @@ pub struct MigrationPlan {
     pub max_downtime_ms: Option<u64>,
     /// Bandwidth cap in MiB/s.
     pub bandwidth_mib: Option<u64>,
+    /// The domain's definition on the destination, live and persistent,
+    /// when it differs from the one here (disks in other directories);
+    /// None keeps it as it is.
+    pub dest_xml: Option<String>,
+    /// With `copy_storage`, the disks (targets, e.g. `vda`) whose contents
+    /// are copied; empty copies every disk not on shared storage.
+    pub migrate_disks: Vec<String>,
 }
 
 /// How far a running job (a migration) has come, in bytes.
@@ -215,6 +222,10 @@ pub trait Hypervisor: Send + Sync {
     /// Removes the persistent definition (and NVRAM); the domain must be off.
     async fn undefine(&self, name: &str) -> Result<(), HvError>;
     async fn domain_xml(&self, name: &str) -> Result<String, HvError>;
+    /// The running domain's definition as another host is to get it:
+    /// without what only this host's hypervisor adds, and with its secrets
+    /// (the VNC password), which [`Hypervisor::domain_xml`] leaves out.
+    async fn migratable_xml(&self, name: &str) -> Result<String, HvError>;
     /// Creates and starts the network when missing; leaves a matching one alone.
     async fn ensure_network(&self, net: &NetworkDef) -> Result<(), HvError>;
     /// Adds or replaces the reservation for `host.mac` on a running network.

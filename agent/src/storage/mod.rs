@@ -1,6 +1,7 @@
-//! Disk images on this host: a typed `qemu-img` runner and the primary
-//! storage pool (templates cached once per host, instance volumes as qcow2
-//! overlays on them).
+//! Disk images on this host: a typed `qemu-img` runner and the pools:
+//! primary storage (templates cached once per host, instance volumes as
+//! qcow2 overlays on them) and the host's local storage (volumes only, its
+//! root volumes overlays on templates cached in primary storage).
 //!
 //! Access by QEMU: directories are created 0755 and every image 0644
 //! (explicitly, whatever the umask), so libvirt's `libvirt-qemu` user can

@@ -34,6 +34,9 @@ pub struct PoolVolume {
 
 pub struct Primary {
     root: PathBuf,
+    /// Whether templates are cached here ([`TEMPLATE_DIR`]); a pool of
+    /// volumes only (the host's local storage) has no such directory.
+    templates: bool,
     qemu_img: QemuImg,
     /// One lock per template file, so concurrent requests for a template
     /// share one download.
@@ -131,9 +134,18 @@ impl Primary {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Primary {
             root: root.into(),
+            templates: true,
             qemu_img: QemuImg::new(),
             downloads: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A pool of volumes only: [`Primary::init`] makes no template
+    /// directory (root volumes here are overlays of templates cached in
+    /// another pool).
+    pub fn without_templates(mut self) -> Self {
+        self.templates = false;
+        self
     }
 
     pub fn with_qemu_img(mut self, qemu_img: QemuImg) -> Self {
@@ -157,11 +169,13 @@ impl Primary {
     /// crash.
     pub async fn init(&self) -> Result<(), StorageError> {
         let root = self.root.clone();
-        let templates = self.template_dir();
+        let templates = self.templates.then(|| self.template_dir());
         blocking(move || {
             create_dir(&root)?;
-            create_dir(&templates)?;
-            for dir in [&root, &templates] {
+            if let Some(t) = &templates {
+                create_dir(t)?;
+            }
+            for dir in std::iter::once(&root).chain(&templates) {
                 let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
                 for entry in entries.flatten() {
                     let name = entry.file_name();
@@ -574,6 +588,17 @@ esac
         assert!(!stale.exists());
         assert_eq!(mode(p.root()), 0o755);
         assert_eq!(mode(&p.root().join(TEMPLATE_DIR)), 0o755);
+
+        let volumes_only = Primary::new(p.root().join("local"))
+            .with_qemu_img(fake.qemu_img())
+            .without_templates();
+        volumes_only.init().await.unwrap();
+        let stale = volumes_only.root().join(format!(".{V1}.qcow2.part"));
+        std::fs::write(&stale, b"x").unwrap();
+        volumes_only.init().await.unwrap();
+        assert!(!stale.exists());
+        assert_eq!(mode(volumes_only.root()), 0o755);
+        assert!(!volumes_only.root().join(TEMPLATE_DIR).exists());
     }
 
     #[tokio::test]

@@ -265,12 +265,33 @@ fn migrate_flags(plan: &MigrationPlan) -> u32 {
     }
     if plan.copy_storage {
         f |= sys::VIR_MIGRATE_NON_SHARED_DISK;
-    } else if plan.shared_storage {
-        // libvirt refuses disks with host caching unless it recognises the
-        // file system as shared; the coordinator knows the pool is.
+    }
+    if plan.shared_storage {
+        // libvirt refuses disks it does not copy unless it recognises their
+        // file system as shared; the coordinator knows the pool is. With
+        // storage copied this covers the disks that stay where they are.
         f |= sys::VIR_MIGRATE_UNSAFE;
     }
     f
+}
+
+/// libvirt's parameters for a plan. A destination definition serves as
+/// both the live and the persistent one: without the persistent one,
+/// libvirt would persist the source's definition there, naming files that
+/// are not where the disks went.
+fn migrate_params(plan: &MigrationPlan) -> virt::domain::MigrateParameters {
+    virt::domain::MigrateParameters {
+        uri: plan.migrate_uri.clone(),
+        bandwidth: plan.bandwidth_mib,
+        dest_xml: plan.dest_xml.clone(),
+        persist_xml: plan.dest_xml.clone(),
+        migrate_disks: if plan.copy_storage {
+            plan.migrate_disks.clone()
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    }
 }
 
 fn join_error(e: tokio::task::JoinError) -> HvError {
@@ -639,6 +660,13 @@ impl Hypervisor for LibvirtHypervisor {
         self.with_domain(name, |d, _| d.xml_desc(0)).await
     }
 
+    async fn migratable_xml(&self, name: &str) -> Result<String, HvError> {
+        self.with_domain(name, |d, _| {
+            d.xml_desc(sys::VIR_DOMAIN_XML_SECURE | sys::VIR_DOMAIN_XML_MIGRATABLE)
+        })
+        .await
+    }
+
     async fn ensure_network(&self, net: &NetworkDef) -> Result<(), HvError> {
         validate_network(net)?;
         let _guard = self.network_lock.lock().await;
@@ -784,14 +812,9 @@ impl Hypervisor for LibvirtHypervisor {
             if let Some(ms) = plan.max_downtime_ms {
                 d.migrate_set_max_downtime(ms, 0)?;
             }
-            let params = virt::domain::MigrateParameters {
-                uri: plan.migrate_uri.clone(),
-                bandwidth: plan.bandwidth_mib,
-                ..Default::default()
-            };
             d.migrate_to_uri3(
                 Some(plan.destination_uri.as_str()),
-                params,
+                migrate_params(&plan),
                 migrate_flags(&plan),
             )
         })
@@ -910,6 +933,8 @@ mod tests {
             shared_storage: true,
             max_downtime_ms: None,
             bandwidth_mib: None,
+            dest_xml: None,
+            migrate_disks: Vec::new(),
         };
         let f = migrate_flags(&plan);
         for must in [
@@ -927,12 +952,50 @@ mod tests {
             tls: false,
             copy_storage: true,
             shared_storage: false,
-            ..plan
+            ..plan.clone()
         });
         assert_eq!(plain_copy & sys::VIR_MIGRATE_TLS, 0);
         assert_ne!(plain_copy & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
         // Copied disks are not shared: libvirt's safety check stays on.
         assert_eq!(plain_copy & sys::VIR_MIGRATE_UNSAFE, 0);
+        // Some disks copied, the others on shared storage: both.
+        let partial_copy = migrate_flags(&MigrationPlan {
+            copy_storage: true,
+            shared_storage: true,
+            ..plan
+        });
+        assert_ne!(partial_copy & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
+        assert_ne!(partial_copy & sys::VIR_MIGRATE_UNSAFE, 0);
+    }
+
+    #[test]
+    fn a_destination_definition_is_both_live_and_persistent() {
+        let plan = MigrationPlan {
+            destination_uri: "qemu+tls://10.99.0.2/system".into(),
+            migrate_uri: Some("tcp://10.99.0.2".into()),
+            tls: false,
+            copy_storage: true,
+            shared_storage: false,
+            max_downtime_ms: None,
+            bandwidth_mib: Some(100),
+            dest_xml: Some("<domain/>".into()),
+            migrate_disks: vec!["vda".into(), "vdb".into()],
+        };
+        let p = migrate_params(&plan);
+        assert_eq!(p.dest_xml.as_deref(), Some("<domain/>"));
+        assert_eq!(p.persist_xml.as_deref(), Some("<domain/>"));
+        assert_eq!(p.migrate_disks, vec!["vda", "vdb"]);
+        assert_eq!(p.uri.as_deref(), Some("tcp://10.99.0.2"));
+        assert_eq!(p.bandwidth, Some(100));
+        // libvirt refuses disks to copy when storage is not copied.
+        let shared = migrate_params(&MigrationPlan {
+            copy_storage: false,
+            dest_xml: None,
+            ..plan
+        });
+        assert!(shared.migrate_disks.is_empty());
+        assert_eq!(shared.dest_xml, None);
+        assert_eq!(shared.persist_xml, None);
     }
 
     #[test]
