@@ -213,7 +213,9 @@ def test_storage_migration_between_host_local_pools(mlab):
     # And it starts again from there.
     api.startVirtualMachine(id=vm["id"])
     assert host_of(mlab, vm["id"]) == "h3"
-    mlab.wait_console("h3", name, r"ORRERY-GUEST-BOOTED", timeout=120)
+    # Ticking after the boot: the guest handles the power button by then.
+    mlab.wait_console("h3", name, r"ORRERY-GUEST-BOOTED[\s\S]*ORRERY-GUEST-TICK 1\b",
+                      timeout=120)
     api.destroyVirtualMachine(id=vm["id"], expunge=True)
     wait_for(lambda: not local_file("h3").exists(), 60, "the expunged volume's file stayed")
 
