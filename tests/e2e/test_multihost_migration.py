@@ -220,6 +220,34 @@ def test_storage_migration_between_host_local_pools(mlab):
     wait_for(lambda: not local_file("h3").exists(), 60, "the expunged volume's file stayed")
 
 
+def test_volatile_offering_gives_a_new_root_disk_on_reboot(mlab):
+    api = mlab.api
+    volatile = api.createServiceOffering(
+        name=unique("volatile"), displaytext="volatile", cpunumber=1, cpuspeed=500,
+        memory=192, isvolatile=True)["serviceoffering"]
+    vm = api.deployVirtualMachine(
+        zoneid=mlab.env["zone"]["id"], serviceofferingid=volatile["id"],
+        templateid=mlab.env["template"]["id"], name=unique("volatile"),
+        hostid=mlab.host_id("h1"))["virtualmachine"]
+    name = vm["instancename"]
+    mlab.wait_console("h1", name, r"ORRERY-GUEST-TICK 1\b", timeout=120)
+    root = api.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"][0]
+    disk = LAB_DIR / "primary" / f"{root['id']}.qcow2"
+    # The file is made anew, not kept: whatever the guest wrote is gone.
+    # (Inode numbers are reused at once, so the file's change time tells.)
+    asked = time.time_ns()
+    assert disk.stat().st_ctime_ns < asked
+    rebooted = api.rebootVirtualMachine(id=vm["id"])["virtualmachine"]
+    assert rebooted["state"] == "Running" and rebooted["hostid"] == mlab.host_id("h1")
+    assert disk.exists() and disk.stat().st_ctime_ns > asked
+    # A fresh boot from the new disk.
+    mlab.wait_console("h1", name, r"ORRERY-GUEST-BOOTED[\s\S]*ORRERY-GUEST-BOOTED[\s\S]*"
+                      r"ORRERY-GUEST-TICK 1\b", timeout=120)
+    # The volume keeps its identity.
+    assert api.listVolumes(id=root["id"])["volume"][0]["virtualmachineid"] == vm["id"]
+    api.destroyVirtualMachine(id=vm["id"], expunge=True)
+
+
 def _migrate_in_background(lab: MultiLab, vm_id: str, host: str) -> dict:
     """Starts a migration; returns a dict filled with its outcome when done."""
     outcome: dict = {}
