@@ -71,7 +71,11 @@ pub fn commands() -> Vec<Command> {
                 opt("hosttags", "string", "host tags"),
                 opt("tags", "string", "storage tags"),
                 opt("dynamicscalingenabled", "boolean", "dynamic scaling"),
-                opt("isvolatile", "boolean", "reset the root disk from the template on every reboot"),
+                opt(
+                    "isvolatile",
+                    "boolean",
+                    "reset the root disk from the template on every reboot"
+                ),
                 opt("storagetype", "string", "shared or local"),
                 opt("rootdisksize", "long", "root disk GB"),
                 opt("issystem", "boolean", "system offering"),
