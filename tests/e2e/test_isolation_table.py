@@ -131,6 +131,10 @@ MUTATORS = [
     ("scaleVirtualMachine", {"id": "vm", "serviceofferingid": "serviceoffering"}),
     ("migrateVirtualMachine", {"virtualmachineid": "vm"}),
     ("findHostsForMigration", {"id": "vm"}),
+    ("migrateVirtualMachineWithVolume", {"virtualmachineid": "vm",
+                                         "hostid": "8d0a3bb9-2c38-4cbe-9a52-b2d6c1f9a001"}),
+    ("migrateVolume", {"volumeid": "volume", "storageid": "8d0a3bb9-2c38-4cbe-9a52-b2d6c1f9a001"}),
+    ("findStoragePoolsForMigration", {"id": "volume"}),
 ]
 
 OUTSIDERS = ["b_user", "b_admin"]

@@ -221,3 +221,32 @@ def test_migrate_with_volumes_to_a_hosts_local_pool(admin, env):
         assert admin.listVolumes(id=root["id"])["volume"][0]["storageid"] == local[third]["id"]
     finally:
         _cleanup(admin, vm)
+
+
+def test_migrate_volume_moves_the_running_instance_along(admin, env):
+    vm = deploy(admin, env, name=unique("mvol"))
+    stopped = deploy(admin, env, name=unique("mvol"), startvm=False)
+    try:
+        pools = admin.listStoragePools(listall=True)["storagepool"]
+        local = {p["hostid"]: p for p in pools if p["scope"] == "HOST"}
+        other = next(h for h in local if h != vm["hostid"])
+        root = admin.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"][0]
+
+        err = expect_api_error(admin.migrateVolume, volumeid=root["id"],
+                               storageid=local[other]["id"])
+        assert err.status == 431 and "livemigrate" in err.error["errortext"]
+        err = expect_api_error(admin.migrateVolume, volumeid=root["id"],
+                               storageid=local[vm["hostid"]]["id"], livemigrate=True)
+        assert err.status == 431 and "own host" in err.error["errortext"]
+
+        moved = admin.migrateVolume(volumeid=root["id"], storageid=local[other]["id"],
+                                    livemigrate=True)["volume"]
+        assert moved["id"] == root["id"] and moved["storageid"] == local[other]["id"]
+        assert get_vm(admin, vm["id"])["hostid"] == other
+
+        sroot = admin.listVolumes(virtualmachineid=stopped["id"], type="ROOT")["volume"][0]
+        err = expect_api_error(admin.migrateVolume, volumeid=sroot["id"],
+                               storageid=local[other]["id"], livemigrate=True)
+        assert err.status == 431 and "stopped instance" in err.error["errortext"]
+    finally:
+        _cleanup(admin, vm, stopped)

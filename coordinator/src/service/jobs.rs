@@ -66,6 +66,13 @@ pub enum Work {
         /// (volume id, destination pool id)
         moves: Vec<(i64, i64)>,
     },
+    /// migrateVolume: a MigrateWithVolumes whose result is the volume.
+    MigrateVolume {
+        vm_id: i64,
+        host_id: i64,
+        volume_id: i64,
+        moves: Vec<(i64, i64)>,
+    },
     Scale {
         vm_id: i64,
         size: super::reshape::NewSize,
@@ -344,6 +351,16 @@ impl Service {
                 host_id,
                 moves,
             } => self.exec_migrate_with_volumes(vm_id, host_id, moves).await,
+            Work::MigrateVolume {
+                vm_id,
+                host_id,
+                volume_id,
+                moves,
+            } => {
+                self.exec_migrate_with_volumes(vm_id, host_id, moves)
+                    .await?;
+                Ok(JobOutput::Volume { id: volume_id })
+            }
             Work::Scale { vm_id, size } => self.exec_scale(vm_id, size).await,
             Work::HostMaintenance { host_id } => self.exec_host_maintenance(caller, host_id).await,
             Work::Done { result } => Ok(result),

@@ -66,6 +66,129 @@ impl Service {
         caller: &Caller,
         req: MigrateWithVolumes,
     ) -> SResult<String> {
+        let (vm, dest, moves) = self.plan_moves(caller, &req).await?;
+        let work = if moves.is_empty() {
+            Work::Migrate {
+                vm_id: vm.id,
+                host_id: Some(dest.id),
+            }
+        } else {
+            Work::MigrateWithVolumes {
+                vm_id: vm.id,
+                host_id: dest.id,
+                moves,
+            }
+        };
+        Ok(self
+            .queue_vm_job(caller, &vm, "migrateVirtualMachineWithVolume", work)
+            .await?
+            .uuid)
+    }
+
+    /// migrateVolume with `livemigrate`: a running instance's volume moves to
+    /// a pool of another host, the instance going along to that host (a
+    /// pool of its own host would need a copy within one host, which is not
+    /// offered). The volumes of stopped instances are not moved between
+    /// pools.
+    pub async fn migrate_volume(
+        self: &Arc<Self>,
+        caller: &Caller,
+        volume_uuid: &str,
+        pool_uuid: &str,
+        live: bool,
+    ) -> SResult<String> {
+        if !caller.is_root_admin() {
+            return Err(ServiceError::denied(
+                "Only the root admin can migrate volumes",
+            ));
+        }
+        let v: Volume = self.owned(caller, "volumeid", volume_uuid).await?;
+        let pool: StoragePool = self.by_uuid("storageid", pool_uuid).await?;
+        if v.pool_id == Some(pool.id) {
+            return Err(ServiceError::invalid(format!(
+                "Invalid parameter storageid: volume {} is already on storage pool {}",
+                v.uuid, pool.name
+            )));
+        }
+        let vm: Option<Vm> = match v.vm_id {
+            Some(id) => self.store.load(id).await?,
+            None => None,
+        };
+        let Some(vm) = vm.filter(|vm| vm.state == VmState::Running) else {
+            return Err(ServiceError::invalid(format!(
+                "Volume {} is not attached to a running instance: moving the volume of a stopped instance between storage pools is not supported",
+                v.uuid
+            )));
+        };
+        if !live {
+            return Err(ServiceError::invalid(format!(
+                "Invalid parameter livemigrate: volume {} belongs to running instance {}; pass livemigrate=true to move it while the instance runs",
+                v.uuid, vm.uuid
+            )));
+        }
+        let current: Option<Host> = match vm.host_id {
+            Some(h) => self.load_cached(h).await?,
+            None => None,
+        };
+        if current.as_ref().is_some_and(|h| reachable(&pool, h)) {
+            return Err(ServiceError::invalid(format!(
+                "Invalid parameter storageid: storage pool {} is used by the instance's own host; moving a running instance's volume within one host is not supported, choose a pool of another host",
+                pool.name
+            )));
+        }
+        let dest = match pool.host_id {
+            Some(h) => self.load_cached::<Host>(h).await?,
+            None => {
+                let hosts: Vec<Host> = self.zone_records(vm.zone_id).await?;
+                hosts.into_iter().find(|h| {
+                    h.removed.is_none()
+                        && h.state == "Up"
+                        && h.resource_state == "Enabled"
+                        && reachable(&pool, h)
+                })
+            }
+        }
+        .ok_or_else(|| {
+            ServiceError::invalid(format!(
+                "Invalid parameter storageid: no host in service can use storage pool {}",
+                pool.name
+            ))
+        })?;
+        let req = MigrateWithVolumes {
+            vm_uuid: vm.uuid.clone(),
+            host_uuid: dest.uuid.clone(),
+            mapping: vec![(v.uuid.clone(), pool.uuid.clone())],
+        };
+        let (vm, dest, moves) = self.plan_moves(caller, &req).await?;
+        let work = Work::MigrateVolume {
+            vm_id: vm.id,
+            host_id: dest.id,
+            volume_id: v.id,
+            moves,
+        };
+        let job = self.new_job(
+            caller,
+            super::jobs::NewJob {
+                command: "migrateVolume",
+                instance_type: Some("VirtualMachine"),
+                instance_uuid: Some(&vm.uuid),
+                work,
+            },
+        );
+        let mut tx = Tx::new();
+        tx.insert(&job);
+        self.store.commit(tx.ops).await?;
+        self.spawn_job(job.uuid.clone());
+        Ok(job.uuid)
+    }
+
+    /// Where everything goes: the instance, its destination, and each
+    /// volume that moves with the pool it goes to.
+    async fn plan_moves(
+        &self,
+        caller: &Caller,
+        req: &MigrateWithVolumes,
+    ) -> SResult<(Vm, Host, Vec<(i64, i64)>)> {
         if !caller.is_root_admin() {
             return Err(ServiceError::denied(
                 "Only the root admin can migrate instances",
@@ -155,22 +278,7 @@ impl Service {
             }
         }
         Self::check_transition(&vm, Transition::BeginMigrate)?;
-        let work = if moves.is_empty() {
-            Work::Migrate {
-                vm_id: vm.id,
-                host_id: Some(dest.id),
-            }
-        } else {
-            Work::MigrateWithVolumes {
-                vm_id: vm.id,
-                host_id: dest.id,
-                moves,
-            }
-        };
-        Ok(self
-            .queue_vm_job(caller, &vm, "migrateVirtualMachineWithVolume", work)
-            .await?
-            .uuid)
+        Ok((vm, dest, moves))
     }
 
     pub(crate) async fn exec_migrate_with_volumes(

@@ -99,6 +99,19 @@ pub fn commands() -> Vec<Command> {
             resize_volume
         ),
         cmd!(
+            "migrateVolume",
+            "Moves a running instance's volume to a pool of another host, the instance going along (livemigrate=true).",
+            true,
+            RootAdmin,
+            &[
+                req("volumeid", "uuid", "volume"),
+                req("storageid", "uuid", "destination storage pool"),
+                opt("livemigrate", "boolean", "move while the instance runs")
+            ],
+            VOLUME_FIELDS,
+            migrate_volume
+        ),
+        cmd!(
             "deleteVolume",
             "Deletes a detached data volume.",
             false,
@@ -292,4 +305,17 @@ pub(super) async fn query_volumes(ctx: &Ctx) -> Result<(Vec<Volume>, u64), ApiEr
         .svc
         .list_volumes(&ctx.caller, &scope_of(ctx), &f)
         .await?)
+}
+
+async fn migrate_volume(ctx: Ctx) -> Result<Reply, ApiError> {
+    let job = ctx
+        .svc
+        .migrate_volume(
+            &ctx.caller,
+            ctx.p.required("volumeid")?,
+            ctx.p.required("storageid")?,
+            ctx.p.bool_or("livemigrate", false),
+        )
+        .await?;
+    Ok(Reply::Async { job, id: None })
 }
