@@ -200,3 +200,38 @@ def test_volatile_offering_resets_the_root_disk_on_reboot(admin, env):
         admin.destroyVirtualMachine(id=plain["id"], expunge=True)
     finally:
         admin.destroyVirtualMachine(id=vm["id"], expunge=True)
+
+
+def test_scaling_moves_to_a_host_with_room_first(fresh_coordinator, image):
+    """The instance's host is full: with scale.retry the instance first
+    moves within its cluster, then grows there; with scale.retry=0 it stays
+    as it was and the job says why."""
+    from orrery_e2e import create_service_offering, find_os_type, register_template
+    admin = fresh_coordinator.client()
+    zone = admin.listZones()["zone"][0]
+    template = register_template(admin, zone["id"], find_os_type(admin)["id"], image)
+    admin.updateTemplate(id=template["id"], isdynamicallyscalable=True)
+    admin.updateConfiguration(name="enable.dynamic.scale.vm", value="true")
+    host = admin.listHosts(type="Routing")["host"][0]
+    cores = host["cpunumber"]
+    filler = create_service_offering(admin, cpunumber=cores - 1, cpuspeed=host["cpuspeed"],
+                                     memory=1024)
+    small = offering(admin, cpunumber=1, memory=256)
+    big = offering(admin, cpunumber=2, cpuspeed=host["cpuspeed"], memory=512)
+
+    def launch(off):
+        return admin.deployVirtualMachine(zoneid=zone["id"], serviceofferingid=off["id"],
+                                          templateid=template["id"], name=unique("room"),
+                                          hostid=host["id"])["virtualmachine"]
+    launch(filler)
+    vm = launch(small)
+    admin.updateConfiguration(name="scale.retry", value="0")
+    err = expect_api_error(admin.scaleVirtualMachine, id=vm["id"], serviceofferingid=big["id"])
+    assert "lacks room" in err.error["errortext"], err.error
+    still = get_vm(admin, vm["id"])
+    assert (still["hostid"], still["memory"], still["state"]) == (host["id"], 256, "Running")
+
+    admin.updateConfiguration(name="scale.retry", value="2")
+    scaled = admin.scaleVirtualMachine(id=vm["id"], serviceofferingid=big["id"])["virtualmachine"]
+    assert scaled["hostid"] != host["id"]
+    assert (scaled["cpunumber"], scaled["memory"], scaled["state"]) == (2, 512, "Running")
