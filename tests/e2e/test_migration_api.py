@@ -250,3 +250,24 @@ def test_migrate_volume_moves_the_running_instance_along(admin, env):
         assert err.status == 431 and "stopped instance" in err.error["errortext"]
     finally:
         _cleanup(admin, vm, stopped)
+
+
+def test_an_instance_starts_where_its_local_volumes_are(admin, env):
+    vm = deploy(admin, env, name=unique("pin"))
+    try:
+        local = {p["hostid"]: p for p in admin.listStoragePools(listall=True)["storagepool"]
+                 if p["scope"] == "HOST"}
+        target, other = [h for h in local if h != vm["hostid"]][:2]
+        root = admin.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"][0]
+        admin.migrateVirtualMachineWithVolume(
+            virtualmachineid=vm["id"], hostid=target,
+            migrateto=[{"volume": root["id"], "pool": local[target]["id"]}])
+        for _ in range(3):
+            admin.stopVirtualMachine(id=vm["id"])
+            assert admin.startVirtualMachine(id=vm["id"])["virtualmachine"]["hostid"] == target
+        admin.stopVirtualMachine(id=vm["id"])
+        err = expect_api_error(admin.startVirtualMachine, id=vm["id"], hostid=other)
+        assert "cannot start elsewhere" in err.error["errortext"], err.error
+        assert get_vm(admin, vm["id"])["state"] == "Stopped"
+    finally:
+        _cleanup(admin, vm)

@@ -595,6 +595,45 @@ impl Service {
         })
     }
 
+    /// Narrows where an instance may start to where its volumes are: a
+    /// volume on a host's own pool pins that host, one on a cluster's pool
+    /// that cluster. An admin's pin elsewhere is refused rather than
+    /// starting the instance without its disks.
+    pub(crate) async fn storage_pin(&self, vm: &Vm, mut pin: Pin) -> SResult<Pin> {
+        let vols: Vec<Volume> = self.store.all(Query::new().eq(Col::Parent, vm.id)).await?;
+        for v in &vols {
+            let Some(pid) = v.pool_id else { continue };
+            let Some(pool) = self.load_cached::<StoragePool>(pid).await? else {
+                continue;
+            };
+            let (slot, want, what) = match (pool.scope.as_str(), pool.host_id, pool.cluster_id) {
+                ("HOST", Some(h), _) => (&mut pin.host_id, h, "host"),
+                ("CLUSTER", _, Some(c)) => (&mut pin.cluster_id, c, "cluster"),
+                _ => continue,
+            };
+            match *slot {
+                Some(other) if other != want => {
+                    return Err(ServiceError::invalid(format!(
+                        "Instance {}'s volume {} is on storage pool {}, which only its {what} can use; it cannot start elsewhere",
+                        vm.uuid, v.uuid, pool.name
+                    )))
+                }
+                _ => *slot = Some(want),
+            }
+        }
+        if let (Some(h), Some(c)) = (pin.host_id, pin.cluster_id) {
+            if let Some(host) = self.load_cached::<Host>(h).await? {
+                if host.cluster_id != c {
+                    return Err(ServiceError::invalid(format!(
+                        "Instance {}'s volumes are on pools that no single host can use",
+                        vm.uuid
+                    )));
+                }
+            }
+        }
+        Ok(pin)
+    }
+
     /// Whether a running instance may be scaled: the zone's setting, the
     /// instance's flag, its template's and its offering's.
     pub(crate) async fn scalable(&self, vm: &Vm) -> SResult<Result<(), String>> {
@@ -722,6 +761,7 @@ impl Service {
         // Starting commit is still on its way.
         let host = {
             let _g = self.place_lock.lock().await;
+            let pin = self.storage_pin(&vm, pin).await?;
             let host = self.place(&vm, &pin).await?;
             self.capacity.reserve(&vm, host.id);
             host
