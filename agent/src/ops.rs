@@ -438,6 +438,10 @@ impl Ops {
                 self.reset_volume(&v).await?;
                 Ok(None)
             }
+            Op::MoveVolume(m) => {
+                self.move_volume(&m).await?;
+                Ok(None)
+            }
         }
     }
 
@@ -746,6 +750,45 @@ impl Ops {
         if s.vcpus > vcpus {
             self.hv.set_vcpus(name, s.vcpus).await?;
         }
+        Ok(())
+    }
+
+    /// Moves a volume's file between this host's pools while its instance is
+    /// not running; the original goes only once the copy is complete.
+    pub async fn move_volume(&self, m: &pb::MoveVolume) -> Result<(), OpError> {
+        let vol = m
+            .volume
+            .as_ref()
+            .ok_or_else(|| OpError::Invalid("move without a volume".into()))?;
+        if !m.instance.is_empty() {
+            match self.hv.power(&m.instance).await {
+                Ok(Power::Off) | Err(HvError::NotFound(_)) => {}
+                Ok(_) => {
+                    return Err(OpError::Invalid(format!(
+                        "instance {} is running; its volume {} stays where it is",
+                        m.instance, vol.uuid
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (from, to) = (self.pool(&vol.pool)?, self.pool(&m.to_pool)?);
+        let source = from.volume_path(&vol.uuid)?;
+        if source == to.volume_path(&vol.uuid)? {
+            return Err(OpError::Invalid(format!(
+                "volume {} is already in pool {:?}",
+                vol.uuid, m.to_pool
+            )));
+        }
+        if !tokio::fs::try_exists(&source).await.unwrap_or(false) {
+            return Err(OpError::Invalid(format!(
+                "volume {} has no file at {}",
+                vol.uuid,
+                source.display()
+            )));
+        }
+        to.copy_in(&vol.uuid, &source).await?;
+        from.delete(&vol.uuid).await?;
         Ok(())
     }
 
@@ -2145,5 +2188,52 @@ mod tests {
         ops.reset_volume(&op).await.unwrap();
         assert!(!root.exists());
         assert!(in_primary.exists());
+    }
+
+    #[tokio::test]
+    async fn a_stopped_instances_volume_moves_between_pools() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        ops.init_storage().await.unwrap();
+        let uuid = "0b0e4c34-6a1c-4a5e-8d57-3f2b8f1d9a01";
+        ops.primary.create_data(uuid, 64 << 20).await.unwrap();
+        let mv = |to: &str, instance: &str| pb::MoveVolume {
+            volume: Some(pb::VolumeSpec {
+                uuid: uuid.into(),
+                kind: "DATADISK".into(),
+                size_bytes: 64 << 20,
+                format: "qcow2".into(),
+                pool: if to == "local" {
+                    String::new()
+                } else {
+                    "local".into()
+                },
+                ..Default::default()
+            }),
+            to_pool: to.into(),
+            instance: instance.into(),
+        };
+        // A running instance keeps its volume where it is.
+        hv.define(MOVING).await.unwrap();
+        hv.start("i-2-5-web").await.unwrap();
+        let err = ops
+            .move_volume(&mv("local", "i-2-5-web"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("running"), "{err}");
+        assert!(ops.primary.volume_path(uuid).unwrap().exists());
+
+        hv.destroy("i-2-5-web").await.unwrap();
+        ops.move_volume(&mv("local", "i-2-5-web")).await.unwrap();
+        let moved = ops.local.volume_path(uuid).unwrap();
+        assert!(moved.exists() && !ops.primary.volume_path(uuid).unwrap().exists());
+        let info = ops.local.qemu_img().info(&moved, None).await.unwrap();
+        assert_eq!(info.virtual_size, 64 << 20);
+        // And back, with no instance named (a detached volume).
+        ops.move_volume(&mv("", "")).await.unwrap();
+        assert!(ops.primary.volume_path(uuid).unwrap().exists() && !moved.exists());
+        // Nothing there to move: refused.
+        assert!(ops.move_volume(&mv("", "")).await.is_err());
     }
 }

@@ -244,10 +244,30 @@ def test_migrate_volume_moves_the_running_instance_along(admin, env):
         assert moved["id"] == root["id"] and moved["storageid"] == local[other]["id"]
         assert get_vm(admin, vm["id"])["hostid"] == other
 
+        # A stopped instance's volume moves on its own, through a host that
+        # can use both pools; the instance then starts where it is.
+        admin.startVirtualMachine(id=stopped["id"])
+        admin.stopVirtualMachine(id=stopped["id"])
         sroot = admin.listVolumes(virtualmachineid=stopped["id"], type="ROOT")["volume"][0]
-        err = expect_api_error(admin.migrateVolume, volumeid=sroot["id"],
-                               storageid=local[other]["id"], livemigrate=True)
-        assert err.status == 431 and "stopped instance" in err.error["errortext"]
+        third = next(h for h in local if h not in (other,))
+        done = admin.migrateVolume(volumeid=sroot["id"], storageid=local[third]["id"])["volume"]
+        assert done["storageid"] == local[third]["id"] and done["storagetype"] == "local"
+        assert get_vm(admin, stopped["id"])["state"] == "Stopped"
+        assert admin.startVirtualMachine(id=stopped["id"])["virtualmachine"]["hostid"] == third
+        admin.stopVirtualMachine(id=stopped["id"])
+        # Back to the shared pool with migrateVirtualMachine storageid: all of
+        # its volumes go.
+        cluster = admin.listHosts(id=third)["host"][0]["clusterid"]
+        shared = next(p for p in admin.listStoragePools(clusterid=cluster)["storagepool"]
+                      if p["scope"] == "CLUSTER")
+        back = admin.migrateVirtualMachine(virtualmachineid=stopped["id"],
+                                           storageid=shared["id"])["virtualmachine"]
+        assert back["state"] == "Stopped"
+        vols = admin.listVolumes(virtualmachineid=stopped["id"])["volume"]
+        assert {v["storageid"] for v in vols} == {shared["id"]}
+        err = expect_api_error(admin.migrateVirtualMachine, virtualmachineid=stopped["id"],
+                               storageid=shared["id"])
+        assert err.status == 431 and "already" in err.error["errortext"]
     finally:
         _cleanup(admin, vm, stopped)
 

@@ -210,14 +210,25 @@ def test_storage_migration_between_host_local_pools(mlab):
     result = subprocess.run(["qemu-img", "compare", str(local_file("h3")), str(GUEST)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    # And it starts again from there.
+    # Stopped, its volumes go back to the shared pool through h3 (a copy
+    # between two pools of one host), and it starts from there.
+    cluster = api.listHosts(id=mlab.host_id("h3"))["host"][0]["clusterid"]
+    shared = next(p for p in api.listStoragePools(clusterid=cluster)["storagepool"]
+                  if p["scope"] == "CLUSTER")
+    api.migrateVirtualMachine(virtualmachineid=vm["id"], storageid=shared["id"])
+    assert shared_file.exists() and not local_file("h3").exists()
+    result = subprocess.run(["qemu-img", "compare", str(shared_file), str(GUEST)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = {h: len(mlab.console(h, name)) for h in ("h1", "h2", "h3")}
     api.startVirtualMachine(id=vm["id"])
-    assert host_of(mlab, vm["id"]) == "h3"
-    # Ticking after the boot: the guest handles the power button by then.
-    mlab.wait_console("h3", name, r"ORRERY-GUEST-BOOTED[\s\S]*ORRERY-GUEST-TICK 1\b",
-                      timeout=120)
+    now = host_of(mlab, vm["id"])
+    # Ticking after this boot: the guest handles the power button by then.
+    wait_for(lambda: re.search(r"ORRERY-GUEST-BOOTED[\s\S]*ORRERY-GUEST-TICK 1\b",
+                               mlab.console(now, name)[seen[now]:]), 120,
+             lambda: f"no new boot on {now}:\n{mlab.console(now, name)[-1500:]}")
     api.destroyVirtualMachine(id=vm["id"], expunge=True)
-    wait_for(lambda: not local_file("h3").exists(), 60, "the expunged volume's file stayed")
+    wait_for(lambda: not shared_file.exists(), 60, "the expunged volume's file stayed")
 
 
 def test_volatile_offering_gives_a_new_root_disk_on_reboot(mlab):

@@ -397,6 +397,20 @@ impl Primary {
         .await
     }
 
+    /// A standalone copy of another image (its backing chain flattened) as
+    /// this pool's volume `uuid`: a volume moving between pools.
+    pub async fn copy_in(&self, uuid: &str, source: &Path) -> Result<PathBuf, StorageError> {
+        let dest = self.volume_path(uuid)?;
+        let uuid = normalize_uuid(uuid)?;
+        let source = source.to_path_buf();
+        self.create_volume(&uuid, dest, |part| async move {
+            self.qemu_img
+                .convert(&source, ImageFormat::Qcow2, &part, ImageFormat::Qcow2)
+                .await
+        })
+        .await
+    }
+
     /// Removes a volume; `false` when there was none.
     pub async fn delete(&self, uuid: &str) -> Result<bool, StorageError> {
         let path = self.volume_path(uuid)?;

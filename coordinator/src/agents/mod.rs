@@ -338,6 +338,24 @@ impl AgentClient for Router {
         )
         .await
     }
+    async fn move_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+        to_pool: &str,
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.move_volume(host_id, instance, vol, to_pool).await;
+        }
+        let op = pb::command::Op::MoveVolume(pb::MoveVolume {
+            volume: convert::volume_op(instance, vol).volume,
+            to_pool: to_pool.into(),
+            instance: instance.into(),
+        });
+        // A copy of a whole disk: allow as long as a template download.
+        self.hub.call(host_id, op, START).await.map(|_| ())
+    }
     async fn reset_volume(
         &self,
         host_id: i64,

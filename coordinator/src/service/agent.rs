@@ -156,6 +156,15 @@ pub trait AgentClient: Send + Sync {
         instance: &str,
         vol: &VolumeSpec,
     ) -> Result<(), AgentError>;
+    /// Moves a volume's file between two pools of one host while its
+    /// instance (if any, `instance` empty otherwise) is not running.
+    async fn move_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+        to_pool: &str,
+    ) -> Result<(), AgentError>;
     /// Raises a running instance's vCPUs and memory in place.
     async fn scale(
         &self,
@@ -281,6 +290,22 @@ impl AgentClient for Simulator {
             host: host_id,
             reason: "simulated hosts have no certificates".into(),
         })
+    }
+    async fn move_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        _vol: &VolumeSpec,
+        _to_pool: &str,
+    ) -> Result<(), AgentError> {
+        tokio::time::sleep(self.delay).await;
+        match self.power_state(host_id, instance).await? {
+            PowerState::On => Err(AgentError::Failed {
+                host: host_id,
+                reason: format!("instance {instance} is running; its volumes stay"),
+            }),
+            _ => Ok(()),
+        }
     }
     async fn reset_volume(
         &self,

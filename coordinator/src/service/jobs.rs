@@ -66,6 +66,15 @@ pub enum Work {
         /// (volume id, destination pool id)
         moves: Vec<(i64, i64)>,
     },
+    /// Volumes moving between pools while their instance is stopped (or of
+    /// no instance), through one host.
+    MoveVolumes {
+        vm_id: Option<i64>,
+        host_id: i64,
+        volume_ids: Vec<i64>,
+        pool_id: i64,
+        output_volume: Option<i64>,
+    },
     /// migrateVolume: a MigrateWithVolumes whose result is the volume.
     MigrateVolume {
         vm_id: i64,
@@ -351,6 +360,16 @@ impl Service {
                 host_id,
                 moves,
             } => self.exec_migrate_with_volumes(vm_id, host_id, moves).await,
+            Work::MoveVolumes {
+                vm_id,
+                host_id,
+                volume_ids,
+                pool_id,
+                output_volume,
+            } => {
+                self.exec_move_volumes(vm_id, host_id, volume_ids, pool_id, output_volume)
+                    .await
+            }
             Work::MigrateVolume {
                 vm_id,
                 host_id,

@@ -114,11 +114,14 @@ impl Service {
             Some(id) => self.store.load(id).await?,
             None => None,
         };
-        let Some(vm) = vm.filter(|vm| vm.state == VmState::Running) else {
-            return Err(ServiceError::invalid(format!(
-                "Volume {} is not attached to a running instance: moving the volume of a stopped instance between storage pools is not supported",
-                v.uuid
-            )));
+        let vm = match vm {
+            Some(vm) if vm.state == VmState::Running => vm,
+            other => {
+                let output = Some(v.id);
+                return self
+                    .move_volumes_offline(caller, other, vec![v], pool, "migrateVolume", output)
+                    .await;
+            }
         };
         if !live {
             return Err(ServiceError::invalid(format!(
@@ -180,6 +183,197 @@ impl Service {
         self.store.commit(tx.ops).await?;
         self.spawn_job(job.uuid.clone());
         Ok(job.uuid)
+    }
+
+    /// migrateVirtualMachine with `storageid`: every volume of a stopped
+    /// instance moves to that pool.
+    pub async fn migrate_stopped_vm_storage(
+        self: &Arc<Self>,
+        caller: &Caller,
+        vm_uuid: &str,
+        pool_uuid: &str,
+    ) -> SResult<String> {
+        if !caller.is_root_admin() {
+            return Err(ServiceError::denied(
+                "Only the root admin can migrate instances",
+            ));
+        }
+        let vm: Vm = self.owned(caller, "virtualmachineid", vm_uuid).await?;
+        let pool: StoragePool = self.by_uuid("storageid", pool_uuid).await?;
+        if vm.state != VmState::Stopped {
+            return Err(ServiceError::state(format!(
+                "Instance {} is {}; storageid moves a stopped instance's volumes (a running one moves with migrateVirtualMachineWithVolume)",
+                vm.uuid, vm.state
+            )));
+        }
+        let vols: Vec<Volume> = self.store.all(Query::new().eq(Col::Parent, vm.id)).await?;
+        self.move_volumes_offline(caller, Some(vm), vols, pool, "migrateVirtualMachine", None)
+            .await
+    }
+
+    /// Moves volumes of a stopped instance, or a volume of none, to `target`
+    /// through a host in service that can use both their pools and the
+    /// target (the instance's last host first); returns the job uuid.
+    pub async fn move_volumes_offline(
+        self: &Arc<Self>,
+        caller: &Caller,
+        vm: Option<Vm>,
+        vols: Vec<Volume>,
+        target: StoragePool,
+        command: &str,
+        output_volume: Option<i64>,
+    ) -> SResult<String> {
+        if let Some(vm) = &vm {
+            if vm.state != VmState::Stopped {
+                return Err(ServiceError::state(format!(
+                    "Instance {} is {}; its volumes move while it is Stopped (or with it, live, when it runs)",
+                    vm.uuid, vm.state
+                )));
+            }
+        }
+        let cluster = vm.as_ref().and_then(|vm| vm.cluster_id);
+        let mut moving = Vec::new();
+        let mut from = Vec::new();
+        for v in vols {
+            if v.pool_id == Some(target.id) {
+                continue;
+            }
+            let Some(p) = self.pool_of(&v, cluster).await? else {
+                return Err(ServiceError::invalid(format!(
+                    "Volume {} has no storage yet; it is placed when its instance first starts",
+                    v.uuid
+                )));
+            };
+            if p.id == target.id {
+                continue;
+            }
+            from.push(p);
+            moving.push(v);
+        }
+        if moving.is_empty() {
+            return Err(ServiceError::invalid(format!(
+                "Invalid parameter storageid: everything is already on storage pool {}",
+                target.name
+            )));
+        }
+        let free = self.pool_free(&target).await?;
+        let need: i64 = moving.iter().map(|v| v.size).sum();
+        if need > free {
+            return Err(ServiceError::capacity(format!(
+                "Storage pool {} has {free} bytes free; the volumes moving there need {need}",
+                target.name
+            )));
+        }
+        let zone = vm.as_ref().map(|vm| vm.zone_id).unwrap_or(target.zone_id);
+        let mut hosts: Vec<Host> = self.zone_records(zone).await?;
+        let last = vm.as_ref().and_then(|vm| vm.last_host_id);
+        hosts.sort_by_key(|h| (Some(h.id) != last, h.id));
+        let host = hosts
+            .into_iter()
+            .find(|h| {
+                h.removed.is_none()
+                    && h.state == "Up"
+                    && h.resource_state == "Enabled"
+                    && reachable(&target, h)
+                    && from.iter().all(|p| reachable(p, h))
+            })
+            .ok_or_else(|| {
+                ServiceError::invalid(format!(
+                    "Invalid parameter storageid: no host in service can use both storage pool {} and {}",
+                    from.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+                    target.name
+                ))
+            })?;
+        if let Some(vm) = &vm {
+            Self::check_transition(vm, Transition::BeginStorageMove)?;
+        }
+        let work = Work::MoveVolumes {
+            vm_id: vm.as_ref().map(|vm| vm.id),
+            host_id: host.id,
+            volume_ids: moving.iter().map(|v| v.id).collect(),
+            pool_id: target.id,
+            output_volume,
+        };
+        let (kind, uuid) = match &vm {
+            Some(vm) => ("VirtualMachine", vm.uuid.clone()),
+            None => ("Volume", moving[0].uuid.clone()),
+        };
+        let job = self.new_job(
+            caller,
+            super::jobs::NewJob {
+                command,
+                instance_type: Some(kind),
+                instance_uuid: Some(&uuid),
+                work,
+            },
+        );
+        let mut tx = Tx::new();
+        tx.insert(&job);
+        self.store.commit(tx.ops).await?;
+        self.spawn_job(job.uuid.clone());
+        Ok(job.uuid)
+    }
+
+    pub(crate) async fn exec_move_volumes(
+        &self,
+        vm_id: Option<i64>,
+        host_id: i64,
+        volume_ids: Vec<i64>,
+        pool_id: i64,
+        output_volume: Option<i64>,
+    ) -> SResult<super::jobs::JobOutput> {
+        let target: StoragePool = self
+            .load_cached(pool_id)
+            .await?
+            .ok_or_else(|| ServiceError::internal("storage pool vanished"))?;
+        let to = if target.scope == "HOST" { "local" } else { "" };
+        let vm = match vm_id {
+            Some(id) => Some(
+                self.transition(id, Transition::BeginStorageMove, |_| {}, |_, _| {})
+                    .await?,
+            ),
+            None => None,
+        };
+        let instance = vm
+            .as_ref()
+            .map(|v| v.instance_name.clone())
+            .unwrap_or_default();
+        let mut outcome = Ok(());
+        for id in volume_ids {
+            let Some(mut v) = self.store.load::<Volume>(id).await? else {
+                continue;
+            };
+            let spec = self.volume_spec(&v).await?;
+            if let Err(e) = self.agents.move_volume(host_id, &instance, &spec, to).await {
+                outcome = Err(ServiceError::from(e));
+                break;
+            }
+            v.pool_id = Some(target.id);
+            let mut tx = Tx::new();
+            tx.update(&mut v);
+            self.store.commit(tx.ops).await?;
+        }
+        if let Some(vm) = &vm {
+            let pinned = target.host_id;
+            self.transition(
+                vm.id,
+                Transition::StorageMoveDone,
+                move |v| {
+                    // It starts where its disks now are.
+                    if pinned.is_some() {
+                        v.last_host_id = pinned;
+                    }
+                },
+                |_, _| {},
+            )
+            .await?;
+        }
+        outcome?;
+        Ok(match (output_volume, vm) {
+            (Some(id), _) => super::jobs::JobOutput::Volume { id },
+            (None, Some(vm)) => super::jobs::JobOutput::Vm { id: vm.id },
+            (None, None) => super::jobs::JobOutput::Success,
+        })
     }
 
     /// Where everything goes: the instance, its destination, and each

@@ -126,6 +126,10 @@ pub enum Transition {
     /// It runs on the destination now, or (failed) still on the source:
     /// either way it is running.
     MigrateDone,
+    /// A stopped instance's volumes start moving between storage pools.
+    BeginStorageMove,
+    /// They have moved (or not): the instance is stopped as before.
+    StorageMoveDone,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,6 +155,7 @@ impl Transition {
             Transition::PoweredOnOutOfBand => "power-on report",
             Transition::Rescale => "scale",
             Transition::BeginMigrate | Transition::MigrateDone => "migrate",
+            Transition::BeginStorageMove | Transition::StorageMoveDone => "storage migration",
         }
     }
 
@@ -176,6 +181,8 @@ impl Transition {
             (Transition::Rescale, Running) => Running,
             (Transition::BeginMigrate, Running) => Migrating,
             (Transition::MigrateDone, Migrating) => Running,
+            (Transition::BeginStorageMove, Stopped) => Migrating,
+            (Transition::StorageMoveDone, Migrating) => Stopped,
             _ => {
                 return Err(TransitionError {
                     from,
@@ -210,6 +217,17 @@ mod tests {
             Ok(VmState::Running)
         );
         assert!(Transition::Rescale.apply(VmState::Stopped).is_err());
+        assert_eq!(
+            Transition::BeginStorageMove.apply(VmState::Stopped),
+            Ok(VmState::Migrating)
+        );
+        assert_eq!(
+            Transition::StorageMoveDone.apply(VmState::Migrating),
+            Ok(VmState::Stopped)
+        );
+        assert!(Transition::BeginStorageMove
+            .apply(VmState::Running)
+            .is_err());
         // A guest that powers off mid-move ends Stopped like any other.
         assert_eq!(
             Transition::PoweredOffOutOfBand.apply(VmState::Migrating),

@@ -179,10 +179,17 @@ async fn find_hosts_for_migration(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn migrate_vm(ctx: Ctx) -> Result<Reply, ApiError> {
-    if ctx.p.str("storageid").is_some() {
-        return Err(ApiError::param(
-            "Invalid parameter storageid: moving a stopped instance's volumes is done with migrateVolume; migrateVirtualMachine moves running instances",
-        ));
+    if let Some(pool) = ctx.p.str("storageid") {
+        if ctx.p.str("hostid").is_some() {
+            return Err(ApiError::param(
+                "Invalid parameter storageid: give hostid (a running instance) or storageid (a stopped one), not both",
+            ));
+        }
+        let job = ctx
+            .svc
+            .migrate_stopped_vm_storage(&ctx.caller, ctx.p.required("virtualmachineid")?, pool)
+            .await?;
+        return Ok(Reply::Async { job, id: None });
     }
     let req = MigrateRequest {
         vm_uuid: ctx.p.required("virtualmachineid")?.to_string(),
