@@ -259,6 +259,40 @@ def test_volatile_offering_gives_a_new_root_disk_on_reboot(mlab):
     api.destroyVirtualMachine(id=vm["id"], expunge=True)
 
 
+def test_an_ha_guest_whose_qemu_dies_is_restarted_but_not_one_the_user_stopped(mlab):
+    api = mlab.api
+    ha = api.createServiceOffering(name=unique("ha"), displaytext="HA", cpunumber=1,
+                                   cpuspeed=500, memory=192, offerha=True)["serviceoffering"]
+    vm = api.deployVirtualMachine(
+        zoneid=mlab.env["zone"]["id"], serviceofferingid=ha["id"],
+        templateid=mlab.env["template"]["id"], name=unique("ha"),
+        hostid=mlab.host_id("h2"))["virtualmachine"]
+    name = vm["instancename"]
+    assert vm["haenable"] is True
+    mlab.wait_console("h2", name, r"ORRERY-GUEST-TICK 1\b", timeout=120)
+    pid = mlab.exec("h2", "pgrep", "-f", f"guest={name},").stdout.split()[0]
+    seen = len(mlab.console("h2", name))
+    subprocess.run(["kill", "-9", pid], check=True)
+    # Restarted on the same host: a fresh boot on its console.
+    wait_for(lambda: "ORRERY-GUEST-BOOTED" in mlab.console("h2", name)[seen:], 120,
+             lambda: f"no restart:\n{mlab.console('h2', name)[-1500:]}")
+    listed = wait_vm_state(api, vm["id"], "Running", timeout=60)
+    assert listed["hostid"] == mlab.host_id("h2")
+    events = api.listEvents(type="HA.RESTART", listall=True).get("event", [])
+    assert any(vm["id"] in e["description"] for e in events), events
+
+    # A stop the user asked for is not undone (once the restarted guest is
+    # ticking, so it handles the power button).
+    wait_for(lambda: re.search(r"ORRERY-GUEST-BOOTED[\s\S]*ORRERY-GUEST-TICK 1\b",
+                               mlab.console("h2", name)[seen:]), 120,
+             "the restarted guest never got going")
+    api.stopVirtualMachine(id=vm["id"])
+    time.sleep(8)
+    assert api.listVirtualMachines(id=vm["id"])["virtualmachine"][0]["state"] == "Stopped"
+    assert name not in domains(mlab, "h2")
+    api.destroyVirtualMachine(id=vm["id"], expunge=True)
+
+
 def _migrate_in_background(lab: MultiLab, vm_id: str, host: str) -> dict:
     """Starts a migration; returns a dict filled with its outcome when done."""
     outcome: dict = {}
@@ -295,6 +329,13 @@ def test_network_cut_mid_migration_leaves_the_guest_on_the_source(mlab):
     try:
         outcome = _migrate_in_background(mlab, vm["id"], dest)
         _wait_migrating(mlab, vm["id"])
+        # The job reports how far the copy has come.
+        def progress():
+            jobs = mlab.api.listAsyncJobs(listall=True).get("asyncjobs", [])
+            return max((j.get("jobprocstatus", 0) for j in jobs
+                        if j.get("jobinstanceid") == vm["id"] and j["jobstatus"] == 0),
+                       default=0)
+        wait_for(lambda: progress() > 0, 30, "the migration job never reported progress")
         mlab.hosts_sh("partition", dest)
         outcome["thread"].join(timeout=180)
         assert not outcome["thread"].is_alive(), "the migration never ended"

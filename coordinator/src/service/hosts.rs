@@ -313,7 +313,7 @@ impl Service {
     /// An agent connected and said hello: record its facts, mark the host Up,
     /// and settle every instance against what the host really runs.
     pub async fn agent_connected(
-        &self,
+        self: &Arc<Self>,
         host_id: i64,
         report: &HostReport,
         seen: &[DomainSeen],
@@ -389,7 +389,11 @@ impl Service {
         Ok(())
     }
 
-    pub async fn reconcile_host(&self, host_id: i64, seen: &[DomainSeen]) -> SResult<()> {
+    pub async fn reconcile_host(
+        self: &Arc<Self>,
+        host_id: i64,
+        seen: &[DomainSeen],
+    ) -> SResult<()> {
         let on_host: Vec<Vm> = self.store.all(Query::new().eq(Col::Host, host_id)).await?;
         let stopped: Vec<Vm> = self
             .store
@@ -434,6 +438,10 @@ impl Service {
                         Reconcile::PoweredOn => ("VM.START", "Instance found running on its host"),
                     };
                     self.record(&vm, kind, what).await?;
+                    if action == Reconcile::PoweredOff && vm.ha_enable {
+                        self.ha_restart(&vm, host_id, "it powered off on its host without being asked")
+                            .await?;
+                    }
                 }
                 Err(e) => tracing::warn!(vm = vm_id, error = %e.text(), "reconcile skipped"),
             }
@@ -442,11 +450,11 @@ impl Service {
     }
 
     /// A domain changed power state while the agent watched.
-    pub async fn domain_event(&self, host_id: i64, d: &DomainSeen) -> SResult<()> {
+    pub async fn domain_event(self: &Arc<Self>, host_id: i64, d: &DomainSeen) -> SResult<()> {
         self.reconcile_host_one(host_id, d).await
     }
 
-    async fn reconcile_host_one(&self, host_id: i64, d: &DomainSeen) -> SResult<()> {
+    async fn reconcile_host_one(self: &Arc<Self>, host_id: i64, d: &DomainSeen) -> SResult<()> {
         let vm: Option<Vm> = match &d.instance_uuid {
             Some(u) => self.store.load_uuid(u).await?,
             None => None,
@@ -462,6 +470,32 @@ impl Service {
             return Ok(());
         }
         self.reconcile_host(host_id, std::slice::from_ref(d)).await
+    }
+
+    /// An HA-enabled instance stopped without anyone asking: start it again,
+    /// on the same host while that host is in service, else where placement
+    /// puts it.
+    pub(crate) async fn ha_restart(
+        self: &Arc<Self>,
+        vm: &Vm,
+        host_id: i64,
+        reason: &str,
+    ) -> SResult<()> {
+        let same_host = self
+            .load_cached::<Host>(host_id)
+            .await?
+            .is_some_and(|h| h.state == "Up" && h.resource_state == "Enabled");
+        let pin = super::vm::Pin {
+            host_id: same_host.then_some(host_id),
+            ..Default::default()
+        };
+        self.record(vm, "HA.RESTART", &format!("HA restart: {reason}"))
+            .await?;
+        let caller = self.system_caller().await?;
+        let work = super::jobs::Work::Start { vm_id: vm.id, pin };
+        self.queue_vm_job(&caller, vm, "startVirtualMachine", work)
+            .await?;
+        Ok(())
     }
 
     pub async fn agent_heartbeat(&self, host_id: i64) -> SResult<()> {
