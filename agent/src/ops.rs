@@ -2236,4 +2236,31 @@ mod tests {
         // Nothing there to move: refused.
         assert!(ops.move_volume(&mv("", "")).await.is_err());
     }
+
+    #[tokio::test]
+    async fn a_migration_past_its_time_limit_is_aborted_and_the_domain_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        hv.define(MOVING).await.unwrap();
+        hv.start("i-2-5-web").await.unwrap();
+        hv.hang_migrations();
+        let cmd = pb::MigrateInstance {
+            name: "i-2-5-web".into(),
+            destination_uri: "qemu+tls://10.99.0.2/system".into(),
+            shared_storage: true,
+            timeout_seconds: 1,
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let err = ops.migrate(&cmd, &|_, _| {}).await.unwrap_err();
+        assert!(
+            matches!(err, OpError::Hypervisor(HvError::Timeout(_))),
+            "{err}"
+        );
+        assert!(err.to_string().contains("aborted"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(hv.calls().iter().any(|c| c == "abort_job i-2-5-web"));
+        assert_eq!(hv.domain("i-2-5-web").unwrap().power, Power::On);
+    }
 }

@@ -85,6 +85,11 @@ struct State {
     failures: HashMap<&'static str, VecDeque<HvError>>,
     /// Every migration that succeeded: the domain and its plan.
     migrations: Vec<(String, MigrationPlan)>,
+    /// Migrations do not finish until their job is aborted (a destination
+    /// that stopped answering).
+    migrations_hang: bool,
+    /// Set by `abort_job` while a migration hangs.
+    aborted: bool,
 }
 
 #[derive(Debug)]
@@ -201,6 +206,11 @@ impl FakeHypervisor {
 
     pub fn set_host_info(&self, host: HostInfo) {
         *self.host.lock().unwrap_or_else(|e| e.into_inner()) = host;
+    }
+
+    /// Makes every migration hang until its job is aborted.
+    pub fn hang_migrations(&self) {
+        self.lock().migrations_hang = true;
     }
 
     /// Makes the next call of trait method `method` (e.g. `"start"`) fail
@@ -652,6 +662,20 @@ impl Hypervisor for FakeHypervisor {
     /// a disk target the domain lacks, and a destination definition of
     /// another domain.
     async fn migrate(&self, name: &str, plan: &MigrationPlan) -> Result<(), HvError> {
+        if self.lock().migrations_hang {
+            drop(self.enter("migrate", name)?);
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let mut st = self.lock();
+                if st.aborted {
+                    st.aborted = false;
+                    return Err(HvError::backend(
+                        codes::OPERATION_FAILED,
+                        "operation aborted: migration job: canceled by client",
+                    ));
+                }
+            }
+        }
         let mut st = self.enter("migrate", name)?;
         if plan.destination_uri.is_empty() {
             return Err(HvError::Invalid("no destination".into()));
@@ -687,6 +711,7 @@ impl Hypervisor for FakeHypervisor {
     async fn abort_job(&self, name: &str) -> Result<(), HvError> {
         let mut st = self.enter("abort_job", name)?;
         st.domain(name)?;
+        st.aborted = true;
         Ok(())
     }
 

@@ -439,8 +439,12 @@ impl Service {
                     };
                     self.record(&vm, kind, what).await?;
                     if action == Reconcile::PoweredOff && vm.ha_enable {
-                        self.ha_restart(&vm, host_id, "it powered off on its host without being asked")
-                            .await?;
+                        self.ha_restart(
+                            &vm,
+                            host_id,
+                            "it powered off on its host without being asked",
+                        )
+                        .await?;
                     }
                 }
                 Err(e) => tracing::warn!(vm = vm_id, error = %e.text(), "reconcile skipped"),
