@@ -198,10 +198,17 @@ impl Ops {
     }
 
     /// Creates both pools' directories and removes partial files a crash
-    /// left in them.
+    /// left in them, and the directories domain definitions name (console
+    /// logs, NVRAM): a domain migrated here by libvirt, or defined by
+    /// another host of the cluster, needs them before any start on this host.
     pub async fn init_storage(&self) -> Result<(), OpError> {
         self.primary.init().await?;
         self.local.init().await?;
+        for d in [self.cfg.console_dir(), self.cfg.nvram_dir()] {
+            tokio::fs::create_dir_all(&d)
+                .await
+                .map_err(|e| OpError::Setup(format!("{}: {e}", d.display())))?;
+        }
         Ok(())
     }
 
@@ -2262,5 +2269,15 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(hv.calls().iter().any(|c| c == "abort_job i-2-5-web"));
         assert_eq!(hv.domain("i-2-5-web").unwrap().power, Power::On);
+    }
+
+    #[tokio::test]
+    async fn storage_init_makes_the_directories_definitions_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = ops_with(Arc::new(FakeHypervisor::new()), dir.path(), Some("qemu"));
+        ops.init_storage().await.unwrap();
+        for d in [ops.cfg.console_dir(), ops.cfg.nvram_dir()] {
+            assert!(d.is_dir(), "{}", d.display());
+        }
     }
 }
