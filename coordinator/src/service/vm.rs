@@ -1226,10 +1226,17 @@ impl Service {
     }
 
     pub async fn update_vm(&self, caller: &Caller, mut vm: Vm, u: VmUpdate) -> SResult<Vm> {
-        let needs_stop = u.name.is_some()
-            || u.os_type_id.is_some()
-            || !u.details.is_empty()
-            || u.cleanup_details;
+        if u.extraconfig.is_some() && !caller.is_root_admin() {
+            return Err(ServiceError::denied(
+                "Parameter extraconfig can only be specified by a Root Admin",
+            ));
+        }
+        let os_type_id = match &u.os_type {
+            Some(uuid) => Some(self.by_uuid::<OsType>("ostypeid", uuid).await?.id),
+            None => None,
+        };
+        let needs_stop =
+            u.name.is_some() || os_type_id.is_some() || !u.details.is_empty() || u.cleanup_details;
         if needs_stop && vm.state != VmState::Stopped {
             return Err(ServiceError::state(format!(
                 "Instance {} must be stopped to change its name, OS type or settings; it is {}",
@@ -1264,7 +1271,7 @@ impl Service {
         if let Some(d) = u.display_name {
             vm.display_name = d;
         }
-        if let Some(o) = u.os_type_id {
+        if let Some(o) = os_type_id {
             vm.os_type_id = o;
         }
         if let Some(h) = u.ha_enable {
@@ -1340,7 +1347,8 @@ pub struct VmUpdate {
     pub name: Option<String>,
     pub display_name: Option<String>,
     pub group: Option<String>,
-    pub os_type_id: Option<i64>,
+    /// `ostypeid`, resolved by the service.
+    pub os_type: Option<String>,
     pub ha_enable: Option<bool>,
     pub dynamically_scalable: Option<bool>,
     pub delete_protection: Option<bool>,

@@ -481,20 +481,11 @@ async fn recover(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
     let vm = load_vm(&ctx, "id").await?;
-    if ctx.p.has("extraconfig") && !ctx.caller.is_root_admin() {
-        return Err(ApiError::denied(
-            "Parameter extraconfig can only be specified by a Root Admin",
-        ));
-    }
-    let os_type_id = match opt_ref::<OsType>(&ctx, "ostypeid").await? {
-        Some(o) => Some(o.id),
-        None => None,
-    };
     let u = VmUpdate {
         name: ctx.p.string("name"),
         display_name: ctx.p.string("displayname"),
         group: ctx.p.raw("group").map(str::to_string),
-        os_type_id,
+        os_type: ctx.p.string("ostypeid"),
         ha_enable: ctx.p.bool("haenable"),
         dynamically_scalable: ctx.p.bool("isdynamicallyscalable"),
         delete_protection: ctx.p.bool("deleteprotection"),
@@ -512,7 +503,7 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
         && u.name.is_none()
         && u.display_name.is_none()
         && u.group.is_none()
-        && u.os_type_id.is_none()
+        && u.os_type.is_none()
         && u.ha_enable.is_none()
         && u.dynamically_scalable.is_none()
         && u.delete_protection.is_none()
