@@ -270,6 +270,9 @@ def test_an_ha_guest_whose_qemu_dies_is_restarted_but_not_one_the_user_stopped(m
     name = vm["instancename"]
     assert vm["haenable"] is True
     mlab.wait_console("h2", name, r"ORRERY-GUEST-TICK 1\b", timeout=120)
+    # Every other guest of the lab runs on, whatever happens to this one.
+    others = {v["id"] for v in api.listVirtualMachines(listall=True)["virtualmachine"]
+              if v["state"] == "Running" and v["id"] != vm["id"]}
     pid = mlab.exec("h2", "pgrep", "-f", f"guest={name},").stdout.split()[0]
     seen = len(mlab.console("h2", name))
     subprocess.run(["kill", "-9", pid], check=True)
@@ -280,6 +283,9 @@ def test_an_ha_guest_whose_qemu_dies_is_restarted_but_not_one_the_user_stopped(m
     assert listed["hostid"] == mlab.host_id("h2")
     events = api.listEvents(type="HA.RESTART", listall=True).get("event", [])
     assert any(vm["id"] in e["description"] for e in events), events
+    still = {v["id"] for v in api.listVirtualMachines(listall=True)["virtualmachine"]
+             if v["state"] == "Running"}
+    assert others <= still, others - still
 
     # A stop the user asked for is not undone (once the restarted guest is
     # ticking, so it handles the power button).

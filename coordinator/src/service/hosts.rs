@@ -407,7 +407,18 @@ impl Service {
             let busy = self.is_busy(&vm.uuid);
             rows.push(placed(vm, busy));
         }
-        for (vm_id, action) in reconcile(host_id, &rows, seen) {
+        self.apply_reconcile(host_id, &rows, seen).await
+    }
+
+    /// Acts on what reconciling `rows` against `seen` decides; instances not
+    /// in `rows` are not touched.
+    async fn apply_reconcile(
+        self: &Arc<Self>,
+        host_id: i64,
+        rows: &[Placed],
+        seen: &[DomainSeen],
+    ) -> SResult<()> {
+        for (vm_id, action) in reconcile(host_id, rows, seen) {
             let res = match action {
                 Reconcile::PoweredOff => {
                     self.transition(
@@ -467,13 +478,12 @@ impl Service {
         if vm.host_id != Some(host_id) && vm.last_host_id != Some(host_id) {
             return Ok(());
         }
-        // Only this instance's row: the rest of the host is unaffected.
+        // Only this instance's row: one domain's event says nothing about
+        // the host's other instances.
         let busy = self.is_busy(&vm.uuid);
         let rows = [placed(&vm, busy)];
-        if reconcile(host_id, &rows, std::slice::from_ref(d)).is_empty() {
-            return Ok(());
-        }
-        self.reconcile_host(host_id, std::slice::from_ref(d)).await
+        self.apply_reconcile(host_id, &rows, std::slice::from_ref(d))
+            .await
     }
 
     /// An HA-enabled instance stopped without anyone asking: start it again,
