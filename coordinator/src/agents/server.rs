@@ -183,9 +183,14 @@ impl AgentLink for Endpoint {
                         }
                     }
                     Some(pb::agent_message::Body::Event(ev)) => {
-                        if let Err(e) = svc.domain_event(host.id, &convert::event(&ev)).await {
-                            tracing::warn!(error = %e.text(), "handling a domain event failed");
-                        }
+                        // Handled beside the stream: confirming an event
+                        // asks the same agent, whose answer arrives here.
+                        let (svc, host_id) = (svc.clone(), host.id);
+                        tokio::spawn(async move {
+                            if let Err(e) = svc.domain_event(host_id, &convert::event(&ev)).await {
+                                tracing::warn!(error = %e.text(), "handling a domain event failed");
+                            }
+                        });
                     }
                     Some(pb::agent_message::Body::Progress(p)) => {
                         tracing::debug!(host = %host.uuid, command = p.command_id, stage = %p.stage, percent = p.percent, "progress");

@@ -480,9 +480,26 @@ impl Service {
         }
         // Only this instance's row: one domain's event says nothing about
         // the host's other instances.
-        let busy = self.is_busy(&vm.uuid);
-        let rows = [placed(&vm, busy)];
-        self.apply_reconcile(host_id, &rows, std::slice::from_ref(d))
+        let rows = [placed(&vm, self.is_busy(&vm.uuid))];
+        if reconcile(host_id, &rows, std::slice::from_ref(d)).is_empty() {
+            return Ok(());
+        }
+        // An event can be overtaken by a job (a stop, a start) that finished
+        // in the meantime: act only on the state the host confirms now, and
+        // on the record as it is after asking.
+        let power = match self.agents.power_state(host_id, &vm.instance_name).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(vm = %vm.uuid, error = %e, "power state not confirmed; event left");
+                return Ok(());
+            }
+        };
+        let Some(vm) = self.store.load::<Vm>(vm.id).await? else {
+            return Ok(());
+        };
+        let confirmed = DomainSeen { power, ..d.clone() };
+        let rows = [placed(&vm, self.is_busy(&vm.uuid))];
+        self.apply_reconcile(host_id, &rows, std::slice::from_ref(&confirmed))
             .await
     }
 
