@@ -439,3 +439,28 @@ pub async fn host(svc: &Service, h: &Host) -> Result<Value, ApiError> {
         .v("islocalstorageactive", false)
         .build())
 }
+
+/// A storage pool as listStoragePools shows it.
+pub async fn storage_pool(svc: &Service, p: &StoragePool) -> Result<Value, ApiError> {
+    let z: Option<Zone> = svc.load_cached(p.zone_id).await?;
+    let alloc = svc.pool_allocated(p).await?;
+    let host: Option<Host> = match p.host_id {
+        Some(h) => svc.load_cached(h).await?,
+        None => None,
+    };
+    Ok(Obj::new()
+        .s("id", &p.uuid)
+        .s("name", &p.name)
+        .os("hostid", host.as_ref().map(|h| h.uuid.clone()))
+        .os("hostname", host.map(|h| h.name))
+        .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
+        .os("zonename", z.map(|z| z.name))
+        .s("path", &p.path)
+        .s("type", &p.pool_type)
+        .s("scope", &p.scope)
+        .s("state", &p.state)
+        .v("disksizetotal", p.capacity_bytes)
+        .v("disksizeallocated", alloc)
+        .s("created", date(p.created))
+        .build())
+}

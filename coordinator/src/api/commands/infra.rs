@@ -566,29 +566,7 @@ async fn list_pools(ctx: Ctx) -> Result<Reply, ApiError> {
     let (ps, total) = ctx.svc.list_storage_pools(&infra_filter(&ctx)?).await?;
     let mut items = Vec::new();
     for p in &ps {
-        let z: Option<Zone> = ctx.svc.load_cached(p.zone_id).await?;
-        let alloc = ctx.svc.pool_allocated(p).await?;
-        let host: Option<Host> = match p.host_id {
-            Some(h) => ctx.svc.load_cached(h).await?,
-            None => None,
-        };
-        items.push(
-            Obj::new()
-                .s("id", &p.uuid)
-                .s("name", &p.name)
-                .os("hostid", host.as_ref().map(|h| h.uuid.clone()))
-                .os("hostname", host.map(|h| h.name))
-                .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
-                .os("zonename", z.map(|z| z.name))
-                .s("path", &p.path)
-                .s("type", &p.pool_type)
-                .s("scope", &p.scope)
-                .s("state", &p.state)
-                .v("disksizetotal", p.capacity_bytes)
-                .v("disksizeallocated", alloc)
-                .s("created", date(p.created))
-                .build(),
-        );
+        items.push(crate::api::views::storage_pool(&ctx.svc, p).await?);
     }
     Ok(Reply::List("storagepool", items, total))
 }

@@ -232,25 +232,14 @@ async fn pools_for_migration(ctx: Ctx) -> Result<Reply, ApiError> {
         .await?;
     let mut items = Vec::new();
     for c in &pools {
-        let p = &c.pool;
-        let z: Option<Zone> = ctx.svc.load_cached(p.zone_id).await?;
-        let alloc = ctx.svc.pool_allocated(p).await?;
-        items.push(
-            Obj::new()
-                .s("id", &p.uuid)
-                .s("name", &p.name)
-                .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
-                .os("zonename", z.map(|z| z.name))
-                .s("path", &p.path)
-                .s("type", &p.pool_type)
-                .s("scope", &p.scope)
-                .s("state", &p.state)
-                .v("disksizetotal", p.capacity_bytes)
-                .v("disksizeallocated", alloc)
-                .v("suitableformigration", c.suitable)
-                .ov("reason", c.reason.clone().map(serde_json::Value::from))
-                .build(),
-        );
+        let mut v = crate::api::views::storage_pool(&ctx.svc, &c.pool).await?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("suitableformigration".into(), c.suitable.into());
+            if let Some(r) = &c.reason {
+                o.insert("reason".into(), r.clone().into());
+            }
+        }
+        items.push(v);
     }
     let n = items.len() as u64;
     Ok(Reply::List("storagepool", items, n))
