@@ -69,10 +69,21 @@ pub fn cap_for(fd_limit: u64, wanted: usize) -> usize {
     wanted.min(room)
 }
 
-/// A connection's I/O that records when it last moved a byte.
+/// A connection's I/O that records when it last moved a byte, and when the
+/// first byte of a request whose head is not yet complete arrived.
+///
+/// hyper's own header deadline also runs while a kept-alive connection waits
+/// for its next request, so it would cut idle connections at the header
+/// deadline instead of the idle one, abruptly, racing a client that sends
+/// just then. The head deadline is kept here instead: it starts at a
+/// request's first byte and ends when the request reaches the service.
 struct Tracked<T> {
     inner: T,
     last: Arc<AtomicU64>,
+    /// Milliseconds since `epoch` plus one of the first byte of an unfinished
+    /// request head; 0 when none is being read.
+    head_since: Arc<AtomicU64>,
+    in_flight: Arc<AtomicU64>,
     epoch: Instant,
 }
 
@@ -93,6 +104,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.touch();
+            if self.in_flight.load(Ordering::Relaxed) == 0 {
+                let now = self.epoch.elapsed().as_millis() as u64 + 1;
+                let _ =
+                    self.head_since
+                        .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+            }
         }
         r
     }
@@ -182,6 +199,7 @@ pub async fn serve(
         };
         let last = Arc::new(AtomicU64::new(epoch.elapsed().as_millis() as u64));
         let in_flight = Arc::new(AtomicU64::new(0));
+        let head_since = Arc::new(AtomicU64::new(0));
         let close = Arc::new(tokio::sync::Notify::new());
         let id = {
             let mut r = registry.lock();
@@ -211,15 +229,19 @@ pub async fn serve(
             let io = hyper_util::rt::TokioIo::new(Tracked {
                 inner: stream,
                 last: last.clone(),
+                head_since: head_since.clone(),
+                in_flight: in_flight.clone(),
                 epoch,
             });
             let flight = in_flight.clone();
+            let head = head_since.clone();
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
                     let app = app.clone();
                     let flight = flight.clone();
                     flight.fetch_add(1, Ordering::Relaxed);
+                    head.store(0, Ordering::Relaxed);
                     async move {
                         let r = tower::ServiceExt::oneshot(app, req).await;
                         flight.fetch_sub(1, Ordering::Relaxed);
@@ -229,11 +251,13 @@ pub async fn serve(
             );
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
+                .header_read_timeout(None)
                 .keep_alive(true)
                 .serve_connection(io, svc);
             tokio::pin!(conn);
             let idle_ms = limits.idle_timeout.as_millis() as u64;
+            let head_ms = limits.header_timeout.as_millis() as u64;
+            let tick = Duration::from_millis(idle_ms.min(head_ms).clamp(50, 1000));
             let mut closing = false;
             loop {
                 tokio::select! {
@@ -251,9 +275,19 @@ pub async fn serve(
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    _ = tokio::time::sleep(Duration::from_millis(idle_ms.clamp(50, 1000))), if !closing => {
-                        let quiet = (epoch.elapsed().as_millis() as u64)
-                            .saturating_sub(last.load(Ordering::Relaxed));
+                    _ = tokio::time::sleep(tick) => {
+                        let now = epoch.elapsed().as_millis() as u64;
+                        let since = head_since.load(Ordering::Relaxed);
+                        if since != 0 && (now + 1).saturating_sub(since) >= head_ms {
+                            // A request head still incomplete at the deadline:
+                            // the client is too slow or hostile; drop it.
+                            tracing::debug!(%peer, "request head not complete in time");
+                            break;
+                        }
+                        if closing {
+                            continue;
+                        }
+                        let quiet = now.saturating_sub(last.load(Ordering::Relaxed));
                         if quiet >= idle_ms && in_flight.load(Ordering::Relaxed) == 0 {
                             closing = true;
                             conn.as_mut().graceful_shutdown();
@@ -381,6 +415,31 @@ mod tests {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
         assert!(until_closed(&mut s).await < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connection_outlives_the_header_deadline() {
+        let limits = Limits {
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..2 {
+            s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("answered")
+                .unwrap();
+            let out = String::from_utf8_lossy(&buf[..n]);
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+            // Waiting between requests is idling, not a slow request head.
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
     }
 
     #[tokio::test]
