@@ -127,6 +127,18 @@ impl AgentConfig {
         }
     }
 
+    /// Where libvirt keeps its running QEMU domains' status files (and their
+    /// pids): what the fencing watchdog reads without asking libvirt.
+    pub fn libvirt_run_dir(&self) -> PathBuf {
+        if self.libvirt_uri.ends_with("/session") {
+            let base = std::env::var_os("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", nix::unistd::getuid())));
+            return base.join("libvirt/qemu/run");
+        }
+        PathBuf::from("/run/libvirt/qemu")
+    }
+
     /// Where the pool was before it had a default of its own: under the
     /// state directory.
     pub fn legacy_primary_dir(&self) -> PathBuf {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod designer;
 pub mod domxml;
 pub mod enroll;
+pub mod ha;
 pub mod host;
 pub mod hypervisor;
 pub mod link;

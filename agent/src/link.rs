@@ -5,6 +5,7 @@
 //! Instance statistics are sampled only while the coordinator's latest
 //! `StatsConfig` asks for them; see [`crate::stats`].
 
+use crate::ha::{Ha, HaSettings};
 use crate::ops::{OpError, Ops, TemplateSource, AGENT_VERSION};
 use crate::state::StateDir;
 use crate::stats::{self, StatsSettings};
@@ -33,11 +34,16 @@ pub enum LinkError {
     Host(#[from] OpError),
 }
 
-/// Backoff between attempts: doubling from 1 s to 60 s, with up to 50 %
+/// The longest wait between attempts: short, so that agents are back within
+/// seconds of a coordinator restart however long it was away (a refused
+/// connection every few seconds per host costs nothing).
+pub const BACKOFF_CAP_SECS: u64 = 5;
+
+/// Backoff between attempts: doubling from 1 s to 5 s, with up to 50 %
 /// random jitter so a coordinator restart does not see every agent at once.
 pub fn backoff(attempt: u32) -> Duration {
     let base = 1u64 << attempt.min(6);
-    let base = Duration::from_secs(base.min(60));
+    let base = Duration::from_secs(base.min(BACKOFF_CAP_SECS));
     let jitter = rand::random::<f64>() * 0.5;
     base.mul_f64(1.0 + jitter)
 }
@@ -50,8 +56,9 @@ pub async fn channel(state: &StateDir, coordinator: &str) -> Result<Channel, Lin
         .domain_name(orrery_tls::COORDINATOR_NAME);
     let ch = tonic::transport::Endpoint::from_shared(format!("https://{coordinator}"))?
         .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(20))
+        // A cut link (no reset) is noticed within seconds.
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
         .tls_config(tls)?
         .connect()
@@ -82,11 +89,11 @@ impl TemplateSource for Fetcher {
 }
 
 /// Runs the link until the process ends.
-pub async fn run(ops: Arc<Ops>, state: Arc<StateDir>, coordinator: String) {
+pub async fn run(ops: Arc<Ops>, state: Arc<StateDir>, coordinator: String, ha: Arc<Ha>) {
     let mut attempt = 0u32;
     loop {
         let started = std::time::Instant::now();
-        match session(&ops, &state, &coordinator).await {
+        match session(&ops, &state, &coordinator, &ha).await {
             Ok(()) => tracing::info!("the coordinator closed the session"),
             Err(e) => tracing::warn!(error = %e, "session ended"),
         }
@@ -109,6 +116,7 @@ async fn session(
     ops: &Arc<Ops>,
     state: &Arc<StateDir>,
     coordinator: &str,
+    ha: &Arc<Ha>,
 ) -> Result<(), LinkError> {
     let host_id = state.credentials()?.identity.host_id;
     let ch = channel(state, coordinator).await?;
@@ -177,16 +185,20 @@ async fn session(
             Ok(None) => break Ok(()),
             Err(s) => break Err(LinkError::Stream(s)),
         };
+        // Any word from the coordinator keeps the fencing watchdog at bay.
+        ha.contact();
         match msg.body {
-            Some(pb::coordinator_message::Body::Welcome(w)) => {
-                let heartbeat = Duration::from_secs(w.heartbeat_seconds.max(1) as u64);
+            Some(pb::coordinator_message::Body::Welcome(_)) => {
                 if let Some(h) = hb_task.take() {
                     h.abort();
                 }
                 let tx = tx.clone();
+                let ha = ha.clone();
+                // Heartbeats go at the storage heartbeat's pace: their answers
+                // are how the watchdog knows the coordinator is there.
                 hb_task = Some(tasks.spawn(async move {
                     loop {
-                        tokio::time::sleep(heartbeat).await;
+                        tokio::time::sleep(ha.settings().heartbeat).await;
                         let hb = pb::Heartbeat {
                             unix_ms: chrono::Utc::now().timestamp_millis(),
                             running: 0,
@@ -206,7 +218,23 @@ async fn session(
                     changed
                 });
             }
+            Some(pb::coordinator_message::Body::HaConfig(c)) => {
+                ha.set_settings(HaSettings::from(&c));
+            }
+            Some(pb::coordinator_message::Body::HeartbeatAck(_)) => {}
             Some(pb::coordinator_message::Body::Command(cmd)) => {
+                if let Some(pb::command::Op::Investigate(q)) = &cmd.op {
+                    let seen = ha.investigate(&q.host_ids);
+                    let r = pb::CommandResult {
+                        command_id: cmd.id,
+                        ok: true,
+                        error_code: String::new(),
+                        error: String::new(),
+                        detail: Some(pb::command_result::Detail::Heartbeats(seen)),
+                    };
+                    send(&tx, pb::agent_message::Body::Result(r)).await;
+                    continue;
+                }
                 let (ops, tx, fetcher, state) =
                     (ops.clone(), tx.clone(), fetcher.clone(), state.clone());
                 tasks.spawn(async move {
@@ -316,7 +344,7 @@ mod tests {
     fn backoff_grows_caps_and_jitters() {
         for a in 0..10 {
             let b = backoff(a);
-            let base = (1u64 << a.min(6)).min(60) as f64;
+            let base = (1u64 << a.min(6)).min(BACKOFF_CAP_SECS) as f64;
             assert!(
                 b.as_secs_f64() >= base && b.as_secs_f64() <= base * 1.5,
                 "{a}: {b:?}"

@@ -367,6 +367,9 @@ impl Ops {
     ) -> Result<Option<pb::command_result::Detail>, OpError> {
         use pb::command::Op;
         match op {
+            Op::Investigate(_) => Err(OpError::Invalid(
+                "investigations are answered by the link, not the host's operations".into(),
+            )),
             Op::Start(s) => {
                 let spec = s
                     .spec

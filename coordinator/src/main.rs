@@ -10,6 +10,7 @@ use orrery_coordinator::service::Service;
 use orrery_coordinator::store::records::{Cluster, Pod, Zone};
 use orrery_coordinator::store::{sqlite::SqliteStore, DynStore, Store};
 use orrery_coordinator::{ca, config};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +78,10 @@ enum TokenCmd {
         /// Seconds the token stays valid.
         #[arg(long, default_value_t = 86400)]
         ttl: i64,
+        /// How many tokens to create, printed one per line (enrolling a fleet
+        /// at once costs one start of this command, not one per host).
+        #[arg(long, default_value_t = 1)]
+        count: usize,
     },
 }
 
@@ -183,6 +188,7 @@ async fn main() -> Result<()> {
             tracing::info!(listen = %agent_addr, "agent endpoint listening");
             spawn_expunger(svc.clone());
             spawn_liveness(svc.clone());
+            spawn_ha(svc.clone());
             let api = api::Api::new(svc.clone());
             let app = api::router(api.clone());
             let fd_limit = orrery_coordinator::listener::raise_fd_limit()
@@ -243,6 +249,7 @@ async fn main() -> Result<()> {
                     pod,
                     cluster,
                     ttl,
+                    count,
                 },
         } => {
             let dir = data_dir
@@ -253,6 +260,9 @@ async fn main() -> Result<()> {
             }
             if ttl < 1 {
                 bail!("--ttl must be at least 1 second");
+            }
+            if count < 1 {
+                bail!("--count must be at least 1");
             }
             let store = open_store(&dir).await?;
             let svc = Service::new(store, Arc::new(Simulator::new(Duration::ZERO)), dir.clone())
@@ -292,11 +302,16 @@ async fn main() -> Result<()> {
                     (zone, pod, cluster)
                 }
             };
-            let token = svc
-                .create_enroll_token(&z, &p, &c, ttl)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.text()))?;
-            println!("{token}");
+            // Written as they are made: tokens already printed stay valid
+            // if a later one fails.
+            let mut out = std::io::stdout().lock();
+            for _ in 0..count {
+                let token = svc
+                    .create_enroll_token(&z, &p, &c, ttl)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.text()))?;
+                writeln!(out, "{token}").context("writing the token")?;
+            }
             Ok(())
         }
     }
@@ -356,7 +371,20 @@ impl Named for Cluster {
     }
 }
 
-/// Marks hosts whose agents went quiet Disconnected, then Down.
+/// Looks for lost hosts (both heartbeats silent past the lease) and
+/// recovers their instances.
+fn spawn_ha(svc: Arc<Service>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(orrery_coordinator::service::fencing::CHECK_EVERY).await;
+            if let Err(e) = svc.check_ha().await {
+                tracing::error!(error = %e, "HA pass failed");
+            }
+        }
+    });
+}
+
+/// Marks hosts whose agents went quiet Disconnected.
 fn spawn_liveness(svc: Arc<Service>) {
     tokio::spawn(async move {
         loop {

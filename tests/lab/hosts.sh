@@ -13,7 +13,11 @@
 #   hosts.sh down              removes every lab host and all lab state
 #   hosts.sh kill hN           SIGKILLs every process of hN (abrupt failure)
 #   hosts.sh partition hN      cuts hN's network link
-#   hosts.sh heal hN           restores it
+#   hosts.sh cut-storage hN    makes hN's storage heartbeat fail: an empty
+#                              read-only file system over the pool's
+#                              .orrery-ha directory in hN only (its guests'
+#                              disks stay reachable, as when one path fails)
+#   hosts.sh heal hN           restores its link and storage heartbeat
 #   hosts.sh status            one JSON object per host
 #   hosts.sh exec hN CMD...    runs CMD inside hN's namespaces
 #
@@ -22,7 +26,9 @@
 # agent's state directory has the same path everywhere: domain XML naming
 # /var/lib/orrery/agent/consoles/X.log is valid on every host, as migration
 # needs). /etc is an overlay per host (its /etc/hosts, /etc/orrery/agent.toml
-# and the /etc/pki files the agent writes), /run a tmpfs per host.
+# and the /etc/pki files the agent writes), /run a tmpfs per host. libvirt
+# runs its lock manager (virtlockd) with the lockspace on the shared pool, so
+# a disk one host runs cannot be started on another.
 #
 # Environment: ORRERY_LAB_DIR (lab state, default /var/lib/orrery-lab),
 # ORRERY_COORDINATOR_BIN, ORRERY_AGENT_BIN (default the release build).
@@ -189,6 +195,14 @@ EOF
 user = "root"
 group = "root"
 security_driver = "none"
+lock_manager = "lockd"
+EOF
+        cat >"$dir/libvirt-etc/qemu-lockd.conf" <<EOF
+# Disk leases in a lockspace every host shares: a second start of a disk
+# that another host's QEMU holds is refused.
+auto_disk_leases = 1
+require_lease_for_disks = 1
+file_lockspace_dir = "$ORRERY_ROOT/primary/.orrery-locks"
 EOF
     fi
     echo "$name" >"$dir/etc-upper/hostname"
@@ -246,6 +260,8 @@ start_host_services() {
     # After enrolment: libvirtd reads the TLS files the agent wrote at start.
     host_runs "$name" virtlogd ||
         in_host "$name" virtlogd -d </dev/null >>"$dir/libvirtd.log" 2>&1
+    host_runs "$name" virtlockd ||
+        in_host "$name" virtlockd -d </dev/null >>"$dir/libvirtd.log" 2>&1
     host_runs "$name" libvirtd ||
         in_host "$name" libvirtd -d --listen </dev/null >>"$dir/libvirtd.log" 2>&1
     deadline=$((SECONDS + LIBVIRT_TIMEOUT))
@@ -291,7 +307,7 @@ cmd_up() {
     [ -x "$COORD_BIN" ] || die "no coordinator binary $COORD_BIN (set ORRERY_COORDINATOR_BIN)"
     [ -x "$AGENT_BIN" ] || die "no agent binary $AGENT_BIN (set ORRERY_AGENT_BIN)"
 
-    mkdir -p "$LAB_DIR/hosts" "$LAB_DIR/primary"
+    mkdir -p "$LAB_DIR/hosts" "$LAB_DIR/primary/.orrery-locks"
     # The mount point every host binds its own directory on; remembered so
     # `down` removes it again.
     if [ ! -d "$ORRERY_ROOT" ]; then
@@ -305,6 +321,14 @@ cmd_up() {
     for i in $(seq 1 "$n"); do
         name=h$i
         prepare_host "$name" "$i" "$n"
+        if ! keeper_pid "$name" >/dev/null && [ -e "/run/netns/$name" ]; then
+            # A host that was killed comes back as a rebooted machine would:
+            # with a fresh network stack, not the bridges its old libvirt
+            # made (the new one knows nothing of them).
+            kill_host "$name"
+            ip netns del "$name" 2>/dev/null || true
+            ip link del "veth-$name" 2>/dev/null || true
+        fi
         start_network "$name" "$i"
         start_keeper "$name"
         if [ -e "$(host_dir "$name")/orrery/agent/agent.json" ]; then
@@ -352,6 +376,22 @@ cmd_link() {
     ip link set "veth-$1" "$2"
 }
 
+HA_DIR=$ORRERY_ROOT/primary/.orrery-ha
+
+cmd_cut_storage() {
+    check_name "$1"
+    in_host "$1" mkdir -p "$HA_DIR"
+    in_host "$1" mountpoint -q "$HA_DIR" ||
+        in_host "$1" mount -t tmpfs -o ro,size=64k,mode=0555 orrery-cut "$HA_DIR"
+}
+
+cmd_heal() {
+    cmd_link "$1" up
+    if keeper_pid "$1" >/dev/null; then
+        while in_host "$1" mountpoint -q "$HA_DIR"; do in_host "$1" umount "$HA_DIR"; done
+    fi
+}
+
 cmd_status() {
     local name i state
     for name in $(known_hosts); do
@@ -373,7 +413,8 @@ case $cmd in
     down) cmd_down ;;
     kill) [ $# -eq 1 ] || die "usage: kill hN"; cmd_kill "$1" ;;
     partition) [ $# -eq 1 ] || die "usage: partition hN"; cmd_link "$1" down ;;
-    heal) [ $# -eq 1 ] || die "usage: heal hN"; cmd_link "$1" up ;;
+    heal) [ $# -eq 1 ] || die "usage: heal hN"; cmd_heal "$1" ;;
+    cut-storage) [ $# -eq 1 ] || die "usage: cut-storage hN"; cmd_cut_storage "$1" ;;
     status) cmd_status ;;
     exec)
         [ $# -ge 2 ] || die "usage: exec hN CMD..."

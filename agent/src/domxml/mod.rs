@@ -711,6 +711,23 @@ pub fn orrery_metadata(xml: &str) -> Result<Option<OrreryMetadata>, DomXmlError>
     parse::metadata(&root)
 }
 
+/// Reads libvirt's status file of a running domain (`<domstatus pid=...>`
+/// around the live definition): QEMU's pid and Orrery's metadata, or `None`
+/// for a domain that is not an Orrery instance or has no pid.
+pub fn running_status(xml: &str) -> Result<Option<(u32, OrreryMetadata)>, DomXmlError> {
+    let root = single_root(xml)?;
+    if root.ns.is_some() || root.local != "domstatus" {
+        return Err(DomXmlError::NotADomain { found: root.qname });
+    }
+    let Some(pid) = root.get_attr("pid").and_then(|p| p.parse::<u32>().ok()) else {
+        return Ok(None);
+    };
+    let Some(domain) = root.first_child("domain") else {
+        return Ok(None);
+    };
+    Ok(parse::metadata(domain)?.map(|m| (pid, m)))
+}
+
 /// A network interface of a running domain: the host-side device libvirt
 /// created for it (`<target dev>`) and the guest's MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]

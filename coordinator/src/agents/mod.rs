@@ -6,7 +6,8 @@ mod convert;
 pub mod server;
 
 use crate::service::agent::{
-    AgentClient, AgentError, MigrateCmd, PowerState, Progress, Simulator, VmSpec, VolumeSpec,
+    AgentClient, AgentError, HeartbeatSeen, MigrateCmd, PowerState, Progress, Simulator, VmSpec,
+    VolumeSpec,
 };
 use crate::service::records::Host;
 use crate::service::Service;
@@ -35,6 +36,8 @@ pub struct Hub {
     next: AtomicU64,
     /// Who hears the progress of commands still running, by command id.
     listeners: Mutex<HashMap<u64, Progress>>,
+    /// When each host's agent last said anything on its stream.
+    heard: Mutex<HashMap<i64, std::time::Instant>>,
 }
 
 impl Default for Hub {
@@ -50,7 +53,19 @@ impl Hub {
             sessions: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             listeners: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The host's agent said something (any message on its stream).
+    pub fn heard(&self, host_id: i64) {
+        self.heard.lock().insert(host_id, std::time::Instant::now());
+    }
+
+    /// Time since the host's agent last said anything, if it has since this
+    /// process started.
+    pub fn silence(&self, host_id: i64) -> Option<Duration> {
+        self.heard.lock().get(&host_id).map(|t| t.elapsed())
     }
 
     /// The service is created after the hub (it holds the hub as its agent
@@ -517,6 +532,42 @@ impl AgentClient for Router {
     }
     fn disconnect(&self, host_id: i64) {
         self.hub.disconnect(host_id);
+    }
+
+    async fn investigate(
+        &self,
+        investigator: i64,
+        suspects: &[String],
+    ) -> Result<Vec<HeartbeatSeen>, AgentError> {
+        let op = pb::command::Op::Investigate(pb::InvestigateHosts {
+            host_ids: suspects.to_vec(),
+        });
+        // An investigation that cannot answer within a second is no help
+        // to a decision that must be made within seconds.
+        let r = self
+            .hub
+            .call(investigator, op, Duration::from_secs(1))
+            .await?;
+        match r.detail {
+            Some(pb::command_result::Detail::Heartbeats(r)) => Ok(r
+                .hosts
+                .into_iter()
+                .map(|h| HeartbeatSeen {
+                    host: h.host_id,
+                    found: h.found,
+                    age_ms: h.age_ms,
+                    lease_ms: h.lease_ms,
+                })
+                .collect()),
+            _ => Err(AgentError::Failed {
+                host: investigator,
+                reason: "the agent does not investigate (an older version)".into(),
+            }),
+        }
+    }
+
+    fn silence(&self, host_id: i64) -> Option<Duration> {
+        self.hub.silence(host_id)
     }
 
     fn connected_agents(&self) -> usize {

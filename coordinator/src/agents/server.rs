@@ -139,6 +139,24 @@ impl AgentLink for Endpoint {
             })),
         };
         let _ = tx.send(Ok(welcome)).await;
+        self.hub.heard(host.id);
+        // HA settings now and after every change.
+        let mut ha = self.svc.watch_ha_settings();
+        let htx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = *ha.borrow_and_update();
+                let msg = pb::CoordinatorMessage {
+                    body: Some(pb::coordinator_message::Body::HaConfig(pb::HaConfig {
+                        heartbeat_ms: s.heartbeat_ms,
+                        lease_ms: s.lease_ms,
+                    })),
+                };
+                if htx.send(Ok(msg)).await.is_err() || ha.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
         // Sampling settings now and after every change, for as long as the
         // session lasts.
         let mut settings = self.svc.watch_stats_settings();
@@ -171,6 +189,7 @@ impl AgentLink for Endpoint {
                         break;
                     }
                 };
+                hub.heard(host.id);
                 match msg.body {
                     Some(pb::agent_message::Body::Result(r)) => {
                         if let Some(done) = pending.lock().remove(&r.command_id) {
@@ -178,6 +197,16 @@ impl AgentLink for Endpoint {
                         }
                     }
                     Some(pb::agent_message::Body::Heartbeat(_)) => {
+                        // The answer tells the agent's fencing watchdog the
+                        // coordinator still hears it.
+                        let ack = pb::CoordinatorMessage {
+                            body: Some(pb::coordinator_message::Body::HeartbeatAck(
+                                pb::HeartbeatAck {
+                                    unix_ms: chrono::Utc::now().timestamp_millis(),
+                                },
+                            )),
+                        };
+                        let _ = tx.try_send(Ok(ack));
                         if let Err(e) = svc.agent_heartbeat(host.id).await {
                             tracing::warn!(error = %e.text(), "recording a heartbeat failed");
                         }
@@ -302,8 +331,10 @@ pub async fn serve(
     let ep = Endpoint { svc, hub };
     let router = tonic::transport::Server::builder()
         .tls_config(tls)?
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        // A link cut without a reset (a partition) is noticed within
+        // seconds, not minutes.
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(EnrollmentServer::new(ep.clone()))
         .add_service(AgentLinkServer::new(ep));
     tokio::spawn(async move {

@@ -434,6 +434,19 @@ pub async fn host(svc: &Service, h: &Host) -> Result<Value, ApiError> {
             json!({"secured": (!h.simulated && h.cert_serial.is_some()).to_string()}),
         )
         .ov("version", h.agent_version.clone())
+        .v("hahost", {
+            let tag = svc.setting("ha.tag", &[]);
+            !tag.is_empty() && h.host_tags.contains(&tag)
+        })
+        .v("hostha", {
+            // Simulated hosts have no agent, so no heartbeat to judge.
+            let state = match (h.simulated, h.ha_state.as_str()) {
+                (true, _) => "Ineligible",
+                (false, "") => "Available",
+                (false, s) => s,
+            };
+            json!({"haenable": !h.simulated, "hastate": state, "haprovider": "kvmhaprovider"})
+        })
         .v("gputotal", 0)
         .v("gpuused", 0)
         .v("islocalstorageactive", false)

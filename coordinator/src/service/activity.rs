@@ -183,6 +183,9 @@ impl Service {
         if name.starts_with("vm.stats.") || name.starts_with("vm.disk.stats.") {
             self.refresh_stats_settings();
         }
+        if name.starts_with("ha.") {
+            self.refresh_ha_settings();
+        }
         // Switching leases off cancels every active lease, for good.
         if name == "instance.lease.enabled" && value != "true" {
             self.cancel_all_leases().await?;

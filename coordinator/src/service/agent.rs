@@ -108,6 +108,19 @@ pub struct MigrateCmd {
     pub moves: Vec<(String, String, String)>,
 }
 
+/// What an investigating host sees of another host's storage heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeartbeatSeen {
+    /// The suspect's host uuid.
+    pub host: String,
+    /// The record exists on the investigator's shared pool.
+    pub found: bool,
+    /// Time since the investigator last saw the record change.
+    pub age_ms: u64,
+    /// The lease time the writer announced.
+    pub lease_ms: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgentError {
     #[error("host {0} is not connected")]
@@ -201,6 +214,20 @@ pub trait AgentClient: Send + Sync {
         volume_uuids: &[String],
         pool: &str,
     ) -> Result<(), AgentError>;
+    /// Asks `investigator` how it sees the suspects' storage heartbeats
+    /// (by host uuid), in one round trip.
+    async fn investigate(
+        &self,
+        investigator: i64,
+        _suspects: &[String],
+    ) -> Result<Vec<HeartbeatSeen>, AgentError> {
+        Err(AgentError::NotConnected(investigator))
+    }
+    /// How long ago the host's agent last said anything on its stream;
+    /// `None` when it has not since this process started.
+    fn silence(&self, _host_id: i64) -> Option<Duration> {
+        None
+    }
     /// Drops a host's live connection, if any (the host was removed).
     fn disconnect(&self, _host_id: i64) {}
     /// Agents connected now.

@@ -324,6 +324,7 @@ impl Service {
             .await?
             .ok_or_else(|| ServiceError::internal("host vanished"))?;
         host.state = "Up".into();
+        host.ha_state = "Available".into();
         host.last_ping = Some(now());
         if host.name.is_empty() && !report.hostname.is_empty() {
             host.name = report.hostname.clone();
@@ -344,6 +345,14 @@ impl Service {
             self.ensure_local_pool(&host, report).await?;
         }
         self.reconcile_host(host_id, seen).await?;
+        // Beside the session: the agent answers commands only once the
+        // session is established, after this returns.
+        let (svc, seen) = (self.clone(), seen.to_vec());
+        tokio::spawn(async move {
+            if let Err(e) = svc.remove_stale_domains(host_id, &seen).await {
+                tracing::warn!(host = host_id, error = %e.text(), "removing stale domains failed");
+            }
+        });
         Ok(host)
     }
 
@@ -408,6 +417,48 @@ impl Service {
             rows.push(placed(vm, busy));
         }
         self.apply_reconcile(host_id, &rows, seen).await
+    }
+
+    /// Domains a returning host still has of instances that now live on
+    /// another host (restarted there after this host was lost, or moved
+    /// while it was away): destroyed and undefined here, never started.
+    async fn remove_stale_domains(&self, host_id: i64, seen: &[DomainSeen]) -> SResult<()> {
+        for d in seen {
+            let Some(uuid) = &d.instance_uuid else {
+                continue;
+            };
+            let Some(vm) = self.store.load_uuid::<Vm>(uuid).await? else {
+                continue;
+            };
+            let elsewhere = vm.host_id.is_some_and(|h| h != host_id)
+                && vm.migrating_to != Some(host_id)
+                && !self.is_busy(&vm.uuid);
+            if !elsewhere {
+                continue;
+            }
+            tracing::warn!(vm = %vm.uuid, host = host_id, domain = %d.name, "removing a stale copy of an instance that runs on another host");
+            if d.power != PowerState::Off && d.power != PowerState::Missing {
+                if let Err(e) = self.agents.stop(host_id, &d.name, true).await {
+                    tracing::warn!(vm = %vm.uuid, error = %e, "destroying a stale domain failed");
+                    continue;
+                }
+            }
+            if let Err(e) = self
+                .agents
+                .cleanup_migration(host_id, &d.name, uuid, &[], "")
+                .await
+            {
+                tracing::warn!(vm = %vm.uuid, error = %e, "undefining a stale domain failed");
+                continue;
+            }
+            self.record(
+                &vm,
+                "VM.HA",
+                &format!("Stale copy removed from a returning host (the instance runs on another host); domain {}", d.name),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Acts on what reconciling `rows` against `seen` decides; instances not
@@ -529,7 +580,20 @@ impl Service {
         Ok(())
     }
 
+    /// Heartbeats come every `ha.heartbeat.interval`; the record's
+    /// `lastpinged` is written only when the host was not Up or the stored
+    /// ping is a few seconds old, so a thousand hosts do not mean a thousand
+    /// writes a second.
     pub async fn agent_heartbeat(&self, host_id: i64) -> SResult<()> {
+        if let Some(h) = self.load_cached::<Host>(host_id).await? {
+            let fresh = h.last_ping.is_some_and(|p| now() - p < 5);
+            if h.state == "Up" && h.ha_state == "Available" && fresh {
+                return Ok(());
+            }
+            if h.ha_state != "Available" {
+                self.set_host_ha(host_id, Some("Up"), "Available").await?;
+            }
+        }
         self.set_host_state(host_id, Some("Up"), true).await
     }
 
@@ -539,18 +603,31 @@ impl Service {
     }
 
     async fn set_host_state(&self, host_id: i64, state: Option<&str>, ping: bool) -> SResult<()> {
-        for _ in 0..5 {
-            let Some(mut h) = self.store.load::<Host>(host_id).await? else {
-                return Ok(());
-            };
-            if h.removed.is_some() {
-                return Ok(());
-            }
+        self.change_host_record(host_id, |h| {
             if let Some(s) = state {
                 h.state = s.into();
             }
             if ping {
                 h.last_ping = Some(now());
+            }
+            true
+        })
+        .await
+    }
+
+    /// Applies `change` to a live host's record and commits it, retrying on
+    /// a concurrent write; `change` returns false when there is nothing to do.
+    pub(crate) async fn change_host_record(
+        &self,
+        host_id: i64,
+        mut change: impl FnMut(&mut Host) -> bool,
+    ) -> SResult<()> {
+        for _ in 0..5 {
+            let Some(mut h) = self.store.load::<Host>(host_id).await? else {
+                return Ok(());
+            };
+            if h.removed.is_some() || !change(&mut h) {
+                return Ok(());
             }
             let mut tx = Tx::new();
             tx.update(&mut h);
@@ -564,7 +641,8 @@ impl Service {
     }
 
     /// Hosts whose agent went quiet: Disconnected after `ping.interval` x
-    /// `ping.timeout` seconds without a heartbeat, Down after three times that.
+    /// `ping.timeout` seconds without a heartbeat. Down is HA's decision
+    /// alone (see `fencing`): it needs the storage heartbeat silent too.
     pub async fn check_liveness(&self) -> SResult<()> {
         let interval = self.setting_f64("ping.interval", &[]).max(1.0);
         let factor = self.setting_f64("ping.timeout", &[]).max(1.0);
@@ -572,15 +650,13 @@ impl Service {
         let hosts: Vec<Host> = self.store.all(Query::new()).await?;
         for h in hosts.iter().filter(|h| !h.simulated && h.removed.is_none()) {
             let since = now() - h.last_ping.unwrap_or(h.created);
-            let want = if since > 3 * quiet {
-                "Down"
-            } else if since > quiet {
-                "Disconnected"
-            } else {
-                continue;
-            };
-            if h.state != want && !(h.state == "Down" && want == "Disconnected") {
-                self.set_host_state(h.id, Some(want), false).await?;
+            let heard = self
+                .agents
+                .silence(h.id)
+                .is_some_and(|s| s.as_secs() as i64 <= quiet);
+            if since > quiet && h.state == "Up" && !heard {
+                self.set_host_state(h.id, Some("Disconnected"), false)
+                    .await?;
             }
         }
         Ok(())

@@ -10,6 +10,7 @@ pub mod capacity;
 pub mod catalog;
 pub mod directory;
 pub mod error;
+pub mod fencing;
 pub mod hosts;
 pub mod identity;
 pub mod infra;
@@ -123,6 +124,8 @@ pub struct Service {
     pub stats: stats::StatsHub,
     /// Sampling settings as agents should apply them.
     pub(crate) stats_config: tokio::sync::watch::Sender<stats::StatsSettings>,
+    /// Storage heartbeat settings as agents should apply them.
+    pub(crate) ha_config: tokio::sync::watch::Sender<fencing::HaTimes>,
     /// Instance and volume ids by uuid, for statistics reports.
     pub(crate) stats_ids: parking_lot::Mutex<HashMap<String, i64>>,
     /// API latency per command, for the metrics endpoint.
@@ -163,6 +166,7 @@ impl Service {
             clock: RwLock::new(Arc::new(orrery_schedule::clock::SystemClock)),
             stats,
             stats_config: tokio::sync::watch::channel(stats::StatsSettings::default()).0,
+            ha_config: tokio::sync::watch::channel(fencing::HaTimes::default()).0,
             stats_ids: parking_lot::Mutex::new(HashMap::new()),
             metrics: crate::metrics::ApiMetrics::default(),
             store,
@@ -179,6 +183,7 @@ impl Service {
         });
         svc.reload_settings().await?;
         svc.refresh_stats_settings();
+        svc.refresh_ha_settings();
         Ok(svc)
     }
 

@@ -317,6 +317,11 @@ pub struct Host {
     /// certificate: migration uses TLS only between two such hosts.
     #[serde(default)]
     pub libvirt_tls: bool,
+    /// HA's view of the host (listHosts `hostha.hastate`): Available while
+    /// its agent is heard, Suspect while silent but its storage lease lives,
+    /// Ineligible when nobody can investigate it, Fenced once declared Down.
+    #[serde(default)]
+    pub ha_state: String,
     pub created: i64,
     pub removed: Option<i64>,
 }
