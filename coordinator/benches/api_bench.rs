@@ -533,6 +533,7 @@ async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> 
                 hypervisor: template.hypervisor.clone(),
                 details: BTreeMap::new(),
                 keypairs: vec![],
+                ssh_public_keys: vec![],
                 affinity_group_ids: vec![],
                 userdata: None,
                 extraconfig: None,

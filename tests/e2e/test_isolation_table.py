@@ -44,6 +44,7 @@ def world(admin, coordinator, env, image, os_type, zone):
     group = api.createAffinityGroup(name=unique("iso-ag"), type="host anti-affinity")[
         "affinitygroup"]
     igroup = api.createInstanceGroup(name=unique("iso-ig"))["instancegroup"]
+    keypair = api.createSSHKeyPair(name=unique("iso-kp"))["keypair"]
     schedule = api.createVMSchedule(virtualmachineid=vm["id"], schedule="0 3 * * *",
                                     action="STOP", timezone="UTC",
                                     description="nightly")["vmschedule"]
@@ -68,7 +69,9 @@ def world(admin, coordinator, env, image, os_type, zone):
             "instancegroup": igroup["id"], "schedule": schedule["id"],
             "template": template["id"], "account": people["owner"]["account"]["id"],
             "user": people["owner"]["user"]["id"], "job": job, "network": network["id"],
-            "serviceoffering": env.offering["id"],
+            "serviceoffering": env.offering["id"], "keypair": keypair["id"],
+            "keypairname": keypair["name"],
+            "ownername": people["owner"]["account"]["name"], "ownerdomain": a["id"],
         },
     }
 
@@ -87,6 +90,7 @@ OWNED_LISTS = {
     "listUsers": ("user", {}, "user"),
     "listVMSchedule": ("schedule", {"virtualmachineid": "vm"}, "vmschedule"),
     "listNetworks": ("network", {}, "network"),
+    "listSSHKeyPairs": ("keypair", {}, "sshkeypair"),
 }
 # Lists with an id whose records are shared catalogue or infrastructure (their
 # own tests cover who sees them), or that have no owned record to look up here.
@@ -135,6 +139,9 @@ MUTATORS = [
                                          "hostid": "8d0a3bb9-2c38-4cbe-9a52-b2d6c1f9a001"}),
     ("migrateVolume", {"volumeid": "volume", "storageid": "8d0a3bb9-2c38-4cbe-9a52-b2d6c1f9a001"}),
     ("findStoragePoolsForMigration", {"id": "volume"}),
+    ("resetSSHKeyForVirtualMachine", {"id": "vm", "keypair": "keypairname"}),
+    ("deleteSSHKeyPair", {"name": "keypairname", "account": "ownername",
+                          "domainid": "ownerdomain"}),
 ]
 
 OUTSIDERS = ["b_user", "b_admin"]
@@ -218,6 +225,8 @@ def test_outsiders_change_nothing(world, admin, who):
     assert admin.listNetworks(id=ids["network"])["network"][0]["id"] == ids["network"]
     keys = admin.getUserKeys(id=ids["user"])["userkeys"]
     assert keys["apikey"] == world["people"]["owner"]["keys"]["apikey"]
+    assert admin.listSSHKeyPairs(id=ids["keypair"])["sshkeypair"][0]["name"] == \
+        ids["keypairname"]
 
 
 def test_expunged_instance_id_lists_nothing(admin, env):

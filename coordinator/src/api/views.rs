@@ -293,6 +293,22 @@ pub async fn affinity_group(svc: &Service, g: &AffinityGroup) -> SResult<Value> 
         .build())
 }
 
+/// An SSH key pair as CloudStack shows it (`privatekey` is added by
+/// createSSHKeyPair, the only time it exists).
+pub async fn ssh_keypair(svc: &Service, k: &SshKeyPair) -> SResult<Value> {
+    let acct: Option<Account> = svc.load_cached(k.account_id).await?;
+    let dom: Option<Domain> = svc.load_cached(k.domain_id).await?;
+    Ok(Obj::new()
+        .s("id", &k.uuid)
+        .s("name", &k.name)
+        .s("fingerprint", &k.fingerprint)
+        .os("account", acct.map(|a| a.name))
+        .os("domainid", dom.as_ref().map(|d| d.uuid.clone()))
+        .os("domain", dom.as_ref().map(|d| d.name.clone()))
+        .os("domainpath", dom.map(|d| d.path))
+        .build())
+}
+
 /// A job as CloudStack shows it; its result is rendered now from what the
 /// job recorded (the resource it produced, or its failure).
 pub async fn job(

@@ -27,6 +27,7 @@ pub mod reshape;
 pub mod schedules;
 pub mod scope;
 pub mod settings;
+pub mod sshkeys;
 pub mod stats;
 pub mod storage_motion;
 pub mod tasks;

@@ -163,6 +163,7 @@ impl Fixture {
             root_disk_size_gb: None,
             data_disk_size_gb: None,
             keypairs: vec![],
+            ssh_public_keys: vec![],
             userdata: None,
             extraconfig: None,
             start: true,

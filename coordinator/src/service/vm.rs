@@ -32,6 +32,8 @@ pub struct DeployArgs {
     pub root_disk_size_gb: Option<i64>,
     pub data_disk_size_gb: Option<i64>,
     pub keypairs: Vec<String>,
+    /// Filled by `deploy` from `keypairs`.
+    pub ssh_public_keys: Vec<String>,
     pub userdata: Option<String>,
     pub extraconfig: Option<String>,
     pub start: bool,
@@ -179,6 +181,12 @@ impl Service {
             a.iso.is_some(),
             a.data_disk_size_gb,
         )?;
+        // Every named key pair must be the owner's; the instance keeps
+        // their public keys as they are now.
+        let pairs = self.ssh_keypairs_for(&a.owner, &a.keypairs).await?;
+        let mut a = a;
+        a.keypairs = pairs.iter().map(|k| k.name.clone()).collect();
+        a.ssh_public_keys = pairs.into_iter().map(|k| k.public_key).collect();
         let network = match &a.network {
             Some(n) => n.clone(),
             None => self.zone_default_network(a.zone.id).await?,
@@ -273,6 +281,7 @@ impl Service {
                 .unwrap_or_else(|| "Simulator".into()),
             details: a.details.clone(),
             keypairs: a.keypairs.clone(),
+            ssh_public_keys: a.ssh_public_keys.clone(),
             userdata: a.userdata.clone(),
             extraconfig: a.extraconfig.clone(),
             password_enabled: tmpl.map(|x| x.password_enabled).unwrap_or(false),

@@ -54,7 +54,7 @@ kinds! {
     Volume => "volumes", Nic => "nics", InstanceGroup => "instance_groups", Job => "jobs",
     Event => "events", Config => "configs", Session => "sessions",
     EnrollToken => "enroll_tokens", AffinityGroup => "affinity_groups",
-    VmSchedule => "vm_schedules",
+    VmSchedule => "vm_schedules", SshKeyPair => "ssh_keypairs",
 }
 
 /// Indexed columns. Each record kind documents which of them it fills.
@@ -97,6 +97,8 @@ pub enum Col {
     ResourceUuid,
     /// Affinity groups: the group type (`k1`).
     GroupType,
+    /// SSH key pairs: the fingerprint (`k1`, schema v6).
+    Fingerprint,
     Created,
 }
 
@@ -123,7 +125,8 @@ impl Col {
             | Col::VolumeType
             | Col::MacAddress
             | Col::ResourceUuid
-            | Col::GroupType => "k1",
+            | Col::GroupType
+            | Col::Fingerprint => "k1",
             Col::LeaseExpiry => "k2",
             Col::Created => "created",
         }

@@ -660,6 +660,10 @@ pub struct Vm {
     pub vnc_password: Option<String>,
     pub details: BTreeMap<String, String>,
     pub keypairs: Vec<String>,
+    /// The public keys of `keypairs` as they were when set: the instance
+    /// keeps them if a pair is deleted later.
+    #[serde(default)]
+    pub ssh_public_keys: Vec<String>,
     pub userdata: Option<String>,
     pub extraconfig: Option<String>,
     pub password_enabled: bool,
@@ -945,6 +949,41 @@ entity!(EnrollToken, Kind::EnrollToken, |s| Index {
     ukey: Some(s.secret_hash.clone()),
     zone_id: Some(s.zone_id),
     host_id: s.host_id,
+    created: s.created,
+    ..Default::default()
+});
+
+/// An account's SSH key pair: only the public key is kept (the private key
+/// of a created pair is returned once and forgotten).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SshKeyPair {
+    pub id: i64,
+    pub uuid: String,
+    #[serde(skip)]
+    pub version: i64,
+    pub name: String,
+    /// One line in OpenSSH's format: `type base64 [comment]`.
+    pub public_key: String,
+    /// MD5 of the key's blob, colon-separated hex, as CloudStack shows it.
+    pub fingerprint: String,
+    pub account_id: i64,
+    pub domain_id: i64,
+    pub created: i64,
+    pub removed: Option<i64>,
+}
+entity!(SshKeyPair, Kind::SshKeyPair, |s| Index {
+    // Names are unique per account, as given (CloudStack compares them
+    // exactly).
+    ukey: live(&s.removed, format!("{}/{}", s.account_id, s.name)),
+    name: Some(s.name.clone()),
+    state: Some(if s.removed.is_some() {
+        "Removed".into()
+    } else {
+        "Active".into()
+    }),
+    account_id: Some(s.account_id),
+    domain_id: Some(s.domain_id),
+    k1: Some(s.fingerprint.clone()),
     created: s.created,
     ..Default::default()
 });

@@ -44,6 +44,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003.sql")),
     (4, include_str!("migrations/0004.sql")),
     (5, include_str!("migrations/0005.sql")),
+    (6, include_str!("migrations/0006.sql")),
 ];
 
 fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {

@@ -7,6 +7,7 @@ mod infra;
 mod misc;
 mod placement;
 mod schedules;
+mod sshkeys;
 mod stats;
 mod vm;
 mod volumes;
@@ -29,6 +30,7 @@ pub fn all() -> &'static [Command] {
         v.extend(misc::commands());
         v.extend(volumes::commands());
         v.extend(affinity::commands());
+        v.extend(sshkeys::commands());
         v.extend(placement::commands());
         v.extend(schedules::commands());
         v.extend(stats::commands());

@@ -412,6 +412,7 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
         root_disk_size_gb: root_gb,
         data_disk_size_gb: ctx.p.i64("size")?,
         keypairs,
+        ssh_public_keys: Vec::new(),
         userdata: ctx.p.string("userdata"),
         extraconfig: ctx.p.string("extraconfig"),
         start: ctx.p.bool_or("startvm", true),

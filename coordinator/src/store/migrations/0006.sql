@@ -1,0 +1,9 @@
+CREATE TABLE ssh_keypairs (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, version INTEGER NOT NULL,
+ukey TEXT UNIQUE, name TEXT, keyword TEXT, state TEXT, account_id INTEGER, domain_id INTEGER,
+zone_id INTEGER, host_id INTEGER, parent_id INTEGER, ref_id INTEGER, k1 TEXT, k2 TEXT,
+created INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE INDEX ssh_keypairs_name ON ssh_keypairs(name);
+CREATE INDEX ssh_keypairs_state ON ssh_keypairs(state);
+CREATE INDEX ssh_keypairs_account ON ssh_keypairs(account_id);
+CREATE INDEX ssh_keypairs_domain ON ssh_keypairs(domain_id);
+CREATE INDEX ssh_keypairs_k1 ON ssh_keypairs(k1);
