@@ -218,21 +218,17 @@ impl Service {
         scope: &scope::ListScope,
         f: &GroupFilter,
     ) -> SResult<(Vec<AffinityGroup>, u64)> {
-        let mut q = Query::new();
-        q.conds = self.scope(caller, scope).await?;
-        q = q.and(Cond::Ne(Col::State, "Removed".into()));
-        if let Some(id) = &f.id {
-            let g: AffinityGroup = self.by_uuid("id", id).await?;
-            q = q.eq(Col::Id, g.id);
-        }
-        if let Some(n) = &f.name {
-            q = q.and(Cond::EqNoCase(Col::Name, n.clone()));
-        }
+        let mut q = self
+            .named_list_query::<AffinityGroup>(
+                caller,
+                scope,
+                f.id.as_deref(),
+                f.name.as_deref().map(|n| (n, true)),
+                f.keyword.as_deref(),
+            )
+            .await?;
         if let Some(t) = &f.group_type {
             q = q.and(Cond::EqNoCase(Col::GroupType, t.clone()));
-        }
-        if let Some(k) = &f.keyword {
-            q = q.and(Cond::Contains(vec![Col::Name], k.clone()));
         }
         if let Some(vid) = &f.vm {
             let vm: Vm = self.owned(caller, "virtualmachineid", vid).await?;

@@ -378,21 +378,18 @@ impl Service {
         scope: &scope::ListScope,
         f: &KeyPairFilter,
     ) -> SResult<(Vec<SshKeyPair>, u64)> {
-        let mut q = Query::new();
-        q.conds = self.scope(caller, scope).await?;
-        q = q.and(Cond::Ne(Col::State, "Removed".into()));
-        if let Some(id) = &f.id {
-            let k: SshKeyPair = self.by_uuid("id", id).await?;
-            q = q.eq(Col::Id, k.id);
-        }
-        if let Some(n) = &f.name {
-            q = q.eq(Col::Name, n.clone());
-        }
+        // Key pair names are compared exactly, as CloudStack does.
+        let mut q = self
+            .named_list_query::<SshKeyPair>(
+                caller,
+                scope,
+                f.id.as_deref(),
+                f.name.as_deref().map(|n| (n, false)),
+                f.keyword.as_deref(),
+            )
+            .await?;
         if let Some(fp) = &f.fingerprint {
             q = q.and(Cond::EqNoCase(Col::Fingerprint, fp.clone()));
-        }
-        if let Some(k) = &f.keyword {
-            q = q.and(Cond::Contains(vec![Col::Name], k.clone()));
         }
         q.page = f.page;
         Ok(self.store.list::<SshKeyPair>(&q).await?)
