@@ -536,6 +536,8 @@ async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> 
                 ssh_public_keys: vec![],
                 affinity_group_ids: vec![],
                 userdata: None,
+                userdata_id: None,
+                userdata_details: Default::default(),
                 extraconfig: None,
                 password_enabled: template.password_enabled,
                 job_id: None,

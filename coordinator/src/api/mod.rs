@@ -207,6 +207,7 @@ async fn handle(
         svc: api.svc.clone(),
         caller,
         p: params,
+        post: method == Method::POST,
     };
     let result = (cmd.handler)(ctx).await;
     let elapsed = started.elapsed();

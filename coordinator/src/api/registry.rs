@@ -13,6 +13,8 @@ pub struct Ctx {
     pub svc: Arc<Service>,
     pub caller: Caller,
     pub p: Params,
+    /// The request came as a POST (some limits are larger then).
+    pub post: bool,
 }
 
 pub type Handler = fn(Ctx) -> BoxFuture<'static, Result<Reply, ApiError>>;

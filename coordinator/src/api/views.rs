@@ -114,6 +114,10 @@ pub async fn vm(
         );
     }
     let admin = caller.is_root_admin();
+    let ud: Option<UserData> = match v.userdata_id {
+        Some(id) => l.svc.load_cached(id).await?,
+        None => None,
+    };
     let details: serde_json::Map<String, Value> = v
         .details
         .iter()
@@ -180,6 +184,21 @@ pub async fn vm(
         .when(!v.keypairs.is_empty(), |o| {
             o.s("keypairs", v.keypairs.join(","))
                 .s("keypair", v.keypairs.join(","))
+        })
+        .os("userdataid", ud.as_ref().map(|u| u.uuid.clone()))
+        .os("userdataname", ud.map(|u| u.name))
+        .os(
+            "userdatapolicy",
+            tmpl.as_ref().and_then(|t| t.userdata_policy.clone()),
+        )
+        .when(!v.userdata_details.is_empty(), |o| {
+            // As CloudStack prints the map: {key=value, key2=value2}.
+            let pairs: Vec<String> = v
+                .userdata_details
+                .iter()
+                .map(|(k, x)| format!("{k}={x}"))
+                .collect();
+            o.s("userdatadetails", format!("{{{}}}", pairs.join(", ")))
         })
         .v("details", Value::Object(details))
         .v("isdynamicallyscalable", v.dynamically_scalable)

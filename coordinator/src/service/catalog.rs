@@ -145,6 +145,8 @@ impl Service {
             bootable: r.bootable,
             extractable: true,
             details: Default::default(),
+            userdata_id: None,
+            userdata_policy: None,
             created: now(),
             removed: None,
         };

@@ -34,6 +34,7 @@ pub mod tasks;
 pub mod templates;
 #[cfg(test)]
 mod timed_tests;
+pub mod userdata;
 pub mod vm;
 pub mod volumes;
 
@@ -423,6 +424,8 @@ owned!(Vm);
 owned!(Volume);
 owned!(Template);
 owned!(AffinityGroup);
+owned!(SshKeyPair);
+owned!(UserData);
 // Deleted outright rather than marked removed.
 owned!(InstanceGroup, |_s| false);
 owned!(VmSchedule, |_s| false);

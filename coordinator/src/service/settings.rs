@@ -80,6 +80,7 @@ pub static SETTINGS: &[Setting] = &[
     r(s("ha.heartbeat.interval", "500", Integer, "Advanced", &[], "Milliseconds between a host's storage heartbeats (its lease record on shared primary storage) and its stream heartbeats"), 100.0, 60000.0),
     r(s("ha.lease.time", "3000", Integer, "Advanced", &[], "Milliseconds a host's lease lasts after its last storage heartbeat; at least three heartbeat intervals. A host that has heard neither its storage nor the coordinator for this time less two intervals kills its instances"), 300.0, 600000.0),
     r(s("ha.restart.margin", "500", Integer, "Advanced", &[], "Milliseconds past a lost host's lease before its instances are declared stopped and HA-enabled ones started elsewhere"), 0.0, 600000.0),
+    r(s("vm.userdata.max.length", "32768", Integer, "Advanced", &[], "Most characters of an instance's base64 user data (at most 1048576; a GET request carries under 4096)"), 1.0, 1048576.0),
     s("ha.tag", "", SettingType::String, "Advanced", &[], "Host tag of the hosts reserved for restarting HA-enabled instances (listHosts hahost)"),
     s("host.maintenance.local.storage.strategy", "Error", SettingType::String, "Advanced", &[], "What maintenance does with instances that cannot be migrated off the host: Error (the host goes to ErrorInMaintenance and they keep running) or ForceStop (they are stopped)"),
     s("enable.dynamic.scale.vm", "false", Boolean, "Advanced", &["zone"], "Allow running instances to be scaled (scaleVirtualMachine); instances started while it is on get room for more vCPUs and memory"),

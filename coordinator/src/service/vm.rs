@@ -35,6 +35,14 @@ pub struct DeployArgs {
     /// Filled by `deploy` from `keypairs`.
     pub ssh_public_keys: Vec<String>,
     pub userdata: Option<String>,
+    /// `userdataid` / `userdatadetails` as given; `deploy` resolves them
+    /// with the template's link into `userdata`.
+    pub userdata_ref: Option<String>,
+    pub userdata_details: BTreeMap<String, String>,
+    /// Filled by `deploy`.
+    pub userdata_id: Option<i64>,
+    /// The request came as a POST (user data may be larger).
+    pub post: bool,
     pub extraconfig: Option<String>,
     pub start: bool,
     pub pin: Pin,
@@ -184,7 +192,19 @@ impl Service {
         // Every named key pair must be the owner's; the instance keeps
         // their public keys as they are now.
         let pairs = self.ssh_keypairs_for(&a.owner, &a.keypairs).await?;
+        let req = super::userdata::UserDataRequest {
+            userdata: a.userdata.clone(),
+            userdata_id: a.userdata_ref.clone(),
+            details: a.userdata_details.clone(),
+            post: a.post,
+        };
+        let resolved = self
+            .resolve_userdata(caller, &a.owner, a.template.as_ref(), &req)
+            .await?;
         let mut a = a;
+        a.userdata = resolved.userdata;
+        a.userdata_id = resolved.userdata_id;
+        a.userdata_details = resolved.details;
         a.keypairs = pairs.iter().map(|k| k.name.clone()).collect();
         a.ssh_public_keys = pairs.into_iter().map(|k| k.public_key).collect();
         let network = match &a.network {
@@ -283,6 +303,8 @@ impl Service {
             keypairs: a.keypairs.clone(),
             ssh_public_keys: a.ssh_public_keys.clone(),
             userdata: a.userdata.clone(),
+            userdata_id: a.userdata_id,
+            userdata_details: a.userdata_details.clone(),
             extraconfig: a.extraconfig.clone(),
             password_enabled: tmpl.map(|x| x.password_enabled).unwrap_or(false),
             affinity_group_ids: a.affinity_groups.iter().map(|g| g.id).collect(),
@@ -1257,6 +1279,23 @@ impl Service {
                 ServiceError::invalid(format!("Invalid value for parameter name: {e}"))
             })?;
         }
+        // New user data is resolved as at deploy, under the template's policy.
+        let userdata = if u.userdata.is_empty() {
+            None
+        } else {
+            let owner: Account = self
+                .load_cached(vm.account_id)
+                .await?
+                .ok_or_else(|| ServiceError::internal("the instance's account vanished"))?;
+            let template: Option<Template> = match vm.template_id {
+                Some(id) => self.load_cached(id).await?,
+                None => None,
+            };
+            Some(
+                self.resolve_userdata(caller, &owner, template.as_ref(), &u.userdata)
+                    .await?,
+            )
+        };
         let mut tx = Tx::new();
         if let Some(g) = &u.group {
             if g.is_empty() {
@@ -1298,8 +1337,10 @@ impl Service {
         if let Some(x) = u.extraconfig {
             vm.extraconfig = Some(x);
         }
-        if let Some(x) = u.userdata {
-            vm.userdata = Some(x);
+        if let Some(r) = userdata {
+            vm.userdata = r.userdata;
+            vm.userdata_id = r.userdata_id;
+            vm.userdata_details = r.details;
         }
         if u.cleanup_details {
             vm.details.clear();
@@ -1365,7 +1406,8 @@ pub struct VmUpdate {
     pub details: BTreeMap<String, String>,
     pub cleanup_details: bool,
     pub extraconfig: Option<String>,
-    pub userdata: Option<String>,
+    /// `userdata`, `userdataid`, `userdatadetails`.
+    pub userdata: super::userdata::UserDataRequest,
     pub lease: orrery_schedule::lease::LeaseRequest,
 }
 

@@ -54,7 +54,7 @@ kinds! {
     Volume => "volumes", Nic => "nics", InstanceGroup => "instance_groups", Job => "jobs",
     Event => "events", Config => "configs", Session => "sessions",
     EnrollToken => "enroll_tokens", AffinityGroup => "affinity_groups",
-    VmSchedule => "vm_schedules", SshKeyPair => "ssh_keypairs",
+    VmSchedule => "vm_schedules", SshKeyPair => "ssh_keypairs", UserData => "user_data",
 }
 
 /// Indexed columns. Each record kind documents which of them it fills.

@@ -600,6 +600,12 @@ pub struct Template {
     pub bootable: bool,
     pub extractable: bool,
     pub details: BTreeMap<String, String>,
+    /// Registered user data linked to the template, and how deployments
+    /// may change it: ALLOWOVERRIDE, APPEND or DENYOVERRIDE.
+    #[serde(default)]
+    pub userdata_id: Option<i64>,
+    #[serde(default)]
+    pub userdata_policy: Option<String>,
     pub created: i64,
     pub removed: Option<i64>,
 }
@@ -664,7 +670,15 @@ pub struct Vm {
     /// keeps them if a pair is deleted later.
     #[serde(default)]
     pub ssh_public_keys: Vec<String>,
+    /// The effective user data (base64): the instance's own, a registered
+    /// one's, or the template's with the instance's appended.
     pub userdata: Option<String>,
+    /// The registered user data it came from, if any, and the values of its
+    /// variables.
+    #[serde(default)]
+    pub userdata_id: Option<i64>,
+    #[serde(default)]
+    pub userdata_details: BTreeMap<String, String>,
     pub extraconfig: Option<String>,
     pub password_enabled: bool,
     /// Affinity groups the instance belongs to (placement honours them).
@@ -984,6 +998,37 @@ entity!(SshKeyPair, Kind::SshKeyPair, |s| Index {
     account_id: Some(s.account_id),
     domain_id: Some(s.domain_id),
     k1: Some(s.fingerprint.clone()),
+    created: s.created,
+    ..Default::default()
+});
+
+/// Registered user data of an account (the user data library), with the
+/// names of the variables its content uses.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct UserData {
+    pub id: i64,
+    pub uuid: String,
+    #[serde(skip)]
+    pub version: i64,
+    pub name: String,
+    /// Base64, padded.
+    pub userdata: String,
+    pub params: Vec<String>,
+    pub account_id: i64,
+    pub domain_id: i64,
+    pub created: i64,
+    pub removed: Option<i64>,
+}
+entity!(UserData, Kind::UserData, |s| Index {
+    ukey: live(&s.removed, format!("{}/{}", s.account_id, s.name)),
+    name: Some(s.name.clone()),
+    state: Some(if s.removed.is_some() {
+        "Removed".into()
+    } else {
+        "Active".into()
+    }),
+    account_id: Some(s.account_id),
+    domain_id: Some(s.domain_id),
     created: s.created,
     ..Default::default()
 });

@@ -602,7 +602,7 @@ async fn list_os_categories(ctx: Ctx) -> Result<Reply, ApiError> {
     ))
 }
 
-async fn template_json(ctx: &Ctx, t: &Template) -> Result<Value, ApiError> {
+pub(crate) async fn template_json(ctx: &Ctx, t: &Template) -> Result<Value, ApiError> {
     let z: Option<Zone> = match t.zone_id {
         Some(z) => ctx.svc.load_cached(z).await?,
         None => None,
@@ -610,10 +610,18 @@ async fn template_json(ctx: &Ctx, t: &Template) -> Result<Value, ApiError> {
     let os: Option<OsType> = ctx.svc.load_cached(t.os_type_id).await?;
     let a: Option<Account> = ctx.svc.load_cached(t.account_id).await?;
     let d: Option<Domain> = ctx.svc.load_cached(t.domain_id).await?;
+    let ud: Option<UserData> = match t.userdata_id {
+        Some(id) => ctx.svc.load_cached(id).await?,
+        None => None,
+    };
     Ok(Obj::new()
         .s("id", &t.uuid)
         .s("name", &t.name)
         .s("displaytext", &t.display_text)
+        .os("userdataid", ud.as_ref().map(|u| u.uuid.clone()))
+        .os("userdataname", ud.as_ref().map(|u| u.name.clone()))
+        .os("userdatapolicy", t.userdata_policy.clone())
+        .os("userdataparams", ud.map(|u| u.params.join(",")))
         .s("format", &t.format)
         .s("hypervisor", &t.hypervisor)
         .os("ostypeid", os.as_ref().map(|o| o.uuid.clone()))

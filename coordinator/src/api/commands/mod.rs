@@ -9,6 +9,7 @@ mod placement;
 mod schedules;
 mod sshkeys;
 mod stats;
+mod userdata;
 mod vm;
 mod volumes;
 
@@ -31,6 +32,7 @@ pub fn all() -> &'static [Command] {
         v.extend(volumes::commands());
         v.extend(affinity::commands());
         v.extend(sshkeys::commands());
+        v.extend(userdata::commands());
         v.extend(placement::commands());
         v.extend(schedules::commands());
         v.extend(stats::commands());

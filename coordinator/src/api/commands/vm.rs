@@ -87,6 +87,8 @@ pub fn commands() -> Vec<Command> {
                 opt("keypair", "string", "SSH key pair name"),
                 opt("keypairs", "list", "SSH key pair names"),
                 opt("userdata", "string", "base64 user data").len(1_048_576),
+                opt("userdataid", "uuid", "registered user data"),
+                opt("userdatadetails", "map", "values of the registered user data's variables"),
                 opt("extraconfig", "string", "extra hypervisor configuration, admins only").len(5120),
                 opt("hostid", "uuid", "destination host, admins only"),
                 opt("podid", "uuid", "destination pod, admins only"),
@@ -197,6 +199,8 @@ pub fn commands() -> Vec<Command> {
                 opt("leaseexpiryaction", "string", "STOP or DESTROY when the lease expires"),
                 opt("extraconfig", "string", "extra configuration, admins only").len(5120),
                 opt("userdata", "string", "base64 user data").len(1_048_576),
+                opt("userdataid", "uuid", "registered user data"),
+                opt("userdatadetails", "map", "values of the registered user data's variables"),
             ]; PARAMS },
             response: VM_FIELDS,
             response_key: None,
@@ -294,7 +298,7 @@ pub fn commands() -> Vec<Command> {
     ]
 }
 
-async fn vm_reply(svc: &Service, caller: &Caller, v: &Vm) -> Result<Reply, ApiError> {
+pub(crate) async fn vm_reply(svc: &Service, caller: &Caller, v: &Vm) -> Result<Reply, ApiError> {
     let mut l = Lookup::new(svc);
     Ok(Reply::Object(
         "virtualmachine",
@@ -387,17 +391,6 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
             None => None,
         },
     };
-    if let Some(u) = ctx.p.str("userdata") {
-        use base64::Engine;
-        if base64::engine::general_purpose::STANDARD
-            .decode(u.trim())
-            .is_err()
-        {
-            return Err(ApiError::param(
-                "Invalid value for parameter userdata: it must be base64-encoded",
-            ));
-        }
-    }
     let args = DeployArgs {
         zone,
         offering,
@@ -414,6 +407,10 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
         keypairs,
         ssh_public_keys: Vec::new(),
         userdata: ctx.p.string("userdata"),
+        userdata_ref: ctx.p.string("userdataid"),
+        userdata_details: ctx.p.map_merged("userdatadetails"),
+        userdata_id: None,
+        post: ctx.post,
         extraconfig: ctx.p.string("extraconfig"),
         start: ctx.p.bool_or("startvm", true),
         pin,
@@ -480,6 +477,16 @@ async fn recover(ctx: Ctx) -> Result<Reply, ApiError> {
     vm_reply(&ctx.svc, &ctx.caller, &vm).await
 }
 
+/// `userdata`, `userdataid` and `userdatadetails` of a request.
+pub fn userdata_request(ctx: &Ctx) -> crate::service::userdata::UserDataRequest {
+    crate::service::userdata::UserDataRequest {
+        userdata: ctx.p.string("userdata"),
+        userdata_id: ctx.p.string("userdataid"),
+        details: ctx.p.map_merged("userdatadetails"),
+        post: ctx.post,
+    }
+}
+
 async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
     let vm = load_vm(&ctx, "id").await?;
     let u = VmUpdate {
@@ -494,7 +501,7 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
         details: ctx.p.map_merged("details"),
         cleanup_details: ctx.p.bool_or("cleanupdetails", false),
         extraconfig: ctx.p.string("extraconfig"),
-        userdata: ctx.p.string("userdata"),
+        userdata: userdata_request(&ctx),
         lease: crate::service::leases::request(
             ctx.p.i64("leaseduration")?,
             ctx.p.str("leaseexpiryaction"),
@@ -512,7 +519,7 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
         && u.details.is_empty()
         && !u.cleanup_details
         && u.extraconfig.is_none()
-        && u.userdata.is_none();
+        && u.userdata.is_empty();
     // With nothing to change, clients use the call as a getter.
     let vm = if nothing {
         vm
