@@ -45,6 +45,7 @@ def world(admin, coordinator, env, image, os_type, zone):
         "affinitygroup"]
     igroup = api.createInstanceGroup(name=unique("iso-ig"))["instancegroup"]
     keypair = api.createSSHKeyPair(name=unique("iso-kp"))["keypair"]
+    userdata = api.registerUserData(name=unique("iso-ud"), userdata="aGVsbG8=")["userdata"]
     schedule = api.createVMSchedule(virtualmachineid=vm["id"], schedule="0 3 * * *",
                                     action="STOP", timezone="UTC",
                                     description="nightly")["vmschedule"]
@@ -70,7 +71,7 @@ def world(admin, coordinator, env, image, os_type, zone):
             "template": template["id"], "account": people["owner"]["account"]["id"],
             "user": people["owner"]["user"]["id"], "job": job, "network": network["id"],
             "serviceoffering": env.offering["id"], "keypair": keypair["id"],
-            "keypairname": keypair["name"],
+            "keypairname": keypair["name"], "userdata": userdata["id"],
             "ownername": people["owner"]["account"]["name"], "ownerdomain": a["id"],
         },
     }
@@ -91,6 +92,7 @@ OWNED_LISTS = {
     "listVMSchedule": ("schedule", {"virtualmachineid": "vm"}, "vmschedule"),
     "listNetworks": ("network", {}, "network"),
     "listSSHKeyPairs": ("keypair", {}, "sshkeypair"),
+    "listUserData": ("userdata", {}, "userdata"),
 }
 # Lists with an id whose records are shared catalogue or infrastructure (their
 # own tests cover who sees them), or that have no owned record to look up here.
@@ -142,6 +144,10 @@ MUTATORS = [
     ("resetSSHKeyForVirtualMachine", {"id": "vm", "keypair": "keypairname"}),
     ("deleteSSHKeyPair", {"name": "keypairname", "account": "ownername",
                           "domainid": "ownerdomain"}),
+    ("deleteUserData", {"id": "userdata"}),
+    ("resetUserDataForVirtualMachine", {"id": "vm", "userdata": "aGk="}),
+    ("getVirtualMachineUserData", {"virtualmachineid": "vm"}),
+    ("linkUserDataToTemplate", {"templateid": "template", "userdataid": "userdata"}),
 ]
 
 OUTSIDERS = ["b_user", "b_admin"]
@@ -227,6 +233,9 @@ def test_outsiders_change_nothing(world, admin, who):
     assert keys["apikey"] == world["people"]["owner"]["keys"]["apikey"]
     assert admin.listSSHKeyPairs(id=ids["keypair"])["sshkeypair"][0]["name"] == \
         ids["keypairname"]
+    assert admin.listUserData(id=ids["userdata"])["userdata"][0]["id"] == ids["userdata"]
+    assert "userdataid" not in admin.listTemplates(templatefilter="all", id=ids["template"])[
+        "template"][0]
 
 
 def test_expunged_instance_id_lists_nothing(admin, env):
