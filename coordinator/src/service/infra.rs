@@ -47,6 +47,23 @@ pub struct NetworkArgs {
     pub end_ip: Option<String>,
 }
 
+/// createNetwork as a caller asks it, ids not yet resolved.
+pub struct NetworkRequest {
+    pub zone: String,
+    pub offering: String,
+    pub owner: Account,
+    /// `acltype`: Account or Domain.
+    pub acl_type: Option<String>,
+    /// An owner account was named (`account`).
+    pub account_named: bool,
+    pub name: String,
+    pub display_text: Option<String>,
+    pub gateway: Option<String>,
+    pub netmask: Option<String>,
+    pub start_ip: Option<String>,
+    pub end_ip: Option<String>,
+}
+
 /// Hypervisor names as CloudStack spells them in responses.
 pub const HYPERVISORS: &[&str] = &["KVM", "VMware", "XenServer", "Simulator"];
 
@@ -323,6 +340,49 @@ impl Service {
     /// Creates a guest network. The first network of a zone becomes the zone's
     /// default, which deploys use when no network is named. Shared networks in
     /// one zone may not overlap, so no address is ever handed out twice.
+    /// createNetwork with its access rules: only admins make Shared networks
+    /// or networks of a whole domain.
+    pub async fn create_network_for(&self, caller: &Caller, r: NetworkRequest) -> SResult<Network> {
+        let zone: Zone = self.by_uuid("zoneid", &r.zone).await?;
+        let offering: NetworkOffering = self.by_uuid("networkofferingid", &r.offering).await?;
+        if offering.removed.is_some() {
+            return Err(ServiceError::not_found("networkofferingid", &r.offering));
+        }
+        let domain_wide = match r.acl_type.as_deref() {
+            None => offering.guest_ip_type == "Shared" && caller.is_admin() && !r.account_named,
+            Some(a) if a.eq_ignore_ascii_case("domain") => true,
+            Some(a) if a.eq_ignore_ascii_case("account") => false,
+            Some(a) => {
+                return Err(ServiceError::invalid(format!(
+                    "Invalid value for parameter acltype: {a}; use Account or Domain"
+                )))
+            }
+        };
+        if domain_wide && !caller.is_admin() {
+            return Err(ServiceError::denied(
+                "Only admins can create networks shared by a whole domain",
+            ));
+        }
+        if offering.guest_ip_type == "Shared" && !caller.is_admin() {
+            return Err(ServiceError::denied(
+                "Only admins can create Shared networks",
+            ));
+        }
+        self.create_network(NetworkArgs {
+            zone_id: zone.id,
+            offering,
+            display_text: r.display_text.unwrap_or_else(|| r.name.clone()),
+            name: r.name,
+            account_id: if domain_wide { None } else { Some(r.owner.id) },
+            domain_id: r.owner.domain_id,
+            gateway: r.gateway,
+            netmask: r.netmask,
+            start_ip: r.start_ip,
+            end_ip: r.end_ip,
+        })
+        .await
+    }
+
     pub async fn create_network(&self, a: NetworkArgs) -> SResult<Network> {
         if a.offering.removed.is_some() || a.offering.state != "Enabled" {
             return Err(ServiceError::invalid(format!(

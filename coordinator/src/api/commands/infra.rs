@@ -4,7 +4,7 @@ use super::*;
 use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::{date, Obj, Reply};
 use crate::cmd;
-use crate::service::infra::{hypervisor_name, ClusterArgs, NetworkArgs, PodArgs, ZoneArgs};
+use crate::service::infra::{hypervisor_name, ClusterArgs, NetworkRequest, PodArgs, ZoneArgs};
 use crate::service::inventory::{
     ClusterUpdate, HostUpdate, InfraFilter, NetworkOfferingUpdate, NewNetworkOffering,
 };
@@ -787,48 +787,25 @@ async fn delete_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn create_network(ctx: Ctx) -> Result<Reply, ApiError> {
-    let zone: Zone = ctx.svc.by_uuid("zoneid", ctx.p.required("zoneid")?).await?;
-    let oid = ctx.p.required("networkofferingid")?;
-    let offering: NetworkOffering = ctx.svc.by_uuid("networkofferingid", oid).await?;
-    if offering.removed.is_some() {
-        return Err(ApiError::unknown_id("networkofferingid", oid));
-    }
     let owner = owner(&ctx).await?;
-    let domain_wide = match ctx.p.str("acltype") {
-        None => {
-            offering.guest_ip_type == "Shared" && ctx.caller.is_admin() && !ctx.p.has("account")
-        }
-        Some(a) if a.eq_ignore_ascii_case("domain") => true,
-        Some(a) if a.eq_ignore_ascii_case("account") => false,
-        Some(a) => {
-            return Err(ApiError::param(format!(
-                "Invalid value for parameter acltype: {a}; use Account or Domain"
-            )))
-        }
-    };
-    if domain_wide && !ctx.caller.is_admin() {
-        return Err(ApiError::denied(
-            "Only admins can create networks shared by a whole domain",
-        ));
-    }
-    if offering.guest_ip_type == "Shared" && !ctx.caller.is_admin() {
-        return Err(ApiError::denied("Only admins can create Shared networks"));
-    }
-    let name = ctx.p.required("name")?.to_string();
     let n = ctx
         .svc
-        .create_network(NetworkArgs {
-            zone_id: zone.id,
-            offering,
-            display_text: ctx.p.str("displaytext").unwrap_or(&name).to_string(),
-            name,
-            account_id: if domain_wide { None } else { Some(owner.id) },
-            domain_id: owner.domain_id,
-            gateway: ctx.p.string("gateway"),
-            netmask: ctx.p.string("netmask"),
-            start_ip: ctx.p.string("startip"),
-            end_ip: ctx.p.string("endip"),
-        })
+        .create_network_for(
+            &ctx.caller,
+            NetworkRequest {
+                zone: ctx.p.required("zoneid")?.to_string(),
+                offering: ctx.p.required("networkofferingid")?.to_string(),
+                owner,
+                acl_type: ctx.p.string("acltype"),
+                account_named: ctx.p.has("account"),
+                name: ctx.p.required("name")?.to_string(),
+                display_text: ctx.p.string("displaytext"),
+                gateway: ctx.p.string("gateway"),
+                netmask: ctx.p.string("netmask"),
+                start_ip: ctx.p.string("startip"),
+                end_ip: ctx.p.string("endip"),
+            },
+        )
         .await?;
     Ok(Reply::Object("network", network_json(&ctx, &n).await?))
 }
