@@ -599,6 +599,25 @@ impl Service {
     }
 
     /// The volumes attached to an instance the caller may act on.
+    /// The volume at `device` of an instance the caller may change.
+    pub async fn volume_at_device(
+        &self,
+        caller: &Caller,
+        vm_uuid: &str,
+        device: i64,
+    ) -> SResult<Volume> {
+        let vm: Vm = self.owned(caller, "virtualmachineid", vm_uuid).await?;
+        self.volumes_of(caller, &vm)
+            .await?
+            .into_iter()
+            .find(|v| v.device_id == Some(device) && v.removed.is_none())
+            .ok_or_else(|| {
+                ServiceError::invalid(format!(
+                    "Invalid value for parameter deviceid: no volume at device {device} of instance {vm_uuid}"
+                ))
+            })
+    }
+
     pub async fn volumes_of(&self, caller: &Caller, vm: &Vm) -> SResult<Vec<Volume>> {
         self.check_owned(caller, vm).await?;
         Ok(self.store.all(Query::new().eq(Col::Parent, vm.id)).await?)

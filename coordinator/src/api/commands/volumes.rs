@@ -213,18 +213,7 @@ async fn detach_volume(ctx: Ctx) -> Result<Reply, ApiError> {
                 "Either parameter id or both virtualmachineid and deviceid are required",
             ));
         };
-        let vm: Vm = ctx
-            .svc
-            .owned(&ctx.caller, "virtualmachineid", vm_id)
-            .await?;
-        let vols: Vec<Volume> = ctx.svc.volumes_of(&ctx.caller, &vm).await?;
-        vols.into_iter()
-            .find(|v| v.device_id == Some(dev))
-            .ok_or_else(|| {
-                ApiError::param(format!(
-                    "Invalid value for parameter deviceid: no volume at device {dev} of instance {vm_id}"
-                ))
-            })?
+        ctx.svc.volume_at_device(&ctx.caller, vm_id, dev).await?
     };
     let job = ctx.svc.detach_volume(&ctx.caller, &vol).await?;
     Ok(Reply::Async {
