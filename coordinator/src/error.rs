@@ -40,12 +40,12 @@ impl ApiError {
             text: AUTH_TEXT.into(),
         }
     }
-    pub fn not_available(command: &str) -> Self {
+    pub fn not_available(command: &str, address: &str) -> Self {
         ApiError {
             code: 401,
             cs_code: None,
             text: format!(
-                "The given command '{command}' either does not exist, is not available for user."
+                "The given command '{command}' either does not exist, is not available for user, or not available from ip address '{address}'."
             ),
         }
     }

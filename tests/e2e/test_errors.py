@@ -106,10 +106,24 @@ def test_unexpired_request(coordinator):
 
 
 def test_unknown_command(admin):
+    # CloudStack's text, which its web UI matches on (any other 401 text
+    # logs the user out).
     error = expect_api_error(admin.noSuchCommandAtAll)
     assert error.status == 401
     assert error.error["errorcode"] == 401
-    assert error.error["errortext"] == SIGNATURE_ERROR
+    assert error.error["errortext"] == (
+        "The given command 'noSuchCommandAtAll' either does not exist, is not available for "
+        "user, or not available from ip address '127.0.0.1'.")
+
+
+def test_logout_without_a_session_succeeds(coordinator):
+    # The web UI logs out before every login; a refusal there would end the
+    # session it is about to make.
+    for params in ({}, {"sessionkey": "no-such-session"}):
+        response = requests.get(coordinator.endpoint, params={
+            "command": "logout", "response": "json", **params}, timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"logoutresponse": {"description": "success"}}
 
 
 def test_parameter_names_are_case_insensitive(admin, env):

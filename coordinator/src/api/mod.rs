@@ -171,14 +171,17 @@ async fn handle(
     }
 
     let session = session_key(&params, &headers);
-    let caller = match authenticate(&api, &method, &pairs, &params, session.clone()).await {
-        Ok(c) => c,
-        Err(e) => return error_reply(&key, &e),
-    };
-
+    // Logging out always succeeds, with or without a live session: the web
+    // UI logs out before every login and treats a refusal as a reason to end
+    // the session it is about to make.
     if command_name == "logout" {
-        if let Some(k) = session {
-            let _ = api.svc.logout(&k).await;
+        if let Some(k) = &session {
+            if authenticate(&api, &method, &pairs, &params, session.clone())
+                .await
+                .is_ok()
+            {
+                let _ = api.svc.logout(k).await;
+            }
         }
         return reply(
             200,
@@ -189,14 +192,22 @@ async fn handle(
             )],
         );
     }
+    let caller = match authenticate(&api, &method, &pairs, &params, session.clone()).await {
+        Ok(c) => c,
+        Err(e) => return error_reply(&key, &e),
+    };
 
-    // An unknown command with valid credentials is reported as CloudStack does.
+    // An unknown command, or one the caller's role does not have, is
+    // reported with CloudStack's text (the web UI matches on it).
+    let source = peer
+        .map(|p| p.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
     let Some(cmd) = cmd else {
-        return error_reply(&key, &ApiError::unauthorized());
+        return error_reply(&key, &ApiError::not_available(&command_name, &source));
     };
     match authorize(&api, &caller, cmd).await {
         Ok(true) => {}
-        Ok(false) => return error_reply(&key, &ApiError::not_available(cmd.name)),
+        Ok(false) => return error_reply(&key, &ApiError::not_available(cmd.name, &source)),
         Err(e) => return error_reply(&key, &e),
     }
     if let Err(e) = validate::check(cmd, &params) {
