@@ -35,6 +35,10 @@ enum Cmd {
     Init {
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The root admin's password, read from this file (its first line);
+        /// without it a random one is made and printed once.
+        #[arg(long)]
+        admin_password_file: Option<PathBuf>,
     },
     /// Serve the API.
     Serve {
@@ -105,7 +109,22 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let file = config::load(cli.config.as_deref())?;
     match cli.cmd {
-        Cmd::Init { data_dir } => {
+        Cmd::Init {
+            data_dir,
+            admin_password_file,
+        } => {
+            let admin_password = match &admin_password_file {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    let line = text.lines().next().unwrap_or("").to_string();
+                    if line.is_empty() {
+                        bail!("{} holds no password on its first line", p.display());
+                    }
+                    Some(line)
+                }
+                None => None,
+            };
             let dir = data_dir
                 .or(file.data_dir)
                 .context("--data-dir is required")?;
@@ -121,14 +140,15 @@ async fn main() -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!(e.text()))?;
             let out = svc
-                .initialise()
+                .initialise(admin_password)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.text()))?;
             ca::create(&dir)?;
-            println!(
-                "{}",
-                serde_json::json!({"apikey": out.api_key, "secretkey": out.secret_key, "userid": out.admin_user_uuid, "username": "admin"})
-            );
+            let mut printed = serde_json::json!({"apikey": out.api_key, "secretkey": out.secret_key, "userid": out.admin_user_uuid, "username": "admin"});
+            if let Some(p) = out.generated_password {
+                printed["password"] = serde_json::Value::String(p);
+            }
+            println!("{printed}");
             Ok(())
         }
         Cmd::Serve {

@@ -77,3 +77,55 @@ def test_made_up_session_key_is_refused(coordinator):
         "command": "listVirtualMachines", "sessionkey": "bm90LWEtcmVhbC1zZXNzaW9uLWtleQ",
         "response": "json"}, timeout=30)
     assert response.status_code == 401, response.text
+
+
+def test_the_root_admin_logs_in_with_the_password_init_printed(coordinator):
+    password = coordinator.init_output["password"]
+    assert len(password) >= 16
+    admin = {"username": "admin"}
+    response = login(requests.Session(), coordinator.endpoint, admin, password=password)
+    assert response.status_code == 200, response.text
+    assert response.json()["loginresponse"]["type"] == "1"
+    wrong = login(requests.Session(), coordinator.endpoint, admin, password=password + "x")
+    assert wrong.status_code == 401, wrong.text
+
+
+def test_update_user_changes_the_password_with_the_current_one(coordinator, admin,
+                                                                login_account):
+    from orrery_e2e import expect_api_error
+    user = coordinator.client(login_account["apikey"], login_account["secretkey"])
+    uid = login_account["user"]["id"]
+    endpoint = coordinator.endpoint
+    # Without, or with a wrong, current password: refused, nothing changed.
+    err = expect_api_error(user.updateUser, id=uid, password="Another-Pa55")
+    assert err.status == 431 and "currentpassword" in err.error["errortext"], err
+    err = expect_api_error(user.updateUser, id=uid, password="Another-Pa55",
+                           currentpassword="not-it")
+    assert err.status == 431 and "currentpassword" in err.error["errortext"], err
+    assert login(requests.Session(), endpoint, login_account).status_code == 200
+    # With it: the new password works, the old one no longer does.
+    updated = user.updateUser(id=uid, password="Another-Pa55",
+                              currentpassword=login_account["password"])["user"]
+    assert updated["id"] == uid and "password" not in updated
+    assert login(requests.Session(), endpoint, login_account).status_code == 401
+    assert login(requests.Session(), endpoint, login_account,
+                 password="Another-Pa55").status_code == 200
+    # The root admin sets it without the current one; names change too.
+    admin.updateUser(id=uid, password="Third-Pa55", firstname="Renamed")
+    assert login(requests.Session(), endpoint, login_account,
+                 password="Third-Pa55").status_code == 200
+    assert admin.listUsers(id=uid)["user"][0]["firstname"] == "Renamed"
+    # Another user cannot touch it, nor a ROOT domain admin the root admin.
+    other = create_account(admin, accounttype=0)
+    other_api = coordinator.client(other["apikey"], other["secretkey"])
+    err = expect_api_error(other_api.updateUser, id=uid, password="Mine-Pa55")
+    assert err.status in (431, 531), err
+    dadmin = create_account(admin, accounttype=2)
+    dadmin_api = coordinator.client(dadmin["apikey"], dadmin["secretkey"])
+    root_id = coordinator.init_output["userid"]
+    err = expect_api_error(dadmin_api.updateUser, id=root_id, password="Taken-Pa55")
+    assert err.status in (431, 531), err
+    err = expect_api_error(dadmin_api.registerUserKeys, id=root_id)
+    assert err.status in (431, 531), err
+    assert login(requests.Session(), endpoint, {"username": "admin"},
+                 password=coordinator.init_output["password"]).status_code == 200

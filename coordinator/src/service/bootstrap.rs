@@ -38,13 +38,17 @@ pub struct InitOutput {
     pub api_key: String,
     pub secret_key: String,
     pub admin_user_uuid: String,
+    /// The admin's password when it was generated here (not when given).
+    pub generated_password: Option<String>,
 }
 
 impl Service {
     /// Creates the ROOT domain, the system and admin accounts, default roles, the
     /// catalog CloudStack ships (OS types, disk offerings "Small" and "Custom", a
     /// shared guest network offering) and the admin's API keys.
-    pub async fn initialise(&self) -> SResult<InitOutput> {
+    /// `admin_password` is the root admin's password; without one a random
+    /// one is made and returned once.
+    pub async fn initialise(&self, admin_password: Option<String>) -> SResult<InitOutput> {
         if self.store.is_initialised().await? {
             return Err(ServiceError::internal(
                 "the data directory is already initialised",
@@ -134,6 +138,8 @@ impl Service {
         };
         let api_key = identity::random_key(64);
         let secret_key = identity::random_key(64);
+        let generated = admin_password.is_none();
+        let password = admin_password.unwrap_or_else(|| identity::random_key(18));
         let admin_user = User {
             id: 2,
             uuid: new_uuid(),
@@ -144,7 +150,7 @@ impl Service {
             firstname: "Admin".into(),
             lastname: "User".into(),
             email: None,
-            password: None,
+            password: Some(identity::hash_password(&password)),
             api_key: Some(api_key.clone()),
             secret_key: Some(secret_key.clone()),
             state: "enabled".into(),
@@ -226,6 +232,7 @@ impl Service {
             api_key,
             secret_key,
             admin_user_uuid: admin_user.uuid,
+            generated_password: generated.then_some(password),
         })
     }
 

@@ -25,6 +25,18 @@ pub struct NewAccount {
     pub timezone: Option<String>,
 }
 
+/// updateUser's changes; absent fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct UserUpdate {
+    pub id: String,
+    pub password: Option<String>,
+    pub current_password: Option<String>,
+    pub firstname: Option<String>,
+    pub lastname: Option<String>,
+    pub email: Option<String>,
+    pub timezone: Option<String>,
+}
+
 /// Filters of listAccounts and listUsers.
 #[derive(Debug, Clone, Default)]
 pub struct PeopleFilter {
@@ -426,6 +438,71 @@ impl Service {
         {
             return Err(ServiceError::not_found("id", id));
         }
+        // A domain admin, even of ROOT, never acts for a root admin.
+        if !own && !caller.is_root_admin() {
+            let acct: Option<Account> = self.load_cached(u.account_id).await?;
+            if acct.is_some_and(|a| a.account_type == 1) {
+                return Err(ServiceError::not_found("id", id));
+            }
+        }
+        Ok(u)
+    }
+
+    /// updateUser: names, e-mail, time zone and the password. A password
+    /// change needs the current password unless a root admin makes it, or
+    /// a domain admin for another user.
+    pub async fn update_user(&self, caller: &Caller, up: UserUpdate) -> SResult<User> {
+        let mut u = self.key_user(caller, &up.id).await?;
+        if let Some(p) = &up.password {
+            if p.is_empty() || p.len() > 255 {
+                return Err(ServiceError::invalid(
+                    "Invalid value for parameter password: 1 to 255 characters",
+                ));
+            }
+            let own = u.id == caller.user.id;
+            let vouched = caller.is_root_admin() || (caller.is_admin() && !own);
+            if !vouched {
+                let current = up.current_password.as_deref().ok_or_else(|| {
+                    ServiceError::invalid(
+                        "Invalid value for parameter currentpassword: the current password is required to change the password",
+                    )
+                })?;
+                let ok = u
+                    .password
+                    .as_deref()
+                    .is_some_and(|h| identity::check_password(h, current));
+                if !ok {
+                    return Err(ServiceError::invalid(
+                        "Invalid value for parameter currentpassword: it does not match the current password",
+                    ));
+                }
+            }
+            u.password = Some(identity::hash_password(p));
+        }
+        if let Some(x) = up.firstname {
+            u.firstname = x;
+        }
+        if let Some(x) = up.lastname {
+            u.lastname = x;
+        }
+        if let Some(x) = up.email {
+            u.email = Some(x);
+        }
+        if let Some(x) = up.timezone {
+            u.timezone = Some(x);
+        }
+        let mut tx = Tx::new();
+        tx.update(&mut u);
+        self.event(
+            &mut tx,
+            caller,
+            "USER.UPDATE",
+            format!("User {} updated", u.username),
+            u.account_id,
+            u.domain_id,
+            Some((&u.uuid, "User", &u.username)),
+        );
+        self.store.commit(tx.ops).await?;
         Ok(u)
     }
 

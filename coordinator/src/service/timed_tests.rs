@@ -72,7 +72,7 @@ async fn fixture_with(
     std::fs::write(tdir.join("t.qcow2"), vec![0u8; 4096]).unwrap();
     let clock = Arc::new(ManualClock::new(t0()));
     let svc = service_with(&dir, clock.clone(), wrap, delay).await;
-    svc.initialise().await.unwrap();
+    svc.initialise(None).await.unwrap();
     svc.ensure_simulated_hosts(2).await.unwrap();
     let admin = svc.caller_for_user(2).await.unwrap();
     Fixture {

@@ -179,6 +179,23 @@ pub fn commands() -> Vec<Command> {
             delete_account
         ),
         cmd!(
+            "updateUser",
+            "Updates a user: names, e-mail, time zone, password (with the current one when changing one's own).",
+            false,
+            All,
+            &[
+                req("id", "uuid", "user"),
+                opt("password", "string", "new password"),
+                opt("currentpassword", "string", "the current password, to change one's own"),
+                opt("firstname", "string", "first name"),
+                opt("lastname", "string", "last name"),
+                opt("email", "string", "e-mail address"),
+                opt("timezone", "string", "time zone")
+            ],
+            USER_FIELDS,
+            update_user
+        ),
+        cmd!(
             "registerUserKeys",
             "Generates a new API key pair for a user.",
             false,
@@ -475,6 +492,25 @@ async fn delete_account(ctx: Ctx) -> Result<Reply, ApiError> {
     let a = target_account(&ctx).await?;
     let job = ctx.svc.queue_delete_account(&ctx.caller, &a).await?;
     Ok(Reply::Async { job, id: None })
+}
+
+async fn update_user(ctx: Ctx) -> Result<Reply, ApiError> {
+    let u = ctx
+        .svc
+        .update_user(
+            &ctx.caller,
+            crate::service::directory::UserUpdate {
+                id: ctx.p.required("id")?.to_string(),
+                password: ctx.p.raw("password").map(str::to_string),
+                current_password: ctx.p.raw("currentpassword").map(str::to_string),
+                firstname: ctx.p.string("firstname"),
+                lastname: ctx.p.string("lastname"),
+                email: ctx.p.string("email"),
+                timezone: ctx.p.string("timezone"),
+            },
+        )
+        .await?;
+    Ok(Reply::Object("user", user_json(&ctx, &u).await?))
 }
 
 async fn register_keys(ctx: Ctx) -> Result<Reply, ApiError> {
