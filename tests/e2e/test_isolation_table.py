@@ -101,6 +101,10 @@ NOT_OWNED = {
     "listServiceOfferings", "listDiskOfferings", "listOsTypes", "listOsCategories",
     "listNetworkOfferings", "listDomains", "listRoles", "listEvents",
     "listIsos", "listPublicIpAddresses", "listPortForwardingRules", "listIpForwardingRules",
+    # Features not offered: always empty.
+    "listLdapConfigurations", "listIdps", "listOauthProvider", "listNetworkServiceProviders",
+    "listVPCs", "listRouters", "listSystemVms", "listAlerts", "listAnnotations",
+    "listResourceIcon",
 }
 
 # Commands that change or reveal one owned resource, with their parameters.

@@ -170,6 +170,21 @@ async fn handle(
         return login(&api, &params, &key, source).await;
     }
 
+    // Asked before anyone logs in: the UI's themes (none), and password
+    // reset by e-mail (not offered: no mail server is configured).
+    if command_name.eq_ignore_ascii_case("listGuiThemes") {
+        return reply(200, json!({"listguithemesresponse": {}}), vec![]);
+    }
+    if command_name.eq_ignore_ascii_case("forgotPassword") {
+        return error_reply(
+            "forgotpasswordresponse",
+            &ApiError::new(
+                530,
+                4250,
+                "Password reset by e-mail is not available: no mail server is configured; ask an administrator to set a new password (updateUser)",
+            ),
+        );
+    }
     let session = session_key(&params, &headers);
     // Logging out always succeeds, with or without a live session: the web
     // UI logs out before every login and treats a refusal as a reason to end

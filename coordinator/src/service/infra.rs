@@ -383,6 +383,28 @@ impl Service {
         .await
     }
 
+    /// The hypervisors of the live hosts (of one zone when given), in
+    /// CloudStack's spelling; before any host, every one Orrery drives.
+    pub async fn hypervisors_in_use(&self, zone: Option<&str>) -> SResult<Vec<String>> {
+        let mut q = Query::new();
+        if let Some(z) = zone {
+            let z: Zone = self.by_uuid("zoneid", z).await?;
+            q = q.eq(Col::Zone, z.id);
+        }
+        let hosts: Vec<Host> = self.store.all(q).await?;
+        let mut names: Vec<String> = hosts
+            .iter()
+            .filter(|h| h.removed.is_none())
+            .map(|h| h.hypervisor.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            names = HYPERVISORS.iter().map(|h| h.to_string()).collect();
+        }
+        Ok(names)
+    }
+
     pub async fn create_network(&self, a: NetworkArgs) -> SResult<Network> {
         if a.offering.removed.is_some() || a.offering.state != "Enabled" {
             return Err(ServiceError::invalid(format!(

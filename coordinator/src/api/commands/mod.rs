@@ -9,6 +9,7 @@ mod placement;
 mod schedules;
 mod sshkeys;
 mod stats;
+pub mod ui;
 mod userdata;
 mod vm;
 mod volumes;
@@ -32,6 +33,7 @@ pub fn all() -> &'static [Command] {
         v.extend(volumes::commands());
         v.extend(affinity::commands());
         v.extend(sshkeys::commands());
+        v.extend(ui::commands());
         v.extend(userdata::commands());
         v.extend(placement::commands());
         v.extend(schedules::commands());

@@ -1,0 +1,161 @@
+//! What CloudStack's web UI asks at login and on every page: the real
+//! capability flags, and CloudStack's empty answers for the features Orrery
+//! does not have (LDAP, SAML, OAuth, VPCs, virtual routers, system VMs,
+//! alerts, annotations, resource icons), so each page renders.
+
+use super::*;
+use crate::api::registry::{f, opt, Field, PAGING};
+use crate::api::render::Reply;
+use crate::cmd;
+use serde_json::json;
+
+/// The CloudStack release whose API Orrery answers as.
+pub const CLOUDSTACK_VERSION: &str = "4.22.0.0";
+
+const EMPTY_FIELDS: &[Field] = &[f(
+    "count",
+    "integer",
+    "always 0: the feature is not offered",
+)];
+
+macro_rules! empty_list {
+    ($name:literal, $desc:literal) => {
+        cmd!(
+            $name,
+            $desc,
+            false,
+            All,
+            &[
+                opt("id", "uuid", "record"),
+                opt("listall", "boolean", "all visible"),
+                PAGING[0],
+                PAGING[1],
+                PAGING[2]
+            ],
+            EMPTY_FIELDS,
+            empty
+        )
+    };
+}
+
+pub fn commands() -> Vec<Command> {
+    vec![
+        cmd!(
+            "listCapabilities",
+            "Lists the cloud's capabilities and the limits clients adapt to.",
+            false,
+            All,
+            &[],
+            &[
+                f(
+                    "cloudstackversion",
+                    "string",
+                    "the CloudStack API version answered"
+                ),
+                f("dynamicrolesenabled", "boolean", "roles are rule-based"),
+                f("kvmsnapshotenabled", "boolean", "volume snapshots on KVM"),
+                f("securitygroupsenabled", "boolean", "security groups")
+            ],
+            capabilities
+        ),
+        cmd!(
+            "cloudianIsEnabled",
+            "Whether the Cloudian connector is enabled (it is not).",
+            false,
+            All,
+            &[],
+            &[f("enabled", "boolean", "false"), f("url", "string", "none")],
+            cloudian
+        ),
+        cmd!(
+            "listHypervisors",
+            "Lists the hypervisors of the cloud's hosts.",
+            false,
+            All,
+            &[opt("zoneid", "uuid", "zone")],
+            &[f("name", "string", "hypervisor")],
+            hypervisors
+        ),
+        empty_list!(
+            "listLdapConfigurations",
+            "LDAP is not configured: an empty list."
+        ),
+        empty_list!("listIdps", "No SAML identity providers: an empty list."),
+        empty_list!("listOauthProvider", "No OAuth providers: an empty list."),
+        empty_list!(
+            "listNetworkServiceProviders",
+            "Network service providers: none beyond the built-in DHCP."
+        ),
+        empty_list!("listVPCs", "VPCs are not offered: an empty list."),
+        empty_list!(
+            "listRouters",
+            "Virtual routers are not used: an empty list."
+        ),
+        empty_list!("listSystemVms", "System VMs are not used: an empty list."),
+        empty_list!("listAlerts", "Alerts: none recorded."),
+        empty_list!("listAnnotations", "Annotations: none recorded."),
+        empty_list!("listResourceIcon", "Resource icons: none stored."),
+    ]
+}
+
+async fn empty(_ctx: Ctx) -> Result<Reply, ApiError> {
+    Ok(Reply::List("item", Vec::new(), 0))
+}
+
+async fn cloudian(_ctx: Ctx) -> Result<Reply, ApiError> {
+    Ok(Reply::Object(
+        "cloudian",
+        json!({"enabled": false, "url": ""}),
+    ))
+}
+
+async fn capabilities(ctx: Ctx) -> Result<Reply, ApiError> {
+    let svc = &ctx.svc;
+    let account = ctx.caller.account.id;
+    let per_account = |name: &str| {
+        svc.setting(name, &[("account", account)])
+            .eq_ignore_ascii_case("true")
+    };
+    Ok(Reply::Object(
+        "capability",
+        json!({
+            "cloudstackversion": CLOUDSTACK_VERSION,
+            "securitygroupsenabled": false,
+            "dynamicrolesenabled": true,
+            "userpublictemplateenabled": false,
+            "supportELB": "false",
+            "projectinviterequired": false,
+            "allowusercreateprojects": false,
+            "customdiskofferingminsize": 1,
+            "customdiskofferingmaxsize": 1024,
+            "regionsecondaryenabled": false,
+            "kvmsnapshotenabled": false,
+            "snapshotshowchainsize": false,
+            "allowuserviewdestroyedvm": true,
+            "allowuserexpungerecovervm": per_account("allow.user.expunge.recover.vm"),
+            "allowuserexpungerecovervolume": false,
+            "allowuserviewalldomainaccounts": false,
+            "allowuserforcestopvm": true,
+            "kubernetesserviceenabled": false,
+            "kubernetesclusterexperimentalfeaturesenabled": false,
+            "customhypervisordisplayname": "Custom",
+            "defaultuipagesize": 20,
+            "instancesstatsretentiontime": svc.setting_i64("vm.stats.max.retention.time"),
+            "instancesstatsuseronly": svc.setting_bool("vm.stats.user.vm.only"),
+            "instancesdisksstatsretentionenabled": svc.setting_bool("vm.disk.stats.retention.enabled"),
+            "instancesdisksstatsretentiontime": svc.setting_i64("vm.disk.stats.max.retention.time"),
+            "sharedfsvmmincpucount": 0,
+            "sharedfsvmminramsize": 0,
+            "instanceleaseenabled": svc.setting_bool("instance.lease.enabled"),
+            "dynamicscalingenabled": svc.setting_bool("enable.dynamic.scale.vm"),
+            "additionalconfigenabled": true,
+        }),
+    ))
+}
+
+async fn hypervisors(ctx: Ctx) -> Result<Reply, ApiError> {
+    let names = ctx.svc.hypervisors_in_use(ctx.p.str("zoneid")).await?;
+    let items: Vec<serde_json::Value> = names.iter().map(|n| json!({"name": n})).collect();
+    let n = items.len() as u64;
+    Ok(Reply::List("hypervisor", items, n))
+}

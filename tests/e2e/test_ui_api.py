@@ -1,0 +1,71 @@
+"""What CloudStack's web UI does at login and on its pages, through plain
+HTTP as the browser sends it: logout before login, login with the root
+admin's password, listCapabilities, listApis, listUsers of the session user,
+the pre-login calls (listGuiThemes, forgotPassword), and the empty answers of
+features Orrery does not offer, in CloudStack's exact shape."""
+
+from __future__ import annotations
+
+import requests
+
+EMPTY = ["listLdapConfigurations", "listIdps", "listOauthProvider",
+         "listNetworkServiceProviders", "listVPCs", "listRouters", "listSystemVms",
+         "listAlerts", "listAnnotations", "listResourceIcon"]
+
+
+def call(session, endpoint, key, command, **params):
+    r = session.get(endpoint, params={"command": command, "sessionkey": key,
+                                      "response": "json", **params}, timeout=30)
+    return r
+
+
+def test_the_ui_login_sequence_and_its_pages(coordinator):
+    endpoint = coordinator.endpoint
+    s = requests.Session()
+    # Before login: themes (none) and the mail-less password reset.
+    themes = s.get(endpoint, params={"command": "listGuiThemes", "response": "json"},
+                   timeout=30)
+    assert themes.status_code == 200 and themes.json() == {"listguithemesresponse": {}}
+    forgot = s.post(endpoint, data={"command": "forgotPassword", "username": "admin",
+                                    "domain": "/", "response": "json"}, timeout=30)
+    assert forgot.status_code == 530, forgot.text
+    assert "mail" in forgot.json()["forgotpasswordresponse"]["errortext"]
+    # The UI logs out before it logs in.
+    out = s.get(endpoint, params={"command": "logout", "response": "json"}, timeout=30)
+    assert out.status_code == 200 and out.json() == {"logoutresponse": {"description": "success"}}
+    login = s.post(endpoint, data={"command": "login", "username": "admin",
+                                   "password": coordinator.init_output["password"],
+                                   "domain": "/", "response": "json"}, timeout=30)
+    assert login.status_code == 200, login.text
+    info = login.json()["loginresponse"]
+    key = info["sessionkey"]
+
+    caps = call(s, endpoint, key, "listCapabilities")
+    assert caps.status_code == 200, caps.text
+    cap = caps.json()["listcapabilitiesresponse"]["capability"]
+    assert cap["dynamicrolesenabled"] is True and cap["securitygroupsenabled"] is False
+    assert cap["cloudstackversion"].startswith("4.")
+    assert isinstance(cap["kvmsnapshotenabled"], bool)
+    assert cap["instanceleaseenabled"] is False
+
+    apis = call(s, endpoint, key, "listApis").json()["listapisresponse"]["api"]
+    names = {a["name"] for a in apis}
+    assert {"listCapabilities", "listVPCs", "updateUser", "listSSHKeyPairs",
+            "listUserData", "listHypervisors"} <= names
+
+    users = call(s, endpoint, key, "listUsers", id=info["userid"]).json()
+    assert users["listusersresponse"]["user"][0]["username"] == "admin"
+
+    for command in EMPTY:
+        r = call(s, endpoint, key, command)
+        assert r.status_code == 200, (command, r.text)
+        assert r.json() == {f"{command.lower()}response": {}}, (command, r.json())
+    cloudian = call(s, endpoint, key, "cloudianIsEnabled").json()
+    assert cloudian["cloudianisenabledresponse"]["cloudian"]["enabled"] is False
+    hyp = call(s, endpoint, key, "listHypervisors").json()["listhypervisorsresponse"]
+    assert hyp["count"] >= 1 and all("name" in h for h in hyp["hypervisor"])
+    # An unknown command keeps the session (CloudStack's 401 text).
+    unknown = call(s, endpoint, key, "listNothingAtAll")
+    assert unknown.status_code == 401
+    assert "either does not exist" in unknown.json()["errorresponse"]["errortext"]
+    assert call(s, endpoint, key, "listZones").status_code == 200
