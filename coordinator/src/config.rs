@@ -23,6 +23,8 @@ pub struct FileConfig {
     /// API connections open at once (default 4096, less if the descriptor
     /// limit is lower).
     pub api_max_connections: Option<usize>,
+    /// A built web UI (CloudStack's `ui/`, `npm run build`) served at `/`.
+    pub ui_dir: Option<PathBuf>,
 }
 
 impl FileConfig {

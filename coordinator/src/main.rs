@@ -56,6 +56,9 @@ enum Cmd {
         /// Metrics listen address (default 127.0.0.1:9595).
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Serve a built web UI (CloudStack's, from its `ui/` sources) at `/`.
+        #[arg(long)]
+        ui_dir: Option<PathBuf>,
     },
     /// Enrolment tokens for new hosts.
     Token {
@@ -157,6 +160,7 @@ async fn main() -> Result<()> {
             agent_listen,
             simulated_hosts,
             metrics_listen,
+            ui_dir,
         } => {
             let mut limits = file.listener_limits();
             let dir = data_dir
@@ -210,7 +214,12 @@ async fn main() -> Result<()> {
             spawn_liveness(svc.clone());
             spawn_ha(svc.clone());
             let api = api::Api::new(svc.clone());
-            let app = api::router(api.clone());
+            let ui_dir = ui_dir.or_else(|| file.ui_dir.clone());
+            let app = api::router_with_ui(api.clone(), ui_dir.as_deref())
+                .with_context(|| format!("serving the web UI from {ui_dir:?}"))?;
+            if let Some(d) = &ui_dir {
+                tracing::info!(dir = %d.display(), "web UI at /");
+            }
             let fd_limit = orrery_coordinator::listener::raise_fd_limit()
                 .context("raising the open-file limit")?;
             limits.max_connections =

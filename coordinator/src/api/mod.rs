@@ -6,6 +6,7 @@ pub mod params;
 pub mod registry;
 pub mod render;
 pub mod signature;
+pub mod static_ui;
 pub mod validate;
 pub mod views;
 
@@ -33,6 +34,15 @@ impl Api {
         let commands = commands::all().iter().map(|c| (c.name, c)).collect();
         Arc::new(Api { svc, commands })
     }
+}
+
+/// The API router, with a built web UI served at `/` when `ui` is given.
+pub fn router_with_ui(api: Arc<Api>, ui: Option<&std::path::Path>) -> std::io::Result<Router> {
+    let r = router(api);
+    Ok(match ui {
+        Some(dir) => r.merge(static_ui::router(dir)?),
+        None => r,
+    })
 }
 
 pub fn router(api: Arc<Api>) -> Router {
