@@ -93,6 +93,7 @@ OWNED_LISTS = {
     "listNetworks": ("network", {}, "network"),
     "listSSHKeyPairs": ("keypair", {}, "sshkeypair"),
     "listUserData": ("userdata", {}, "userdata"),
+    "listVolumesMetrics": ("volume", {}, "volume"),
 }
 # Lists with an id whose records are shared catalogue or infrastructure (their
 # own tests cover who sees them), or that have no owned record to look up here.
@@ -105,6 +106,8 @@ NOT_OWNED = {
     "listLdapConfigurations", "listIdps", "listOauthProvider", "listNetworkServiceProviders",
     "listVPCs", "listRouters", "listSystemVms", "listAlerts", "listAnnotations",
     "listResourceIcon",
+    "listZonesMetrics", "listPodsMetrics", "listClustersMetrics", "listHostsMetrics",
+    "listStoragePoolsMetrics",
 }
 
 # Commands that change or reveal one owned resource, with their parameters.

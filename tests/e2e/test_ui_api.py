@@ -69,3 +69,22 @@ def test_the_ui_login_sequence_and_its_pages(coordinator):
     assert unknown.status_code == 401
     assert "either does not exist" in unknown.json()["errorresponse"]["errortext"]
     assert call(s, endpoint, key, "listZones").status_code == 200
+
+
+def test_the_metrics_pages_and_the_infrastructure_overview(admin, env):
+    infra = admin.listInfrastructure()["infrastructure"]
+    hosts = admin.listHosts()["host"]
+    assert infra["hosts"] == len(hosts) and infra["zones"] >= 1
+    assert infra["systemvms"] == 0 and infra["managementservers"] == 1
+    metrics = admin.listHostsMetrics()["host"]
+    assert {h["id"] for h in metrics} == {h["id"] for h in hosts}
+    for h in metrics:
+        assert h["cputotalghz"].endswith(" Ghz") and h["memorytotalgb"].endswith(" GB")
+        assert h["powerstate"] in ("On", "Off")
+    assert admin.listZonesMetrics()["zone"][0]["id"] == env.zone["id"]
+    assert admin.listClustersMetrics()["count"] >= 1
+    assert admin.listPodsMetrics()["count"] >= 1
+    pools = admin.listStoragePoolsMetrics()
+    assert all(p["disksizetotalgb"].endswith(" GB") for p in pools.get("storagepool", []))
+    vols = admin.listVolumesMetrics(listall=True)
+    assert all(v["sizegb"].endswith(" GB") for v in vols.get("volume", []))

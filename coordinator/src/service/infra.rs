@@ -47,6 +47,17 @@ pub struct NetworkArgs {
     pub end_ip: Option<String>,
 }
 
+/// listInfrastructure's counts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InfraCounts {
+    pub zones: u64,
+    pub pods: u64,
+    pub clusters: u64,
+    pub hosts: u64,
+    pub storage_pools: u64,
+    pub cpu_sockets: u64,
+}
+
 /// createNetwork as a caller asks it, ids not yet resolved.
 pub struct NetworkRequest {
     pub zone: String,
@@ -381,6 +392,25 @@ impl Service {
             end_ip: r.end_ip,
         })
         .await
+    }
+
+    /// Live zones, pods, clusters, hosts and primary pools, and the hosts'
+    /// CPU sockets (one per host: agents report cores, not sockets).
+    pub async fn infrastructure_counts(&self) -> SResult<InfraCounts> {
+        let zones: Vec<Zone> = self.store.all(Query::new()).await?;
+        let pods: Vec<Pod> = self.store.all(Query::new()).await?;
+        let clusters: Vec<Cluster> = self.store.all(Query::new()).await?;
+        let hosts: Vec<Host> = self.store.all(Query::new()).await?;
+        let pools: Vec<StoragePool> = self.store.all(Query::new()).await?;
+        let hosts = hosts.iter().filter(|h| h.removed.is_none()).count() as u64;
+        Ok(InfraCounts {
+            zones: zones.iter().filter(|z| z.removed.is_none()).count() as u64,
+            pods: pods.iter().filter(|p| p.removed.is_none()).count() as u64,
+            clusters: clusters.iter().filter(|c| c.removed.is_none()).count() as u64,
+            hosts,
+            storage_pools: pools.len() as u64,
+            cpu_sockets: hosts,
+        })
     }
 
     /// The hypervisors of the live hosts (of one zone when given), in

@@ -407,7 +407,7 @@ fn zone_json(z: &Zone) -> serde_json::Value {
         .build()
 }
 
-async fn list_zones(ctx: Ctx) -> Result<Reply, ApiError> {
+pub(crate) async fn list_zones(ctx: Ctx) -> Result<Reply, ApiError> {
     let (zones, total) = ctx.svc.list_zones(&infra_filter(&ctx)?).await?;
     let items = zones
         .iter()
@@ -443,7 +443,7 @@ async fn pod_json(ctx: &Ctx, p: &Pod) -> Result<serde_json::Value, ApiError> {
         .build())
 }
 
-async fn list_pods(ctx: Ctx) -> Result<Reply, ApiError> {
+pub(crate) async fn list_pods(ctx: Ctx) -> Result<Reply, ApiError> {
     let (pods, total) = ctx.svc.list_pods(&infra_filter(&ctx)?).await?;
     let mut items = Vec::new();
     for p in &pods {
@@ -479,7 +479,7 @@ async fn cluster_json(ctx: &Ctx, c: &Cluster) -> Result<serde_json::Value, ApiEr
         .build())
 }
 
-async fn list_clusters(ctx: Ctx) -> Result<Reply, ApiError> {
+pub(crate) async fn list_clusters(ctx: Ctx) -> Result<Reply, ApiError> {
     let (cs, total) = ctx.svc.list_clusters(&infra_filter(&ctx)?).await?;
     let mut items = Vec::new();
     for c in &cs {
@@ -515,7 +515,7 @@ async fn host_json(ctx: &Ctx, h: &Host) -> Result<serde_json::Value, ApiError> {
     crate::api::views::host(&ctx.svc, h).await
 }
 
-async fn list_hosts(ctx: Ctx) -> Result<Reply, ApiError> {
+pub(crate) async fn list_hosts(ctx: Ctx) -> Result<Reply, ApiError> {
     if let Some(t) = ctx.p.str("type") {
         if !t.eq_ignore_ascii_case("routing") {
             return Ok(Reply::List("host", vec![], 0));
@@ -562,7 +562,7 @@ async fn update_host(ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::Object("host", host_json(&ctx, &h).await?))
 }
 
-async fn list_pools(ctx: Ctx) -> Result<Reply, ApiError> {
+pub(crate) async fn list_pools(ctx: Ctx) -> Result<Reply, ApiError> {
     let (ps, total) = ctx.svc.list_storage_pools(&infra_filter(&ctx)?).await?;
     let mut items = Vec::new();
     for p in &ps {

@@ -4,6 +4,7 @@ mod affinity;
 mod catalog;
 mod identity;
 mod infra;
+mod metrics_lists;
 mod misc;
 mod placement;
 mod schedules;
@@ -38,6 +39,8 @@ pub fn all() -> &'static [Command] {
         v.extend(placement::commands());
         v.extend(schedules::commands());
         v.extend(stats::commands());
+        let metrics = metrics_lists::commands(&v);
+        v.extend(metrics);
         v
     })
 }

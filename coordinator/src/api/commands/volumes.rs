@@ -267,7 +267,7 @@ const VOLUME_FIELDS: &[Field] = &[
     ),
 ];
 
-async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
+pub(crate) async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
     let (vols, total) = query_volumes(&ctx).await?;
     let mut l = Lookup::new(&ctx.svc);
     let mut items = Vec::new();
