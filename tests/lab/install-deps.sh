@@ -36,6 +36,8 @@ PACKAGES=(
     cpio
     # The agent's libvirt bindings find libvirt through pkg-config.
     pkg-config
+    # ssh-keygen: the key pair tests compare fingerprints with OpenSSH's.
+    openssh-client
 )
 
 if [ "$(id -u)" -ne 0 ]; then
