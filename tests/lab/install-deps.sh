@@ -2,7 +2,8 @@
 # Install the Debian packages the VM test lab needs: the hypervisor stack
 # (QEMU, libvirt, swtpm, OVMF, dnsmasq for libvirt's DHCP) and the tools
 # build-guest.sh uses to assemble a bootable guest disk without mounting
-# anything. Safe to rerun: when every package is already installed, apt is
+# anything, plus the tools other tests compare with or drive (OpenSSH's
+# ssh-keygen, a headless chromium). Safe to rerun: when every package is already installed, apt is
 # not touched at all.
 set -euo pipefail
 
@@ -38,6 +39,9 @@ PACKAGES=(
     pkg-config
     # ssh-keygen: the key pair tests compare fingerprints with OpenSSH's.
     openssh-client
+    # A real browser for the web UI tests (driven by selenium).
+    chromium
+    chromium-driver
 )
 
 if [ "$(id -u)" -ne 0 ]; then
