@@ -6,11 +6,13 @@ features Orrery does not offer, in CloudStack's exact shape."""
 
 from __future__ import annotations
 
+import base64
+
 import requests
 
 EMPTY = ["listLdapConfigurations", "listIdps", "listOauthProvider",
          "listNetworkServiceProviders", "listVPCs", "listRouters", "listSystemVms",
-         "listAlerts", "listAnnotations", "listResourceIcon"]
+         "listAlerts", "listAnnotations"]
 
 
 def call(session, endpoint, key, command, **params):
@@ -88,3 +90,42 @@ def test_the_metrics_pages_and_the_infrastructure_overview(admin, env):
     assert all(p["disksizetotalgb"].endswith(" GB") for p in pools.get("storagepool", []))
     vols = admin.listVolumesMetrics(listall=True)
     assert all(v["sizegb"].endswith(" GB") for v in vols.get("volume", []))
+
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(64))).decode()
+
+
+def test_resource_icons(admin, coordinator, env):
+    from orrery_e2e import create_account, deploy, expect_api_error, unique
+    zone = env.zone["id"]
+    admin.uploadResourceIcon(resourceids=zone, resourcetype="Zone", base64image=PNG)
+    listed = admin.listZones(id=zone, showicon=True)["zone"][0]
+    assert listed["icon"]["base64image"] == PNG
+    assert "icon" not in admin.listZones(id=zone)["zone"][0]
+    owner = create_account(admin, accounttype=0)
+    api = coordinator.client(owner["apikey"], owner["secretkey"])
+    vm = deploy(api, env, name=unique("icon"))
+    api.uploadResourceIcon(resourceids=vm["id"], resourcetype="UserVm", base64image=PNG)
+    got = api.listResourceIcon(resourceids=vm["id"], resourcetype="VirtualMachine")["icon"]
+    assert got == [{"resourceid": vm["id"], "resourcetype": "VirtualMachine", "base64image": PNG}]
+    # Not an image, or not the caller's resource: refused, nothing changed.
+    err = expect_api_error(api.uploadResourceIcon, resourceids=vm["id"],
+                           resourcetype="VirtualMachine",
+                           base64image=base64.b64encode(b"plain text").decode())
+    assert err.status == 431 and "base64image" in err.error["errortext"], err
+    other = create_account(admin, accounttype=0)
+    other_api = coordinator.client(other["apikey"], other["secretkey"])
+    err = expect_api_error(other_api.uploadResourceIcon, resourceids=vm["id"],
+                           resourcetype="VirtualMachine", base64image=PNG)
+    assert err.status in (431, 531), err
+    err = expect_api_error(api.uploadResourceIcon, resourceids=zone, resourcetype="Zone",
+                           base64image=PNG)
+    assert err.status in (431, 531), err
+    assert not other_api.listResourceIcon(resourceids=vm["id"],
+                                          resourcetype="VirtualMachine").get("icon")
+    api.deleteResourceIcon(resourceids=vm["id"], resourcetype="VirtualMachine")
+    assert not api.listResourceIcon(resourceids=vm["id"],
+                                    resourcetype="VirtualMachine").get("icon")
+    admin.deleteResourceIcon(resourceids=zone, resourcetype="Zone")
+    assert "icon" not in admin.listZones(id=zone, showicon=True)["zone"][0]
+    admin.destroyVirtualMachine(id=vm["id"], expunge=True)

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod error;
 pub mod fencing;
 pub mod hosts;
+pub mod icons;
 pub mod identity;
 pub mod infra;
 pub mod inventory;

@@ -55,6 +55,7 @@ kinds! {
     Event => "events", Config => "configs", Session => "sessions",
     EnrollToken => "enroll_tokens", AffinityGroup => "affinity_groups",
     VmSchedule => "vm_schedules", SshKeyPair => "ssh_keypairs", UserData => "user_data",
+    ResourceIcon => "resource_icons",
 }
 
 /// Indexed columns. Each record kind documents which of them it fills.

@@ -1033,6 +1033,32 @@ entity!(UserData, Kind::UserData, |s| Index {
     ..Default::default()
 });
 
+/// The icon the web UI shows for one resource (`uploadResourceIcon`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ResourceIcon {
+    pub id: i64,
+    pub uuid: String,
+    #[serde(skip)]
+    pub version: i64,
+    /// As CloudStack names the type: VirtualMachine, Template, ISO,
+    /// Volume, Zone, Account, Domain.
+    pub resource_type: String,
+    pub resource_uuid: String,
+    /// The image, base64.
+    pub image: String,
+    /// The owner of the resource, for scoping.
+    pub account_id: i64,
+    pub domain_id: i64,
+    pub created: i64,
+}
+entity!(ResourceIcon, Kind::ResourceIcon, |s| Index {
+    ukey: Some(format!("{}/{}", s.resource_type, s.resource_uuid)),
+    account_id: Some(s.account_id),
+    domain_id: Some(s.domain_id),
+    created: s.created,
+    ..Default::default()
+});
+
 /// An account's affinity group; members are listed on the instances.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct AffinityGroup {

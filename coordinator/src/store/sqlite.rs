@@ -405,6 +405,10 @@ mod tests {
             5,
             "2e8a9870ab9c3d5d9b46b232d9a6c099c5a36b7caa7755858152d3429778fb0d",
         ),
+        (
+            6,
+            "6e7ae2b2b1f5929b3be143cb2173c67de7b583430c748e592896224eda0f36ae",
+        ),
     ];
 
     #[test]

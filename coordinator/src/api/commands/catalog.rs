@@ -296,6 +296,7 @@ pub fn commands() -> Vec<Command> {
                 ),
                 opt("id", "uuid", "template"),
                 opt("ids", "list", "templates"),
+                opt("showicon", "boolean", "include each template's icon"),
                 opt("name", "string", "name"),
                 opt("zoneid", "uuid", "zone"),
                 opt("hypervisor", "string", "hypervisor"),
@@ -743,7 +744,12 @@ async fn list_t(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
     let (slice, total) = ctx.svc.list_templates(&ctx.caller, &f).await?;
     let mut items = Vec::new();
     for t in &slice {
-        items.push(template_json(&ctx, t).await?);
+        let mut item = template_json(&ctx, t).await?;
+        if ctx.p.bool("showicon") == Some(true) {
+            let ty = if t.is_iso { "ISO" } else { "Template" };
+            super::ui::add_icon(&ctx, &mut item, ty, &t.uuid).await?;
+        }
+        items.push(item);
     }
     Ok(Reply::List(
         if iso { "iso" } else { "template" },

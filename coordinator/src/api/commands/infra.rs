@@ -44,6 +44,7 @@ pub fn commands() -> Vec<Command> {
                 opt("name", "string", "name"),
                 opt("available", "boolean", "zones the caller can use"),
                 opt("networktype", "string", "Basic or Advanced"),
+                opt("showicon", "boolean", "include each zone's icon"),
                 PAGING[0],
                 PAGING[1],
                 PAGING[2]
@@ -418,8 +419,16 @@ pub(crate) async fn list_zones(ctx: Ctx) -> Result<Reply, ApiError> {
                 .map(|t| t.eq_ignore_ascii_case(&z.network_type))
                 .unwrap_or(true)
         })
-        .map(zone_json)
+        .map(|z| (z.uuid.clone(), zone_json(z)))
         .collect::<Vec<_>>();
+    let mut out = Vec::with_capacity(items.len());
+    for (uuid, mut item) in items {
+        if ctx.p.bool("showicon") == Some(true) {
+            super::ui::add_icon(&ctx, &mut item, "Zone", &uuid).await?;
+        }
+        out.push(item);
+    }
+    let items = out;
     let total = if ctx.p.has("networktype") {
         items.len() as u64
     } else {

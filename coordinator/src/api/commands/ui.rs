@@ -4,7 +4,7 @@
 //! alerts, annotations, resource icons), so each page renders.
 
 use super::*;
-use crate::api::registry::{f, opt, Field, PAGING};
+use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::Reply;
 use crate::cmd;
 use serde_json::json;
@@ -94,8 +94,116 @@ pub fn commands() -> Vec<Command> {
         empty_list!("listSystemVms", "System VMs are not used: an empty list."),
         empty_list!("listAlerts", "Alerts: none recorded."),
         empty_list!("listAnnotations", "Annotations: none recorded."),
-        empty_list!("listResourceIcon", "Resource icons: none stored."),
+        cmd!(
+            "uploadResourceIcon",
+            "Sets the icon of resources the caller may change.",
+            false,
+            All,
+            &[
+                req("resourceids", "list", "resources"),
+                req(
+                    "resourcetype",
+                    "string",
+                    "VirtualMachine, Template, ISO, Volume, Zone, Account or Domain"
+                ),
+                req(
+                    "base64image",
+                    "string",
+                    "PNG, JPEG, GIF, WebP or SVG, base64"
+                )
+                .len(400_000)
+            ],
+            &[f("success", "boolean", "true")],
+            upload_icon
+        ),
+        cmd!(
+            "deleteResourceIcon",
+            "Removes the icon of resources the caller may change.",
+            false,
+            All,
+            &[
+                req("resourceids", "list", "resources"),
+                req("resourcetype", "string", "resource type")
+            ],
+            &[f("success", "boolean", "true")],
+            delete_icon
+        ),
+        cmd!(
+            "listResourceIcon",
+            "Lists the icons of resources the caller may see.",
+            false,
+            All,
+            &[
+                req("resourceids", "list", "resources"),
+                req("resourcetype", "string", "resource type")
+            ],
+            &[
+                f("resourceid", "string", "the resource"),
+                f("resourcetype", "string", "its type"),
+                f("base64image", "string", "the image, base64")
+            ],
+            list_icons
+        ),
     ]
+}
+
+/// `showicon=true`: the resource's icon, when it has one, as CloudStack
+/// nests it.
+pub async fn add_icon(
+    ctx: &Ctx,
+    item: &mut serde_json::Value,
+    ty: &str,
+    uuid: &str,
+) -> Result<(), ApiError> {
+    if let (Some(img), Some(o)) = (ctx.svc.icon_image(ty, uuid).await?, item.as_object_mut()) {
+        o.insert(
+            "icon".into(),
+            json!({"resourcetype": ty, "resourceid": uuid, "base64image": img}),
+        );
+    }
+    Ok(())
+}
+
+async fn upload_icon(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.svc
+        .upload_icons(
+            &ctx.caller,
+            ctx.p.required("resourcetype")?,
+            &ctx.p.list("resourceids"),
+            ctx.p.required("base64image")?,
+        )
+        .await?;
+    Ok(Reply::Success(None))
+}
+
+async fn delete_icon(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.svc
+        .delete_icons(
+            &ctx.caller,
+            ctx.p.required("resourcetype")?,
+            &ctx.p.list("resourceids"),
+        )
+        .await?;
+    Ok(Reply::Success(None))
+}
+
+async fn list_icons(ctx: Ctx) -> Result<Reply, ApiError> {
+    let icons = ctx
+        .svc
+        .list_icons(
+            &ctx.caller,
+            ctx.p.required("resourcetype")?,
+            &ctx.p.list("resourceids"),
+        )
+        .await?;
+    let items: Vec<serde_json::Value> = icons
+        .iter()
+        .map(|i| {
+            json!({"resourceid": i.resource_uuid, "resourcetype": i.resource_type, "base64image": i.image})
+        })
+        .collect();
+    let n = items.len() as u64;
+    Ok(Reply::List("icon", items, n))
 }
 
 async fn empty(_ctx: Ctx) -> Result<Reply, ApiError> {

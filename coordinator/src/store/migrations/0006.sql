@@ -15,3 +15,8 @@ CREATE INDEX user_data_name ON user_data(name);
 CREATE INDEX user_data_state ON user_data(state);
 CREATE INDEX user_data_account ON user_data(account_id);
 CREATE INDEX user_data_domain ON user_data(domain_id);
+CREATE TABLE resource_icons (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, version INTEGER NOT NULL,
+ukey TEXT UNIQUE, name TEXT, keyword TEXT, state TEXT, account_id INTEGER, domain_id INTEGER,
+zone_id INTEGER, host_id INTEGER, parent_id INTEGER, ref_id INTEGER, k1 TEXT, k2 TEXT,
+created INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE INDEX resource_icons_account ON resource_icons(account_id);
