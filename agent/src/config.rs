@@ -46,6 +46,10 @@ pub struct FileConfig {
     /// written into its certificate (default: detected from the default
     /// route).
     pub address: Option<String>,
+    /// Port of the metadata service on each guest network's DHCP address
+    /// (default 80, where cloud-init's CloudStack data source looks; 0
+    /// turns the service off).
+    pub metadata_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +93,7 @@ pub struct AgentConfig {
     pub libvirt_tls: bool,
     pub pki_dir: PathBuf,
     pub address: Option<String>,
+    pub metadata_port: u16,
 }
 
 impl AgentConfig {
@@ -123,6 +128,7 @@ impl AgentConfig {
                 .address
                 .map(|a| a.trim().to_string())
                 .filter(|a| !a.is_empty()),
+            metadata_port: file.metadata_port.unwrap_or(80),
             state_dir,
         }
     }
@@ -164,6 +170,18 @@ impl AgentConfig {
 
     pub fn nvram_dir(&self) -> PathBuf {
         self.state_dir.join("nvram")
+    }
+
+    /// Instances' metadata as last handed over, so the metadata service
+    /// answers again after the agent restarts.
+    pub fn metadata_dir(&self) -> PathBuf {
+        self.state_dir.join("metadata")
+    }
+
+    /// Config drive images: on primary storage, which QEMU can read and
+    /// every host of a shared pool sees at the same path.
+    pub fn config_drive_dir(&self) -> PathBuf {
+        self.primary_dir.join("configdrive")
     }
 }
 

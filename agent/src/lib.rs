@@ -2,6 +2,7 @@
 
 pub mod accel;
 pub mod config;
+pub mod configdrive;
 pub mod designer;
 pub mod domxml;
 pub mod enroll;
@@ -9,6 +10,7 @@ pub mod ha;
 pub mod host;
 pub mod hypervisor;
 pub mod link;
+pub mod metadata;
 pub mod ops;
 pub mod pki;
 pub mod state;

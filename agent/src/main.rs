@@ -182,6 +182,8 @@ async fn agent_main() -> Result<()> {
             }
             // Before the session: the hello reports whether TLS migration works.
             pki::refresh(&ops).await;
+            // Guests that were running keep their metadata service.
+            ops.meta.restore();
             tracing::info!(host = %creds.identity.host_id, %coordinator, "agent starting");
             let state = Arc::new(state);
             tokio::select! {

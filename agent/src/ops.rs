@@ -4,11 +4,13 @@
 
 use crate::accel::{self, Accelerator};
 use crate::config::AgentConfig;
+use crate::configdrive::{self, ConfigDriveError, DriveNic};
 use crate::designer::{self, BootMode, DesignConfig, InstanceSpec};
 use crate::domxml::{self, Domain};
 use crate::hypervisor::{
     DhcpHost, DomainInfo, HostInfo, HvError, Hypervisor, MigrationPlan, NetworkDef, Power,
 };
+use crate::metadata::MetadataService;
 use crate::storage::{FetchError, ImageFormat, Primary, StorageError};
 use orrery_proto::v1 as pb;
 use std::collections::BTreeMap;
@@ -43,6 +45,8 @@ pub enum OpError {
     Invalid(String),
     #[error("certificate: {0}")]
     Certificate(String),
+    #[error("{0}")]
+    ConfigDrive(#[from] ConfigDriveError),
     /// The host is not set up for the agent to work (e.g. QEMU cannot reach
     /// primary storage).
     #[error("{0}")]
@@ -57,6 +61,7 @@ impl OpError {
             OpError::Design(_) | OpError::Xml(_) | OpError::Invalid(_) => "invalid",
             OpError::Certificate(_) => "certificate",
             OpError::Setup(_) => "setup",
+            OpError::ConfigDrive(_) => "storage",
         }
     }
 }
@@ -75,6 +80,8 @@ pub struct Ops {
     info: OnceCell<(HostInfo, Accelerator)>,
     /// libvirt's and QEMU's TLS files are in place ([`crate::pki`]).
     pub libvirt_tls: std::sync::atomic::AtomicBool,
+    /// What guests on this host learn about themselves over HTTP.
+    pub meta: Arc<MetadataService>,
 }
 
 /// libvirt network and bridge names for a guest network (bridge names are
@@ -110,6 +117,21 @@ pub fn dhcp_range(start: &str, end: &str) -> (String, String) {
         }
         _ => (start.to_string(), end.to_string()),
     }
+}
+
+/// The NICs a config drive's network_data.json describes.
+fn drive_nics(s: &pb::InstanceSpec) -> Vec<DriveNic> {
+    s.nics
+        .iter()
+        .map(|n| DriveNic {
+            mac: n.mac.to_ascii_lowercase(),
+            network_uuid: n
+                .network
+                .as_ref()
+                .map(|x| x.uuid.clone())
+                .unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// The (network, MAC) DHCP reservations a domain's NICs hold on this host.
@@ -180,6 +202,7 @@ impl Ops {
             hv,
             primary: Primary::new(cfg.primary_dir.clone()),
             local: Primary::new(cfg.local_dir.clone()).without_templates(),
+            meta: MetadataService::new(cfg.metadata_port, cfg.metadata_dir()),
             cfg,
             info: OnceCell::new(),
             libvirt_tls: Default::default(),
@@ -452,6 +475,10 @@ impl Ops {
                 self.move_volume(&m).await?;
                 Ok(None)
             }
+            Op::UpdateMetadata(u) => {
+                self.update_metadata(&u).await?;
+                Ok(None)
+            }
         }
     }
 
@@ -474,6 +501,9 @@ impl Ops {
         if p.copy_storage {
             self.prepare_copy_targets(s).await?;
         }
+        // The domain's definition names its config drive: the file must be
+        // here before the domain arrives.
+        self.guest_data(s).await?;
         for d in [self.cfg.console_dir(), self.cfg.nvram_dir()] {
             tokio::fs::create_dir_all(&d)
                 .await
@@ -630,6 +660,10 @@ impl Ops {
             }
         };
         outcome?;
+        self.meta.remove(&m.name);
+        if !m.shared_storage {
+            configdrive::remove(&self.cfg.config_drive_dir(), &m.name).await;
+        }
         for (network, mac) in reservations {
             if let Err(e) = self.hv.remove_dhcp_host(&network, &mac).await {
                 tracing::debug!(%network, %mac, error = %e, "dropping a moved guest's reservation");
@@ -861,6 +895,56 @@ impl Ops {
         for uuid in &c.volume_uuids {
             pool.delete(uuid).await?;
         }
+        // The config drive stays: on shared storage it is the source's too.
+        self.meta.remove(&c.name);
+        Ok(())
+    }
+
+    /// Hands the metadata service an instance's data and writes its config
+    /// drive when it has one (removing a stale one when it no longer does).
+    /// Returns the drive's path for the domain definition.
+    async fn guest_data(&self, s: &pb::InstanceSpec) -> Result<Option<String>, OpError> {
+        let meta = s.metadata.clone().unwrap_or_default();
+        self.meta
+            .register(&s.name, MetadataService::nics_of(s), meta.clone());
+        let dir = self.cfg.config_drive_dir();
+        if !meta.config_drive {
+            configdrive::remove(&dir, &s.name).await;
+            return Ok(None);
+        }
+        let path = configdrive::build(&dir, &s.name, &meta, &drive_nics(s)).await?;
+        Ok(Some(path.display().to_string()))
+    }
+
+    /// New metadata for an instance of this host: served at once; its
+    /// config drive is rewritten and read by the guest at its next boot.
+    pub async fn update_metadata(&self, u: &pb::UpdateMetadata) -> Result<(), OpError> {
+        let meta = u.metadata.clone().unwrap_or_default();
+        if !self.meta.update(&u.name, meta.clone()) {
+            tracing::info!(instance = %u.name, "metadata for an instance not on this host ignored");
+            return Ok(());
+        }
+        let dir = self.cfg.config_drive_dir();
+        if meta.config_drive
+            && tokio::fs::try_exists(configdrive::path_for(&dir, &u.name))
+                .await
+                .unwrap_or(false)
+        {
+            let nics: Vec<DriveNic> = self
+                .meta
+                .get(&u.name)
+                .map(|e| {
+                    e.nics
+                        .iter()
+                        .map(|n| DriveNic {
+                            mac: n.mac.clone(),
+                            network_uuid: n.network_uuid.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            configdrive::build(&dir, &u.name, &meta, &nics).await?;
+        }
         Ok(())
     }
 
@@ -893,6 +977,7 @@ impl Ops {
         }
         let nics = self.prepare_nics(s).await?;
         let volumes = self.prepare_volumes(s, templates).await?;
+        let config_drive = self.guest_data(s).await?;
         let cdrom = if s.iso.is_empty() {
             None
         } else {
@@ -926,6 +1011,7 @@ impl Ops {
             tpm: s.tpm,
             volumes,
             cdrom,
+            config_drive,
             nics,
             vnc_password: s.vnc_password.clone(),
             gpu: None,
@@ -1058,6 +1144,8 @@ impl Ops {
     /// Removes the domain, its volume files, its DHCP reservations and its
     /// console log.
     pub async fn expunge(&self, name: &str) -> Result<(), OpError> {
+        self.meta.remove(name);
+        configdrive::remove(&self.cfg.config_drive_dir(), name).await;
         let xml = match self.hv.domain_xml(name).await {
             Ok(x) => x,
             Err(HvError::NotFound(_)) => return Ok(()),

@@ -781,6 +781,49 @@ fn ide_disks_skip_hdc_and_are_limited_to_three() {
 }
 
 #[test]
+fn config_drive_is_a_second_cdrom_that_disks_make_room_for() {
+    let mut spec = with_detail(uefi(false), DETAIL_ROOT_DISK_CONTROLLER, "sata");
+    spec.volumes.push(data_volume(2));
+    spec.volumes.push(data_volume(3));
+    spec.config_drive = Some("/var/lib/orrery/primary/configdrive/i-2-7-VM.iso".into());
+    let d = design_ok(&spec, &kvm_facts());
+    assert_eq!(
+        targets(&d),
+        vec![
+            ("sda".into(), DiskBus::Sata),
+            ("sdb".into(), DiskBus::Sata),
+            ("sde".into(), DiskBus::Sata),
+            ("sdf".into(), DiskBus::Sata),
+            ("hdc".into(), DiskBus::Sata),
+            ("hdd".into(), DiskBus::Sata),
+        ]
+    );
+    let drive = d.devices.disks.last().unwrap();
+    assert_eq!(drive.device, DiskDevice::Cdrom);
+    assert!(drive.readonly);
+    assert_eq!(drive.boot_order, None);
+    assert_eq!(drive.source.as_deref(), spec.config_drive.as_deref());
+
+    // IDE: two disks besides both CD-ROMs.
+    let mut ide = with_detail(lab_spec(), DETAIL_ROOT_DISK_CONTROLLER, "ide");
+    ide.config_drive = Some("/cfg.iso".into());
+    assert_eq!(
+        targets(&design_ok(&ide, &lab_facts())),
+        vec![
+            ("hda".into(), DiskBus::Ide),
+            ("hdb".into(), DiskBus::Ide),
+            ("hdc".into(), DiskBus::Ide),
+            ("hdd".into(), DiskBus::Ide),
+        ]
+    );
+    ide.volumes.push(data_volume(2));
+    assert_invalid_field(design_err(&ide, &lab_facts()), "volumes");
+    ide.config_drive = Some("relative.iso".into());
+    ide.volumes.pop();
+    assert_invalid_field(design_err(&ide, &lab_facts()), "config_drive");
+}
+
+#[test]
 fn data_disk_controller_is_separate() {
     let spec = with_detail(
         with_detail(lab_spec(), DETAIL_ROOT_DISK_CONTROLLER, "ide"),

@@ -283,6 +283,7 @@ fn spec(name: &str, uuid: &str, root: &Path, mac: &str, network: &str) -> Instan
             write_iops_sec: None,
         }],
         cdrom: None,
+        config_drive: None,
         nics: vec![NicSpec {
             mac: mac.to_string(),
             network: network.to_string(),

@@ -198,3 +198,30 @@ def test_update_virtual_machine_user_data_is_checked(tenant, admin, env):
     api.updateVirtualMachine(id=vm["id"], userdata=b64("#!/bin/sh\nexit 0\n"))
     assert unb64(vm_userdata(api, vm["id"])) == "#!/bin/sh\nexit 0\n"
     admin.destroyVirtualMachine(id=vm["id"], expunge=True)
+
+
+def test_network_offerings_name_their_user_data_provider(admin, tenant):
+    name = unique("cfgdrive")
+    o = admin.createNetworkOffering(
+        name=name, displaytext=name, guestiptype="Isolated", traffictype="Guest",
+        **{"serviceproviderlist[0].service": "UserData", "serviceproviderlist[0].provider": "ConfigDrive",
+           "serviceproviderlist[1].service": "Dhcp", "serviceproviderlist[1].provider": "VirtualRouter"},
+    )["networkoffering"]
+    services = {s["name"]: [p["name"] for p in s["provider"]] for s in o["service"]}
+    assert services == {"UserData": ["ConfigDrive"], "Dhcp": ["VirtualRouter"]}
+    listed = admin.listNetworkOfferings(id=o["id"])["networkoffering"][0]
+    assert listed["service"] == o["service"]
+    default = admin.listNetworkOfferings(name="DefaultSharedNetworkOffering")["networkoffering"][0]
+    assert {"name": "UserData", "provider": [{"name": "VirtualRouter"}]} in default["service"]
+    before = len(admin.listNetworkOfferings()["networkoffering"])
+    for service, provider in (("UserData", "Nuage"), ("Firewall", "VirtualRouter")):
+        err = expect_api_error(
+            admin.createNetworkOffering, name=unique("bad"), displaytext="x", guestiptype="Isolated",
+            traffictype="Guest", **{"serviceproviderlist[0].service": service,
+                                    "serviceproviderlist[0].provider": provider})
+        assert err.status == 431 and "serviceproviderlist" in err.error["errortext"], err.error
+    assert len(admin.listNetworkOfferings()["networkoffering"]) == before
+    # Offerings are the root admin's: a tenant cannot make one.
+    err = expect_api_error(tenant["api"].createNetworkOffering, name=unique("t"), displaytext="x",
+                           guestiptype="Isolated", traffictype="Guest")
+    assert err.status in (401, 432)

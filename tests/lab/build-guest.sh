@@ -17,6 +17,21 @@
 #   ORRERY-GUEST-POWERBUTTON          ACPI power button pressed; powers off
 #   ORRERY-GUEST-BUSY                 SMBIOS product names "OrreryBusy": the
 #                                     guest keeps one CPU busy from now on
+#   ORRERY-GUEST-DATASOURCE=<source>  where its first-boot step found its data:
+#                                     configdrive, metadata (the service at
+#                                     the DHCP server) or none
+#   ORRERY-GUEST-KEYS=<n>             SSH keys put into root's authorized_keys
+#   ORRERY-GUEST-SSHD                 the SSH server (dropbear) listens on 22
+#   ORRERY-GUEST-USERDATA-BEGIN/END   user data that is a script ran; its
+#                                     output is printed between the two
+#
+# Like a cloud image, the guest reads its metadata as cloud-init does on
+# every boot (config drive labelled config-2 first, then the metadata
+# service on the DHCP server's address): keys replace root's
+# authorized_keys, the host name is set from local-hostname, and user data
+# is run when it is a script, after a "## template: jinja" first line has
+# its {{ ds.meta_data.NAME }} references filled in from the metadata. The
+# graphical console (tty1) shows a prompt with a root shell.
 #
 # A sha256 of the qcow2 is written next to it (guest.qcow2 -> guest.sha256).
 set -euo pipefail
@@ -34,15 +49,21 @@ GUEST_MODULES=(
     virtio_console  # virtio serial channels (e.g. a guest agent later)
     evdev           # /dev/input/event* that busybox acpid reads
     button          # ACPI power button -> input event
+    ata_piix        # IDE CD-ROM drives (i440fx machines): the config drive
+    ahci            # SATA CD-ROM drives (q35 machines)
+    sr_mod          # SCSI CD-ROM devices (/dev/sr*)
+    isofs           # ISO 9660 file systems
 )
 
 die() { echo "build-guest.sh: $*" >&2; exit 1; }
 
-for tool in busybox cpio gzip sfdisk mkfs.vfat mcopy syslinux qemu-img sha256sum; do
+for tool in busybox cpio gzip sfdisk mkfs.vfat mcopy syslinux qemu-img sha256sum ldd; do
     command -v "$tool" >/dev/null 2>&1 || die "missing $tool (run tests/lab/install-deps.sh)"
 done
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || die "no $BUSYBOX (busybox-static)"
+DROPBEAR=/usr/sbin/dropbear
+[ -x "$DROPBEAR" ] || die "no $DROPBEAR (dropbear-bin)"
 MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
 [ -r "$MBR_BIN" ] || die "no $MBR_BIN (syslinux-common)"
 
@@ -72,6 +93,22 @@ while read -r applet; do
     rel=${dirs//\//../}bin/busybox
     ln -sf "$rel" "$ROOT/$applet"
 done < <("$BUSYBOX" --list-full)
+
+# --- SSH server: dropbear and the shared libraries it links -----------------
+# Copied with the dynamic loader at the paths ldd reports, so it runs
+# unchanged inside the guest.
+cp "$DROPBEAR" "$ROOT/usr/sbin/dropbear"
+while read -r lib; do
+    [ -n "$lib" ] || continue
+    mkdir -p "$ROOT$(dirname "$lib")"
+    cp -L "$lib" "$ROOT$lib"
+done < <(ldd "$DROPBEAR" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (.*/\1/p')
+mkdir -p "$ROOT/etc/dropbear" "$ROOT/root/.ssh"
+chmod 0700 "$ROOT/root" "$ROOT/root/.ssh"
+# '*': no password works, keys do (dropbear refuses accounts locked with '!').
+echo 'root:*:0:0:root:/root:/bin/sh' >"$ROOT/etc/passwd"
+echo 'root:x:0:' >"$ROOT/etc/group"
+echo '/bin/sh' >"$ROOT/etc/shells"
 
 # --- kernel modules, in load order -------------------------------------------
 # modules.dep maps "path.ko: dep.ko dep.ko..."; names may use - or _ (the
@@ -163,7 +200,7 @@ setup_network() {
         udhcpc -i eth0 -s /etc/udhcpc.script -O hostname -t 10 -T 2 -n -q \
             >/dev/null 2>&1 || true
     fi
-    lease_ip=none lease_hostname=none
+    lease_ip=none lease_hostname=none lease_server=
     [ -r /run/lease.env ] && . /run/lease.env
     say "ORRERY-GUEST-HOSTNAME=$lease_hostname"
     say "ORRERY-GUEST-IP=$lease_ip"
@@ -209,10 +246,103 @@ watch_hardware() {
     ) &
 }
 
+# The first-boot step: what cloud-init does with CloudStack's data.
+# meta NAME prints a metadata file from whichever source was found.
+meta() {
+    case "$datasource" in
+        configdrive) cat "/mnt/config/cloudstack/metadata/$1.txt" 2>/dev/null ;;
+        metadata) timeout 5 wget -q -O - "http://$lease_server/latest/meta-data/$1" 2>/dev/null ;;
+    esac
+}
+
+find_datasource() {
+    datasource=none
+    mkdir -p /mnt/config
+    for dev in /dev/sr0 /dev/sr1 /dev/sr2; do
+        [ -b "$dev" ] || continue
+        if mount -t iso9660 -o ro "$dev" /mnt/config 2>/dev/null; then
+            if [ -d /mnt/config/cloudstack/metadata ] || [ -f /mnt/config/openstack/latest/meta_data.json ]; then
+                datasource=configdrive
+                return
+            fi
+            umount /mnt/config
+        fi
+    done
+    # The metadata service answers on the DHCP server's address once the
+    # host knows us; retry briefly while it starts.
+    if [ -n "${lease_server:-}" ]; then
+        n=0
+        while [ $n -lt 10 ]; do
+            if timeout 5 wget -q -O /dev/null "http://$lease_server/latest/meta-data/instance-id" 2>/dev/null; then
+                datasource=metadata
+                return
+            fi
+            n=$((n + 1)); sleep 1
+        done
+    fi
+}
+
+fill_template() {
+    # {{ ds.meta_data.NAME }} -> the metadata file NAME (cloud-init's
+    # names use _ where CloudStack's files use -); other text unchanged.
+    src=$1 out=$2
+    : >"$out"
+    while IFS= read -r line || [ -n "$line" ]; do
+        while :; do
+            ref=$(printf '%s\n' "$line" | sed -n 's/.*{{ *ds\.meta_data\.\([A-Za-z0-9_.-]*\) *}}.*/\1/p')
+            [ -n "$ref" ] || break
+            val=$(meta "$ref")
+            [ -n "$val" ] || val=$(meta "$(echo "$ref" | tr _ -)")
+            line=$(printf '%s\n' "$line" | sed "s|{{ *ds\.meta_data\.$ref *}}|$(printf '%s' "$val" | sed 's/[|&\\]/\\&/g')|")
+        done
+        printf '%s\n' "$line" >>"$out"
+    done <"$src"
+}
+
 read_config_drive() {
-    # Placeholder: a config drive (label config-2 / cidata) or a second
-    # virtio disk (/dev/vdb) will be read here. Present ones are ignored.
-    :
+    find_datasource
+    say "ORRERY-GUEST-DATASOURCE=$datasource"
+    [ "$datasource" = none ] && return
+    name=$(meta local-hostname)
+    [ -n "$name" ] && hostname "$name"
+    # Keys replace what was there, as on a fresh boot of a cloud image.
+    meta public-keys >/root/.ssh/authorized_keys
+    chmod 0600 /root/.ssh/authorized_keys
+    say "ORRERY-GUEST-KEYS=$(grep -c . /root/.ssh/authorized_keys)"
+    case "$datasource" in
+        configdrive) cp /mnt/config/cloudstack/userdata/user_data.txt /run/user-data 2>/dev/null ;;
+        metadata) timeout 5 wget -q -O /run/user-data "http://$lease_server/latest/user-data" 2>/dev/null ;;
+    esac
+    [ -s /run/user-data ] || return 0
+    if [ "$(head -n 1 /run/user-data | tr -d '\r')" = "## template: jinja" ]; then
+        tail -n +2 /run/user-data >/run/user-data.jinja
+        fill_template /run/user-data.jinja /run/user-data
+    fi
+    case "$(head -c 2 /run/user-data)" in
+        '#!')
+            chmod 0755 /run/user-data
+            out=$(/run/user-data 2>&1)
+            say "ORRERY-GUEST-USERDATA-BEGIN"
+            say "$out"
+            say "ORRERY-GUEST-USERDATA-END"
+            ;;
+    esac
+}
+
+start_sshd() {
+    mkdir -p /dev/pts
+    mount -t devpts devpts /dev/pts
+    # -R: host keys made on first use; -E: log to stderr (the console).
+    if dropbear -R -E -p 22 2>/dev/null; then
+        say "ORRERY-GUEST-SSHD"
+    fi
+}
+
+console_prompt() {
+    # The graphical console: a prompt with a root shell, for the console
+    # in a browser.
+    [ -e /dev/tty1 ] || return 0
+    (while :; do setsid getty -n -l /bin/sh 0 tty1; sleep 1; done) &
 }
 
 start_acpid() {
@@ -228,6 +358,8 @@ main() {
     start_acpid
     setup_network
     read_config_drive
+    start_sshd
+    console_prompt
     busy_if_asked
     tick
     watch_hardware
@@ -258,6 +390,7 @@ bound|renew)
     {
         echo "lease_ip=$ip"
         echo "lease_hostname=${hostname:-none}"
+        echo "lease_server=${serverid:-}"
     } >/run/lease.env
     ;;
 esac

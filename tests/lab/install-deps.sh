@@ -42,6 +42,12 @@ PACKAGES=(
     # A real browser for the web UI tests (driven by selenium).
     chromium
     chromium-driver
+    # The lab guest's SSH server (copied into its initramfs with its
+    # libraries), the agent's config drive writer, and cloud-init, whose own
+    # config drive reader the tests use.
+    dropbear-bin
+    genisoimage
+    cloud-init
 )
 
 if [ "$(id -u)" -ne 0 ]; then

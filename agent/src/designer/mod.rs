@@ -677,6 +677,9 @@ const IDE_MAX_DEVICES: u32 = 4;
 /// the name's letters whatever the bus, so disks on the same bus skip it.
 const CDROM_INDEX: u32 = 2;
 const CDROM_TARGET: &str = "hdc";
+/// The config drive is the fourth device (`hdd`) of the CD-ROM's bus.
+const CONFIG_DRIVE_INDEX: u32 = 3;
+const CONFIG_DRIVE_TARGET: &str = "hdd";
 
 fn disks(spec: &InstanceSpec, chipset: Chipset) -> Result<Vec<Disk>, DesignError> {
     let roots = spec
@@ -722,6 +725,9 @@ fn disks(spec: &InstanceSpec, chipset: Chipset) -> Result<Vec<Disk>, DesignError
     if let Some(iso) = &spec.cdrom {
         check_absolute_path("cdrom", iso)?;
     }
+    if let Some(iso) = &spec.config_drive {
+        check_absolute_path("config_drive", iso)?;
+    }
 
     let root_bus = disk_bus(spec, DETAIL_ROOT_DISK_CONTROLLER, chipset)?.unwrap_or(DiskBus::Virtio);
     let data_bus = disk_bus(spec, DETAIL_DATA_DISK_CONTROLLER, chipset)?.unwrap_or(root_bus);
@@ -746,10 +752,13 @@ fn disks(spec: &InstanceSpec, chipset: Chipset) -> Result<Vec<Disk>, DesignError
         if bus == cdrom_bus && *index == CDROM_INDEX {
             *index += 1;
         }
+        if bus == cdrom_bus && spec.config_drive.is_some() && *index == CONFIG_DRIVE_INDEX {
+            *index += 1;
+        }
         if bus == DiskBus::Ide && *index >= IDE_MAX_DEVICES {
             return Err(invalid(
                 "volumes",
-                "IDE holds at most 3 disks besides the CD-ROM; choose virtio or sata",
+                "IDE holds at most 3 disks besides the CD-ROM (2 with a config drive); choose virtio or sata",
             ));
         }
         let target_dev = format!("{prefix}{}", disk_letters(*index));
@@ -787,7 +796,34 @@ fn disks(spec: &InstanceSpec, chipset: Chipset) -> Result<Vec<Disk>, DesignError
 
     // The drive is present even without media so an ISO can be inserted
     // later: IDE and SATA drives cannot be hot-plugged, media can be changed.
-    disks.push(Disk {
+    // Root disk first: a blank root disk is not bootable, so firmware falls
+    // through to the installer ISO, and once installed the guest boots from
+    // disk without the ISO having to be ejected.
+    disks.push(cdrom_drive(
+        spec.cdrom.clone(),
+        CDROM_TARGET,
+        cdrom_bus,
+        spec.cdrom.as_ref().map(|_| 2),
+    ));
+    if let Some(iso) = &spec.config_drive {
+        disks.push(cdrom_drive(
+            Some(iso.clone()),
+            CONFIG_DRIVE_TARGET,
+            cdrom_bus,
+            None,
+        ));
+    }
+    Ok(disks)
+}
+
+/// A read-only CD-ROM drive holding `source` (or empty).
+fn cdrom_drive(
+    source: Option<String>,
+    target: &str,
+    bus: DiskBus,
+    boot_order: Option<u32>,
+) -> Disk {
+    Disk {
         disk_type: DiskType::File,
         device: DiskDevice::Cdrom,
         driver: Some(DiskDriver {
@@ -796,18 +832,14 @@ fn disks(spec: &InstanceSpec, chipset: Chipset) -> Result<Vec<Disk>, DesignError
             cache: None,
             discard: None,
         }),
-        source: spec.cdrom.clone(),
-        target_dev: CDROM_TARGET.to_string(),
-        target_bus: cdrom_bus,
+        source,
+        target_dev: target.to_string(),
+        target_bus: bus,
         serial: None,
         readonly: true,
-        // Root disk first: a blank root disk is not bootable, so firmware
-        // falls through to the installer ISO, and once installed the guest
-        // boots from disk without the ISO having to be ejected.
-        boot_order: spec.cdrom.as_ref().map(|_| 2),
+        boot_order,
         iotune: None,
-    });
-    Ok(disks)
+    }
 }
 
 /// virtio-blk serials hold 20 bytes and libvirt accepts only a limited

@@ -59,6 +59,10 @@ pub struct InstanceSpec {
     /// Host path of an ISO to insert in the CD-ROM drive.
     #[serde(default)]
     pub cdrom: Option<String>,
+    /// Host path of the instance's config drive image (label config-2),
+    /// in a second CD-ROM drive.
+    #[serde(default)]
+    pub config_drive: Option<String>,
     #[serde(default)]
     pub nics: Vec<NicSpec>,
     pub vnc_password: String,

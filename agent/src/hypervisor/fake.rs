@@ -757,6 +757,7 @@ mod tests {
                 write_iops_sec: None,
             }],
             cdrom: None,
+            config_drive: None,
             nics: vec![NicSpec {
                 mac: "52:54:00:12:34:56".to_string(),
                 network: "orrery-net".to_string(),

@@ -391,6 +391,7 @@ pub fn lab_spec() -> InstanceSpec {
             },
         ],
         cdrom: Some("/var/lib/orrery/iso/debian-12.iso".into()),
+        config_drive: None,
         nics: vec![NicSpec {
             mac: "02:00:4C:11:22:33".into(),
             network: "default".into(),

@@ -1,6 +1,6 @@
 //! The one place where protocol messages and the service's types meet.
 
-use crate::service::agent::{PowerState, TemplateRef, VmSpec, VolumeSpec};
+use crate::service::agent::{GuestMetadata, PowerState, TemplateRef, VmSpec, VolumeSpec};
 use crate::service::hosts::{DomainSeen, HostReport};
 use orrery_proto::v1 as pb;
 
@@ -82,6 +82,26 @@ pub fn instance_spec(s: &VmSpec) -> pb::InstanceSpec {
         iso: s.iso.as_ref().map(|i| i.uuid.clone()).unwrap_or_default(),
         max_vcpus: s.max_cpu.clamp(0, u32::MAX as i64) as u32,
         max_memory_mib: s.max_memory_mb.max(0) as u64,
+        metadata: Some(metadata(&s.metadata)),
+    }
+}
+
+pub fn metadata(m: &GuestMetadata) -> pb::GuestMetadata {
+    pb::GuestMetadata {
+        entries: m
+            .entries
+            .iter()
+            .map(|(name, value)| pb::MetadataEntry {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        user_data: m.user_data.clone(),
+        config_drive: m.config_drive,
+        uuid: m.uuid.clone(),
+        hostname: m.hostname.clone(),
+        availability_zone: m.availability_zone.clone(),
+        public_keys: m.public_keys.clone(),
     }
 }
 

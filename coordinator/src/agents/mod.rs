@@ -6,8 +6,8 @@ mod convert;
 pub mod server;
 
 use crate::service::agent::{
-    AgentClient, AgentError, HeartbeatSeen, MigrateCmd, PowerState, Progress, Simulator, VmSpec,
-    VolumeSpec,
+    AgentClient, AgentError, GuestMetadata, HeartbeatSeen, MigrateCmd, PowerState, Progress,
+    Simulator, VmSpec, VolumeSpec,
 };
 use crate::service::records::Host;
 use crate::service::Service;
@@ -403,6 +403,21 @@ impl AgentClient for Router {
             name: instance.into(),
             vcpus: cpu_number.max(0) as u32,
             memory_mib: memory_mb.max(0) as u64,
+        });
+        self.hub.call(host_id, op, SHORT).await.map(|_| ())
+    }
+    async fn update_metadata(
+        &self,
+        host_id: i64,
+        instance: &str,
+        meta: &GuestMetadata,
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.update_metadata(host_id, instance, meta).await;
+        }
+        let op = pb::command::Op::UpdateMetadata(pb::UpdateMetadata {
+            name: instance.into(),
+            metadata: Some(convert::metadata(meta)),
         });
         self.hub.call(host_id, op, SHORT).await.map(|_| ())
     }

@@ -43,6 +43,24 @@ pub struct VmSpec {
     /// scaled to while running; 0 when not scalable.
     pub max_cpu: i64,
     pub max_memory_mb: i64,
+    pub metadata: GuestMetadata,
+}
+
+/// What an instance learns about itself from its host's metadata service
+/// (and its config drive): CloudStack's metadata files, its user data and
+/// keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestMetadata {
+    /// (file, content) in the order `/latest/meta-data/` lists them.
+    pub entries: Vec<(String, String)>,
+    /// Decoded user data; empty when there is none.
+    pub user_data: Vec<u8>,
+    /// Whether the host attaches a config drive.
+    pub config_drive: bool,
+    pub uuid: String,
+    pub hostname: String,
+    pub availability_zone: String,
+    pub public_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -193,6 +211,14 @@ pub trait AgentClient: Send + Sync {
         host_id: i64,
         spec: &VmSpec,
         copy_storage: bool,
+    ) -> Result<(), AgentError>;
+    /// Hands the host an instance's new metadata (keys, user data): its
+    /// metadata service answers with it at once.
+    async fn update_metadata(
+        &self,
+        host_id: i64,
+        instance: &str,
+        meta: &GuestMetadata,
     ) -> Result<(), AgentError>;
     /// Moves a running instance from `source` to `destination`; on failure
     /// it keeps running on the source. `progress` hears the percent done as
@@ -364,6 +390,14 @@ impl AgentClient for Simulator {
         _copy_storage: bool,
     ) -> Result<(), AgentError> {
         Ok(())
+    }
+    async fn update_metadata(
+        &self,
+        host_id: i64,
+        instance: &str,
+        _meta: &GuestMetadata,
+    ) -> Result<(), AgentError> {
+        self.running(host_id, instance).await
     }
     async fn migrate(
         &self,

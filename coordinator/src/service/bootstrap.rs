@@ -226,6 +226,16 @@ impl Service {
             availability: "Optional".into(),
             created: t,
             removed: None,
+            // Each host's DHCP server and metadata service stand in for
+            // CloudStack's virtual router.
+            providers: [
+                ("Dhcp", "VirtualRouter"),
+                ("Dns", "VirtualRouter"),
+                ("UserData", "VirtualRouter"),
+            ]
+            .into_iter()
+            .map(|(s, p)| (s.to_string(), p.to_string()))
+            .collect(),
         });
         self.store.commit(tx.ops).await?;
         Ok(InitOutput {

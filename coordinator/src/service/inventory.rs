@@ -44,6 +44,8 @@ pub struct NewNetworkOffering {
     pub specify_ip_ranges: Option<bool>,
     pub enabled: bool,
     pub availability: String,
+    /// service -> provider
+    pub providers: std::collections::BTreeMap<String, String>,
 }
 
 /// Changes to a network offering.
@@ -306,6 +308,7 @@ impl Service {
             availability: r.availability,
             created: now(),
             removed: None,
+            providers: r.providers,
         };
         let mut tx = Tx::new();
         tx.insert(&o);

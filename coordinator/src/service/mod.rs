@@ -21,6 +21,7 @@ pub mod leases;
 pub mod lifecycle;
 pub mod listing;
 pub mod maintenance;
+pub mod metadata;
 pub mod migration;
 pub mod offerings;
 pub mod placing;

@@ -642,7 +642,9 @@ impl Service {
         for v in &vols {
             volume_specs.push(self.volume_spec(v).await?);
         }
+        let metadata = self.guest_metadata(vm).await?;
         Ok(VmSpec {
+            metadata,
             instance_name: vm.instance_name.clone(),
             uuid: vm.uuid.clone(),
             name: vm.name.clone(),
@@ -1381,6 +1383,7 @@ impl Service {
         if let Some(x) = u.extraconfig {
             vm.extraconfig = Some(x);
         }
+        let user_data_changed = userdata.is_some();
         if let Some(r) = userdata {
             vm.userdata = r.userdata;
             vm.userdata_id = r.userdata_id;
@@ -1427,10 +1430,16 @@ impl Service {
             }
             e => e.into(),
         })?;
-        let mut st = self.sched.lock().await;
-        match vm.lease.expires() {
-            Some(at) => st.track_lease(vm.id, at),
-            None => st.untrack_lease(vm.id),
+        {
+            let mut st = self.sched.lock().await;
+            match vm.lease.expires() {
+                Some(at) => st.track_lease(vm.id, at),
+                None => st.untrack_lease(vm.id),
+            }
+        }
+        // New user data reaches a running guest's metadata service at once.
+        if user_data_changed {
+            self.push_metadata(&vm).await;
         }
         Ok(vm)
     }

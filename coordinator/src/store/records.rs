@@ -387,6 +387,10 @@ pub struct NetworkOffering {
     pub availability: String,
     pub created: i64,
     pub removed: Option<i64>,
+    /// `serviceproviderlist`: service -> provider (e.g. UserData ->
+    /// ConfigDrive, which gives instances a config drive).
+    #[serde(default)]
+    pub providers: BTreeMap<String, String>,
 }
 entity!(NetworkOffering, Kind::NetworkOffering, |s| Index {
     ukey: live(&s.removed, s.name.to_lowercase()),

@@ -311,6 +311,11 @@ pub fn commands() -> Vec<Command> {
                 opt("specifyipranges", "boolean", "networks name their IP range"),
                 opt("availability", "string", "Optional or Required"),
                 opt("supportedservices", "list", "services (recorded)"),
+                opt(
+                    "serviceproviderlist",
+                    "map",
+                    "service -> provider; UserData: ConfigDrive gives instances a config drive, VirtualRouter (default) the host's metadata service"
+                ),
                 opt("enable", "boolean", "create it Enabled")
             ],
             NET_FIELDS,
@@ -632,6 +637,39 @@ async fn list_net_offerings(ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::List("networkoffering", items, total))
 }
 
+/// `serviceproviderlist[i].service` / `.provider`. Only the providers
+/// Orrery has are accepted, so an offering never promises what no host does.
+fn service_providers(ctx: &Ctx) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    const KNOWN: &[(&str, &[&str])] = &[
+        ("UserData", &["VirtualRouter", "ConfigDrive"]),
+        ("Dhcp", &["VirtualRouter"]),
+        ("Dns", &["VirtualRouter"]),
+        ("SourceNat", &["VirtualRouter"]),
+    ];
+    let mut out = std::collections::BTreeMap::new();
+    for e in ctx.p.map_entries("serviceproviderlist") {
+        let (Some(service), Some(provider)) = (e.get("service"), e.get("provider")) else {
+            return Err(ApiError::param(
+                "Invalid value for parameter serviceproviderlist: each entry needs service and provider",
+            ));
+        };
+        let Some((name, providers)) = KNOWN.iter().find(|(n, _)| n.eq_ignore_ascii_case(service))
+        else {
+            return Err(ApiError::param(format!(
+                "Invalid value for parameter serviceproviderlist: unsupported service {service}"
+            )));
+        };
+        let Some(p) = providers.iter().find(|p| p.eq_ignore_ascii_case(provider)) else {
+            return Err(ApiError::param(format!(
+                "Invalid value for parameter serviceproviderlist: provider {provider} does not offer {name} (one of {})",
+                providers.join(", ")
+            )));
+        };
+        out.insert(name.to_string(), p.to_string());
+    }
+    Ok(out)
+}
+
 fn net_offering_json(o: &NetworkOffering) -> serde_json::Value {
     Obj::new()
         .s("id", &o.uuid)
@@ -645,7 +683,13 @@ fn net_offering_json(o: &NetworkOffering) -> serde_json::Value {
         .v("specifyipranges", o.specify_ip_ranges)
         .s("availability", &o.availability)
         .s("created", date(o.created))
-        .v("service", json!([]))
+        .v(
+            "service",
+            o.providers
+                .iter()
+                .map(|(name, p)| json!({"name": name, "provider": [{"name": p}]}))
+                .collect::<Vec<_>>(),
+        )
         .build()
 }
 
@@ -766,6 +810,7 @@ async fn create_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
             guest_ip_type: guest,
             enabled: ctx.p.bool_or("enable", false),
             availability: availability(ctx.p.str("availability").unwrap_or("Optional"))?,
+            providers: service_providers(&ctx)?,
         })
         .await?;
     Ok(Reply::Object("networkoffering", net_offering_json(&o)))
