@@ -479,6 +479,9 @@ impl Ops {
                 self.update_metadata(&u).await?;
                 Ok(None)
             }
+            Op::Console(q) => Ok(Some(pb::command_result::Detail::Console(
+                self.console(&q.name).await?,
+            ))),
         }
     }
 
@@ -898,6 +901,42 @@ impl Ops {
         // The config drive stays: on shared storage it is the source's too.
         self.meta.remove(&c.name);
         Ok(())
+    }
+
+    /// Where a running instance's VNC console listens, for the console
+    /// proxy. A console on every address is reached at the host's address.
+    pub async fn console(&self, name: &str) -> Result<pb::ConsoleInfo, OpError> {
+        let xml = self.hv.domain_xml(name).await?;
+        let dom = Domain::from_xml(&xml)?;
+        let g = dom
+            .devices
+            .graphics
+            .first()
+            .ok_or_else(|| OpError::Invalid(format!("instance {name} has no console")))?;
+        let port = match g.port {
+            Some(p) if p > 0 => p as u32,
+            _ => {
+                return Err(OpError::Invalid(format!(
+                    "instance {name} is not running; its console has no port"
+                )))
+            }
+        };
+        let listen = g.listen.clone().unwrap_or_default();
+        let host = match listen.parse::<std::net::IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => listen,
+            _ => self
+                .cfg
+                .address
+                .clone()
+                .or_else(|| {
+                    crate::host::primary_ip(std::path::Path::new("/")).map(|a| a.to_string())
+                })
+                .unwrap_or_else(|| "127.0.0.1".into()),
+        };
+        let tls = std::fs::read_to_string(QEMU_CONF)
+            .map(|t| crate::host::qemu_access::vnc_tls_verified(&t))
+            .unwrap_or(false);
+        Ok(pb::ConsoleInfo { host, port, tls })
     }
 
     /// Hands the metadata service an instance's data and writes its config

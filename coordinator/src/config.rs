@@ -25,6 +25,14 @@ pub struct FileConfig {
     pub api_max_connections: Option<usize>,
     /// A built web UI (CloudStack's `ui/`, `npm run build`) served at `/`.
     pub ui_dir: Option<PathBuf>,
+    /// Where the console proxy listens (default 127.0.0.1:8082).
+    pub console_listen: Option<String>,
+    /// The console proxy's address as browsers reach it, e.g.
+    /// `https://console.example:443` behind a TLS terminator (default
+    /// `http://` and the bound listen address).
+    pub console_url: Option<String>,
+    /// noVNC's files (default /usr/share/novnc, Debian's `novnc`).
+    pub novnc_dir: Option<PathBuf>,
 }
 
 impl FileConfig {

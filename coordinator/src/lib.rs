@@ -5,6 +5,7 @@ pub mod agents;
 pub mod api;
 pub mod ca;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod listener;
 pub mod metrics;

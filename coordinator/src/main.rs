@@ -59,6 +59,13 @@ enum Cmd {
         /// Serve a built web UI (CloudStack's, from its `ui/` sources) at `/`.
         #[arg(long)]
         ui_dir: Option<PathBuf>,
+        /// Console proxy listen address (default 127.0.0.1:8082).
+        #[arg(long)]
+        console_listen: Option<String>,
+        /// The console proxy's URL as browsers reach it (default http:// and
+        /// the bound listen address).
+        #[arg(long)]
+        console_url: Option<String>,
     },
     /// Enrolment tokens for new hosts.
     Token {
@@ -161,6 +168,8 @@ async fn main() -> Result<()> {
             simulated_hosts,
             metrics_listen,
             ui_dir,
+            console_listen,
+            console_url,
         } => {
             let mut limits = file.listener_limits();
             let dir = data_dir
@@ -235,6 +244,30 @@ async fn main() -> Result<()> {
                 .await
                 .with_context(|| format!("binding {metrics_listen} for metrics"))?;
             tracing::info!(listen = %metrics_listen, "metrics at /metrics");
+            let console_listen = console_listen
+                .or_else(|| file.console_listen.clone())
+                .unwrap_or_else(|| "127.0.0.1:8082".into());
+            let console_listener = tokio::net::TcpListener::bind(&console_listen)
+                .await
+                .with_context(|| format!("binding {console_listen} for the console proxy"))?;
+            let console_addr = console_listener.local_addr()?;
+            let console_url = console_url
+                .or_else(|| file.console_url.clone())
+                .unwrap_or_else(|| format!("http://{console_addr}"));
+            svc.set_console_base_url(&console_url);
+            tracing::info!(listen = %console_addr, url = %console_url, "console proxy at /console/");
+            let novnc = file
+                .novnc_dir
+                .clone()
+                .unwrap_or_else(|| orrery_coordinator::console::DEFAULT_NOVNC_DIR.into());
+            let console_svc = svc.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    orrery_coordinator::console::serve(console_svc, console_listener, novnc).await
+                {
+                    tracing::error!(error = %e, "console proxy stopped");
+                }
+            });
             let metrics_app = api::metrics_router(api);
             tokio::spawn(orrery_coordinator::listener::serve(
                 metrics_listener,

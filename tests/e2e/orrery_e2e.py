@@ -88,6 +88,7 @@ class Coordinator:
         self.port: int | None = None
         self.agent_port: int | None = None
         self.metrics_port: int | None = None
+        self.console_port: int | None = None
         # Extra coordinator.toml settings, written next to the data dir.
         self.config: dict[str, Any] = {}
         # Run in the child before exec (resource limits, for instance).
@@ -141,6 +142,7 @@ class Coordinator:
                 self.port = free_port()
                 self.agent_port = free_port()
                 self.metrics_port = free_port()
+                self.console_port = free_port()
             config_args = []
             if self.config:
                 config_path = self.base_dir / "coordinator.toml"
@@ -155,7 +157,8 @@ class Coordinator:
                     + ["serve", "--data-dir", str(self.data_dir),
                        "--api-listen", f"127.0.0.1:{self.port}",
                        "--agent-listen", f"{self.agent_listen_host}:{self.agent_port}",
-                       "--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
+                       "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+                       "--console-listen", f"127.0.0.1:{self.console_port}"]
                     + (["--simulated-hosts", str(self.hosts)] if self.hosts else []),
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     preexec_fn=self.preexec)

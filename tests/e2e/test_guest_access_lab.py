@@ -122,6 +122,17 @@ def test_metadata_service_answers_every_path_with_the_instances_own_values(lab, 
     assert mine.strip() not in public
 
 
+def test_new_user_data_reaches_the_running_guest_without_a_restart(lab, keys, guest):
+    ip = guest["nic"][0]["ipaddress"]
+    gateway = guest["nic"][0]["gateway"]
+    content = f"#!/bin/sh\necho ORRERY-UPDATED-{guest['id'][:8]}\n"
+    boots_before = boots(lab, guest)
+    lab.api.updateVirtualMachine(id=guest["id"], userdata=base64.b64encode(content.encode()).decode())
+    served = ssh(ip, keys["first"]["path"], f"timeout 5 wget -q -O - http://{gateway}/latest/user-data").stdout
+    assert served == content
+    assert boots(lab, guest) == boots_before
+
+
 def test_another_guests_address_gets_nothing_of_that_guest(lab, keys, guest):
     other = full(lab, lab.deploy(unique("oth"))["id"])
     wait_console(lab.agent, other["instancename"], r"ORRERY-GUEST-DATASOURCE=metadata", timeout=240)

@@ -146,6 +146,110 @@ def test_renewed_certificate_reaches_libvirt_and_qemu(mlab):
     assert out.strip() == "h3"
 
 
+def vnc_port(mlab: MultiLab, host: str, instance: str) -> int:
+    """The display libvirt gave the instance on its host (5900 + N)."""
+    out = mlab.exec(host, "virsh", "-c", "qemu:///system", "vncdisplay", instance).stdout.strip()
+    return 5900 + int(out.rsplit(":", 1)[1])
+
+
+def vnc_without_the_proxy_certificate(address: str, port: int) -> str:
+    """Speaks RFB to QEMU as any other client would: what it is offered, and
+    how a TLS handshake without a client certificate ends."""
+    import socket
+    import ssl
+    import struct
+
+    s = socket.create_connection((address, port), timeout=10)
+    s.recv(12)
+    s.sendall(b"RFB 003.008\n")
+    n = s.recv(1)[0]
+    types = list(s.recv(n))
+    if 19 not in types:
+        return f"offered {types}"
+    s.sendall(bytes([19]))
+    s.recv(2)
+    s.sendall(bytes([0, 2]))
+    s.recv(1)
+    count = s.recv(1)[0]
+    subtypes = list(struct.unpack(f">{count}I", s.recv(4 * count)))
+    s.sendall(struct.pack(">I", 261 if 261 in subtypes else subtypes[0]))
+    s.recv(1)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        tls = ctx.wrap_socket(s)
+        # TLS 1.3 reports a missing client certificate on the first read.
+        data = tls.recv(16)
+        return f"offered {types} {subtypes}; read {data!r} without a certificate"
+    except (ssl.SSLError, OSError) as exc:
+        return f"refused: {exc}"
+
+
+def test_console_in_a_browser_through_the_proxy_over_vnc_tls(mlab):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from test_ui_browser import browser
+
+    vm = mlab.deploy(unique("con"), "h1")
+    inst = vm["instancename"]
+    mlab.wait_console("h1", inst, r"ORRERY-GUEST-SSHD")
+    port = vnc_port(mlab, "h1", inst)
+    # Any client without the proxy's certificate is turned away.
+    seen = vnc_without_the_proxy_certificate("10.99.0.1", port)
+    assert seen.startswith("refused") and "offered" not in seen, seen
+
+    endpoint = mlab.api.createConsoleEndpoint(virtualmachineid=vm["id"])["consoleendpoint"]
+    assert endpoint["success"] is True and endpoint["websocket"]["token"] in endpoint["url"]
+    driver = browser()
+    try:
+        driver.get(endpoint["url"])
+        status = lambda d: d.execute_script(  # noqa: E731
+            "return (document.getElementById('status') || {}).textContent || ''")
+        WebDriverWait(driver, 60).until(lambda d: "Connected" in status(d), "never connected")
+        # The guest's screen: some pixel of the canvas is not black.
+        lit = """
+            const c = document.querySelector('canvas');
+            if (!c || !c.width) return false;
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            for (let i = 0; i < d.length; i += 4) if (d[i] || d[i + 1] || d[i + 2]) return true;
+            return false;"""
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script(lit), "the console stayed blank")
+        canvas = driver.find_element(By.TAG_NAME, "canvas")
+        ActionChains(driver).click(canvas).perform()
+        # Typed at the console's shell; the guest writes the result to its
+        # serial log, which only the host sees.
+        ActionChains(driver).send_keys("echo ORRERY-KEYS-$((6*7)) >/dev/ttyS0\n").perform()
+        mlab.wait_console("h1", inst, r"ORRERY-KEYS-42", timeout=60)
+
+        # The same URL a second time: the token is spent.
+        driver.get(endpoint["url"])
+        WebDriverWait(driver, 30).until(
+            lambda d: any(w in status(d) for w in ("Failed", "Disconnected", "failed")),
+            "a second use of the console URL was not refused")
+        assert "Connected (" not in status(driver)
+    finally:
+        driver.quit()
+    # Every session is an event.
+    events = mlab.api.listEvents(type="VM.CONSOLE").get("event", [])
+    assert any(vm["id"] in e["description"] for e in events), events
+
+
+def test_console_endpoints_only_for_running_instances_the_caller_owns(mlab):
+    from orrery_e2e import create_account, expect_api_error
+
+    vm = mlab.deploy(unique("own"), "h2")
+    other = create_account(mlab.api, accounttype=0)
+    api = mlab.coordinator.client(other["apikey"], other["secretkey"])
+    err = expect_api_error(api.createConsoleEndpoint, virtualmachineid=vm["id"])
+    assert err.status == 431 and "virtualmachineid" in err.error["errortext"], err.error
+    mlab.api.stopVirtualMachine(id=vm["id"], forced=True)
+    err = expect_api_error(mlab.api.createConsoleEndpoint, virtualmachineid=vm["id"])
+    assert err.status in (431, 530) and "Running" in err.error["errortext"], err.error
+
+
 def test_partitioned_host_is_noticed_and_comes_back_when_healed(mlab):
     h3 = mlab.host_id("h3")
     mlab.hosts_sh("partition", "h3")

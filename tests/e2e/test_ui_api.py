@@ -129,3 +129,36 @@ def test_resource_icons(admin, coordinator, env):
     admin.deleteResourceIcon(resourceids=zone, resourcetype="Zone")
     assert "icon" not in admin.listZones(id=zone, showicon=True)["zone"][0]
     admin.destroyVirtualMachine(id=vm["id"], expunge=True)
+
+
+def test_icons_show_on_every_list_and_go_with_their_resource(admin, coordinator, env):
+    from orrery_e2e import create_account, deploy, unique, wait_for
+    owner = create_account(admin, accounttype=0)
+    api = coordinator.client(owner["apikey"], owner["secretkey"])
+    vm = deploy(api, env, name=unique("icons"))
+    root = api.listVolumes(virtualmachineid=vm["id"])["volume"][0]
+    acct = owner["account"]
+    api.uploadResourceIcon(resourceids=vm["id"], resourcetype="UserVm", base64image=PNG)
+    api.uploadResourceIcon(resourceids=root["id"], resourcetype="Volume", base64image=PNG)
+    admin.uploadResourceIcon(resourceids=acct["id"], resourcetype="Account", base64image=PNG)
+    admin.uploadResourceIcon(resourceids=acct["domainid"], resourcetype="Domain", base64image=PNG)
+    shown = [
+        api.listVirtualMachines(id=vm["id"], showicon=True)["virtualmachine"][0],
+        api.listVolumes(id=root["id"], showicon=True)["volume"][0],
+        admin.listAccounts(id=acct["id"], showicon=True)["account"][0],
+        admin.listDomains(id=acct["domainid"], showicon=True)["domain"][0],
+    ]
+    for item in shown:
+        assert item["icon"]["base64image"] == PNG and item["icon"]["resourceid"] == item["id"], item
+    assert "icon" not in api.listVirtualMachines(id=vm["id"])["virtualmachine"][0]
+    # Expunged with the instance: its icon and its root volume's are gone.
+    admin.destroyVirtualMachine(id=vm["id"], expunge=True)
+    wait_for(lambda: not admin.listVirtualMachines(id=vm["id"], listall=True).get("virtualmachine"), 60,
+             "instance never went away")
+    for ty, rid in (("VirtualMachine", vm["id"]), ("Volume", root["id"])):
+        assert not admin.listResourceIcon(resourceids=rid, resourcetype=ty).get("icon"), ty
+    admin.deleteAccount(id=acct["id"])
+    wait_for(lambda: not admin.listResourceIcon(resourceids=acct["id"],
+                                                resourcetype="Account").get("icon"),
+             60, "the account's icon stayed")
+    admin.deleteResourceIcon(resourceids=acct["domainid"], resourcetype="Domain")

@@ -196,6 +196,10 @@ user = "root"
 group = "root"
 security_driver = "none"
 lock_manager = "lockd"
+# Consoles: VNC only over TLS with a client certificate from the Orrery CA
+# (the files the agent writes under /etc/pki/qemu).
+vnc_tls = 1
+vnc_tls_x509_verify = 1
 EOF
         cat >"$dir/libvirt-etc/qemu-lockd.conf" <<EOF
 # Disk leases in a lockspace every host shares: a second start of a disk
@@ -219,6 +223,7 @@ EOF
 domain_type = "qemu"
 libvirt_tls = true
 address = "$NET.$i"
+vnc_listen = "$NET.$i"
 EOF
 }
 

@@ -73,6 +73,27 @@ impl EmulatorUser {
 }
 
 /// The `user` and `group` settings of libvirt's `qemu.conf`, when set.
+/// Whether qemu.conf requires TLS with verified client certificates for
+/// VNC (`vnc_tls = 1` and `vnc_tls_x509_verify = 1`): then only holders of
+/// an Orrery certificate reach the consoles.
+pub fn vnc_tls_verified(text: &str) -> bool {
+    let mut tls = false;
+    let mut verify = false;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let on = value.trim() == "1";
+        match key.trim() {
+            "vnc_tls" => tls = on,
+            "vnc_tls_x509_verify" => verify = on,
+            _ => {}
+        }
+    }
+    tls && verify
+}
+
 pub fn parse_qemu_conf(text: &str) -> (Option<String>, Option<String>) {
     let mut user = None;
     let mut group = None;
@@ -433,5 +454,18 @@ mod tests {
         assert!(check(&link, StorageDir::Primary, &stranger).is_err());
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
         assert_eq!(check(&link, StorageDir::Primary, &stranger), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod vnc_tls_tests {
+    use super::vnc_tls_verified;
+
+    #[test]
+    fn both_settings_are_needed_and_comments_do_not_count() {
+        assert!(vnc_tls_verified("vnc_tls = 1\nvnc_tls_x509_verify = 1\n"));
+        assert!(!vnc_tls_verified("vnc_tls = 1\n"));
+        assert!(!vnc_tls_verified("#vnc_tls = 1\nvnc_tls_x509_verify = 1\n"));
+        assert!(!vnc_tls_verified("vnc_tls = 0\nvnc_tls_x509_verify = 1\n"));
     }
 }

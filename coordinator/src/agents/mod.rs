@@ -6,8 +6,8 @@ mod convert;
 pub mod server;
 
 use crate::service::agent::{
-    AgentClient, AgentError, GuestMetadata, HeartbeatSeen, MigrateCmd, PowerState, Progress,
-    Simulator, VmSpec, VolumeSpec,
+    AgentClient, AgentError, ConsoleTarget, GuestMetadata, HeartbeatSeen, MigrateCmd, PowerState,
+    Progress, Simulator, VmSpec, VolumeSpec,
 };
 use crate::service::records::Host;
 use crate::service::Service;
@@ -420,6 +420,29 @@ impl AgentClient for Router {
             metadata: Some(convert::metadata(meta)),
         });
         self.hub.call(host_id, op, SHORT).await.map(|_| ())
+    }
+    async fn console(&self, host_id: i64, instance: &str) -> Result<ConsoleTarget, AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.console(host_id, instance).await;
+        }
+        let op = pb::command::Op::Console(pb::QueryInstance {
+            name: instance.into(),
+        });
+        let r = self.hub.call(host_id, op, SHORT).await?;
+        match r.detail {
+            Some(pb::command_result::Detail::Console(c)) => Ok(ConsoleTarget {
+                host: c.host,
+                port: u16::try_from(c.port).map_err(|_| AgentError::Failed {
+                    host: host_id,
+                    reason: format!("console port {} out of range", c.port),
+                })?,
+                tls: c.tls,
+            }),
+            _ => Err(AgentError::Failed {
+                host: host_id,
+                reason: "the host did not say where the console is".into(),
+            }),
+        }
     }
     async fn prepare_migration(
         &self,

@@ -103,6 +103,15 @@ pub struct VolumeSpec {
     pub pool: String,
 }
 
+/// Where an instance's VNC console listens on its host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleTarget {
+    pub host: String,
+    pub port: u16,
+    /// VNC wants TLS with a client certificate from the Orrery CA.
+    pub tls: bool,
+}
+
 /// Hears a long command's percent done.
 pub type Progress = std::sync::Arc<dyn Fn(u32) + Send + Sync>;
 
@@ -220,6 +229,8 @@ pub trait AgentClient: Send + Sync {
         instance: &str,
         meta: &GuestMetadata,
     ) -> Result<(), AgentError>;
+    /// Where a running instance's console listens.
+    async fn console(&self, host_id: i64, instance: &str) -> Result<ConsoleTarget, AgentError>;
     /// Moves a running instance from `source` to `destination`; on failure
     /// it keeps running on the source. `progress` hears the percent done as
     /// the source reports it.
@@ -398,6 +409,12 @@ impl AgentClient for Simulator {
         _meta: &GuestMetadata,
     ) -> Result<(), AgentError> {
         self.running(host_id, instance).await
+    }
+    async fn console(&self, host_id: i64, _instance: &str) -> Result<ConsoleTarget, AgentError> {
+        Err(AgentError::Failed {
+            host: host_id,
+            reason: "simulated hosts have no consoles".into(),
+        })
     }
     async fn migrate(
         &self,

@@ -290,6 +290,14 @@ impl Service {
         }
         t.removed = Some(now());
         let mut tx = Tx::new();
+        let kind = if t.format.eq_ignore_ascii_case("ISO") {
+            "ISO"
+        } else {
+            "Template"
+        };
+        if let Some(icon) = self.icon_id(kind, &t.uuid).await? {
+            tx.delete::<ResourceIcon>(icon);
+        }
         tx.update(&mut t);
         let job = self.new_job(
             caller,

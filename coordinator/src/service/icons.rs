@@ -195,6 +195,12 @@ impl Service {
         Ok(out)
     }
 
+    /// The record id of a resource's icon, for removing it with the
+    /// resource.
+    pub(crate) async fn icon_id(&self, ty: &str, uuid: &str) -> SResult<Option<i64>> {
+        Ok(self.icon_of(ty, uuid).await?.map(|i| i.id))
+    }
+
     /// A resource's icon image, for `showicon=true` on lists.
     pub async fn icon_image(&self, ty: &str, uuid: &str) -> SResult<Option<String>> {
         Ok(self.icon_of(ty, uuid).await?.map(|i| i.image))

@@ -312,6 +312,9 @@ impl Service {
             .ok_or_else(|| ServiceError::internal("account missing"))?;
         a.removed = Some(t);
         let (aid, did, uuid, name) = (a.id, a.domain_id, a.uuid.clone(), a.name.clone());
+        if let Some(icon) = self.icon_id("Account", &a.uuid).await? {
+            tx.delete::<ResourceIcon>(icon);
+        }
         tx.update(&mut a);
         self.event(
             &mut tx,

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod capacity;
 pub mod catalog;
+pub mod console;
 pub mod directory;
 pub mod error;
 pub mod fencing;
@@ -138,6 +139,8 @@ pub struct Service {
     pub(crate) login_throttle: parking_lot::Mutex<identity::LoginThrottle>,
     /// Async jobs and downloads: bounded, and drained at shutdown.
     pub tasks: tasks::Tasks,
+    /// Outstanding console tokens.
+    pub(crate) consoles: console::ConsoleTickets,
 }
 
 impl Service {
@@ -184,6 +187,7 @@ impl Service {
             busy: parking_lot::Mutex::new(std::collections::HashSet::new()),
             login_throttle: parking_lot::Mutex::new(identity::LoginThrottle::default()),
             tasks: tasks::Tasks::default(),
+            consoles: console::ConsoleTickets::default(),
         });
         svc.reload_settings().await?;
         svc.refresh_stats_settings();

@@ -1100,6 +1100,15 @@ impl Service {
         }
         let nics: Vec<Nic> = self.store.all(Query::new().eq(Col::Parent, vm_id)).await?;
         let vols: Vec<Volume> = self.store.all(Query::new().eq(Col::Parent, vm_id)).await?;
+        // Its icon goes with it (and its root volume's).
+        let mut icons = Vec::new();
+        for (ty, uuid) in std::iter::once(("VirtualMachine", vm.uuid.as_str())).chain(
+            vols.iter()
+                .filter(|v| v.volume_type == "ROOT")
+                .map(|v| ("Volume", v.uuid.as_str())),
+        ) {
+            icons.extend(self.icon_id(ty, uuid).await?);
+        }
         let t = now();
         let vm = self
             .transition(
@@ -1110,6 +1119,9 @@ impl Service {
                     v.host_id = None;
                 },
                 |_, tx| {
+                    for id in &icons {
+                        tx.delete::<ResourceIcon>(*id);
+                    }
                     for n in &nics {
                         tx.delete::<Nic>(n.id);
                     }

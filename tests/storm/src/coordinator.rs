@@ -134,6 +134,9 @@ impl Coordinator {
             .arg(self.agent_addr())
             .arg("--metrics-listen")
             .arg(format!("127.0.0.1:{}", self.metrics_port))
+            // Any free port: storms run beside other coordinators.
+            .arg("--console-listen")
+            .arg("127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

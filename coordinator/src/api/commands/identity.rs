@@ -75,6 +75,7 @@ pub fn commands() -> Vec<Command> {
                 opt("id", "uuid", "domain"),
                 opt("name", "string", "name"),
                 opt("listall", "boolean", "all"),
+                opt("showicon", "boolean", "include each item's icon"),
                 PAGING[0],
                 PAGING[1],
                 PAGING[2]
@@ -117,6 +118,7 @@ pub fn commands() -> Vec<Command> {
                 opt("domainid", "uuid", "domain"),
                 opt("listall", "boolean", "all"),
                 opt("isrecursive", "boolean", "subdomains"),
+                opt("showicon", "boolean", "include each item's icon"),
                 PAGING[0],
                 PAGING[1],
                 PAGING[2]
@@ -337,6 +339,7 @@ async fn list_domains(ctx: Ctx) -> Result<Reply, ApiError> {
         items.push(domain_json(&ctx, d).await?);
     }
     let n = items.len() as u64;
+    let items = super::ui::with_icons(&ctx, "Domain", items).await?;
     Ok(Reply::List("domain", items, n))
 }
 
@@ -432,6 +435,7 @@ async fn list_accounts(ctx: Ctx) -> Result<Reply, ApiError> {
     for a in &accts {
         items.push(account_json(&ctx, a).await?);
     }
+    let items = super::ui::with_icons(&ctx, "Account", items).await?;
     Ok(Reply::List("account", items, total))
 }
 

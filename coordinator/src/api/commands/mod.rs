@@ -2,6 +2,7 @@
 
 mod affinity;
 mod catalog;
+mod console;
 mod identity;
 mod infra;
 mod metrics_lists;
@@ -34,6 +35,7 @@ pub fn all() -> &'static [Command] {
         v.extend(volumes::commands());
         v.extend(affinity::commands());
         v.extend(sshkeys::commands());
+        v.extend(console::commands());
         v.extend(ui::commands());
         v.extend(userdata::commands());
         v.extend(placement::commands());

@@ -147,6 +147,24 @@ pub fn commands() -> Vec<Command> {
     ]
 }
 
+/// `showicon=true` on a list: each item (by its `id`) with its icon.
+pub async fn with_icons(
+    ctx: &Ctx,
+    ty: &str,
+    mut items: Vec<serde_json::Value>,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    if ctx.p.bool("showicon") != Some(true) {
+        return Ok(items);
+    }
+    for item in &mut items {
+        let Some(id) = item.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
+            continue;
+        };
+        add_icon(ctx, item, ty, &id).await?;
+    }
+    Ok(items)
+}
+
 /// `showicon=true`: the resource's icon, when it has one, as CloudStack
 /// nests it.
 pub async fn add_icon(

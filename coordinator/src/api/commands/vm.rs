@@ -269,6 +269,7 @@ pub fn commands() -> Vec<Command> {
                 opt("listall", "boolean", "everything the caller may see"),
                 opt("details", "list", "detail groups to return"),
                 opt("leased", "boolean", "only instances with an active lease"),
+                opt("showicon", "boolean", "include each instance's icon"),
                 PAGING[0], PAGING[1], PAGING[2],
             ]; PARAMS },
             response: VM_FIELDS,
@@ -546,6 +547,7 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
     for v in &vms {
         items.push(views::vm(&mut l, &ctx.caller, v, None).await?);
     }
+    let items = super::ui::with_icons(&ctx, "VirtualMachine", items).await?;
     Ok(Reply::List("virtualmachine", items, total))
 }
 

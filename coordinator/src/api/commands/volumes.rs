@@ -26,6 +26,7 @@ pub fn commands() -> Vec<Command> {
                 opt("listall", "boolean", "all visible"),
                 opt("account", "string", "owner"),
                 opt("domainid", "uuid", "domain"),
+                opt("showicon", "boolean", "include each volume's icon"),
                 PAGING[0],
                 PAGING[1],
                 PAGING[2]
@@ -274,6 +275,7 @@ pub(crate) async fn list_volumes(ctx: Ctx) -> Result<Reply, ApiError> {
     for v in &vols {
         items.push(views::volume(&mut l, &ctx.caller, v).await?);
     }
+    let items = super::ui::with_icons(&ctx, "Volume", items).await?;
     Ok(Reply::List("volume", items, total))
 }
 
