@@ -124,6 +124,30 @@ fn bios_uses_the_i440fx_alias() {
 }
 
 #[test]
+fn a_named_machine_type_must_be_offered_and_fit_the_firmware() {
+    let spec = with_detail(lab_spec(), DETAIL_MACHINE_TYPE, "pc-q35-8.2");
+    let d = design_ok(&spec, &lab_facts());
+    assert_eq!(d.os.machine.as_deref(), Some("pc-q35-8.2"));
+    // q35 has no IDE: the CD-ROM moves to SATA.
+    assert!(d
+        .devices
+        .disks
+        .iter()
+        .any(|x| x.device == DiskDevice::Cdrom && x.target_bus == DiskBus::Sata));
+    let spec = with_detail(lab_spec(), DETAIL_MACHINE_TYPE, "pc-i440fx-8.2");
+    assert_eq!(
+        design_ok(&spec, &lab_facts()).os.machine.as_deref(),
+        Some("pc-i440fx-8.2")
+    );
+    for bad in ["pc-q35-99.0", "microvm", "pc-q35-8.2</machine>"] {
+        let spec = with_detail(lab_spec(), DETAIL_MACHINE_TYPE, bad);
+        assert_invalid_detail(design_err(&spec, &lab_facts()), DETAIL_MACHINE_TYPE);
+    }
+    let spec = with_detail(uefi(true), DETAIL_MACHINE_TYPE, "pc-i440fx-rhel7.6.0");
+    assert_invalid_detail(design_err(&spec, &kvm_facts()), DETAIL_MACHINE_TYPE);
+}
+
+#[test]
 fn bios_without_alias_uses_newest_versioned_i440fx() {
     let mut facts = lab_facts();
     facts.machine_types = vec![

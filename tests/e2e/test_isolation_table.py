@@ -155,6 +155,7 @@ MUTATORS = [
     ("resetUserDataForVirtualMachine", {"id": "vm", "userdata": "aGk="}),
     ("getVirtualMachineUserData", {"virtualmachineid": "vm"}),
     ("linkUserDataToTemplate", {"templateid": "template", "userdataid": "userdata"}),
+    ("createConsoleEndpoint", {"virtualmachineid": "vm"}),
 ]
 
 OUTSIDERS = ["b_user", "b_admin"]

@@ -39,6 +39,8 @@ pub const DETAIL_NIC_ADAPTER: &str = "nicAdapter";
 pub const DETAIL_VIDEO_HARDWARE: &str = "video.hardware";
 /// Detail asking for a number of cores per socket.
 pub const DETAIL_CORES_PER_SOCKET: &str = "cpu.corespersocket";
+/// The QEMU machine type, one the host's emulator offers.
+pub const DETAIL_MACHINE_TYPE: &str = "kvm.guest.os.machine.type";
 
 /// QEMU's VNC authentication is DES-based with an 8-byte key: characters
 /// after the eighth are ignored by the server.
@@ -146,7 +148,10 @@ pub fn design(
             arch: facts.arch.clone(),
         });
     }
-    let (machine, chipset) = choose_machine(spec.boot_mode, facts)?;
+    let (machine, chipset) = match detail(spec, DETAIL_MACHINE_TYPE) {
+        Some(m) => named_machine(m, spec.boot_mode, facts)?,
+        None => choose_machine(spec.boot_mode, facts)?,
+    };
 
     if spec.vcpus == 0 {
         return Err(invalid("vcpus", "must be at least 1"));
@@ -493,6 +498,41 @@ fn choose_machine(boot: BootMode, facts: &HostFacts) -> Result<(String, Chipset)
         wanted: wanted[0].describe(),
         offered: facts.machine_types.clone(),
     })
+}
+
+/// A machine type the instance's settings name: it must be one this host's
+/// QEMU offers, of a chipset the designer knows, and Q35 for UEFI (secure
+/// boot needs its SMM).
+fn named_machine(
+    m: &str,
+    boot: BootMode,
+    facts: &HostFacts,
+) -> Result<(String, Chipset), DesignError> {
+    if !facts.machine_types.iter().any(|t| t == m) {
+        return Err(bad_detail(
+            DETAIL_MACHINE_TYPE,
+            m,
+            format!(
+                "not a machine type of this host's QEMU (offered: {})",
+                facts.machine_types.join(", ")
+            ),
+        ));
+    }
+    let Some((chipset, _)) = Chipset::classify(m) else {
+        return Err(bad_detail(
+            DETAIL_MACHINE_TYPE,
+            m,
+            "only pc/i440fx and q35 machine types are supported",
+        ));
+    };
+    if matches!(boot, BootMode::Uefi { .. }) && chipset != Chipset::Q35 {
+        return Err(bad_detail(
+            DETAIL_MACHINE_TYPE,
+            m,
+            "UEFI instances need a q35 machine type",
+        ));
+    }
+    Ok((m.to_string(), chipset))
 }
 
 fn firmware(

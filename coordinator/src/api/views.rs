@@ -118,8 +118,9 @@ pub async fn vm(
         Some(id) => l.svc.load_cached(id).await?,
         None => None,
     };
-    let details: serde_json::Map<String, Value> = v
-        .details
+    let details: serde_json::Map<String, Value> = l
+        .svc
+        .visible_details(caller, &v.details)
         .iter()
         .map(|(k, x)| (k.clone(), json!(x)))
         .collect();

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod capacity;
 pub mod catalog;
 pub mod console;
+pub mod details;
 pub mod directory;
 pub mod error;
 pub mod fencing;

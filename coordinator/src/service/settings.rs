@@ -72,6 +72,8 @@ pub static SETTINGS: &[Setting] = &[
     s("vm.allocation.algorithm", "random", SettingType::String, "Advanced", &[], "Host allocation algorithm: random, firstfit, userdispersing, userconcentratedpod_random, userconcentratedpod_firstfit, firstfitleastconsumed"),
     s("enforce.post.requests.and.timestamps", "false", Boolean, "Advanced", &[], "Require POST and signature version 3 with a timestamp of at most 15 minutes ahead"),
     r(s("vm.max.guests.per.host", "50", Integer, "Advanced", &[], "Instances one host may run (KVM's default guest limit); the HA-safe figure of a cluster is (hosts - 1) times this"), 1.0, 100000.0),
+    s("user.vm.denied.details", "rootdisksize, cpuOvercommitRatio, memoryOvercommitRatio, Message.ReservedCapacityFreed.Flag", SettingType::String, "Advanced", &[], "Instance details users (not admins) neither see nor change"),
+    s("user.vm.readonly.details", "dataDiskController, rootDiskController", SettingType::String, "Advanced", &[], "Instance details users (not admins) see but cannot change"),
     s("vm.strict.host.tags", "", SettingType::String, "Advanced", &[], "Host tags that must match wherever an instance is placed, started, migrated or resized, even on a host an admin names"),
     r(s("cluster.cpu.allocated.capacity.disablethreshold", "0.85", Float, "Alert", &["cluster"], "Fraction of a cluster's CPU capacity allocated beyond which it takes no new instances"), 0.0, 1.0),
     r(s("cluster.memory.allocated.capacity.disablethreshold", "0.85", Float, "Alert", &["cluster"], "Fraction of a cluster's memory allocated beyond which it takes no new instances"), 0.0, 1.0),

@@ -1332,6 +1332,7 @@ impl Service {
                 vm.uuid, vm.state
             )));
         }
+        self.check_detail_change(caller, &u.details.keys().cloned().collect::<Vec<_>>())?;
         if let Some(n) = &u.name {
             naming::validate_hostname(n).map_err(|e| {
                 ServiceError::invalid(format!("Invalid value for parameter name: {e}"))
@@ -1402,7 +1403,7 @@ impl Service {
             vm.userdata_details = r.details;
         }
         if u.cleanup_details {
-            vm.details.clear();
+            vm.details = self.details_after_cleanup(caller, &vm.details);
         }
         for (k, v) in u.details {
             vm.details.insert(k, v);

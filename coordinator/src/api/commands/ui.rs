@@ -41,6 +41,22 @@ macro_rules! empty_list {
 pub fn commands() -> Vec<Command> {
     vec![
         cmd!(
+            "listDetailOptions",
+            "Lists the instance details (settings) the caller may add, with their possible values.",
+            false,
+            All,
+            &[
+                req("resourcetype", "string", "UserVm"),
+                opt(
+                    "resourceid",
+                    "uuid",
+                    "an instance: values from its zone's hosts"
+                )
+            ],
+            &[f("details", "map", "detail name -> possible values")],
+            detail_options
+        ),
+        cmd!(
             "listCapabilities",
             "Lists the cloud's capabilities and the limits clients adapt to.",
             false,
@@ -145,6 +161,18 @@ pub fn commands() -> Vec<Command> {
             list_icons
         ),
     ]
+}
+
+async fn detail_options(ctx: Ctx) -> Result<Reply, ApiError> {
+    let o = ctx
+        .svc
+        .detail_options(
+            &ctx.caller,
+            ctx.p.required("resourcetype")?,
+            ctx.p.str("resourceid"),
+        )
+        .await?;
+    Ok(Reply::Object("detailoptions", json!({ "details": o })))
 }
 
 /// `showicon=true` on a list: each item (by its `id`) with its icon.

@@ -1,0 +1,64 @@
+"""Instance details ("settings") through PyPI's cs: what users may see and
+change under user.vm.denied.details and user.vm.readonly.details (the seed's
+defaults), what admins may, and the names and values listDetailOptions
+offers."""
+
+from __future__ import annotations
+
+from orrery_e2e import deploy, expect_api_error, get_vm
+
+
+def test_hidden_and_read_only_details_for_users_and_admins(admin, env, user):
+    vm = deploy(user["api"], env, startvm=False)
+    # The admin sets a hidden one and a read-only one.
+    admin.updateVirtualMachine(id=vm["id"], **{
+        "details[0].rootdisksize": "20", "details[0].rootDiskController": "sata",
+        "details[0].nicAdapter": "e1000"})
+    as_admin = get_vm(admin, vm["id"])["details"]
+    assert as_admin["rootdisksize"] == "20" and as_admin["rootDiskController"] == "sata"
+    as_user = get_vm(user["api"], vm["id"])["details"]
+    assert "rootdisksize" not in as_user
+    assert as_user["rootDiskController"] == "sata" and as_user["nicAdapter"] == "e1000"
+
+    for key in ("rootDiskController", "rootdisksize", "cpuOvercommitRatio"):
+        err = expect_api_error(user["api"].updateVirtualMachine, id=vm["id"],
+                               **{f"details[0].{key}": "virtio"})
+        assert err.status == 431 and "parameter details" in err.error["errortext"] \
+            and key in err.error["errortext"], err.error
+    assert get_vm(admin, vm["id"])["details"] == as_admin
+    # A free one the user may change; a cleanup keeps what the user cannot touch.
+    user["api"].updateVirtualMachine(id=vm["id"], **{"details[0].nicAdapter": "virtio"})
+    assert get_vm(user["api"], vm["id"])["details"]["nicAdapter"] == "virtio"
+    user["api"].updateVirtualMachine(id=vm["id"], cleanupdetails=True)
+    left = get_vm(admin, vm["id"])["details"]
+    assert left.get("rootdisksize") == "20" and left.get("rootDiskController") == "sata"
+    assert "nicAdapter" not in left
+    admin.updateVirtualMachine(id=vm["id"], cleanupdetails=True)
+    assert not get_vm(admin, vm["id"])["details"]
+
+    # The lists are settings: emptied, users may change everything.
+    # (An empty value restores the default; a lone comma names nothing.)
+    admin.updateConfiguration(name="user.vm.readonly.details", value=",")
+    try:
+        user["api"].updateVirtualMachine(id=vm["id"], **{"details[0].rootDiskController": "virtio"})
+        assert get_vm(user["api"], vm["id"])["details"]["rootDiskController"] == "virtio"
+    finally:
+        admin.updateConfiguration(name="user.vm.readonly.details",
+                                  value="dataDiskController, rootDiskController")
+
+
+def test_detail_options(admin, env, user):
+    as_admin = admin.listDetailOptions(resourcetype="UserVm")["detailoptions"]["details"]
+    assert set(as_admin["rootDiskController"]) == {"virtio", "sata", "ide"}
+    assert "e1000" in as_admin["nicAdapter"]
+    assert "rootdisksize" in as_admin and "guest.cpu.model" in as_admin
+    assert isinstance(as_admin["kvm.guest.os.machine.type"], list)
+    as_user = user["api"].listDetailOptions(resourcetype="UserVm")["detailoptions"]["details"]
+    for hidden in ("rootdisksize", "rootDiskController", "dataDiskController", "guest.cpu.model"):
+        assert hidden not in as_user
+    assert "nicAdapter" in as_user
+    vm = deploy(admin, env, startvm=False)
+    err = expect_api_error(user["api"].listDetailOptions, resourcetype="UserVm", resourceid=vm["id"])
+    assert err.status == 431 and "resourceid" in err.error["errortext"], err.error
+    err = expect_api_error(admin.listDetailOptions, resourcetype="Network")
+    assert err.status == 431 and "resourcetype" in err.error["errortext"], err.error
