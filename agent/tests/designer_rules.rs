@@ -1517,6 +1517,23 @@ fn extraconfig_from_an_admin_is_appended_to_devices() {
 }
 
 #[test]
+fn extraconfig_that_is_not_a_device_goes_to_the_domain() {
+    let mut spec = lab_spec();
+    spec.extraconfig =
+        vec!["<memoryBacking><nosharepages/></memoryBacking><rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>".into()];
+    spec.caller_is_admin = true;
+    let xml = design_ok(&spec, &lab_facts()).to_xml();
+    let devices_end = xml.find("</devices>").unwrap();
+    let backing = xml.find("<memoryBacking>").unwrap();
+    assert!(backing > devices_end, "{xml}");
+    assert!(
+        xml[..devices_end].contains("<rng model=\"virtio\">"),
+        "{xml}"
+    );
+    assert!(!xml[devices_end..].contains("<rng"), "{xml}");
+}
+
+#[test]
 fn malformed_extraconfig_names_its_index() {
     let mut spec = lab_spec();
     spec.extraconfig = vec!["<ok/>".into(), "<broken>".into()];

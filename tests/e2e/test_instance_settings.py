@@ -62,3 +62,35 @@ def test_detail_options(admin, env, user):
     assert err.status == 431 and "resourceid" in err.error["errortext"], err.error
     err = expect_api_error(admin.listDetailOptions, resourcetype="Network")
     assert err.status == 431 and "resourcetype" in err.error["errortext"], err.error
+
+
+def test_extraconfig_needs_the_account_setting_and_the_allow_list(admin, env, user):
+    from urllib.parse import quote
+
+    xml = "<memoryBacking><nosharepages/></memoryBacking>"
+    err = expect_api_error(user["api"].deployVirtualMachine,
+                           **env.deploy_args(startvm=False, extraconfig=quote(xml)))
+    assert err.status == 431 and "parameter extraconfig" in err.error["errortext"] \
+        and "not enabled" in err.error["errortext"], err.error
+    account_id = user["account"]["id"]
+    admin.updateConfiguration(name="enable.additional.vm.configuration", value="true",
+                              accountid=account_id)
+    admin.updateConfiguration(name="allow.additional.vm.configuration.list.kvm",
+                              value="memoryBacking, cputune")
+    try:
+        vm = deploy(user["api"], env, startvm=False, extraconfig=quote(xml))
+        err = expect_api_error(user["api"].updateVirtualMachine, id=vm["id"],
+                               extraconfig=quote("<devices><hostdev mode='subsystem'/></devices>"))
+        assert err.status == 431 and "devices" in err.error["errortext"], err.error
+        err = expect_api_error(user["api"].updateVirtualMachine, id=vm["id"],
+                               extraconfig=quote("<cputune>"))
+        assert err.status == 431 and "parameter extraconfig" in err.error["errortext"], err.error
+        user["api"].updateVirtualMachine(id=vm["id"], extraconfig=quote("<cputune><shares>7</shares></cputune>"))
+        # Another account still has it off.
+        err = expect_api_error(admin.deployVirtualMachine,
+                               **env.deploy_args(startvm=False, extraconfig=quote(xml)))
+        assert err.status == 431 and "not enabled" in err.error["errortext"], err.error
+    finally:
+        admin.updateConfiguration(name="enable.additional.vm.configuration", value="false",
+                                  accountid=account_id)
+        admin.updateConfiguration(name="allow.additional.vm.configuration.list.kvm", value=",")

@@ -118,6 +118,32 @@ def test_reboot_keeps_the_domain(lab):
              lambda: lab.agent.console(inst)[-2000:])
 
 
+def test_extraconfig_and_machine_type_reach_the_domain(lab):
+    from urllib.parse import quote
+
+    admin_account = lab.api.listAccounts(name="admin")["account"][0]["id"]
+    lab.api.updateConfiguration(name="enable.additional.vm.configuration", value="true",
+                                accountid=admin_account)
+    lab.api.updateConfiguration(name="allow.additional.vm.configuration.list.kvm",
+                                value="memoryBacking")
+    machines = lab.api.listDetailOptions(resourcetype="UserVm")["detailoptions"]["details"][
+        "kvm.guest.os.machine.type"]
+    versioned = sorted(m for m in machines if m.startswith("pc-i440fx-"))
+    assert versioned, machines
+    try:
+        vm = lab.deploy(unique("xcfg"), extraconfig=quote("<memoryBacking><nosharepages/></memoryBacking>"),
+                        **{"details[0].kvm.guest.os.machine.type": versioned[0]})
+        inst = vm["instancename"]
+        xml = virsh("dumpxml", inst)
+        assert "<nosharepages/>" in xml, xml
+        assert f"machine='{versioned[0]}'" in xml, xml
+        wait_console(lab.agent, inst, r"ORRERY-GUEST-IP=\S+")
+        lab.api.destroyVirtualMachine(id=vm["id"], expunge=True)
+    finally:
+        lab.api.updateConfiguration(name="enable.additional.vm.configuration", value="false",
+                                    accountid=admin_account)
+
+
 def test_destroy_and_expunge_remove_domain_and_volumes(lab):
     vm = lab.deploy(unique("gone"))
     inst = vm["instancename"]

@@ -438,7 +438,8 @@ pub struct Devices {
     /// `<memory model='dimm'>` devices; on a running domain these include
     /// the ones plugged in since it started.
     pub memories: Vec<MemoryDevice>,
-    /// Opaque elements appended at the end of `<devices>`.
+    /// Opaque elements (extraconfig): device elements are appended at the
+    /// end of `<devices>`, any others at the end of `<domain>`.
     ///
     /// Write-only as far as the model is concerned: when libvirt's XML is
     /// parsed, an element that came from here is read as a typed device if

@@ -89,7 +89,55 @@ pub(crate) fn domain(d: &Domain) -> Element {
         }
     }
     root.push(devices(&d.devices));
+    // Extra elements that are not devices belong to the domain itself
+    // (`<memoryBacking>`, `<cputune>`, ...).
+    for fragment in &d.devices.extra {
+        for child in fragment.elements() {
+            if !is_device_element(&child.local) {
+                root.push(child);
+            }
+        }
+    }
     root
+}
+
+/// Element names libvirt accepts inside `<devices>`.
+fn is_device_element(name: &str) -> bool {
+    matches!(
+        name,
+        "emulator"
+            | "disk"
+            | "controller"
+            | "lease"
+            | "filesystem"
+            | "interface"
+            | "input"
+            | "hub"
+            | "graphics"
+            | "video"
+            | "serial"
+            | "parallel"
+            | "console"
+            | "channel"
+            | "sound"
+            | "watchdog"
+            | "memballoon"
+            | "rng"
+            | "tpm"
+            | "nvram"
+            | "panic"
+            | "shmem"
+            | "memory"
+            | "iommu"
+            | "vsock"
+            | "hostdev"
+            | "redirdev"
+            | "redirfilter"
+            | "smartcard"
+            | "audio"
+            | "crypto"
+            | "pstore"
+    )
 }
 
 fn metadata(m: &OrreryMetadata) -> Element {
@@ -270,7 +318,9 @@ fn devices(d: &Devices) -> Element {
     }
     for fragment in &d.extra {
         for child in fragment.elements() {
-            el.push(child);
+            if is_device_element(&child.local) {
+                el.push(child);
+            }
         }
     }
     el

@@ -74,7 +74,8 @@ pub fn instance_spec(s: &VmSpec) -> pb::InstanceSpec {
         vnc_password: s.vnc_password.clone(),
         details: s.details.clone().into_iter().collect(),
         extra_config: s.extraconfig.clone(),
-        // Only root admins can set extraconfig through the API.
+        // The service let it through: the owner's account allows it and
+        // every element is on the allow list.
         extra_config_allowed: !s.extraconfig.is_empty(),
         smbios_manufacturer: s.smbios_manufacturer.clone(),
         smbios_product: s.smbios_product.clone(),

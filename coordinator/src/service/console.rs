@@ -11,6 +11,13 @@ use orrery_model::VmState;
 use rand::RngCore;
 use std::time::{Duration, Instant};
 
+/// A query value's encoding: everything but unreserved characters.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// How long a console URL can wait before it is used.
 pub const TOKEN_TTL: Duration = Duration::from_secs(120);
 /// Tokens outstanding at once; the oldest go first beyond it.
@@ -111,13 +118,11 @@ impl Service {
         );
         let (host, port) = split_base(&base);
         let path = format!("console/websockify?token={token}");
-        let encoded: String =
-            percent_encoding::utf8_percent_encode(&path, percent_encoding::NON_ALPHANUMERIC)
-                .to_string();
+        let encoded: String = percent_encoding::utf8_percent_encode(&path, QUERY_VALUE).to_string();
         Ok(ConsoleEndpoint {
             url: format!(
                 "{base}/console/vnc_lite.html?path={encoded}&title={}",
-                percent_encoding::utf8_percent_encode(&vm.name, percent_encoding::NON_ALPHANUMERIC)
+                percent_encoding::utf8_percent_encode(&vm.name, QUERY_VALUE)
             ),
             token,
             host,

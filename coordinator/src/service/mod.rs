@@ -12,6 +12,7 @@ pub mod console;
 pub mod details;
 pub mod directory;
 pub mod error;
+pub mod extraconfig;
 pub mod fencing;
 pub mod hosts;
 pub mod icons;

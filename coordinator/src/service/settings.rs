@@ -72,6 +72,8 @@ pub static SETTINGS: &[Setting] = &[
     s("vm.allocation.algorithm", "random", SettingType::String, "Advanced", &[], "Host allocation algorithm: random, firstfit, userdispersing, userconcentratedpod_random, userconcentratedpod_firstfit, firstfitleastconsumed"),
     s("enforce.post.requests.and.timestamps", "false", Boolean, "Advanced", &[], "Require POST and signature version 3 with a timestamp of at most 15 minutes ahead"),
     r(s("vm.max.guests.per.host", "50", Integer, "Advanced", &[], "Instances one host may run (KVM's default guest limit); the HA-safe figure of a cluster is (hosts - 1) times this"), 1.0, 100000.0),
+    s("enable.additional.vm.configuration", "false", Boolean, "Advanced", &["account"], "Whether instances of an account may carry extraconfig"),
+    s("allow.additional.vm.configuration.list.kvm", "", SettingType::String, "Advanced", &[], "Top-level domain XML elements extraconfig may add on KVM, comma-separated"),
     s("user.vm.denied.details", "rootdisksize, cpuOvercommitRatio, memoryOvercommitRatio, Message.ReservedCapacityFreed.Flag", SettingType::String, "Advanced", &[], "Instance details users (not admins) neither see nor change"),
     s("user.vm.readonly.details", "dataDiskController, rootDiskController", SettingType::String, "Advanced", &[], "Instance details users (not admins) see but cannot change"),
     s("vm.strict.host.tags", "", SettingType::String, "Advanced", &[], "Host tags that must match wherever an instance is placed, started, migrated or resized, even on a host an admin names"),

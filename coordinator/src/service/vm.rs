@@ -190,10 +190,9 @@ impl Service {
                 ServiceError::invalid(format!("Invalid value for parameter name: {e}"))
             })?;
         }
-        if a.extraconfig.is_some() && !caller.is_root_admin() {
-            return Err(ServiceError::denied(
-                "Parameter extraconfig can only be specified by a Root Admin",
-            ));
+        let mut a = a;
+        if let Some(x) = &a.extraconfig {
+            a.extraconfig = Some(self.check_extraconfig(a.owner.id, x)?);
         }
         let (cpu, speed, mem) = compute_size(&a.offering, &a.details)?;
         let tmpl = a.template.as_ref().or(a.iso.as_ref());
@@ -242,7 +241,6 @@ impl Service {
         let resolved = self
             .resolve_userdata(caller, &a.owner, a.template.as_ref(), &req)
             .await?;
-        let mut a = a;
         a.userdata = resolved.userdata;
         a.userdata_id = resolved.userdata_id;
         a.userdata_details = resolved.details;
@@ -1315,10 +1313,9 @@ impl Service {
     }
 
     pub async fn update_vm(&self, caller: &Caller, mut vm: Vm, u: VmUpdate) -> SResult<Vm> {
-        if u.extraconfig.is_some() && !caller.is_root_admin() {
-            return Err(ServiceError::denied(
-                "Parameter extraconfig can only be specified by a Root Admin",
-            ));
+        let mut u = u;
+        if let Some(x) = &u.extraconfig {
+            u.extraconfig = Some(self.check_extraconfig(vm.account_id, x)?);
         }
         let os_type_id = match &u.os_type {
             Some(uuid) => Some(self.by_uuid::<OsType>("ostypeid", uuid).await?.id),
