@@ -70,3 +70,34 @@ def test_novnc_page_is_served_and_paths_stay_inside(coordinator):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
     assert requests.get(f"{base}/../../etc/passwd", timeout=10).status_code in (400, 404)
     assert requests.get(f"{base}/%2e%2e/%2e%2e/etc/passwd", timeout=10).status_code in (400, 404)
+
+
+def test_older_console_url_redirects_a_session_to_a_one_time_url(admin, env, user, coordinator):
+    import requests
+
+    from test_session_login import login
+
+    mine = deploy(user["api"], env)
+    theirs = deploy(admin, env)
+    session = requests.Session()
+    key = login(session, coordinator.endpoint, user).json()["loginresponse"]["sessionkey"]
+    base = coordinator.endpoint.replace("/client/api", "/client/console")
+
+    r = session.get(base, params={"cmd": "access", "vm": mine["id"], "sessionkey": key},
+                    allow_redirects=False, timeout=10)
+    assert r.status_code == 302, r.text
+    target = urlparse(r.headers["location"])
+    assert target.path == "/console/vnc_lite.html" and "token" in unquote(target.query)
+    # Someone else's instance, no session, or no sessionkey: refused.
+    r = session.get(base, params={"cmd": "access", "vm": theirs["id"], "sessionkey": key},
+                    allow_redirects=False, timeout=10)
+    assert r.status_code == 431 and "vm" not in r.headers.get("location", ""), r.text
+    r = requests.get(base, params={"cmd": "access", "vm": mine["id"]}, allow_redirects=False,
+                     timeout=10)
+    assert r.status_code == 401
+    r = session.get(base, params={"cmd": "access", "vm": mine["id"]}, allow_redirects=False,
+                    timeout=10)
+    assert r.status_code == 401
+    r = session.get(base, params={"cmd": "thumbnail", "vm": mine["id"], "sessionkey": key},
+                    allow_redirects=False, timeout=10)
+    assert r.status_code == 400

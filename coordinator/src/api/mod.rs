@@ -49,7 +49,47 @@ pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/client/api", get(handle).post(handle))
         .route("/client/api/", get(handle).post(handle))
+        .route("/client/console", get(console_access))
         .with_state(api)
+}
+
+/// CloudStack's older console URL, `/client/console?cmd=access&vm=<id>`,
+/// authenticated as an API request (a signed request, or the session with
+/// its `sessionkey`): redirects to a one-time console URL, as
+/// `createConsoleEndpoint` would answer.
+async fn console_access(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let pairs = request_pairs(query.as_deref().unwrap_or(""), "");
+    let params = Params::from_pairs(pairs.clone());
+    let plain = |status: StatusCode, text: String| (status, text).into_response();
+    if params.raw("cmd") != Some("access") {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "Invalid value for parameter cmd: only access is served".into(),
+        );
+    }
+    let Some(vm) = params.raw("vm").filter(|v| !v.is_empty()) else {
+        return plain(StatusCode::BAD_REQUEST, "Missing parameter vm".into());
+    };
+    let session = session_key(&params, &headers);
+    let caller = match authenticate(&api, &method, &pairs, &params, session).await {
+        Ok(c) => c,
+        Err(e) => return plain(StatusCode::UNAUTHORIZED, e.text),
+    };
+    match api.svc.create_console_endpoint(&caller, vm).await {
+        Ok(e) => (StatusCode::FOUND, [(header::LOCATION, e.url)]).into_response(),
+        Err(e) => {
+            let e = ApiError::from(e);
+            plain(
+                StatusCode::from_u16(e.code).unwrap_or(StatusCode::BAD_REQUEST),
+                e.with_command("console").text,
+            )
+        }
+    }
 }
 
 /// `/metrics` alone, for its own listener (see docs/metrics.md).
