@@ -39,6 +39,14 @@ enum Cmd {
         /// without it a random one is made and printed once.
         #[arg(long)]
         admin_password_file: Option<PathBuf>,
+        /// Succeed without touching anything when the store already exists
+        /// (a service's first start runs `init` every time).
+        #[arg(long)]
+        if_missing: bool,
+        /// Also write the admin's keys and password (JSON, mode 0600) here,
+        /// and print only where they are.
+        #[arg(long)]
+        keys_file: Option<PathBuf>,
     },
     /// Serve the API.
     Serve {
@@ -66,6 +74,15 @@ enum Cmd {
         /// the bound listen address).
         #[arg(long)]
         console_url: Option<String>,
+    },
+    /// Copy the store (and the statistics store) while it is served, with
+    /// SQLite's online backup; the CA files are copied beside them.
+    Backup {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// A directory to create for the copy.
+        #[arg(long)]
+        to: PathBuf,
     },
     /// Enrolment tokens for new hosts.
     Token {
@@ -122,6 +139,8 @@ async fn main() -> Result<()> {
         Cmd::Init {
             data_dir,
             admin_password_file,
+            if_missing,
+            keys_file,
         } => {
             let admin_password = match &admin_password_file {
                 Some(p) => {
@@ -138,7 +157,12 @@ async fn main() -> Result<()> {
             let dir = data_dir
                 .or(file.data_dir)
                 .context("--data-dir is required")?;
-            if dir.join("orrery.db").exists() || dir.join("ca.pem").exists() {
+            let exists = dir.join("orrery.db").exists() || dir.join("ca.pem").exists();
+            if exists && if_missing {
+                println!("{} is initialised; nothing to do", dir.display());
+                return Ok(());
+            }
+            if exists {
                 bail!(
                     "{} is already initialised; refusing to touch it",
                     dir.display()
@@ -158,7 +182,48 @@ async fn main() -> Result<()> {
             if let Some(p) = out.generated_password {
                 printed["password"] = serde_json::Value::String(p);
             }
-            println!("{printed}");
+            match keys_file {
+                Some(path) => {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    writeln!(f, "{printed}")?;
+                    println!(
+                        "initialised {}; the root admin's keys and password are in {}",
+                        dir.display(),
+                        path.display()
+                    );
+                }
+                None => println!("{printed}"),
+            }
+            Ok(())
+        }
+        Cmd::Backup { data_dir, to } => {
+            let dir = data_dir
+                .or(file.data_dir)
+                .context("--data-dir is required")?;
+            if !dir.join("orrery.db").exists() {
+                bail!("{} holds no store", dir.display());
+            }
+            std::fs::create_dir(&to).with_context(|| format!("creating {}", to.display()))?;
+            for db in ["orrery.db", "stats.db"] {
+                if dir.join(db).exists() {
+                    orrery_coordinator::store::sqlite::backup(&dir.join(db), &to.join(db))
+                        .with_context(|| format!("copying {db}"))?;
+                }
+            }
+            for f in ["ca.pem", "ca.key"] {
+                if dir.join(f).exists() {
+                    std::fs::copy(dir.join(f), to.join(f))
+                        .with_context(|| format!("copying {f}"))?;
+                }
+            }
+            println!("backed up {} to {}", dir.display(), to.display());
             Ok(())
         }
         Cmd::Serve {

@@ -96,6 +96,8 @@ async fn console_access(
 pub fn metrics_router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(api)
 }
 
@@ -160,6 +162,28 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Prometheus scrapes this; see docs/metrics.md.
+/// Liveness: the process answers.
+async fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+/// Readiness: the store answers a read within two seconds.
+async fn readyz(State(api): State<Arc<Api>>) -> Response {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), api.svc.store_ready()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store: {}\n", e.text()),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store: no answer within 2 s\n",
+        )
+            .into_response(),
+    }
+}
+
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
     match crate::metrics::render(&api.svc).await {
         Ok(text) => {

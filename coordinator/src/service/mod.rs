@@ -197,6 +197,12 @@ impl Service {
         Ok(svc)
     }
 
+    /// Whether the store answers a read (for `/readyz`).
+    pub async fn store_ready(&self) -> SResult<()> {
+        let _: Option<Domain> = self.store.load(1).await?;
+        Ok(())
+    }
+
     pub async fn reload_settings(&self) -> SResult<()> {
         let all: Vec<Config> = self.store.all(Query::new()).await?;
         let mut m = self.settings.write();
