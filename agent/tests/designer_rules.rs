@@ -594,6 +594,35 @@ fn tpm_is_emulated_tpm2() {
 }
 
 #[test]
+fn tpm_version_and_model_follow_the_seeds_rules() {
+    let tpm = |spec: &InstanceSpec| {
+        let d = design_ok(spec, &kvm_facts());
+        (d.devices.tpms[0].model, d.devices.tpms[0].version)
+    };
+    // Either detail asks for a vTPM; 2.0 by default, also for a version
+    // that is not one.
+    let s = with_detail(lab_spec(), DETAIL_TPM_MODEL, "tpm-crb");
+    assert_eq!(tpm(&s), (TpmModel::TpmCrb, Some(TpmVersion::V2_0)));
+    let s = with_detail(lab_spec(), DETAIL_TPM_VERSION, "3.7");
+    assert_eq!(tpm(&s), (TpmModel::TpmTis, Some(TpmVersion::V2_0)));
+    let s = with_detail(
+        with_detail(lab_spec(), DETAIL_TPM_VERSION, "1.2"),
+        DETAIL_TPM_MODEL,
+        "TPM-TIS",
+    );
+    assert_eq!(tpm(&s), (TpmModel::TpmTis, Some(TpmVersion::V1_2)));
+    // 1.2 has no CRB interface.
+    let s = with_detail(
+        with_detail(uefi(false), DETAIL_TPM_VERSION, "1.2"),
+        DETAIL_TPM_MODEL,
+        "tpm-crb",
+    );
+    assert_invalid_detail(design_err(&s, &kvm_facts()), DETAIL_TPM_VERSION);
+    let s = with_detail(lab_spec(), DETAIL_TPM_MODEL, "tpm-spapr");
+    assert_invalid_detail(design_err(&s, &kvm_facts()), DETAIL_TPM_MODEL);
+}
+
+#[test]
 fn tpm_without_host_support_is_refused() {
     let mut spec = lab_spec();
     spec.tpm = true;

@@ -92,6 +92,9 @@ fn cloud(hosts: usize) -> SnapshotParts {
                 gpu_devices: if rng.chance(5) { 4 } else { 0 },
                 preferred_os_category: rng.chance(20).then(|| 1 + rng.below(4) as Id),
                 max_guests: None,
+                uefi: true,
+                secure_boot: true,
+                tpm: true,
             }
         })
         .collect();

@@ -94,3 +94,20 @@ def test_extraconfig_needs_the_account_setting_and_the_allow_list(admin, env, us
         admin.updateConfiguration(name="enable.additional.vm.configuration", value="false",
                                   accountid=account_id)
         admin.updateConfiguration(name="allow.additional.vm.configuration.list.kvm", value=",")
+
+
+def test_detail_values_the_hosts_refuse_are_refused_when_set(admin, env):
+    vm = deploy(admin, env, startvm=False)
+    for details in ({"details[0].nicAdapter": "ne2k"},
+                    {"details[0].tpmversion": "1.2", "details[0].tpmmodel": "tpm-crb"},
+                    {"details[0].rootDiskController": "floppy"}):
+        err = expect_api_error(admin.updateVirtualMachine, id=vm["id"], **details)
+        assert err.status == 431 and "parameter details" in err.error["errortext"], err.error
+    assert not get_vm(admin, vm["id"])["details"]
+    err = expect_api_error(admin.deployVirtualMachine,
+                           **env.deploy_args(startvm=False, **{"details[0].tpmmodel": "tpm-spapr"}))
+    assert err.status == 431 and "tpmmodel" in err.error["errortext"], err.error
+    # A version that is not one means the default; accepted.
+    admin.updateVirtualMachine(id=vm["id"], **{"details[0].tpmversion": "3.0",
+                                               "details[0].tpmmodel": "tpm-tis"})
+    assert get_vm(admin, vm["id"])["details"]["tpmmodel"] == "tpm-tis"

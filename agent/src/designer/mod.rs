@@ -39,6 +39,10 @@ pub const DETAIL_NIC_ADAPTER: &str = "nicAdapter";
 pub const DETAIL_VIDEO_HARDWARE: &str = "video.hardware";
 /// Detail asking for a number of cores per socket.
 pub const DETAIL_CORES_PER_SOCKET: &str = "cpu.corespersocket";
+/// vTPM version (`2.0`, the default, or `1.2`) and model (`tpm-tis`,
+/// `tpm-crb`); either one asks for a vTPM.
+pub const DETAIL_TPM_VERSION: &str = "tpmversion";
+pub const DETAIL_TPM_MODEL: &str = "tpmmodel";
 /// The QEMU machine type, one the host's emulator offers.
 pub const DETAIL_MACHINE_TYPE: &str = "kvm.guest.os.machine.type";
 
@@ -1051,7 +1055,9 @@ fn video(spec: &InstanceSpec) -> Result<Video, DesignError> {
 }
 
 fn tpm(spec: &InstanceSpec, facts: &HostFacts) -> Result<Option<Tpm>, DesignError> {
-    if !spec.tpm {
+    let version_detail = detail(spec, DETAIL_TPM_VERSION);
+    let model_detail = detail(spec, DETAIL_TPM_MODEL);
+    if !spec.tpm && version_detail.is_none() && model_detail.is_none() {
         return Ok(None);
     }
     if !facts.tpm_supported {
@@ -1059,13 +1065,37 @@ fn tpm(spec: &InstanceSpec, facts: &HostFacts) -> Result<Option<Tpm>, DesignErro
     }
     // CRB is the TPM 2.0 interface UEFI firmware and Windows 11 expect;
     // SeaBIOS's TPM support is built around TIS.
-    let model = match spec.boot_mode {
-        BootMode::Uefi { .. } => TpmModel::TpmCrb,
-        BootMode::Bios => TpmModel::TpmTis,
+    let model = match model_detail.map(str::to_ascii_lowercase).as_deref() {
+        None => match spec.boot_mode {
+            BootMode::Uefi { .. } => TpmModel::TpmCrb,
+            BootMode::Bios => TpmModel::TpmTis,
+        },
+        Some("tpm-tis") => TpmModel::TpmTis,
+        Some("tpm-crb") => TpmModel::TpmCrb,
+        Some(_) => {
+            return Err(bad_detail(
+                DETAIL_TPM_MODEL,
+                model_detail.unwrap_or_default(),
+                "expected tpm-tis or tpm-crb",
+            ))
+        }
     };
+    // 2.0 unless 1.2 is asked for: an unknown version falls back to the
+    // default, as the seed says.
+    let version = match version_detail.map(str::trim) {
+        Some("1.2") => TpmVersion::V1_2,
+        _ => TpmVersion::V2_0,
+    };
+    if version == TpmVersion::V1_2 && model == TpmModel::TpmCrb {
+        return Err(bad_detail(
+            DETAIL_TPM_VERSION,
+            "1.2",
+            "TPM 1.2 is not supported with the tpm-crb model; use tpm-tis or version 2.0",
+        ));
+    }
     Ok(Some(Tpm {
         model,
-        version: Some(TpmVersion::V2_0),
+        version: Some(version),
     }))
 }
 

@@ -169,7 +169,7 @@ async fn healthz() -> Response {
 
 /// Readiness: the store answers a read within two seconds.
 async fn readyz(State(api): State<Arc<Api>>) -> Response {
-    match tokio::time::timeout(std::time::Duration::from_secs(2), api.svc.store_ready()).await {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), api.svc.ready()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -79,6 +79,7 @@ pub(crate) fn evaluate<S: Sink>(cx: &Cx<'_>, hi: usize, sink: &mut S) -> bool {
         avoid,
         host_tags,
         gpu,
+        features,
         cpu_capability,
         max_guests,
         strict_affinity,
@@ -217,6 +218,28 @@ pub(crate) fn gpu<S: Sink>(cx: &Cx<'_>, hi: usize, sink: &mut S) -> bool {
     }
     sink.reject(|| Reason::Gpu { need, free });
     false
+}
+
+/// UEFI, secure boot and vTPM need the host's firmware and swtpm.
+pub(crate) fn features<S: Sink>(cx: &Cx<'_>, hi: usize, sink: &mut S) -> bool {
+    let h = &cx.snap.hosts()[hi];
+    let r = cx.req;
+    let missing = [
+        (r.needs_uefi && !h.uefi, "UEFI firmware"),
+        (
+            r.needs_secure_boot && !h.secure_boot,
+            "UEFI secure boot firmware",
+        ),
+        (r.needs_tpm && !h.tpm, "vTPM (swtpm)"),
+    ];
+    let mut ok = true;
+    for (miss, feature) in missing {
+        if miss {
+            sink.reject(|| Reason::MissingFeature { feature });
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// The host must have at least as many cores as asked, each at least as fast

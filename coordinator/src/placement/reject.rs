@@ -93,6 +93,11 @@ pub enum Reason {
         need: u32,
         free: u32,
     },
+    /// The instance boots with UEFI (`secure`: with secure boot) or has a
+    /// vTPM, which the host's firmware or emulator does not offer.
+    MissingFeature {
+        feature: &'static str,
+    },
     /// Another member of a strict anti-affinity group runs on the host.
     AntiAffinity {
         group: Id,
@@ -130,6 +135,7 @@ impl Reason {
             Gpu { need, .. } => (16, i64::from(*need), 0, ""),
             AntiAffinity { group, .. } => (17, *group, 0, ""),
             Affinity { group, .. } => (18, *group, 0, ""),
+            MissingFeature { feature } => (19, 0, 0, feature),
         }
     }
 
@@ -229,6 +235,7 @@ impl Reason {
             ),
             MissingHostTag { tag } => write!(f, "missing host tag '{tag}'"),
             MissingStrictHostTag { tag } => write!(f, "missing strict host tag '{tag}'"),
+            MissingFeature { feature } => write!(f, "the host offers no {feature}"),
             Gpu { need, free: fr } => {
                 write!(f, "not enough free GPUs (need {need}, {free} {fr})")
             }

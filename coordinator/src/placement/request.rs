@@ -26,6 +26,11 @@ pub struct Request {
     /// GPU devices the offering asks for; 0 means none (and GPU hosts are
     /// then tried last).
     pub gpu_count: u32,
+    /// Firmware and devices the instance boots with; hosts without them are
+    /// skipped with the reason.
+    pub needs_uefi: bool,
+    pub needs_secure_boot: bool,
+    pub needs_tpm: bool,
     pub affinity_group_ids: Vec<Id>,
     /// Zone to deploy in (everyone may choose it).
     pub zone_id: Option<Id>,

@@ -291,6 +291,11 @@ pub struct Host {
     pub preferred_os_category: Option<Id>,
     /// The hypervisor's per-host instance limit, when one applies.
     pub max_guests: Option<u32>,
+    /// UEFI firmware (OVMF) among the host's firmware descriptors, with and
+    /// without secure boot, and a vTPM emulator (swtpm).
+    pub uefi: bool,
+    pub secure_boot: bool,
+    pub tpm: bool,
 }
 
 /// An instance that holds, or belongs to groups that constrain, placement.

@@ -1112,3 +1112,32 @@ fn ha_report_compares_instances_with_the_safe_figure() {
     assert_eq!(ha_report(&s, 10)[0].safe_instances, ha_capacity(3, 10));
     assert!(!ha_report(&s, 10)[0].at_limit());
 }
+
+#[test]
+fn hosts_without_the_firmware_or_tpm_asked_for_are_skipped_with_the_reason() {
+    let mut plain = host(1, 1);
+    plain.uefi = true;
+    let mut full = host(2, 1);
+    full.uefi = true;
+    full.secure_boot = true;
+    full.tpm = true;
+    let snap = Snapshot::new(parts(vec![plain, full]));
+    let mut r = req();
+    r.needs_uefi = true;
+    r.needs_secure_boot = true;
+    r.needs_tpm = true;
+    assert_eq!(plan(&snap, &r, ff()).unwrap().host_id, 2);
+    let verdicts = dry_run(&snap, &r, ff());
+    let text = format!("{:?}", verdicts.iter().find(|v| v.host_id == 1).unwrap());
+    assert!(
+        text.contains("secure boot") && text.contains("swtpm"),
+        "{text}"
+    );
+    r.host_id = Some(1);
+    r.caller_is_admin = true;
+    let err = plan(&snap, &r, ff()).unwrap_err();
+    assert!(
+        err.to_string().contains("UEFI secure boot firmware"),
+        "{err}"
+    );
+}

@@ -131,6 +131,46 @@ pub fn vm_options(host_facts: &[serde_json::Value]) -> BTreeMap<String, Vec<Stri
     o
 }
 
+/// Pure: refuses a detail whose value is not one the hosts accept, naming
+/// it (checked when set, rather than failing the next start on a host).
+/// `tpmversion` is not checked: an unknown one means the default, 2.0.
+pub fn check_values(details: &BTreeMap<String, String>) -> Result<(), String> {
+    let fixed = vm_options(&[]);
+    for (k, v) in details {
+        let Some((name, allowed)) = fixed
+            .iter()
+            .find(|(n, vals)| n.eq_ignore_ascii_case(k) && !vals.is_empty())
+        else {
+            continue;
+        };
+        if matches!(
+            name.as_str(),
+            "tpmversion" | "guest.cpu.model" | "kvm.guest.os.machine.type"
+        ) {
+            continue;
+        }
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(v.trim())) {
+            return Err(format!(
+                "Invalid value for parameter details: {k}={v}; expected one of {}",
+                allowed.join(", ")
+            ));
+        }
+    }
+    let get = |key: &str| {
+        details
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.trim().to_ascii_lowercase())
+    };
+    if get("tpmversion").as_deref() == Some("1.2") && get("tpmmodel").as_deref() == Some("tpm-crb")
+    {
+        return Err(
+            "Invalid value for parameter details: tpmversion=1.2 is not supported with tpmmodel=tpm-crb".into(),
+        );
+    }
+    Ok(())
+}
+
 impl Service {
     fn detail_lists(&self) -> (Vec<String>, Vec<String>) {
         (
@@ -248,6 +288,19 @@ mod tests {
             d(&[("rootdisksize", "20"), ("rootDiskController", "sata")])
         );
         assert!(kept_on_cleanup(&all, &denied, &readonly, true).is_empty());
+    }
+
+    #[test]
+    fn values_are_checked_where_the_hosts_have_a_fixed_set() {
+        assert!(check_values(&d(&[("rootDiskController", "SATA"), ("tpmversion", "9")])).is_ok());
+        let e = check_values(&d(&[("nicAdapter", "ne2k")])).unwrap_err();
+        assert!(
+            e.contains("parameter details") && e.contains("nicAdapter"),
+            "{e}"
+        );
+        let e = check_values(&d(&[("tpmversion", "1.2"), ("tpmmodel", "tpm-crb")])).unwrap_err();
+        assert!(e.contains("tpm-crb"), "{e}");
+        assert!(check_values(&d(&[("cpu.corespersocket", "2")])).is_ok());
     }
 
     #[test]

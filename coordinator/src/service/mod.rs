@@ -198,7 +198,7 @@ impl Service {
     }
 
     /// Whether the store answers a read (for `/readyz`).
-    pub async fn store_ready(&self) -> SResult<()> {
+    pub async fn ready(&self) -> SResult<()> {
         let _: Option<Domain> = self.store.load(1).await?;
         Ok(())
     }

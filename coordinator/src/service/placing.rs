@@ -96,6 +96,9 @@ impl Service {
                     gpu_devices: 0,
                     preferred_os_category: h.os_category_id,
                     max_guests: None,
+                    uefi: host_feature(h, Feature::Uefi),
+                    secure_boot: host_feature(h, Feature::SecureBoot),
+                    tpm: host_feature(h, Feature::Tpm),
                 })
                 .collect(),
             instances: self.capacity.instances(zone_id),
@@ -143,6 +146,9 @@ impl Service {
             template_tag: None,
             os_category: os.map(|o| o.category_id),
             gpu_count: 0,
+            needs_uefi: boot_needs(&vm.details).uefi,
+            needs_secure_boot: boot_needs(&vm.details).secure_boot,
+            needs_tpm: boot_needs(&vm.details).tpm,
             affinity_group_ids: vm.affinity_group_ids.clone(),
             zone_id: Some(vm.zone_id),
             pod_id: pin.pod_id,
@@ -185,5 +191,85 @@ impl Service {
         let snap = self.placement_snapshot(vm.zone_id).await?;
         let req = self.placement_request(vm, pin, true).await?;
         Ok(pl::dry_run(&snap, &req, self.allocator()))
+    }
+}
+
+/// What an instance's details ask of its host's firmware and devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BootNeeds {
+    pub uefi: bool,
+    pub secure_boot: bool,
+    pub tpm: bool,
+}
+
+/// Pure: `UEFI` (LEGACY/SECURE), `boottype`/`bootmode`, and `tpm` or the
+/// vTPM's `tpmversion`/`tpmmodel`.
+pub fn boot_needs(details: &std::collections::BTreeMap<String, String>) -> BootNeeds {
+    let detail = |k: &str| {
+        details
+            .iter()
+            .find(|(dk, _)| dk.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    };
+    BootNeeds {
+        uefi: detail("UEFI").is_some()
+            || detail("boottype").is_some_and(|v| v.eq_ignore_ascii_case("UEFI")),
+        secure_boot: detail("UEFI").is_some_and(|v| v.eq_ignore_ascii_case("SECURE"))
+            || detail("bootmode").is_some_and(|v| v.eq_ignore_ascii_case("SECURE")),
+        tpm: detail("tpm").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || detail("tpmversion").is_some()
+            || detail("tpmmodel").is_some(),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Feature {
+    Uefi,
+    SecureBoot,
+    Tpm,
+}
+
+/// Whether a host offers a feature, from the facts its agent reported. A
+/// host without facts (simulated, or not heard from yet) is not excluded:
+/// its agent refuses what it cannot do when asked.
+fn host_feature(h: &Host, f: Feature) -> bool {
+    let Some(facts) = &h.facts else {
+        return true;
+    };
+    let firmware = facts["firmware"].as_array().cloned().unwrap_or_default();
+    match f {
+        Feature::Uefi => !firmware.is_empty(),
+        Feature::SecureBoot => firmware
+            .iter()
+            .any(|x| x["secureboot"].as_bool() == Some(true)),
+        Feature::Tpm => facts["tpm"].as_bool().unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+mod boot_tests {
+    use super::*;
+
+    #[test]
+    fn details_name_what_the_host_must_offer() {
+        let d = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert_eq!(boot_needs(&d(&[])), BootNeeds::default());
+        let n = boot_needs(&d(&[("UEFI", "SECURE"), ("tpmmodel", "tpm-crb")]));
+        assert!(n.uefi && n.secure_boot && n.tpm);
+        let n = boot_needs(&d(&[("boottype", "uefi"), ("bootmode", "legacy")]));
+        assert!(n.uefi && !n.secure_boot && !n.tpm);
+        let mut h = Host::default();
+        assert!(host_feature(&h, Feature::SecureBoot));
+        h.facts = Some(
+            serde_json::json!({"firmware": [{"path": "/x", "secureboot": false}], "tpm": false}),
+        );
+        assert!(host_feature(&h, Feature::Uefi));
+        assert!(!host_feature(&h, Feature::SecureBoot));
+        assert!(!host_feature(&h, Feature::Tpm));
     }
 }

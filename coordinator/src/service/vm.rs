@@ -194,6 +194,7 @@ impl Service {
         if let Some(x) = &a.extraconfig {
             a.extraconfig = Some(self.check_extraconfig(a.owner.id, x)?);
         }
+        super::details::check_values(&a.details).map_err(ServiceError::invalid)?;
         let (cpu, speed, mem) = compute_size(&a.offering, &a.details)?;
         let tmpl = a.template.as_ref().or(a.iso.as_ref());
         if let Some(t) = tmpl {
@@ -624,17 +625,8 @@ impl Service {
                 },
             });
         }
-        let detail = |k: &str| {
-            vm.details
-                .iter()
-                .find(|(dk, _)| dk.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.clone())
-        };
         let zone_scope = [("zone", vm.zone_id)];
-        let uefi = detail("UEFI").is_some()
-            || detail("boottype").is_some_and(|v| v.eq_ignore_ascii_case("UEFI"));
-        let secure_boot = detail("UEFI").is_some_and(|v| v.eq_ignore_ascii_case("SECURE"))
-            || detail("bootmode").is_some_and(|v| v.eq_ignore_ascii_case("SECURE"));
+        let needs = super::placing::boot_needs(&vm.details);
         let (max_cpu, max_memory_mb) = self.scaling_room(vm).await?;
         let mut volume_specs = Vec::with_capacity(vols.len());
         for v in &vols {
@@ -662,9 +654,9 @@ impl Service {
             extraconfig: vm.extraconfig.iter().cloned().collect(),
             smbios_manufacturer: self.setting("vm.metadata.manufacturer", &zone_scope),
             smbios_product: self.setting("vm.metadata.product", &zone_scope),
-            uefi,
-            secure_boot,
-            tpm: detail("tpm").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            uefi: needs.uefi,
+            secure_boot: needs.secure_boot,
+            tpm: needs.tpm,
             max_cpu,
             max_memory_mb,
         })
@@ -1330,6 +1322,7 @@ impl Service {
             )));
         }
         self.check_detail_change(caller, &u.details.keys().cloned().collect::<Vec<_>>())?;
+        super::details::check_values(&u.details).map_err(ServiceError::invalid)?;
         if let Some(n) = &u.name {
             naming::validate_hostname(n).map_err(|e| {
                 ServiceError::invalid(format!("Invalid value for parameter name: {e}"))
