@@ -144,6 +144,63 @@ def test_extraconfig_and_machine_type_reach_the_domain(lab):
                                     accountid=admin_account)
 
 
+def swtpm_state(vm_id: str) -> Path:
+    """Where libvirt's swtpm keeps an instance's TPM (by domain uuid)."""
+    return Path("/var/lib/libvirt/swtpm") / vm_id
+
+
+def test_uefi_secure_boot_and_vtpm_are_seen_from_inside(lab):
+    # GRUB under OVMF needs more than the lab's 256 MB to load the kernel.
+    offering = lab.api.createServiceOffering(
+        name=unique("uefi"), displaytext="uefi", cpunumber=1, cpuspeed=500,
+        memory=512)["serviceoffering"]
+
+    def deploy(**details):
+        return lab.api.deployVirtualMachine(
+            zoneid=lab.env["zone"]["id"], serviceofferingid=offering["id"],
+            templateid=lab.env["template"]["id"], name=unique("fw"),
+            **{f"details[0].{k}": v for k, v in details.items()})["virtualmachine"]
+
+    secure = deploy(UEFI="SECURE", tpmmodel="tpm-crb")
+    legacy = deploy(UEFI="LEGACY", tpmversion="1.2", tpmmodel="tpm-tis")
+    bios = deploy()
+    seen = {}
+    for vm in (secure, legacy, bios):
+        inst = vm["instancename"]
+        wait_console(lab.agent, inst, r"ORRERY-GUEST-TPM=\S+", timeout=300)
+        text = lab.agent.console(inst)
+        seen[vm["id"]] = [line for line in text.splitlines()
+                          if line.startswith(("ORRERY-GUEST-FIRMWARE", "ORRERY-GUEST-SECUREBOOT",
+                                              "ORRERY-GUEST-TPM"))]
+    assert seen[secure["id"]] == ["ORRERY-GUEST-FIRMWARE=uefi", "ORRERY-GUEST-SECUREBOOT=enabled",
+                                  "ORRERY-GUEST-TPM=2"], seen
+    assert seen[legacy["id"]] == ["ORRERY-GUEST-FIRMWARE=uefi", "ORRERY-GUEST-SECUREBOOT=disabled",
+                                  "ORRERY-GUEST-TPM=1"], seen
+    assert seen[bios["id"]] == ["ORRERY-GUEST-FIRMWARE=bios", "ORRERY-GUEST-SECUREBOOT=none",
+                                "ORRERY-GUEST-TPM=none"], seen
+    xml = virsh("dumpxml", secure["instancename"])
+    assert "secure='yes'" in xml and "tpm-crb" in xml and "<smm state='on'/>" in xml, xml
+
+    # The TPM's state and the UEFI variables outlive a stop and start.
+    state = swtpm_state(secure["id"])
+    files = sorted(p.relative_to(state) for p in state.rglob("*") if p.is_file())
+    assert files, f"no swtpm state under {state}"
+    lab.api.stopVirtualMachine(id=secure["id"])
+    assert state.is_dir() and sorted(p.relative_to(state) for p in state.rglob("*")
+                                     if p.is_file()) == files
+    lab.api.startVirtualMachine(id=secure["id"])
+    wait_for(lambda: lab.agent.console(secure["instancename"]).count("ORRERY-GUEST-TPM=2") >= 2,
+             300, lambda: lab.agent.console(secure["instancename"])[-2000:])
+    nvram = list((lab.agent.state_dir / "nvram").glob(f"{secure['instancename']}*"))
+    assert nvram, "no NVRAM for the UEFI instance"
+
+    # Expunged: the TPM state and the variable store go with the instance.
+    for vm in (secure, legacy, bios):
+        lab.api.destroyVirtualMachine(id=vm["id"], expunge=True)
+    assert not state.exists()
+    assert not list((lab.agent.state_dir / "nvram").glob(f"{secure['instancename']}*"))
+
+
 def test_destroy_and_expunge_remove_domain_and_volumes(lab):
     vm = lab.deploy(unique("gone"))
     inst = vm["instancename"]

@@ -6,7 +6,10 @@
 #   tests/lab/build-guest.sh [OUT.qcow2]     (default tests/lab/out/guest.qcow2)
 #
 # Disk layout: MBR (syslinux mbr.bin) + one bootable FAT16 partition holding
-# syslinux, the host's Debian kernel and an initramfs generated here. The
+# syslinux, the host's Debian kernel and an initramfs generated here; for
+# UEFI the same partition carries Debian's signed shim and GRUB at the
+# removable-media path (EFI/BOOT/BOOTX64.EFI), so it also boots under
+# Secure Boot with Microsoft's and Debian's keys. The
 # initramfs is the whole guest: busybox-static as userland, the few kernel
 # modules a libvirt guest needs, and an /init that reports what it sees on
 # the serial console as ORRERY-GUEST-* lines for the tests to grep:
@@ -22,6 +25,10 @@
 #                                     the DHCP server) or none
 #   ORRERY-GUEST-KEYS=<n>             SSH keys put into root's authorized_keys
 #   ORRERY-GUEST-SSHD                 the SSH server (dropbear) listens on 22
+#   ORRERY-GUEST-FIRMWARE=<bios|uefi> how it was booted
+#   ORRERY-GUEST-SECUREBOOT=<state>   UEFI's SecureBoot variable: enabled,
+#                                     disabled (or none under BIOS)
+#   ORRERY-GUEST-TPM=<n|none>         a TPM's major version, when one is there
 #   ORRERY-GUEST-USERDATA-BEGIN/END   user data that is a script ran; its
 #                                     output is printed between the two
 #
@@ -53,6 +60,7 @@ GUEST_MODULES=(
     ahci            # SATA CD-ROM drives (q35 machines)
     sr_mod          # SCSI CD-ROM devices (/dev/sr*)
     isofs           # ISO 9660 file systems
+    efivarfs        # UEFI variables (SecureBoot)
 )
 
 die() { echo "build-guest.sh: $*" >&2; exit 1; }
@@ -64,6 +72,10 @@ BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || die "no $BUSYBOX (busybox-static)"
 DROPBEAR=/usr/sbin/dropbear
 [ -x "$DROPBEAR" ] || die "no $DROPBEAR (dropbear-bin)"
+SHIM=/usr/lib/shim/shimx64.efi.signed
+GRUB_EFI=/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed
+[ -r "$SHIM" ] || die "no $SHIM (shim-signed)"
+[ -r "$GRUB_EFI" ] || die "no $GRUB_EFI (grub-efi-amd64-signed)"
 MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
 [ -r "$MBR_BIN" ] || die "no $MBR_BIN (syslinux-common)"
 
@@ -329,6 +341,28 @@ read_config_drive() {
     esac
 }
 
+report_platform() {
+    if [ -d /sys/firmware/efi ]; then
+        say "ORRERY-GUEST-FIRMWARE=uefi"
+        mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+        # 4 bytes of attributes, then the value: 1 when Secure Boot is on.
+        sb=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
+        # efivarfs answers whole reads only: take all five bytes at once.
+        case "$(dd if="$sb" bs=5 count=1 2>/dev/null | od -An -tu1 | awk '{print $5}')" in
+            1) say "ORRERY-GUEST-SECUREBOOT=enabled" ;;
+            *) say "ORRERY-GUEST-SECUREBOOT=disabled" ;;
+        esac
+    else
+        say "ORRERY-GUEST-FIRMWARE=bios"
+        say "ORRERY-GUEST-SECUREBOOT=none"
+    fi
+    if [ -e /dev/tpm0 ]; then
+        say "ORRERY-GUEST-TPM=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo unknown)"
+    else
+        say "ORRERY-GUEST-TPM=none"
+    fi
+}
+
 start_sshd() {
     mkdir -p /dev/pts
     mount -t devpts devpts /dev/pts
@@ -355,6 +389,7 @@ main() {
     mount_pseudo_filesystems
     say "ORRERY-GUEST-BOOTED"
     load_modules
+    report_platform
     start_acpid
     setup_network
     read_config_drive
@@ -427,7 +462,7 @@ LABEL orrery
 CFG
 
 PART_START=2048   # sectors: the usual 1 MiB alignment
-payload_kib=$(( ($(stat -c %s "$KERNEL") + $(stat -c %s "$WORK/initrd.gz")) / 1024 ))
+payload_kib=$(( ($(stat -c %s "$KERNEL") + $(stat -c %s "$WORK/initrd.gz") + $(stat -c %s "$SHIM") + $(stat -c %s "$GRUB_EFI")) / 1024 ))
 # FAT16 needs at least ~16 MiB of clusters; leave room for slack either way.
 part_mib=$(( payload_kib / 1024 + 8 ))
 [ $part_mib -lt 20 ] && part_mib=20
@@ -441,6 +476,22 @@ export MTOOLS_SKIP_CHECK=1
 mcopy -i "$PART" "$KERNEL" ::vmlinuz
 mcopy -i "$PART" "$WORK/initrd.gz" ::initrd.gz
 mcopy -i "$PART" "$WORK/syslinux.cfg" ::syslinux.cfg
+# UEFI: shim -> GRUB (both signed) -> the signed kernel. Debian's GRUB looks
+# for its configuration under its prefix, else next to itself.
+cat >"$WORK/grub.cfg" <<'CFG'
+set timeout=0
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+linux /vmlinuz console=ttyS0
+initrd /initrd.gz
+boot
+CFG
+mmd -i "$PART" ::EFI ::EFI/BOOT ::EFI/debian
+mcopy -i "$PART" "$SHIM" ::EFI/BOOT/BOOTX64.EFI
+mcopy -i "$PART" "$GRUB_EFI" ::EFI/BOOT/grubx64.efi
+mcopy -i "$PART" "$WORK/grub.cfg" ::EFI/BOOT/grub.cfg
+mcopy -i "$PART" "$WORK/grub.cfg" ::EFI/debian/grub.cfg
 # The mtools flavour of the installer writes ldlinux.sys/ldlinux.c32 and the
 # boot sector straight into the image file.
 syslinux --install "$PART"

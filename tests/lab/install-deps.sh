@@ -35,6 +35,10 @@ PACKAGES=(
     dosfstools
     fdisk
     cpio
+    # UEFI boot of the same guest disk: Debian's signed shim and GRUB (the
+    # kernel is signed too), so it boots under Secure Boot.
+    shim-signed
+    grub-efi-amd64-signed
     # The agent's libvirt bindings find libvirt through pkg-config.
     pkg-config
     # ssh-keygen: the key pair tests compare fingerprints with OpenSSH's.
