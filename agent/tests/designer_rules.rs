@@ -148,6 +148,36 @@ fn a_named_machine_type_must_be_offered_and_fit_the_firmware() {
 }
 
 #[test]
+fn guest_cpu_model_and_mode_from_details() {
+    let d = design_ok(
+        &with_detail(lab_spec(), DETAIL_CPU_MODEL, "Westmere"),
+        &lab_facts(),
+    );
+    assert_eq!(
+        d.cpu.as_ref().map(|c| (c.mode, c.model.clone())),
+        Some((CpuMode::Custom, Some("Westmere".into())))
+    );
+    let d = design_ok(
+        &with_detail(lab_spec(), DETAIL_CPU_MODE, "host-model"),
+        &kvm_facts(),
+    );
+    assert_eq!(d.cpu.as_ref().map(|c| c.mode), Some(CpuMode::HostModel));
+    for (k, v) in [
+        (DETAIL_CPU_MODEL, "Westmere</model><x>"),
+        (DETAIL_CPU_MODE, "maximum"),
+        (DETAIL_CPU_MODE, "custom"),
+    ] {
+        assert_invalid_detail(design_err(&with_detail(lab_spec(), k, v), &lab_facts()), k);
+    }
+    let both = with_detail(
+        with_detail(lab_spec(), DETAIL_CPU_MODE, "host-passthrough"),
+        DETAIL_CPU_MODEL,
+        "Westmere",
+    );
+    assert_invalid_detail(design_err(&both, &kvm_facts()), DETAIL_CPU_MODEL);
+}
+
+#[test]
 fn bios_without_alias_uses_newest_versioned_i440fx() {
     let mut facts = lab_facts();
     facts.machine_types = vec![

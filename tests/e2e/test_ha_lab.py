@@ -315,11 +315,13 @@ def test_the_lock_manager_refuses_a_second_start_of_a_running_disk(mlab):
     mlab.wait_console("h2", name, r"ORRERY-GUEST-TICK 1\b", timeout=120)
     xml = mlab.exec("h2", "virsh", "-c", "qemu:///system", "dumpxml", "--inactive", name).stdout
     # The same disks under another name and identity, on another host, with
-    # no network and QEMU's own image locking off (on one kernel it would
+    # no network or console and QEMU's own image locking off (on one kernel it would
     # refuse first; libvirt takes its leases only as the CPUs start).
     twin = re.sub(r"<uuid>[^<]*</uuid>", "", xml)
     twin = twin.replace(f"<name>{name}</name>", f"<name>{name}-twin</name>")
     twin = re.sub(r"<interface type='network'>.*?</interface>", "", twin, flags=re.S)
+    # Nor a console: it listens on h2's own address.
+    twin = re.sub(r"<graphics .*?</graphics>", "", twin, flags=re.S)
     wrapper = mlab.host_dir("h3") / "orrery" / "qemu-nolock"
     wrapper.write_text("#!/bin/bash\n"
                        "exec qemu-system-x86_64 \"${@//\\\"driver\\\":\\\"file\\\"/"

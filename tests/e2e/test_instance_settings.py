@@ -111,3 +111,17 @@ def test_detail_values_the_hosts_refuse_are_refused_when_set(admin, env):
     admin.updateVirtualMachine(id=vm["id"], **{"details[0].tpmversion": "3.0",
                                                "details[0].tpmmodel": "tpm-tis"})
     assert get_vm(admin, vm["id"])["details"]["tpmmodel"] == "tpm-tis"
+
+
+def test_guest_cpu_model_is_the_root_admins(admin, env, user):
+    vm = deploy(user["api"], env, startvm=False)
+    for key in ("guest.cpu.model", "guest.cpu.mode"):
+        err = expect_api_error(user["api"].updateVirtualMachine, id=vm["id"],
+                               **{f"details[0].{key}": "Westmere"})
+        assert err.status == 431 and key in err.error["errortext"] \
+            and "root admin" in err.error["errortext"], err.error
+    err = expect_api_error(user["api"].deployVirtualMachine,
+                           **env.deploy_args(startvm=False, **{"details[0].guest.cpu.model": "Westmere"}))
+    assert err.status == 431 and "guest.cpu.model" in err.error["errortext"], err.error
+    admin.updateVirtualMachine(id=vm["id"], **{"details[0].guest.cpu.model": "Westmere"})
+    assert get_vm(admin, vm["id"])["details"]["guest.cpu.model"] == "Westmere"

@@ -132,11 +132,16 @@ def test_extraconfig_and_machine_type_reach_the_domain(lab):
     assert versioned, machines
     try:
         vm = lab.deploy(unique("xcfg"), extraconfig=quote("<memoryBacking><nosharepages/></memoryBacking>"),
-                        **{"details[0].kvm.guest.os.machine.type": versioned[0]})
+                        **{"details[0].kvm.guest.os.machine.type": versioned[0],
+                           "details[0].guest.cpu.model": "Westmere"})
         inst = vm["instancename"]
         xml = virsh("dumpxml", inst)
         assert "<nosharepages/>" in xml, xml
         assert f"machine='{versioned[0]}'" in xml, xml
+        assert ">Westmere</model>" in xml, xml
+        # The guest sees the CPU model it was given.
+        cpu = wait_console(lab.agent, inst, r"ORRERY-GUEST-CPU=.*")
+        assert "Westmere" in cpu, cpu
         wait_console(lab.agent, inst, r"ORRERY-GUEST-IP=\S+")
         lab.api.destroyVirtualMachine(id=vm["id"], expunge=True)
     finally:

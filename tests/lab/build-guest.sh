@@ -29,6 +29,7 @@
 #   ORRERY-GUEST-SECUREBOOT=<state>   UEFI's SecureBoot variable: enabled,
 #                                     disabled (or none under BIOS)
 #   ORRERY-GUEST-TPM=<n|none>         a TPM's major version, when one is there
+#   ORRERY-GUEST-CPU=<model name>     the first CPU's model name
 #   ORRERY-GUEST-USERDATA-BEGIN/END   user data that is a script ran; its
 #                                     output is printed between the two
 #
@@ -356,6 +357,7 @@ report_platform() {
         say "ORRERY-GUEST-FIRMWARE=bios"
         say "ORRERY-GUEST-SECUREBOOT=none"
     fi
+    say "ORRERY-GUEST-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
     if [ -e /dev/tpm0 ]; then
         say "ORRERY-GUEST-TPM=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo unknown)"
     else

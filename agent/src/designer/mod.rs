@@ -43,6 +43,11 @@ pub const DETAIL_CORES_PER_SOCKET: &str = "cpu.corespersocket";
 /// `tpm-crb`); either one asks for a vTPM.
 pub const DETAIL_TPM_VERSION: &str = "tpmversion";
 pub const DETAIL_TPM_MODEL: &str = "tpmmodel";
+/// Guest CPU: `guest.cpu.mode` (custom, host-model, host-passthrough) and
+/// `guest.cpu.model` (a model QEMU knows; implies custom). Root admin only,
+/// decided by the coordinator.
+pub const DETAIL_CPU_MODE: &str = "guest.cpu.mode";
+pub const DETAIL_CPU_MODEL: &str = "guest.cpu.model";
 /// The QEMU machine type, one the host's emulator offers.
 pub const DETAIL_MACHINE_TYPE: &str = "kvm.guest.os.machine.type";
 
@@ -634,6 +639,69 @@ fn cpu(
         cores,
         threads: 1,
     };
+    let model = detail(spec, DETAIL_CPU_MODEL);
+    if let Some(m) = model {
+        if m.len() > 64
+            || !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(bad_detail(
+                DETAIL_CPU_MODEL,
+                m,
+                "a CPU model name (letters, digits, '-', '_', '.')",
+            ));
+        }
+    }
+    let mode = match detail(spec, DETAIL_CPU_MODE)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None => None,
+        Some("custom") => Some(CpuMode::Custom),
+        Some("host-model") => Some(CpuMode::HostModel),
+        Some("host-passthrough") => Some(CpuMode::HostPassthrough),
+        Some(_) => {
+            return Err(bad_detail(
+                DETAIL_CPU_MODE,
+                detail(spec, DETAIL_CPU_MODE).unwrap_or_default(),
+                "expected custom, host-model or host-passthrough",
+            ))
+        }
+    };
+    match (mode, model) {
+        (Some(CpuMode::Custom), None) => {
+            return Err(bad_detail(
+                DETAIL_CPU_MODE,
+                "custom",
+                "custom needs guest.cpu.model",
+            ))
+        }
+        (Some(m), Some(_)) if m != CpuMode::Custom => {
+            return Err(bad_detail(
+                DETAIL_CPU_MODEL,
+                model.unwrap_or_default(),
+                "a model is only used with guest.cpu.mode custom",
+            ))
+        }
+        (_, Some(m)) => {
+            return Ok(Cpu {
+                mode: CpuMode::Custom,
+                model: Some(m.to_string()),
+                topology: Some(topology),
+                numa,
+            })
+        }
+        (Some(m), None) => {
+            return Ok(Cpu {
+                mode: m,
+                model: None,
+                topology: Some(topology),
+                numa,
+            })
+        }
+        (None, None) => {}
+    }
     Ok(match domain_type {
         // The guest sees the host CPU as is: best performance and every
         // instruction set extension. The price is that live migration needs

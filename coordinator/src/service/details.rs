@@ -6,6 +6,9 @@
 use super::*;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Details only a root admin may set.
+const ROOT_ONLY: &[&str] = &["guest.cpu.mode", "guest.cpu.model"];
+
 /// Pure: a comma-separated setting as names.
 pub fn names(setting: &str) -> Vec<String> {
     setting
@@ -195,9 +198,27 @@ impl Service {
 
     /// Refuses a change the caller may not make to an instance's details.
     pub(crate) fn check_detail_change(&self, caller: &Caller, keys: &[String]) -> SResult<()> {
+        self.check_root_only_details(caller, keys)?;
         let (denied, readonly) = self.detail_lists();
         check_change(keys, &denied, &readonly, Self::details_admin(caller))
             .map_err(ServiceError::invalid)
+    }
+
+    /// The guest CPU model and mode are the root admin's (as the seed says),
+    /// at deploy as at update.
+    pub(crate) fn check_root_only_details(&self, caller: &Caller, keys: &[String]) -> SResult<()> {
+        if caller.is_root_admin() {
+            return Ok(());
+        }
+        match keys
+            .iter()
+            .find(|k| ROOT_ONLY.iter().any(|r| r.eq_ignore_ascii_case(k)))
+        {
+            Some(k) => Err(ServiceError::invalid(format!(
+                "Invalid value for parameter details: {k} can be set by a root admin only"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// What stays of an instance's details after the caller's cleanup.

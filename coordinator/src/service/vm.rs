@@ -195,6 +195,7 @@ impl Service {
             a.extraconfig = Some(self.check_extraconfig(a.owner.id, x)?);
         }
         super::details::check_values(&a.details).map_err(ServiceError::invalid)?;
+        self.check_root_only_details(caller, &a.details.keys().cloned().collect::<Vec<_>>())?;
         let (cpu, speed, mem) = compute_size(&a.offering, &a.details)?;
         let tmpl = a.template.as_ref().or(a.iso.as_ref());
         if let Some(t) = tmpl {
