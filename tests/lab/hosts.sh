@@ -223,7 +223,9 @@ EOF
 domain_type = "qemu"
 libvirt_tls = true
 address = "$NET.$i"
-vnc_listen = "$NET.$i"
+# Consoles on every address of the host (so a migrated domain finds its
+# address on the destination too); TLS with client certificates guards them.
+vnc_listen = "0.0.0.0"
 EOF
 }
 
