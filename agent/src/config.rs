@@ -50,6 +50,8 @@ pub struct FileConfig {
     /// (default 80, where cloud-init's CloudStack data source looks; 0
     /// turns the service off).
     pub metadata_port: Option<u16>,
+    /// Where sysfs is (default /sys): GPUs are discovered under it.
+    pub sysfs_root: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,7 @@ pub struct AgentConfig {
     pub pki_dir: PathBuf,
     pub address: Option<String>,
     pub metadata_port: u16,
+    pub sysfs_root: PathBuf,
 }
 
 impl AgentConfig {
@@ -129,6 +132,7 @@ impl AgentConfig {
                 .map(|a| a.trim().to_string())
                 .filter(|a| !a.is_empty()),
             metadata_port: file.metadata_port.unwrap_or(80),
+            sysfs_root: file.sysfs_root.unwrap_or_else(|| PathBuf::from("/sys")),
             state_dir,
         }
     }

@@ -219,6 +219,7 @@ async fn debug(cfg: &AgentConfig, state: &StateDir, what: Debug) -> Result<()> {
                     "libvirtversion": f.libvirt_version, "domaintypes": f.domain_types,
                     "machinetypes": f.machine_types, "tpm": f.tpm, "emulator": f.emulator,
                     "firmware": f.firmware.iter().map(|x| serde_json::json!({"path": x.path, "secureboot": x.secure_boot})).collect::<Vec<_>>(),
+                    "gpus": orrery_agent::host::gpu::discover(&cfg.sysfs_root),
                     "ipaddress": f.ip_address, "storagebytes": f.storage_bytes,
                     "storagefreebytes": f.storage_free_bytes,
                     "localdir": f.local_dir, "localbytes": f.local_bytes,

@@ -362,6 +362,26 @@ impl Ops {
             local_bytes: local.as_ref().map(|s| s.total_bytes).unwrap_or(0),
             local_free_bytes: local.as_ref().map(|s| s.available_bytes).unwrap_or(0),
             libvirt_tls: self.libvirt_tls.load(std::sync::atomic::Ordering::Relaxed),
+            gpus: crate::host::gpu::discover(&self.cfg.sysfs_root)
+                .into_iter()
+                .map(|g| pb::GpuDevice {
+                    address: g.address,
+                    vendor_id: g.vendor_id,
+                    device_id: g.device_id,
+                    driver: g.driver.unwrap_or_default(),
+                    iommu_group: g.iommu_group,
+                    mdev_types: g
+                        .mdev_types
+                        .into_iter()
+                        .map(|t| pb::MdevType {
+                            type_id: t.type_id,
+                            name: t.name,
+                            available: t.available,
+                            description: t.description,
+                        })
+                        .collect(),
+                })
+                .collect(),
         })
     }
 

@@ -299,3 +299,62 @@ def test_coordinator_away_instances_keep_running_and_stops_are_noticed(lab):
     wait_vm_state(api, halt["id"], "Stopped")
     assert wait_vm_state(api, keep["id"], "Running")
     assert domain_state(keep["instancename"]) == "running"
+
+
+def gpu_sysfs(root: Path) -> None:
+    """Two passthrough GPUs on vfio-pci, a card with two vGPU types, a NIC."""
+    def dev(addr, cls, vendor, device, driver, group):
+        d = root / "bus/pci/devices" / addr
+        d.mkdir(parents=True)
+        (d / "class").write_text(cls + "\n")
+        (d / "vendor").write_text(vendor + "\n")
+        (d / "device").write_text(device + "\n")
+        drv = root / "bus/pci/drivers" / driver
+        drv.mkdir(parents=True, exist_ok=True)
+        (d / "driver").symlink_to(drv)
+        g = root / "kernel/iommu_groups" / str(group)
+        g.mkdir(parents=True, exist_ok=True)
+        (d / "iommu_group").symlink_to(g)
+        return d
+    dev("0000:3b:00.0", "0x030200", "0x10de", "0x1db6", "vfio-pci", 30)
+    dev("0000:5e:00.0", "0x030200", "0x10de", "0x1db6", "vfio-pci", 31)
+    card = dev("0000:af:00.0", "0x030000", "0x10de", "0x1eb8", "nvidia", 40)
+    for t, name, avail in (("nvidia-222", "GRID T4-1B", 16), ("nvidia-231", "GRID T4-8Q", 2)):
+        p = card / "mdev_supported_types" / t
+        p.mkdir(parents=True)
+        (p / "name").write_text(name + "\n")
+        (p / "available_instances").write_text(f"{avail}\n")
+    dev("0000:18:00.0", "0x020000", "0x8086", "0x1572", "i40e", 12)
+
+
+def test_gpus_from_sysfs_reach_list_hosts(lab):
+    root = lab.base / "sysfs"
+    gpu_sysfs(root)
+    original = lab.agent.config.read_text()
+    facts = json.loads(lab.agent.run("debug", "facts").stdout)
+    assert facts["gpus"] == []  # this machine's own sysfs has no GPU
+    lab.agent.config.write_text(original + f'sysfs_root = "{root}"\n')
+    try:
+        facts = json.loads(lab.agent.run("debug", "facts").stdout)
+        assert [g["address"] for g in facts["gpus"]] == ["0000:3b:00.0", "0000:5e:00.0",
+                                                          "0000:af:00.0"]
+        assert facts["gpus"][2]["mdev_types"][1]["available"] == 2
+        lab.agent.stop()
+        lab.agent.start()
+        host_id = lab.env["host"]["id"]
+
+        def listed():
+            h = lab.api.listHosts(id=host_id)["host"][0]
+            return h if h["state"] == "Up" and h.get("gpugroup") else None
+        host = wait_for(listed, 60, "the host never listed its GPUs")
+        assert host["gputotal"] == 3
+        groups = {g["gpugroupname"]: g["vgpu"] for g in host["gpugroup"]}
+        assert groups["10de:1db6"] == [{"vgputype": "passthrough", "maxcapacity": 2,
+                                        "remainingcapacity": 2}]
+        assert {v["vgputype"]: v["maxcapacity"] for v in groups["10de:1eb8"]} == {
+            "GRID T4-1B": 16, "GRID T4-8Q": 2}
+    finally:
+        lab.agent.config.write_text(original)
+        lab.agent.stop()
+        lab.agent.start()
+        wait_host_state(lab.api, lab.env["host"]["id"], "Up")

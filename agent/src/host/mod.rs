@@ -14,6 +14,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub mod gpu;
 pub mod kvm;
 pub mod qemu_access;
 

@@ -137,6 +137,14 @@ pub fn report(h: &pb::Hello) -> HostReport {
             "localdir": f.local_dir,
             "localbytes": f.local_bytes,
             "localfreebytes": f.local_free_bytes,
+            "gpus": f.gpus.iter().map(|g| serde_json::json!({
+                "address": g.address, "vendor_id": g.vendor_id, "device_id": g.device_id,
+                "driver": g.driver, "iommu_group": g.iommu_group,
+                "mdev_types": g.mdev_types.iter().map(|t| serde_json::json!({
+                    "type_id": t.type_id, "name": t.name, "available": t.available,
+                    "description": t.description,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
         }),
     }
 }

@@ -483,8 +483,9 @@ pub async fn host(svc: &Service, h: &Host) -> Result<Value, ApiError> {
             };
             json!({"haenable": !h.simulated, "hastate": state, "haprovider": "kvmhaprovider"})
         })
-        .v("gputotal", 0)
+        .v("gputotal", crate::service::gpus::groups(h.facts.as_ref()).1)
         .v("gpuused", 0)
+        .v("gpugroup", crate::service::gpus::groups(h.facts.as_ref()).0)
         .v("islocalstorageactive", false)
         .build())
 }

@@ -14,6 +14,7 @@ pub mod directory;
 pub mod error;
 pub mod extraconfig;
 pub mod fencing;
+pub mod gpus;
 pub mod hosts;
 pub mod icons;
 pub mod identity;

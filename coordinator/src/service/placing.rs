@@ -93,7 +93,7 @@ impl Service {
                     cpu_speed_mhz: h.cpu_speed.max(0) as u32,
                     memory_bytes: h.memory_total.max(0) as u64,
                     tags: h.host_tags.clone(),
-                    gpu_devices: 0,
+                    gpu_devices: super::gpus::passthrough_count(h.facts.as_ref()),
                     preferred_os_category: h.os_category_id,
                     max_guests: None,
                     uefi: host_feature(h, Feature::Uefi),

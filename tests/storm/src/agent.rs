@@ -180,6 +180,7 @@ impl Agent {
             local_dir: "/var/lib/orrery/local".into(),
             local_bytes: 1 << 40,
             local_free_bytes: 1 << 39,
+            gpus: vec![],
         }
     }
 
