@@ -69,6 +69,8 @@ enum Debug {
     Volumes,
     /// Open a session to the coordinator and report whether it was accepted.
     PingCoordinator,
+    /// GPUs found in sysfs (needs no libvirt).
+    Gpus,
 }
 
 async fn ops(cfg: &AgentConfig) -> Result<Arc<Ops>> {
@@ -207,6 +209,12 @@ async fn shutdown_signal() {
 
 async fn debug(cfg: &AgentConfig, state: &StateDir, what: Debug) -> Result<()> {
     match what {
+        Debug::Gpus => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&orrery_agent::host::gpu::discover(&cfg.sysfs_root))?
+            );
+        }
         Debug::Facts => {
             let ops = ops(cfg).await?;
             let f = ops.facts().await?;

@@ -339,6 +339,8 @@ def test_gpus_from_sysfs_reach_list_hosts(lab):
         assert [g["address"] for g in facts["gpus"]] == ["0000:3b:00.0", "0000:5e:00.0",
                                                           "0000:af:00.0"]
         assert facts["gpus"][2]["mdev_types"][1]["available"] == 2
+        alone = json.loads(lab.agent.run("debug", "gpus").stdout)
+        assert alone == facts["gpus"]
         lab.agent.stop()
         lab.agent.start()
         host_id = lab.env["host"]["id"]
