@@ -21,7 +21,9 @@ from orrery_e2e import expect_api_error, unique, wait_for
 
 pytestmark = pytest.mark.lab
 
-TICK = re.compile(r"ORRERY-GUEST-TICK (\d+)")
+# Whole lines only: the serial port reaches the log a byte at a time, so a
+# read can end inside "ORRERY-GUEST-TICK 57" after its "5".
+TICK = re.compile(r"ORRERY-GUEST-TICK (\d+)\r?\n")
 
 
 @pytest.fixture(scope="module")
