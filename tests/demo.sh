@@ -16,7 +16,8 @@ if [ "$LAB_HOSTS" -gt 0 ] 2>/dev/null; then
     ROOT="${ORRERY_HOME:-/var/lib/orrery-demo-lab}"
 else
     LAB_HOSTS=0
-    ROOT="${ORRERY_HOME:-/var/lib/orrery}"
+    # Not /var/lib/orrery: that is where the Debian packages keep their data.
+    ROOT="${ORRERY_HOME:-/var/lib/orrery-demo}"
 fi
 DATA="$ROOT/coordinator"
 AGENT_STATE="$ROOT/agent"

@@ -25,7 +25,6 @@ pytestmark = pytest.mark.lab
 
 PACKAGES = ("orrery-coordinator", "orrery-agent")
 UNITS = Path("/lib/systemd/system")
-API = "http://127.0.0.1:8080/client/api"
 
 
 def run(*cmd: str, check: bool = True, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
@@ -68,6 +67,13 @@ def debs(tmp_path_factory):
     if shutil.which("dpkg-deb") is None or shutil.which("systemd-analyze") is None:
         pytest.fail("dpkg-deb and systemd-analyze are needed (tests/lab/install-deps.sh)",
                     pytrace=False)
+    # The packages own these paths; never take over (or purge) data that
+    # something else put there.
+    if not any(installed(p) for p in PACKAGES):
+        for path in ("/var/lib/orrery/coordinator", "/var/lib/orrery/agent", "/etc/orrery"):
+            if Path(path).exists():
+                pytest.fail(f"{path} exists but no Orrery package is installed: refusing to "
+                            "install over it (move it away first)", pytrace=False)
     out = tmp_path_factory.mktemp("pkg")
     env = dict(os.environ, CARGO_TARGET_DIR=str(out),
                ORRERY_PACKAGE_BIN_DIR=str(agent_bin().parent),
@@ -132,6 +138,18 @@ def test_installed_units_boot_a_guest_and_data_outlives_removal(debs):
                  str(UNITS / "orrery-agent.service"), check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
+    # Free ports, set in the conffile as an operator would: something else
+    # on this machine may hold the defaults.
+    from orrery_e2e import free_port
+    ports = {k: free_port() for k in ("api", "agent", "metrics", "console")}
+    conf = Path("/etc/orrery/coordinator.toml")
+    text = conf.read_text()
+    for key, default in (("api_listen", "127.0.0.1:8080"), ("agent_listen", "0.0.0.0:8250"),
+                         ("metrics_listen", "127.0.0.1:9595"), ("console_listen", "127.0.0.1:8082")):
+        port = ports[key.split("_")[0]]
+        text = text.replace(f'{key} = "{default}"', f'{key} = "{default.rsplit(":", 1)[0]}:{port}"')
+    conf.write_text(text)
+    api_url = f"http://127.0.0.1:{ports['api']}/client/api"
     procs: list[subprocess.Popen] = []
     vm_id = None
     try:
@@ -148,9 +166,10 @@ def test_installed_units_boot_a_guest_and_data_outlives_removal(debs):
         procs.append(subprocess.Popen(as_unit("orrery-coordinator.service", "ExecStart"),
                                       stdout=log, stderr=subprocess.STDOUT))
         from cs import CloudStack
-        api = CloudStack(endpoint=API, key=keys["apikey"], secret=keys["secretkey"])
+        api = CloudStack(endpoint=api_url, key=keys["apikey"], secret=keys["secretkey"])
         wait_for(lambda: _answers(api), 60, "the packaged coordinator never answered")
-        assert requests.get("http://127.0.0.1:9595/readyz", timeout=5).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{ports['metrics']}/readyz",
+                            timeout=5).status_code == 200
 
         # As an operator of these machines would: KVM does not boot guests
         # here, so the agent's conffile asks for software emulation.
@@ -160,7 +179,7 @@ def test_installed_units_boot_a_guest_and_data_outlives_removal(debs):
         token = run("runuser", "-u", "orrery", "--", "/usr/bin/orrery-coordinator", "--config",
                     "/etc/orrery/coordinator.toml", "token", "create").stdout.strip()
         run("/usr/bin/orrery-agent", "--config", "/etc/orrery/agent.toml", "enroll",
-            "--coordinator", "127.0.0.1:8250", "--token", token)
+            "--coordinator", f"127.0.0.1:{ports['agent']}", "--token", token)
         assert Path("/var/lib/orrery/agent/agent.json").exists()
         agent_log = open("/tmp/orrery-pkg-agent.log", "w")
         procs.append(subprocess.Popen(as_unit("orrery-agent.service", "ExecStart"),
