@@ -52,6 +52,8 @@ PACKAGES=(
     dropbear-bin
     genisoimage
     cloud-init
+    # noVNC, which the coordinator's console proxy serves to browsers.
+    novnc
     # systemd-analyze checks the packages' units (nothing starts systemd).
     systemd
 )
