@@ -436,6 +436,7 @@ pub async fn host(svc: &Service, h: &Host) -> Result<Value, ApiError> {
     let c: Option<Cluster> = svc.load_cached(h.cluster_id).await?;
     let (mem, cpu) = svc.host_allocation(h.id).await?;
     let total = (h.cpu_number * h.cpu_speed).max(1);
+    let (gpu_groups, gpu_total) = crate::service::gpus::groups(h.facts.as_ref());
     Ok(Obj::new()
         .s("id", &h.uuid)
         .s("name", &h.name)
@@ -483,9 +484,9 @@ pub async fn host(svc: &Service, h: &Host) -> Result<Value, ApiError> {
             };
             json!({"haenable": !h.simulated, "hastate": state, "haprovider": "kvmhaprovider"})
         })
-        .v("gputotal", crate::service::gpus::groups(h.facts.as_ref()).1)
+        .v("gputotal", gpu_total)
         .v("gpuused", 0)
-        .v("gpugroup", crate::service::gpus::groups(h.facts.as_ref()).0)
+        .v("gpugroup", gpu_groups)
         .v("islocalstorageactive", false)
         .build())
 }
