@@ -16,3 +16,4 @@ pub mod pki;
 pub mod state;
 pub mod stats;
 pub mod storage;
+pub mod vmsnap;

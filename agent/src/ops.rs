@@ -502,6 +502,18 @@ impl Ops {
             Op::Console(q) => Ok(Some(pb::command_result::Detail::Console(
                 self.console(&q.name).await?,
             ))),
+            Op::CreateVmSnapshot(s) => Ok(self
+                .create_vm_snapshot(&s)
+                .await?
+                .map(pb::command_result::Detail::Text)),
+            Op::RevertVmSnapshot(s) => {
+                self.revert_vm_snapshot(&s).await?;
+                Ok(None)
+            }
+            Op::DeleteVmSnapshot(s) => {
+                self.delete_vm_snapshot(&s).await?;
+                Ok(None)
+            }
         }
     }
 
@@ -623,6 +635,13 @@ impl Ops {
                     m.name
                 )))
             }
+        }
+        // libvirt will not migrate a domain it keeps snapshot records of;
+        // the snapshots themselves stay in the volumes, and the coordinator
+        // hands a record back to the host where a revert needs one.
+        let forgotten = self.hv.forget_snapshots(&m.name).await?;
+        if forgotten > 0 {
+            tracing::info!(instance = %m.name, snapshots = forgotten, "dropped libvirt's snapshot records before migrating");
         }
         let moves = self.volume_moves(m)?;
         let moved = if moves.is_empty() {

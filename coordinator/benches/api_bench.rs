@@ -567,6 +567,7 @@ async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> 
                 created,
                 attached: Some(created),
                 removed: None,
+                last_host_id: None,
             });
             tx.insert(&Nic {
                 id: nic0 + i as i64,

@@ -119,7 +119,7 @@ impl ApiError {
             K::Limit => Self::new(535, 4370, text),
             K::Unavailable => Self::unavailable(text),
             K::Conflict => Self::new(530, 4300, text),
-            K::Internal => Self::internal(text),
+            K::Internal | K::Refused => Self::internal(text),
         }
     }
 }

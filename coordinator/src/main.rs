@@ -523,7 +523,8 @@ fn spawn_liveness(svc: Arc<Service>) {
     });
 }
 
-/// Expunges destroyed instances older than `expunge.delay`, every `expunge.interval`.
+/// Expunges destroyed instances (and volumes destroyed on their own) older
+/// than `expunge.delay`, every `expunge.interval`.
 fn spawn_expunger(svc: Arc<Service>) {
     tokio::spawn(async move {
         loop {
@@ -531,6 +532,9 @@ fn spawn_expunger(svc: Arc<Service>) {
             tokio::time::sleep(Duration::from_secs(every)).await;
             if let Err(e) = svc.expunge_due().await {
                 tracing::error!(error = %e, "expunger pass failed");
+            }
+            if let Err(e) = svc.expunge_destroyed_volumes().await {
+                tracing::error!(error = %e, "volume expunger pass failed");
             }
         }
     });

@@ -154,6 +154,18 @@ class Agent:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def ssh(ip: str, key: Path, command: str, check: bool = True,
+        timeout: float = 60) -> subprocess.CompletedProcess:
+    """Runs `command` as root in a lab guest, logging in with `key`."""
+    result = subprocess.run(
+        ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+         f"root@{ip}", command], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check:
+        assert result.returncode == 0, f"ssh {command!r}: {result.returncode} {result.stderr}"
+    return result
+
+
 def token(coordinator: Coordinator, *extra: str) -> str:
     result = subprocess.run(
         [str(coordinator.binary), "token", "create", "--data-dir", str(coordinator.data_dir),
@@ -251,5 +263,5 @@ class Lab:
         for n in names:
             if n.startswith("i-") and self.agent and self.agent.console(n):
                 virsh("destroy", n, check=False)
-                virsh("undefine", n, "--nvram", check=False)
+                virsh("undefine", n, "--nvram", "--snapshots-metadata", check=False)
         remove_idle_networks()

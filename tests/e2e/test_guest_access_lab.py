@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import GUEST, Lab, require_lab, wait_console, wait_vm_state
+from lab import GUEST, Lab, require_lab, ssh, wait_console, wait_vm_state
 from orrery_e2e import expect_api_error, unique, wait_for
 
 pytestmark = pytest.mark.lab
@@ -44,16 +44,6 @@ def keys(lab):
         path.chmod(0o600)
         out[label] = {"name": pair["name"], "path": path, "fingerprint": pair["fingerprint"]}
     return out
-
-
-def ssh(ip: str, key: Path, command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-         "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-         f"root@{ip}", command], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if check:
-        assert result.returncode == 0, f"ssh {command!r}: {result.returncode} {result.stderr}"
-    return result
 
 
 def boots(lab: Lab, vm: dict) -> int:

@@ -32,6 +32,22 @@
 #   ORRERY-GUEST-CPU=<model name>     the first CPU's model name
 #   ORRERY-GUEST-USERDATA-BEGIN/END   user data that is a script ran; its
 #                                     output is printed between the two
+#   ORRERY-GUEST-AGENT                the QEMU guest agent (qemu-ga) serves
+#                                     the org.qemu.guest_agent.0 channel
+#   ORRERY-GUEST-FSFREEZE             the guest agent is about to freeze the
+#                                     file systems (guest-fsfreeze-freeze)
+#   ORRERY-GUEST-FSTHAW               the guest agent has thawed them
+#   ORRERY-GUEST-DATA=mounted         a second disk (vdb, at boot or hot-
+#                                     plugged) is mounted at /data; made
+#                                     ext4 first when it had no ext2/3/4
+#   ORRERY-GUEST-DATA=error           it could not be made, mounted or
+#                                     written; tried again in 10 s
+#   ORRERY-GUEST-COUNTER=<n>          once a second while /data is mounted:
+#                                     n = /data/counter (0 when absent) + 1,
+#                                     written back and synced before this
+#                                     line, so a snapshot of the disk holds
+#                                     the last value printed (or the next);
+#                                     none between FSFREEZE and FSTHAW
 #
 # Like a cloud image, the guest reads its metadata as cloud-init does on
 # every boot (config drive labelled config-2 first, then the metadata
@@ -40,6 +56,15 @@
 # is run when it is a script, after a "## template: jinja" first line has
 # its {{ ds.meta_data.NAME }} references filled in from the metadata. The
 # graphical console (tty1) shows a prompt with a root shell.
+#
+# For snapshot and quiesce tests the guest also runs Debian's qemu-ga (its
+# fsfreeze hook prints the FSFREEZE/FSTHAW lines; it freezes /data, the one
+# block-device file system) and keeps a counter on the second disk, so a
+# reverted snapshot shows on the console as the counter going on from the
+# snapshot's value. Both start after the steps above and wait in the
+# background, so a guest without the channel or the disk reaches its other
+# markers as before (the larger initramfs and the ext4 modules cost a few
+# tenths of a second under TCG).
 #
 # A sha256 of the qcow2 is written next to it (guest.qcow2 -> guest.sha256).
 set -euo pipefail
@@ -62,6 +87,8 @@ GUEST_MODULES=(
     sr_mod          # SCSI CD-ROM devices (/dev/sr*)
     isofs           # ISO 9660 file systems
     efivarfs        # UEFI variables (SecureBoot)
+    crc32c_generic  # ext4/jbd2 checksums (asked for by name, not in modules.dep)
+    ext4            # the data disk's file system (/data)
 )
 
 die() { echo "build-guest.sh: $*" >&2; exit 1; }
@@ -73,6 +100,10 @@ BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || die "no $BUSYBOX (busybox-static)"
 DROPBEAR=/usr/sbin/dropbear
 [ -x "$DROPBEAR" ] || die "no $DROPBEAR (dropbear-bin)"
+QEMU_GA=/usr/sbin/qemu-ga
+[ -x "$QEMU_GA" ] || die "no $QEMU_GA (qemu-guest-agent)"
+MKE2FS=/usr/sbin/mke2fs
+[ -x "$MKE2FS" ] || die "no $MKE2FS (e2fsprogs)"
 SHIM=/usr/lib/shim/shimx64.efi.signed
 GRUB_EFI=/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed
 [ -r "$SHIM" ] || die "no $SHIM (shim-signed)"
@@ -94,7 +125,9 @@ MODDIR=/lib/modules/$KVER
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/orrery-guest.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 ROOT=$WORK/initramfs
-mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,etc/acpi/PWRF,lib/modules,mnt,root}
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,etc/acpi/PWRF,etc/qemu,lib/modules,mnt,root,data,var}
+# qemu-ga's default state directory and pid file live under /var/run.
+ln -s ../run "$ROOT/var/run"
 
 # --- userland: busybox and one symlink per applet ---------------------------
 cp "$BUSYBOX" "$ROOT/bin/busybox"
@@ -107,15 +140,26 @@ while read -r applet; do
     ln -sf "$rel" "$ROOT/$applet"
 done < <("$BUSYBOX" --list-full)
 
-# --- SSH server: dropbear and the shared libraries it links -----------------
-# Copied with the dynamic loader at the paths ldd reports, so it runs
+# --- Debian programs with the shared libraries they link --------------------
+# Copied with the dynamic loader at the paths ldd reports, so they run
 # unchanged inside the guest.
-cp "$DROPBEAR" "$ROOT/usr/sbin/dropbear"
-while read -r lib; do
-    [ -n "$lib" ] || continue
-    mkdir -p "$ROOT$(dirname "$lib")"
-    cp -L "$lib" "$ROOT$lib"
-done < <(ldd "$DROPBEAR" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (.*/\1/p')
+copy_program() { # /usr/sbin/NAME -> the same path in the initramfs
+    local prog=$1 lib
+    mkdir -p "$ROOT$(dirname "$prog")"
+    cp "$prog" "$ROOT$prog"
+    while read -r lib; do
+        [ -n "$lib" ] || continue
+        mkdir -p "$ROOT$(dirname "$lib")"
+        cp -L "$lib" "$ROOT$lib"
+    done < <(ldd "$prog" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (.*/\1/p')
+}
+# The SSH server.
+copy_program "$DROPBEAR"
+# The QEMU guest agent, and mke2fs for the data disk (busybox's mke2fs
+# makes ext2 only; /init calls this one by its full path).
+copy_program "$QEMU_GA"
+copy_program "$MKE2FS"
+[ -r /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$ROOT/etc/mke2fs.conf"
 mkdir -p "$ROOT/etc/dropbear" "$ROOT/root/.ssh"
 chmod 0700 "$ROOT/root" "$ROOT/root/.ssh"
 # '*': no password works, keys do (dropbear refuses accounts locked with '!').
@@ -374,6 +418,110 @@ start_sshd() {
     fi
 }
 
+start_guest_agent() {
+    # qemu-ga on the virtio serial port the host named
+    # org.qemu.guest_agent.0 (none: nothing to do). No udev here: the port
+    # (/dev/vportNpM) is found by its name in sysfs and linked where qemu-ga
+    # looks by default. Restarted should it ever exit.
+    (
+        while :; do
+            # A test can take the agent away: it is not restarted while
+            # this file exists.
+            if [ -e /run/orrery-no-agent ]; then sleep 1; continue; fi
+            port=
+            for f in /sys/class/virtio-ports/*/name; do
+                [ -r "$f" ] || continue
+                read -r name <"$f" || true
+                if [ "$name" = org.qemu.guest_agent.0 ]; then
+                    port=${f%/name}; port=${port##*/}
+                fi
+            done
+            if [ -z "$port" ]; then sleep 1; continue; fi
+            if [ ! -c "/dev/$port" ]; then
+                IFS=: read -r maj min <"/sys/class/virtio-ports/$port/dev"
+                mknod "/dev/$port" c "$maj" "$min"
+            fi
+            mkdir -p /dev/virtio-ports /run/qemu-ga
+            ln -sf "../$port" /dev/virtio-ports/org.qemu.guest_agent.0
+            qemu-ga -m virtio-serial -p "/dev/$port" -t /run/qemu-ga \
+                -f /run/qemu-ga.pid -l /run/qemu-ga.log \
+                -F/etc/qemu/fsfreeze-hook &
+            ga=$!
+            # Started once it holds the port open.
+            n=0
+            while [ $n -lt 50 ] && [ -d "/proc/$ga" ]; do
+                if ls -l "/proc/$ga/fd" 2>/dev/null | grep -q " /dev/$port\$"; then
+                    say "ORRERY-GUEST-AGENT"
+                    break
+                fi
+                sleep 0.1; n=$((n + 1))
+            done
+            wait $ga
+            sleep 1
+        done
+    ) &
+}
+
+# The data disk: vdb, there at boot or hot-plugged any time later.
+data_disk_present() { [ -e /sys/block/vdb ]; }
+
+mount_data_disk() {
+    # devtmpfs makes /dev/vdb; should it be missing, make it from sysfs.
+    if [ ! -b /dev/vdb ]; then
+        IFS=: read -r maj min </sys/block/vdb/dev || return 1
+        mknod /dev/vdb b "$maj" "$min" || return 1
+    fi
+    # ext2/3/4 carry 0xEF53 at byte 1080; anything else is made ext4.
+    magic=$(dd if=/dev/vdb bs=1 skip=1080 count=2 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    if [ "$magic" != 53ef ]; then
+        /usr/sbin/mke2fs -q -F -t ext4 -L orrery-data /dev/vdb >/dev/null 2>&1 || return 1
+    fi
+    mount -t ext4 /dev/vdb /data 2>/dev/null
+}
+
+wait_thawed() {
+    # The fsfreeze hook holds /run/fsfrozen from before the freeze until
+    # after FSTHAW is printed: no counter line falls between the two.
+    while [ -e /run/fsfrozen ]; do sleep 0.1; done
+}
+
+count_on_data_disk() {
+    # Written to a new file, synced, renamed over the old one and synced
+    # again: the disk holds a whole value at any moment.
+    while data_disk_present; do
+        wait_thawed
+        n=$(cat /data/counter 2>/dev/null)
+        case "$n" in ''|*[!0-9]*) n=0 ;; esac
+        n=$((n + 1))
+        { echo "$n" >/data/counter.new && sync && mv -f /data/counter.new /data/counter && sync; } \
+            2>/dev/null || return 1
+        wait_thawed
+        say "ORRERY-GUEST-COUNTER=$n"
+        sleep 1
+    done
+}
+
+data_disk() {
+    (
+        while :; do
+            if data_disk_present; then
+                if mount_data_disk; then
+                    say "ORRERY-GUEST-DATA=mounted"
+                    count_on_data_disk
+                    umount /data 2>/dev/null || umount -l /data 2>/dev/null
+                fi
+                # Still there a moment later: it failed rather than went away.
+                sleep 1
+                if data_disk_present; then
+                    say "ORRERY-GUEST-DATA=error"
+                    sleep 10
+                fi
+            fi
+            sleep 1
+        done
+    ) &
+}
+
 console_prompt() {
     # The graphical console: a prompt with a root shell, for the console
     # in a browser.
@@ -396,6 +544,8 @@ main() {
     setup_network
     read_config_drive
     start_sshd
+    start_guest_agent
+    data_disk
     console_prompt
     busy_if_asked
     tick
@@ -442,7 +592,28 @@ sync
 poweroff -f
 SCRIPT
 
-chmod 0755 "$ROOT/init" "$ROOT/etc/udhcpc.script" "$ROOT/etc/acpi/PWRF/00000080"
+cat >"$ROOT/etc/qemu/fsfreeze-hook" <<'SCRIPT'
+#!/bin/sh
+# qemu-ga runs this with "freeze" before it freezes the file systems and
+# with "thaw" after it thawed them, its output going nowhere: the markers
+# go straight to the console. /run/fsfrozen holds /init's data disk
+# counter back meanwhile (see wait_thawed). A failure here would fail the
+# freeze.
+case "$1" in
+freeze)
+    : >/run/fsfrozen
+    echo "ORRERY-GUEST-FSFREEZE" >/dev/console
+    ;;
+thaw)
+    echo "ORRERY-GUEST-FSTHAW" >/dev/console
+    rm -f /run/fsfrozen
+    ;;
+esac
+exit 0
+SCRIPT
+
+chmod 0755 "$ROOT/init" "$ROOT/etc/udhcpc.script" "$ROOT/etc/acpi/PWRF/00000080" \
+    "$ROOT/etc/qemu/fsfreeze-hook"
 echo "orrery-guest" >"$ROOT/etc/hostname"
 
 # --- initramfs ---------------------------------------------------------------

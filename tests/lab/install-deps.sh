@@ -52,6 +52,11 @@ PACKAGES=(
     dropbear-bin
     genisoimage
     cloud-init
+    # Also copied into the lab guest's initramfs with their libraries: the
+    # QEMU guest agent (qemu-ga, for quiesced snapshots: fsfreeze/thaw) and
+    # mke2fs, which makes the guest's data disk ext4.
+    qemu-guest-agent
+    e2fsprogs
     # noVNC, which the coordinator's console proxy serves to browsers.
     novnc
     # systemd-analyze checks the packages' units (nothing starts systemd).

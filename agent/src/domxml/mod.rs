@@ -791,3 +791,55 @@ impl MemoryDevice {
         parse::memory_device(&root, "memory")
     }
 }
+
+/// libvirt's `<domainsnapshot>` for an internal snapshot with memory of the
+/// disks that can keep one (the others, a read-only CD-ROM, are named with
+/// `snapshot='no'` so they do not make the snapshot fail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalSnapshot {
+    pub name: String,
+    /// (disk target, kept) in the domain's order.
+    pub disks: Vec<(String, bool)>,
+}
+
+impl InternalSnapshot {
+    /// The snapshot of every writable qcow2 disk of `dom`.
+    pub fn of(name: &str, dom: &Domain) -> InternalSnapshot {
+        InternalSnapshot {
+            name: name.to_string(),
+            disks: dom
+                .devices
+                .disks
+                .iter()
+                .map(|d| {
+                    let qcow2 = d
+                        .driver
+                        .as_ref()
+                        .and_then(|dr| dr.format)
+                        .is_some_and(|f| f == DiskFormat::Qcow2);
+                    (
+                        d.target_dev.clone(),
+                        qcow2 && !d.readonly && d.source.is_some(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn to_xml(&self) -> String {
+        let mut disks = tree::Element::new("disks");
+        for (target, kept) in &self.disks {
+            disks.push(
+                tree::Element::new("disk")
+                    .attr("name", target.as_str())
+                    .attr("snapshot", if *kept { "internal" } else { "no" }),
+            );
+        }
+        tree::render(
+            &tree::Element::new("domainsnapshot")
+                .child(tree::Element::new("name").text(self.name.as_str()))
+                .child(tree::Element::new("memory").attr("snapshot", "internal"))
+                .child(disks),
+        )
+    }
+}

@@ -26,6 +26,9 @@ pub const NO_NETWORK: i32 = 43;
 pub const OPERATION_INVALID: i32 = 55;
 /// `VIR_ERR_OPERATION_TIMEOUT`; mapped to [`HvError::Timeout`].
 pub const OPERATION_TIMEOUT: i32 = 68;
+/// `VIR_ERR_AGENT_UNRESPONSIVE`: the guest has no guest agent running (or
+/// it does not answer), so nothing can be asked of the guest itself.
+pub const AGENT_UNRESPONSIVE: i32 = 86;
 /// `VIR_ERR_DEVICE_MISSING`: detaching a device the domain does not have.
 pub const DEVICE_MISSING: i32 = 99;
 
@@ -49,5 +52,10 @@ impl HvError {
     /// running, not running, ...).
     pub fn is_operation_invalid(&self) -> bool {
         self.libvirt_code() == Some(OPERATION_INVALID)
+    }
+
+    /// Whether the guest's own agent was needed and is not there.
+    pub fn is_guest_agent_missing(&self) -> bool {
+        self.libvirt_code() == Some(AGENT_UNRESPONSIVE)
     }
 }

@@ -64,6 +64,14 @@ pub struct FakeDomain {
     run_id: Option<u32>,
     /// Disk targets of the defined domain.
     targets: Vec<String>,
+    /// Snapshots taken while running: (name, with memory), oldest first.
+    pub snapshots: Vec<(String, bool)>,
+    /// Snapshots reverted to, in order.
+    pub reverts: Vec<String>,
+    /// Whether the guest runs a guest agent (freeze works).
+    pub guest_agent: bool,
+    /// Whether its file systems are frozen now.
+    pub frozen: bool,
 }
 
 /// One network as the fake holds it.
@@ -438,6 +446,10 @@ impl Hypervisor for FakeHypervisor {
                         counters: DomainCounters::default(),
                         run_id: None,
                         targets,
+                        snapshots: Vec::new(),
+                        reverts: Vec::new(),
+                        guest_agent: true,
+                        frozen: false,
                     },
                 );
             }
@@ -719,6 +731,71 @@ impl Hypervisor for FakeHypervisor {
         let mut st = self.enter("job_progress", name)?;
         st.domain(name)?;
         Ok(None)
+    }
+
+    async fn snapshot_with_memory(&self, name: &str, snap: &str) -> Result<String, HvError> {
+        let mut st = self.enter("snapshot_with_memory", name)?;
+        let d = st.running(name)?;
+        d.snapshots.push((snap.to_string(), true));
+        Ok(format!(
+            "<domainsnapshot><name>{snap}</name></domainsnapshot>"
+        ))
+    }
+
+    async fn snapshot_disks(&self, name: &str, snap: &str) -> Result<(), HvError> {
+        let mut st = self.enter("snapshot_disks", name)?;
+        let d = st.running(name)?;
+        d.snapshots.push((snap.to_string(), false));
+        Ok(())
+    }
+
+    async fn revert_with_memory(&self, name: &str, snap: &str, saved: &str) -> Result<(), HvError> {
+        let mut st = self.enter("revert_with_memory", name)?;
+        let d = st.running(name)?;
+        let known = d.snapshots.iter().any(|(n, m)| n == snap && *m);
+        if !known && saved.is_empty() {
+            return Err(HvError::Invalid(format!("no record of snapshot {snap}")));
+        }
+        if !known {
+            d.snapshots.push((snap.to_string(), true));
+        }
+        d.reverts.push(snap.to_string());
+        Ok(())
+    }
+
+    async fn delete_snapshot_live(&self, name: &str, snap: &str) -> Result<(), HvError> {
+        let mut st = self.enter("delete_snapshot_live", name)?;
+        let d = st.running(name)?;
+        d.snapshots.retain(|(n, _)| n != snap);
+        Ok(())
+    }
+
+    async fn forget_snapshot(&self, name: &str, snap: &str) -> Result<(), HvError> {
+        let mut st = self.enter("forget_snapshot", name)?;
+        let d = st.domain(name)?;
+        d.snapshots.retain(|(n, _)| n != snap);
+        Ok(())
+    }
+
+    async fn forget_snapshots(&self, name: &str) -> Result<u32, HvError> {
+        let mut st = self.enter("forget_snapshots", name)?;
+        let d = st.domain(name)?;
+        let n = d.snapshots.len() as u32;
+        d.snapshots.clear();
+        Ok(n)
+    }
+
+    async fn fs_freeze(&self, name: &str, freeze: bool) -> Result<u32, HvError> {
+        let mut st = self.enter("fs_freeze", name)?;
+        let d = st.running(name)?;
+        if !d.guest_agent {
+            return Err(HvError::backend(
+                codes::AGENT_UNRESPONSIVE,
+                "Guest agent is not responding: QEMU guest agent is not connected",
+            ));
+        }
+        d.frozen = freeze;
+        Ok(1)
     }
 }
 

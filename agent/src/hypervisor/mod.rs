@@ -199,6 +199,9 @@ impl HvError {
             HvError::NotFound(_) => "not-found",
             HvError::Timeout(_) => "timeout",
             HvError::Invalid(_) => "invalid",
+            // The coordinator explains this one to the user (a quiesce
+            // needs the guest agent).
+            e @ HvError::Backend { .. } if e.is_guest_agent_missing() => "guest-agent",
             HvError::Backend { .. } => "hypervisor",
         }
     }
@@ -257,4 +260,27 @@ pub trait Hypervisor: Send + Sync {
     async fn abort_job(&self, name: &str) -> Result<(), HvError>;
     /// Progress of the domain's running job; None when none runs.
     async fn job_progress(&self, name: &str) -> Result<Option<JobProgress>, HvError>;
+    /// An internal snapshot `snap`, with memory, of a running domain; the
+    /// hypervisor's record of it, which [`Hypervisor::revert_with_memory`]
+    /// takes back on a host that lacks it.
+    async fn snapshot_with_memory(&self, name: &str, snap: &str) -> Result<String, HvError>;
+    /// An internal snapshot `snap` of a running domain's disks, all at one
+    /// instant; the guest runs on.
+    async fn snapshot_disks(&self, name: &str, snap: &str) -> Result<(), HvError>;
+    /// Puts a running domain back into a snapshot with memory; it runs on
+    /// from there.
+    async fn revert_with_memory(&self, name: &str, snap: &str, saved: &str) -> Result<(), HvError>;
+    /// Removes a snapshot from a running domain's disks (and any record of
+    /// it); disks without it are skipped.
+    async fn delete_snapshot_live(&self, name: &str, snap: &str) -> Result<(), HvError>;
+    /// Drops the hypervisor's record of a snapshot of a domain that is off
+    /// (the disks are the caller's); none is fine.
+    async fn forget_snapshot(&self, name: &str, snap: &str) -> Result<(), HvError>;
+    /// Drops the hypervisor's records of all the domain's snapshots (the
+    /// disks keep them); how many there were.
+    async fn forget_snapshots(&self, name: &str) -> Result<u32, HvError>;
+    /// Freezes (`true`) or thaws the guest's file systems through its guest
+    /// agent; how many it acted on. A guest without an agent answers with
+    /// an error for which [`HvError::is_guest_agent_missing`] holds.
+    async fn fs_freeze(&self, name: &str, freeze: bool) -> Result<u32, HvError>;
 }

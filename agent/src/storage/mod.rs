@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 pub use checksum::{Checksum, ChecksumAlgorithm};
 pub use primary::{volume_uuid_of, PoolVolume, Primary, TEMPLATE_DIR};
-pub use qemu_img::{ImageFormat, ImageInfo, QemuImg, QemuImgCommand};
+pub use qemu_img::{ImageFormat, ImageInfo, QemuImg, QemuImgCommand, SnapshotAction};
 
 /// Boxed error a template download may fail with.
 pub type FetchError = Box<dyn std::error::Error + Send + Sync + 'static>;

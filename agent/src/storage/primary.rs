@@ -194,6 +194,28 @@ impl Primary {
         Ok(self.root.join(format!("{}.qcow2", normalize_uuid(uuid)?)))
     }
 
+    /// Names of the internal snapshots inside a volume's image.
+    pub async fn volume_snapshots(&self, uuid: &str) -> Result<Vec<String>, StorageError> {
+        let path = self.volume_path(uuid)?;
+        Ok(self
+            .qemu_img
+            .info(&path, Some(ImageFormat::Qcow2))
+            .await?
+            .snapshots)
+    }
+
+    /// Creates, applies or deletes an internal snapshot of a volume whose
+    /// instance is not running.
+    pub async fn snapshot_volume(
+        &self,
+        uuid: &str,
+        action: super::SnapshotAction,
+        name: &str,
+    ) -> Result<(), StorageError> {
+        let path = self.volume_path(uuid)?;
+        self.qemu_img.snapshot(&path, action, name).await
+    }
+
     pub fn template_cache(&self, uuid: &str, format: ImageFormat) -> Result<PathBuf, StorageError> {
         Ok(self
             .template_dir()

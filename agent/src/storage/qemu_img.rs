@@ -57,6 +57,13 @@ pub struct ImageInfo {
     /// Backing file, resolved against the image's directory.
     pub backing: Option<PathBuf>,
     pub backing_format: Option<String>,
+    /// Names of the image's internal snapshots, oldest first.
+    pub snapshots: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotJson {
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +79,8 @@ struct InfoJson {
     full_backing_filename: Option<String>,
     #[serde(rename = "backing-filename-format")]
     backing_filename_format: Option<String>,
+    #[serde(default)]
+    snapshots: Vec<SnapshotJson>,
 }
 
 impl ImageInfo {
@@ -86,6 +95,7 @@ impl ImageInfo {
                 .or(j.backing_filename)
                 .map(PathBuf::from),
             backing_format: j.backing_filename_format,
+            snapshots: j.snapshots.into_iter().map(|s| s.name).collect(),
         })
     }
 }
@@ -119,6 +129,31 @@ pub enum QemuImgCommand {
         target: PathBuf,
         target_format: ImageFormat,
     },
+    /// An internal snapshot of a qcow2 image that no running guest holds.
+    Snapshot {
+        path: PathBuf,
+        action: SnapshotAction,
+        name: String,
+    },
+}
+
+/// What `qemu-img snapshot` does with the named internal snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotAction {
+    Create,
+    /// Puts the image's content back to the snapshot's.
+    Apply,
+    Delete,
+}
+
+impl SnapshotAction {
+    fn flag(self) -> &'static str {
+        match self {
+            SnapshotAction::Create => "-c",
+            SnapshotAction::Apply => "-a",
+            SnapshotAction::Delete => "-d",
+        }
+    }
 }
 
 impl QemuImgCommand {
@@ -128,6 +163,7 @@ impl QemuImgCommand {
             QemuImgCommand::Resize { .. } => "resize",
             QemuImgCommand::Info { .. } => "info",
             QemuImgCommand::Convert { .. } => "convert",
+            QemuImgCommand::Snapshot { .. } => "snapshot",
         }
     }
 
@@ -194,6 +230,18 @@ impl QemuImgCommand {
                 push(&target_format.as_str());
                 push(source);
                 push(target);
+            }
+            QemuImgCommand::Snapshot { path, action, name } => {
+                // `snapshot` has no -f: the format is pinned through the
+                // image options instead (a comma in the path doubled, as
+                // QEMU's option syntax wants).
+                push(&"-q");
+                push(&action.flag());
+                push(name);
+                push(&"--image-opts");
+                let mut opts = OsString::from("driver=qcow2,file.filename=");
+                opts.push(path.as_os_str().to_string_lossy().replace(',', ",,"));
+                push(&opts);
             }
         }
         a
@@ -349,6 +397,23 @@ impl QemuImg {
         .await
         .map(drop)
     }
+
+    /// Creates, applies or deletes an internal snapshot of a qcow2 image
+    /// no running guest holds (qemu-img takes the image's lock).
+    pub async fn snapshot(
+        &self,
+        path: &Path,
+        action: SnapshotAction,
+        name: &str,
+    ) -> Result<(), StorageError> {
+        self.run(&QemuImgCommand::Snapshot {
+            path: path.to_path_buf(),
+            action,
+            name: name.to_string(),
+        })
+        .await
+        .map(drop)
+    }
 }
 
 #[cfg(test)]
@@ -464,11 +529,41 @@ mod tests {
                 actual_size: Some(200704),
                 backing: Some("/p/t/base.qcow2".into()),
                 backing_format: Some("qcow2".to_string()),
+                snapshots: vec![],
             }
         );
+        let snaps = ImageInfo::from_json(
+            r#"{"virtual-size": 5, "format": "qcow2", "snapshots": [
+                {"id": "1", "name": "a", "vm-state-size": 0},
+                {"id": "2", "name": "b", "vm-state-size": 1024}]}"#,
+        )
+        .unwrap();
+        assert_eq!(snaps.snapshots, vec!["a".to_string(), "b".to_string()]);
         let raw = ImageInfo::from_json(r#"{"virtual-size": 5, "format": "raw"}"#).unwrap();
         assert_eq!(raw.backing, None);
         assert!(ImageInfo::from_json("qemu-img: oops").is_err());
+    }
+
+    #[test]
+    fn snapshots_pin_the_format_through_image_options() {
+        let a = QemuImgCommand::Snapshot {
+            path: "/p/a,b.qcow2".into(),
+            action: SnapshotAction::Apply,
+            name: "s1".into(),
+        }
+        .args();
+        let a: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            a,
+            [
+                "snapshot",
+                "-q",
+                "-a",
+                "s1",
+                "--image-opts",
+                "driver=qcow2,file.filename=/p/a,,b.qcow2"
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The one place where protocol messages and the service's types meet.
 
-use crate::service::agent::{GuestMetadata, PowerState, TemplateRef, VmSpec, VolumeSpec};
+use crate::service::agent::{
+    GuestMetadata, PowerState, TemplateRef, VmSnapshotCmd, VmSpec, VolumeSpec,
+};
 use crate::service::hosts::{DomainSeen, HostReport};
 use orrery_proto::v1 as pb;
 
@@ -36,6 +38,17 @@ pub fn volume_op(instance: &str, v: &VolumeSpec) -> pb::VolumeOp {
     pb::VolumeOp {
         instance: instance.into(),
         volume: Some(volume(v)),
+    }
+}
+
+pub fn vm_snapshot_op(c: &VmSnapshotCmd) -> pb::VmSnapshotOp {
+    pb::VmSnapshotOp {
+        instance: c.instance.clone(),
+        snapshot: c.snapshot.clone(),
+        memory: c.memory,
+        quiesce: c.quiesce,
+        volumes: c.volumes.iter().map(volume).collect(),
+        saved: c.saved.clone(),
     }
 }
 

@@ -7,7 +7,7 @@ pub mod server;
 
 use crate::service::agent::{
     AgentClient, AgentError, ConsoleTarget, GuestMetadata, HeartbeatSeen, MigrateCmd, PowerState,
-    Progress, Simulator, VmSpec, VolumeSpec,
+    Progress, Simulator, VmSnapshotCmd, VmSpec, VolumeSpec,
 };
 use crate::service::records::Host;
 use crate::service::Service;
@@ -183,6 +183,10 @@ impl Hub {
         // A little grace past the deadline for the agent's own timeout report.
         match tokio::time::timeout(timeout + Duration::from_secs(5), done_rx).await {
             Ok(Ok(r)) if r.ok => Ok(r),
+            Ok(Ok(r)) if r.error_code == "guest-agent" => Err(AgentError::GuestAgent {
+                host: host_id,
+                reason: r.error,
+            }),
             Ok(Ok(r)) => Err(AgentError::Failed {
                 host: host_id,
                 reason: if r.error.is_empty() {
@@ -250,6 +254,9 @@ impl Router {
 }
 
 const SHORT: Duration = Duration::from_secs(60);
+/// Saving or loading a guest's memory takes a while under emulation
+/// (`vmsnapshot.create.wait` bounds it in the service).
+const SNAPSHOT: Duration = Duration::from_secs(1800);
 /// Starting may include copying a template to the host.
 const START: Duration = Duration::from_secs(900);
 
@@ -420,6 +427,43 @@ impl AgentClient for Router {
             metadata: Some(convert::metadata(meta)),
         });
         self.hub.call(host_id, op, SHORT).await.map(|_| ())
+    }
+    async fn create_vm_snapshot(
+        &self,
+        host_id: i64,
+        cmd: &VmSnapshotCmd,
+    ) -> Result<Option<String>, AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.create_vm_snapshot(host_id, cmd).await;
+        }
+        let op = pb::command::Op::CreateVmSnapshot(convert::vm_snapshot_op(cmd));
+        let r = self.hub.call(host_id, op, SNAPSHOT).await?;
+        Ok(match r.detail {
+            Some(pb::command_result::Detail::Text(t)) => Some(t),
+            _ => None,
+        })
+    }
+    async fn revert_vm_snapshot(
+        &self,
+        host_id: i64,
+        cmd: &VmSnapshotCmd,
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.revert_vm_snapshot(host_id, cmd).await;
+        }
+        let op = pb::command::Op::RevertVmSnapshot(convert::vm_snapshot_op(cmd));
+        self.hub.call(host_id, op, SNAPSHOT).await.map(|_| ())
+    }
+    async fn delete_vm_snapshot(
+        &self,
+        host_id: i64,
+        cmd: &VmSnapshotCmd,
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self.sim.delete_vm_snapshot(host_id, cmd).await;
+        }
+        let op = pb::command::Op::DeleteVmSnapshot(convert::vm_snapshot_op(cmd));
+        self.hub.call(host_id, op, SNAPSHOT).await.map(|_| ())
     }
     async fn console(&self, host_id: i64, instance: &str) -> Result<ConsoleTarget, AgentError> {
         if self.simulated(host_id).await {

@@ -293,6 +293,46 @@ pub async fn volume(l: &mut Lookup<'_>, caller: &Caller, v: &Volume) -> SResult<
         .build())
 }
 
+/// An instance snapshot as listVMSnapshot and createVMSnapshot show it.
+pub async fn vm_snapshot(l: &mut Lookup<'_>, s: &VmSnapshot) -> SResult<Value> {
+    let zone: Option<Zone> = l.get(Some(s.zone_id)).await?;
+    let acct: Option<Account> = l.get(Some(s.account_id)).await?;
+    let dom: Option<Domain> = l.get(Some(s.domain_id)).await?;
+    let vm: Option<Vm> = l.get(Some(s.vm_id)).await?;
+    let parent: Option<VmSnapshot> = l.get(s.parent_id).await?;
+    Ok(Obj::new()
+        .s("id", &s.uuid)
+        .s("name", &s.name)
+        .s("displayname", &s.display_name)
+        .s("description", &s.description)
+        .s("state", &s.state)
+        .s("type", if s.memory { "DiskAndMemory" } else { "Disk" })
+        .v("current", s.current)
+        .os("parent", parent.as_ref().map(|p| p.uuid.clone()))
+        .os("parentName", parent.map(|p| p.display_name))
+        .s("created", date(s.created))
+        .os("virtualmachineid", vm.as_ref().map(|v| v.uuid.clone()))
+        .os(
+            "virtualmachinename",
+            vm.as_ref().map(|v| {
+                if v.display_name.is_empty() {
+                    v.name.clone()
+                } else {
+                    v.display_name.clone()
+                }
+            }),
+        )
+        .os("hypervisor", vm.map(|v| v.hypervisor))
+        .os("zoneid", zone.as_ref().map(|z| z.uuid.clone()))
+        .os("zonename", zone.map(|z| z.name))
+        .os("account", acct.map(|a| a.name))
+        .os("domainid", dom.as_ref().map(|d| d.uuid.clone()))
+        .os("domain", dom.map(|d| d.name))
+        .v("tags", json!([]))
+        .v("hasannotations", false)
+        .build())
+}
+
 pub async fn affinity_group(svc: &Service, g: &AffinityGroup) -> SResult<Value> {
     let acct: Option<Account> = svc.load_cached(g.account_id).await?;
     let dom: Option<Domain> = svc.load_cached(g.domain_id).await?;
@@ -420,6 +460,10 @@ async fn render_output(
         JobOutput::Host { id } => match svc.load_cached::<Host>(*id).await? {
             Some(h) => json!({"host": host(svc, &h).await?}),
             None => json!({"host": {}}),
+        },
+        JobOutput::VmSnapshot { id } => match svc.load_cached::<VmSnapshot>(*id).await? {
+            Some(s) => json!({"vmsnapshot": vm_snapshot(&mut l, &s).await?}),
+            None => json!({"vmsnapshot": {}}),
         },
         JobOutput::Success => json!({"success": true}),
     })

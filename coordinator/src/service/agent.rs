@@ -156,6 +156,22 @@ pub enum AgentError {
     Failed { host: i64, reason: String },
     #[error("host {0} did not answer before the deadline")]
     Timeout(i64),
+    /// The instance's guest agent, needed for this, does not answer.
+    #[error("host {host}: the instance's guest agent does not answer: {reason}")]
+    GuestAgent { host: i64, reason: String },
+}
+
+/// An instance snapshot operation for a host: the snapshot's name inside
+/// each of the instance's volumes.
+#[derive(Debug, Clone, Default)]
+pub struct VmSnapshotCmd {
+    pub instance: String,
+    pub snapshot: String,
+    pub memory: bool,
+    pub quiesce: bool,
+    pub volumes: Vec<VolumeSpec>,
+    /// For a revert with memory: the hypervisor's record from creation.
+    pub saved: String,
 }
 
 #[async_trait]
@@ -231,6 +247,20 @@ pub trait AgentClient: Send + Sync {
     ) -> Result<(), AgentError>;
     /// Where a running instance's console listens.
     async fn console(&self, host_id: i64, instance: &str) -> Result<ConsoleTarget, AgentError>;
+    /// Takes an instance snapshot; with memory, returns the hypervisor's
+    /// record of it (kept for a revert on another host).
+    async fn create_vm_snapshot(
+        &self,
+        host_id: i64,
+        cmd: &VmSnapshotCmd,
+    ) -> Result<Option<String>, AgentError>;
+    /// Reverts to one: with memory the instance runs (it was started
+    /// first) and goes on in the saved state; disks only it is off.
+    async fn revert_vm_snapshot(&self, host_id: i64, cmd: &VmSnapshotCmd)
+        -> Result<(), AgentError>;
+    /// Removes one from every volume that has it.
+    async fn delete_vm_snapshot(&self, host_id: i64, cmd: &VmSnapshotCmd)
+        -> Result<(), AgentError>;
     /// Moves a running instance from `source` to `destination`; on failure
     /// it keeps running on the source. `progress` hears the percent done as
     /// the source reports it.
@@ -415,6 +445,54 @@ impl AgentClient for Simulator {
             host: host_id,
             reason: "simulated hosts have no consoles".into(),
         })
+    }
+    async fn create_vm_snapshot(
+        &self,
+        host_id: i64,
+        cmd: &VmSnapshotCmd,
+    ) -> Result<Option<String>, AgentError> {
+        tokio::time::sleep(self.delay).await;
+        let on = self.power_state(host_id, &cmd.instance).await? == PowerState::On;
+        if cmd.memory && !on {
+            return Err(AgentError::Failed {
+                host: host_id,
+                reason: format!("instance {} is not running", cmd.instance),
+            });
+        }
+        // A simulated guest has a guest agent: a quiesce always works.
+        Ok(cmd.memory.then(|| {
+            format!(
+                "<domainsnapshot><name>{}</name></domainsnapshot>",
+                cmd.snapshot
+            )
+        }))
+    }
+    async fn revert_vm_snapshot(
+        &self,
+        host_id: i64,
+        cmd: &VmSnapshotCmd,
+    ) -> Result<(), AgentError> {
+        tokio::time::sleep(self.delay).await;
+        let on = self.power_state(host_id, &cmd.instance).await? == PowerState::On;
+        if cmd.memory != on {
+            return Err(AgentError::Failed {
+                host: host_id,
+                reason: format!(
+                    "instance {} is {} for this revert",
+                    cmd.instance,
+                    if on { "running" } else { "off" }
+                ),
+            });
+        }
+        Ok(())
+    }
+    async fn delete_vm_snapshot(
+        &self,
+        _host_id: i64,
+        _cmd: &VmSnapshotCmd,
+    ) -> Result<(), AgentError> {
+        tokio::time::sleep(self.delay).await;
+        Ok(())
     }
     async fn migrate(
         &self,

@@ -28,6 +28,10 @@ pub enum ErrorKind {
     Unavailable,
     /// Changed concurrently; a retry may work.
     Conflict,
+    /// Refused as things stand (a per-resource maximum reached, a rule of
+    /// the feature), where CloudStack answers with its generic runtime
+    /// error rather than a parameter or resource-limit error.
+    Refused,
     /// A fault of ours.
     Internal,
 }
@@ -54,6 +58,8 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Refused(String),
     #[error("{message}")]
     Internal {
         message: String,
@@ -102,6 +108,9 @@ impl ServiceError {
     pub fn conflict(text: impl Into<String>) -> Self {
         ServiceError::Conflict(text.into())
     }
+    pub fn refused(text: impl Into<String>) -> Self {
+        ServiceError::Refused(text.into())
+    }
     pub fn internal(text: impl Into<String>) -> Self {
         ServiceError::Internal {
             message: text.into(),
@@ -121,6 +130,7 @@ impl ServiceError {
             ServiceError::Limit(_) => ErrorKind::Limit,
             ServiceError::Unavailable(_) => ErrorKind::Unavailable,
             ServiceError::Conflict(_) => ErrorKind::Conflict,
+            ServiceError::Refused(_) => ErrorKind::Refused,
             ServiceError::Internal { .. } => ErrorKind::Internal,
         }
     }

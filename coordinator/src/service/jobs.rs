@@ -86,6 +86,25 @@ pub enum Work {
         vm_id: i64,
         size: super::reshape::NewSize,
     },
+    CreateVmSnapshot {
+        snapshot_id: i64,
+    },
+    Restore {
+        vm_id: i64,
+        root_id: i64,
+        template_id: i64,
+        disk_offering_id: Option<i64>,
+        /// Bytes.
+        size: i64,
+        root_gb: Option<i64>,
+        expunge: bool,
+    },
+    RevertVmSnapshot {
+        snapshot_id: i64,
+    },
+    DeleteVmSnapshot {
+        snapshot_id: i64,
+    },
     /// Completes at once with the given result; for commands that are async in
     /// CloudStack but need no host work here.
     Done {
@@ -109,6 +128,9 @@ pub enum JobOutput {
         id: i64,
     },
     Host {
+        id: i64,
+    },
+    VmSnapshot {
         id: i64,
     },
     Success,
@@ -382,6 +404,36 @@ impl Service {
             }
             Work::Scale { vm_id, size } => self.exec_scale(vm_id, size).await,
             Work::HostMaintenance { host_id } => self.exec_host_maintenance(caller, host_id).await,
+            Work::Restore {
+                vm_id,
+                root_id,
+                template_id,
+                disk_offering_id,
+                size,
+                root_gb,
+                expunge,
+            } => {
+                self.exec_restore(
+                    caller,
+                    vm_id,
+                    root_id,
+                    template_id,
+                    disk_offering_id,
+                    size,
+                    root_gb,
+                    expunge,
+                )
+                .await
+            }
+            Work::CreateVmSnapshot { snapshot_id } => {
+                self.exec_create_vm_snapshot(snapshot_id).await
+            }
+            Work::RevertVmSnapshot { snapshot_id } => {
+                self.exec_revert_vm_snapshot(snapshot_id).await
+            }
+            Work::DeleteVmSnapshot { snapshot_id } => {
+                self.exec_delete_vm_snapshot(snapshot_id).await
+            }
             Work::Done { result } => Ok(result),
         }
     }

@@ -30,6 +30,7 @@ pub mod migration;
 pub mod offerings;
 pub mod placing;
 pub mod reshape;
+pub mod restore;
 pub mod schedules;
 pub mod scope;
 pub mod settings;
@@ -42,6 +43,7 @@ pub mod templates;
 mod timed_tests;
 pub mod userdata;
 pub mod vm;
+pub mod vmsnapshots;
 pub mod volumes;
 
 use crate::store::records::*;
@@ -444,3 +446,4 @@ owned!(UserData);
 // Deleted outright rather than marked removed.
 owned!(InstanceGroup, |_s| false);
 owned!(VmSchedule, |_s| false);
+owned!(VmSnapshot);

@@ -306,6 +306,7 @@ impl Service {
             ),
         )
         .await?;
+        self.discard_memory_snapshots(&vm).await?;
         Ok(JobOutput::Vm { id: vm.id })
     }
 
@@ -399,6 +400,9 @@ impl Service {
             &format!("Changed the service offering to {}", new.name),
         )
         .await?;
+        // The specification: snapshots with memory cannot be kept across an
+        // offering change (their saved state is of the old size).
+        self.discard_memory_snapshots(&vm).await?;
         Ok(vm)
     }
 

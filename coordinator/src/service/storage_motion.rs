@@ -40,6 +40,9 @@ pub fn reachable(pool: &StoragePool, host: &Host) -> bool {
     }
 }
 
+const WITH_SNAPSHOTS: &str =
+    "Instance with Instance Snapshots cannot be migrated with storage, please remove all Instance Snapshots";
+
 impl Service {
     /// The pool a volume's files are in: its own, or (none recorded) its
     /// instance's cluster's shared pool.
@@ -67,6 +70,10 @@ impl Service {
         req: MigrateWithVolumes,
     ) -> SResult<String> {
         let (vm, dest, moves) = self.plan_moves(caller, &req).await?;
+        if !moves.is_empty() {
+            // Copied volumes would arrive without their internal snapshots.
+            self.refuse_with_vm_snapshots(vm.id, WITH_SNAPSHOTS).await?;
+        }
         let work = if moves.is_empty() {
             Work::Migrate {
                 vm_id: vm.id,
@@ -114,6 +121,9 @@ impl Service {
             Some(id) => self.store.load(id).await?,
             None => None,
         };
+        if let Some(vm) = &vm {
+            self.refuse_with_vm_snapshots(vm.id, WITH_SNAPSHOTS).await?;
+        }
         let vm = match vm {
             Some(vm) if vm.state == VmState::Running => vm,
             other => {
@@ -206,6 +216,11 @@ impl Service {
                 vm.uuid, vm.state
             )));
         }
+        self.refuse_with_vm_snapshots(
+            vm.id,
+            "Instance's disk cannot be migrated, please remove all the Instance Snapshots for this Instance",
+        )
+        .await?;
         let vols: Vec<Volume> = self.store.all(Query::new().eq(Col::Parent, vm.id)).await?;
         self.move_volumes_offline(caller, Some(vm), vols, pool, "migrateVirtualMachine", None)
             .await

@@ -384,6 +384,7 @@ impl Service {
             created: t,
             attached: Some(t),
             removed: None,
+            last_host_id: None,
         };
         tx.insert(&root);
         // A disk offering next to a template asks for a data disk as well.
@@ -412,6 +413,7 @@ impl Service {
                 created: t,
                 attached: Some(t),
                 removed: None,
+                last_host_id: None,
             });
         }
         let nic = Nic {
@@ -1032,6 +1034,8 @@ impl Service {
             self.stop_inner(vm_id, self.setting_bool("vm.destroy.forcestop"))
                 .await?;
         }
+        let vm: Vm = self.load_vm(vm_id).await?;
+        self.destroy_vm_snapshots(&vm).await?;
         let t = now();
         let vm = if vm.state == VmState::Destroyed {
             vm
@@ -1080,6 +1084,10 @@ impl Service {
         if vm.state == VmState::Running {
             self.stop_inner(vm_id, true).await?;
         }
+        // Gone with the volumes they live in (an instance expunged without
+        // being destroyed first still has its records).
+        self.destroy_vm_snapshots(&self.load_vm(vm_id).await?)
+            .await?;
         let vm = if vm.state == VmState::Expunging {
             vm
         } else {

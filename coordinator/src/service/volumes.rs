@@ -110,6 +110,14 @@ impl Service {
                 vm.uuid, vm.state
             )));
         }
+        self.refuse_with_vm_snapshots(
+            vm.id,
+            &format!(
+                "Unable to attach volume to Instance {}/{}, please specify an Instance that does not have Instance Snapshots",
+                vm.name, vm.uuid
+            ),
+        )
+        .await?;
         let attached: Vec<Volume> = self.store.all(Query::new().eq(Col::Parent, vm.id)).await?;
         let used: Vec<i64> = attached.iter().filter_map(|v| v.device_id).collect();
         if attached
@@ -186,6 +194,7 @@ impl Service {
             created: now(),
             attached: None,
             removed: None,
+            last_host_id: None,
         };
         let work = match &a.attach_to {
             Some(vm) => {
@@ -290,6 +299,11 @@ impl Service {
                 vm.uuid, vm.state
             )));
         }
+        self.refuse_with_vm_snapshots(
+            vm.id,
+            "Unable to detach volume, please specify an Instance that does not have Instance Snapshots",
+        )
+        .await?;
         self.queue_volume_job(
             caller,
             "detachVolume",
@@ -358,6 +372,13 @@ impl Service {
                         vm.uuid, vm.state
                     )));
                 }
+                if new_size != vol.size {
+                    self.refuse_with_vm_snapshots(
+                        vm.id,
+                        "A volume that is attached to a VM with any VM snapshots cannot be resized.",
+                    )
+                    .await?;
+                }
             }
         }
         self.queue_volume_job(
@@ -412,7 +433,7 @@ impl Service {
             .ok_or_else(|| ServiceError::internal("volume vanished"))
     }
 
-    async fn load_vm(&self, id: i64) -> SResult<Vm> {
+    pub(crate) async fn load_vm(&self, id: i64) -> SResult<Vm> {
         self.store
             .load(id)
             .await?

@@ -55,7 +55,8 @@ kinds! {
     Event => "events", Config => "configs", Session => "sessions",
     EnrollToken => "enroll_tokens", AffinityGroup => "affinity_groups",
     VmSchedule => "vm_schedules", SshKeyPair => "ssh_keypairs", UserData => "user_data",
-    ResourceIcon => "resource_icons",
+    ResourceIcon => "resource_icons", VmSnapshot => "vm_snapshots",
+    Snapshot => "snapshots", SnapshotPolicy => "snapshot_policies",
 }
 
 /// Indexed columns. Each record kind documents which of them it fills.
@@ -100,6 +101,12 @@ pub enum Col {
     GroupType,
     /// SSH key pairs: the fingerprint (`k1`, schema v6).
     Fingerprint,
+    /// Instance and volume snapshots: Disk / DiskAndMemory, MANUAL /
+    /// RECURRING (`k1`, schema v7).
+    SnapshotType,
+    /// Snapshot policies: the next time one falls due, zero-padded seconds
+    /// (`k2`, schema v7).
+    NextDue,
     Created,
 }
 
@@ -127,8 +134,9 @@ impl Col {
             | Col::MacAddress
             | Col::ResourceUuid
             | Col::GroupType
-            | Col::Fingerprint => "k1",
-            Col::LeaseExpiry => "k2",
+            | Col::Fingerprint
+            | Col::SnapshotType => "k1",
+            Col::LeaseExpiry | Col::NextDue => "k2",
             Col::Created => "created",
         }
     }

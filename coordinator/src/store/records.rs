@@ -774,6 +774,10 @@ pub struct Volume {
     pub created: i64,
     pub attached: Option<i64>,
     pub removed: Option<i64>,
+    /// A volume destroyed on its own (an old root after a restore): the
+    /// host through which the expunger removes its file.
+    #[serde(default)]
+    pub last_host_id: Option<i64>,
 }
 entity!(Volume, Kind::Volume, |s| Index {
     name: Some(s.name.clone()),
@@ -1132,6 +1136,132 @@ entity!(VmSchedule, Kind::VmSchedule, |s| Index {
     account_id: Some(s.account_id),
     domain_id: Some(s.domain_id),
     parent_id: Some(s.vm_id),
+    created: s.created,
+    ..Default::default()
+});
+
+/// An instance snapshot: a named internal snapshot inside each of the
+/// instance's volumes, with the guest's memory when `memory`. Its place in
+/// the instance's tree is `parent_id`; `current` marks the one the
+/// instance's state last came from or was saved to.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct VmSnapshot {
+    pub id: i64,
+    pub uuid: String,
+    #[serde(skip)]
+    pub version: i64,
+    /// The internal name, also the snapshot's name inside the volumes.
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub vm_id: i64,
+    pub account_id: i64,
+    pub domain_id: i64,
+    pub zone_id: i64,
+    /// With the guest's memory and device state (DiskAndMemory).
+    pub memory: bool,
+    pub quiesce: bool,
+    /// Allocated, Creating, Ready, Reverting, Expunging, Error
+    pub state: String,
+    pub parent_id: Option<i64>,
+    pub current: bool,
+    /// The hypervisor's record of a snapshot with memory, given back to a
+    /// host that lacks it at a revert.
+    pub saved: Option<String>,
+    pub created: i64,
+    /// Set when deleted: kept (and not listed) as CloudStack keeps it, so
+    /// its id stays known.
+    pub removed: Option<i64>,
+}
+entity!(VmSnapshot, Kind::VmSnapshot, |s| Index {
+    ukey: live(&s.removed, format!("{}/{}", s.vm_id, s.name)),
+    name: Some(s.display_name.clone()),
+    keyword: Some(s.description.clone()),
+    state: Some(s.state.clone()),
+    account_id: Some(s.account_id),
+    domain_id: Some(s.domain_id),
+    zone_id: Some(s.zone_id),
+    ref_id: s.parent_id,
+    k1: Some(if s.memory { "DiskAndMemory" } else { "Disk" }.into()),
+    // Removed ones hang from no instance, so its lists never see them.
+    parent_id: if s.removed.is_some() {
+        None
+    } else {
+        Some(s.vm_id)
+    },
+    created: s.created,
+    ..Default::default()
+});
+
+/// A volume snapshot: a copy of a volume at one instant, kept in secondary
+/// storage so it outlives the volume.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Snapshot {
+    pub id: i64,
+    pub uuid: String,
+    #[serde(skip)]
+    pub version: i64,
+    pub name: String,
+    pub volume_id: i64,
+    pub account_id: i64,
+    pub domain_id: i64,
+    pub zone_id: i64,
+    /// MANUAL, or the policy's interval (HOURLY, DAILY, WEEKLY, MONTHLY).
+    pub snapshot_type: String,
+    pub policy_id: Option<i64>,
+    /// Allocated, Creating, BackedUp, Error, Destroyed
+    pub state: String,
+    /// The volume's size when taken (bytes).
+    pub virtual_size: i64,
+    /// Bytes the copy takes in secondary storage.
+    pub physical_size: i64,
+    pub quiesce: bool,
+    pub created: i64,
+    pub removed: Option<i64>,
+}
+entity!(Snapshot, Kind::Snapshot, |s| Index {
+    name: Some(s.name.clone()),
+    state: Some(s.state.clone()),
+    account_id: Some(s.account_id),
+    domain_id: Some(s.domain_id),
+    zone_id: Some(s.zone_id),
+    parent_id: Some(s.volume_id),
+    ref_id: s.policy_id,
+    k1: Some(s.snapshot_type.clone()),
+    created: s.created,
+    ..Default::default()
+});
+
+/// A recurring volume snapshot: one per volume and interval type.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SnapshotPolicy {
+    pub id: i64,
+    pub uuid: String,
+    #[serde(skip)]
+    pub version: i64,
+    pub volume_id: i64,
+    pub account_id: i64,
+    pub domain_id: i64,
+    /// HOURLY, DAILY, WEEKLY, MONTHLY
+    pub interval_type: String,
+    /// As CloudStack writes it: MM, MM:HH, MM:HH:D (day of week 1-7) or
+    /// MM:HH:DD (day of month).
+    pub schedule: String,
+    pub timezone: String,
+    pub max_snaps: i64,
+    pub for_display: bool,
+    /// The next time it falls due (unix seconds), persisted so a restart
+    /// knows what it missed.
+    pub next_due: Option<i64>,
+    pub last_fired: Option<i64>,
+    pub created: i64,
+}
+entity!(SnapshotPolicy, Kind::SnapshotPolicy, |s| Index {
+    ukey: Some(format!("{}/{}", s.volume_id, s.interval_type)),
+    account_id: Some(s.account_id),
+    domain_id: Some(s.domain_id),
+    parent_id: Some(s.volume_id),
+    k2: s.next_due.map(|t| format!("{t:012}")),
     created: s.created,
     ..Default::default()
 });

@@ -45,6 +45,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004.sql")),
     (5, include_str!("migrations/0005.sql")),
     (6, include_str!("migrations/0006.sql")),
+    (7, include_str!("migrations/0007.sql")),
 ];
 
 fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
@@ -408,6 +409,10 @@ mod tests {
         (
             6,
             "6e7ae2b2b1f5929b3be143cb2173c67de7b583430c748e592896224eda0f36ae",
+        ),
+        (
+            7,
+            "9c08c92bd667440495d08e143e58e0edaf983bf0e1e5242247ff4e6f4a671a51",
         ),
     ];
 

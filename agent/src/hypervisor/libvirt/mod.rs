@@ -24,6 +24,7 @@
 
 mod caps;
 mod netxml;
+mod snapshots;
 pub mod stats;
 
 use std::net::Ipv4Addr;
@@ -230,6 +231,22 @@ impl LibvirtHypervisor {
                 .lookup_domain_by_name(&name)
                 .map_err(|e| map_err(e, subject))?;
             f(&dom, &name).map_err(|e| map_err(e, subject))
+        })
+        .await
+    }
+
+    /// Runs `f` on the named domain, `f` mapping its own errors.
+    async fn with_domain_hv<T, F>(&self, name: &str, f: F) -> Result<T, HvError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Domain) -> Result<T, HvError> + Send + 'static,
+    {
+        let name = name.to_string();
+        self.call(move |c| {
+            let dom = c
+                .lookup_domain_by_name(&name)
+                .map_err(|e| map_err(e, Subject::Domain(&name)))?;
+            f(&dom)
         })
         .await
     }
@@ -847,6 +864,47 @@ impl Hypervisor for LibvirtHypervisor {
             }))
         })
         .await
+    }
+
+    async fn snapshot_with_memory(&self, name: &str, snap: &str) -> Result<String, HvError> {
+        let snap = snap.to_string();
+        self.with_domain_hv(name, move |d| snapshots::create_with_memory(d, &snap))
+            .await
+    }
+
+    async fn snapshot_disks(&self, name: &str, snap: &str) -> Result<(), HvError> {
+        let snap = snap.to_string();
+        self.with_domain_hv(name, move |d| snapshots::create_disks(d, &snap))
+            .await
+    }
+
+    async fn revert_with_memory(&self, name: &str, snap: &str, saved: &str) -> Result<(), HvError> {
+        let (snap, saved) = (snap.to_string(), saved.to_string());
+        self.with_domain_hv(name, move |d| {
+            snapshots::revert_with_memory(d, &snap, &saved)
+        })
+        .await
+    }
+
+    async fn delete_snapshot_live(&self, name: &str, snap: &str) -> Result<(), HvError> {
+        let snap = snap.to_string();
+        self.with_domain_hv(name, move |d| snapshots::delete_live(d, &snap))
+            .await
+    }
+
+    async fn forget_snapshot(&self, name: &str, snap: &str) -> Result<(), HvError> {
+        let snap = snap.to_string();
+        self.with_domain_hv(name, move |d| snapshots::forget(d, &snap))
+            .await
+    }
+
+    async fn forget_snapshots(&self, name: &str) -> Result<u32, HvError> {
+        self.with_domain_hv(name, snapshots::forget_all).await
+    }
+
+    async fn fs_freeze(&self, name: &str, freeze: bool) -> Result<u32, HvError> {
+        self.with_domain_hv(name, move |d| snapshots::fs_freeze(d, freeze))
+            .await
     }
 
     async fn probe_kvm(&self) -> Result<(), HvError> {

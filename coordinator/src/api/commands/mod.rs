@@ -14,6 +14,7 @@ mod stats;
 pub mod ui;
 mod userdata;
 mod vm;
+mod vmsnapshots;
 mod volumes;
 
 use super::registry::{Command, Ctx};
@@ -41,6 +42,7 @@ pub fn all() -> &'static [Command] {
         v.extend(placement::commands());
         v.extend(schedules::commands());
         v.extend(stats::commands());
+        v.extend(vmsnapshots::commands());
         let metrics = metrics_lists::commands(&v);
         v.extend(metrics);
         v
