@@ -1,6 +1,7 @@
 //! orrery-agent: the per-host daemon that runs instances through a hypervisor.
 
 pub mod accel;
+pub mod backup;
 pub mod config;
 pub mod configdrive;
 pub mod designer;

@@ -68,23 +68,78 @@ pub async fn channel(state: &StateDir, coordinator: &str) -> Result<Channel, Lin
 
 struct Fetcher(AgentLinkClient<Channel>);
 
-#[async_trait::async_trait]
-impl TemplateSource for Fetcher {
-    async fn fetch(
+impl Fetcher {
+    /// Streams a template (or, with `snapshot`, a volume snapshot) into
+    /// `file`.
+    async fn fetch_into(
         &self,
         uuid: &str,
+        snapshot: bool,
         mut file: tokio::fs::File,
     ) -> Result<tokio::fs::File, FetchError> {
         let mut stream = self
             .0
             .clone()
-            .fetch_template(pb::TemplateRequest { uuid: uuid.into() })
+            .fetch_template(pb::TemplateRequest {
+                uuid: uuid.into(),
+                snapshot,
+            })
             .await?
             .into_inner();
         while let Some(chunk) = stream.message().await? {
             file.write_all(&chunk.data).await?;
         }
         Ok(file)
+    }
+}
+
+#[async_trait::async_trait]
+impl TemplateSource for Fetcher {
+    async fn fetch(
+        &self,
+        uuid: &str,
+        file: tokio::fs::File,
+    ) -> Result<tokio::fs::File, FetchError> {
+        self.fetch_into(uuid, false, file).await
+    }
+
+    async fn fetch_snapshot(
+        &self,
+        uuid: &str,
+        file: tokio::fs::File,
+    ) -> Result<tokio::fs::File, FetchError> {
+        self.fetch_into(uuid, true, file).await
+    }
+
+    async fn upload(&self, grant: &str, path: &std::path::Path) -> Result<u64, FetchError> {
+        use tokio::io::AsyncReadExt;
+        let mut file = tokio::fs::File::open(path).await?;
+        let (tx, rx) = mpsc::channel::<pb::UploadChunk>(4);
+        let grant = grant.to_string();
+        // Read on one task while the stream sends on the caller's: a 1 MiB
+        // chunk at a time, the grant with the first.
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut first = true;
+            loop {
+                let n = file.read(&mut buf).await?;
+                if n == 0 && !first {
+                    break;
+                }
+                let chunk = pb::UploadChunk {
+                    grant: if first { grant.clone() } else { String::new() },
+                    data: buf[..n].to_vec(),
+                };
+                first = false;
+                if tx.send(chunk).await.is_err() || n == 0 {
+                    break;
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        let sent = self.0.clone().upload(ReceiverStream::new(rx)).await;
+        reader.await.map_err(|e| e.to_string())??;
+        Ok(sent?.into_inner().bytes)
     }
 }
 

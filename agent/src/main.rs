@@ -276,6 +276,7 @@ async fn debug(cfg: &AgentConfig, state: &StateDir, what: Debug) -> Result<()> {
             let r = orrery_proto::v1::agent_link_client::AgentLinkClient::new(ch)
                 .fetch_template(orrery_proto::v1::TemplateRequest {
                     uuid: String::new(),
+                    snapshot: false,
                 })
                 .await;
             match r {

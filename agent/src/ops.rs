@@ -29,6 +29,19 @@ const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
 pub trait TemplateSource: Send + Sync {
     async fn fetch(&self, uuid: &str, file: tokio::fs::File)
         -> Result<tokio::fs::File, FetchError>;
+    /// A volume snapshot from secondary storage, written into `file`.
+    async fn fetch_snapshot(
+        &self,
+        uuid: &str,
+        _file: tokio::fs::File,
+    ) -> Result<tokio::fs::File, FetchError> {
+        Err(format!("no source of volume snapshots here (asked for {uuid})").into())
+    }
+    /// Sends the file at `path` into secondary storage under `grant`;
+    /// returns the bytes sent.
+    async fn upload(&self, _grant: &str, path: &std::path::Path) -> Result<u64, FetchError> {
+        Err(format!("no upload channel here (for {})", path.display()).into())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +64,9 @@ pub enum OpError {
     /// primary storage).
     #[error("{0}")]
     Setup(String),
+    /// A file to or from secondary storage did not get through.
+    #[error("transfer: {0}")]
+    Transfer(String),
 }
 
 impl OpError {
@@ -61,7 +77,7 @@ impl OpError {
             OpError::Design(_) | OpError::Xml(_) | OpError::Invalid(_) => "invalid",
             OpError::Certificate(_) => "certificate",
             OpError::Setup(_) => "setup",
-            OpError::ConfigDrive(_) => "storage",
+            OpError::ConfigDrive(_) | OpError::Transfer(_) => "storage",
         }
     }
 }
@@ -453,7 +469,7 @@ impl Ops {
                 Ok(detail.map(pb::command_result::Detail::Text))
             }
             Op::AttachVolume(v) => {
-                self.attach(&v).await?;
+                self.attach(&v, templates).await?;
                 Ok(None)
             }
             Op::DetachVolume(v) => {
@@ -512,6 +528,13 @@ impl Ops {
             }
             Op::DeleteVmSnapshot(s) => {
                 self.delete_vm_snapshot(&s).await?;
+                Ok(None)
+            }
+            Op::BackupVolume(b) => Ok(Some(pb::command_result::Detail::Text(
+                self.backup_volume(&b, templates).await?.to_string(),
+            ))),
+            Op::RestoreVolume(r) => {
+                self.restore_volume(&r, templates).await?;
                 Ok(None)
             }
         }
@@ -1165,7 +1188,7 @@ impl Ops {
                     pool.create_root(&v.uuid, &cached, fmt, v.size_bytes)
                         .await?;
                 } else {
-                    pool.create_data(&v.uuid, v.size_bytes).await?;
+                    self.create_data_volume(v, templates).await?;
                 }
             }
             volumes.push(designer::VolumeSpec {
@@ -1281,7 +1304,11 @@ impl Ops {
             .unwrap_or_else(|| "vdz".into())
     }
 
-    async fn attach(&self, v: &pb::VolumeOp) -> Result<(), OpError> {
+    async fn attach(
+        &self,
+        v: &pb::VolumeOp,
+        templates: &dyn TemplateSource,
+    ) -> Result<(), OpError> {
         let vol = v
             .volume
             .as_ref()
@@ -1289,7 +1316,7 @@ impl Ops {
         let pool = self.pool(&vol.pool)?;
         let path = pool.volume_path(&vol.uuid)?;
         if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            pool.create_data(&vol.uuid, vol.size_bytes).await?;
+            self.create_data_volume(vol, templates).await?;
         }
         let dom = Domain::from_xml(&self.hv.domain_xml(&v.instance).await?)?;
         if dom
@@ -1697,6 +1724,7 @@ mod tests {
                 size_bytes: 1 << 30,
                 format: "qcow2".into(),
                 pool: String::new(),
+                from_snapshot: String::new(),
             }],
             max_vcpus,
             max_memory_mib,
@@ -2058,6 +2086,7 @@ mod tests {
             size_bytes,
             format: "qcow2".into(),
             pool: pool.into(),
+            from_snapshot: String::new(),
         };
         let spec = pb::InstanceSpec {
             template: Some(pb::TemplateRef {
@@ -2300,6 +2329,7 @@ mod tests {
             size_bytes: 1 << 30,
             format: "qcow2".into(),
             pool: LOCAL_POOL.into(),
+            from_snapshot: String::new(),
         };
         let spec = pb::InstanceSpec {
             display_name: "web".into(),
@@ -2318,7 +2348,7 @@ mod tests {
             instance: "i-2-5-web".into(),
             volume: Some(volume(DATA_VOL, "DATADISK", 1)),
         };
-        ops.attach(&op).await.unwrap();
+        ops.attach(&op, &NoTemplates).await.unwrap();
         let attached = hv.domain("i-2-5-web").unwrap().attached;
         assert_eq!(attached.len(), 1);
         assert!(

@@ -568,6 +568,7 @@ async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> 
                 attached: Some(created),
                 removed: None,
                 last_host_id: None,
+                from_snapshot: None,
             });
             tx.insert(&Nic {
                 id: nic0 + i as i64,

@@ -63,6 +63,11 @@ def world(admin, coordinator, env, image, os_type, zone):
     wait_for(lambda: api.queryAsyncJobResult(jobid=job, fetch_result=False)["jobstatus"] != 0,
              60, "stop job")
     api.startVirtualMachine(id=vm["id"])
+    root = api.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"][0]
+    snapshot = api.createSnapshot(volumeid=root["id"])["snapshot"]
+    policy = api.createSnapshotPolicy(volumeid=root["id"], intervaltype="DAILY", schedule="0:3",
+                                      timezone="UTC", maxsnaps=2)["snapshotpolicy"]
+    vmsnapshot = api.createVMSnapshot(virtualmachineid=vm["id"], snapshotmemory=True)["vmsnapshot"]
     return {
         "people": people, "domains": {"a": a, "b": b},
         "ids": {
@@ -73,6 +78,8 @@ def world(admin, coordinator, env, image, os_type, zone):
             "serviceoffering": env.offering["id"], "keypair": keypair["id"],
             "keypairname": keypair["name"], "userdata": userdata["id"],
             "ownername": people["owner"]["account"]["name"], "ownerdomain": a["id"],
+            "snapshot": snapshot["id"], "snapshotpolicy": policy["id"],
+            "vmsnapshot": vmsnapshot["id"], "rootvolume": root["id"], "ostype": os_type["id"],
         },
     }
 
@@ -94,6 +101,8 @@ OWNED_LISTS = {
     "listSSHKeyPairs": ("keypair", {}, "sshkeypair"),
     "listUserData": ("userdata", {}, "userdata"),
     "listVolumesMetrics": ("volume", {}, "volume"),
+    "listSnapshots": ("snapshot", {}, "snapshot"),
+    "listSnapshotPolicies": ("snapshotpolicy", {}, "snapshotpolicy"),
 }
 # Lists with an id whose records are shared catalogue or infrastructure (their
 # own tests cover who sees them), or that have no owned record to look up here.
@@ -156,6 +165,20 @@ MUTATORS = [
     ("getVirtualMachineUserData", {"virtualmachineid": "vm"}),
     ("linkUserDataToTemplate", {"templateid": "template", "userdataid": "userdata"}),
     ("createConsoleEndpoint", {"virtualmachineid": "vm"}),
+    ("createSnapshot", {"volumeid": "rootvolume"}),
+    ("deleteSnapshot", {"id": "snapshot"}),
+    ("revertSnapshot", {"id": "snapshot"}),
+    ("createVolume", {"snapshotid": "snapshot"}),
+    ("createTemplate", {"snapshotid": "snapshot", "name": "taken", "ostypeid": "ostype"}),
+    ("createTemplate", {"volumeid": "rootvolume", "name": "taken", "ostypeid": "ostype"}),
+    ("createSnapshotPolicy", {"volumeid": "rootvolume", "intervaltype": "HOURLY",
+                              "schedule": "5", "timezone": "UTC", "maxsnaps": "1"}),
+    ("updateSnapshotPolicy", {"id": "snapshotpolicy", "fordisplay": "false"}),
+    ("deleteSnapshotPolicies", {"id": "snapshotpolicy"}),
+    ("createVMSnapshot", {"virtualmachineid": "vm"}),
+    ("revertToVMSnapshot", {"vmsnapshotid": "vmsnapshot"}),
+    ("deleteVMSnapshot", {"vmsnapshotid": "vmsnapshot"}),
+    ("restoreVirtualMachine", {"virtualmachineid": "vm"}),
 ]
 
 OUTSIDERS = ["b_user", "b_admin"]
@@ -244,6 +267,10 @@ def test_outsiders_change_nothing(world, admin, who):
     assert admin.listUserData(id=ids["userdata"])["userdata"][0]["id"] == ids["userdata"]
     assert "userdataid" not in admin.listTemplates(templatefilter="all", id=ids["template"])[
         "template"][0]
+    assert admin.listSnapshots(id=ids["snapshot"])["snapshot"][0]["state"] == "BackedUp"
+    assert admin.listSnapshotPolicies(id=ids["snapshotpolicy"])["snapshotpolicy"][0]["fordisplay"]
+    assert admin.listVMSnapshot(vmsnapshotid=ids["vmsnapshot"])["vmSnapshot"][0]["state"] == "Ready"
+    assert not admin.listTemplates(templatefilter="all", name="taken").get("template")
 
 
 def test_expunged_instance_id_lists_nothing(admin, env):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import GUEST, Lab, require_lab, ssh, virsh, wait_console
+from lab import Lab, require_lab, ssh, virsh, wait_console
 from orrery_e2e import expect_api_error, unique, wait_for
 
 pytestmark = pytest.mark.lab
@@ -210,16 +210,72 @@ def test_disk_snapshots_of_a_stopped_guest_branch_and_revert(lab, guest):
     assert api.listVMSnapshot(virtualmachineid=guest["id"]).get("vmSnapshot", []) == []
 
 
+def counter_in_file(lab: Lab, image: Path) -> int:
+    """The counter file as a standalone qcow2 image of the data disk holds it."""
+    raw = lab.base / "image-view.raw"
+    subprocess.run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", str(image), str(raw)],
+                   check=True, capture_output=True, timeout=120)
+    try:
+        out = subprocess.run(["debugfs", "-R", "cat /counter", str(raw)], check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+    finally:
+        raw.unlink(missing_ok=True)
+    return int(out.strip())
+
+
+def test_a_volume_snapshot_is_copied_off_and_gives_volumes_and_reverts(lab, guest):
+    api = lab.api
+    data = api.listVolumes(virtualmachineid=guest["id"], type="DATADISK")["volume"][0]
+    mark = len(console(lab, guest))
+    snap = api.createSnapshot(volumeid=data["id"], quiescevm=True)["snapshot"]
+    assert snap["state"] == "BackedUp" and snap["virtualsize"] == data["size"], snap
+    wait_console(lab.agent, guest["instancename"], "ORRERY-GUEST-FSTHAW", timeout=30)
+    text = console(lab, guest)
+    seg = text[mark:]
+    freeze = seg.index("ORRERY-GUEST-FSFREEZE")
+    assert freeze < seg.index("ORRERY-GUEST-FSTHAW")
+    last = numbers(COUNTER, text[:mark + freeze])[-1]
+    # In secondary storage, a file of its own, smaller than the disk.
+    copy = lab.coordinator.data_dir / "secondary" / "snapshot" / f"{snap['id']}.qcow2"
+    assert 0 < copy.stat().st_size == snap["physicalsize"] < data["size"]
+    held = counter_in_file(lab, copy)
+    assert held in (last, last + 1), (held, last)
+    # The volume's own file keeps no trace of the momentary snapshot.
+    assert snapshot_names(data_volume_file(lab, guest)) == []
+
+    # A new volume from it, made when attached.
+    vol = api.createVolume(snapshotid=snap["id"], name=unique("copy"))["volume"]
+    api.attachVolume(id=vol["id"], virtualmachineid=guest["id"])
+    made = lab.agent.primary_dir / f"{vol['id']}.qcow2"
+    assert counter_in_file(lab, made) == held
+    api.detachVolume(id=vol["id"])
+    api.deleteVolume(id=vol["id"])
+
+    # Revert: the instance stopped, the disk's content is the snapshot's.
+    api.stopVirtualMachine(id=guest["id"])
+    api.revertSnapshot(id=snap["id"])
+    mark = len(console(lab, guest))
+    api.startVirtualMachine(id=guest["id"])
+    wait_for(lambda: numbers(COUNTER, console(lab, guest)[mark:]), 300,
+             lambda: f"no counter after the start:\n{console(lab, guest)[mark:][-2000:]}")
+    assert numbers(COUNTER, console(lab, guest)[mark:])[0] == held + 1
+    assert api.deleteSnapshot(id=snap["id"])["success"] is True
+    assert not copy.exists()
+
+
 def test_restore_boots_a_new_root_and_keeps_the_data_disk(lab, guest):
     api = lab.api
     root = api.listVolumes(virtualmachineid=guest["id"], type="ROOT")["volume"][0]
     old_file = lab.agent.primary_dir / f"{root['id']}.qcow2"
     assert old_file.exists()
-    second = api.registerTemplate(
-        name=unique("second"), displaytext="second", url=GUEST.as_uri(), format="QCOW2",
-        hypervisor="KVM", ostypeid=lab.env["os_type"]["id"], zoneid=lab.env["zone"]["id"])["template"][0]
-    wait_for(lambda: api.listTemplates(templatefilter="self", id=second["id"])["template"][0].get("isready"),
-             120, "the second template never became ready")
+    # A template made from its own root volume (stopped), then booted from.
+    api.stopVirtualMachine(id=guest["id"])
+    second = api.createTemplate(volumeid=root["id"], name=unique("fromroot")[:30],
+                                ostypeid=lab.env["os_type"]["id"])["template"]
+    assert second["isready"] is True and second["size"] == root["size"], second
+    started = len(console(lab, guest))
+    api.startVirtualMachine(id=guest["id"])
+    wait_for(lambda: numbers(COUNTER, console(lab, guest)[started:]), 300, "no counter after the start")
     count_before = numbers(COUNTER, console(lab, guest))[-1]
     mark = len(console(lab, guest))
     vm = api.restoreVirtualMachine(virtualmachineid=guest["id"], templateid=second["id"],

@@ -384,6 +384,54 @@ impl Primary {
         Ok(dest)
     }
 
+    /// A new volume `uuid` whose content `fill` writes into the path it is
+    /// given (a part file, published only when complete).
+    pub async fn create_filled<Fut>(
+        &self,
+        uuid: &str,
+        fill: impl FnOnce(PathBuf) -> Fut,
+    ) -> Result<PathBuf, StorageError>
+    where
+        Fut: Future<Output = Result<(), StorageError>>,
+    {
+        let dest = self.volume_path(uuid)?;
+        let uuid = normalize_uuid(uuid)?;
+        self.create_volume(&uuid, dest, fill).await
+    }
+
+    /// Replaces volume `uuid`'s content with what `fill` writes: into a part
+    /// file first, renamed over the volume only when complete, so a failure
+    /// leaves the volume as it was.
+    pub async fn replace_filled<Fut>(
+        &self,
+        uuid: &str,
+        fill: impl FnOnce(PathBuf) -> Fut,
+    ) -> Result<PathBuf, StorageError>
+    where
+        Fut: Future<Output = Result<(), StorageError>>,
+    {
+        let dest = self.volume_path(uuid)?;
+        let part = Primary::part_path(&dest);
+        let mut cleanup = RemoveOnDrop(Some(part.clone()));
+        fill(part.clone()).await?;
+        let (p, d) = (part, dest.clone());
+        blocking(move || {
+            set_mode(&p, IMAGE_MODE)?;
+            std::fs::rename(&p, &d).map_err(|e| StorageError::io(&d, e))?;
+            sync_dir(d.parent().unwrap_or(Path::new("/")))
+        })
+        .await?;
+        cleanup.disarm();
+        Ok(dest)
+    }
+
+    /// A scratch file in the pool for `name` (removed by the caller; one a
+    /// crash leaves behind goes at the next start, as part files do).
+    pub fn scratch_path(&self, name: &str) -> Result<PathBuf, StorageError> {
+        let name = normalize_uuid(name)?;
+        Ok(self.root.join(format!(".scratch-{name}{PART_SUFFIX}")))
+    }
+
     /// A root volume: a qcow2 overlay on `template`, as large as the
     /// template or `size_bytes`, whichever is larger (a disk cannot be
     /// smaller than the image it starts from).

@@ -129,6 +129,14 @@ pub enum QemuImgCommand {
         target: PathBuf,
         target_format: ImageFormat,
     },
+    /// A standalone qcow2 copy of an internal snapshot of a qcow2 image,
+    /// read while a running guest may hold the image (its snapshot's
+    /// clusters do not change under it).
+    ConvertSnapshot {
+        source: PathBuf,
+        snapshot: String,
+        target: PathBuf,
+    },
     /// An internal snapshot of a qcow2 image that no running guest holds.
     Snapshot {
         path: PathBuf,
@@ -164,6 +172,7 @@ impl QemuImgCommand {
             QemuImgCommand::Info { .. } => "info",
             QemuImgCommand::Convert { .. } => "convert",
             QemuImgCommand::Snapshot { .. } => "snapshot",
+            QemuImgCommand::ConvertSnapshot { .. } => "convert",
         }
     }
 
@@ -228,6 +237,22 @@ impl QemuImgCommand {
                 push(&source_format.as_str());
                 push(&"-O");
                 push(&target_format.as_str());
+                push(source);
+                push(target);
+            }
+            QemuImgCommand::ConvertSnapshot {
+                source,
+                snapshot,
+                target,
+            } => {
+                push(&"-q");
+                push(&"-U");
+                push(&"-f");
+                push(&"qcow2");
+                push(&"-l");
+                push(&format!("snapshot.name={snapshot}"));
+                push(&"-O");
+                push(&"qcow2");
                 push(source);
                 push(target);
             }
@@ -393,6 +418,22 @@ impl QemuImg {
             source_format,
             target: target.to_path_buf(),
             target_format,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// A standalone qcow2 copy of the image's internal snapshot `snapshot`.
+    pub async fn convert_snapshot(
+        &self,
+        source: &Path,
+        snapshot: &str,
+        target: &Path,
+    ) -> Result<(), StorageError> {
+        self.run(&QemuImgCommand::ConvertSnapshot {
+            source: source.to_path_buf(),
+            snapshot: snapshot.to_string(),
+            target: target.to_path_buf(),
         })
         .await
         .map(drop)

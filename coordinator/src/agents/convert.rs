@@ -23,7 +23,7 @@ fn template(t: &TemplateRef) -> pb::TemplateRef {
     }
 }
 
-fn volume(v: &VolumeSpec) -> pb::VolumeSpec {
+pub fn volume(v: &VolumeSpec) -> pb::VolumeSpec {
     pb::VolumeSpec {
         uuid: v.uuid.clone(),
         kind: v.kind.clone(),
@@ -31,6 +31,7 @@ fn volume(v: &VolumeSpec) -> pb::VolumeSpec {
         size_bytes: v.size.max(0) as u64,
         format: "qcow2".into(),
         pool: v.pool.clone(),
+        from_snapshot: v.from_snapshot.clone(),
     }
 }
 

@@ -465,6 +465,53 @@ impl AgentClient for Router {
         let op = pb::command::Op::DeleteVmSnapshot(convert::vm_snapshot_op(cmd));
         self.hub.call(host_id, op, SNAPSHOT).await.map(|_| ())
     }
+    async fn backup_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+        quiesce: bool,
+        grant: &str,
+    ) -> Result<u64, AgentError> {
+        if self.simulated(host_id).await {
+            return self
+                .sim
+                .backup_volume(host_id, instance, vol, quiesce, grant)
+                .await;
+        }
+        let op = pb::command::Op::BackupVolume(pb::BackupVolume {
+            instance: instance.into(),
+            volume: Some(convert::volume(vol)),
+            quiesce,
+            grant: grant.into(),
+        });
+        // A copy of a whole disk: as long as a template download.
+        let r = self.hub.call(host_id, op, START).await?;
+        Ok(match r.detail {
+            Some(pb::command_result::Detail::Text(t)) => t.parse().unwrap_or(0),
+            _ => 0,
+        })
+    }
+    async fn restore_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+        snapshot_uuid: &str,
+    ) -> Result<(), AgentError> {
+        if self.simulated(host_id).await {
+            return self
+                .sim
+                .restore_volume(host_id, instance, vol, snapshot_uuid)
+                .await;
+        }
+        let op = pb::command::Op::RestoreVolume(pb::RestoreVolume {
+            instance: instance.into(),
+            volume: Some(convert::volume(vol)),
+            snapshot: snapshot_uuid.into(),
+        });
+        self.hub.call(host_id, op, START).await.map(|_| ())
+    }
     async fn console(&self, host_id: i64, instance: &str) -> Result<ConsoleTarget, AgentError> {
         if self.simulated(host_id).await {
             return self.sim.console(host_id, instance).await;

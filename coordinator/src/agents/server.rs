@@ -3,6 +3,7 @@
 
 use super::{convert, Hub};
 use crate::service::records::{Host, Template};
+use crate::service::uploads::UploadError;
 use crate::service::Service;
 use orrery_proto::v1 as pb;
 use parking_lot::Mutex;
@@ -250,15 +251,23 @@ impl AgentLink for Endpoint {
         req: Request<pb::TemplateRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         self.peer_host(req.peer_certs()).await?;
-        let uuid = req.into_inner().uuid;
-        let t: Template = self
-            .svc
-            .load_uuid_cached(&uuid)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .filter(|t: &Template| t.removed.is_none())
-            .ok_or_else(|| Status::not_found(format!("template {uuid}")))?;
-        let path = self.svc.secondary_path(&t).map_err(status)?;
+        let req = req.into_inner();
+        let uuid = req.uuid;
+        let path = if req.snapshot {
+            self.svc
+                .snapshot_file(&uuid)
+                .await
+                .map_err(|e| Status::not_found(e.text()))?
+        } else {
+            let t: Template = self
+                .svc
+                .load_uuid_cached(&uuid)
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .filter(|t: &Template| t.removed.is_none())
+                .ok_or_else(|| Status::not_found(format!("template {uuid}")))?;
+            self.svc.secondary_path(&t).map_err(status)?
+        };
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| Status::not_found(format!("{}: {e}", path.display())))?;
@@ -291,6 +300,33 @@ impl AgentLink for Endpoint {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn upload(
+        &self,
+        req: Request<Streaming<pb::UploadChunk>>,
+    ) -> Result<Response<pb::UploadResult>, Status> {
+        use futures::StreamExt;
+        let host = self.peer_host(req.peer_certs()).await?;
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an upload names its grant first"))?;
+        let rest = inbound.map(|c| c.map(|c| c.data).map_err(|s| s.message().to_string()));
+        let bytes = self
+            .svc
+            .uploads
+            .receive(&first.grant, host.id, first.data, rest)
+            .await
+            .map_err(|e| match e {
+                UploadError::UnknownGrant | UploadError::WrongHost => {
+                    Status::permission_denied(e.to_string())
+                }
+                UploadError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
+                UploadError::Io { .. } => Status::internal(e.to_string()),
+            })?;
+        Ok(Response::new(pb::UploadResult { bytes }))
     }
 }
 

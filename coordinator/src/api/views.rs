@@ -293,6 +293,114 @@ pub async fn volume(l: &mut Lookup<'_>, caller: &Caller, v: &Volume) -> SResult<
         .build())
 }
 
+/// A template or ISO as the template lists show it (and a template job's
+/// result).
+pub async fn template(svc: &Service, t: &Template) -> SResult<Value> {
+    let z: Option<Zone> = match t.zone_id {
+        Some(z) => svc.load_cached(z).await?,
+        None => None,
+    };
+    let os: Option<OsType> = svc.load_cached(t.os_type_id).await?;
+    let a: Option<Account> = svc.load_cached(t.account_id).await?;
+    let d: Option<Domain> = svc.load_cached(t.domain_id).await?;
+    let ud: Option<UserData> = match t.userdata_id {
+        Some(id) => svc.load_cached(id).await?,
+        None => None,
+    };
+    Ok(Obj::new()
+        .s("id", &t.uuid)
+        .s("name", &t.name)
+        .s("displaytext", &t.display_text)
+        .os("userdataid", ud.as_ref().map(|u| u.uuid.clone()))
+        .os("userdataname", ud.as_ref().map(|u| u.name.clone()))
+        .os("userdatapolicy", t.userdata_policy.clone())
+        .os("userdataparams", ud.map(|u| u.params.join(",")))
+        .s("format", &t.format)
+        .s("hypervisor", &t.hypervisor)
+        .os("ostypeid", os.as_ref().map(|o| o.uuid.clone()))
+        .os("ostypename", os.map(|o| o.description))
+        .v("size", t.size)
+        .v("physicalsize", t.physical_size)
+        .v("isready", t.is_ready)
+        .s("status", &t.status)
+        .v("ispublic", t.is_public)
+        .v("isfeatured", t.is_featured)
+        .v("passwordenabled", t.password_enabled)
+        .v("isdynamicallyscalable", t.dynamically_scalable)
+        .v("bootable", t.bootable)
+        .v("isextractable", t.extractable)
+        .s("templatetype", &t.template_type)
+        .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
+        .os("zonename", z.map(|z| z.name))
+        .v("crossZones", t.zone_id.is_none())
+        .os("account", a.map(|a| a.name))
+        .os("domainid", d.as_ref().map(|d| d.uuid.clone()))
+        .os("domain", d.map(|d| d.name))
+        .os("checksum", t.checksum.clone())
+        .s("created", date(t.created))
+        .v("requireshvm", t.requires_hvm)
+        .v("tags", json!([]))
+        .v("details", json!(t.details))
+        .build())
+}
+
+/// A volume snapshot as listSnapshots and createSnapshot show it.
+pub async fn volume_snapshot(l: &mut Lookup<'_>, s: &Snapshot) -> SResult<Value> {
+    let zone: Option<Zone> = l.get(Some(s.zone_id)).await?;
+    let acct: Option<Account> = l.get(Some(s.account_id)).await?;
+    let dom: Option<Domain> = l.get(Some(s.domain_id)).await?;
+    let vol: Option<Volume> = l.get(Some(s.volume_id)).await?;
+    let vm: Option<Vm> = l.get(vol.as_ref().and_then(|v| v.vm_id)).await?;
+    let os: Option<OsType> = match (&vol, &vm) {
+        (Some(v), Some(vm)) if v.volume_type == "ROOT" => l.get(Some(vm.os_type_id)).await?,
+        _ => None,
+    };
+    Ok(Obj::new()
+        .s("id", &s.uuid)
+        .s("name", &s.name)
+        .os("volumeid", vol.as_ref().map(|v| v.uuid.clone()))
+        .os("volumename", vol.as_ref().map(|v| v.name.clone()))
+        .os("volumetype", vol.as_ref().map(|v| v.volume_type.clone()))
+        .os("volumestate", vol.as_ref().map(|v| v.state.clone()))
+        .s("snapshottype", &s.snapshot_type)
+        .s("intervaltype", &s.snapshot_type)
+        .s("state", &s.state)
+        .s("created", date(s.created))
+        .v("virtualsize", s.virtual_size)
+        .v("physicalsize", s.physical_size)
+        .v("revertable", s.state == "BackedUp")
+        .s("locationtype", "SECONDARY")
+        .os("ostypeid", os.as_ref().map(|o| o.uuid.clone()))
+        .os("osdisplayname", os.map(|o| o.description))
+        .os("zoneid", zone.as_ref().map(|z| z.uuid.clone()))
+        .os("zonename", zone.map(|z| z.name))
+        .os("account", acct.map(|a| a.name))
+        .os("domainid", dom.as_ref().map(|d| d.uuid.clone()))
+        .os("domain", dom.map(|d| d.name))
+        .v("tags", json!([]))
+        .v("hasannotations", false)
+        .build())
+}
+
+/// A snapshot policy as listSnapshotPolicies shows it.
+pub async fn snapshot_policy(l: &mut Lookup<'_>, p: &SnapshotPolicy) -> SResult<Value> {
+    let vol: Option<Volume> = l.get(Some(p.volume_id)).await?;
+    let interval = orrery_schedule::interval::IntervalType::parse(&p.interval_type);
+    Ok(Obj::new()
+        .s("id", &p.uuid)
+        .os("volumeid", vol.as_ref().map(|v| v.uuid.clone()))
+        .os("volumename", vol.as_ref().map(|v| v.name.clone()))
+        .os("volumestate", vol.map(|v| v.state))
+        .s("schedule", &p.schedule)
+        // CloudStack gives the interval as its number (0 HOURLY .. 3 MONTHLY).
+        .v("intervaltype", interval.map(|i| i.ordinal()).unwrap_or(-1))
+        .v("maxsnaps", p.max_snaps)
+        .s("timezone", &p.timezone)
+        .v("fordisplay", p.for_display)
+        .v("tags", json!([]))
+        .build())
+}
+
 /// An instance snapshot as listVMSnapshot and createVMSnapshot show it.
 pub async fn vm_snapshot(l: &mut Lookup<'_>, s: &VmSnapshot) -> SResult<Value> {
     let zone: Option<Zone> = l.get(Some(s.zone_id)).await?;
@@ -464,6 +572,18 @@ async fn render_output(
         JobOutput::VmSnapshot { id } => match svc.load_cached::<VmSnapshot>(*id).await? {
             Some(s) => json!({"vmsnapshot": vm_snapshot(&mut l, &s).await?}),
             None => json!({"vmsnapshot": {}}),
+        },
+        JobOutput::SnapshotPolicy { id } => match svc.load_cached::<SnapshotPolicy>(*id).await? {
+            Some(p) => json!({"snapshotpolicy": snapshot_policy(&mut l, &p).await?}),
+            None => json!({"snapshotpolicy": {}}),
+        },
+        JobOutput::Template { id } => match svc.load_cached::<Template>(*id).await? {
+            Some(t) => json!({"template": template(svc, &t).await?}),
+            None => json!({"template": {}}),
+        },
+        JobOutput::Snapshot { id } => match svc.load_cached::<Snapshot>(*id).await? {
+            Some(s) => json!({"snapshot": volume_snapshot(&mut l, &s).await?}),
+            None => json!({"snapshot": {}}),
         },
         JobOutput::Success => json!({"success": true}),
     })

@@ -101,6 +101,8 @@ pub struct VolumeSpec {
     /// Where the host keeps the file: "" its (shared) primary directory,
     /// "local" its own local directory.
     pub pool: String,
+    /// A volume not made yet that starts from this volume snapshot (uuid).
+    pub from_snapshot: String,
 }
 
 /// Where an instance's VNC console listens on its host.
@@ -211,6 +213,26 @@ pub trait AgentClient: Send + Sync {
         host_id: i64,
         instance: &str,
         vol: &VolumeSpec,
+    ) -> Result<(), AgentError>;
+    /// Copies a volume as it is now into secondary storage under upload
+    /// grant `grant` (a running instance's file systems frozen around the
+    /// instant when `quiesce`); the bytes the host sent.
+    async fn backup_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+        quiesce: bool,
+        grant: &str,
+    ) -> Result<u64, AgentError>;
+    /// Replaces a volume's content with a volume snapshot; its instance is
+    /// not running.
+    async fn restore_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        vol: &VolumeSpec,
+        snapshot_uuid: &str,
     ) -> Result<(), AgentError>;
     /// Moves a volume's file between two pools of one host while its
     /// instance (if any, `instance` empty otherwise) is not running.
@@ -493,6 +515,34 @@ impl AgentClient for Simulator {
     ) -> Result<(), AgentError> {
         tokio::time::sleep(self.delay).await;
         Ok(())
+    }
+    async fn backup_volume(
+        &self,
+        _host_id: i64,
+        _instance: &str,
+        _vol: &VolumeSpec,
+        _quiesce: bool,
+        _grant: &str,
+    ) -> Result<u64, AgentError> {
+        // A simulated host has no file to send; the service keeps a
+        // placeholder for it (see `snapshots`).
+        tokio::time::sleep(self.delay).await;
+        Ok(0)
+    }
+    async fn restore_volume(
+        &self,
+        host_id: i64,
+        instance: &str,
+        _vol: &VolumeSpec,
+        _snapshot_uuid: &str,
+    ) -> Result<(), AgentError> {
+        match self.power_state(host_id, instance).await? {
+            PowerState::On => Err(AgentError::Failed {
+                host: host_id,
+                reason: format!("instance {instance} is running; its volumes stay"),
+            }),
+            _ => Ok(()),
+        }
     }
     async fn migrate(
         &self,

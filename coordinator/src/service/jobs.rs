@@ -89,6 +89,18 @@ pub enum Work {
     CreateVmSnapshot {
         snapshot_id: i64,
     },
+    CreateSnapshot {
+        snapshot_id: i64,
+    },
+    RevertSnapshot {
+        snapshot_id: i64,
+    },
+    /// A private template from a volume snapshot or a volume.
+    CreateTemplate {
+        template_id: i64,
+        snapshot_id: Option<i64>,
+        volume_id: Option<i64>,
+    },
     Restore {
         vm_id: i64,
         root_id: i64,
@@ -131,6 +143,15 @@ pub enum JobOutput {
         id: i64,
     },
     VmSnapshot {
+        id: i64,
+    },
+    Snapshot {
+        id: i64,
+    },
+    Template {
+        id: i64,
+    },
+    SnapshotPolicy {
         id: i64,
     },
     Success,
@@ -424,6 +445,16 @@ impl Service {
                     expunge,
                 )
                 .await
+            }
+            Work::CreateSnapshot { snapshot_id } => self.exec_create_snapshot(snapshot_id).await,
+            Work::RevertSnapshot { snapshot_id } => self.exec_revert_snapshot(snapshot_id).await,
+            Work::CreateTemplate {
+                template_id,
+                snapshot_id,
+                volume_id,
+            } => {
+                self.exec_create_template(template_id, snapshot_id, volume_id)
+                    .await
             }
             Work::CreateVmSnapshot { snapshot_id } => {
                 self.exec_create_vm_snapshot(snapshot_id).await

@@ -34,6 +34,8 @@ pub mod restore;
 pub mod schedules;
 pub mod scope;
 pub mod settings;
+pub mod snapshot_policies;
+pub mod snapshots;
 pub mod sshkeys;
 pub mod stats;
 pub mod storage_motion;
@@ -41,6 +43,7 @@ pub mod tasks;
 pub mod templates;
 #[cfg(test)]
 mod timed_tests;
+pub mod uploads;
 pub mod userdata;
 pub mod vm;
 pub mod vmsnapshots;
@@ -146,6 +149,8 @@ pub struct Service {
     pub tasks: tasks::Tasks,
     /// Outstanding console tokens.
     pub(crate) consoles: console::ConsoleTickets,
+    /// Grants for files hosts send into secondary storage.
+    pub uploads: uploads::Uploads,
 }
 
 impl Service {
@@ -193,6 +198,7 @@ impl Service {
             login_throttle: parking_lot::Mutex::new(identity::LoginThrottle::default()),
             tasks: tasks::Tasks::default(),
             consoles: console::ConsoleTickets::default(),
+            uploads: uploads::Uploads::default(),
         });
         svc.reload_settings().await?;
         svc.refresh_stats_settings();
@@ -447,3 +453,5 @@ owned!(UserData);
 owned!(InstanceGroup, |_s| false);
 owned!(VmSchedule, |_s| false);
 owned!(VmSnapshot);
+owned!(Snapshot);
+owned!(SnapshotPolicy, |_s| false);

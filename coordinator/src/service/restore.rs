@@ -231,6 +231,7 @@ impl Service {
             attached: Some(t),
             removed: None,
             last_host_id: None,
+            from_snapshot: None,
         };
         let template: Template = self
             .load_cached(template_id)

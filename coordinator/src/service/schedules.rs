@@ -61,6 +61,8 @@ pub struct TickReport {
     pub skipped: Vec<i64>,
     pub leases_checked: usize,
     pub expiring_events: usize,
+    /// Recurring volume snapshots started (snapshot policies).
+    pub snapshots_started: usize,
 }
 
 /// A stored schedule as the rules see it.
@@ -355,6 +357,7 @@ impl Service {
         if events_due && self.leases_enabled() {
             report.expiring_events = self.lease_expiring_events(now.timestamp()).await?;
         }
+        report.snapshots_started = self.snapshot_policy_tick(now).await?;
         Ok(report)
     }
 

@@ -841,3 +841,144 @@ async fn a_full_disk_leaves_no_job_pending_once_space_is_back() {
         assert_eq!(vm.state == VmState::Running, vm.host_id.is_some());
     }
 }
+
+/// Waits until every job has finished.
+async fn jobs_done(f: &Fixture) {
+    for _ in 0..400 {
+        let pending: Vec<Job> = f
+            .svc
+            .store
+            .all(Query::new().eq(Col::State, JOB_PENDING.to_string()))
+            .await
+            .unwrap();
+        if pending.is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("jobs never finished");
+}
+
+async fn live_snapshots(f: &Fixture, volume_id: i64) -> Vec<Snapshot> {
+    let mut v: Vec<Snapshot> = f
+        .svc
+        .store
+        .all(Query::new().eq(Col::Parent, volume_id))
+        .await
+        .unwrap();
+    v.retain(|s| s.removed.is_none());
+    v.sort_by_key(|s| s.id);
+    v
+}
+
+/// An hourly policy on simulated time: it fires at its minute each hour,
+/// never twice for one time, once after downtime however much was missed,
+/// keeps only `maxsnaps` of its own and never touches a manual snapshot.
+#[tokio::test]
+async fn a_snapshot_policy_fires_on_schedule_and_keeps_maxsnaps() {
+    let f = fixture().await;
+    let offering = f.offering(None).await;
+    let vm = f.deploy(&offering, LeaseRequest::default()).await;
+    let vol: Volume = f
+        .svc
+        .store
+        .all(Query::new().eq(Col::Parent, vm.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    assert_eq!(vol.state, "Ready");
+    // A manual one first: never counted by the policy.
+    let (_, manual) = f
+        .svc
+        .create_snapshot(&f.admin, &vol, snapshots::NewSnapshot::default())
+        .await
+        .unwrap();
+    jobs_done(&f).await;
+    let policy = f
+        .svc
+        .create_snapshot_policy(
+            &f.admin,
+            &vol,
+            snapshot_policies::NewPolicy {
+                interval_type: "HOURLY".into(),
+                schedule: "15".into(),
+                timezone: "Europe/Berlin".into(),
+                max_snaps: 3,
+                for_display: true,
+            },
+        )
+        .await
+        .unwrap();
+    // t0 is 09:00 UTC: the first time is 09:15.
+    assert_eq!(
+        policy.next_due,
+        Some((t0() + TimeDelta::minutes(15)).timestamp())
+    );
+    assert_eq!(
+        f.tick(t0() + TimeDelta::minutes(14))
+            .await
+            .snapshots_started,
+        0
+    );
+    for hour in 0..5 {
+        let at = t0() + TimeDelta::minutes(15) + TimeDelta::hours(hour);
+        assert_eq!(f.tick(at).await.snapshots_started, 1, "hour {hour}");
+        // The same instant again: nothing more.
+        assert_eq!(f.tick(at).await.snapshots_started, 0);
+        jobs_done(&f).await;
+    }
+    let snaps = live_snapshots(&f, vol.id).await;
+    let hourly: Vec<&Snapshot> = snaps
+        .iter()
+        .filter(|s| s.snapshot_type == "HOURLY")
+        .collect();
+    assert_eq!(hourly.len(), 3, "{snaps:?}");
+    assert!(hourly.iter().all(|s| s.state == "BackedUp"));
+    // The newest three stayed.
+    assert!(hourly.windows(2).all(|w| w[0].created <= w[1].created));
+    assert!(
+        snaps.iter().any(|s| s.id == manual.id),
+        "the manual snapshot stays"
+    );
+    assert_eq!(f.events("SNAPSHOT.DELETE").await.len(), 2);
+
+    // Down for a day and a half: one snapshot at the first tick back, then
+    // the schedule goes on from there.
+    let back = t0() + TimeDelta::hours(36);
+    assert_eq!(f.tick(back).await.snapshots_started, 1);
+    jobs_done(&f).await;
+    let p: SnapshotPolicy = f.svc.store.load(policy.id).await.unwrap().unwrap();
+    assert_eq!(
+        p.next_due,
+        Some((back + TimeDelta::minutes(15)).timestamp())
+    );
+    assert_eq!(
+        live_snapshots(&f, vol.id)
+            .await
+            .iter()
+            .filter(|s| s.snapshot_type == "HOURLY")
+            .count(),
+        3
+    );
+
+    // A second HOURLY policy of the volume is the same policy, updated.
+    let again = f
+        .svc
+        .create_snapshot_policy(
+            &f.admin,
+            &vol,
+            snapshot_policies::NewPolicy {
+                interval_type: "hourly".into(),
+                schedule: "45".into(),
+                timezone: "UTC".into(),
+                max_snaps: 2,
+                for_display: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.id, policy.id);
+    assert_eq!(again.schedule, "45");
+}

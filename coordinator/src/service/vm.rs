@@ -385,6 +385,7 @@ impl Service {
             attached: Some(t),
             removed: None,
             last_host_id: None,
+            from_snapshot: None,
         };
         tx.insert(&root);
         // A disk offering next to a template asks for a data disk as well.
@@ -414,6 +415,7 @@ impl Service {
                 attached: Some(t),
                 removed: None,
                 last_host_id: None,
+                from_snapshot: None,
             });
         }
         let nic = Nic {

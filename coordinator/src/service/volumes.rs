@@ -18,7 +18,10 @@ pub const MAX_VOLUME_GB: i64 = 16 * 1024;
 pub struct NewVolume {
     pub owner: Account,
     pub zone: Zone,
-    pub offering: DiskOffering,
+    /// Required unless the volume starts from a snapshot.
+    pub offering: Option<DiskOffering>,
+    /// A volume snapshot the new volume's content comes from.
+    pub from_snapshot: Option<Snapshot>,
     pub size_gb: Option<i64>,
     pub name: Option<String>,
     pub attach_to: Option<Vm>,
@@ -59,6 +62,12 @@ impl Service {
             device_id: v.device_id.unwrap_or(0),
             size: v.size,
             pool: self.pool_kind(v.pool_id).await?.to_string(),
+            // Only until its file exists (a Ready volume has one).
+            from_snapshot: if v.state == "Allocated" {
+                v.from_snapshot.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
         })
     }
 
@@ -160,13 +169,21 @@ impl Service {
         caller: &Caller,
         a: NewVolume,
     ) -> SResult<(Volume, Job)> {
-        if a.offering.removed.is_some() {
+        if let Some(o) = a.offering.as_ref().filter(|o| o.removed.is_some()) {
             return Err(ServiceError::invalid(format!(
                 "Invalid parameter diskofferingid: disk offering {} was deleted",
-                a.offering.uuid
+                o.uuid
             )));
         }
-        let size = size_for(&a.offering, a.size_gb)?;
+        let size = match (&a.from_snapshot, &a.offering) {
+            (Some(snap), o) => self.size_from_snapshot(snap, o.as_ref(), a.size_gb)?,
+            (None, Some(o)) => size_for(o, a.size_gb)?,
+            (None, None) => {
+                return Err(ServiceError::invalid(
+                    "At least one of disk Offering ID or snapshot ID must be passed whilst creating volume",
+                ))
+            }
+        };
         if let Some(n) = &a.name {
             if n.trim().is_empty() || n.len() > 255 {
                 return Err(ServiceError::invalid(
@@ -186,7 +203,7 @@ impl Service {
             zone_id: a.zone.id,
             volume_type: "DATADISK".into(),
             size,
-            disk_offering_id: Some(a.offering.id),
+            disk_offering_id: a.offering.as_ref().map(|o| o.id),
             state: "Allocated".into(),
             device_id: None,
             pool_id: None,
@@ -195,6 +212,7 @@ impl Service {
             attached: None,
             removed: None,
             last_host_id: None,
+            from_snapshot: a.from_snapshot.as_ref().map(|s| s.uuid.clone()),
         };
         let work = match &a.attach_to {
             Some(vm) => {

@@ -778,6 +778,10 @@ pub struct Volume {
     /// host through which the expunger removes its file.
     #[serde(default)]
     pub last_host_id: Option<i64>,
+    /// A volume created from a volume snapshot (its uuid): its file is made
+    /// from the snapshot when first needed.
+    #[serde(default)]
+    pub from_snapshot: Option<String>,
 }
 entity!(Volume, Kind::Volume, |s| Index {
     name: Some(s.name.clone()),

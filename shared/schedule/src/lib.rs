@@ -9,12 +9,14 @@
 //! * [`due`]: a due-index over schedules and leases, so a scheduler tick costs
 //!   O(k log n) for k due items.
 //! * [`lease`]: instance lease rules (deploy, update, expiry, feature disable).
+//! * [`interval`]: snapshot policy schedules (HOURLY `MM` .. MONTHLY `MM:HH:DD`).
 //!
 //! Pure: no I/O, no async runtime; every function that needs the time takes it.
 
 pub mod clock;
 pub mod cron;
 pub mod due;
+pub mod interval;
 pub mod lease;
 pub mod plan;
 

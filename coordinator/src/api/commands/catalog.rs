@@ -604,52 +604,7 @@ async fn list_os_categories(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 pub(crate) async fn template_json(ctx: &Ctx, t: &Template) -> Result<Value, ApiError> {
-    let z: Option<Zone> = match t.zone_id {
-        Some(z) => ctx.svc.load_cached(z).await?,
-        None => None,
-    };
-    let os: Option<OsType> = ctx.svc.load_cached(t.os_type_id).await?;
-    let a: Option<Account> = ctx.svc.load_cached(t.account_id).await?;
-    let d: Option<Domain> = ctx.svc.load_cached(t.domain_id).await?;
-    let ud: Option<UserData> = match t.userdata_id {
-        Some(id) => ctx.svc.load_cached(id).await?,
-        None => None,
-    };
-    Ok(Obj::new()
-        .s("id", &t.uuid)
-        .s("name", &t.name)
-        .s("displaytext", &t.display_text)
-        .os("userdataid", ud.as_ref().map(|u| u.uuid.clone()))
-        .os("userdataname", ud.as_ref().map(|u| u.name.clone()))
-        .os("userdatapolicy", t.userdata_policy.clone())
-        .os("userdataparams", ud.map(|u| u.params.join(",")))
-        .s("format", &t.format)
-        .s("hypervisor", &t.hypervisor)
-        .os("ostypeid", os.as_ref().map(|o| o.uuid.clone()))
-        .os("ostypename", os.map(|o| o.description))
-        .v("size", t.size)
-        .v("physicalsize", t.physical_size)
-        .v("isready", t.is_ready)
-        .s("status", &t.status)
-        .v("ispublic", t.is_public)
-        .v("isfeatured", t.is_featured)
-        .v("passwordenabled", t.password_enabled)
-        .v("isdynamicallyscalable", t.dynamically_scalable)
-        .v("bootable", t.bootable)
-        .v("isextractable", t.extractable)
-        .s("templatetype", &t.template_type)
-        .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))
-        .os("zonename", z.map(|z| z.name))
-        .v("crossZones", t.zone_id.is_none())
-        .os("account", a.map(|a| a.name))
-        .os("domainid", d.as_ref().map(|d| d.uuid.clone()))
-        .os("domain", d.map(|d| d.name))
-        .os("checksum", t.checksum.clone())
-        .s("created", date(t.created))
-        .v("requireshvm", t.requires_hvm)
-        .v("tags", json!([]))
-        .v("details", json!(t.details))
-        .build())
+    Ok(crate::api::views::template(&ctx.svc, t).await?)
 }
 
 async fn register(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {

@@ -9,6 +9,7 @@ mod metrics_lists;
 mod misc;
 mod placement;
 mod schedules;
+mod snapshots;
 mod sshkeys;
 mod stats;
 pub mod ui;
@@ -43,6 +44,7 @@ pub fn all() -> &'static [Command] {
         v.extend(schedules::commands());
         v.extend(stats::commands());
         v.extend(vmsnapshots::commands());
+        v.extend(snapshots::commands());
         let metrics = metrics_lists::commands(&v);
         v.extend(metrics);
         v

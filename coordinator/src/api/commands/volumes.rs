@@ -36,12 +36,21 @@ pub fn commands() -> Vec<Command> {
         ),
         cmd!(
             "createVolume",
-            "Creates a data volume from a disk offering, optionally attaching it.",
+            "Creates a data volume from a disk offering or a volume snapshot, optionally attaching it.",
             true,
             All,
             &[
                 opt("name", "string", "volume name"),
-                req("diskofferingid", "uuid", "disk offering"),
+                opt(
+                    "diskofferingid",
+                    "uuid",
+                    "disk offering; required unless snapshotid is given"
+                ),
+                opt(
+                    "snapshotid",
+                    "uuid",
+                    "volume snapshot the new volume starts from"
+                ),
                 opt("size", "long", "size in GB, for a custom disk offering"),
                 opt(
                     "zoneid",
@@ -134,20 +143,34 @@ fn size_gb(ctx: &Ctx) -> Result<Option<i64>, ApiError> {
 }
 
 async fn create_volume(ctx: Ctx) -> Result<Reply, ApiError> {
-    let offering: DiskOffering = ctx
-        .svc
-        .visible_offering(
-            &ctx.caller,
-            "diskofferingid",
-            ctx.p.required("diskofferingid")?,
-        )
-        .await?;
+    let snapshot: Option<Snapshot> = match ctx.p.str("snapshotid") {
+        Some(u) => Some(
+            ctx.svc
+                .volume_snapshot(&ctx.caller, "snapshotid", u)
+                .await?,
+        ),
+        None => None,
+    };
+    let offering: Option<DiskOffering> = match ctx.p.str("diskofferingid") {
+        Some(u) => Some(
+            ctx.svc
+                .visible_offering(&ctx.caller, "diskofferingid", u)
+                .await?,
+        ),
+        None if snapshot.is_some() => None,
+        None => return Err(ApiError::missing("createVolume", "diskofferingid")),
+    };
     let vm: Option<Vm> = match ctx.p.str("virtualmachineid") {
         Some(id) => Some(ctx.svc.owned(&ctx.caller, "virtualmachineid", id).await?),
         None => None,
     };
     let zone: Zone = match (ctx.p.str("zoneid"), &vm) {
         (Some(z), _) => ctx.svc.by_uuid("zoneid", z).await?,
+        (None, None) if snapshot.is_some() => ctx
+            .svc
+            .load_cached(snapshot.as_ref().map(|s| s.zone_id).unwrap_or(0))
+            .await?
+            .ok_or_else(|| ApiError::internal("zone vanished"))?,
         (None, Some(vm)) => ctx
             .svc
             .load_cached(vm.zone_id)
@@ -171,6 +194,7 @@ async fn create_volume(ctx: Ctx) -> Result<Reply, ApiError> {
                 owner,
                 zone,
                 offering,
+                from_snapshot: snapshot,
                 size_gb: size_gb(&ctx)?,
                 name: ctx.p.string("name"),
                 attach_to: vm,
