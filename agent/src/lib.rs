@@ -7,6 +7,7 @@ pub mod configdrive;
 pub mod designer;
 pub mod domxml;
 pub mod enroll;
+pub mod gpuassign;
 pub mod ha;
 pub mod host;
 pub mod hypervisor;

@@ -1079,6 +1079,7 @@ impl Ops {
         let nics = self.prepare_nics(s).await?;
         let volumes = self.prepare_volumes(s, templates).await?;
         let config_drive = self.guest_data(s).await?;
+        let gpu = self.assign_gpu(s).await?;
         let cdrom = if s.iso.is_empty() {
             None
         } else {
@@ -1115,7 +1116,7 @@ impl Ops {
             config_drive,
             nics,
             vnc_password: s.vnc_password.clone(),
-            gpu: None,
+            gpu,
             details: s.details.clone().into_iter().collect::<BTreeMap<_, _>>(),
             extraconfig: s.extra_config.clone(),
             caller_is_admin: s.extra_config_allowed,
@@ -1239,6 +1240,10 @@ impl Ops {
         } else {
             self.hv.shutdown(name, timeout).await?;
         }
+        // Its vGPUs go with the run; whole GPUs are free once it is off.
+        if let Ok(xml) = self.hv.domain_xml(name).await {
+            self.release_vgpus(&xml).await;
+        }
         Ok(())
     }
 
@@ -1256,6 +1261,7 @@ impl Ops {
         if let Ok(Power::On) | Ok(Power::Other) = self.hv.power(name).await {
             self.hv.destroy(name).await?;
         }
+        self.release_vgpus(&xml).await;
         match self.hv.undefine(name).await {
             Ok(()) | Err(HvError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
@@ -1704,6 +1710,131 @@ mod tests {
     /// Starts an instance of 1 vCPU and 512 MiB through `start` (so the
     /// spec's maximums go through the designer), its root volume already
     /// in place.
+    fn gpu_spec(name: &str, uuid: &str, volume: &str, gpus: u32, vgpu: &str) -> pb::InstanceSpec {
+        pb::InstanceSpec {
+            uuid: uuid.into(),
+            name: name.into(),
+            display_name: name.into(),
+            host_name: name.into(),
+            vcpus: 1,
+            memory_mib: 512,
+            os_type: "Other Linux (64-bit)".into(),
+            vnc_password: "secret".into(),
+            volumes: vec![pb::VolumeSpec {
+                uuid: volume.into(),
+                kind: "ROOT".into(),
+                device_id: 0,
+                size_bytes: 1 << 30,
+                format: "qcow2".into(),
+                pool: String::new(),
+                from_snapshot: String::new(),
+            }],
+            gpu_count: gpus,
+            vgpu_type: vgpu.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Whole GPUs go to the instances that ask, never one to two running
+    /// domains; a stopped domain's are free again. A vGPU is created on a
+    /// card with room for its type, and removed at stop.
+    #[tokio::test]
+    async fn gpus_are_assigned_from_what_no_running_domain_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let hv = Arc::new(FakeHypervisor::new());
+        let mut ops = ops_with(hv.clone(), dir.path(), Some("qemu"));
+        let sysfs = dir.path().join("sys");
+        crate::host::gpu::fixture::build(&sysfs);
+        ops.cfg.sysfs_root = sysfs.clone();
+        ops.primary.init().await.unwrap();
+        let vols = [
+            "0c5f7d1e-0000-4000-8000-0000000000a1",
+            "0c5f7d1e-0000-4000-8000-0000000000a2",
+            "0c5f7d1e-0000-4000-8000-0000000000a3",
+            "0c5f7d1e-0000-4000-8000-0000000000a4",
+        ];
+        for v in vols {
+            std::fs::write(ops.primary.volume_path(v).unwrap(), b"").unwrap();
+        }
+        let a = gpu_spec(
+            "i-2-1-a",
+            "7a2d9c40-1b3e-4f56-8a7b-9c0d1e2f3a01",
+            vols[0],
+            1,
+            "",
+        );
+        let b = gpu_spec(
+            "i-2-2-b",
+            "7a2d9c40-1b3e-4f56-8a7b-9c0d1e2f3a02",
+            vols[1],
+            1,
+            "",
+        );
+        let c = gpu_spec(
+            "i-2-3-c",
+            "7a2d9c40-1b3e-4f56-8a7b-9c0d1e2f3a03",
+            vols[2],
+            1,
+            "",
+        );
+        ops.start(&a, &NoTemplates).await.unwrap();
+        ops.start(&b, &NoTemplates).await.unwrap();
+        let pci = |name: &str| -> Vec<String> {
+            Domain::from_xml(&hv.domain(name).unwrap().xml)
+                .unwrap()
+                .devices
+                .hostdevs
+                .iter()
+                .filter_map(|h| match h {
+                    domxml::Hostdev::Pci { address, .. } => Some(address.to_string()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(pci("i-2-1-a"), vec!["0000:3b:00.0"]);
+        assert_eq!(pci("i-2-2-b"), vec!["0000:5e:00.0"]);
+        let err = ops.start(&c, &NoTemplates).await.unwrap_err();
+        assert!(err.to_string().contains("0 free GPU"), "{err}");
+        ops.stop("i-2-1-a", true, Duration::from_secs(1))
+            .await
+            .unwrap();
+        ops.start(&c, &NoTemplates).await.unwrap();
+        assert_eq!(pci("i-2-3-c"), vec!["0000:3b:00.0"]);
+
+        // A vGPU: the device is created under the instance's uuid.
+        let v = gpu_spec(
+            "i-2-4-v",
+            "7a2d9c40-1b3e-4f56-8a7b-9c0d1e2f3a04",
+            vols[3],
+            0,
+            "GRID T4-8Q",
+        );
+        ops.start(&v, &NoTemplates).await.unwrap();
+        let create =
+            sysfs.join("bus/pci/devices/0000:af:00.0/mdev_supported_types/nvidia-231/create");
+        assert_eq!(
+            std::fs::read_to_string(create).unwrap().trim(),
+            "7a2d9c40-1b3e-4f56-8a7b-9c0d1e2f3a04"
+        );
+        let dom = Domain::from_xml(&hv.domain("i-2-4-v").unwrap().xml).unwrap();
+        assert!(matches!(
+            &dom.devices.hostdevs[..],
+            [domxml::Hostdev::Mdev { uuid, .. }] if uuid == "7a2d9c40-1b3e-4f56-8a7b-9c0d1e2f3a04"
+        ));
+        // The kernel would have made the device; its remove file is written
+        // at stop.
+        let mdev = sysfs.join("bus/mdev/devices/7a2d9c40-1b3e-4f56-8a7b-9c0d1e2f3a04");
+        std::fs::create_dir_all(&mdev).unwrap();
+        std::fs::write(mdev.join("remove"), "").unwrap();
+        ops.stop("i-2-4-v", true, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(mdev.join("remove")).unwrap().trim(),
+            "1"
+        );
+    }
+
     async fn started(ops: &Ops, max_vcpus: u32, max_memory_mib: u64) {
         ops.primary.init().await.unwrap();
         let volume = "0c5f7d1e-0000-4000-8000-000000000009";

@@ -547,6 +547,7 @@ async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> 
                 removed: None,
                 lease: Default::default(),
                 migrating_to: None,
+                gpu_count: 0,
             });
             tx.insert(&Volume {
                 id: vol0 + i as i64,

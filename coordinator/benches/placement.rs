@@ -95,6 +95,7 @@ fn cloud(hosts: usize) -> SnapshotParts {
                 uefi: true,
                 secure_boot: true,
                 tpm: true,
+                vgpu_types: Vec::new(),
             }
         })
         .collect();

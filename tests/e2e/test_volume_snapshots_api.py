@@ -157,3 +157,20 @@ def test_other_tenants_neither_see_nor_touch_snapshots(tenant, other, env, admin
         err = expect_api_error(call, **params)
         assert err.status == 431, err
     assert [s["id"] for s in admin.listSnapshots(id=snap["id"])["snapshot"]] == [snap["id"]]
+
+
+def test_snapshots_and_policies_go_with_their_account(admin, coordinator, env):
+    acct = create_account(admin, accounttype=0)
+    api = coordinator.client(acct["apikey"], acct["secretkey"])
+    vm = deploy(api, env, name=unique("leaving"))
+    root = root_of(api, vm["id"])
+    snap = api.createSnapshot(volumeid=root["id"])["snapshot"]
+    policy = api.createSnapshotPolicy(volumeid=root["id"], intervaltype="HOURLY", schedule="5",
+                                      timezone="UTC", maxsnaps=1)["snapshotpolicy"]
+    copy = coordinator.data_dir / "secondary" / "snapshot" / f"{snap['id']}.qcow2"
+    assert copy.exists()
+    admin.deleteAccount(id=acct["account"]["id"])
+    assert admin.listSnapshots(id=snap["id"], listall=True).get("snapshot", []) == []
+    assert not copy.exists()
+    err = expect_api_error(admin.listSnapshotPolicies, id=policy["id"])
+    assert err.status == 431, err

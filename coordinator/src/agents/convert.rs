@@ -98,6 +98,9 @@ pub fn instance_spec(s: &VmSpec) -> pb::InstanceSpec {
         max_vcpus: s.max_cpu.clamp(0, u32::MAX as i64) as u32,
         max_memory_mib: s.max_memory_mb.max(0) as u64,
         metadata: Some(metadata(&s.metadata)),
+        gpu_count: s.gpu_count.clamp(0, 64) as u32,
+        vgpu_type: s.vgpu_type.clone().unwrap_or_default(),
+        gpu_display: s.gpu_display,
     }
 }
 

@@ -231,6 +231,12 @@ pub(crate) fn features<S: Sink>(cx: &Cx<'_>, hi: usize, sink: &mut S) -> bool {
             "UEFI secure boot firmware",
         ),
         (r.needs_tpm && !h.tpm, "vTPM (swtpm)"),
+        (
+            r.vgpu_type
+                .as_ref()
+                .is_some_and(|t| !h.vgpu_types.iter().any(|v| v.eq_ignore_ascii_case(t))),
+            "the offering's vGPU type",
+        ),
     ];
     let mut ok = true;
     for (miss, feature) in missing {

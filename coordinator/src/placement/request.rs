@@ -31,6 +31,9 @@ pub struct Request {
     pub needs_uefi: bool,
     pub needs_secure_boot: bool,
     pub needs_tpm: bool,
+    /// A vGPU type the host must offer (its agent creates the device at
+    /// start, refusing when the cards have no room left).
+    pub vgpu_type: Option<String>,
     pub affinity_group_ids: Vec<Id>,
     /// Zone to deploy in (everyone may choose it).
     pub zone_id: Option<Id>,

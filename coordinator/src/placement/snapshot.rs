@@ -296,6 +296,9 @@ pub struct Host {
     pub uefi: bool,
     pub secure_boot: bool,
     pub tpm: bool,
+    /// vGPU (mediated device) types the host's cards offer, by type id and
+    /// by name.
+    pub vgpu_types: Vec<String>,
 }
 
 /// An instance that holds, or belongs to groups that constrain, placement.

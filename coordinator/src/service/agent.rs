@@ -44,6 +44,10 @@ pub struct VmSpec {
     pub max_cpu: i64,
     pub max_memory_mb: i64,
     pub metadata: GuestMetadata,
+    /// Whole GPUs, or a vGPU type, from the offering.
+    pub gpu_count: i64,
+    pub vgpu_type: Option<String>,
+    pub gpu_display: bool,
 }
 
 /// What an instance learns about itself from its host's metadata service

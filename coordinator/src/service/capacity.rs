@@ -53,7 +53,7 @@ fn holding(vm: &Vm) -> Option<(i64, pl::Instance)> {
             cpu_number: vm.cpu_number.max(0) as u32,
             cpu_speed_mhz: vm.cpu_speed.max(0) as u32,
             memory_mb: vm.memory.max(0) as u64,
-            gpu_count: 0,
+            gpu_count: vm.gpu_count.max(0) as u32,
             affinity_group_ids: vm.affinity_group_ids.clone(),
             os_category: None,
         },

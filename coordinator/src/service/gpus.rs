@@ -63,6 +63,27 @@ pub fn passthrough_count(facts: Option<&Value>) -> u32 {
         .unwrap_or(0)
 }
 
+/// Pure: the vGPU types a host's cards offer, each by type id and name.
+pub fn vgpu_types(facts: Option<&Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in facts
+        .and_then(|f| f["gpus"].as_array())
+        .into_iter()
+        .flatten()
+    {
+        for t in g["mdev_types"].as_array().into_iter().flatten() {
+            for k in ["type_id", "name"] {
+                if let Some(v) = t[k].as_str() {
+                    if !out.iter().any(|o: &String| o == v) {
+                        out.push(v.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +107,10 @@ mod tests {
         assert_eq!(listed[1]["vgpu"].as_array().unwrap().len(), 2);
         assert_eq!(listed[1]["vgpu"][1]["maxcapacity"], 2);
         assert_eq!(passthrough_count(Some(&facts)), 2);
+        assert_eq!(
+            vgpu_types(Some(&facts)),
+            vec!["nvidia-222", "GRID T4-1B", "nvidia-231", "GRID T4-8Q"]
+        );
     }
 
     #[test]

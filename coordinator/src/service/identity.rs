@@ -293,6 +293,27 @@ impl Service {
             }
             self.exec_expunge(caller, vm.id).await?;
         }
+        // Its volume snapshots (their copies in secondary storage) and
+        // snapshot policies go with it.
+        let snaps: Vec<Snapshot> = self
+            .store
+            .all(Query::new().eq(Col::Account, account_id))
+            .await?;
+        for s in snaps.into_iter().filter(|s| s.removed.is_none()) {
+            self.destroy_snapshot(s, "Deleted snapshot with its account")
+                .await?;
+        }
+        let policies: Vec<SnapshotPolicy> = self
+            .store
+            .all(Query::new().eq(Col::Account, account_id))
+            .await?;
+        if !policies.is_empty() {
+            let mut tx = Tx::new();
+            for p in &policies {
+                tx.delete::<SnapshotPolicy>(p.id);
+            }
+            self.store.commit(tx.ops).await?;
+        }
         let t = now();
         let users: Vec<User> = self
             .store

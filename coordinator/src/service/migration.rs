@@ -50,6 +50,18 @@ pub fn transport(dest: &Host, tls: bool) -> (String, String) {
 }
 
 impl Service {
+    /// The specification: live migration of GPU/vGPU enabled instances is
+    /// not supported (a stopped one starts wherever placement finds a GPU).
+    pub(crate) async fn refuse_gpu_live_migration(&self, vm: &Vm) -> SResult<()> {
+        if self.has_gpu(vm).await? {
+            return Err(ServiceError::invalid(format!(
+                "Live migration of GPU/vGPU enabled Instance is not supported (instance {})",
+                vm.uuid
+            )));
+        }
+        Ok(())
+    }
+
     /// Hosts of the instance's zone other than its own, each with whether
     /// it would take the instance now (findHostsForMigration).
     pub async fn migration_candidates(
@@ -144,6 +156,7 @@ impl Service {
                 vm.uuid, vm.state
             )));
         }
+        self.refuse_gpu_live_migration(&vm).await?;
         let dest = match &req.host_uuid {
             Some(u) => {
                 let h: Host = self.by_uuid("hostid", u).await?;

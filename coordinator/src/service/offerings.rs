@@ -69,6 +69,11 @@ pub struct NewServiceOffering {
     pub dynamic_scaling: bool,
     /// `isvolatile`: the root disk is reset on every reboot.
     pub volatile: bool,
+    /// `gpucount` (whole GPUs), `gpudisplay`, and a vGPU type from
+    /// `serviceofferingdetails[].vgpuType`.
+    pub gpu_count: i64,
+    pub gpu_display: bool,
+    pub vgpu_type: Option<String>,
     pub storage_type: String,
     pub root_disk_size: Option<i64>,
     pub is_system: bool,
@@ -225,6 +230,9 @@ impl Service {
             storage_tags: r.storage_tags,
             dynamic_scaling: r.dynamic_scaling,
             volatile: r.volatile,
+            gpu_count: r.gpu_count,
+            gpu_display: r.gpu_display,
+            vgpu_type: r.vgpu_type,
             storage_type: r.storage_type,
             root_disk_size: r.root_disk_size,
             disk_offering_id: None,

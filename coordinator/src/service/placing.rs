@@ -99,6 +99,7 @@ impl Service {
                     uefi: host_feature(h, Feature::Uefi),
                     secure_boot: host_feature(h, Feature::SecureBoot),
                     tpm: host_feature(h, Feature::Tpm),
+                    vgpu_types: super::gpus::vgpu_types(h.facts.as_ref()),
                 })
                 .collect(),
             instances: self.capacity.instances(zone_id),
@@ -140,12 +141,19 @@ impl Service {
             cpu_speed_mhz: vm.cpu_speed.max(0) as u32,
             memory_mb: vm.memory.max(0) as u64,
             host_tags: offering
-                .and_then(|o| o.host_tags)
+                .as_ref()
+                .and_then(|o| o.host_tags.clone())
                 .map(|t| split_tags(&t))
                 .unwrap_or_default(),
             template_tag: None,
             os_category: os.map(|o| o.category_id),
-            gpu_count: 0,
+            // Whole GPUs; a vGPU offering needs the type instead.
+            gpu_count: offering
+                .as_ref()
+                .filter(|o| o.vgpu_type.is_none())
+                .map(|o| o.gpu_count.max(0) as u32)
+                .unwrap_or(0),
+            vgpu_type: offering.as_ref().and_then(|o| o.vgpu_type.clone()),
             needs_uefi: boot_needs(&vm.details).uefi,
             needs_secure_boot: boot_needs(&vm.details).secure_boot,
             needs_tpm: boot_needs(&vm.details).tpm,

@@ -134,6 +134,19 @@ impl Service {
                 )
                 .await;
         }
+        let target: Option<ServiceOffering> = self
+            .visible_offering(caller, "serviceofferingid", &req.offering_uuid)
+            .await
+            .ok();
+        let target_gpu = target
+            .as_ref()
+            .is_some_and(|o| o.gpu_count > 0 || o.vgpu_type.is_some());
+        if vm.state == VmState::Running && (target_gpu || self.has_gpu(&vm).await?) {
+            return Err(ServiceError::invalid(format!(
+                "Dynamic scaling of a GPU/vGPU enabled instance is not supported: stop instance {} and change its service offering",
+                vm.uuid
+            )));
+        }
         if vm.state != VmState::Running {
             return Err(ServiceError::state(format!(
                 "Unable to scale instance {}: it is {}",
@@ -380,6 +393,11 @@ impl Service {
             BTreeMap::new()
         };
         let (new_id, dynamic) = (new.id, new.dynamic_scaling);
+        let gpus = if new.vgpu_type.is_some() {
+            0
+        } else {
+            new.gpu_count
+        };
         let vm = self
             .update_stopped(vm.id, move |v| {
                 v.service_offering_id = new_id;
@@ -392,6 +410,7 @@ impl Service {
                 v.details.extend(custom.clone());
                 // An instance is only scalable while its offering allows it.
                 v.dynamically_scalable = v.dynamically_scalable && dynamic;
+                v.gpu_count = gpus;
             })
             .await?;
         self.record(

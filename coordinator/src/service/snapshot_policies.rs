@@ -4,8 +4,9 @@
 //!
 //! Restart safety as for instance schedules: each policy's next due time is
 //! persisted and moved on in the same commit that records the firing, so a
-//! firing is never repeated; after downtime a policy whose time passed
-//! fires once (not once per missed time) and then waits for its next
+//! firing is never repeated; after downtime the latest missed time runs
+//! once if it is within the catch-up grace (five minutes) and is skipped
+//! with an event otherwise; either way the policy then waits for its next
 //! future time. After every recurring snapshot the oldest snapshots of that
 //! interval beyond `maxsnaps` (and `snapshot.max.<interval>`) are removed;
 //! manual snapshots are never counted or removed.
@@ -13,7 +14,7 @@
 use super::snapshots::{NewSnapshot, BACKED_UP, DESTROYED};
 use super::*;
 use chrono::{DateTime, Utc};
-use orrery_schedule::interval::{IntervalSchedule, IntervalType};
+use orrery_schedule::interval::{IntervalSchedule, IntervalType, PolicyTick};
 
 /// createSnapshotPolicy's request.
 #[derive(Debug, Clone)]
@@ -268,17 +269,45 @@ impl Service {
                 continue;
             };
             let (sched, tz) = plan_of(&p)?;
+            let at = chrono::TimeZone::timestamp_opt(&Utc, at, 0)
+                .single()
+                .unwrap_or(now);
+            let (due, next, fire) =
+                match sched.tick(tz, at, now, orrery_schedule::plan::default_catch_up_grace()) {
+                    PolicyTick::Pending => continue,
+                    PolicyTick::Fire { due, next } => (due, next, true),
+                    PolicyTick::Skip { due, next } => (due, next, false),
+                };
             // Moved on before the snapshot is asked for: a restart in
             // between never fires it twice.
-            p.last_fired = Some(at);
-            p.next_due = Some(sched.next_after(tz, now).timestamp());
+            p.last_fired = Some(due.timestamp());
+            p.next_due = Some(next.timestamp());
             let mut tx = Tx::new();
             tx.update(&mut p);
+            if !fire {
+                self.event(
+                    &mut tx,
+                    &system,
+                    "SNAPSHOT.CREATE",
+                    format!(
+                        "Skipped the recurring snapshot of volume {} due at {} (policy {}): the coordinator was not running then",
+                        vol.uuid,
+                        due.to_rfc3339(),
+                        p.uuid
+                    ),
+                    vol.account_id,
+                    vol.domain_id,
+                    Some((&vol.uuid, "Volume", &vol.name)),
+                );
+            }
             match self.store.commit(tx.ops).await {
                 Ok(()) => {}
                 // Changed meanwhile (updated, deleted): the next tick sees it.
                 Err(crate::store::StoreError::Conflict(..)) => continue,
                 Err(e) => return Err(e.into()),
+            }
+            if !fire {
+                continue;
             }
             let req = NewSnapshot {
                 name: None,

@@ -70,6 +70,7 @@ impl Service {
         req: MigrateWithVolumes,
     ) -> SResult<String> {
         let (vm, dest, moves) = self.plan_moves(caller, &req).await?;
+        self.refuse_gpu_live_migration(&vm).await?;
         if !moves.is_empty() {
             // Copied volumes would arrive without their internal snapshots.
             self.refuse_with_vm_snapshots(vm.id, WITH_SNAPSHOTS).await?;
@@ -173,6 +174,7 @@ impl Service {
             mapping: vec![(v.uuid.clone(), pool.uuid.clone())],
         };
         let (vm, dest, moves) = self.plan_moves(caller, &req).await?;
+        self.refuse_gpu_live_migration(&vm).await?;
         let work = Work::MigrateVolume {
             vm_id: vm.id,
             host_id: dest.id,

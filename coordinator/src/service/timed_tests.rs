@@ -944,15 +944,28 @@ async fn a_snapshot_policy_fires_on_schedule_and_keeps_maxsnaps() {
     );
     assert_eq!(f.events("SNAPSHOT.DELETE").await.len(), 2);
 
-    // Down for a day and a half: one snapshot at the first tick back, then
-    // the schedule goes on from there.
-    let back = t0() + TimeDelta::hours(36);
+    // Down for a day and a half, back 30 minutes after a time: skipped
+    // with an event, then the schedule goes on from there.
+    let back = t0() + TimeDelta::hours(36) + TimeDelta::minutes(45);
+    assert_eq!(f.tick(back).await.snapshots_started, 0);
+    assert!(f
+        .events("SNAPSHOT.CREATE")
+        .await
+        .iter()
+        .any(|e| e.description.starts_with("Skipped the recurring snapshot")));
+    let p: SnapshotPolicy = f.svc.store.load(policy.id).await.unwrap().unwrap();
+    assert_eq!(
+        p.next_due,
+        Some((t0() + TimeDelta::hours(37) + TimeDelta::minutes(15)).timestamp())
+    );
+    // Down again, back 2 minutes after a time (several missed): once.
+    let back = t0() + TimeDelta::hours(40) + TimeDelta::minutes(17);
     assert_eq!(f.tick(back).await.snapshots_started, 1);
     jobs_done(&f).await;
     let p: SnapshotPolicy = f.svc.store.load(policy.id).await.unwrap().unwrap();
     assert_eq!(
         p.next_due,
-        Some((back + TimeDelta::minutes(15)).timestamp())
+        Some((t0() + TimeDelta::hours(41) + TimeDelta::minutes(15)).timestamp())
     );
     assert_eq!(
         live_snapshots(&f, vol.id)

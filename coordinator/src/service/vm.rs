@@ -359,6 +359,11 @@ impl Service {
             removed: None,
             lease: self.lease_at_deploy(&a.offering, a.lease, t)?,
             migrating_to: None,
+            gpu_count: if a.offering.vgpu_type.is_some() {
+                0
+            } else {
+                a.offering.gpu_count
+            },
         };
         let vol_ids = self.store.allocate_ids(Kind::Volume, 2).await?;
         let root = Volume {
@@ -638,6 +643,7 @@ impl Service {
             volume_specs.push(self.volume_spec(v).await?);
         }
         let metadata = self.guest_metadata(vm).await?;
+        let offering: Option<ServiceOffering> = self.load_cached(vm.service_offering_id).await?;
         Ok(VmSpec {
             metadata,
             instance_name: vm.instance_name.clone(),
@@ -664,7 +670,21 @@ impl Service {
             tpm: needs.tpm,
             max_cpu,
             max_memory_mb,
+            gpu_count: vm.gpu_count,
+            vgpu_type: offering.as_ref().and_then(|o| o.vgpu_type.clone()),
+            gpu_display: offering.as_ref().is_some_and(|o| o.gpu_display),
         })
+    }
+
+    /// Whether an instance has GPUs or a vGPU from its offering.
+    pub(crate) async fn has_gpu(&self, vm: &Vm) -> SResult<bool> {
+        if vm.gpu_count > 0 {
+            return Ok(true);
+        }
+        Ok(self
+            .load_cached::<ServiceOffering>(vm.service_offering_id)
+            .await?
+            .is_some_and(|o| o.vgpu_type.is_some()))
     }
 
     /// Narrows where an instance may start to where its volumes are: a

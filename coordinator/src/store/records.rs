@@ -486,6 +486,16 @@ pub struct ServiceOffering {
     /// every reboot, so nothing the guest wrote survives one.
     #[serde(default)]
     pub volatile: bool,
+    /// Whole GPUs (PCI passthrough) each instance gets; 0 for none.
+    #[serde(default)]
+    pub gpu_count: i64,
+    /// The GPU is the guest's display (no emulated video card).
+    #[serde(default)]
+    pub gpu_display: bool,
+    /// A vGPU (mediated device) type instead of whole GPUs, by its type id
+    /// or name (`nvidia-222`, `GRID T4-1B`).
+    #[serde(default)]
+    pub vgpu_type: Option<String>,
 }
 entity!(ServiceOffering, Kind::ServiceOffering, |s| Index {
     name: Some(s.name.clone()),
@@ -702,6 +712,9 @@ pub struct Vm {
     /// source), so an interrupted migration can be settled from both.
     #[serde(default)]
     pub migrating_to: Option<i64>,
+    /// Whole GPUs its offering gives it (held on its host while it runs).
+    #[serde(default)]
+    pub gpu_count: i64,
 }
 entity!(Vm, Kind::Vm, |s| Index {
     name: Some(s.name.clone()),

@@ -182,6 +182,52 @@ impl IntervalSchedule {
     }
 }
 
+/// What a policy does at a tick, given the due time it was waiting for:
+/// the same rule as instance schedules (`plan::catch_up`). The latest time
+/// that fell due (however many were missed) runs once when it is within
+/// `grace` of now, and is skipped otherwise; either way the policy then
+/// waits for its next future time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyTick {
+    /// Not due yet.
+    Pending,
+    /// Take a snapshot now (for `due`); next at `next`.
+    Fire {
+        due: DateTime<Utc>,
+        next: DateTime<Utc>,
+    },
+    /// Too late for `due`: skipped; next at `next`.
+    Skip {
+        due: DateTime<Utc>,
+        next: DateTime<Utc>,
+    },
+}
+
+impl IntervalSchedule {
+    pub fn tick(
+        &self,
+        tz: Tz,
+        waiting_for: DateTime<Utc>,
+        now: DateTime<Utc>,
+        grace: Duration,
+    ) -> PolicyTick {
+        if waiting_for > now {
+            return PolicyTick::Pending;
+        }
+        let mut due = waiting_for;
+        let mut next = self.next_after(tz, due);
+        while next <= now {
+            due = next;
+            next = self.next_after(tz, due);
+        }
+        if now - due <= grace {
+            PolicyTick::Fire { due, next }
+        } else {
+            PolicyTick::Skip { due, next }
+        }
+    }
+}
+
 fn weekday(day: u32) -> Weekday {
     match day {
         1 => Weekday::Sun,
@@ -265,6 +311,42 @@ mod tests {
         assert_eq!(
             sched(IntervalType::Daily, "30:9").next_after(utc, now),
             at("2026-12-08T09:30:00Z")
+        );
+    }
+
+    #[test]
+    fn missed_times_run_once_within_the_grace_and_are_skipped_after_it() {
+        let utc: Tz = "UTC".parse().unwrap();
+        let s = sched(IntervalType::Hourly, "0");
+        let grace = Duration::minutes(5);
+        let at = at("2026-12-07T09:00:00Z");
+        assert_eq!(
+            s.tick(utc, at, at - Duration::seconds(1), grace),
+            PolicyTick::Pending
+        );
+        assert_eq!(
+            s.tick(utc, at, at + Duration::minutes(3), grace),
+            PolicyTick::Fire {
+                due: at,
+                next: at + Duration::hours(1)
+            }
+        );
+        // Down for 5 hours and 2 minutes: the 14:00 time is within the
+        // grace and runs, once.
+        assert_eq!(
+            s.tick(utc, at, at + Duration::minutes(302), grace),
+            PolicyTick::Fire {
+                due: at + Duration::hours(5),
+                next: at + Duration::hours(6)
+            }
+        );
+        // 30 minutes past the last time: skipped.
+        assert_eq!(
+            s.tick(utc, at, at + Duration::minutes(330), grace),
+            PolicyTick::Skip {
+                due: at + Duration::hours(5),
+                next: at + Duration::hours(6)
+            }
         );
     }
 

@@ -78,6 +78,21 @@ pub fn commands() -> Vec<Command> {
                 ),
                 opt("storagetype", "string", "shared or local"),
                 opt("rootdisksize", "long", "root disk GB"),
+                opt(
+                    "gpucount",
+                    "integer",
+                    "whole GPUs (PCI passthrough) per instance, 1-16"
+                ),
+                opt(
+                    "gpudisplay",
+                    "boolean",
+                    "the GPU is the instance's display (no emulated video)"
+                ),
+                opt(
+                    "serviceofferingdetails",
+                    "map",
+                    "vgpuType: a vGPU (mediated device) type instead of whole GPUs"
+                ),
                 opt("issystem", "boolean", "system offering"),
                 opt(
                     "leaseduration",
@@ -383,6 +398,18 @@ fn so_json(o: &ServiceOffering, domains: &[Domain]) -> Value {
         .os("storagetags", o.storage_tags.clone())
         .v("dynamicscalingenabled", o.dynamic_scaling)
         .v("isvolatile", o.volatile)
+        .when(o.gpu_count > 0 || o.vgpu_type.is_some(), |x| {
+            x.v("gpucount", o.gpu_count.max(1))
+                .v("gpudisplay", o.gpu_display)
+                .os("vgpuprofilename", o.vgpu_type.clone())
+                .v(
+                    "serviceofferingdetails",
+                    match &o.vgpu_type {
+                        Some(t) => json!({"vgpuType": t}),
+                        None => json!({"pciDevice": "passthrough"}),
+                    },
+                )
+        })
         .s("storagetype", &o.storage_type)
         .v("issystem", o.is_system)
         .ov("leaseduration", o.lease_duration)
@@ -433,6 +460,14 @@ fn decode_new_so(ctx: &Ctx) -> Result<NewServiceOffering, ApiError> {
         storage_tags: ctx.p.string("tags"),
         dynamic_scaling: ctx.p.bool_or("dynamicscalingenabled", true),
         volatile: ctx.p.bool_or("isvolatile", false),
+        gpu_count: ctx.p.i64_range("gpucount", 1, 16)?.unwrap_or(0),
+        gpu_display: ctx.p.bool_or("gpudisplay", false),
+        vgpu_type: ctx
+            .p
+            .map_merged("serviceofferingdetails")
+            .get("vgpuType")
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("passthrough")),
         storage_type: storage,
         root_disk_size: ctx.p.i64_range("rootdisksize", 1, 1 << 20)?,
         is_system: ctx.p.bool_or("issystem", false),

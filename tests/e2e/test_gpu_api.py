@@ -1,0 +1,52 @@
+"""GPU service offerings through the API, on simulated hosts (which have no
+GPUs): the offering's fields as CloudStack lists them, placement refusing
+for want of GPUs, the offline change to a GPU offering, and the refusals
+the specification lists (no dynamic scaling to or from GPUs). Assigning
+devices on a host is the agent's part (agent/src/gpuassign.rs tests)."""
+
+from __future__ import annotations
+
+from orrery_e2e import deploy, expect_api_error, unique
+
+
+def test_gpu_offerings_and_their_rules(admin, env):
+    gpu = admin.createServiceOffering(name=unique("gpu"), displaytext="gpu", cpunumber=1,
+                                      cpuspeed=500, memory=256, gpucount=2,
+                                      gpudisplay=True)["serviceoffering"]
+    assert gpu["gpucount"] == 2 and gpu["gpudisplay"] is True, gpu
+    listed = admin.listServiceOfferings(id=gpu["id"])["serviceoffering"][0]
+    assert listed["gpucount"] == 2
+    vgpu = admin.createServiceOffering(
+        name=unique("vgpu"), displaytext="vgpu", cpunumber=1, cpuspeed=500, memory=256,
+        serviceofferingdetails={"vgpuType": "GRID T4-1B"})["serviceoffering"]
+    assert vgpu["vgpuprofilename"] == "GRID T4-1B", vgpu
+    assert vgpu["serviceofferingdetails"]["vgpuType"] == "GRID T4-1B"
+    plain = admin.listServiceOfferings(id=env.offering["id"])["serviceoffering"][0]
+    assert "gpucount" not in plain
+
+    err = expect_api_error(admin.createServiceOffering, name=unique("bad"), displaytext="bad",
+                           cpunumber=1, cpuspeed=500, memory=256, gpucount=17)
+    assert err.status == 431 and "gpucount" in err.error["errortext"], err
+
+    # No simulated host has a GPU: placement says so.
+    for offering in (gpu, vgpu):
+        err = expect_api_error(admin.deployVirtualMachine,
+                               **env.deploy_args(serviceofferingid=offering["id"], name=unique("g")))
+        assert err.error["errorcode"] == 533, err
+        assert "GPU" in err.error["errortext"] or "vGPU" in err.error["errortext"], err
+
+    # A running instance is not scaled to a GPU offering; a stopped one
+    # changes offline, and then waits for a host with GPUs.
+    vm = deploy(admin, env, name=unique("later"))
+    err = expect_api_error(admin.scaleVirtualMachine, id=vm["id"], serviceofferingid=gpu["id"])
+    assert err.status == 431 and "GPU" in err.error["errortext"], err
+    admin.stopVirtualMachine(id=vm["id"])
+    changed = admin.changeServiceForVirtualMachine(id=vm["id"], serviceofferingid=gpu["id"])[
+        "virtualmachine"]
+    assert changed["serviceofferingid"] == gpu["id"]
+    err = expect_api_error(admin.startVirtualMachine, id=vm["id"])
+    assert err.error["errorcode"] == 533, err
+    assert admin.listVirtualMachines(id=vm["id"])["virtualmachine"][0]["state"] == "Stopped"
+    # And back to a plain one.
+    admin.changeServiceForVirtualMachine(id=vm["id"], serviceofferingid=env.offering["id"])
+    assert admin.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
