@@ -1116,8 +1116,15 @@ impl Ops {
             config_drive,
             nics,
             vnc_password: s.vnc_password.clone(),
+            // A GPU that is the display replaces the emulated video card.
+            details: {
+                let mut d = s.details.clone().into_iter().collect::<BTreeMap<_, _>>();
+                if s.gpu_display && gpu.is_some() {
+                    d.insert(designer::DETAIL_VIDEO_HARDWARE.into(), "none".into());
+                }
+                d
+            },
             gpu,
-            details: s.details.clone().into_iter().collect::<BTreeMap<_, _>>(),
             extraconfig: s.extra_config.clone(),
             caller_is_admin: s.extra_config_allowed,
             smbios_manufacturer: s.smbios_manufacturer.clone(),
@@ -1756,13 +1763,15 @@ mod tests {
         for v in vols {
             std::fs::write(ops.primary.volume_path(v).unwrap(), b"").unwrap();
         }
-        let a = gpu_spec(
+        let mut a = gpu_spec(
             "i-2-1-a",
             "7a2d9c40-1b3e-4f56-8a7b-9c0d1e2f3a01",
             vols[0],
             1,
             "",
         );
+        // Its GPU is its display: no emulated video card.
+        a.gpu_display = true;
         let b = gpu_spec(
             "i-2-2-b",
             "7a2d9c40-1b3e-4f56-8a7b-9c0d1e2f3a02",
@@ -1792,6 +1801,15 @@ mod tests {
                 .collect()
         };
         assert_eq!(pci("i-2-1-a"), vec!["0000:3b:00.0"]);
+        let video = |name: &str| {
+            Domain::from_xml(&hv.domain(name).unwrap().xml)
+                .unwrap()
+                .devices
+                .videos[0]
+                .model
+        };
+        assert_eq!(video("i-2-1-a"), domxml::VideoModel::None);
+        assert_eq!(video("i-2-2-b"), domxml::VideoModel::Vga);
         assert_eq!(pci("i-2-2-b"), vec!["0000:5e:00.0"]);
         let err = ops.start(&c, &NoTemplates).await.unwrap_err();
         assert!(err.to_string().contains("0 free GPU"), "{err}");

@@ -1106,11 +1106,13 @@ fn video(spec: &InstanceSpec) -> Result<Video, DesignError> {
             "cirrus" => VideoModel::Cirrus,
             "qxl" => VideoModel::Qxl,
             "bochs" => VideoModel::Bochs,
+            // A passed-through GPU is the display (gpudisplay offerings).
+            "none" => VideoModel::None,
             _ => {
                 return Err(bad_detail(
                     DETAIL_VIDEO_HARDWARE,
                     v,
-                    "expected vga, virtio, cirrus, qxl or bochs",
+                    "expected vga, virtio, cirrus, qxl, bochs or none",
                 ))
             }
         },
