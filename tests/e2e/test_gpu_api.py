@@ -50,3 +50,34 @@ def test_gpu_offerings_and_their_rules(admin, env):
     # And back to a plain one.
     admin.changeServiceForVirtualMachine(id=vm["id"], serviceofferingid=env.offering["id"])
     assert admin.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
+
+
+def test_an_accounts_gpu_limit_holds(admin, coordinator, env):
+    from orrery_e2e import create_account
+    acct = create_account(admin, accounttype=0)
+    api = coordinator.client(acct["apikey"], acct["secretkey"])
+    gpu = admin.createServiceOffering(name=unique("gpu1"), displaytext="gpu", cpunumber=1,
+                                      cpuspeed=500, memory=256, gpucount=1)["serviceoffering"]
+    limits = api.listResourceLimits()["resourcelimit"]
+    assert limits == [{"resourcetype": "16", "resourcetypename": "gpu", "max": -1,
+                       "account": acct["name"], "domainid": acct["domainid"],
+                       "domain": limits[0]["domain"]}], limits
+    set_ = admin.updateResourceLimit(resourcetype=16, max=0, account=acct["name"],
+                                     domainid=acct["domainid"])["resourcelimit"]
+    assert set_["max"] == 0
+    err = expect_api_error(api.updateResourceLimit, resourcetype=16, max=5,
+                           account=acct["name"], domainid=acct["domainid"])
+    assert err.status in (401, 531), err
+    err = expect_api_error(admin.updateResourceLimit, resourcetype=8, max=5,
+                           account=acct["name"], domainid=acct["domainid"])
+    assert err.status == 431 and "resourcetype" in err.error["errortext"], err
+    # Over the limit before any host is asked.
+    err = expect_api_error(api.deployVirtualMachine,
+                           **env.deploy_args(serviceofferingid=gpu["id"], name=unique("g")))
+    assert err.status == 535 and "'gpu'" in err.error["errortext"], err
+    vm = deploy(api, env, name=unique("nogpu"))
+    api.stopVirtualMachine(id=vm["id"])
+    err = expect_api_error(api.changeServiceForVirtualMachine, id=vm["id"], serviceofferingid=gpu["id"])
+    assert err.status == 535, err
+    admin.updateResourceLimit(resourcetype="gpu", max=1, account=acct["name"], domainid=acct["domainid"])
+    api.changeServiceForVirtualMachine(id=vm["id"], serviceofferingid=gpu["id"])

@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod leases;
 pub mod lifecycle;
+pub mod limits;
 pub mod listing;
 pub mod maintenance;
 pub mod metadata;

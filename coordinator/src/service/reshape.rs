@@ -364,6 +364,10 @@ impl Service {
             }
         }
         let (cpu, speed, mem) = compute_size(&new, &req.details)?;
+        if let Some(owner) = self.load_cached::<Account>(vm.account_id).await? {
+            self.check_gpu_limit(&owner, super::limits::gpu_units(&new), Some(vm.id))
+                .await?;
+        }
         let strict: Vec<String> = self
             .setting("vm.strict.host.tags", &[])
             .split(',')

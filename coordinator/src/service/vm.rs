@@ -196,6 +196,8 @@ impl Service {
         }
         super::details::check_values(&a.details).map_err(ServiceError::invalid)?;
         self.check_root_only_details(caller, &a.details.keys().cloned().collect::<Vec<_>>())?;
+        self.check_gpu_limit(&a.owner, super::limits::gpu_units(&a.offering), None)
+            .await?;
         let (cpu, speed, mem) = compute_size(&a.offering, &a.details)?;
         let tmpl = a.template.as_ref().or(a.iso.as_ref());
         if let Some(t) = tmpl {

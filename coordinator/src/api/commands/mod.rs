@@ -5,6 +5,7 @@ mod catalog;
 mod console;
 mod identity;
 mod infra;
+mod limits;
 mod metrics_lists;
 mod misc;
 mod placement;
@@ -45,6 +46,7 @@ pub fn all() -> &'static [Command] {
         v.extend(stats::commands());
         v.extend(vmsnapshots::commands());
         v.extend(snapshots::commands());
+        v.extend(limits::commands());
         let metrics = metrics_lists::commands(&v);
         v.extend(metrics);
         v
