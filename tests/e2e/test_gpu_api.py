@@ -81,3 +81,33 @@ def test_an_accounts_gpu_limit_holds(admin, coordinator, env):
     assert err.status == 535, err
     admin.updateResourceLimit(resourcetype="gpu", max=1, account=acct["name"], domainid=acct["domainid"])
     api.changeServiceForVirtualMachine(id=vm["id"], serviceofferingid=gpu["id"])
+
+
+def test_a_domains_gpu_limit_covers_its_accounts(admin, coordinator, env):
+    dom = admin.createDomain(name=unique("gpudom"))["domain"]
+    people = []
+    for _ in range(2):
+        name = unique("gpuacct")
+        acct = admin.createAccount(accounttype=0, account=name, username=name, password="Pa55-word-1",
+                                   email=f"{name}@example.com", firstname="G", lastname="P",
+                                   domainid=dom["id"])["account"]
+        keys = admin.registerUserKeys(id=acct["user"][0]["id"])["userkeys"]
+        people.append((acct, coordinator.client(keys["apikey"], keys["secretkey"])))
+    gpu = admin.createServiceOffering(name=unique("gpu1"), displaytext="gpu", cpunumber=1,
+                                      cpuspeed=500, memory=256, gpucount=1)["serviceoffering"]
+    limit = admin.updateResourceLimit(resourcetype=16, max=1, domainid=dom["id"])["resourcelimit"]
+    assert limit["max"] == 1 and limit["domainid"] == dom["id"] and "account" not in limit
+    assert admin.listResourceLimits(domainid=dom["id"])["resourcelimit"][0]["max"] == 1
+    vms = []
+    for acct, api in people:
+        vm = deploy(api, env, name=unique("d"))
+        api.stopVirtualMachine(id=vm["id"])
+        vms.append(vm)
+    # The first account takes the domain's one GPU; the second is refused.
+    people[0][1].changeServiceForVirtualMachine(id=vms[0]["id"], serviceofferingid=gpu["id"])
+    err = expect_api_error(people[1][1].changeServiceForVirtualMachine, id=vms[1]["id"],
+                           serviceofferingid=gpu["id"])
+    assert err.status == 535 and "Domain Resource Limit = 1" in err.error["errortext"], err
+    # Destroyed instances hold nothing.
+    people[0][1].destroyVirtualMachine(id=vms[0]["id"])
+    people[1][1].changeServiceForVirtualMachine(id=vms[1]["id"], serviceofferingid=gpu["id"])

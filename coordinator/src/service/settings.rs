@@ -96,6 +96,7 @@ pub static SETTINGS: &[Setting] = &[
     r(s("vm.migrate.speed", "0", Integer, "Advanced", &[], "Bandwidth cap of a live migration in MiB/s; 0 leaves it unlimited"), 0.0, 1e6),
     r(s("vm.migrate.downtime", "0", Integer, "Advanced", &[], "Largest pause in milliseconds a live migration may cause at switch-over; 0 keeps the hypervisor's default"), 0.0, 600000.0),
     s("allow.public.user.templates", "true", Boolean, "Advanced", &[], "Users may make the templates they create public"),
+    r(s("max.domain.gpus", "-1", Integer, "Domain Defaults", &["domain"], "GPUs the instances of a domain and its subdomains may hold (-1: no limit); updateResourceLimit resourcetype 16 with only domainid sets it per domain"), -1.0, 1e6),
     r(s("max.account.gpus", "-1", Integer, "Account Defaults", &["account"], "GPUs an account's instances may hold (-1: no limit); updateResourceLimit resourcetype 16 sets it per account"), -1.0, 1e6),
     r(s("snapshot.max.hourly", "8", Integer, "Snapshots", &[], "The most recurring hourly snapshots a volume keeps"), 0.0, 1e6),
     r(s("snapshot.max.daily", "8", Integer, "Snapshots", &[], "The most recurring daily snapshots a volume keeps"), 0.0, 1e6),
