@@ -13,6 +13,10 @@ pub struct FileConfig {
     pub simulated_hosts: Option<usize>,
     /// Milliseconds a simulated host takes to change an instance's power state.
     pub simulator_delay_ms: Option<u64>,
+    /// Whole GPUs (vfio-pci) each simulated host made from now on reports,
+    /// with one card offering a vGPU type (for trying GPU offerings without
+    /// GPUs).
+    pub simulated_gpus: Option<usize>,
     /// Where `/metrics` is served (default 127.0.0.1:9595); never on the API
     /// listener, since it names every tenant's instances.
     pub metrics_listen: Option<String>,

@@ -266,7 +266,7 @@ async fn main() -> Result<()> {
                 .map_err(|e| anyhow::anyhow!(e.text()))?;
             hub.attach(&svc);
             if let Some(n) = simulated_hosts.or(file.simulated_hosts) {
-                svc.ensure_simulated_hosts(n)
+                svc.ensure_simulated_hosts(n, file.simulated_gpus.unwrap_or(0))
                     .await
                     .map_err(|e| anyhow::anyhow!(e.text()))?;
             }

@@ -6,7 +6,9 @@ devices on a host is the agent's part (agent/src/gpuassign.rs tests)."""
 
 from __future__ import annotations
 
-from orrery_e2e import deploy, expect_api_error, unique
+import pytest
+
+from orrery_e2e import Coordinator, deploy, expect_api_error, find_os_type, register_template, unique
 
 
 def test_gpu_offerings_and_their_rules(admin, env):
@@ -111,3 +113,63 @@ def test_a_domains_gpu_limit_covers_its_accounts(admin, coordinator, env):
     # Destroyed instances hold nothing.
     people[0][1].destroyVirtualMachine(id=vms[0]["id"])
     people[1][1].changeServiceForVirtualMachine(id=vms[1]["id"], serviceofferingid=gpu["id"])
+
+
+@pytest.fixture(scope="module")
+def gpu_cloud(tmp_path_factory, image):
+    """A coordinator of its own whose two simulated hosts have two GPUs each
+    (and a card offering the vGPU type GRID T4-1B with room for four)."""
+    c = Coordinator(tmp_path_factory.mktemp("gpucloud"), hosts=2)
+    c.config = {"simulated_gpus": 2}
+    c.init()
+    c.start()
+    api = c.client()
+    zone = api.listZones()["zone"][0]
+    os_type = find_os_type(api)
+    tmpl = register_template(api, zone["id"], os_type["id"], image)
+    yield {"c": c, "api": api, "zone": zone, "template": tmpl}
+    c.stop()
+
+
+def test_gpus_are_placed_by_capacity_and_not_moved_live(gpu_cloud):
+    api = gpu_cloud["api"]
+    hosts = api.listHosts(type="Routing")["host"]
+    assert all(h["gputotal"] == 3 for h in hosts), hosts
+    two = api.createServiceOffering(name=unique("two"), displaytext="two", cpunumber=1,
+                                    cpuspeed=500, memory=256, gpucount=2)["serviceoffering"]
+    plain = api.createServiceOffering(name=unique("plain"), displaytext="plain", cpunumber=1,
+                                      cpuspeed=500, memory=256)["serviceoffering"]
+    args = {"zoneid": gpu_cloud["zone"]["id"], "templateid": gpu_cloud["template"]["id"]}
+    a = api.deployVirtualMachine(serviceofferingid=two["id"], name=unique("a"), **args)["virtualmachine"]
+    b = api.deployVirtualMachine(serviceofferingid=two["id"], name=unique("b"), **args)["virtualmachine"]
+    # Two GPUs each: one instance per host, then none left.
+    assert a["hostid"] != b["hostid"], (a["hostid"], b["hostid"])
+    for h in api.listHosts(type="Routing")["host"]:
+        passthrough = [t for g in h["gpugroup"] for t in g["vgpu"] if t["vgputype"] == "passthrough"]
+        assert passthrough == [{"vgputype": "passthrough", "maxcapacity": 2, "remainingcapacity": 0}], h
+    err = expect_api_error(api.deployVirtualMachine, serviceofferingid=two["id"], name=unique("c"), **args)
+    assert err.error["errorcode"] == 533 and "GPU" in err.error["errortext"], err
+    # Live migration of a GPU instance is refused with the specification's reason.
+    err = expect_api_error(api.migrateVirtualMachine, virtualmachineid=a["id"])
+    assert err.status == 431 and "Live migration of GPU/vGPU enabled Instance is not supported" in \
+        err.error["errortext"], err
+    # A stopped one frees its GPUs for the next (their devices are released).
+    api.stopVirtualMachine(id=a["id"])
+    c = api.deployVirtualMachine(serviceofferingid=two["id"], name=unique("c"), **args)["virtualmachine"]
+    assert c["hostid"] == a["hostid"]
+    err = expect_api_error(api.startVirtualMachine, id=a["id"])
+    assert err.error["errorcode"] == 533, err
+    # vGPU: placed on a host offering the type.
+    vgpu = api.createServiceOffering(name=unique("vgpu"), displaytext="vgpu", cpunumber=1,
+                                     cpuspeed=500, memory=256,
+                                     serviceofferingdetails={"vgpuType": "GRID T4-1B"})["serviceoffering"]
+    v = api.deployVirtualMachine(serviceofferingid=vgpu["id"], name=unique("v"), **args)["virtualmachine"]
+    assert v["state"] == "Running"
+    other = api.createServiceOffering(name=unique("a100"), displaytext="a100", cpunumber=1,
+                                      cpuspeed=500, memory=256,
+                                      serviceofferingdetails={"vgpuType": "GRID A100-40C"})["serviceoffering"]
+    err = expect_api_error(api.deployVirtualMachine, serviceofferingid=other["id"], name=unique("x"), **args)
+    assert err.error["errorcode"] == 533 and "vGPU" in err.error["errortext"], err
+    # Plain instances still go to these hosts (they are all there is).
+    assert api.deployVirtualMachine(serviceofferingid=plain["id"], name=unique("p"), **args)[
+        "virtualmachine"]["state"] == "Running"

@@ -248,7 +248,7 @@ impl Service {
 
     /// Makes sure a zone, pod, cluster, guest network and storage pool exist and
     /// that `n` simulated hosts are registered in them.
-    pub async fn ensure_simulated_hosts(&self, n: usize) -> SResult<()> {
+    pub async fn ensure_simulated_hosts(&self, n: usize, gpus: usize) -> SResult<()> {
         let t = now();
         let (zone, pod, cluster) = self.default_cluster("Simulator").await?;
         let existing: Vec<Host> = self
@@ -295,10 +295,37 @@ impl Service {
                 simulated: true,
                 last_ping: Some(t),
                 created: t,
+                facts: (gpus > 0).then(|| simulated_gpu_facts(gpus)),
                 ..Default::default()
             });
         }
         self.store.commit(tx.ops).await?;
         Ok(())
     }
+}
+
+/// What a simulated host with `gpus` whole GPUs reports: that many cards on
+/// vfio-pci and one more offering a vGPU type with room for four, with
+/// UEFI, secure boot and a vTPM like a fully equipped host.
+fn simulated_gpu_facts(gpus: usize) -> serde_json::Value {
+    let mut cards: Vec<serde_json::Value> = (0..gpus)
+        .map(|i| {
+            serde_json::json!({
+                "address": format!("0000:{:02x}:00.0", 0x3b + i),
+                "vendor_id": "10de", "device_id": "1db6", "driver": "vfio-pci",
+                "iommu_group": 30 + i, "mdev_types": [],
+            })
+        })
+        .collect();
+    cards.push(serde_json::json!({
+        "address": "0000:af:00.0", "vendor_id": "10de", "device_id": "1eb8", "driver": "nvidia",
+        "iommu_group": 40, "mdev_types": [
+            {"type_id": "nvidia-222", "name": "GRID T4-1B", "available": 4, "description": ""}
+        ],
+    }));
+    serde_json::json!({
+        "gpus": cards,
+        "firmware": [{"secureboot": true}],
+        "tpm": true,
+    })
 }

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 
 /// Pure: `listHosts`' `gpugroup` and the host's GPU total. Cards are
 /// grouped by vendor:device; a card bound to vfio-pci counts once as
-/// `passthrough`, and each mediated type counts what the cards can still
-/// create of it. Nothing is in use until GPU offerings place instances.
-pub fn groups(facts: Option<&Value>) -> (Vec<Value>, u64) {
+/// `passthrough`, and each mediated type counts what the cards could create
+/// of it when the host reported. `passthrough_used` whole GPUs held by the
+/// host's instances come off the passthrough groups' remaining capacity, in
+/// group order (the host hands out cards in address order).
+pub fn groups(facts: Option<&Value>, passthrough_used: u64) -> (Vec<Value>, u64) {
     let Some(gpus) = facts.and_then(|f| f["gpus"].as_array()) else {
         return (Vec::new(), 0);
     };
@@ -33,6 +35,14 @@ pub fn groups(facts: Option<&Value>) -> (Vec<Value>, u64) {
                 .or_default();
             e.0 += avail;
             e.1 += avail;
+        }
+    }
+    let mut used = passthrough_used;
+    for types in by_group.values_mut() {
+        if let Some(p) = types.get_mut("passthrough") {
+            let take = used.min(p.1);
+            p.1 -= take;
+            used -= take;
         }
     }
     let out = by_group
@@ -84,6 +94,18 @@ pub fn vgpu_types(facts: Option<&Value>) -> Vec<String> {
     out
 }
 
+impl super::Service {
+    /// Whole GPUs the instances holding a host (running, or about to) have.
+    pub fn gpus_used_on(&self, h: &super::Host) -> u64 {
+        self.capacity
+            .instances(h.zone_id)
+            .iter()
+            .filter(|i| i.host_id == Some(h.id))
+            .map(|i| u64::from(i.gpu_count))
+            .sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,7 +119,7 @@ mod tests {
                 {"type_id": "nvidia-222", "name": "GRID T4-1B", "available": 16},
                 {"type_id": "nvidia-231", "name": "GRID T4-8Q", "available": 2}]}
         ]});
-        let (listed, total) = groups(Some(&facts));
+        let (listed, total) = groups(Some(&facts), 0);
         assert_eq!(total, 3);
         assert_eq!(listed[0]["gpugroupname"], "10de:1db6");
         assert_eq!(
@@ -107,6 +129,12 @@ mod tests {
         assert_eq!(listed[1]["vgpu"].as_array().unwrap().len(), 2);
         assert_eq!(listed[1]["vgpu"][1]["maxcapacity"], 2);
         assert_eq!(passthrough_count(Some(&facts)), 2);
+        // One held by an instance: one left.
+        let (listed, _) = groups(Some(&facts), 1);
+        assert_eq!(
+            listed[0]["vgpu"][0],
+            json!({"vgputype": "passthrough", "maxcapacity": 2, "remainingcapacity": 1})
+        );
         assert_eq!(
             vgpu_types(Some(&facts)),
             vec!["nvidia-222", "GRID T4-1B", "nvidia-231", "GRID T4-8Q"]
@@ -115,7 +143,7 @@ mod tests {
 
     #[test]
     fn hosts_without_facts_have_no_gpus() {
-        assert_eq!(groups(None), (Vec::new(), 0));
+        assert_eq!(groups(None, 0), (Vec::new(), 0));
         assert_eq!(passthrough_count(None), 0);
     }
 }

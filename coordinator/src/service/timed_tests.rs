@@ -73,7 +73,7 @@ async fn fixture_with(
     let clock = Arc::new(ManualClock::new(t0()));
     let svc = service_with(&dir, clock.clone(), wrap, delay).await;
     svc.initialise(None).await.unwrap();
-    svc.ensure_simulated_hosts(2).await.unwrap();
+    svc.ensure_simulated_hosts(2, 0).await.unwrap();
     let admin = svc.caller_for_user(2).await.unwrap();
     Fixture {
         dir,
