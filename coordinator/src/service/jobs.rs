@@ -193,6 +193,23 @@ impl Service {
         }
     }
 
+    /// Inserts a new record together with the job that works on it, in one
+    /// commit, and starts the job.
+    pub(crate) async fn insert_with_job<E: Record>(
+        self: &Arc<Self>,
+        caller: &Caller,
+        record: &E,
+        new: NewJob<'_>,
+    ) -> SResult<Job> {
+        let job = self.new_job(caller, new);
+        let mut tx = Tx::new();
+        tx.insert(record);
+        tx.insert(&job);
+        self.store.commit(tx.ops).await?;
+        self.spawn_job(job.uuid.clone());
+        Ok(job)
+    }
+
     /// Records a job that is already complete, for commands CloudStack runs
     /// asynchronously but that need no host work here. Returns its uuid.
     pub async fn done_job(

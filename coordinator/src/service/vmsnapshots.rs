@@ -241,22 +241,15 @@ impl Service {
             created: now(),
             removed: None,
         };
-        let job = self.new_job(
-            caller,
-            NewJob {
-                command: "createVMSnapshot",
-                instance_type: Some("VMSnapshot"),
-                instance_uuid: Some(&snap.uuid),
-                work: Work::CreateVmSnapshot {
-                    snapshot_id: snap.id,
-                },
+        let new = NewJob {
+            command: "createVMSnapshot",
+            instance_type: Some("VMSnapshot"),
+            instance_uuid: Some(&snap.uuid),
+            work: Work::CreateVmSnapshot {
+                snapshot_id: snap.id,
             },
-        );
-        let mut tx = Tx::new();
-        tx.insert(&snap);
-        tx.insert(&job);
-        self.store.commit(tx.ops).await?;
-        self.spawn_job(job.uuid.clone());
+        };
+        let job = self.insert_with_job(caller, &snap, new).await?;
         Ok((job, snap))
     }
 
