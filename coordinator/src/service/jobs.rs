@@ -505,6 +505,7 @@ impl Service {
             .await?;
         }
         self.reconcile_transitional().await?;
+        self.settle_interrupted_snapshots().await?;
         Ok(n)
     }
 }

@@ -830,6 +830,51 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Snapshots a previous run left mid-task (its jobs were failed at
+    /// start): one being made is Error (deletable, as a failed one), one
+    /// being reverted to or deleted is as it was, so the next task on its
+    /// instance or volume is not refused as concurrent for ever.
+    pub(crate) async fn settle_interrupted_snapshots(&self) -> SResult<()> {
+        let mut tx = Tx::new();
+        let vm_snaps: Vec<VmSnapshot> = self
+            .store
+            .all(Query::new().and(Cond::In(
+                Col::State,
+                vec![
+                    "Allocated".into(),
+                    "Creating".into(),
+                    "Reverting".into(),
+                    "Expunging".into(),
+                ],
+            )))
+            .await?;
+        for mut s in vm_snaps {
+            s.state = match s.state.as_str() {
+                "Reverting" => "Ready",
+                _ => "Error",
+            }
+            .into();
+            tx.update(&mut s);
+        }
+        let snaps: Vec<Snapshot> = self
+            .store
+            .all(Query::new().and(Cond::In(
+                Col::State,
+                vec![ALLOCATED.into(), CREATING.into()],
+            )))
+            .await?;
+        for mut s in snaps {
+            s.state = ERROR.into();
+            tx.update(&mut s);
+        }
+        if !tx.ops.is_empty() {
+            self.store.commit(tx.ops).await?;
+        }
+        Ok(())
+    }
+}
+
 /// An event about a volume snapshot, in `tx`.
 fn snapshot_event(tx: &mut Tx, s: &Snapshot, kind: &str, description: String) {
     tx.insert(&Event {

@@ -995,3 +995,72 @@ async fn a_snapshot_policy_fires_on_schedule_and_keeps_maxsnaps() {
     assert_eq!(again.id, policy.id);
     assert_eq!(again.schedule, "45");
 }
+
+/// A coordinator killed mid-snapshot: at the next start the snapshots left
+/// mid-task are settled, so the instance is not refused further snapshot
+/// tasks as concurrent for ever.
+#[tokio::test]
+async fn snapshots_left_mid_task_are_settled_at_start() {
+    let f = fixture().await;
+    let offering = f.offering(None).await;
+    let vm = f.deploy(&offering, LeaseRequest::default()).await;
+    let mut tx = Tx::new();
+    for (i, state) in ["Creating", "Reverting"].iter().enumerate() {
+        tx.insert(&VmSnapshot {
+            id: f.svc.store.new_id::<VmSnapshot>().await.unwrap(),
+            uuid: new_uuid(),
+            name: format!("s{i}"),
+            vm_id: vm.id,
+            account_id: vm.account_id,
+            domain_id: vm.domain_id,
+            state: state.to_string(),
+            ..Default::default()
+        });
+    }
+    let vol: Volume = f
+        .svc
+        .store
+        .all(Query::new().eq(Col::Parent, vm.id))
+        .await
+        .unwrap()
+        .remove(0);
+    tx.insert(&Snapshot {
+        id: f.svc.store.new_id::<Snapshot>().await.unwrap(),
+        uuid: new_uuid(),
+        volume_id: vol.id,
+        account_id: vm.account_id,
+        domain_id: vm.domain_id,
+        snapshot_type: "MANUAL".into(),
+        state: "Creating".into(),
+        ..Default::default()
+    });
+    f.svc.store.commit(tx.ops).await.unwrap();
+    let refused = f
+        .svc
+        .create_vm_snapshot(&f.admin, &vm, &vmsnapshots::NewVmSnapshot::default())
+        .await;
+    assert!(refused.is_err());
+    f.svc.recover_after_restart().await.unwrap();
+    let mut states: Vec<String> = f
+        .svc
+        .vm_snapshots_of(vm.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.state)
+        .collect();
+    states.sort();
+    assert_eq!(states, vec!["Error", "Ready"]);
+    let snaps: Vec<Snapshot> = f
+        .svc
+        .store
+        .all(Query::new().eq(Col::Parent, vol.id))
+        .await
+        .unwrap();
+    assert_eq!(snaps[0].state, "Error");
+    f.svc
+        .create_vm_snapshot(&f.admin, &vm, &vmsnapshots::NewVmSnapshot::default())
+        .await
+        .unwrap();
+    jobs_done(&f).await;
+}
