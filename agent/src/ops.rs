@@ -393,6 +393,7 @@ impl Ops {
                             type_id: t.type_id,
                             name: t.name,
                             available: t.available,
+                            created: t.created,
                             description: t.description,
                         })
                         .collect(),

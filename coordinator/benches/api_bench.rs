@@ -548,6 +548,7 @@ async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> 
                 lease: Default::default(),
                 migrating_to: None,
                 gpu_count: 0,
+                vgpu_type: None,
             });
             tx.insert(&Volume {
                 id: vol0 + i as i64,

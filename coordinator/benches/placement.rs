@@ -95,7 +95,7 @@ fn cloud(hosts: usize) -> SnapshotParts {
                 uefi: true,
                 secure_boot: true,
                 tpm: true,
-                vgpu_types: Vec::new(),
+                vgpu: Vec::new(),
             }
         })
         .collect();
@@ -124,6 +124,7 @@ fn cloud(hosts: usize) -> SnapshotParts {
                 cpu_speed_mhz: 500,
                 memory_mb: 1024 * (1 + rng.below(4)),
                 gpu_count: 0,
+                vgpu_type: None,
                 affinity_group_ids: if in_group { vec![g as Id + 1] } else { vec![] },
                 os_category: Some(1 + rng.below(4) as Id),
             }

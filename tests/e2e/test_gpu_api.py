@@ -173,3 +173,19 @@ def test_gpus_are_placed_by_capacity_and_not_moved_live(gpu_cloud):
     # Plain instances still go to these hosts (they are all there is).
     assert api.deployVirtualMachine(serviceofferingid=plain["id"], name=unique("p"), **args)[
         "virtualmachine"]["state"] == "Running"
+    # Each host's card holds four GRID T4-1B: eight in all, then none, with
+    # the reason; listHosts counts them down; a stopped one frees its device.
+    held = [v] + [api.deployVirtualMachine(serviceofferingid=vgpu["id"], name=unique("v"),
+                                           **args)["virtualmachine"] for _ in range(7)]
+    assert sorted(x["hostid"] for x in held).count(held[0]["hostid"]) == 4, held
+    for h in api.listHosts(type="Routing")["host"]:
+        t4 = [t for g in h["gpugroup"] for t in g["vgpu"] if t["vgputype"] == "GRID T4-1B"]
+        assert t4 == [{"vgputype": "GRID T4-1B", "maxcapacity": 4, "remainingcapacity": 0}], h
+    err = expect_api_error(api.deployVirtualMachine, serviceofferingid=vgpu["id"], name=unique("v"), **args)
+    assert err.error["errorcode"] == 533 and \
+        "all 4 vGPUs of type 'GRID T4-1B' in use" in err.error["errortext"], err
+    api.stopVirtualMachine(id=held[3]["id"])
+    again = api.deployVirtualMachine(serviceofferingid=vgpu["id"], name=unique("v"), **args)["virtualmachine"]
+    assert again["hostid"] == held[3]["hostid"]
+    err = expect_api_error(api.startVirtualMachine, id=held[3]["id"])
+    assert err.error["errorcode"] == 533, err

@@ -4,6 +4,7 @@ agent over mutual TLS, driven through the `cs` CLI and library."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -168,39 +169,60 @@ def test_uefi_secure_boot_and_vtpm_are_seen_from_inside(lab):
 
     secure = deploy(UEFI="SECURE", tpmmodel="tpm-crb")
     legacy = deploy(UEFI="LEGACY", tpmversion="1.2", tpmmodel="tpm-tis")
+    tis2 = deploy(tpmversion="2.0", tpmmodel="tpm-tis")
     bios = deploy()
     seen = {}
-    for vm in (secure, legacy, bios):
+    for vm in (secure, legacy, tis2, bios):
         inst = vm["instancename"]
         wait_console(lab.agent, inst, r"ORRERY-GUEST-TPM=\S+", timeout=300)
+        if vm in (secure, tis2):
+            wait_console(lab.agent, inst, r"ORRERY-GUEST-TPM-NV=\S+", timeout=120)
         text = lab.agent.console(inst)
         seen[vm["id"]] = [line for line in text.splitlines()
                           if line.startswith(("ORRERY-GUEST-FIRMWARE", "ORRERY-GUEST-SECUREBOOT",
                                               "ORRERY-GUEST-TPM"))]
+    nv = {}
+    for vm in (secure, tis2):
+        lines = seen[vm["id"]]
+        assert lines[-1].startswith("ORRERY-GUEST-TPM-NV=new:"), seen
+        nv[vm["id"]] = lines.pop()[len("ORRERY-GUEST-TPM-NV=new:"):]
+        assert re.fullmatch(r"[0-9a-f]{16}", nv[vm["id"]]), seen
     assert seen[secure["id"]] == ["ORRERY-GUEST-FIRMWARE=uefi", "ORRERY-GUEST-SECUREBOOT=enabled",
                                   "ORRERY-GUEST-TPM=2"], seen
     assert seen[legacy["id"]] == ["ORRERY-GUEST-FIRMWARE=uefi", "ORRERY-GUEST-SECUREBOOT=disabled",
                                   "ORRERY-GUEST-TPM=1"], seen
+    assert seen[tis2["id"]] == ["ORRERY-GUEST-FIRMWARE=bios", "ORRERY-GUEST-SECUREBOOT=none",
+                                "ORRERY-GUEST-TPM=2"], seen
     assert seen[bios["id"]] == ["ORRERY-GUEST-FIRMWARE=bios", "ORRERY-GUEST-SECUREBOOT=none",
                                 "ORRERY-GUEST-TPM=none"], seen
     xml = virsh("dumpxml", secure["instancename"])
     assert "secure='yes'" in xml and "tpm-crb" in xml and "<smm state='on'/>" in xml, xml
+    assert "tpm-tis" in virsh("dumpxml", tis2["instancename"])
 
-    # The TPM's state and the UEFI variables outlive a stop and start.
+    # The TPM's state and the UEFI variables outlive a stop and start: the
+    # files stay, and the value the guest wrote into the TPM's NV index at
+    # its first boot is read back inside it at the next.
     state = swtpm_state(secure["id"])
     files = sorted(p.relative_to(state) for p in state.rglob("*") if p.is_file())
     assert files, f"no swtpm state under {state}"
-    lab.api.stopVirtualMachine(id=secure["id"])
+    for vm in (secure, tis2):
+        lab.api.stopVirtualMachine(id=vm["id"])
     assert state.is_dir() and sorted(p.relative_to(state) for p in state.rglob("*")
                                      if p.is_file()) == files
-    lab.api.startVirtualMachine(id=secure["id"])
-    wait_for(lambda: lab.agent.console(secure["instancename"]).count("ORRERY-GUEST-TPM=2") >= 2,
-             300, lambda: lab.agent.console(secure["instancename"])[-2000:])
+    for vm in (secure, tis2):
+        lab.api.startVirtualMachine(id=vm["id"])
+    for vm in (secure, tis2):
+        inst = vm["instancename"]
+        wait_for(lambda: lab.agent.console(inst).count("ORRERY-GUEST-TPM-NV=") >= 2,
+                 300, lambda: lab.agent.console(inst)[-2000:])
+        last = [line for line in lab.agent.console(inst).splitlines()
+                if line.startswith("ORRERY-GUEST-TPM-NV=")][-1]
+        assert last == f"ORRERY-GUEST-TPM-NV=kept:{nv[vm['id']]}", last
     nvram = list((lab.agent.state_dir / "nvram").glob(f"{secure['instancename']}*"))
     assert nvram, "no NVRAM for the UEFI instance"
 
     # Expunged: the TPM state and the variable store go with the instance.
-    for vm in (secure, legacy, bios):
+    for vm in (secure, legacy, tis2, bios):
         lab.api.destroyVirtualMachine(id=vm["id"], expunge=True)
     assert not state.exists()
     assert not list((lab.agent.state_dir / "nvram").glob(f"{secure['instancename']}*"))

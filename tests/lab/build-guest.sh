@@ -29,6 +29,9 @@
 #   ORRERY-GUEST-SECUREBOOT=<state>   UEFI's SecureBoot variable: enabled,
 #                                     disabled (or none under BIOS)
 #   ORRERY-GUEST-TPM=<n|none>         a TPM's major version, when one is there
+#   ORRERY-GUEST-TPM-NV=<new|kept>:<hex>  TPM 2.0 only: an NV index's value,
+#                                     kept from an earlier boot or new (this
+#                                     boot defined it with a random value)
 #   ORRERY-GUEST-CPU=<model name>     the first CPU's model name
 #   ORRERY-GUEST-USERDATA-BEGIN/END   user data that is a script ran; its
 #                                     output is printed between the two
@@ -386,6 +389,45 @@ read_config_drive() {
     esac
 }
 
+# TPM 2.0 commands as hex (xxd -r -p skips the spaces): one 8-byte NV
+# index, 0x01500016, readable and writable with its own empty password
+# (a TPM_RS_PW session), defined under the owner hierarchy, whose password
+# swtpm leaves empty. A value written there is only still there after a
+# restart if the host kept the TPM's state.
+TPM_PW_SESSION="00000009 40000009 0000 00 0000"
+TPM_NV="01500016 01500016"
+TPM_NV_READ="8002 00000023 0000014e $TPM_NV $TPM_PW_SESSION 0008 0000"
+TPM_NV_DEFINE="8002 0000002d 0000012a 40000001 $TPM_PW_SESSION 0000 000e 01500016 000b 02040004 0000 0008"
+TPM_NV_WRITE="8002 0000002b 00000137 $TPM_NV $TPM_PW_SESSION 0008"
+
+# One command to /dev/tpm0, written whole and answered on the same open
+# file; prints the response as hex (response code at characters 12-19).
+tpm_cmd() {
+    exec 3<>/dev/tpm0 || return 1
+    printf '%s' "$1" | xxd -r -p >&3
+    dd bs=4096 count=1 <&3 2>/dev/null | od -An -v -tx1 | tr -d ' \n'
+    exec 3>&-
+}
+
+# ORRERY-GUEST-TPM-NV=kept:<hex> when the index was already there, new:<hex>
+# when this boot defined it with a random value.
+report_tpm_nv() {
+    r=$(tpm_cmd "$TPM_NV_READ")
+    state=kept
+    if [ "${r:12:8}" != 00000000 ]; then
+        state=new
+        v=$(dd if=/dev/urandom bs=8 count=1 2>/dev/null | od -An -v -tx1 | tr -d ' \n')
+        d=$(tpm_cmd "$TPM_NV_DEFINE")
+        w=$(tpm_cmd "$TPM_NV_WRITE $v 0000")
+        r=$(tpm_cmd "$TPM_NV_READ")
+    fi
+    if [ "${r:12:8}" = 00000000 ]; then
+        say "ORRERY-GUEST-TPM-NV=$state:${r:32:16}"
+    else
+        say "ORRERY-GUEST-TPM-NV=error:${d:12:8}/${w:12:8}/${r:12:8}"
+    fi
+}
+
 report_platform() {
     if [ -d /sys/firmware/efi ]; then
         say "ORRERY-GUEST-FIRMWARE=uefi"
@@ -403,7 +445,9 @@ report_platform() {
     fi
     say "ORRERY-GUEST-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
     if [ -e /dev/tpm0 ]; then
-        say "ORRERY-GUEST-TPM=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo unknown)"
+        major=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo unknown)
+        say "ORRERY-GUEST-TPM=$major"
+        [ "$major" = 2 ] && report_tpm_nv
     else
         say "ORRERY-GUEST-TPM=none"
     fi

@@ -14,6 +14,10 @@ pub struct MdevType {
     pub name: String,
     /// `available_instances`: how many more the card can create.
     pub available: u32,
+    /// Mediated devices of this type the card has now (its `devices/`):
+    /// with `available`, what the type holds in all, which stays the same
+    /// while instances come and go.
+    pub created: u32,
     pub description: String,
 }
 
@@ -97,6 +101,9 @@ fn mdev_types(dir: &Path) -> Vec<MdevType> {
                 available: read_trim(&p.join("available_instances"))
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0),
+                created: std::fs::read_dir(p.join("devices"))
+                    .map(|d| d.flatten().count() as u32)
+                    .unwrap_or(0),
                 description: read_trim(&p.join("description")).unwrap_or_default(),
                 type_id,
             }
@@ -155,6 +162,7 @@ pub(crate) mod fixture {
             std::fs::write(p.join("available_instances"), format!("{avail}\n")).unwrap();
             std::fs::write(p.join("description"), "num_heads=4\n").unwrap();
             std::fs::write(p.join("device_api"), "vfio-pci\n").unwrap();
+            std::fs::create_dir_all(p.join("devices")).unwrap();
         }
         dev("0000:18:00.0", "0x020000", "0x8086", "0x1572", "i40e", 12);
         std::fs::create_dir_all(root.join("bus/pci/devices/0000:00:1f.4")).unwrap();
@@ -185,6 +193,19 @@ mod tests {
             ("nvidia-222", "GRID T4-1B", 16)
         );
         assert_eq!(t[1].available, 2);
+        assert_eq!(t[1].created, 0);
+        // One made: the card has one fewer to offer and counts the one made.
+        let ty = dir
+            .path()
+            .join("bus/pci/devices/0000:af:00.0/mdev_supported_types/nvidia-231");
+        std::fs::write(ty.join("available_instances"), "1\n").unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("bus/mdev/devices/x"),
+            ty.join("devices/0b5ca1ee-0000-4000-8000-000000000001"),
+        )
+        .unwrap();
+        let t = &discover(dir.path())[2].mdev_types[1];
+        assert_eq!((t.available, t.created), (1, 1));
     }
 
     #[test]

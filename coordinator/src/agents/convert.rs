@@ -159,6 +159,7 @@ pub fn report(h: &pb::Hello) -> HostReport {
                 "driver": g.driver, "iommu_group": g.iommu_group,
                 "mdev_types": g.mdev_types.iter().map(|t| serde_json::json!({
                     "type_id": t.type_id, "name": t.name, "available": t.available,
+                    "created": t.created,
                     "description": t.description,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),

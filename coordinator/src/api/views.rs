@@ -601,7 +601,7 @@ pub async fn host(svc: &Service, h: &Host) -> Result<Value, ApiError> {
     let (mem, cpu) = svc.host_allocation(h.id).await?;
     let total = (h.cpu_number * h.cpu_speed).max(1);
     let (gpu_groups, gpu_total) =
-        crate::service::gpus::groups(h.facts.as_ref(), svc.gpus_used_on(h));
+        crate::service::gpus::groups(h.facts.as_ref(), &svc.gpus_used_on(h));
     Ok(Obj::new()
         .s("id", &h.uuid)
         .s("name", &h.name)

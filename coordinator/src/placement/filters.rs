@@ -80,6 +80,7 @@ pub(crate) fn evaluate<S: Sink>(cx: &Cx<'_>, hi: usize, sink: &mut S) -> bool {
         host_tags,
         gpu,
         features,
+        vgpu,
         cpu_capability,
         max_guests,
         strict_affinity,
@@ -220,6 +221,27 @@ pub(crate) fn gpu<S: Sink>(cx: &Cx<'_>, hi: usize, sink: &mut S) -> bool {
     false
 }
 
+/// A vGPU offering needs a device of its type the host's cards can still
+/// make: what they hold in all, less what its instances hold.
+pub(crate) fn vgpu<S: Sink>(cx: &Cx<'_>, hi: usize, sink: &mut S) -> bool {
+    let Some(t) = cx.req.vgpu_type.as_deref() else {
+        return true;
+    };
+    // No such type at all is the feature filter's reason.
+    let Some(cap) = cx.snap.hosts()[hi].vgpu.iter().find(|v| v.is(t)) else {
+        return true;
+    };
+    let used = cx.snap.vgpus_on(hi, cap, cx.req.vm_id);
+    if used < cap.max {
+        return true;
+    }
+    sink.reject(|| Reason::Vgpu {
+        vgpu_type: t.to_string(),
+        max: cap.max,
+    });
+    false
+}
+
 /// UEFI, secure boot and vTPM need the host's firmware and swtpm.
 pub(crate) fn features<S: Sink>(cx: &Cx<'_>, hi: usize, sink: &mut S) -> bool {
     let h = &cx.snap.hosts()[hi];
@@ -234,7 +256,7 @@ pub(crate) fn features<S: Sink>(cx: &Cx<'_>, hi: usize, sink: &mut S) -> bool {
         (
             r.vgpu_type
                 .as_ref()
-                .is_some_and(|t| !h.vgpu_types.iter().any(|v| v.eq_ignore_ascii_case(t))),
+                .is_some_and(|t| !h.vgpu.iter().any(|v| v.is(t))),
             "the offering's vGPU type",
         ),
     ];

@@ -43,7 +43,7 @@ pub use reject::{Level, Reason, Rejection, RejectionGroup};
 pub use request::Request;
 pub use snapshot::{
     AffinityGroup, AffinityKind, AllocationState, CapacityType, Cluster, Host, HostStatus, Id,
-    Instance, Pod, ResourceState, Settings, Snapshot, SnapshotParts, Zone,
+    Instance, Pod, ResourceState, Settings, Snapshot, SnapshotParts, VgpuCapacity, Zone,
 };
 
 use filters::{First, Sink, Verdict as Pass};

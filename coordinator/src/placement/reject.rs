@@ -93,6 +93,12 @@ pub enum Reason {
         need: u32,
         free: u32,
     },
+    /// Every device of the offering's vGPU type the host's cards hold is
+    /// in use.
+    Vgpu {
+        vgpu_type: String,
+        max: u32,
+    },
     /// The instance boots with UEFI (`secure`: with secure boot) or has a
     /// vTPM, which the host's firmware or emulator does not offer.
     MissingFeature {
@@ -136,6 +142,7 @@ impl Reason {
             AntiAffinity { group, .. } => (17, *group, 0, ""),
             Affinity { group, .. } => (18, *group, 0, ""),
             MissingFeature { feature } => (19, 0, 0, feature),
+            Vgpu { vgpu_type, max } => (20, i64::from(*max), 0, vgpu_type),
         }
     }
 
@@ -238,6 +245,9 @@ impl Reason {
             MissingFeature { feature } => write!(f, "the host offers no {feature}"),
             Gpu { need, free: fr } => {
                 write!(f, "not enough free GPUs (need {need}, {free} {fr})")
+            }
+            Vgpu { vgpu_type, max } => {
+                write!(f, "all {max} vGPUs of type '{vgpu_type}' in use")
             }
             AntiAffinity { .. } => {
                 write!(f, "host anti-affinity with ")?;

@@ -296,9 +296,25 @@ pub struct Host {
     pub uefi: bool,
     pub secure_boot: bool,
     pub tpm: bool,
-    /// vGPU (mediated device) types the host's cards offer, by type id and
-    /// by name.
-    pub vgpu_types: Vec<String>,
+    /// vGPU (mediated device) types the host's cards offer, with how many
+    /// of each they hold.
+    pub vgpu: Vec<VgpuCapacity>,
+}
+
+/// One vGPU (mediated device) type a host's cards offer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VgpuCapacity {
+    /// What an offering may call it: the type id and the type's name.
+    pub names: Vec<String>,
+    /// How many the cards hold in all, made and still to make.
+    pub max: u32,
+}
+
+impl VgpuCapacity {
+    /// Whether `name` (compared case-insensitively) is this type.
+    pub fn is(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
 }
 
 /// An instance that holds, or belongs to groups that constrain, placement.
@@ -312,6 +328,8 @@ pub struct Instance {
     pub cpu_speed_mhz: u32,
     pub memory_mb: u64,
     pub gpu_count: u32,
+    /// The vGPU type it holds on its host, if any.
+    pub vgpu_type: Option<String>,
     pub affinity_group_ids: Vec<Id>,
     pub os_category: Option<Id>,
 }
@@ -380,6 +398,23 @@ pub(crate) struct Usage {
     pub mem_mb: u64,
     pub gpus: u32,
     pub instances: u32,
+}
+
+impl Snapshot {
+    /// Instances on host `hi` holding a vGPU of type `t` (any of its
+    /// names), leaving out `except`. Only vGPU requests ask, so a scan of
+    /// the host's instances is cheaper than keeping an index for it.
+    pub(crate) fn vgpus_on(&self, hi: usize, t: &VgpuCapacity, except: Option<Id>) -> u32 {
+        self.instances
+            .iter()
+            .zip(&self.idx.instance_host)
+            .filter(|(i, h)| {
+                **h == Some(hi as u32)
+                    && Some(i.id) != except
+                    && i.vgpu_type.as_deref().is_some_and(|v| t.is(v))
+            })
+            .count() as u32
+    }
 }
 
 /// A cluster's raw (not over-provisioned) totals and what is allocated in it,

@@ -512,6 +512,59 @@ fn gpu_offerings_need_free_devices() {
 }
 
 #[test]
+fn vgpu_offerings_need_a_free_device_of_their_type() {
+    let cap = |max| VgpuCapacity {
+        names: vec!["nvidia-231".into(), "GRID T4-8Q".into()],
+        max,
+    };
+    let mut hs = vec![host(1, 1), host(2, 1), host(3, 1)];
+    hs[1].vgpu = vec![cap(1)];
+    hs[2].vgpu = vec![cap(2)];
+    let mut p = parts(hs);
+    // Host 2's one 8Q is held (the offering named the type by its name).
+    let mut g = inst(9, 2, 2);
+    g.vgpu_type = Some("grid t4-8q".into());
+    p.instances = vec![g];
+    let s = Snapshot::new(p.clone());
+    let mut r = req();
+    r.vgpu_type = Some("nvidia-231".into());
+    assert_eq!(chosen(&s, &r), 3);
+    assert_eq!(
+        reasons(&s, &r, 1),
+        vec![Reason::MissingFeature {
+            feature: "the offering's vGPU type"
+        }]
+    );
+    assert_eq!(
+        reasons(&s, &r, 2),
+        vec![Reason::Vgpu {
+            vgpu_type: "nvidia-231".into(),
+            max: 1
+        }]
+    );
+    // The instance that holds it may start there again.
+    r.vm_id = Some(9);
+    assert!(reasons(&s, &r, 2).is_empty());
+    // Host 3 full too: nowhere, and the text says why.
+    r.vm_id = None;
+    let mut a = inst(10, 3, 2);
+    a.vgpu_type = Some("nvidia-231".into());
+    let mut b = inst(11, 3, 2);
+    b.vgpu_type = Some("GRID T4-8Q".into());
+    p.instances.extend([a, b]);
+    let s = Snapshot::new(p);
+    let err = plan(&s, &r, ff()).unwrap_err().to_string();
+    assert!(
+        err.contains("all 1 vGPUs of type 'nvidia-231' in use"),
+        "{err}"
+    );
+    assert!(
+        err.contains("all 2 vGPUs of type 'nvidia-231' in use"),
+        "{err}"
+    );
+}
+
+#[test]
 fn max_guests_caps_a_host() {
     let mut hs = vec![host(1, 1), host(2, 1)];
     hs[0].max_guests = Some(2);

@@ -54,6 +54,7 @@ fn holding(vm: &Vm) -> Option<(i64, pl::Instance)> {
             cpu_speed_mhz: vm.cpu_speed.max(0) as u32,
             memory_mb: vm.memory.max(0) as u64,
             gpu_count: vm.gpu_count.max(0) as u32,
+            vgpu_type: vm.vgpu_type.clone(),
             affinity_group_ids: vm.affinity_group_ids.clone(),
             os_category: None,
         },

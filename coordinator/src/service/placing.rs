@@ -99,7 +99,7 @@ impl Service {
                     uefi: host_feature(h, Feature::Uefi),
                     secure_boot: host_feature(h, Feature::SecureBoot),
                     tpm: host_feature(h, Feature::Tpm),
-                    vgpu_types: super::gpus::vgpu_types(h.facts.as_ref()),
+                    vgpu: super::gpus::vgpu_capacity(h.facts.as_ref()),
                 })
                 .collect(),
             instances: self.capacity.instances(zone_id),

@@ -397,6 +397,7 @@ impl Service {
             BTreeMap::new()
         };
         let (new_id, dynamic) = (new.id, new.dynamic_scaling);
+        let vgpu = new.vgpu_type.clone();
         let gpus = if new.vgpu_type.is_some() {
             0
         } else {
@@ -415,6 +416,7 @@ impl Service {
                 // An instance is only scalable while its offering allows it.
                 v.dynamically_scalable = v.dynamically_scalable && dynamic;
                 v.gpu_count = gpus;
+                v.vgpu_type = vgpu.clone();
             })
             .await?;
         self.record(

@@ -366,6 +366,7 @@ impl Service {
             } else {
                 a.offering.gpu_count
             },
+            vgpu_type: a.offering.vgpu_type.clone(),
         };
         let vol_ids = self.store.allocate_ids(Kind::Volume, 2).await?;
         let root = Volume {

@@ -715,6 +715,10 @@ pub struct Vm {
     /// Whole GPUs its offering gives it (held on its host while it runs).
     #[serde(default)]
     pub gpu_count: i64,
+    /// The vGPU type its offering gives it (one mediated device, held on
+    /// its host while it runs), by the name the offering uses.
+    #[serde(default)]
+    pub vgpu_type: Option<String>,
 }
 entity!(Vm, Kind::Vm, |s| Index {
     name: Some(s.name.clone()),
