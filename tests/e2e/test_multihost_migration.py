@@ -85,6 +85,32 @@ def test_live_migration_moves_a_running_guest_over_tls(mlab):
     mlab.env["moved"] = vm
 
 
+def test_a_vtpm_moves_with_its_guest(mlab):
+    """The TPM's state goes with a live migration: the value the guest put
+    into its NV index on h1 is read back inside it after a stop and start on
+    h3, and h1 keeps no copy."""
+    vm = mlab.deploy(unique("tpm"), "h1", **{"details[0].tpmversion": "2.0",
+                                              "details[0].tpmmodel": "tpm-tis"})
+    name = vm["instancename"]
+    first = mlab.wait_console("h1", name, r"ORRERY-GUEST-TPM-NV=\S+", timeout=180)
+    assert first.startswith("ORRERY-GUEST-TPM-NV=new:"), first
+    value = first.split(":", 1)[1]
+    mlab.wait_console("h1", name, r"ORRERY-GUEST-TICK 2\b", timeout=120)
+    mlab.api.migrateVirtualMachine(virtualmachineid=vm["id"], hostid=mlab.host_id("h3"))
+    assert host_of(mlab, vm["id"]) == "h3"
+    state = lambda host: mlab.host_dir(host) / "libvirt-lib" / "swtpm" / vm["id"]  # noqa: E731
+    assert state("h3").is_dir() and not state("h1").exists()
+    # Off and on again there: a new swtpm reads the state from h3's disk.
+    mlab.api.stopVirtualMachine(id=vm["id"])
+    mlab.api.startVirtualMachine(id=vm["id"], hostid=mlab.host_id("h3"))
+    wait_for(lambda: mlab.console("h3", name).count("ORRERY-GUEST-TPM-NV=") >= 1, 180,
+             lambda: mlab.console("h3", name)[-2000:])
+    seen = re.findall(r"ORRERY-GUEST-TPM-NV=(\S+)", mlab.console("h3", name))
+    assert seen[-1] == f"kept:{value}", seen
+    mlab.api.destroyVirtualMachine(id=vm["id"], expunge=True)
+    assert not state("h3").exists()
+
+
 def test_findhosts_and_autoselect_stay_in_the_cluster(mlab):
     vm = mlab.env["moved"]
     candidates = mlab.api.findHostsForMigration(id=vm["id"])["host"]
