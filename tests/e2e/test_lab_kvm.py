@@ -143,6 +143,9 @@ def test_extraconfig_and_machine_type_reach_the_domain(lab):
         # The guest sees the CPU model it was given.
         cpu = wait_console(lab.agent, inst, r"ORRERY-GUEST-CPU=.*")
         assert "Westmere" in cpu, cpu
+        # And the machine type's chipset (UEFI guests, on q35, see theirs).
+        chipset = wait_console(lab.agent, inst, r"ORRERY-GUEST-CHIPSET=\S+")
+        assert chipset == "ORRERY-GUEST-CHIPSET=i440fx", chipset
         wait_console(lab.agent, inst, r"ORRERY-GUEST-IP=\S+")
         lab.api.destroyVirtualMachine(id=vm["id"], expunge=True)
     finally:
@@ -180,7 +183,7 @@ def test_uefi_secure_boot_and_vtpm_are_seen_from_inside(lab):
         text = lab.agent.console(inst)
         seen[vm["id"]] = [line for line in text.splitlines()
                           if line.startswith(("ORRERY-GUEST-FIRMWARE", "ORRERY-GUEST-SECUREBOOT",
-                                              "ORRERY-GUEST-TPM"))]
+                                              "ORRERY-GUEST-TPM", "ORRERY-GUEST-CHIPSET"))]
     nv = {}
     for vm in (secure, tis2):
         lines = seen[vm["id"]]
@@ -188,13 +191,13 @@ def test_uefi_secure_boot_and_vtpm_are_seen_from_inside(lab):
         nv[vm["id"]] = lines.pop()[len("ORRERY-GUEST-TPM-NV=new:"):]
         assert re.fullmatch(r"[0-9a-f]{16}", nv[vm["id"]]), seen
     assert seen[secure["id"]] == ["ORRERY-GUEST-FIRMWARE=uefi", "ORRERY-GUEST-SECUREBOOT=enabled",
-                                  "ORRERY-GUEST-TPM=2"], seen
+                                  "ORRERY-GUEST-CHIPSET=q35", "ORRERY-GUEST-TPM=2"], seen
     assert seen[legacy["id"]] == ["ORRERY-GUEST-FIRMWARE=uefi", "ORRERY-GUEST-SECUREBOOT=disabled",
-                                  "ORRERY-GUEST-TPM=1"], seen
+                                  "ORRERY-GUEST-CHIPSET=q35", "ORRERY-GUEST-TPM=1"], seen
     assert seen[tis2["id"]] == ["ORRERY-GUEST-FIRMWARE=bios", "ORRERY-GUEST-SECUREBOOT=none",
-                                "ORRERY-GUEST-TPM=2"], seen
+                                "ORRERY-GUEST-CHIPSET=i440fx", "ORRERY-GUEST-TPM=2"], seen
     assert seen[bios["id"]] == ["ORRERY-GUEST-FIRMWARE=bios", "ORRERY-GUEST-SECUREBOOT=none",
-                                "ORRERY-GUEST-TPM=none"], seen
+                                "ORRERY-GUEST-CHIPSET=i440fx", "ORRERY-GUEST-TPM=none"], seen
     xml = virsh("dumpxml", secure["instancename"])
     assert "secure='yes'" in xml and "tpm-crb" in xml and "<smm state='on'/>" in xml, xml
     assert "tpm-tis" in virsh("dumpxml", tis2["instancename"])

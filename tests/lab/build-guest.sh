@@ -33,6 +33,7 @@
 #                                     kept from an earlier boot or new (this
 #                                     boot defined it with a random value)
 #   ORRERY-GUEST-CPU=<model name>     the first CPU's model name
+#   ORRERY-GUEST-CHIPSET=<i440fx|q35> the machine type's chipset
 #   ORRERY-GUEST-USERDATA-BEGIN/END   user data that is a script ran; its
 #                                     output is printed between the two
 #   ORRERY-GUEST-AGENT                the QEMU guest agent (qemu-ga) serves
@@ -444,6 +445,13 @@ report_platform() {
         say "ORRERY-GUEST-SECUREBOOT=none"
     fi
     say "ORRERY-GUEST-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+    # The machine type's chipset, by its PCI host bridge (SMBIOS carries the
+    # cloud's product name instead of QEMU's).
+    case "$(cat /sys/bus/pci/devices/0000:00:00.0/vendor /sys/bus/pci/devices/0000:00:00.0/device 2>/dev/null | tr '\n' ' ')" in
+        "0x8086 0x1237 ") say "ORRERY-GUEST-CHIPSET=i440fx" ;;
+        "0x8086 0x29c0 ") say "ORRERY-GUEST-CHIPSET=q35" ;;
+        *) say "ORRERY-GUEST-CHIPSET=unknown" ;;
+    esac
     if [ -e /dev/tpm0 ]; then
         major=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo unknown)
         say "ORRERY-GUEST-TPM=$major"
