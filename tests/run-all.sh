@@ -33,6 +33,10 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         [ "$(cat tests/lab/out/guest.recipe 2>/dev/null)" != "$recipe" ]; then
         bash tests/lab/build-guest.sh
     fi
+    step "PostgreSQL for the PostgreSQL store's tests"
+    pg_url=$(bash tests/lab/postgres.sh)
+    # The Rust store tests run on both engines when this is set.
+    export ORRERY_TEST_PG="$pg_url"
 else
     echo "not root on Debian: the lab (libvirt, real guests) is skipped" >&2
 fi
@@ -51,5 +55,11 @@ esac
 export ORRERY_COORDINATOR_BIN="$target_dir/debug/orrery-coordinator"
 export ORRERY_AGENT_BIN="$target_dir/debug/orrery-agent"
 
-step "pytest tests/e2e (coordinator: $ORRERY_COORDINATOR_BIN)"
-"$VENV/bin/pytest" -q tests/e2e "$@"
+step "pytest tests/e2e on the embedded store (coordinator: $ORRERY_COORDINATOR_BIN)"
+env -u ORRERY_TEST_PG "$VENV/bin/pytest" -q tests/e2e "$@"
+
+# The same suite with every coordinator's records in PostgreSQL.
+if [ -n "${ORRERY_TEST_PG:-}" ]; then
+    step "pytest tests/e2e on PostgreSQL"
+    "$VENV/bin/pytest" -q tests/e2e "$@"
+fi

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL URL for the records (default: SQLite in the data
+    /// directory); `--store` wins.
+    pub store: Option<String>,
     pub api_listen: Option<String>,
     pub agent_listen: Option<String>,
     pub simulated_hosts: Option<usize>,

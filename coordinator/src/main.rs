@@ -8,7 +8,7 @@ use orrery_coordinator::service::agent::Simulator;
 use orrery_coordinator::service::inventory::InfraFilter;
 use orrery_coordinator::service::Service;
 use orrery_coordinator::store::records::{Cluster, Pod, Zone};
-use orrery_coordinator::store::{sqlite::SqliteStore, DynStore, Store};
+use orrery_coordinator::store::{postgres::PgStore, sqlite::SqliteStore, DynStore};
 use orrery_coordinator::{ca, config};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,11 @@ struct Cli {
     /// Configuration file (default /etc/orrery/coordinator.toml when present).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Where the records are kept: a PostgreSQL URL
+    /// (`postgres://user:password@host/database`); without it, `orrery.db`
+    /// (SQLite) in the data directory.
+    #[arg(long, global = true)]
+    store: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -116,12 +121,30 @@ enum TokenCmd {
     },
 }
 
-async fn open_store(dir: &Path) -> Result<DynStore> {
-    let store = SqliteStore::open(&dir.join("orrery.db"))
-        .await
-        .context("opening the store")?;
+async fn open_store(dir: &Path, url: Option<&str>) -> Result<DynStore> {
+    let store: DynStore = match url {
+        Some(url) => Arc::new(
+            PgStore::open(url)
+                .await
+                .context("connecting to the PostgreSQL store")?,
+        ),
+        None => Arc::new(
+            SqliteStore::open(&dir.join("orrery.db"))
+                .await
+                .context("opening the store")?,
+        ),
+    };
     store.migrate().await.context("migrating the store")?;
-    Ok(Arc::new(store))
+    Ok(store)
+}
+
+/// Whether `init` has run for this data directory: its store file, or with
+/// PostgreSQL its CA (the records are in the database).
+fn initialised(dir: &Path, url: Option<&str>) -> bool {
+    match url {
+        Some(_) => dir.join("ca.pem").exists(),
+        None => dir.join("orrery.db").exists(),
+    }
 }
 
 #[tokio::main]
@@ -135,6 +158,13 @@ async fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     let file = config::load(cli.config.as_deref())?;
+    let store_url = cli.store.clone().or(file.store.clone());
+    if let Some(u) = &store_url {
+        if !orrery_coordinator::store::postgres::is_url(u) {
+            bail!("--store must be a postgres:// URL (without it the store is orrery.db in the data directory)");
+        }
+    }
+    let store_url = store_url.as_deref();
     match cli.cmd {
         Cmd::Init {
             data_dir,
@@ -169,7 +199,10 @@ async fn main() -> Result<()> {
                 );
             }
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let store = open_store(&dir).await?;
+            let store = open_store(&dir, store_url).await?;
+            if store_url.is_some() && store.is_initialised().await? {
+                bail!("the PostgreSQL store is already initialised; refusing to touch it");
+            }
             let svc = Service::new(store, Arc::new(Simulator::new(Duration::ZERO)), dir.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!(e.text()))?;
@@ -207,6 +240,9 @@ async fn main() -> Result<()> {
             let dir = data_dir
                 .or(file.data_dir)
                 .context("--data-dir is required")?;
+            if store_url.is_some() {
+                bail!("the store is in PostgreSQL: back it up with pg_dump; this command copies SQLite stores");
+            }
             if !dir.join("orrery.db").exists() {
                 bail!("{} holds no store", dir.display());
             }
@@ -240,7 +276,7 @@ async fn main() -> Result<()> {
             let dir = data_dir
                 .or(file.data_dir)
                 .context("--data-dir is required")?;
-            if !dir.join("orrery.db").exists() {
+            if !initialised(&dir, store_url) {
                 bail!(
                     "{} is not initialised; run `orrery-coordinator init --data-dir {}` first",
                     dir.display(),
@@ -253,7 +289,7 @@ async fn main() -> Result<()> {
             let agent_listen = agent_listen
                 .or(file.agent_listen)
                 .unwrap_or_else(|| "0.0.0.0:8250".into());
-            let store = open_store(&dir).await?;
+            let store = open_store(&dir, store_url).await?;
             let delay = Duration::from_millis(file.simulator_delay_ms.unwrap_or(200));
             let hub = Arc::new(Hub::new());
             let router = Router {
@@ -382,7 +418,7 @@ async fn main() -> Result<()> {
             let dir = data_dir
                 .or(file.data_dir)
                 .context("--data-dir is required")?;
-            if !dir.join("orrery.db").exists() {
+            if !initialised(&dir, store_url) {
                 bail!("{} is not initialised", dir.display());
             }
             if ttl < 1 {
@@ -391,7 +427,7 @@ async fn main() -> Result<()> {
             if count < 1 {
                 bail!("--count must be at least 1");
             }
-            let store = open_store(&dir).await?;
+            let store = open_store(&dir, store_url).await?;
             let svc = Service::new(store, Arc::new(Simulator::new(Duration::ZERO)), dir.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!(e.text()))?;

@@ -168,7 +168,8 @@ def ssh(ip: str, key: Path, command: str, check: bool = True,
 
 def token(coordinator: Coordinator, *extra: str) -> str:
     result = subprocess.run(
-        [str(coordinator.binary), "token", "create", "--data-dir", str(coordinator.data_dir),
+        [str(coordinator.binary), *coordinator.store_args, "token", "create",
+         "--data-dir", str(coordinator.data_dir),
          *extra], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise AssertionError(f"token create: {result.stderr}")

@@ -72,6 +72,23 @@ class CoordinatorError(RuntimeError):
     pass
 
 
+def pg_admin_url() -> str | None:
+    """A PostgreSQL superuser's URL (tests/lab/postgres.sh prints one): when
+    set, every coordinator the tests start keeps its records in a database
+    of its own there instead of SQLite."""
+    return os.environ.get("ORRERY_TEST_PG") or None
+
+
+def new_pg_database() -> str:
+    """Creates an empty database on the test server; returns its URL."""
+    admin = pg_admin_url()
+    assert admin, "ORRERY_TEST_PG is not set"
+    name = f"orrery_{uuid.uuid4().hex[:16]}"
+    subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {name}"], check=True,
+                   capture_output=True, timeout=60)
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
 class Coordinator:
     """One coordinator process with its own data directory."""
 
@@ -96,6 +113,13 @@ class Coordinator:
         self.apikey: str | None = None
         self.secretkey: str | None = None
         self.init_output: dict | None = None
+        # The records' PostgreSQL database, when the tests run on PostgreSQL.
+        self.store_url: str | None = new_pg_database() if pg_admin_url() else None
+
+    @property
+    def store_args(self) -> list[str]:
+        """The global flag that points a coordinator command at the store."""
+        return ["--store", self.store_url] if self.store_url else []
 
     # -- process control --------------------------------------------------
 
@@ -109,7 +133,7 @@ class Coordinator:
         self.check_binary()
         self.base_dir.mkdir(parents=True, exist_ok=True)
         return subprocess.run(
-            [str(self.binary), "init", "--data-dir", str(self.data_dir)],
+            [str(self.binary), *self.store_args, "init", "--data-dir", str(self.data_dir)],
             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
     def init(self) -> dict:
@@ -153,7 +177,7 @@ class Coordinator:
                 log.write(f"\n===== serve on port {self.port} =====\n".encode())
                 log.flush()
                 self.proc = subprocess.Popen(
-                    [str(self.binary)] + config_args
+                    [str(self.binary)] + config_args + self.store_args
                     + ["serve", "--data-dir", str(self.data_dir),
                        "--api-listen", f"127.0.0.1:{self.port}",
                        "--agent-listen", f"{self.agent_listen_host}:{self.agent_port}",

@@ -100,7 +100,12 @@ def test_enrolment_writes_private_credentials_and_is_accepted(coord, tmp_path):
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == \
         f"host-{agent.host_id()}"
     # The key was made on the host; the coordinator only ever saw a CSR.
-    assert b"PRIVATE KEY" not in (coord.data_dir / "orrery.db").read_bytes()
+    if coord.store_url:
+        stored = subprocess.run(["pg_dump", coord.store_url], capture_output=True,
+                                check=True, timeout=60).stdout
+    else:
+        stored = (coord.data_dir / "orrery.db").read_bytes()
+    assert stored and b"PRIVATE KEY" not in stored
     r = ping(agent)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["accepted"] is True

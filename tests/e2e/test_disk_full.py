@@ -41,6 +41,9 @@ def test_nothing_stays_pending_after_the_disk_was_full(tmp_path):
     # The log stays off the small disk; the data directory is on it.
     coordinator = Coordinator(tmp_path / "c", hosts=2)
     coordinator.data_dir = disk / "data"
+    # The disk that fills is the data directory's: the embedded store's,
+    # whichever store the other tests run on.
+    coordinator.store_url = None
     try:
         coordinator.init()
         coordinator.start()

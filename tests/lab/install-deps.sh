@@ -61,6 +61,10 @@ PACKAGES=(
     novnc
     # systemd-analyze checks the packages' units (nothing starts systemd).
     systemd
+    # The PostgreSQL store: the server the tests start by hand
+    # (tests/lab/postgres.sh), and psql/pg_dump.
+    postgresql
+    postgresql-client
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -6,8 +6,12 @@
 //! state change of an instance and everything that goes with it land together or
 //! not at all.
 
+#[cfg(test)]
+mod engine_tests;
 pub mod observed;
+pub mod postgres;
 pub mod records;
+mod sql;
 pub mod sqlite;
 pub mod stats;
 mod writer;
@@ -249,6 +253,52 @@ pub enum Op {
         kind: Kind,
         id: i64,
     },
+}
+
+impl Op {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Op::Insert { kind, .. } | Op::Update { kind, .. } | Op::Delete { kind, .. } => *kind,
+        }
+    }
+}
+
+/// Ids reserved in the database but not handed out yet, per kind: the next
+/// id and the end of the block (exclusive). Reserving a block at a time
+/// keeps id allocation off the write path; ids left in a block when the
+/// process stops are simply never used.
+#[derive(Default)]
+pub(crate) struct IdBlocks(tokio::sync::Mutex<std::collections::HashMap<Kind, (i64, i64)>>);
+
+/// Ids reserved per database write.
+pub(crate) const ID_BLOCK: i64 = 64;
+
+impl IdBlocks {
+    /// `n` consecutive ids of `kind`, from the current block or from a new
+    /// one `reserve(kind, size)` takes from the database.
+    pub(crate) async fn take<F, Fut>(
+        &self,
+        kind: Kind,
+        n: i64,
+        reserve: F,
+    ) -> Result<i64, StoreError>
+    where
+        F: FnOnce(Kind, i64) -> Fut,
+        Fut: std::future::Future<Output = Result<i64, StoreError>>,
+    {
+        let mut blocks = self.0.lock().await;
+        if let Some((next, end)) = blocks.get_mut(&kind) {
+            if *next + n <= *end {
+                let first = *next;
+                *next += n;
+                return Ok(first);
+            }
+        }
+        let want = n.max(ID_BLOCK);
+        let first = reserve(kind, want).await?;
+        blocks.insert(kind, (first + n, first + want));
+        Ok(first)
+    }
 }
 
 #[async_trait]

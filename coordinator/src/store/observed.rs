@@ -12,12 +12,6 @@ pub trait CommitObserver: Send + Sync {
     fn committed(&self, ops: &[Op]);
 }
 
-fn op_kind(op: &Op) -> Kind {
-    match op {
-        Op::Insert { kind, .. } | Op::Update { kind, .. } | Op::Delete { kind, .. } => *kind,
-    }
-}
-
 pub struct ObservedStore {
     inner: DynStore,
     observer: Arc<dyn CommitObserver>,
@@ -56,7 +50,7 @@ impl Store for ObservedStore {
         // The observer's share of the ops is copied; the store consumes them.
         let copy: Vec<Op> = ops
             .iter()
-            .filter(|o| self.observer.wants(op_kind(o)))
+            .filter(|o| self.observer.wants(Op::kind(o)))
             .cloned()
             .collect();
         self.inner.commit(ops).await?;

@@ -3,10 +3,10 @@
 //! `writer`); reads use a small pool of connections of their own, each query
 //! run on a blocking thread.
 
+use super::sql::{self, Dialect};
 use super::writer::Writer;
 use super::*;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,18 +15,11 @@ use std::time::Duration;
 pub struct SqliteStore {
     path: PathBuf,
     readers: Readers,
-    /// Ids reserved in the database but not handed out yet, per kind: the
-    /// next id and the end of the block (exclusive). Reserving a block per
-    /// write keeps id allocation off the single writer; ids left in a block
-    /// when the process stops are simply never used.
-    id_blocks: tokio::sync::Mutex<HashMap<Kind, (i64, i64)>>,
+    id_blocks: IdBlocks,
     generations: Arc<Vec<AtomicU64>>,
     /// Applies commits and id reservations (see `writer`).
     rows: Writer,
 }
-
-/// Ids reserved per database write.
-const ID_BLOCK: i64 = 64;
 
 /// Read connections kept open.
 const READERS: usize = 4;
@@ -128,7 +121,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_path_buf(),
             readers: Readers::new(path),
-            id_blocks: tokio::sync::Mutex::new(HashMap::new()),
+            id_blocks: IdBlocks::default(),
             generations,
             rows,
         })
@@ -151,6 +144,19 @@ fn to_row(r: &rusqlite::Row<'_>) -> Result<Row, rusqlite::Error> {
     })
 }
 
+/// A store migrated by a newer coordinator is refused rather than served
+/// with a schema this binary does not know.
+pub(crate) fn check_not_newer(current: i64) -> Result<(), StoreError> {
+    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    if current > known {
+        return Err(StoreError::Db(format!(
+            "the store's schema is version {current}, newer than this coordinator's {known}: \
+             run the newer coordinator (or restore a backup taken before the upgrade)"
+        )));
+    }
+    Ok(())
+}
+
 /// Applies the migrations newer than the schema's version, each with its
 /// version row in one transaction.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -163,6 +169,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             |r| r.get(0),
         )
         .map_err(db)?;
+    check_not_newer(current)?;
     for (v, sql) in MIGRATIONS {
         if *v <= current {
             continue;
@@ -176,76 +183,6 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-/// Builds a WHERE clause with `?` placeholders and the values to bind.
-fn where_clause(conds: &[Cond]) -> (String, Vec<Val>) {
-    let mut parts = Vec::new();
-    let mut binds = Vec::new();
-    for c in conds {
-        match c {
-            Cond::Eq(col, v) => {
-                parts.push(format!("{} = ?", col.sql()));
-                binds.push(v.clone());
-            }
-            Cond::Ne(col, v) => {
-                parts.push(format!("({0} IS NULL OR {0} <> ?)", col.sql()));
-                binds.push(v.clone());
-            }
-            Cond::Le(col, v) => {
-                parts.push(format!("{} <= ?", col.sql()));
-                binds.push(v.clone());
-            }
-            Cond::In(col, vs) => {
-                if vs.is_empty() {
-                    parts.push("0".into());
-                } else {
-                    parts.push(format!(
-                        "{} IN ({})",
-                        col.sql(),
-                        vec!["?"; vs.len()].join(",")
-                    ));
-                    binds.extend(vs.iter().cloned());
-                }
-            }
-            Cond::NotIn(col, vs) => {
-                if !vs.is_empty() {
-                    parts.push(format!(
-                        "({0} IS NULL OR {0} NOT IN ({1}))",
-                        col.sql(),
-                        vec!["?"; vs.len()].join(",")
-                    ));
-                    binds.extend(vs.iter().cloned());
-                }
-            }
-            Cond::IsNull(col) => parts.push(format!("{} IS NULL", col.sql())),
-            Cond::NotNull(col) => parts.push(format!("{} IS NOT NULL", col.sql())),
-            Cond::Contains(cols, s) => {
-                let escaped = s
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
-                let pat = format!("%{}%", escaped.to_lowercase());
-                let ors: Vec<String> = cols
-                    .iter()
-                    .map(|c| format!("lower({}) LIKE ? ESCAPE '\\'", c.sql()))
-                    .collect();
-                for _ in cols {
-                    binds.push(Val::S(pat.clone()));
-                }
-                parts.push(format!("({})", ors.join(" OR ")));
-            }
-            Cond::EqNoCase(col, s) => {
-                parts.push(format!("lower({}) = ?", col.sql()));
-                binds.push(Val::S(s.to_lowercase()));
-            }
-        }
-    }
-    if parts.is_empty() {
-        (String::new(), binds)
-    } else {
-        (format!(" WHERE {}", parts.join(" AND ")), binds)
-    }
 }
 
 #[async_trait]
@@ -293,18 +230,7 @@ impl Store for SqliteStore {
     }
 
     async fn find(&self, kind: Kind, q: &Query) -> Result<(Vec<Row>, u64), StoreError> {
-        let (w, binds) = where_clause(&q.conds);
-        let order = if q.descending { "DESC" } else { "ASC" };
-        let t = kind.table();
-        let sql = match q.page {
-            // The page's ids come from an index first, so rows skipped by the
-            // offset are never read; only the page's records are.
-            Some((off, lim)) => format!(
-                "SELECT id, uuid, version, data FROM {t} WHERE id IN \
-                 (SELECT id FROM {t}{w} ORDER BY id {order} LIMIT {lim} OFFSET {off}) ORDER BY id {order}"
-            ),
-            None => format!("SELECT id, uuid, version, data FROM {t}{w} ORDER BY id {order}"),
-        };
+        let (sql, binds) = sql::find(kind, q, Dialect::Sqlite);
         let values: Vec<rusqlite::types::Value> = binds.iter().map(sql_val).collect();
         let rows: Vec<Row> = self
             .readers
@@ -314,20 +240,15 @@ impl Store for SqliteStore {
                 rows.collect()
             })
             .await?;
-        let total = match q.page {
-            _ if q.skip_count => rows.len() as u64,
-            Some((off, lim)) if !(rows.is_empty() && off > 0) && (rows.len() as u64) < lim => {
-                off + rows.len() as u64
-            }
-            None => rows.len() as u64,
-            _ => self.count(kind, q).await?,
+        let total = match sql::total_known(q, rows.len()) {
+            Some(t) => t,
+            None => self.count(kind, q).await?,
         };
         Ok((rows, total))
     }
 
     async fn count(&self, kind: Kind, q: &Query) -> Result<u64, StoreError> {
-        let (w, binds) = where_clause(&q.conds);
-        let sql = format!("SELECT COUNT(*) FROM {}{}", kind.table(), w);
+        let (sql, binds) = sql::count(kind, q, Dialect::Sqlite);
         let values: Vec<rusqlite::types::Value> = binds.iter().map(sql_val).collect();
         let n: i64 = self
             .readers
@@ -340,18 +261,9 @@ impl Store for SqliteStore {
     }
 
     async fn allocate_ids(&self, kind: Kind, n: i64) -> Result<i64, StoreError> {
-        let mut blocks = self.id_blocks.lock().await;
-        if let Some((next, end)) = blocks.get_mut(&kind) {
-            if *next + n <= *end {
-                let first = *next;
-                *next += n;
-                return Ok(first);
-            }
-        }
-        let want = n.max(ID_BLOCK);
-        let first = self.rows.reserve_ids(kind, want).await?;
-        blocks.insert(kind, (first + n, first + want));
-        Ok(first)
+        self.id_blocks
+            .take(kind, n, |k, want| self.rows.reserve_ids(k, want))
+            .await
     }
 
     async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {

@@ -132,7 +132,7 @@ fn apply_group(conn: &Connection, group: Vec<Request>) -> Vec<Outcome> {
         }
         let (outcome, ok) = match r {
             Request::Commit(ops, reply) => {
-                let kinds: Vec<Kind> = ops.iter().map(op_kind).collect();
+                let kinds: Vec<Kind> = ops.iter().map(Op::kind).collect();
                 let result = apply_ops(conn, ops);
                 let ok = result.is_ok();
                 (Outcome::Commit(reply, result, kinds), ok)
@@ -184,12 +184,6 @@ fn failed(o: Outcome, e: StoreError) -> Outcome {
             Outcome::Commit(reply, Err(StoreError::Db(text)), Vec::new())
         }
         Outcome::Reserve(reply, _) => Outcome::Reserve(reply, Err(StoreError::Db(text))),
-    }
-}
-
-fn op_kind(op: &Op) -> Kind {
-    match op {
-        Op::Insert { kind, .. } | Op::Update { kind, .. } | Op::Delete { kind, .. } => *kind,
     }
 }
 

@@ -29,7 +29,7 @@ async fn store(path: &Path) -> DynStore {
     Arc::new(s)
 }
 
-fn group(id: i64, name: &str) -> InstanceGroup {
+pub(super) fn group(id: i64, name: &str) -> InstanceGroup {
     InstanceGroup {
         id,
         uuid: uuid::Uuid::new_v4().to_string(),

@@ -1,0 +1,480 @@
+//! The store on PostgreSQL, for clouds that outgrow one coordinator: the
+//! same tables, columns and indexes as the embedded store (the same
+//! migrations, with 64-bit integers), the same reads (see `sql`), and each
+//! commit one PostgreSQL transaction with the same optimistic version
+//! checks. Concurrency between coordinators is PostgreSQL's: a row updated
+//! by two transactions at once fails one of them with `Conflict`, exactly as
+//! a stale version does.
+
+use super::sql::{self, Dialect};
+use super::sqlite::{check_not_newer, MIGRATIONS};
+use super::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// Connections kept open to the database.
+const POOL: usize = 8;
+
+/// The advisory lock that lets one coordinator at a time migrate.
+const MIGRATION_LOCK: i64 = 0x6f72_7265_7279;
+
+/// Whether `s` names a PostgreSQL database rather than a file.
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
+/// The database's own words: tokio-postgres' Display says only "db error".
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(d) => StoreError::Db(format!("{}: {}", d.code().code(), d.message())),
+        None => StoreError::Db(e.to_string()),
+    }
+}
+
+fn write_err(kind: Kind, id: i64, key: &str, e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Duplicate(kind, key.into()),
+        // Two coordinators writing one row at once: the loser retries as
+        // after a stale version.
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => StoreError::Conflict(kind, id),
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => StoreError::Conflict(kind, id),
+        _ => pg(e),
+    }
+}
+
+/// One connection with the statements it has prepared (each prepared once
+/// per connection, as SQLite's statement cache does).
+struct Conn {
+    client: Client,
+    stmts: HashMap<String, Statement>,
+}
+
+impl Conn {
+    async fn prepare(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let st = self.client.prepare(sql).await.map_err(pg)?;
+        self.stmts.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+}
+
+struct Pool {
+    config: tokio_postgres::Config,
+    idle: parking_lot::Mutex<Vec<Conn>>,
+    permits: Semaphore,
+}
+
+/// A connection borrowed from the pool; back in the pool when dropped,
+/// unless the server closed it.
+struct Lease<'a> {
+    pool: &'a Pool,
+    conn: Option<Conn>,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl std::ops::Deref for Lease<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.conn
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Lease<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if !c.client.is_closed() {
+                self.pool.idle.lock().push(c);
+            }
+        }
+    }
+}
+
+impl Pool {
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(pg)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        Ok(Conn {
+            client,
+            stmts: HashMap::new(),
+        })
+    }
+
+    async fn get(&self) -> Result<Lease<'_>, StoreError> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Db("the store is closed".into()))?;
+        let idle = loop {
+            let c = self.idle.lock().pop();
+            match c {
+                Some(c) if c.client.is_closed() => continue,
+                other => break other,
+            }
+        };
+        let conn = match idle {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        Ok(Lease {
+            pool: self,
+            conn: Some(conn),
+            _permit: permit,
+        })
+    }
+}
+
+pub struct PgStore {
+    pool: Pool,
+    id_blocks: IdBlocks,
+    generations: Vec<AtomicU64>,
+}
+
+impl PgStore {
+    /// Connects (once, to fail early on a wrong address or password).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Db(format!("invalid PostgreSQL URL: {e}")))?;
+        if config.get_application_name().is_none() {
+            config.application_name("orrery-coordinator");
+        }
+        let store = PgStore {
+            pool: Pool {
+                config,
+                idle: parking_lot::Mutex::new(Vec::new()),
+                permits: Semaphore::new(POOL),
+            },
+            id_blocks: IdBlocks::default(),
+            generations: Kind::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+        };
+        drop(store.pool.get().await?);
+        Ok(store)
+    }
+
+    async fn reserve(&self, kind: Kind, n: i64) -> Result<i64, StoreError> {
+        let mut c = self.pool.get().await?;
+        let init = c.prepare(&seq_init_sql(kind)).await?;
+        let bump = c.prepare(SEQ_BUMP).await?;
+        c.client
+            .execute(&init, &[&kind.table()])
+            .await
+            .map_err(pg)?;
+        let row = c
+            .client
+            .query_one(&bump, &[&kind.table(), &n])
+            .await
+            .map_err(pg)?;
+        Ok(row.get(0))
+    }
+}
+
+/// A kind's id sequence starts after the highest id its table holds.
+fn seq_init_sql(kind: Kind) -> String {
+    format!(
+        "INSERT INTO id_seq (kind, next) SELECT $1::TEXT, COALESCE(MAX(id), 0) + 1 FROM {} \
+         ON CONFLICT (kind) DO NOTHING",
+        kind.table()
+    )
+}
+
+const SEQ_BUMP: &str = "UPDATE id_seq SET next = next + $2 WHERE kind = $1 RETURNING next - $2";
+
+/// Values bound as the column's type: a number compared with a text column
+/// is compared as text, a non-number with an id column matches nothing.
+fn bind(st: &Statement, vals: &[Val]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    vals.iter()
+        .zip(st.params())
+        .map(|(v, t)| -> Box<dyn ToSql + Sync + Send> {
+            let int = *t == Type::INT8 || *t == Type::INT4 || *t == Type::INT2;
+            match (v, int) {
+                (Val::I(i), true) => Box::new(*i),
+                (Val::I(i), false) => Box::new(i.to_string()),
+                (Val::S(s), true) => Box::new(s.parse::<i64>().ok()),
+                (Val::S(s), false) => Box::new(s.clone()),
+            }
+        })
+        .collect()
+}
+
+/// An index's columns in the order both statements below bind them.
+fn index_params(i: &Index) -> [&(dyn ToSql + Sync); 12] {
+    [
+        &i.ukey,
+        &i.name,
+        &i.keyword,
+        &i.state,
+        &i.account_id,
+        &i.domain_id,
+        &i.zone_id,
+        &i.host_id,
+        &i.parent_id,
+        &i.ref_id,
+        &i.k1,
+        &i.k2,
+    ]
+}
+
+fn refs(b: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    b.iter()
+        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+fn to_row(r: &tokio_postgres::Row) -> Row {
+    Row {
+        id: r.get(0),
+        uuid: r.get(1),
+        version: r.get(2),
+        data: r.get(3),
+    }
+}
+
+fn op_sql(op: &Op) -> String {
+    match op {
+        Op::Insert { kind, .. } => format!(
+            "INSERT INTO {} (id, uuid, version, ukey, name, keyword, state, account_id, domain_id, \
+             zone_id, host_id, parent_id, ref_id, k1, k2, created, data) VALUES \
+             ($1, $2, 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            kind.table()
+        ),
+        Op::Update { kind, .. } => format!(
+            "UPDATE {} SET version = version + 1, ukey = $1, name = $2, keyword = $3, state = $4, \
+             account_id = $5, domain_id = $6, zone_id = $7, host_id = $8, parent_id = $9, \
+             ref_id = $10, k1 = $11, k2 = $12, data = $13 WHERE id = $14 AND version = $15",
+            kind.table()
+        ),
+        Op::Delete { kind, .. } => format!("DELETE FROM {} WHERE id = $1", kind.table()),
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.client.transaction().await.map_err(pg)?;
+        // Coordinators starting together migrate one after the other.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg)?;
+        let fresh: bool = tx
+            .query_one("SELECT to_regclass('schema_version') IS NULL", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if fresh {
+            tx.batch_execute("CREATE TABLE schema_version (version BIGINT PRIMARY KEY)")
+                .await
+                .map_err(pg)?;
+        }
+        let current: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        check_not_newer(current)?;
+        for (v, script) in MIGRATIONS {
+            if *v <= current {
+                continue;
+            }
+            tx.batch_execute(&sql::postgres_schema(script))
+                .await
+                .map_err(pg)?;
+            tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[v])
+                .await
+                .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn is_initialised(&self) -> Result<bool, StoreError> {
+        let mut c = self.pool.get().await?;
+        let st = c.prepare("SELECT COUNT(*) FROM domains").await?;
+        let n: i64 = c.client.query_one(&st, &[]).await.map_err(pg)?.get(0);
+        Ok(n > 0)
+    }
+
+    async fn get(&self, kind: Kind, id: i64) -> Result<Option<Row>, StoreError> {
+        let mut c = self.pool.get().await?;
+        let st = c
+            .prepare(&format!(
+                "SELECT id, uuid, version, data FROM {} WHERE id = $1",
+                kind.table()
+            ))
+            .await?;
+        let r = c.client.query_opt(&st, &[&id]).await.map_err(pg)?;
+        Ok(r.as_ref().map(to_row))
+    }
+
+    async fn get_by_uuid(&self, kind: Kind, uuid: &str) -> Result<Option<Row>, StoreError> {
+        let mut c = self.pool.get().await?;
+        let st = c
+            .prepare(&format!(
+                "SELECT id, uuid, version, data FROM {} WHERE uuid = $1",
+                kind.table()
+            ))
+            .await?;
+        let r = c.client.query_opt(&st, &[&uuid]).await.map_err(pg)?;
+        Ok(r.as_ref().map(to_row))
+    }
+
+    async fn find(&self, kind: Kind, q: &Query) -> Result<(Vec<Row>, u64), StoreError> {
+        let (text, vals) = sql::find(kind, q, Dialect::Postgres);
+        let rows: Vec<Row> = {
+            let mut c = self.pool.get().await?;
+            let st = c.prepare(&text).await?;
+            let b = bind(&st, &vals);
+            c.client
+                .query(&st, &refs(&b))
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(to_row)
+                .collect()
+        };
+        let total = match sql::total_known(q, rows.len()) {
+            Some(t) => t,
+            None => self.count(kind, q).await?,
+        };
+        Ok((rows, total))
+    }
+
+    async fn count(&self, kind: Kind, q: &Query) -> Result<u64, StoreError> {
+        let (text, vals) = sql::count(kind, q, Dialect::Postgres);
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(&text).await?;
+        let b = bind(&st, &vals);
+        let n: i64 = c.client.query_one(&st, &refs(&b)).await.map_err(pg)?.get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    async fn allocate_ids(&self, kind: Kind, n: i64) -> Result<i64, StoreError> {
+        self.id_blocks
+            .take(kind, n, |k, want| self.reserve(k, want))
+            .await
+    }
+
+    async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.pool.get().await?;
+        // Statements belong to the connection: prepared (or found prepared)
+        // before the transaction borrows it.
+        let mut stmts = Vec::with_capacity(ops.len());
+        let mut seq = HashMap::new();
+        for op in &ops {
+            stmts.push(c.prepare(&op_sql(op)).await?);
+            if let Op::Insert { kind, id: 0, .. } = op {
+                if !seq.contains_key(kind) {
+                    let init = c.prepare(&seq_init_sql(*kind)).await?;
+                    seq.insert(*kind, init);
+                }
+            }
+        }
+        let bump = c.prepare(SEQ_BUMP).await?;
+        let kinds: Vec<Kind> = ops.iter().map(Op::kind).collect();
+        let tx = c.client.transaction().await.map_err(pg)?;
+        for (op, st) in ops.into_iter().zip(stmts) {
+            match op {
+                Op::Insert {
+                    kind,
+                    id,
+                    uuid,
+                    index,
+                    data,
+                } => {
+                    let key = index.ukey.clone().unwrap_or_else(|| uuid.clone());
+                    // Id 0: the next of the kind's sequence (append-only
+                    // kinds: jobs, events), in this transaction.
+                    let id = if id == 0 {
+                        tx.execute(&seq[&kind], &[&kind.table()])
+                            .await
+                            .map_err(pg)?;
+                        tx.query_one(&bump, &[&kind.table(), &1i64])
+                            .await
+                            .map_err(pg)?
+                            .get::<_, i64>(0)
+                    } else {
+                        id
+                    };
+                    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &uuid];
+                    params.extend(index_params(&index));
+                    params.extend([&index.created as &(dyn ToSql + Sync), &data]);
+                    tx.execute(&st, &params)
+                        .await
+                        .map_err(|e| write_err(kind, id, &key, e))?;
+                }
+                Op::Update {
+                    kind,
+                    id,
+                    version,
+                    index,
+                    data,
+                } => {
+                    let key = index.ukey.clone().unwrap_or_default();
+                    let mut params: Vec<&(dyn ToSql + Sync)> = index_params(&index).to_vec();
+                    params.extend([&data as &(dyn ToSql + Sync), &id, &version]);
+                    let n = tx
+                        .execute(&st, &params)
+                        .await
+                        .map_err(|e| write_err(kind, id, &key, e))?;
+                    if n != 1 {
+                        return Err(StoreError::Conflict(kind, id));
+                    }
+                }
+                Op::Delete { kind, id } => {
+                    tx.execute(&st, &[&id])
+                        .await
+                        .map_err(|e| write_err(kind, id, "", e))?;
+                }
+            }
+        }
+        tx.commit().await.map_err(|e| match e.code() {
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => {
+                StoreError::Conflict(kinds[0], 0)
+            }
+            _ => pg(e),
+        })?;
+        for k in kinds {
+            self.generations[k.ordinal()].fetch_add(1, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        let mut c = self.pool.get().await?;
+        let st = c
+            .prepare("SELECT pg_database_size(current_database())")
+            .await?;
+        let n: i64 = c.client.query_one(&st, &[]).await.map_err(pg)?.get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    fn generation(&self, kind: Kind) -> u64 {
+        self.generations[kind.ordinal()].load(Ordering::Acquire)
+    }
+}

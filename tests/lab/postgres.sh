@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Debian's PostgreSQL for the tests that run against the PostgreSQL store:
+# creates the cluster when the package made none, starts it (there is no
+# systemd here), and makes a superuser role `orrery` the tests create their
+# databases with. Prints that role's URL (for ORRERY_TEST_PG).
+#
+#   tests/lab/postgres.sh          start, print the URL
+#   tests/lab/postgres.sh stop
+set -euo pipefail
+
+VER=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1)
+[ -n "$VER" ] || { echo "postgres.sh: no PostgreSQL server (apt-get install postgresql)" >&2; exit 1; }
+
+if [ "${1:-start}" = stop ]; then
+    pg_ctlcluster "$VER" main stop 2>/dev/null || true
+    exit 0
+fi
+
+if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -qx "$VER main"; then
+    pg_createcluster "$VER" main >/dev/null
+fi
+if ! pg_lsclusters -h | awk -v v="$VER" '$1==v && $2=="main" {print $4}' | grep -q online; then
+    pg_ctlcluster "$VER" main start
+fi
+PORT=$(pg_lsclusters -h | awk -v v="$VER" '$1==v && $2=="main" {print $3}')
+runuser -u postgres -- psql -q -p "$PORT" -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'orrery') THEN
+    CREATE ROLE orrery LOGIN SUPERUSER PASSWORD 'orrery';
+  END IF;
+END $$;
+SQL
+echo "postgres://orrery:orrery@127.0.0.1:$PORT/postgres"
