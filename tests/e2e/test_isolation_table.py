@@ -115,7 +115,7 @@ NOT_OWNED = {
     "listLdapConfigurations", "listIdps", "listOauthProvider", "listNetworkServiceProviders",
     "listVPCs", "listRouters", "listSystemVms", "listAlerts", "listAnnotations",
     "listResourceIcon",
-    "listZonesMetrics", "listPodsMetrics", "listClustersMetrics", "listHostsMetrics",
+    "listZonesMetrics", "listClustersMetrics", "listHostsMetrics",
     "listStoragePoolsMetrics",
 }
 

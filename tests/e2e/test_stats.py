@@ -52,7 +52,7 @@ def test_usage_history_metrics_and_interval_change(admin, env, coordinator):
             assert isinstance(listed[k], int), (k, listed)
         metrics = admin.listVirtualMachinesMetrics(id=vm["id"])["virtualmachine"][0]
         assert metrics["id"] == vm["id"] and metrics["cpuused"].endswith("%")
-        assert metrics["cputotal"].endswith("Ghz") and metrics["memorytotal"] == "0.25 GB"
+        assert metrics["cputotal"].endswith(" Ghz") and metrics["memorytotal"] == "0.25 GiB"
 
         vols = admin.listVolumesUsageHistory(listall=True).get("volume", [])
         assert vols and all("stats" in v and "id" in v for v in vols)

@@ -73,23 +73,97 @@ def test_the_ui_login_sequence_and_its_pages(coordinator):
     assert call(s, endpoint, key, "listZones").status_code == 200
 
 
-def test_the_metrics_pages_and_the_infrastructure_overview(admin, env):
-    infra = admin.listInfrastructure()["infrastructure"]
+def test_the_metrics_pages_and_the_infrastructure_overview(fresh_coordinator, image):
+    """CloudStack's metrics fields, units and formats, with figures worked
+    out from one instance of 1 x 500 MHz and 256 MB on a cloud of its own."""
+    import re
+
+    from orrery_e2e import (create_account, create_service_offering, expect_api_error,
+                            find_os_type, register_template, unique)
+    admin = fresh_coordinator.client()
+    zone = admin.listZones()["zone"][0]
     hosts = admin.listHosts()["host"]
-    assert infra["hosts"] == len(hosts) and infra["zones"] >= 1
+    infra = admin.listInfrastructure()["infrastructure"]
+    assert infra["hosts"] == len(hosts) and infra["zones"] == 1
     assert infra["systemvms"] == 0 and infra["managementservers"] == 1
-    metrics = admin.listHostsMetrics()["host"]
-    assert {h["id"] for h in metrics} == {h["id"] for h in hosts}
-    for h in metrics:
-        assert h["cputotalghz"].endswith(" Ghz") and h["memorytotalgb"].endswith(" GB")
-        assert h["powerstate"] in ("On", "Off")
-    assert admin.listZonesMetrics()["zone"][0]["id"] == env.zone["id"]
-    assert admin.listClustersMetrics()["count"] >= 1
-    assert admin.listPodsMetrics()["count"] >= 1
-    pools = admin.listStoragePoolsMetrics()
-    assert all(p["disksizetotalgb"].endswith(" GB") for p in pools.get("storagepool", []))
-    vols = admin.listVolumesMetrics(listall=True)
-    assert all(v["sizegb"].endswith(" GB") for v in vols.get("volume", []))
+    assert {"imagecachestores", "backuprepositories", "objectstores", "ilbvms"} <= set(infra)
+    # CloudStack has no pods metrics page (its pods page uses listPods).
+    err = expect_api_error(admin.listPodsMetrics)
+    assert err.status == 401 and "either does not exist" in err.error["errortext"]
+
+    offering = create_service_offering(admin, cpunumber=1, cpuspeed=500, memory=256)
+    template = register_template(admin, zone["id"], find_os_type(admin)["id"], image)
+    host = hosts[0]
+    vm = admin.deployVirtualMachine(zoneid=zone["id"], serviceofferingid=offering["id"],
+                                    templateid=template["id"], name=unique("m"),
+                                    hostid=host["id"])["virtualmachine"]
+
+    def gb(n: float) -> str:
+        return f"{n / 2**30:.2f} GB"
+
+    flags = ["cpuallocatedthreshold", "cpuallocateddisablethreshold", "memorythreshold",
+             "memorydisablethreshold", "memoryallocatedthreshold",
+             "memoryallocateddisablethreshold"]
+    by_id = {h["id"]: h for h in admin.listHostsMetrics()["host"]}
+    assert set(by_id) == {h["id"] for h in hosts}
+    h = by_id[host["id"]]
+    assert h["powerstate"] == "Disabled"  # no out-of-band management
+    assert h["instances"] == "1 / 1"
+    assert h["cputotalghz"] == f"{host['cpunumber'] * host['cpuspeed'] / 1000:.2f} Ghz"
+    assert h["cpuallocatedghz"] == "0.50 Ghz"
+    assert h["memorytotalgb"] == gb(host["memorytotal"])
+    assert h["memoryallocatedgb"] == h["memoryusedgb"] == "0.25 GB"
+    assert all(h[f] is False for f in flags), h
+    assert "cpuusedghz" not in h  # simulated hosts report no use
+    other = next(x for i, x in by_id.items() if i != host["id"])
+    assert other["instances"] == "0 / 0" and other["cpuallocatedghz"] == "0.00 Ghz"
+
+    cpu = sum(x["cpunumber"] * x["cpuspeed"] for x in hosts)
+    mem = sum(x["memorytotal"] for x in hosts)
+    z = admin.listZonesMetrics()["zone"][0]
+    assert z["id"] == zone["id"] and z["state"] == "Enabled" and z["clusters"] == "1 / 1"
+    assert z["cputotal"] == f"{cpu / 1000:.2f} Ghz"
+    assert z["cpuallocated"] == f"{500 * 100 / cpu:.2f}%"
+    assert z["memorytotal"] == gb(mem)
+    assert z["memoryallocated"] == z["memoryused"] == f"{2**28 * 100 / mem:.2f}%"
+    n = len(hosts)
+    avg = 2**28 / n
+    assert z["memorymaxdeviation"] == f"{(2**28 - avg) * 100 / avg:.2f}%"
+    assert all(z[f] is False for f in flags), z
+    c = admin.listClustersMetrics()["cluster"][0]
+    assert c["hosts"] == f"{n} / {n}" and c["state"] == "Enabled"
+    assert c["cputotal"] == z["cputotal"] and c["memoryallocated"] == z["memoryallocated"]
+
+    # A cluster's notification threshold below what is allocated flags it,
+    # on the cluster and its host; the zone uses the global value.
+    admin.updateConfiguration(name="cluster.cpu.allocated.capacity.notificationthreshold",
+                              value="0.0001", clusterid=c["id"])
+    assert admin.listClustersMetrics()["cluster"][0]["cpuallocatedthreshold"] is True
+    h = next(x for x in admin.listHostsMetrics()["host"] if x["id"] == host["id"])
+    assert h["cpuallocatedthreshold"] is True and h["cpuallocateddisablethreshold"] is False
+    assert admin.listZonesMetrics()["zone"][0]["cpuallocatedthreshold"] is False
+
+    for p in admin.listStoragePoolsMetrics().get("storagepool", []):
+        assert re.fullmatch(r"\d+\.\d\d GB \(x1\.0\)", p["disksizetotalgb"]), p
+        for k in ("disksizeallocatedgb", "disksizeusedgb", "disksizeunallocatedgb"):
+            assert re.fullmatch(r"\d+\.\d\d GB", p[k]), (k, p)
+        for k in ("storageusagethreshold", "storageusagedisablethreshold",
+                  "storageallocatedthreshold", "storageallocateddisablethreshold"):
+            assert p[k] is False, (k, p)
+
+    vols = admin.listVolumesMetrics(virtualmachineid=vm["id"])["volume"]
+    root = next(v for v in vols if v["type"] == "ROOT")
+    assert root["sizegb"] == f"{root['size'] / 2**30:.2f} GiB"
+    assert root["storagetype"] == "Shared (ROOT)"
+    m = admin.listVirtualMachinesMetrics(id=vm["id"])["virtualmachine"][0]
+    assert m["cputotal"] == "0.5 Ghz" and m["memorytotal"] == "0.25 GiB"
+
+    # A user sees the plain storage type, and no infrastructure.
+    acct = create_account(admin)
+    user = fresh_coordinator.client(acct["apikey"], acct["secretkey"])
+    assert all(v["storagetype"] in ("shared", "local")
+               for v in user.listVolumesMetrics().get("volume", []))
+    assert expect_api_error(user.listZonesMetrics).status in (401, 432)
 
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(64))).decode()

@@ -649,6 +649,12 @@ pub async fn host(svc: &Service, h: &Host) -> Result<Value, ApiError> {
             };
             json!({"haenable": !h.simulated, "hastate": state, "haprovider": "kvmhaprovider"})
         })
+        // No out-of-band management (IPMI): CloudStack's answer for a
+        // host without it, which the UI's host page reads.
+        .v(
+            "outofbandmanagement",
+            json!({"powerstate": "Disabled", "enabled": false}),
+        )
         .v("gputotal", gpu_total)
         .v("gpuused", 0)
         .v("gpugroup", gpu_groups)

@@ -6,6 +6,17 @@
 use super::*;
 
 /// Filters shared by the infrastructure lists.
+/// A host's instances, as its metrics show them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostUse {
+    pub memory_bytes: i64,
+    pub cpu_mhz: i64,
+    /// CPU the running ones used in their latest sampling interval.
+    pub cpu_used_mhz: f64,
+    pub running: u64,
+    pub instances: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct InfraFilter {
     pub id: Option<String>,
@@ -128,6 +139,28 @@ impl Service {
             q = q.and(Cond::EqNoCase(Col::ResourceState, s.clone()));
         }
         Ok(self.store.list::<Host>(&q).await?)
+    }
+
+    /// What the instances on a host hold and use, for the metrics pages:
+    /// allocation as `host_allocation` counts it, CPU in use from their
+    /// latest statistics, and how many run of how many are there.
+    pub async fn host_use(&self, host_id: i64) -> SResult<HostUse> {
+        let vms: Vec<Vm> = self.store.all(Query::new().eq(Col::Host, host_id)).await?;
+        let mut u = HostUse::default();
+        for v in vms.iter().filter(|v| v.removed.is_none()) {
+            u.instances += 1;
+            if super::capacity::holds_capacity(v.state) {
+                u.memory_bytes += v.memory * 1024 * 1024;
+                u.cpu_mhz += v.cpu_number * v.cpu_speed;
+            }
+            if v.state == orrery_model::VmState::Running {
+                u.running += 1;
+                if let Some(f) = self.stats.vm_latest(v.id) {
+                    u.cpu_used_mhz += f.cpu_percent / 100.0 * (v.cpu_number * v.cpu_speed) as f64;
+                }
+            }
+        }
+        Ok(u)
     }
 
     /// Memory (bytes) and CPU (MHz) the instances on a host hold.

@@ -83,12 +83,12 @@ pub fn commands() -> Vec<Command> {
             &[
                 f("id", "string", "the instance"),
                 f("cpuused", "string", "CPU used, e.g. 12.50%"),
-                f("cputotal", "string", "CPU of the instance, e.g. 2.00 Ghz"),
-                f("memorytotal", "string", "memory, e.g. 0.50 GB"),
+                f("cputotal", "string", "CPU of the instance, e.g. 2.0 Ghz"),
+                f("memorytotal", "string", "memory, e.g. 0.50 GiB"),
                 f(
                     "networkread",
                     "string",
-                    "received in the latest interval, e.g. 0.01 MB"
+                    "received in the latest interval, e.g. 0.01 MiB"
                 ),
                 f("networkwrite", "string", "sent in the latest interval"),
                 f(
@@ -246,11 +246,15 @@ async fn vm_metrics(ctx: Ctx) -> Result<Reply, ApiError> {
         let extra = Obj::new()
             .s(
                 "cputotal",
-                format!("{:.2} Ghz", (v.cpu_number * v.cpu_speed) as f64 / 1000.0),
+                // CloudStack's formats: one decimal here, GiB and MiB.
+                format!("{:.1} Ghz", (v.cpu_number * v.cpu_speed) as f64 / 1000.0),
             )
-            .s("memorytotal", format!("{:.2} GB", v.memory as f64 / 1024.0))
+            .s(
+                "memorytotal",
+                format!("{:.2} GiB", v.memory as f64 / 1024.0),
+            )
             .when_some(f, |o, f| {
-                let mb = |kib: u64| format!("{:.2} MB", kib as f64 / 1024.0);
+                let mb = |kib: u64| format!("{:.2} MiB", kib as f64 / 1024.0);
                 o.s("cpuused", format!("{:.2}%", f.cpu_percent))
                     .s("networkread", mb(f.network_kbs_read))
                     .s("networkwrite", mb(f.network_kbs_write))
