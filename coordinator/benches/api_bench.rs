@@ -11,8 +11,12 @@
 //! ```text
 //! cargo bench -p orrery-coordinator --bench api_bench -- [list|deploy|all]
 //!     [--instances N] [--requests N] [--seconds S] [--concurrency C]
-//!     [--hosts H] [--rebuild] [--no-start]
+//!     [--hosts H] [--rebuild] [--no-start] [--postgres ADMIN_URL]
 //! ```
+//!
+//! With `--postgres` (a superuser's URL, as `tests/lab/postgres.sh` prints)
+//! every store the benchmark makes is a new database on that server instead
+//! of SQLite, so the same figures can be compared between the two.
 
 use anyhow::{anyhow, bail, Context, Result};
 use orrery_benchkit::{
@@ -24,12 +28,13 @@ use orrery_coordinator::api::views::{self, Lookup};
 use orrery_coordinator::service::agent::Simulator;
 use orrery_coordinator::service::vm::mac_for;
 use orrery_coordinator::service::Service;
+use orrery_coordinator::store::postgres::PgStore;
 use orrery_coordinator::store::records::{
     Account, DiskOffering, Domain, Host, InstanceGroup, Network, Nic, OsType, ServiceOffering,
     Template, User, Vm, Volume, Zone,
 };
 use orrery_coordinator::store::sqlite::SqliteStore;
-use orrery_coordinator::store::{Col, Cond, DynStore, Kind, Query, Store, StoreExt, Tx};
+use orrery_coordinator::store::{Col, Cond, DynStore, Kind, Query, StoreExt, Tx};
 use orrery_model::{naming, VmState};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -99,11 +104,22 @@ struct Args {
     rebuild: bool,
     /// Deploy with startvm=false: separates the accept path from the start jobs.
     no_start: bool,
+    /// Stores in new databases on this PostgreSQL server.
+    postgres: Option<String>,
+}
+
+/// The PostgreSQL server stores go to (`--postgres`), set once at start.
+static POSTGRES: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// The store URL a data directory's coordinator uses (written by `init_data_dir`
+/// beside it), or None for SQLite in the directory.
+fn store_url(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.with_extension("store-url")).ok()
 }
 
 const USAGE: &str = "usage: cargo bench -p orrery-coordinator --bench api_bench -- \
 [list|deploy|all] [--instances N] [--requests N] [--seconds S] [--concurrency C] \
-[--hosts H] [--rebuild] [--no-start]";
+[--hosts H] [--rebuild] [--no-start] [--postgres ADMIN_URL]";
 
 fn parse_args() -> Result<Args> {
     let mut a = Args {
@@ -115,6 +131,7 @@ fn parse_args() -> Result<Args> {
         hosts: 50,
         rebuild: false,
         no_start: false,
+        postgres: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -133,6 +150,7 @@ fn parse_args() -> Result<Args> {
             "--hosts" => a.hosts = value("--hosts")?.parse()?,
             "--rebuild" => a.rebuild = true,
             "--no-start" => a.no_start = true,
+            "--postgres" => a.postgres = Some(value("--postgres")?),
             // `cargo bench` passes this to every bench binary.
             "--bench" => {}
             "-h" | "--help" => {
@@ -179,7 +197,24 @@ struct Keys {
 
 /// `orrery-coordinator init`, exactly as an operator runs it.
 fn init_data_dir(data_dir: &Path) -> Result<Keys> {
-    let out = Command::new(coordinator_bin())
+    let mut cmd = Command::new(coordinator_bin());
+    if let Some(admin) = POSTGRES.get().cloned().flatten() {
+        let name = format!("orrery_bench_{}", uuid::Uuid::new_v4().simple());
+        let made = Command::new("psql")
+            .arg(&admin)
+            .arg("-qc")
+            .arg(format!("CREATE DATABASE {name}"))
+            .status()
+            .context("running psql")?;
+        if !made.success() {
+            bail!("could not create database {name} on {admin}");
+        }
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        std::fs::write(data_dir.with_extension("store-url"), &url)?;
+        cmd.arg("--store").arg(url);
+    }
+    let out = cmd
         .args(["init", "--data-dir"])
         .arg(data_dir)
         .env("ORRERY_LOG", "warn")
@@ -227,6 +262,9 @@ impl Server {
             .append(true)
             .open(&log)?;
         let mut cmd = Command::new(coordinator_bin());
+        if let Some(url) = store_url(&dir.join("data")) {
+            cmd.arg("--store").arg(url);
+        }
         cmd.arg("serve")
             .arg("--config")
             .arg(write_config(dir)?)
@@ -356,9 +394,12 @@ async fn create_catalog(c: &Client, dir: &Path) -> Result<Catalog> {
 }
 
 async fn open_store(data_dir: &Path) -> Result<DynStore> {
-    let store = SqliteStore::open(&data_dir.join("orrery.db")).await?;
+    let store: DynStore = match store_url(data_dir) {
+        Some(url) => Arc::new(PgStore::open(&url).await?),
+        None => Arc::new(SqliteStore::open(&data_dir.join("orrery.db")).await?),
+    };
     store.migrate().await?;
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 // ---------------------------------------------------------------------------
@@ -392,8 +433,13 @@ fn remove_stale_caches(current: &Path) -> Result<()> {
 
 /// The populated data directory for `instances`, from the cache when present.
 async fn list_data(instances: usize, rebuild: bool) -> Result<ListData> {
+    let engine = if POSTGRES.get().cloned().flatten().is_some() {
+        "pg"
+    } else {
+        "sqlite"
+    };
     let dir = bench_root()?.join(format!(
-        "list-{CACHE_VERSION}-{}-{instances}",
+        "list-{CACHE_VERSION}-{}-{instances}-{engine}",
         schema_fingerprint()
     ));
     let marker = dir.join("bench.json");
@@ -594,6 +640,9 @@ async fn populate(data_dir: &Path, keys: &Keys, catalog: &Catalog, n: usize) -> 
     }
     println!();
     drop(store);
+    if store_url(data_dir).is_some() {
+        return Ok(());
+    }
     // Fold the write-ahead log into the database file so that every run starts
     // from the same on-disk state, however the population ended.
     let conn = rusqlite::Connection::open(data_dir.join("orrery.db"))?;
@@ -1267,6 +1316,9 @@ fn source_version() -> String {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    POSTGRES
+        .set(args.postgres.clone())
+        .expect("set once, at start");
     println!(
         "orrery api_bench, {}, {}, load average {}, source {}",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
