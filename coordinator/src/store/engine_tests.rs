@@ -251,6 +251,31 @@ async fn two_stores_on_one_postgres_database_share_it_safely() {
     let stored: InstanceGroup = b.load(id).await.unwrap().unwrap();
     assert_eq!(stored.version, 2);
     assert!(stored.name == "by-a" || stored.name == "by-b");
+
+    // A commit on one store makes the other's caches of that kind stale
+    // (its generation moves), and leaves other kinds alone.
+    // (Its listener counts every kind once when it connects: wait for that.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.generation(Kind::Zone) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never connected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let before = (b.generation(Kind::InstanceGroup), b.generation(Kind::Zone));
+    let mut tx = Tx::new();
+    tx.insert(&group(ids[1], "announced"));
+    a.commit(tx.ops).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.generation(Kind::InstanceGroup) == before.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notice reached the other store"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.generation(Kind::Zone), before.1);
 }
 
 /// The two engines' schemas mean the same: every table with the same

@@ -147,7 +147,86 @@ impl Pool {
 pub struct PgStore {
     pool: Pool,
     id_blocks: IdBlocks,
-    generations: Vec<AtomicU64>,
+    generations: Arc<Vec<AtomicU64>>,
+    /// Names this store in its commit notices, so it skips its own.
+    origin: String,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// The channel every commit is announced on, with the kinds it touched, so
+/// each coordinator's caches of rarely written kinds go stale when another
+/// coordinator changes them, as they do for its own commits.
+const CHANNEL: &str = "orrery_commits";
+
+/// "origin:3,17": the committing store and the ordinals of the kinds.
+fn notice(origin: &str, kinds: &[Kind]) -> String {
+    let mut ords: Vec<usize> = kinds.iter().map(|k| k.ordinal()).collect();
+    ords.sort_unstable();
+    ords.dedup();
+    let list: Vec<String> = ords.iter().map(usize::to_string).collect();
+    format!("{origin}:{}", list.join(","))
+}
+
+/// Pure: the kinds another store's notice names (None for our own notices,
+/// and for garbage).
+fn parse_notice(own: &str, payload: &str) -> Option<Vec<usize>> {
+    let (origin, list) = payload.split_once(':')?;
+    if origin == own {
+        return None;
+    }
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().ok().filter(|o| *o < Kind::ALL.len()))
+        .collect()
+}
+
+/// Follows the channel on a connection of its own for as long as the store
+/// lives, reconnecting after a failure; every (re)connection bumps every
+/// kind, since notices sent while it was away are lost.
+async fn listen(config: tokio_postgres::Config, origin: String, gens: Arc<Vec<AtomicU64>>) {
+    use futures::StreamExt;
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = futures::channel::mpsc::unbounded();
+                let drive = tokio::spawn(async move {
+                    let mut messages =
+                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(Ok(m)) = messages.next().await {
+                        if tx.unbounded_send(m).is_err() {
+                            break;
+                        }
+                    }
+                });
+                if client
+                    .batch_execute(&format!("LISTEN {CHANNEL}"))
+                    .await
+                    .is_ok()
+                {
+                    for g in gens.iter() {
+                        g.fetch_add(1, Ordering::Release);
+                    }
+                    while let Some(m) = rx.next().await {
+                        if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                            for o in parse_notice(&origin, n.payload()).unwrap_or_default() {
+                                gens[o].fetch_add(1, Ordering::Release);
+                            }
+                        }
+                    }
+                }
+                drive.abort();
+                tracing::warn!("lost the PostgreSQL commit channel; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot follow PostgreSQL commits; retrying"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 impl PgStore {
@@ -159,6 +238,10 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("orrery-coordinator");
         }
+        let generations: Arc<Vec<AtomicU64>> =
+            Arc::new(Kind::ALL.iter().map(|_| AtomicU64::new(0)).collect());
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        let listener = tokio::spawn(listen(config.clone(), origin.clone(), generations.clone()));
         let store = PgStore {
             pool: Pool {
                 config,
@@ -166,7 +249,9 @@ impl PgStore {
                 permits: Semaphore::new(POOL),
             },
             id_blocks: IdBlocks::default(),
-            generations: Kind::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            generations,
+            origin,
+            listener,
         };
         drop(store.pool.get().await?);
         Ok(store)
@@ -396,6 +481,7 @@ impl Store for PgStore {
             }
         }
         let bump = c.prepare(SEQ_BUMP).await?;
+        let announce = c.prepare("SELECT pg_notify($1, $2)").await?;
         let kinds: Vec<Kind> = ops.iter().map(Op::kind).collect();
         let tx = c.client.transaction().await.map_err(pg)?;
         for (op, st) in ops.into_iter().zip(stmts) {
@@ -453,6 +539,10 @@ impl Store for PgStore {
                 }
             }
         }
+        // Delivered to the other coordinators only if this commits.
+        tx.execute(&announce, &[&CHANNEL, &notice(&self.origin, &kinds)])
+            .await
+            .map_err(pg)?;
         tx.commit().await.map_err(|e| match e.code() {
             Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => {
                 StoreError::Conflict(kinds[0], 0)
@@ -476,5 +566,24 @@ impl Store for PgStore {
 
     fn generation(&self, kind: Kind) -> u64 {
         self.generations[kind.ordinal()].load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_notices_name_their_kinds_once_and_skip_their_origin() {
+        let n = notice("me", &[Kind::Vm, Kind::Zone, Kind::Vm]);
+        let (vm, zone) = (Kind::Vm.ordinal(), Kind::Zone.ordinal());
+        assert_eq!(n, format!("me:{},{}", zone.min(vm), zone.max(vm)));
+        let mut got = parse_notice("other", &n).unwrap();
+        got.sort_unstable();
+        assert_eq!(got, vec![zone.min(vm), zone.max(vm)]);
+        assert_eq!(parse_notice("me", &n), None);
+        assert_eq!(parse_notice("x", "junk"), None);
+        assert_eq!(parse_notice("x", "y:1,notanumber"), None);
+        assert_eq!(parse_notice("x", "y:99999"), None);
     }
 }
