@@ -306,10 +306,21 @@ async fn main() -> Result<()> {
                     .await
                     .map_err(|e| anyhow::anyhow!(e.text()))?;
             }
-            let failed = svc
-                .recover_after_restart()
-                .await
-                .map_err(|e| anyhow::anyhow!(e.text()))?;
+            // With a shared store only the leader settles what a stopped
+            // coordinator left behind: the others' jobs may be running.
+            // Leadership is known within a few of the lease's tries.
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while !svc.leads() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let failed = if svc.leads() {
+                svc.recover_after_restart()
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.text()))?
+            } else {
+                tracing::info!("another coordinator leads: it settles interrupted work");
+                0
+            };
             if failed > 0 {
                 tracing::warn!(
                     jobs = failed,
@@ -318,6 +329,7 @@ async fn main() -> Result<()> {
             }
             svc.start_scheduler();
             svc.start_stats_tasks();
+            svc.follow_shared_settings();
             let agent_addr = agents::server::serve(svc.clone(), hub.clone(), &agent_listen).await?;
             tracing::info!(listen = %agent_addr, "agent endpoint listening");
             spawn_expunger(svc.clone());
@@ -540,6 +552,9 @@ fn spawn_ha(svc: Arc<Service>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(orrery_coordinator::service::fencing::CHECK_EVERY).await;
+            if !svc.leads() {
+                continue;
+            }
             if let Err(e) = svc.check_ha().await {
                 tracing::error!(error = %e, "HA pass failed");
             }
@@ -552,6 +567,9 @@ fn spawn_liveness(svc: Arc<Service>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
+            if !svc.leads() {
+                continue;
+            }
             if let Err(e) = svc.check_liveness().await {
                 tracing::error!(error = %e, "liveness pass failed");
             }
@@ -566,6 +584,9 @@ fn spawn_expunger(svc: Arc<Service>) {
         loop {
             let every = svc.setting_i64("expunge.interval").max(1) as u64;
             tokio::time::sleep(Duration::from_secs(every)).await;
+            if !svc.leads() {
+                continue;
+            }
             if let Err(e) = svc.expunge_due().await {
                 tracing::error!(error = %e, "expunger pass failed");
             }

@@ -101,6 +101,14 @@ pub async fn render(svc: &Service) -> SResult<String> {
     }
     reg.register("orrery_jobs", "Async jobs by status", jobs);
 
+    let leader = Gauge::<i64>::default();
+    leader.set(i64::from(svc.leads()));
+    reg.register(
+        "orrery_coordinator_leader",
+        "1 while this coordinator runs the background loops (always with the embedded store)",
+        leader,
+    );
+
     let agents = Gauge::<i64>::default();
     agents.set(int(svc.agents.connected_agents() as u64));
     reg.register(

@@ -223,6 +223,34 @@ impl Service {
         Ok(())
     }
 
+    /// Whether this coordinator runs the background loops now (see
+    /// `Store::is_leader`).
+    pub fn leads(&self) -> bool {
+        self.store.is_leader()
+    }
+
+    /// With a shared store, other coordinators' setting changes are picked
+    /// up as their commits are announced (within half a second).
+    pub fn follow_shared_settings(self: &Arc<Self>) {
+        if !self.store.shared() {
+            return;
+        }
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut seen = svc.store.generation(crate::store::Kind::Config);
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let now = svc.store.generation(crate::store::Kind::Config);
+                if now != seen {
+                    seen = now;
+                    if let Err(e) = svc.reload_settings().await {
+                        tracing::warn!(error = %e.text(), "reloading settings failed");
+                    }
+                }
+            }
+        });
+    }
+
     /// A setting's effective value: account, then cluster, then zone override,
     /// then the global value, then the default.
     pub fn setting(&self, name: &str, scopes: &[(&str, i64)]) -> String {

@@ -28,6 +28,11 @@ use orrery_schedule::plan::{
 #[derive(Default)]
 pub struct SchedState {
     loaded: bool,
+    /// With a shared store: the schedule and instance generations and the
+    /// time (s) the indexes were last loaded, to reload them after other
+    /// coordinators' changes.
+    loaded_gens: (u64, u64),
+    loaded_at: i64,
     schedules: DueIndex,
     leases: DueIndex,
     next_lease_run: i64,
@@ -313,7 +318,27 @@ impl Service {
     pub async fn scheduler_tick(self: &Arc<Self>, now: DateTime<Utc>) -> SResult<TickReport> {
         let mut report = TickReport::default();
         let mut st = self.sched.lock().await;
+        if self.store.shared() && st.loaded {
+            // Schedules (and leases, at most every 10 s) set through other
+            // coordinators reach the indexes by reloading them.
+            let gens = (
+                self.store.generation(crate::store::Kind::VmSchedule),
+                self.store.generation(crate::store::Kind::Vm),
+            );
+            if gens.0 != st.loaded_gens.0
+                || (gens.1 != st.loaded_gens.1 && now.timestamp() - st.loaded_at >= 10)
+            {
+                st.loaded = false;
+            }
+        }
         if !st.loaded {
+            st.schedules = DueIndex::default();
+            st.leases.clear();
+            st.loaded_gens = (
+                self.store.generation(crate::store::Kind::VmSchedule),
+                self.store.generation(crate::store::Kind::Vm),
+            );
+            st.loaded_at = now.timestamp();
             self.load_scheduler(&mut st).await?;
         }
         let due = st.schedules.pop_due(now);
@@ -509,6 +534,12 @@ impl Service {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 every.tick().await;
+                if !svc.leads() {
+                    // Another coordinator fires; on taking over, this one
+                    // starts from what the store says then.
+                    svc.sched.lock().await.loaded = false;
+                    continue;
+                }
                 if let Err(e) = svc.scheduler_tick(svc.clock_now()).await {
                     tracing::warn!(error = %e.text(), "scheduler tick failed");
                 }

@@ -688,7 +688,7 @@ impl Service {
                 if let Err(e) = svc.stats.save_tails().await {
                     tracing::warn!(error = %e, "saving statistics tails failed");
                 }
-                if n.is_multiple_of(5) {
+                if n.is_multiple_of(5) && svc.leads() {
                     if let Err(e) = svc.stats_retention().await {
                         tracing::warn!(error = %e.text(), "statistics retention failed");
                     }

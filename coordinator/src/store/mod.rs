@@ -321,6 +321,17 @@ pub trait Store: Send + Sync {
     /// A number that changes whenever this process commits a change to `kind`,
     /// so in-memory caches of rarely written kinds know when to reload.
     fn generation(&self, kind: Kind) -> u64;
+    /// Whether other coordinators may write this store too (and memory
+    /// views built from it must follow their commits).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Whether this coordinator runs the cloud's background loops (expunger,
+    /// scheduler, leases, HA, retention) now: always with the embedded
+    /// store; on a shared store one coordinator at a time.
+    fn is_leader(&self) -> bool {
+        true
+    }
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -65,4 +65,10 @@ impl Store for ObservedStore {
     fn generation(&self, kind: Kind) -> u64 {
         self.inner.generation(kind)
     }
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+    fn is_leader(&self) -> bool {
+        self.inner.is_leader()
+    }
 }

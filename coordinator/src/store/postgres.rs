@@ -151,11 +151,65 @@ pub struct PgStore {
     /// Names this store in its commit notices, so it skips its own.
     origin: String,
     listener: tokio::task::JoinHandle<()>,
+    leader: Arc<std::sync::atomic::AtomicBool>,
+    lease: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.lease.abort();
+    }
+}
+
+/// The session advisory lock whose holder leads.
+const LEADER_LOCK: i64 = 0x006f_7272_6572_794c;
+
+/// How often a follower asks for the lock, and the leader checks that its
+/// connection (and so its lock) is still there.
+const LEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Holds leadership while this store lives: a session advisory lock on a
+/// connection of its own. PostgreSQL drops the lock with the session, so a
+/// killed leader's lock is free as soon as its connection closes, and a
+/// follower takes it at its next try. A leader that cannot reach the
+/// database stops leading at once (it may have lost the lock).
+async fn hold_lease(config: tokio_postgres::Config, leader: Arc<std::sync::atomic::AtomicBool>) {
+    loop {
+        if let Ok((client, connection)) = config.connect(NoTls).await {
+            let conn = tokio::spawn(connection);
+            loop {
+                let holding = leader.load(Ordering::Acquire);
+                let ask = async {
+                    if holding {
+                        client.query_one("SELECT true", &[]).await
+                    } else {
+                        client
+                            .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+                            .await
+                    }
+                };
+                let ok = tokio::time::timeout(LEASE_EVERY * 3, ask)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|r| r.get::<_, bool>(0));
+                match ok {
+                    Some(held) => {
+                        if held && !leader.swap(true, Ordering::AcqRel) {
+                            tracing::info!("leading: this coordinator runs the background loops");
+                        }
+                    }
+                    None => break,
+                }
+                tokio::time::sleep(LEASE_EVERY).await;
+            }
+            conn.abort();
+        }
+        if leader.swap(false, Ordering::AcqRel) {
+            tracing::warn!("lost the database: no longer leading");
+        }
+        tokio::time::sleep(LEASE_EVERY).await;
     }
 }
 
@@ -242,6 +296,8 @@ impl PgStore {
             Arc::new(Kind::ALL.iter().map(|_| AtomicU64::new(0)).collect());
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let listener = tokio::spawn(listen(config.clone(), origin.clone(), generations.clone()));
+        let leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lease = tokio::spawn(hold_lease(config.clone(), leader.clone()));
         let store = PgStore {
             pool: Pool {
                 config,
@@ -252,6 +308,8 @@ impl PgStore {
             generations,
             origin,
             listener,
+            leader,
+            lease,
         };
         drop(store.pool.get().await?);
         Ok(store)
@@ -566,6 +624,14 @@ impl Store for PgStore {
 
     fn generation(&self, kind: Kind) -> u64 {
         self.generations[kind.ordinal()].load(Ordering::Acquire)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
     }
 }
 
