@@ -34,7 +34,9 @@ pub struct FileConfig {
     pub domain_type: Option<String>,
     /// Address VNC consoles listen on (default 127.0.0.1).
     pub vnc_listen: Option<String>,
-    /// Override the coordinator address recorded at enrolment.
+    /// Override the coordinator address recorded at enrolment; with several
+    /// coordinators on one store, all of them, comma-separated (the agent
+    /// keeps a session with each).
     pub coordinator: Option<String>,
     /// Write libvirt's and QEMU's TLS files (CA, certificate, key) from the
     /// host's certificate under `pki_dir` (default false: those directories

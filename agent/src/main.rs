@@ -188,8 +188,23 @@ async fn agent_main() -> Result<()> {
             ops.meta.restore();
             tracing::info!(host = %creds.identity.host_id, %coordinator, "agent starting");
             let state = Arc::new(state);
+            // Several coordinators (comma-separated): a session with each,
+            // so whichever one an API call reached can command this host.
+            let mut links = tokio::task::JoinSet::new();
+            for c in coordinator
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+            {
+                links.spawn(link::run(
+                    ops.clone(),
+                    state.clone(),
+                    c.to_string(),
+                    ha.clone(),
+                ));
+            }
             tokio::select! {
-                _ = link::run(ops, state, coordinator, ha) => {}
+                _ = links.join_next() => {}
                 _ = shutdown_signal() => tracing::info!("stopping; domains keep running"),
             }
             Ok(())

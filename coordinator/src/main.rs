@@ -335,6 +335,7 @@ async fn main() -> Result<()> {
             spawn_expunger(svc.clone());
             spawn_liveness(svc.clone());
             spawn_ha(svc.clone());
+            spawn_orphan_settler(svc.clone());
             let api = api::Api::new(svc.clone());
             let ui_dir = ui_dir.or_else(|| file.ui_dir.clone());
             let app = api::router_with_ui(api.clone(), ui_dir.as_deref())
@@ -557,6 +558,21 @@ fn spawn_ha(svc: Arc<Service>) {
             }
             if let Err(e) = svc.check_ha().await {
                 tracing::error!(error = %e, "HA pass failed");
+            }
+        }
+    });
+}
+
+/// With several coordinators: settles the jobs of one that died, every few
+/// seconds on the leader (at once after taking over).
+fn spawn_orphan_settler(svc: Arc<Service>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match svc.settle_orphaned_jobs().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(jobs = n, "settled the jobs of a coordinator that stopped"),
+                Err(e) => tracing::error!(error = %e, "settling orphaned jobs failed"),
             }
         }
     });

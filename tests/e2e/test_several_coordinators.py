@@ -89,3 +89,80 @@ def test_either_coordinator_answers_and_one_leads_until_killed(pair):
     took = time.monotonic() - started
     assert took < 10, took
     assert api_b.listServiceOfferings(id=offering["id"])["count"] == 1
+
+
+def test_jobs_of_a_killed_coordinator_end_failed_with_a_clear_error(tmp_path, image):
+    """A deploy in flight on the leader when it is killed: the survivor takes
+    over, fails the job with a clear error and settles the instance."""
+    from orrery_e2e import find_os_type, register_template
+    a = Coordinator(tmp_path / "a", hosts=2)
+    # Starts take a minute on these simulated hosts: long enough to kill.
+    a.config = {"simulator_delay_ms": 60000}
+    a.init()
+    a.start()
+    b = beside(a, tmp_path / "b")
+    try:
+        api_a = a.client()
+        zone = api_a.listZones()["zone"][0]
+        template = register_template(api_a, zone["id"], find_os_type(api_a)["id"], image)
+        offering = create_service_offering(api_a)
+        job = a.client(fetch_result=False).deployVirtualMachine(
+            zoneid=zone["id"], serviceofferingid=offering["id"], templateid=template["id"],
+            name=unique("orphan"))
+        wait_for(lambda: leads(a), 10, "the first coordinator never led")
+        a.kill_hard()
+        api_b = b.client()
+        raw_b = b.client(fetch_result=False)
+        wait_for(lambda: leads(b), 10, "the survivor did not take over")
+        result = wait_for(
+            lambda: (lambda r: r if r["jobstatus"] != 0 else None)(
+                raw_b.queryAsyncJobResult(jobid=job["jobid"])), 20,
+            "the killed coordinator's job stayed pending")
+        assert result["jobstatus"] == 2, result
+        assert "stopped before it completed" in result["jobresult"]["errortext"], result
+        vm = api_b.listVirtualMachines(id=job["id"])["virtualmachine"][0]
+        assert vm["state"] not in ("Starting", "Creating"), vm
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.mark.lab
+def test_a_real_host_is_commanded_through_either_coordinator(tmp_path):
+    """A real agent with a session to each of two coordinators: a guest
+    deployed through one, stopped through the other, and started again
+    through the survivor after the leader is killed."""
+    from lab import Lab, require_lab, wait_console, wait_host_state, wait_vm_state
+
+    require_lab()
+    lab = Lab(tmp_path / "lab")
+    lab.up()
+    b = None
+    try:
+        b = beside(lab.coordinator, tmp_path / "b")
+        a = lab.coordinator
+        lab.agent.stop()
+        lab.agent.config.write_text(
+            'domain_type = "qemu"\n'
+            f'coordinator = "127.0.0.1:{a.agent_port},127.0.0.1:{b.agent_port}"\n')
+        lab.agent.start()
+        api_b = b.client()
+        wait_host_state(api_b, lab.agent.host_id(), "Up")
+        vm = api_b.deployVirtualMachine(
+            zoneid=lab.env["zone"]["id"], serviceofferingid=lab.env["offering"]["id"],
+            templateid=lab.env["template"]["id"], name=unique("two"))["virtualmachine"]
+        assert vm["state"] == "Running"
+        wait_console(lab.agent, vm["instancename"], r"ORRERY-GUEST-BOOTED")
+        assert lab.api.stopVirtualMachine(id=vm["id"], forced=True)["virtualmachine"]["state"] \
+            == "Stopped"
+        wait_for(lambda: leads(a), 10, "the first coordinator never led")
+        a.kill_hard()
+        wait_for(lambda: leads(b), 10, "the survivor did not take over")
+        assert api_b.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
+        wait_vm_state(api_b, vm["id"], "Running")
+        api_b.destroyVirtualMachine(id=vm["id"], expunge=True)
+    finally:
+        lab.api = b.client() if b else lab.api
+        lab.down()
+        if b:
+            b.stop()

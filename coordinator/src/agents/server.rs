@@ -212,6 +212,9 @@ impl AgentLink for Endpoint {
                             tracing::warn!(error = %e.text(), "recording a heartbeat failed");
                         }
                     }
+                    // With several coordinators every one hears the agent;
+                    // the one that leads acts on what it reports.
+                    Some(pb::agent_message::Body::Event(_)) if !svc.leads() => {}
                     Some(pb::agent_message::Body::Event(ev)) => {
                         // Handled beside the stream: confirming an event
                         // asks the same agent, whose answer arrives here.

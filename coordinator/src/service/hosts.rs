@@ -598,6 +598,12 @@ impl Service {
     }
 
     pub async fn agent_disconnected(&self, host_id: i64) -> SResult<()> {
+        // With several coordinators the agent may still be talking to
+        // another one: the leader's liveness check (the last heartbeat's
+        // age) decides instead.
+        if self.store.shared() {
+            return Ok(());
+        }
         self.set_host_state(host_id, Some("Disconnected"), false)
             .await
     }

@@ -190,6 +190,7 @@ impl Service {
             work: serde_json::to_value(&j.work).expect("work serialises"),
             created: now(),
             completed: None,
+            runner: Some(self.store.runner_id()).filter(|r| !r.is_empty()),
         }
     }
 
@@ -489,7 +490,69 @@ impl Service {
     /// Fails every job a previous run left pending and brings the instances they
     /// were working on back to a stable state. Runs once at startup, before the
     /// API accepts requests.
+    /// With a shared store, the leader settles what a coordinator that died
+    /// left running: its pending jobs fail with a clear error and their
+    /// instances are brought out of transitional states from what their
+    /// hosts report. Returns how many jobs were settled.
+    pub async fn settle_orphaned_jobs(&self) -> SResult<usize> {
+        if !self.store.shared() || !self.leads() {
+            return Ok(0);
+        }
+        self.settle_jobs_of_the_gone(false).await
+    }
+
+    /// Pending jobs whose coordinator is gone (and, with `unowned`, those
+    /// that name none) fail with a clear error; their instances are settled.
+    async fn settle_jobs_of_the_gone(&self, unowned: bool) -> SResult<usize> {
+        let pending: Vec<Job> = self
+            .store
+            .all(Query::new().eq(Col::State, JOB_PENDING.to_string()))
+            .await?;
+        let mut alive: std::collections::HashMap<String, bool> = Default::default();
+        let mut n = 0;
+        for job in pending {
+            // Jobs without a runner predate sharing: only a start settles
+            // those.
+            let live = match job.runner.clone() {
+                None => !unowned,
+                Some(runner) => match alive.get(&runner) {
+                    Some(l) => *l,
+                    None => {
+                        let l = self.store.runner_alive(&runner).await?;
+                        alive.insert(runner, l);
+                        l
+                    }
+                },
+            };
+            if live {
+                continue;
+            }
+            self.finish_job(
+                job.id,
+                Err(ServiceError::internal(
+                    "The coordinator running this job stopped before it completed; another coordinator took over: check the resource's state and retry",
+                )),
+            )
+            .await?;
+            n += 1;
+            if job.instance_type.as_deref() == Some("VirtualMachine") {
+                if let Some(uuid) = &job.instance_uuid {
+                    if let Some(vm) = self.store.load_uuid::<Vm>(uuid).await? {
+                        if vm.state.is_transitional() {
+                            self.settle(vm).await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
     pub async fn recover_after_restart(&self) -> SResult<usize> {
+        // Other coordinators may be at work: only what the gone ones left.
+        if self.store.shared() {
+            return self.settle_jobs_of_the_gone(true).await;
+        }
         let pending: Vec<Job> = self
             .store
             .all(Query::new().eq(Col::State, JOB_PENDING.to_string()))

@@ -332,6 +332,15 @@ pub trait Store: Send + Sync {
     fn is_leader(&self) -> bool {
         true
     }
+    /// This process among the coordinators sharing the store.
+    fn runner_id(&self) -> String {
+        String::new()
+    }
+    /// Whether the coordinator process `runner` still lives (only another
+    /// coordinator of a shared store can be gone).
+    async fn runner_alive(&self, runner: &str) -> Result<bool, StoreError> {
+        Ok(runner == self.runner_id())
+    }
 }
 
 pub type DynStore = Arc<dyn Store>;

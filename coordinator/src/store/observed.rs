@@ -71,4 +71,10 @@ impl Store for ObservedStore {
     fn is_leader(&self) -> bool {
         self.inner.is_leader()
     }
+    fn runner_id(&self) -> String {
+        self.inner.runner_id()
+    }
+    async fn runner_alive(&self, runner: &str) -> Result<bool, StoreError> {
+        self.inner.runner_alive(runner).await
+    }
 }

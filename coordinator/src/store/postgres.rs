@@ -165,6 +165,21 @@ impl Drop for PgStore {
 /// The session advisory lock whose holder leads.
 const LEADER_LOCK: i64 = 0x006f_7272_6572_794c;
 
+/// Each coordinator process holds a session lock of this class, keyed by
+/// its runner id, for as long as it lives: another that gets the lock knows
+/// the process is gone (with its connection) and its jobs with it.
+const RUNNER_CLASS: i32 = 0x6f72;
+
+fn runner_key(runner: &str) -> i32 {
+    // FNV-1a, folded to 32 bits: stable across processes and builds.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in runner.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h as i32
+}
+
 /// How often a follower asks for the lock, and the leader checks that its
 /// connection (and so its lock) is still there.
 const LEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -174,10 +189,21 @@ const LEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// killed leader's lock is free as soon as its connection closes, and a
 /// follower takes it at its next try. A leader that cannot reach the
 /// database stops leading at once (it may have lost the lock).
-async fn hold_lease(config: tokio_postgres::Config, leader: Arc<std::sync::atomic::AtomicBool>) {
+async fn hold_lease(
+    config: tokio_postgres::Config,
+    leader: Arc<std::sync::atomic::AtomicBool>,
+    runner: String,
+) {
     loop {
         if let Ok((client, connection)) = config.connect(NoTls).await {
             let conn = tokio::spawn(connection);
+            // This process is alive while this session is.
+            let _ = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, $2)",
+                    &[&RUNNER_CLASS, &runner_key(&runner)],
+                )
+                .await;
             loop {
                 let holding = leader.load(Ordering::Acquire);
                 let ask = async {
@@ -297,7 +323,7 @@ impl PgStore {
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let listener = tokio::spawn(listen(config.clone(), origin.clone(), generations.clone()));
         let leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let lease = tokio::spawn(hold_lease(config.clone(), leader.clone()));
+        let lease = tokio::spawn(hold_lease(config.clone(), leader.clone(), origin.clone()));
         let store = PgStore {
             pool: Pool {
                 config,
@@ -632,6 +658,34 @@ impl Store for PgStore {
 
     fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Acquire)
+    }
+
+    fn runner_id(&self) -> String {
+        self.origin.clone()
+    }
+
+    async fn runner_alive(&self, runner: &str) -> Result<bool, StoreError> {
+        if runner == self.origin {
+            return Ok(true);
+        }
+        let mut c = self.pool.get().await?;
+        let st = c.prepare("SELECT pg_try_advisory_lock($1, $2)").await?;
+        let key = runner_key(runner);
+        let got: bool = c
+            .client
+            .query_one(&st, &[&RUNNER_CLASS, &key])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if got {
+            // Gone: let the lock go again (it is only a probe).
+            let un = c.prepare("SELECT pg_advisory_unlock($1, $2)").await?;
+            c.client
+                .query_one(&un, &[&RUNNER_CLASS, &key])
+                .await
+                .map_err(pg)?;
+        }
+        Ok(!got)
     }
 }
 

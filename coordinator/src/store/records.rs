@@ -887,6 +887,10 @@ pub struct Job {
     pub work: Value,
     pub created: i64,
     pub completed: Option<i64>,
+    /// The coordinator process that runs it (with a shared store), so the
+    /// leader can settle the jobs of one that died.
+    #[serde(default)]
+    pub runner: Option<String>,
 }
 entity!(Job, Kind::Job, |s| Index {
     name: Some(s.command.clone()),
