@@ -131,7 +131,8 @@ class MultiLab:
         self.api.updateConfiguration(name="ping.interval", value=PING_INTERVAL)
         self.api.updateConfiguration(name="ping.timeout", value=PING_TIMEOUT)
         out = self.hosts_sh("up", str(self.count), "--data-dir", str(self.coordinator.data_dir),
-                            "--agent-port", str(self.coordinator.agent_port))
+                            "--agent-port", str(self.coordinator.agent_port),
+                            *self.coordinator.store_args)
         for line in out.stdout.splitlines():
             if line.strip():
                 host = json.loads(line)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -30,12 +32,16 @@ def leads(c: Coordinator) -> bool:
 
 def beside(first: Coordinator, base) -> Coordinator:
     """A second coordinator on the first one's database, with its CA (as an
-    operator copies /var/lib/orrery/coordinator/ca.* to the next machine)."""
+    operator copies /var/lib/orrery/coordinator/ca.* to the next machine) and
+    the same secondary storage (as an operator mounts one NFS export at
+    <data dir>/secondary on each)."""
     c = Coordinator(base, hosts=0)
     c.store_url = first.store_url
     c.data_dir.mkdir(parents=True)
     for f in ("ca.pem", "ca.key"):
         shutil.copy2(first.data_dir / f, c.data_dir / f)
+    (first.data_dir / "secondary").mkdir(exist_ok=True)
+    (c.data_dir / "secondary").symlink_to(first.data_dir / "secondary")
     c.apikey, c.secretkey = first.apikey, first.secretkey
     c.start()
     return c
@@ -135,7 +141,11 @@ def test_a_real_host_is_commanded_through_either_coordinator(tmp_path):
     from lab import Lab, require_lab, wait_console, wait_host_state, wait_vm_state
 
     require_lab()
-    lab = Lab(tmp_path / "lab")
+    # Not under pytest's 0700 temporary directory: QEMU (libvirt-qemu) must
+    # reach the disk images below the agent's state directory.
+    base = Path(tempfile.mkdtemp(prefix="orrery-two-", dir="/var/tmp"))
+    base.chmod(0o755)
+    lab = Lab(base / "lab")
     lab.up()
     b = None
     try:
@@ -160,9 +170,14 @@ def test_a_real_host_is_commanded_through_either_coordinator(tmp_path):
         wait_for(lambda: leads(b), 10, "the survivor did not take over")
         assert api_b.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
         wait_vm_state(api_b, vm["id"], "Running")
+        # (Forced: the guest has only just started and would not yet heed
+        # the power button a plain destroy presses first.)
+        api_b.stopVirtualMachine(id=vm["id"], forced=True)
         api_b.destroyVirtualMachine(id=vm["id"], expunge=True)
+        assert api_b.listVirtualMachines(id=vm["id"]).get("virtualmachine", []) == []
     finally:
         lab.api = b.client() if b else lab.api
         lab.down()
         if b:
             b.stop()
+        shutil.rmtree(base, ignore_errors=True)

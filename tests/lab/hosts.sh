@@ -3,7 +3,7 @@
 # namespace with its own virtlogd, libvirtd (TLS and TCP listeners) and a real
 # orrery-agent enrolled with the coordinator.
 #
-#   hosts.sh up N --data-dir COORDINATOR_DATA_DIR --agent-port PORT
+#   hosts.sh up N --data-dir COORDINATOR_DATA_DIR --agent-port PORT [--store URL]
 #       Creates hosts h1..hN (10.99.0.1..N on bridge orrlab0, 10.99.0.254).
 #       The coordinator must accept agents on 10.99.0.254:PORT (serve with
 #       --agent-listen 0.0.0.0:PORT). Prints one JSON object per host on
@@ -296,11 +296,13 @@ host_json() {
 }
 
 cmd_up() {
-    local n="" data_dir="" i name pids=() failed=0
+    local n="" data_dir="" i name pids=() failed=0 store_args=()
     while [ $# -gt 0 ]; do
         case $1 in
             --data-dir) data_dir=$2; shift 2 ;;
             --agent-port) AGENT_PORT=$2; shift 2 ;;
+            # The coordinator's PostgreSQL store, when it has one.
+            --store) store_args=(--store "$2"); shift 2 ;;
             [0-9]*) n=$1; shift ;;
             *) die "up: unknown argument '$1'" ;;
         esac
@@ -341,7 +343,7 @@ cmd_up() {
         if [ -e "$(host_dir "$name")/orrery/agent/agent.json" ]; then
             tokens[i]=-
         else
-            tokens[i]=$("$COORD_BIN" token create --data-dir "$data_dir") ||
+            tokens[i]=$("$COORD_BIN" "${store_args[@]}" token create --data-dir "$data_dir") ||
                 die "token create failed"
         fi
     done
