@@ -19,6 +19,12 @@ use tokio_postgres::{Client, NoTls, Statement};
 /// Connections kept open to the database.
 const POOL: usize = 8;
 
+/// Statements one connection keeps prepared. Pages put their offset in the
+/// statement's text, so the set of texts grows without end; past this many
+/// the connection starts afresh (dropped statements are closed on the
+/// server too), as SQLite's bounded statement cache does.
+const STATEMENTS: usize = 256;
+
 /// The advisory lock that lets one coordinator at a time migrate.
 const MIGRATION_LOCK: i64 = 0x6f72_7265_7279;
 
@@ -59,6 +65,9 @@ impl Conn {
             return Ok(s.clone());
         }
         let st = self.client.prepare(sql).await.map_err(pg)?;
+        if self.stmts.len() >= STATEMENTS {
+            self.stmts.clear();
+        }
         self.stmts.insert(sql.to_string(), st.clone());
         Ok(st)
     }
