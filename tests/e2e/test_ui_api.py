@@ -115,6 +115,9 @@ def test_the_metrics_pages_and_the_infrastructure_overview(fresh_coordinator, im
     assert h["memoryallocatedgb"] == h["memoryusedgb"] == "0.25 GB"
     assert all(h[f] is False for f in flags), h
     assert "cpuusedghz" not in h  # simulated hosts report no use
+    # A page carries its hosts' figures too.
+    page = admin.listHostsMetrics(id=host["id"], page=1, pagesize=1)["host"]
+    assert [(x["id"], x["instances"]) for x in page] == [(host["id"], "1 / 1")]
     other = next(x for i, x in by_id.items() if i != host["id"])
     assert other["instances"] == "0 / 0" and other["cpuallocatedghz"] == "0.00 Ghz"
 

@@ -376,18 +376,29 @@ async fn clusters(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn hosts(ctx: Ctx) -> Result<Reply, ApiError> {
-    let (hs, _) = ctx.svc.list_hosts(&InfraFilter::default()).await?;
-    let mut per_host = HashMap::new();
-    for h in &hs {
-        let u = ctx.svc.host_use(h.id).await?;
-        per_host.insert(
-            h.uuid.clone(),
-            (u, Thresholds::of(&ctx, Some(h.cluster_id))),
-        );
+    let svc = ctx.svc.clone();
+    let mut limits = HashMap::new();
+    for c in svc.list_clusters(&InfraFilter::default()).await?.0 {
+        limits.insert(c.id, Thresholds::of(&ctx, Some(c.id)));
     }
     let r = super::infra::list_hosts(ctx).await?;
+    // The figures of the listed page's hosts only.
+    let mut per_host = HashMap::new();
+    if let Reply::List(_, items, _) = &r {
+        for it in items {
+            let Some(uuid) = it.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some(h) = svc.load_uuid_cached::<Host>(uuid).await? {
+                per_host.insert(uuid.to_string(), (svc.host_use(h.id).await?, h.cluster_id));
+            }
+        }
+    }
     Ok(decorate(r, |o| {
-        let Some((u, t)) = per_host.get(&id_of(o)) else {
+        let Some((u, cluster)) = per_host.get(&id_of(o)) else {
+            return;
+        };
+        let Some(t) = limits.get(cluster) else {
             return;
         };
         let v = Value::Object(o.clone());
