@@ -329,7 +329,7 @@ async fn main() -> Result<()> {
             }
             svc.start_scheduler();
             svc.start_stats_tasks();
-            svc.follow_shared_settings();
+            svc.follow_shared_store();
             let agent_addr = agents::server::serve(svc.clone(), hub.clone(), &agent_listen).await?;
             tracing::info!(listen = %agent_addr, "agent endpoint listening");
             spawn_expunger(svc.clone());

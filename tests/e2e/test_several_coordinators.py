@@ -133,6 +133,73 @@ def test_jobs_of_a_killed_coordinator_end_failed_with_a_clear_error(tmp_path, im
         b.stop()
 
 
+def test_deploys_through_both_coordinators_never_overcommit_a_host(tmp_path, image):
+    """Two coordinators placing at once: each decides with the other's
+    placements in view (one decides at a time, after catching up with the
+    other's commits), so the hosts fill exactly and the rest are refused."""
+    from concurrent.futures import ThreadPoolExecutor
+    from orrery_e2e import find_os_type, register_template
+    a = Coordinator(tmp_path / "a", hosts=2)
+    a.init()
+    a.start()
+    b = beside(a, tmp_path / "b")
+    try:
+        api_a = a.client()
+        zone = api_a.listZones()["zone"][0]
+        template = register_template(api_a, zone["id"], find_os_type(api_a)["id"], image)
+        hosts = api_a.listHosts(type="Routing")["host"]
+        assert len(hosts) == 2, hosts
+        per_host = 3
+        # Memory decides: each host holds exactly three of these (80% of it,
+        # under the cluster's 85% disable threshold; a fourth would not fit).
+        mem_mb = min(h["memorytotal"] for h in hosts) // (1024 * 1024) * 8 // 10 // per_host
+        offering = create_service_offering(api_a, cpuspeed=100, memory=int(mem_mb))
+        fits = per_host * len(hosts)
+        wanted = fits + 10
+
+        def deploy(i: int) -> dict:
+            c = (a if i % 2 else b).client(fetch_result=False)
+            return c.deployVirtualMachine(zoneid=zone["id"], serviceofferingid=offering["id"],
+                                          templateid=template["id"], name=unique(f"fill{i}"))
+
+        with ThreadPoolExecutor(max_workers=wanted) as pool:
+            jobs = list(pool.map(deploy, range(wanted)))
+        raw = a.client(fetch_result=False)
+
+        def outcome(job):
+            r = raw.queryAsyncJobResult(jobid=job["jobid"])
+            return r if r["jobstatus"] != 0 else None
+
+        results = [wait_for(lambda j=j: outcome(j), 60, "a deploy job stayed pending")
+                   for j in jobs]
+        done = [r for r in results if r["jobstatus"] == 1]
+        refused = [r for r in results if r["jobstatus"] == 2]
+        assert len(done) == fits, [r["jobresult"] for r in refused]
+        assert len(refused) == wanted - fits
+        for r in refused:
+            assert r["jobresult"]["errorcode"] == 533, r
+        running = api_a.listVirtualMachines(state="Running", listall=True)["virtualmachine"]
+        per = {}
+        for vm in running:
+            per[vm["hostid"]] = per.get(vm["hostid"], 0) + 1
+        assert sorted(per.values()) == [per_host] * len(hosts), per
+        # Full as seen from either: one more through b is refused.
+        late = b.client(fetch_result=False).deployVirtualMachine(
+            zoneid=zone["id"], serviceofferingid=offering["id"], templateid=template["id"],
+            name=unique("late"))
+        r = wait_for(lambda: outcome(late), 60, "the late deploy stayed pending")
+        assert r["jobstatus"] == 2 and r["jobresult"]["errorcode"] == 533, r
+        for h in api_b_hosts(b):
+            assert h["memoryallocated"] == per_host * int(mem_mb) * 1024 * 1024, h
+    finally:
+        a.stop()
+        b.stop()
+
+
+def api_b_hosts(b: Coordinator) -> list[dict]:
+    return b.client().listHosts(type="Routing")["host"]
+
+
 @pytest.mark.lab
 def test_a_real_host_is_commanded_through_either_coordinator(tmp_path):
     """A real agent with a session to each of two coordinators: a guest

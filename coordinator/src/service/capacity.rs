@@ -26,6 +26,9 @@ struct Entry {
     version: i64,
     /// The zone and the instance as placement sees it, while it holds capacity.
     holding: Option<(i64, pl::Instance)>,
+    /// While it migrates: the copy it holds on its destination, as its
+    /// record says (so every coordinator counts it, and after a restart).
+    arriving: Option<pl::Instance>,
 }
 
 #[derive(Default)]
@@ -61,19 +64,65 @@ fn holding(vm: &Vm) -> Option<(i64, pl::Instance)> {
     ))
 }
 
+/// The copy a migrating instance holds on its destination: a distinct id,
+/// so its source entry stays counted too.
+fn arriving(vm: &Vm, holding: &Option<(i64, pl::Instance)>) -> Option<pl::Instance> {
+    let (_, i) = holding.as_ref()?;
+    let dest = vm.migrating_to.filter(|_| vm.state == VmState::Migrating)?;
+    (Some(dest) != i.host_id).then(|| pl::Instance {
+        id: -i.id,
+        host_id: Some(dest),
+        ..i.clone()
+    })
+}
+
 impl CapacityView {
     /// Records the state of an instance as of `version`, unless a newer one
     /// is known.
     pub fn observe(&self, vm: &Vm) {
-        self.put(vm.id, vm.version, holding(vm));
+        self.put_vm(vm.id, vm.version, vm);
     }
 
-    fn put(&self, id: i64, version: i64, holding: Option<(i64, pl::Instance)>) {
+    /// An instance whose record is gone.
+    pub fn forget(&self, id: i64) {
+        self.put(id, i64::MAX, None, None);
+    }
+
+    /// Instances the view counts as holding capacity now.
+    pub fn holders(&self) -> Vec<i64> {
+        self.entries
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.holding.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn put_vm(&self, id: i64, version: i64, vm: &Vm) {
+        let h = holding(vm);
+        let a = arriving(vm, &h);
+        self.put(id, version, h, a);
+    }
+
+    fn put(
+        &self,
+        id: i64,
+        version: i64,
+        holding: Option<(i64, pl::Instance)>,
+        arriving: Option<pl::Instance>,
+    ) {
         let mut m = self.entries.lock();
         match m.get(&id) {
             Some(e) if e.version >= version => {}
             _ => {
-                m.insert(id, Entry { version, holding });
+                m.insert(
+                    id,
+                    Entry {
+                        version,
+                        holding,
+                        arriving,
+                    },
+                );
             }
         }
     }
@@ -81,13 +130,15 @@ impl CapacityView {
     /// Instances holding capacity in a zone, reservations included.
     pub fn instances(&self, zone_id: i64) -> Vec<pl::Instance> {
         let m = self.entries.lock();
-        let mut out: Vec<pl::Instance> = m
-            .values()
-            .filter_map(|e| match &e.holding {
-                Some((z, i)) if *z == zone_id => Some(i.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut out: Vec<pl::Instance> = Vec::new();
+        for e in m.values() {
+            if let Some((z, i)) = &e.holding {
+                if *z == zone_id {
+                    out.push(i.clone());
+                    out.extend(e.arriving.clone());
+                }
+            }
+        }
         let r = self.reserved.lock();
         for (id, (z, i)) in r.iter() {
             let committed = m.get(id).is_some_and(|e| e.holding.is_some());
@@ -96,11 +147,14 @@ impl CapacityView {
             }
         }
         for (id, (z, i)) in self.moving.lock().iter() {
-            // Still moving only while the record holds another host.
-            let arrived = m
-                .get(id)
-                .and_then(|e| e.holding.as_ref())
-                .is_some_and(|(_, held)| held.host_id == i.host_id);
+            // Counted here only until the record holds the destination
+            // (as its host, or as where it migrates to).
+            let arrived = m.get(id).is_some_and(|e| {
+                e.holding
+                    .as_ref()
+                    .is_some_and(|(_, held)| held.host_id == i.host_id)
+                    || e.arriving.as_ref().is_some_and(|a| a.host_id == i.host_id)
+            });
             if *z == zone_id && !arrived {
                 // A distinct id: the record's entry stays counted too.
                 out.push(pl::Instance {
@@ -154,18 +208,18 @@ impl CommitObserver for CapacityView {
             match op {
                 Op::Insert { id, data, .. } => {
                     if let Ok(vm) = serde_json::from_str::<Vm>(data) {
-                        self.put(*id, 1, holding(&vm));
+                        self.put_vm(*id, 1, &vm);
                     }
                 }
                 Op::Update {
                     id, version, data, ..
                 } => {
                     if let Ok(vm) = serde_json::from_str::<Vm>(data) {
-                        self.put(*id, version + 1, holding(&vm));
+                        self.put_vm(*id, version + 1, &vm);
                     }
                 }
                 // Removal is final: no later report may bring it back.
-                Op::Delete { id, .. } => self.put(*id, i64::MAX, None),
+                Op::Delete { id, .. } => self.forget(*id),
             }
         }
     }
@@ -230,6 +284,32 @@ mod tests {
         c.reserve(&vm(5, VmState::Stopped, None), 9);
         c.release(5);
         assert_eq!(c.instances(1).len(), 1);
+    }
+
+    #[test]
+    fn a_migrating_record_holds_both_hosts_and_a_move_is_not_counted_twice() {
+        let c = CapacityView::default();
+        let mut m = vm(3, VmState::Migrating, Some(1));
+        m.migrating_to = Some(2);
+        m.version = 5;
+        // Reserved before the Migrating commit, then the commit lands.
+        c.reserve_move(&vm(3, VmState::Running, Some(1)), 2);
+        c.observe(&m);
+        let mut hosts: Vec<Option<i64>> = c.instances(1).iter().map(|i| i.host_id).collect();
+        hosts.sort();
+        assert_eq!(hosts, vec![Some(1), Some(2)]);
+        c.release_move(3);
+        assert_eq!(c.instances(1).len(), 2);
+        // Arrived: only the destination.
+        let mut done = vm(3, VmState::Running, Some(2));
+        done.version = 6;
+        c.observe(&done);
+        let held = c.instances(1);
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].host_id, Some(2));
+        assert_eq!(c.holders(), vec![3]);
+        c.forget(3);
+        assert!(c.instances(1).is_empty() && c.holders().is_empty());
     }
 
     #[test]

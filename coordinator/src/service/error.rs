@@ -141,6 +141,22 @@ impl ServiceError {
     }
 }
 
+impl ServiceError {
+    /// Whether this is the store refusing a second record of `kind` with the
+    /// same unique key (another coordinator took it first).
+    pub fn is_duplicate(&self, kind: crate::store::Kind) -> bool {
+        match self {
+            ServiceError::Internal {
+                source: Some(s), ..
+            } => matches!(
+                s.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::Duplicate(k, _)) if *k == kind
+            ),
+            _ => false,
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ServiceError {
     fn from(e: crate::store::StoreError) -> Self {
         ServiceError::Internal {

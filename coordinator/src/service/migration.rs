@@ -14,6 +14,7 @@
 
 use super::agent::{AgentError, MigrateCmd, PowerState};
 use super::jobs::{JobOutput, Work};
+use super::placing::PlaceGuard;
 use super::vm::Pin;
 use super::*;
 use crate::placement as pl;
@@ -191,9 +192,14 @@ impl Service {
     }
 
     /// Picks and holds the destination, under the placement lock so
-    /// concurrent placements see it.
-    pub(super) async fn choose_destination(&self, vm: &Vm, host_id: Option<i64>) -> SResult<Host> {
-        let _g = self.place_lock.lock().await;
+    /// concurrent placements see it; on a shared store the lock comes back
+    /// too, for `migrate_to` to keep until its Migrating commit.
+    pub(super) async fn choose_destination(
+        &self,
+        vm: &Vm,
+        host_id: Option<i64>,
+    ) -> SResult<(Host, Option<PlaceGuard<'_>>)> {
+        let g = self.placement_guard().await?;
         let verdicts = self.migration_verdicts(vm, host_id).await?;
         let chosen = verdicts
             .iter()
@@ -233,7 +239,7 @@ impl Service {
             .await?
             .ok_or_else(|| ServiceError::internal("host vanished"))?;
         self.capacity.reserve_move(vm, host.id);
-        Ok(host)
+        Ok((host, g.until_committed()))
     }
 
     pub(crate) async fn exec_migrate(
@@ -253,8 +259,8 @@ impl Service {
             .load_cached(source_id)
             .await?
             .ok_or_else(|| ServiceError::internal("source host vanished"))?;
-        let dest = self.choose_destination(&vm, host_id).await?;
-        let r = self.migrate_to(&vm, &source, &dest, &[]).await;
+        let (dest, held) = self.choose_destination(&vm, host_id).await?;
+        let r = self.migrate_to(&vm, &source, &dest, &[], held).await;
         self.capacity.release_move(vm_id);
         r
     }
@@ -269,8 +275,8 @@ impl Service {
             .load_cached(source_id)
             .await?
             .ok_or_else(|| ServiceError::internal("source host vanished"))?;
-        let dest = self.choose_destination(sized, None).await?;
-        let r = self.migrate_to(vm, &source, &dest, &[]).await;
+        let (dest, held) = self.choose_destination(sized, None).await?;
+        let r = self.migrate_to(vm, &source, &dest, &[], held).await;
         self.capacity.release_move(vm.id);
         r.map(|_| ())
     }
@@ -284,6 +290,7 @@ impl Service {
         source: &Host,
         dest: &Host,
         moves: &[(Volume, StoragePool)],
+        held: Option<PlaceGuard<'_>>,
     ) -> SResult<JobOutput> {
         let tls = self.setting("vm.migrate.tls", &[]) != "false";
         if tls {
@@ -310,7 +317,10 @@ impl Service {
                 move |v| v.migrating_to = Some(dest_id),
                 |_, _| {},
             )
-            .await?;
+            .await;
+        // Committed (or refused): other coordinators' placements may go on.
+        drop(held);
+        let vm = vm?;
         let mut spec = self.vm_spec(&vm).await?;
         // The destination is prepared for the layout it will have.
         let mut file_moves = Vec::new();

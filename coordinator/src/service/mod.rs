@@ -152,6 +152,11 @@ pub struct Service {
     pub(crate) consoles: console::ConsoleTickets,
     /// Grants for files hosts send into secondary storage.
     pub uploads: uploads::Uploads,
+    /// Barriers sent through a shared store's commit channel, by token,
+    /// waiting for their return (see `placing::PlaceGuard`).
+    pub(crate) barriers: parking_lot::Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>,
+    /// Set when other coordinators' changes could not be applied.
+    pub(crate) capacity_stale: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
@@ -200,6 +205,8 @@ impl Service {
             tasks: tasks::Tasks::default(),
             consoles: console::ConsoleTickets::default(),
             uploads: uploads::Uploads::default(),
+            barriers: parking_lot::Mutex::new(HashMap::new()),
+            capacity_stale: std::sync::atomic::AtomicBool::new(false),
         });
         svc.reload_settings().await?;
         svc.refresh_stats_settings();
@@ -230,10 +237,15 @@ impl Service {
     }
 
     /// With a shared store, other coordinators' setting changes are picked
-    /// up as their commits are announced (within half a second).
-    pub fn follow_shared_settings(self: &Arc<Self>) {
+    /// up as their commits are announced (within half a second), and their
+    /// instance changes reach the capacity view.
+    pub fn follow_shared_store(self: &Arc<Self>) {
         if !self.store.shared() {
             return;
+        }
+        if let Some(changes) = self.store.changes() {
+            let svc = Arc::downgrade(self);
+            tokio::spawn(placing::follow_changes(svc, changes));
         }
         let svc = self.clone();
         tokio::spawn(async move {

@@ -2,16 +2,77 @@
 //! cached records and the capacity view, ask the pure engine
 //! (`crate::placement`), and apply its answer.
 //!
-//! The apply step: `exec_start` holds `place_lock` from building the snapshot
-//! until the chosen host is reserved in the capacity view; the reservation
-//! counts until the Starting commit has landed, so every decision sees the
-//! capacity and affinity effects of every earlier one, and concurrent deploys
-//! can neither overcommit a host nor break a strict group.
+//! The apply step: `exec_start` holds the placement guard from building the
+//! snapshot until the chosen host is reserved in the capacity view; the
+//! reservation counts until the Starting commit has landed, so every
+//! decision sees the capacity and affinity effects of every earlier one, and
+//! concurrent deploys can neither overcommit a host nor break a strict group.
+//! With several coordinators on one store, reservations are not shared: the
+//! guard then also holds the store's placement lock until the commit, and
+//! whoever takes it next first catches up with every instance change
+//! committed before (a barrier through the commit channel).
 
 use super::vm::Pin;
 use super::*;
 use crate::placement::{self as pl, Snapshot, SnapshotParts};
-use crate::store::Kind;
+use crate::store::{Change, Hold, Kind};
+use std::collections::HashSet;
+use std::sync::Weak;
+
+/// How long a barrier may take to come back through the commit channel
+/// before the capacity view is reloaded from the records instead.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Held while a placement is decided. With the embedded store this
+/// process's lock is enough: the decision is reserved in the capacity view
+/// until its commit lands. Several coordinators cannot see each other's
+/// reservations, so on a shared store the guard also holds the store's
+/// placement lock and must be kept until the decision is committed
+/// (`until_committed`); the next coordinator to decide first catches up
+/// with every commit made before it got the lock.
+pub(crate) struct PlaceGuard<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    shared: Option<Hold>,
+}
+
+impl<'a> PlaceGuard<'a> {
+    /// What must be kept until the decision's commit: the guard itself on a
+    /// shared store, nothing otherwise.
+    pub(crate) fn until_committed(self) -> Option<PlaceGuard<'a>> {
+        self.shared.is_some().then_some(self)
+    }
+}
+
+/// Applies other coordinators' instance changes to the capacity view, in
+/// their commit order, and answers barriers once everything before them
+/// is applied. Ends with the service.
+pub(super) async fn follow_changes(
+    svc: Weak<Service>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
+) {
+    while let Some(change) = changes.recv().await {
+        let Some(svc) = svc.upgrade() else {
+            return;
+        };
+        let done = match change {
+            Change::Vms(ids) => svc.apply_vm_changes(&ids).await,
+            Change::All => svc.reload_capacity().await,
+            Change::Barrier(token) => {
+                if let Some(tx) = svc.barriers.lock().remove(&token) {
+                    // The waiter may have given up; it reloads then.
+                    let _ = tx.send(());
+                }
+                Ok(())
+            }
+        };
+        if let Err(e) = done {
+            // The next placement reloads the view rather than trust it.
+            svc.capacity_stale
+                .store(true, std::sync::atomic::Ordering::Release);
+            tracing::warn!(error = %e.text(), "following other coordinators' instance changes failed");
+        }
+    }
+}
 
 fn split_tags(s: &str) -> Vec<String> {
     s.split(',')
@@ -21,6 +82,83 @@ fn split_tags(s: &str) -> Vec<String> {
 }
 
 impl Service {
+    /// Takes the placement lock (this process's, and the shared store's
+    /// where there is one) and brings the capacity view up to date with
+    /// other coordinators' commits.
+    pub(crate) async fn placement_guard(&self) -> SResult<PlaceGuard<'_>> {
+        let local = self.place_lock.lock().await;
+        let shared = self.store.placement_lock().await?;
+        if shared.is_some() {
+            self.catch_up().await?;
+        }
+        Ok(PlaceGuard {
+            _local: local,
+            shared,
+        })
+    }
+
+    /// Waits until every instance change committed before now (by any
+    /// coordinator) is in the capacity view: a barrier sent through the
+    /// commit channel comes back after all of them.
+    async fn catch_up(&self) -> SResult<()> {
+        let token = new_uuid();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.barriers.lock().insert(token.clone(), tx);
+        let back = match self.store.barrier(&token).await {
+            Ok(()) => matches!(tokio::time::timeout(CATCH_UP, rx).await, Ok(Ok(()))),
+            Err(_) => false,
+        };
+        self.barriers.lock().remove(&token);
+        let stale = self
+            .capacity_stale
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        if !back || stale {
+            tracing::warn!("capacity view not known to be current; reloading it");
+            self.reload_capacity().await?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the capacity view from the records.
+    pub(crate) async fn reload_capacity(&self) -> SResult<()> {
+        let holders: Vec<Vm> = self
+            .store
+            .all(Query::new().and(Cond::In(Col::State, vm::running_like())))
+            .await?;
+        let fresh: HashSet<i64> = holders.iter().map(|v| v.id).collect();
+        for v in &holders {
+            self.capacity.observe(v);
+        }
+        let gone: Vec<i64> = self
+            .capacity
+            .holders()
+            .into_iter()
+            .filter(|id| !fresh.contains(id))
+            .collect();
+        self.apply_vm_changes(&gone).await
+    }
+
+    /// Reads these instances' records into the capacity view.
+    async fn apply_vm_changes(&self, ids: &[i64]) -> SResult<()> {
+        for chunk in ids.chunks(500) {
+            let found: Vec<Vm> = self
+                .store
+                .all(Query::new().and(Cond::In(
+                    Col::Id,
+                    chunk.iter().map(|i| Val::I(*i)).collect(),
+                )))
+                .await?;
+            let seen: HashSet<i64> = found.iter().map(|v| v.id).collect();
+            for v in &found {
+                self.capacity.observe(v);
+            }
+            for id in chunk.iter().filter(|id| !seen.contains(id)) {
+                self.capacity.forget(*id);
+            }
+        }
+        Ok(())
+    }
+
     /// Everything placement needs to decide within a zone, read once.
     pub async fn placement_snapshot(&self, zone_id: i64) -> SResult<Snapshot> {
         let zone: Zone = self

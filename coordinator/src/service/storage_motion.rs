@@ -521,8 +521,8 @@ impl Service {
                 .ok_or_else(|| ServiceError::internal("storage pool vanished"))?;
             pairs.push((v, p));
         }
-        let dest = {
-            let _g = self.place_lock.lock().await;
+        let (dest, held) = {
+            let g = self.placement_guard().await?;
             let snap = self.placement_snapshot(vm.zone_id).await?;
             let pin = Pin {
                 host_id: Some(host_id),
@@ -560,9 +560,9 @@ impl Service {
                 .await?
                 .ok_or_else(|| ServiceError::internal("host vanished"))?;
             self.capacity.reserve_move(&vm, h.id);
-            h
+            (h, g.until_committed())
         };
-        let r = self.migrate_to(&vm, &source, &dest, &pairs).await;
+        let r = self.migrate_to(&vm, &source, &dest, &pairs, held).await;
         self.capacity.release_move(vm.id);
         r
     }

@@ -261,15 +261,35 @@ impl Service {
             Some(g) => Some(self.group_for(&a.owner, g).await?),
             None => None,
         };
-        let ip = self.ip_take(&network).await?;
-        let created = self
-            .create_vm_records(caller, &a, cpu, speed, mem, root_size, &network, ip, group)
-            .await;
-        match created {
-            Ok(x) => Ok(x),
-            Err(e) => {
-                self.ip_release(network.id, &ip.to_string()).await;
-                Err(e)
+        // Another coordinator sharing the store may take the same address
+        // between this one's look at the network and its commit: the store's
+        // unique key refuses the second, and the pool is read afresh.
+        let mut tries = 0;
+        loop {
+            let ip = self.ip_take(&network).await?;
+            let created = self
+                .create_vm_records(
+                    caller,
+                    &a,
+                    cpu,
+                    speed,
+                    mem,
+                    root_size,
+                    &network,
+                    ip,
+                    group.clone(),
+                )
+                .await;
+            match created {
+                Ok(x) => return Ok(x),
+                Err(e) if e.is_duplicate(crate::store::Kind::Nic) && tries < 8 => {
+                    tries += 1;
+                    self.ip_pools.lock().await.remove(&network.id);
+                }
+                Err(e) => {
+                    self.ip_release(network.id, &ip.to_string()).await;
+                    return Err(e);
+                }
             }
         }
     }
@@ -854,12 +874,12 @@ impl Service {
         // The decision is taken under the placement lock and reserved in the
         // capacity view, so the next decision sees it while this one's
         // Starting commit is still on its way.
-        let host = {
-            let _g = self.place_lock.lock().await;
+        let (host, held) = {
+            let g = self.placement_guard().await?;
             let pin = self.storage_pin(&vm, pin).await?;
             let host = self.place(&vm, &pin).await?;
             self.capacity.reserve(&vm, host.id);
-            host
+            (host, g.until_committed())
         };
         let (hid, pod, cl) = (host.id, host.pod_id, host.cluster_id);
         let begun = self
@@ -874,6 +894,7 @@ impl Service {
                 |_, _| {},
             )
             .await;
+        drop(held);
         self.capacity.release(vm_id);
         // The spec from the record as it now is: placed on its host.
         let vm = begun?;

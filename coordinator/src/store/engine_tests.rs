@@ -278,6 +278,104 @@ async fn two_stores_on_one_postgres_database_share_it_safely() {
     assert_eq!(b.generation(Kind::Zone), before.1);
 }
 
+/// What one coordinator commits to instances reaches the other's views by
+/// id, in order; a barrier comes back after everything committed before
+/// it; and one coordinator at a time holds the placement lock.
+#[tokio::test]
+async fn instance_changes_barriers_and_the_placement_lock_cross_coordinators() {
+    use std::time::Duration;
+    let Some(url) = fresh_pg_database().await else {
+        return;
+    };
+    let a: DynStore = Arc::new(PgStore::open(&url).await.unwrap());
+    let b: DynStore = Arc::new(PgStore::open(&url).await.unwrap());
+    a.migrate().await.unwrap();
+    let mut feed = b.changes().expect("a shared store reports changes");
+    assert!(b.changes().is_none(), "given out once");
+    async fn next(feed: &mut tokio::sync::mpsc::UnboundedReceiver<Change>) -> Change {
+        tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv())
+            .await
+            .expect("a change within 10 s")
+            .expect("the feed stays open")
+    }
+    // Connecting, the listener cannot know what it missed.
+    assert_eq!(next(&mut feed).await, Change::All);
+
+    let id = a.allocate_ids(Kind::Vm, 2).await.unwrap();
+    let mut tx = Tx::new();
+    tx.insert(&records::Vm {
+        id,
+        uuid: uuid::Uuid::new_v4().to_string(),
+        name: "v1".into(),
+        ..Default::default()
+    });
+    tx.insert(&group(
+        a.allocate_ids(Kind::InstanceGroup, 1).await.unwrap(),
+        "g",
+    ));
+    a.commit(tx.ops).await.unwrap();
+    // Commits without instances say nothing to the views.
+    let mut tx = Tx::new();
+    tx.insert(&group(
+        a.allocate_ids(Kind::InstanceGroup, 1).await.unwrap(),
+        "h",
+    ));
+    a.commit(tx.ops).await.unwrap();
+    b.barrier("t1").await.unwrap();
+    assert_eq!(next(&mut feed).await, Change::Vms(vec![id]));
+    assert_eq!(next(&mut feed).await, Change::Barrier("t1".into()));
+    // Its own commits and the other's barriers are not reported to b.
+    let mut tx = Tx::new();
+    tx.insert(&records::Vm {
+        id: id + 1,
+        uuid: uuid::Uuid::new_v4().to_string(),
+        name: "v2".into(),
+        ..Default::default()
+    });
+    b.commit(tx.ops).await.unwrap();
+    a.barrier("t2").await.unwrap();
+    b.barrier("t3").await.unwrap();
+    assert_eq!(next(&mut feed).await, Change::Barrier("t3".into()));
+
+    let held = a
+        .placement_lock()
+        .await
+        .unwrap()
+        .expect("a lock on a shared store");
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { b.placement_lock().await.map(|h| h.is_some()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "both held the placement lock at once"
+    );
+    drop(held);
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the lock passed on once let go")
+        .unwrap()
+        .unwrap();
+    assert!(got);
+    // A coordinator that gave up waiting leaves no lock behind.
+    let held = b.placement_lock().await.unwrap();
+    assert!(held.is_some());
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), a.placement_lock()).await;
+    assert!(gave_up.is_err(), "a took the lock b holds");
+    drop(held);
+    let again = tokio::time::timeout(Duration::from_secs(10), a.placement_lock())
+        .await
+        .expect("the lock is free again after an abandoned wait")
+        .unwrap();
+    assert!(again.is_some());
+    // The embedded store needs none of this.
+    let dir = tempfile::tempdir().unwrap();
+    let local = SqliteStore::open(&dir.path().join("o.db")).await.unwrap();
+    assert!(local.changes().is_none());
+    assert!(local.placement_lock().await.unwrap().is_none());
+}
+
 /// The two engines' schemas mean the same: every table with the same
 /// columns (integers 64-bit on both) and the same indexes.
 #[tokio::test]

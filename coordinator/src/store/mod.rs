@@ -301,6 +301,24 @@ impl IdBlocks {
     }
 }
 
+/// What other coordinators committed to a shared store, as this one learns
+/// it, in their commit order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// These instances changed.
+    Vms(Vec<i64>),
+    /// Changes may have been missed (the channel was lost, or one notice
+    /// named too many): views built from the records reload them.
+    All,
+    /// Everything committed before `barrier(token)` was called has been
+    /// reported.
+    Barrier(String),
+}
+
+/// Held while this coordinator decides a placement and commits it (see
+/// `Store::placement_lock`); dropping it lets the next one decide.
+pub type Hold = Box<dyn std::any::Any + Send>;
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Creates the schema or brings it up to date.
@@ -340,6 +358,25 @@ pub trait Store: Send + Sync {
     /// coordinator of a shared store can be gone).
     async fn runner_alive(&self, runner: &str) -> Result<bool, StoreError> {
         Ok(runner == self.runner_id())
+    }
+    /// Other coordinators' commits, in order, for views kept in memory
+    /// (placement capacity). Given out once; None where no other
+    /// coordinator writes.
+    fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
+        None
+    }
+    /// Serialises placement across the coordinators sharing the store: one
+    /// decides at a time and holds the lock until its decision is
+    /// committed. None where this process is the only writer (its own lock
+    /// suffices).
+    async fn placement_lock(&self) -> Result<Option<Hold>, StoreError> {
+        Ok(None)
+    }
+    /// Puts a marker into the commit channel: `changes` yields
+    /// `Change::Barrier(token)` once every commit made before this call has
+    /// been reported.
+    async fn barrier(&self, _token: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

@@ -77,4 +77,13 @@ impl Store for ObservedStore {
     async fn runner_alive(&self, runner: &str) -> Result<bool, StoreError> {
         self.inner.runner_alive(runner).await
     }
+    fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
+        self.inner.changes()
+    }
+    async fn placement_lock(&self) -> Result<Option<Hold>, StoreError> {
+        self.inner.placement_lock().await
+    }
+    async fn barrier(&self, token: &str) -> Result<(), StoreError> {
+        self.inner.barrier(token).await
+    }
 }

@@ -162,6 +162,50 @@ pub struct PgStore {
     listener: tokio::task::JoinHandle<()>,
     leader: Arc<std::sync::atomic::AtomicBool>,
     lease: tokio::task::JoinHandle<()>,
+    /// Other coordinators' commits, until a view takes them.
+    changes: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Change>>>,
+    /// The connection that holds the placement lock (its own: a session
+    /// lock lives as long as its connection, so a process that dies frees it).
+    placer: Arc<tokio::sync::Mutex<Option<Conn>>>,
+}
+
+/// The session advisory lock that serialises placement across coordinators.
+const PLACEMENT_LOCK: i64 = 0x006f_7272_6572_7950;
+
+/// Holds the placement lock; let go when dropped. A hold whose lock request
+/// never completed (the caller gave up waiting) closes its connection, so a
+/// lock granted after all cannot outlive it.
+struct PlacementHold {
+    slot: Option<tokio::sync::OwnedMutexGuard<Option<Conn>>>,
+    locked: bool,
+}
+
+impl Drop for PlacementHold {
+    fn drop(&mut self) {
+        let Some(mut slot) = self.slot.take() else {
+            return;
+        };
+        let runtime = tokio::runtime::Handle::try_current();
+        match (self.locked, runtime) {
+            (true, Ok(rt)) => {
+                rt.spawn(async move {
+                    let ok = match slot.as_ref() {
+                        Some(c) => c
+                            .client
+                            .execute("SELECT pg_advisory_unlock($1)", &[&PLACEMENT_LOCK])
+                            .await
+                            .is_ok(),
+                        None => true,
+                    };
+                    if !ok {
+                        // Closing the session frees its locks.
+                        *slot = None;
+                    }
+                });
+            }
+            _ => *slot = None,
+        }
+    }
 }
 
 impl Drop for PgStore {
@@ -254,31 +298,103 @@ async fn hold_lease(
 const CHANNEL: &str = "orrery_commits";
 
 /// "origin:3,17": the committing store and the ordinals of the kinds.
-fn notice(origin: &str, kinds: &[Kind]) -> String {
+/// A notice's payload stays well inside PostgreSQL's 8000 bytes; a commit
+/// that changed more instances than fit says so instead of naming them.
+const NOTICE_IDS: usize = 7000;
+
+/// Pure: the payload announcing a commit: its origin, the kinds it changed,
+/// and the instances it changed (`*` when too many to name).
+fn notice(origin: &str, kinds: &[Kind], vms: &[i64]) -> String {
     let mut ords: Vec<usize> = kinds.iter().map(|k| k.ordinal()).collect();
     ords.sort_unstable();
     ords.dedup();
     let list: Vec<String> = ords.iter().map(usize::to_string).collect();
-    format!("{origin}:{}", list.join(","))
+    let mut out = format!("{origin}:{}", list.join(","));
+    if !vms.is_empty() {
+        let mut ids: Vec<i64> = vms.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let named: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let named = named.join(",");
+        out.push(';');
+        out.push_str(if named.len() > NOTICE_IDS {
+            "*"
+        } else {
+            &named
+        });
+    }
+    out
 }
 
-/// Pure: the kinds another store's notice names (None for our own notices,
-/// and for garbage).
-fn parse_notice(own: &str, payload: &str) -> Option<Vec<usize>> {
-    let (origin, list) = payload.split_once(':')?;
+/// The payload of a barrier sent by `origin`.
+fn barrier_notice(origin: &str, token: &str) -> String {
+    format!("{origin}!{token}")
+}
+
+/// What one notice says, as `parse_notice` reads it.
+#[derive(Debug, PartialEq, Eq)]
+enum Notice {
+    /// Another store's commit: the kinds (ordinals) and, when it changed
+    /// instances, which (None: too many to name).
+    Commit {
+        kinds: Vec<usize>,
+        vms: Option<Vec<i64>>,
+    },
+    /// One of our own barriers came back.
+    Barrier(String),
+}
+
+/// Pure: what a notice means to the store `own` (None for its own commit
+/// notices, others' barriers, and garbage).
+fn parse_notice(own: &str, payload: &str) -> Option<Notice> {
+    if let Some((origin, token)) = payload.split_once('!') {
+        return (origin == own && !token.is_empty()).then(|| Notice::Barrier(token.to_string()));
+    }
+    let (origin, rest) = payload.split_once(':')?;
     if origin == own {
         return None;
     }
-    list.split(',')
+    let (list, ids) = match rest.split_once(';') {
+        Some((l, i)) => (l, Some(i)),
+        None => (rest, None),
+    };
+    let kinds = list
+        .split(',')
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().ok().filter(|o| *o < Kind::ALL.len()))
-        .collect()
+        .collect::<Option<Vec<usize>>>()?;
+    let vms = match ids {
+        None => Some(Vec::new()),
+        Some("*") => None,
+        Some(i) => Some(
+            i.split(',')
+                .map(|s| s.parse().ok())
+                .collect::<Option<Vec<i64>>>()?,
+        ),
+    };
+    Some(Notice::Commit { kinds, vms })
+}
+
+/// The changes a commit notice reports to in-memory views.
+fn notice_changes(kinds: &[usize], vms: Option<Vec<i64>>) -> Option<Change> {
+    if !kinds.contains(&Kind::Vm.ordinal()) {
+        return None;
+    }
+    Some(match vms {
+        Some(ids) if !ids.is_empty() => Change::Vms(ids),
+        _ => Change::All,
+    })
 }
 
 /// Follows the channel on a connection of its own for as long as the store
 /// lives, reconnecting after a failure; every (re)connection bumps every
 /// kind, since notices sent while it was away are lost.
-async fn listen(config: tokio_postgres::Config, origin: String, gens: Arc<Vec<AtomicU64>>) {
+async fn listen(
+    config: tokio_postgres::Config,
+    origin: String,
+    gens: Arc<Vec<AtomicU64>>,
+    changes: tokio::sync::mpsc::UnboundedSender<Change>,
+) {
     use futures::StreamExt;
     loop {
         match config.connect(NoTls).await {
@@ -301,11 +417,25 @@ async fn listen(config: tokio_postgres::Config, origin: String, gens: Arc<Vec<At
                     for g in gens.iter() {
                         g.fetch_add(1, Ordering::Release);
                     }
+                    // A receiver gone away (no view follows) is no error.
+                    let _ = changes.send(Change::All);
                     while let Some(m) = rx.next().await {
-                        if let tokio_postgres::AsyncMessage::Notification(n) = m {
-                            for o in parse_notice(&origin, n.payload()).unwrap_or_default() {
-                                gens[o].fetch_add(1, Ordering::Release);
+                        let tokio_postgres::AsyncMessage::Notification(n) = m else {
+                            continue;
+                        };
+                        match parse_notice(&origin, n.payload()) {
+                            Some(Notice::Commit { kinds, vms }) => {
+                                for o in &kinds {
+                                    gens[*o].fetch_add(1, Ordering::Release);
+                                }
+                                if let Some(c) = notice_changes(&kinds, vms) {
+                                    let _ = changes.send(c);
+                                }
                             }
+                            Some(Notice::Barrier(token)) => {
+                                let _ = changes.send(Change::Barrier(token));
+                            }
+                            None => {}
                         }
                     }
                 }
@@ -330,7 +460,13 @@ impl PgStore {
         let generations: Arc<Vec<AtomicU64>> =
             Arc::new(Kind::ALL.iter().map(|_| AtomicU64::new(0)).collect());
         let origin = uuid::Uuid::new_v4().simple().to_string();
-        let listener = tokio::spawn(listen(config.clone(), origin.clone(), generations.clone()));
+        let (changes, changes_rx) = tokio::sync::mpsc::unbounded_channel();
+        let listener = tokio::spawn(listen(
+            config.clone(),
+            origin.clone(),
+            generations.clone(),
+            changes,
+        ));
         let leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let lease = tokio::spawn(hold_lease(config.clone(), leader.clone(), origin.clone()));
         let store = PgStore {
@@ -345,6 +481,8 @@ impl PgStore {
             listener,
             leader,
             lease,
+            changes: parking_lot::Mutex::new(Some(changes_rx)),
+            placer: Arc::new(tokio::sync::Mutex::new(None)),
         };
         drop(store.pool.get().await?);
         Ok(store)
@@ -576,6 +714,19 @@ impl Store for PgStore {
         let bump = c.prepare(SEQ_BUMP).await?;
         let announce = c.prepare("SELECT pg_notify($1, $2)").await?;
         let kinds: Vec<Kind> = ops.iter().map(Op::kind).collect();
+        let vms: Vec<i64> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Insert {
+                    kind: Kind::Vm, id, ..
+                }
+                | Op::Update {
+                    kind: Kind::Vm, id, ..
+                }
+                | Op::Delete { kind: Kind::Vm, id } => Some(*id),
+                _ => None,
+            })
+            .collect();
         let tx = c.client.transaction().await.map_err(pg)?;
         for (op, st) in ops.into_iter().zip(stmts) {
             match op {
@@ -633,7 +784,7 @@ impl Store for PgStore {
             }
         }
         // Delivered to the other coordinators only if this commits.
-        tx.execute(&announce, &[&CHANNEL, &notice(&self.origin, &kinds)])
+        tx.execute(&announce, &[&CHANNEL, &notice(&self.origin, &kinds, &vms)])
             .await
             .map_err(pg)?;
         tx.commit().await.map_err(|e| match e.code() {
@@ -673,6 +824,43 @@ impl Store for PgStore {
         self.origin.clone()
     }
 
+    fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
+        self.changes.lock().take()
+    }
+
+    async fn placement_lock(&self) -> Result<Option<Hold>, StoreError> {
+        let mut slot = self.placer.clone().lock_owned().await;
+        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *slot = Some(self.pool.connect().await?);
+        }
+        let mut hold = PlacementHold {
+            slot: Some(slot),
+            locked: false,
+        };
+        let conn = hold
+            .slot
+            .as_mut()
+            .and_then(|s| s.as_mut())
+            .ok_or_else(|| StoreError::Db("no placement connection".into()))?;
+        let st = conn.prepare("SELECT pg_advisory_lock($1)").await?;
+        conn.client
+            .execute(&st, &[&PLACEMENT_LOCK])
+            .await
+            .map_err(pg)?;
+        hold.locked = true;
+        Ok(Some(Box::new(hold)))
+    }
+
+    async fn barrier(&self, token: &str) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let st = c.prepare("SELECT pg_notify($1, $2)").await?;
+        c.client
+            .execute(&st, &[&CHANNEL, &barrier_notice(&self.origin, token)])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
     async fn runner_alive(&self, runner: &str) -> Result<bool, StoreError> {
         if runner == self.origin {
             return Ok(true);
@@ -704,15 +892,64 @@ mod tests {
 
     #[test]
     fn commit_notices_name_their_kinds_once_and_skip_their_origin() {
-        let n = notice("me", &[Kind::Vm, Kind::Zone, Kind::Vm]);
+        let n = notice("me", &[Kind::Vm, Kind::Zone, Kind::Vm], &[]);
         let (vm, zone) = (Kind::Vm.ordinal(), Kind::Zone.ordinal());
-        assert_eq!(n, format!("me:{},{}", zone.min(vm), zone.max(vm)));
-        let mut got = parse_notice("other", &n).unwrap();
-        got.sort_unstable();
-        assert_eq!(got, vec![zone.min(vm), zone.max(vm)]);
+        let both = vec![zone.min(vm), zone.max(vm)];
+        assert_eq!(n, format!("me:{},{}", both[0], both[1]));
+        assert_eq!(
+            parse_notice("other", &n),
+            Some(Notice::Commit {
+                kinds: both.clone(),
+                vms: Some(vec![])
+            })
+        );
         assert_eq!(parse_notice("me", &n), None);
         assert_eq!(parse_notice("x", "junk"), None);
         assert_eq!(parse_notice("x", "y:1,notanumber"), None);
         assert_eq!(parse_notice("x", "y:99999"), None);
+        assert_eq!(parse_notice("x", "y:1;4,x"), None);
+    }
+
+    #[test]
+    fn commit_notices_name_the_instances_they_changed_or_say_too_many() {
+        let vm = Kind::Vm.ordinal();
+        let n = notice("me", &[Kind::Vm], &[9, 3, 9]);
+        assert_eq!(n, format!("me:{vm};3,9"));
+        let got = parse_notice("other", &n).unwrap();
+        assert_eq!(
+            got,
+            Notice::Commit {
+                kinds: vec![vm],
+                vms: Some(vec![3, 9])
+            }
+        );
+        let Notice::Commit { kinds, vms } = got else {
+            unreachable!()
+        };
+        assert_eq!(notice_changes(&kinds, vms), Some(Change::Vms(vec![3, 9])));
+        // Too many to name: the payload stays under PostgreSQL's limit and
+        // the views reload.
+        let many: Vec<i64> = (1_000_000..1_002_000).collect();
+        let n = notice("me", &[Kind::Vm], &many);
+        assert!(n.len() < 8000, "{}", n.len());
+        let Some(Notice::Commit { kinds, vms }) = parse_notice("other", &n) else {
+            panic!("not a commit notice: {n}")
+        };
+        assert_eq!(vms, None);
+        assert_eq!(notice_changes(&kinds, vms), Some(Change::All));
+        // Commits without instances tell the views nothing.
+        let z = notice("me", &[Kind::Zone], &[]);
+        let Some(Notice::Commit { kinds, vms }) = parse_notice("other", &z) else {
+            panic!()
+        };
+        assert_eq!(notice_changes(&kinds, vms), None);
+    }
+
+    #[test]
+    fn barriers_come_back_only_to_their_sender() {
+        let b = barrier_notice("me", "t1");
+        assert_eq!(parse_notice("me", &b), Some(Notice::Barrier("t1".into())));
+        assert_eq!(parse_notice("other", &b), None);
+        assert_eq!(parse_notice("me", "me!"), None);
     }
 }
