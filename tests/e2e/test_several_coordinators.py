@@ -97,20 +97,28 @@ def test_either_coordinator_answers_and_one_leads_until_killed(pair):
     assert api_b.listServiceOfferings(id=offering["id"])["count"] == 1
 
 
-def test_jobs_of_a_killed_coordinator_end_failed_with_a_clear_error(tmp_path, image):
-    """A deploy in flight on the leader when it is killed: the survivor takes
-    over, fails the job with a clear error and settles the instance."""
+def with_hosts(tmp_path, image, config: dict | None = None):
+    """Two coordinators, the first with two simulated hosts and a template."""
     from orrery_e2e import find_os_type, register_template
     a = Coordinator(tmp_path / "a", hosts=2)
-    # Starts take a minute on these simulated hosts: long enough to kill.
-    a.config = {"simulator_delay_ms": 60000}
+    if config:
+        a.config = config
     a.init()
     a.start()
     b = beside(a, tmp_path / "b")
+    api_a = a.client()
+    zone = api_a.listZones()["zone"][0]
+    template = register_template(api_a, zone["id"], find_os_type(api_a)["id"], image)
+    return a, b, zone, template
+
+
+def test_jobs_of_a_killed_coordinator_end_failed_with_a_clear_error(tmp_path, image):
+    """A deploy in flight on the leader when it is killed: the survivor takes
+    over, fails the job with a clear error and settles the instance."""
+    # Starts take a minute on these simulated hosts: long enough to kill.
+    a, b, zone, template = with_hosts(tmp_path, image, {"simulator_delay_ms": 60000})
     try:
         api_a = a.client()
-        zone = api_a.listZones()["zone"][0]
-        template = register_template(api_a, zone["id"], find_os_type(api_a)["id"], image)
         offering = create_service_offering(api_a)
         job = a.client(fetch_result=False).deployVirtualMachine(
             zoneid=zone["id"], serviceofferingid=offering["id"], templateid=template["id"],
@@ -138,15 +146,9 @@ def test_deploys_through_both_coordinators_never_overcommit_a_host(tmp_path, ima
     placements in view (one decides at a time, after catching up with the
     other's commits), so the hosts fill exactly and the rest are refused."""
     from concurrent.futures import ThreadPoolExecutor
-    from orrery_e2e import find_os_type, register_template
-    a = Coordinator(tmp_path / "a", hosts=2)
-    a.init()
-    a.start()
-    b = beside(a, tmp_path / "b")
+    a, b, zone, template = with_hosts(tmp_path, image)
     try:
         api_a = a.client()
-        zone = api_a.listZones()["zone"][0]
-        template = register_template(api_a, zone["id"], find_os_type(api_a)["id"], image)
         hosts = api_a.listHosts(type="Routing")["host"]
         assert len(hosts) == 2, hosts
         per_host = 3

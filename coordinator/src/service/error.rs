@@ -197,3 +197,18 @@ impl From<&ServiceError> for JobFailure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Kind, StoreError};
+
+    #[test]
+    fn a_duplicate_from_the_store_is_recognised_by_kind() {
+        let e = ServiceError::from(StoreError::Duplicate(Kind::Nic, "1/10.0.0.5".into()));
+        assert!(e.is_duplicate(Kind::Nic));
+        assert!(!e.is_duplicate(Kind::Vm));
+        assert!(!ServiceError::internal("duplicate").is_duplicate(Kind::Nic));
+        assert!(!ServiceError::from(StoreError::Conflict(Kind::Nic, 1)).is_duplicate(Kind::Nic));
+    }
+}

@@ -114,11 +114,7 @@ impl Service {
                 .end_ip
                 .parse()
                 .map_err(|_| ServiceError::internal("bad network range"))?;
-            let nics: Vec<Nic> = self.store.all(Query::new().eq(Col::Ref, net.id)).await?;
-            let used = nics
-                .iter()
-                .filter_map(|n| n.ip_address.parse::<Ipv4Addr>().ok().map(u32::from))
-                .collect();
+            let used = self.addresses_taken(net).await?;
             pools.insert(
                 net.id,
                 IpPool {
@@ -130,12 +126,39 @@ impl Service {
             );
         }
         let pool = pools.get_mut(&net.id).expect("pool inserted above");
+        if let Some(ip) = pool.take() {
+            return Ok(ip);
+        }
+        // Full as this process sees it; addresses other coordinators freed
+        // are only in the store. (One taken here but not yet committed may
+        // be offered again: the store's unique key catches that.)
+        pool.used = self.addresses_taken(net).await?;
         pool.take().ok_or_else(|| {
             ServiceError::limit(format!(
                 "Insufficient address capacity: no free IP address left in network {}",
                 net.name
             ))
         })
+    }
+
+    /// Adds the addresses the store knows as taken (by other coordinators
+    /// too) to the network's pool, keeping those this process is about to
+    /// commit.
+    async fn ip_refresh(&self, net: &Network) -> SResult<()> {
+        let taken = self.addresses_taken(net).await?;
+        if let Some(p) = self.ip_pools.lock().await.get_mut(&net.id) {
+            p.used.extend(taken);
+        }
+        Ok(())
+    }
+
+    /// The addresses the network's NICs hold, as the store has them.
+    async fn addresses_taken(&self, net: &Network) -> SResult<std::collections::HashSet<u32>> {
+        let nics: Vec<Nic> = self.store.all(Query::new().eq(Col::Ref, net.id)).await?;
+        Ok(nics
+            .iter()
+            .filter_map(|n| n.ip_address.parse::<Ipv4Addr>().ok().map(u32::from))
+            .collect())
     }
 
     async fn ip_release(&self, network_id: i64, ip: &str) {
@@ -283,8 +306,9 @@ impl Service {
             match created {
                 Ok(x) => return Ok(x),
                 Err(e) if e.is_duplicate(crate::store::Kind::Nic) && tries < 8 => {
+                    // The address stays marked as used here: someone has it.
                     tries += 1;
-                    self.ip_pools.lock().await.remove(&network.id);
+                    self.ip_refresh(&network).await?;
                 }
                 Err(e) => {
                     self.ip_release(network.id, &ip.to_string()).await;
