@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -80,6 +81,15 @@ def test_either_coordinator_answers_and_one_leads_until_killed(pair):
     api_a.updateConfiguration(name="vm.allocation.algorithm", value="firstfit")
     wait_for(lambda: api_b.listConfigurations(name="vm.allocation.algorithm")["configuration"][0]
              ["value"] == "firstfit", 10, "the setting did not reach the other coordinator")
+
+    # Statistics live in the shared database, not in a file of each.
+    for c in (a, b):
+        assert not (c.data_dir / "stats.db").exists(), c.data_dir
+    tables = subprocess.run(
+        ["psql", "-At", a.store_url, "-c",
+         "SELECT tablename FROM pg_tables WHERE tablename LIKE 'stats_%' ORDER BY 1"],
+        check=True, capture_output=True, text=True, timeout=30).stdout.split()
+    assert tables == ["stats_blocks", "stats_tails"], tables
 
     # Exactly one leads: the first one, which found the lock free.
     wait_for(lambda: leads(a), 10, "the first coordinator never led")

@@ -179,9 +179,14 @@ impl Service {
         for v in &holders {
             capacity.observe(v);
         }
-        let stats = stats::StatsHub::open(&data_dir)
-            .await
-            .map_err(|e| ServiceError::internal(e.to_string()))?;
+        let stats = match store.statistics().await? {
+            Some(shared) => {
+                let s = store.clone();
+                stats::StatsHub::with_store(shared, Arc::new(move || s.is_leader())).await
+            }
+            None => stats::StatsHub::open(&data_dir).await,
+        }
+        .map_err(|e| ServiceError::internal(e.to_string()))?;
         let svc = Arc::new(Service {
             capacity,
             cache: cache::RecordCache::default(),

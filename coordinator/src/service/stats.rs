@@ -57,7 +57,15 @@ struct State {
 pub struct StatsHub {
     store: Box<dyn StatsStore>,
     state: parking_lot::Mutex<State>,
+    /// Whether this coordinator writes blocks and tails now. Coordinators
+    /// sharing one database all receive every host's samples; only the
+    /// leader writes them, the others keep the open rows in memory (so a
+    /// new leader continues the same series) and read what it wrote.
+    writes: Writes,
 }
+
+/// Whether a statistics hub writes now (see `StatsHub::writes`).
+pub type Writes = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The figures of one interval, as CloudStack shows statistics.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,11 +169,21 @@ fn push<S: Schema + Copy>(open: &mut Open<S>, key: SeriesKey, s: S) -> Option<Fl
 }
 
 impl StatsHub {
+    /// The embedded store: `stats.db` in the data dir, always written.
     pub async fn open(data_dir: &std::path::Path) -> Result<StatsHub, StatsStoreError> {
         let store = Box::new(SqliteStats::open(&data_dir.join("stats.db"))?);
+        Self::with_store(store, std::sync::Arc::new(|| true)).await
+    }
+
+    /// A hub on `store`, writing while `writes` says so.
+    pub async fn with_store(
+        store: Box<dyn StatsStore>,
+        writes: Writes,
+    ) -> Result<StatsHub, StatsStoreError> {
         let hub = StatsHub {
             store,
             state: parking_lot::Mutex::new(State::default()),
+            writes,
         };
         // Reload the tails saved before the last stop.
         let tails = hub.store.tails().await?;
@@ -240,6 +258,10 @@ impl StatsHub {
     }
 
     async fn flush(&self, f: Option<Flush>) -> Result<(), StatsStoreError> {
+        if !(self.writes)() {
+            // The writing coordinator stores the same block.
+            return Ok(());
+        }
         match f {
             None => Ok(()),
             Some(Flush::Block(b)) => {
@@ -287,6 +309,10 @@ impl StatsHub {
 
     /// Saves the open rows of every series that changed since the last time.
     pub async fn save_tails(&self) -> Result<usize, StatsStoreError> {
+        if !(self.writes)() {
+            // Kept dirty: saved once this coordinator writes.
+            return Ok(0);
+        }
         let tails: Vec<(SeriesKey, Vec<u8>)> = {
             let mut st = self.state.lock();
             let mut out = Vec::new();
@@ -762,6 +788,44 @@ mod tests {
     }
 
     const MIN: i64 = 60_000;
+
+    #[tokio::test]
+    async fn a_hub_that_does_not_write_keeps_its_rows_until_it_does() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let d = dir();
+        let writes = Arc::new(AtomicBool::new(false));
+        let flag = writes.clone();
+        let hub = StatsHub::with_store(
+            Box::new(SqliteStats::open(&d.join("stats.db")).unwrap()),
+            Arc::new(move || flag.load(Ordering::Acquire)),
+        )
+        .await
+        .unwrap();
+        let key = SeriesKey {
+            kind: SeriesKind::Vm,
+            entity: 3,
+        };
+        // A finished block and open rows: nothing stored while another
+        // coordinator writes, yet everything it received is answered.
+        for i in 0..(BLOCK_ROWS as i64 + 5) {
+            hub.ingest_vm(3, sample(i * MIN, 1.0, 0)).await.unwrap();
+        }
+        assert!(hub.store.blocks(key, 0, i64::MAX).await.unwrap().is_empty());
+        assert_eq!(hub.save_tails().await.unwrap(), 0);
+        assert!(hub.store.tails().await.unwrap().is_empty());
+        assert_eq!(hub.vm_samples(3, 0, i64::MAX).await.unwrap().len(), 5);
+        // Leading now: the open rows are saved, the next block stored.
+        writes.store(true, Ordering::Release);
+        assert_eq!(hub.save_tails().await.unwrap(), 1);
+        assert_eq!(hub.store.tails().await.unwrap().len(), 1);
+        for i in (BLOCK_ROWS as i64 + 5)..(2 * BLOCK_ROWS as i64) {
+            hub.ingest_vm(3, sample(i * MIN, 1.0, 0)).await.unwrap();
+        }
+        let stored = hub.store.blocks(key, 0, i64::MAX).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].start_ts, BLOCK_ROWS as i64 * MIN);
+        assert!(hub.store.tails().await.unwrap().is_empty());
+    }
 
     #[tokio::test]
     async fn history_spans_blocks_merges_and_the_open_rows() {

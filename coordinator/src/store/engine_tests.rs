@@ -478,3 +478,126 @@ async fn both_engines_build_the_same_schema() {
         assert_eq!(&pg_schema[t], want, "table {t}");
     }
 }
+
+/// Both statistics stores keep, replace, find by range, and drop by age
+/// alike; on PostgreSQL the tables come from whichever coordinator opens
+/// them first, and a second opening finds them.
+#[tokio::test]
+async fn statistics_stores_behave_alike() {
+    use super::stats::{SeriesKey, SeriesKind, SqliteStats, StatsStore, StoredBlock};
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores: Vec<(&str, Box<dyn StatsStore>)> = vec![(
+        "sqlite",
+        Box::new(SqliteStats::open(&dir.path().join("stats.db")).unwrap()),
+    )];
+    if let Some(url) = fresh_pg_database().await {
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let (a, b) = tokio::join!(
+            super::stats_pg::PgStats::open(config.clone()),
+            super::stats_pg::PgStats::open(config)
+        );
+        drop(b.unwrap());
+        stores.push(("postgres", Box::new(a.unwrap())));
+    }
+    let key = SeriesKey {
+        kind: SeriesKind::Vm,
+        entity: 42,
+    };
+    let other = SeriesKey {
+        kind: SeriesKind::Volume,
+        entity: 42,
+    };
+    let block = |start: i64, end: i64, level: u8, byte: u8| StoredBlock {
+        key,
+        start_ts: start,
+        end_ts: end,
+        rows: 3,
+        level,
+        data: vec![byte; 5],
+    };
+    for (engine, s) in &stores {
+        s.put_tails(vec![(key, vec![1, 2]), (other, vec![3])])
+            .await
+            .unwrap();
+        s.put_tails(vec![(key, vec![9])]).await.unwrap();
+        let mut tails = s.tails().await.unwrap();
+        tails.sort();
+        assert_eq!(tails, vec![(key, vec![9]), (other, vec![3])], "{engine}");
+        // Three hourly blocks; the tail of the series goes with them.
+        s.put_blocks(
+            vec![
+                block(0, 99, 0, 1),
+                block(100, 199, 0, 2),
+                block(200, 299, 0, 3),
+            ],
+            vec![],
+            vec![key],
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.tails().await.unwrap(), vec![(other, vec![3])], "{engine}");
+        let found: Vec<i64> = s
+            .blocks(key, 150, 250)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.start_ts)
+            .collect();
+        assert_eq!(found, vec![100, 200], "{engine}");
+        assert!(
+            s.blocks(other, 0, 1000).await.unwrap().is_empty(),
+            "{engine}"
+        );
+        // Merged: the first two replaced by one level-1 block.
+        s.put_blocks(
+            vec![block(0, 199, 1, 7)],
+            vec![(key, 0), (key, 100)],
+            vec![],
+        )
+        .await
+        .unwrap();
+        let all = s.blocks(key, i64::MIN, i64::MAX).await.unwrap();
+        let got: Vec<(i64, i64, u8, Vec<u8>)> = all
+            .iter()
+            .map(|b| (b.start_ts, b.end_ts, b.level, b.data.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(0, 199, 1, vec![7; 5]), (200, 299, 0, vec![3; 5])],
+            "{engine}"
+        );
+        let hot: Vec<i64> = s
+            .hot_blocks(key)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.start_ts)
+            .collect();
+        assert_eq!(hot, vec![200], "{engine}");
+        // The same block stored again replaces it.
+        s.put_blocks(vec![block(200, 300, 0, 4)], vec![], vec![])
+            .await
+            .unwrap();
+        let again = s.blocks(key, 200, 201).await.unwrap();
+        assert_eq!(again.len(), 1, "{engine}");
+        assert_eq!((again[0].end_ts, again[0].data[0]), (300, 4), "{engine}");
+        assert!(s.size_bytes().await.unwrap() > 0, "{engine}");
+        assert_eq!(
+            s.delete_before(SeriesKind::Vm, 250).await.unwrap(),
+            1,
+            "{engine}"
+        );
+        assert_eq!(
+            s.delete_before(SeriesKind::Volume, 10_000).await.unwrap(),
+            0
+        );
+        let left: Vec<i64> = s
+            .blocks(key, i64::MIN, i64::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.start_ts)
+            .collect();
+        assert_eq!(left, vec![200], "{engine}");
+    }
+}

@@ -14,6 +14,7 @@ pub mod records;
 mod sql;
 pub mod sqlite;
 pub mod stats;
+pub mod stats_pg;
 mod writer;
 #[cfg(test)]
 mod writer_tests;
@@ -377,6 +378,11 @@ pub trait Store: Send + Sync {
     /// been reported.
     async fn barrier(&self, _token: &str) -> Result<(), StoreError> {
         Ok(())
+    }
+    /// Where statistics go when this store is shared (None: a file of the
+    /// coordinator's own, `stats.db`).
+    async fn statistics(&self) -> Result<Option<Box<dyn stats::StatsStore>>, StoreError> {
+        Ok(None)
     }
 }
 

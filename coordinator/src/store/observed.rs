@@ -86,4 +86,7 @@ impl Store for ObservedStore {
     async fn barrier(&self, token: &str) -> Result<(), StoreError> {
         self.inner.barrier(token).await
     }
+    async fn statistics(&self) -> Result<Option<Box<dyn stats::StatsStore>>, StoreError> {
+        self.inner.statistics().await
+    }
 }

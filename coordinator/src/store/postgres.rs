@@ -851,6 +851,13 @@ impl Store for PgStore {
         Ok(Some(Box::new(hold)))
     }
 
+    async fn statistics(&self) -> Result<Option<Box<dyn stats::StatsStore>>, StoreError> {
+        let s = super::stats_pg::PgStats::open(self.pool.config.clone())
+            .await
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(Some(Box::new(s)))
+    }
+
     async fn barrier(&self, token: &str) -> Result<(), StoreError> {
         let mut c = self.pool.get().await?;
         let st = c.prepare("SELECT pg_notify($1, $2)").await?;

@@ -45,7 +45,7 @@ pub struct SeriesKey {
 }
 
 impl SeriesKind {
-    fn from_i64(v: i64) -> Option<SeriesKind> {
+    pub(crate) fn from_i64(v: i64) -> Option<SeriesKind> {
         match v {
             1 => Some(SeriesKind::Vm),
             2 => Some(SeriesKind::Volume),
@@ -88,7 +88,14 @@ pub trait StatsStore: Send + Sync {
         to: i64,
     ) -> Result<Vec<StoredBlock>, StatsStoreError>;
     /// Level-0 blocks of a series, for merging.
-    async fn hot_blocks(&self, key: SeriesKey) -> Result<Vec<StoredBlock>, StatsStoreError>;
+    async fn hot_blocks(&self, key: SeriesKey) -> Result<Vec<StoredBlock>, StatsStoreError> {
+        Ok(self
+            .blocks(key, i64::MIN, i64::MAX)
+            .await?
+            .into_iter()
+            .filter(|b| b.level == 0)
+            .collect())
+    }
     /// Deletes the blocks of `kind` ending before `cutoff` and gives the
     /// space back; returns the blocks deleted.
     async fn delete_before(&self, kind: SeriesKind, cutoff: i64) -> Result<u64, StatsStoreError>;
@@ -273,16 +280,6 @@ impl StatsStore for SqliteStats {
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })
         .await
-    }
-
-    /// Level-0 blocks of a series (start, end), for merging.
-    async fn hot_blocks(&self, key: SeriesKey) -> Result<Vec<StoredBlock>, StatsStoreError> {
-        Ok(self
-            .blocks(key, i64::MIN, i64::MAX)
-            .await?
-            .into_iter()
-            .filter(|b| b.level == 0)
-            .collect())
     }
 
     /// Deletes the blocks of `kind` that end before `cutoff` and hands the
