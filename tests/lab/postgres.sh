@@ -17,10 +17,11 @@ if [ "${1:-start}" = stop ]; then
 fi
 
 if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -qx "$VER main"; then
-    pg_createcluster "$VER" main >/dev/null
+    pg_createcluster "$VER" main >&2
 fi
 if ! pg_lsclusters -h | awk -v v="$VER" '$1==v && $2=="main" {print $4}' | grep -q online; then
-    pg_ctlcluster "$VER" main start
+    # Its notes ("Removed stale pid file.") must not mix with the URL.
+    pg_ctlcluster "$VER" main start >&2
 fi
 PORT=$(pg_lsclusters -h | awk -v v="$VER" '$1==v && $2=="main" {print $3}')
 runuser -u postgres -- psql -q -p "$PORT" -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
