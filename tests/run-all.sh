@@ -34,7 +34,11 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         bash tests/lab/build-guest.sh
     fi
     step "PostgreSQL for the PostgreSQL store's tests"
-    pg_url=$(bash tests/lab/postgres.sh)
+    pg_url=$(bash tests/lab/postgres.sh | tail -n 1)
+    case "$pg_url" in
+        postgres://*) ;;
+        *) echo "tests/lab/postgres.sh printed no URL: '$pg_url'" >&2; exit 1 ;;
+    esac
     # The Rust store tests run on both engines when this is set.
     export ORRERY_TEST_PG="$pg_url"
 else
