@@ -512,6 +512,133 @@ async fn a_schedule_fires_once_per_occurrence() {
     assert_eq!(f.events("VMSCHEDULE.SKIPPED").await.len(), 1);
 }
 
+/// A coordinator on the PostgreSQL database `url`, on `clock`.
+async fn pg_service(url: &str, clock: Arc<ManualClock>) -> (Arc<Service>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::postgres::PgStore::open(url).await.unwrap();
+    store.migrate().await.unwrap();
+    let svc = Service::new(
+        Arc::new(store),
+        Arc::new(agent::Simulator::new(std::time::Duration::ZERO)),
+        dir.path().to_path_buf(),
+    )
+    .await
+    .unwrap();
+    svc.set_clock(clock);
+    (svc, dir)
+}
+
+async fn until(what: &str, ok: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{what} within 10 s");
+}
+
+/// Two coordinators on one PostgreSQL database (ORRERY_TEST_PG) and one
+/// simulated clock, each ticking its scheduler only while it leads (as
+/// `start_scheduler` does). The leader is dropped (its connections close,
+/// as a killed process's do) and the survivor takes over after an
+/// occurrence came due: every occurrence fires exactly once, that one
+/// included. Then two tick at once whatever the lock says (a split brain):
+/// still once each, the store's version check refusing the second.
+#[tokio::test]
+async fn a_schedule_fires_once_per_occurrence_across_a_leader_failover() {
+    let Some(url) = crate::store::engine_tests::fresh_pg_database().await else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::new(t0()));
+    let (a, _a_dir) = pg_service(&url, clock.clone()).await;
+    a.initialise(None).await.unwrap();
+    a.ensure_simulated_hosts(2, 0).await.unwrap();
+    until("the first coordinator leads", || a.leads()).await;
+    let (b, b_dir) = pg_service(&url, clock.clone()).await;
+    assert!(!b.leads());
+    let tdir = b_dir.path().join("secondary/template/tmpl/1");
+    std::fs::create_dir_all(&tdir).unwrap();
+    std::fs::write(tdir.join("t.qcow2"), vec![0u8; 4096]).unwrap();
+    let f = Fixture {
+        dir: b_dir.path().to_path_buf(),
+        admin: b.caller_for_user(2).await.unwrap(),
+        svc: b.clone(),
+        clock: clock.clone(),
+    };
+    let o = f.offering(None).await;
+    let vm = f.deploy(&o, LeaseRequest::default()).await;
+    let s = schedule(&f, &vm, "REBOOT", "* * * * *", "UTC").await;
+    let first = DateTime::from_timestamp(s.next_due.unwrap(), 0).unwrap();
+
+    // Fired per occurrence, by whoever fired it.
+    let mut fired: Vec<(i64, &str)> = Vec::new();
+    async fn tick_as_leader(svc: &Arc<Service>, at: DateTime<Utc>) -> bool {
+        svc.leads() && !svc.scheduler_tick(at).await.unwrap().fired.is_empty()
+    }
+    for k in 0..3 {
+        let at = first + TimeDelta::minutes(k) + TimeDelta::seconds(5);
+        clock.set(at);
+        for (name, svc) in [("a", &a), ("b", &b)] {
+            if tick_as_leader(svc, at).await {
+                fired.push((k, name));
+            }
+        }
+        until("the reboot job ends", || a.busy.lock().is_empty()).await;
+    }
+
+    // Killed: nothing of it is left but its rows.
+    until("the leader's jobs let go of it", || {
+        Arc::strong_count(&a) == 1
+    })
+    .await;
+    drop(a);
+    until("the survivor takes over", || b.leads()).await;
+    // The survivor's first tick comes 40 s after occurrence 3 was due.
+    for k in 3..6 {
+        let at = first + TimeDelta::minutes(k) + TimeDelta::seconds(40);
+        clock.set(at);
+        if tick_as_leader(&b, at).await {
+            fired.push((k, "b"));
+        }
+        f.settle(vm.id, VmState::Running).await;
+    }
+
+    // Split brain: a third coordinator ticking at once with the leader.
+    let (c, _c_dir) = pg_service(&url, clock.clone()).await;
+    for k in 6..9 {
+        let at = first + TimeDelta::minutes(k) + TimeDelta::seconds(5);
+        clock.set(at);
+        let (rb, rc) = tokio::join!(b.scheduler_tick(at), c.scheduler_tick(at));
+        let by_b = rb.map(|r| !r.fired.is_empty()).unwrap_or(false);
+        let by_c = rc.map(|r| !r.fired.is_empty()).unwrap_or(false);
+        for (did, name) in [(by_b, "b"), (by_c, "c")] {
+            if did {
+                fired.push((k, name));
+            }
+        }
+        until("the reboot jobs end", || {
+            b.busy.lock().is_empty() && c.busy.lock().is_empty()
+        })
+        .await;
+    }
+    let per: Vec<i64> = fired.iter().map(|(k, _)| *k).collect();
+    assert_eq!(per, (0..9).collect::<Vec<_>>(), "fired: {fired:?}");
+    assert!(fired[..3].iter().all(|(_, by)| *by == "a"), "{fired:?}");
+    assert!(fired[3..6].iter().all(|(_, by)| *by == "b"), "{fired:?}");
+    let jobs: Vec<Job> = b.store.all(Query::new()).await.unwrap();
+    let reboots = jobs
+        .iter()
+        .filter(|j| j.command.to_lowercase().contains("reboot"))
+        .count();
+    assert_eq!(reboots, 9, "one reboot job per occurrence");
+    let stored: VmSchedule = b.store.load(s.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.next_due,
+        Some((first + TimeDelta::minutes(9)).timestamp())
+    );
+}
+
 #[tokio::test]
 async fn colliding_schedules_run_only_the_first_created() {
     let f = fixture().await;

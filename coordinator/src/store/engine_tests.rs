@@ -29,7 +29,7 @@ async fn engines() -> Vec<(&'static str, DynStore, Option<String>, tempfile::Tem
 }
 
 /// A new empty database on the test server, or None without one.
-async fn fresh_pg_database() -> Option<String> {
+pub(crate) async fn fresh_pg_database() -> Option<String> {
     let admin = std::env::var("ORRERY_TEST_PG")
         .ok()
         .filter(|s| !s.is_empty())?;

@@ -7,7 +7,7 @@
 //! not at all.
 
 #[cfg(test)]
-mod engine_tests;
+pub(crate) mod engine_tests;
 pub mod observed;
 pub mod postgres;
 pub mod records;
