@@ -13,6 +13,10 @@ pub struct FileConfig {
     pub store: Option<String>,
     pub api_listen: Option<String>,
     pub agent_listen: Option<String>,
+    /// Where the other coordinators sharing a PostgreSQL store reach this
+    /// one's agent endpoint, `HOST:PORT` (default: the agent listen address,
+    /// or this machine's name and that port when it listens on all).
+    pub peer_address: Option<String>,
     pub simulated_hosts: Option<usize>,
     /// Milliseconds a simulated host takes to change an instance's power state.
     pub simulator_delay_ms: Option<u64>,

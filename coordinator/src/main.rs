@@ -332,6 +332,19 @@ async fn main() -> Result<()> {
             svc.follow_shared_store();
             let agent_addr = agents::server::serve(svc.clone(), hub.clone(), &agent_listen).await?;
             tracing::info!(listen = %agent_addr, "agent endpoint listening");
+            // Commands for hosts whose agents reach another coordinator
+            // only are carried there (see agents::Hub::forward).
+            let peer_address = file.peer_address.clone().unwrap_or_else(|| {
+                if agent_addr.ip().is_unspecified() {
+                    let name = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                    format!("{}:{}", name.trim(), agent_addr.port())
+                } else {
+                    agent_addr.to_string()
+                }
+            });
+            svc.advertise_agent_endpoint(&peer_address)
+                .await
+                .context("advertising the agent endpoint to the other coordinators")?;
             spawn_expunger(svc.clone());
             spawn_liveness(svc.clone());
             spawn_ha(svc.clone());

@@ -214,9 +214,11 @@ def api_b_hosts(b: Coordinator) -> list[dict]:
 
 @pytest.mark.lab
 def test_a_real_host_is_commanded_through_either_coordinator(tmp_path):
-    """A real agent with a session to each of two coordinators: a guest
-    deployed through one, stopped through the other, and started again
-    through the survivor after the leader is killed."""
+    """A real agent that reaches only one of two coordinators: a guest
+    deployed through the other, which carries the commands over mutual TLS
+    to the one holding the host's session. Then with a session to each: the
+    guest stopped through one, and started again through the survivor after
+    the leader is killed."""
     from lab import Lab, require_lab, wait_console, wait_host_state, wait_vm_state
 
     require_lab()
@@ -230,18 +232,36 @@ def test_a_real_host_is_commanded_through_either_coordinator(tmp_path):
     try:
         b = beside(lab.coordinator, tmp_path / "b")
         a = lab.coordinator
-        lab.agent.stop()
-        lab.agent.config.write_text(
-            'domain_type = "qemu"\n'
-            f'coordinator = "127.0.0.1:{a.agent_port},127.0.0.1:{b.agent_port}"\n')
-        lab.agent.start()
+
+        def agent_reaches(*coordinators: Coordinator) -> None:
+            lab.agent.stop()
+            addresses = ",".join(f"127.0.0.1:{c.agent_port}" for c in coordinators)
+            lab.agent.config.write_text(
+                f'domain_type = "qemu"\ncoordinator = "{addresses}"\n')
+            lab.agent.start()
+
+        # Only b: a (the leader) has no session with the host.
+        agent_reaches(b)
         api_b = b.client()
         wait_host_state(api_b, lab.agent.host_id(), "Up")
-        vm = api_b.deployVirtualMachine(
+        wait_for(lambda: leads(a), 10, "the first coordinator never led")
+        vm = lab.api.deployVirtualMachine(
             zoneid=lab.env["zone"]["id"], serviceofferingid=lab.env["offering"]["id"],
             templateid=lab.env["template"]["id"], name=unique("two"))["virtualmachine"]
         assert vm["state"] == "Running"
         wait_console(lab.agent, vm["instancename"], r"ORRERY-GUEST-BOOTED")
+        # The leader heard the host through b's records: still Up.
+        host = lab.api.listHosts(id=lab.agent.host_id())["host"][0]
+        assert host["state"] == "Up", host
+        # A forwarded stop, then start, through a.
+        assert lab.api.stopVirtualMachine(id=vm["id"], forced=True)["virtualmachine"]["state"] \
+            == "Stopped"
+        assert lab.api.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
+        wait_vm_state(lab.api, vm["id"], "Running")
+
+        # Both: the agent keeps a session with each.
+        agent_reaches(a, b)
+        wait_host_state(api_b, lab.agent.host_id(), "Up")
         assert lab.api.stopVirtualMachine(id=vm["id"], forced=True)["virtualmachine"]["state"] \
             == "Stopped"
         wait_for(lambda: leads(a), 10, "the first coordinator never led")

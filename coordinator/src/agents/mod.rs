@@ -38,6 +38,10 @@ pub struct Hub {
     listeners: Mutex<HashMap<u64, Progress>>,
     /// When each host's agent last said anything on its stream.
     heard: Mutex<HashMap<i64, std::time::Instant>>,
+    /// Channels to the other coordinators sharing the store, by address.
+    peer_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    /// This process's client certificate and key for them.
+    peer_identity: OnceLock<(String, String)>,
 }
 
 impl Default for Hub {
@@ -54,6 +58,8 @@ impl Hub {
             next: AtomicU64::new(1),
             listeners: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
+            peer_channels: Mutex::new(HashMap::new()),
+            peer_identity: OnceLock::new(),
         }
     }
 
@@ -161,6 +167,53 @@ impl Hub {
         op: pb::command::Op,
         timeout: Duration,
     ) -> Result<pb::CommandResult, AgentError> {
+        // A host whose agent keeps its session with another coordinator
+        // only (it cannot reach this one) is commanded through that one.
+        let raw = if self.is_connected(host_id) {
+            self.exchange(host_id, id, op, timeout).await
+        } else {
+            self.forward(host_id, id, op, timeout).await
+        };
+        match raw? {
+            r if r.ok => Ok(r),
+            r if r.error_code == "guest-agent" => Err(AgentError::GuestAgent {
+                host: host_id,
+                reason: r.error,
+            }),
+            r => Err(AgentError::Failed {
+                host: host_id,
+                reason: if r.error.is_empty() {
+                    r.error_code
+                } else {
+                    r.error
+                },
+            }),
+        }
+    }
+
+    /// Runs a command through this process's own session with the host,
+    /// with `progress` hearing its reports: the agent's result as it is.
+    pub(crate) async fn call_local(
+        &self,
+        host_id: i64,
+        op: pb::command::Op,
+        timeout: Duration,
+        progress: Progress,
+    ) -> Result<pb::CommandResult, AgentError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.listeners.lock().insert(id, progress);
+        let r = self.exchange(host_id, id, op, timeout).await;
+        self.listeners.lock().remove(&id);
+        r
+    }
+
+    async fn exchange(
+        &self,
+        host_id: i64,
+        id: u64,
+        op: pb::command::Op,
+        timeout: Duration,
+    ) -> Result<pb::CommandResult, AgentError> {
         let (tx, pending) = {
             let s = self.sessions.lock();
             let sess = s.get(&host_id).ok_or(AgentError::NotConnected(host_id))?;
@@ -182,25 +235,139 @@ impl Hub {
         }
         // A little grace past the deadline for the agent's own timeout report.
         match tokio::time::timeout(timeout + Duration::from_secs(5), done_rx).await {
-            Ok(Ok(r)) if r.ok => Ok(r),
-            Ok(Ok(r)) if r.error_code == "guest-agent" => Err(AgentError::GuestAgent {
-                host: host_id,
-                reason: r.error,
-            }),
-            Ok(Ok(r)) => Err(AgentError::Failed {
-                host: host_id,
-                reason: if r.error.is_empty() {
-                    r.error_code
-                } else {
-                    r.error
-                },
-            }),
+            Ok(Ok(r)) => Ok(r),
             Ok(Err(_)) => Err(AgentError::NotConnected(host_id)),
             Err(_) => {
                 pending.lock().remove(&id);
                 Err(AgentError::Timeout(host_id))
             }
         }
+    }
+}
+
+impl Hub {
+    /// Carries a command to the other coordinators sharing the store, one
+    /// after the other, until one that holds the host's session runs it.
+    async fn forward(
+        &self,
+        host_id: i64,
+        id: u64,
+        op: pb::command::Op,
+        timeout: Duration,
+    ) -> Result<pb::CommandResult, AgentError> {
+        let Some(svc) = self.svc() else {
+            return Err(AgentError::NotConnected(host_id));
+        };
+        for addr in svc.peer_endpoints().await {
+            let client = match self.peer_client(&svc, &addr) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(peer = %addr, error = %e, "cannot reach another coordinator");
+                    continue;
+                }
+            };
+            match self
+                .forward_to(client, host_id, id, op.clone(), timeout)
+                .await
+            {
+                Err(AgentError::NotConnected(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(AgentError::NotConnected(host_id))
+    }
+
+    async fn forward_to(
+        &self,
+        mut client: pb::peer_client::PeerClient<tonic::transport::Channel>,
+        host_id: i64,
+        id: u64,
+        op: pb::command::Op,
+        timeout: Duration,
+    ) -> Result<pb::CommandResult, AgentError> {
+        use pb::forward_event::Body;
+        let deadline = chrono::Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+        let req = pb::ForwardRequest {
+            host_id,
+            timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
+            command: Some(pb::Command {
+                id,
+                deadline_unix_ms: deadline.timestamp_millis(),
+                op: Some(op),
+            }),
+        };
+        let run = async {
+            // Not reached at all: as if it had no session either.
+            let mut events = client
+                .forward(req)
+                .await
+                .map_err(|_| AgentError::NotConnected(host_id))?
+                .into_inner();
+            loop {
+                match events.message().await {
+                    Ok(Some(pb::ForwardEvent { body: Some(b) })) => match b {
+                        Body::Progress(p) => self.progress(id, p),
+                        Body::Result(r) => return Ok(r),
+                        Body::NotConnected(_) => return Err(AgentError::NotConnected(host_id)),
+                    },
+                    Ok(Some(_)) => {}
+                    // The other coordinator's deadline passed first.
+                    Ok(None) => return Err(AgentError::Timeout(host_id)),
+                    Err(s) => {
+                        return Err(AgentError::Failed {
+                            host: host_id,
+                            reason: format!(
+                                "the coordinator holding the host's session: {}",
+                                s.message()
+                            ),
+                        })
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout + Duration::from_secs(10), run)
+            .await
+            .unwrap_or(Err(AgentError::Timeout(host_id)))
+    }
+
+    /// A client for the coordinator at `addr`: mutual TLS under the shared
+    /// CA, this process presenting a peer certificate it issued itself.
+    fn peer_client(
+        &self,
+        svc: &Service,
+        addr: &str,
+    ) -> Result<pb::peer_client::PeerClient<tonic::transport::Channel>, String> {
+        if let Some(ch) = self.peer_channels.lock().get(addr) {
+            return Ok(pb::peer_client::PeerClient::new(ch.clone()));
+        }
+        let ca = svc.load_ca().map_err(|e| e.text())?;
+        let (cert, key) = match self.peer_identity.get() {
+            Some(i) => i.clone(),
+            None => {
+                let issued = ca
+                    .issue_client(orrery_tls::PEER_CN, 825)
+                    .map_err(|e| e.to_string())?;
+                let _ = self.peer_identity.set((issued.cert_pem, issued.key_pem));
+                self.peer_identity
+                    .get()
+                    .cloned()
+                    .ok_or("no peer certificate")?
+            }
+        };
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca.pem()))
+            .identity(tonic::transport::Identity::from_pem(cert, key))
+            .domain_name(orrery_tls::COORDINATOR_NAME);
+        let ch = tonic::transport::Channel::from_shared(format!("https://{addr}"))
+            .map_err(|e| e.to_string())?
+            .tls_config(tls)
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        self.peer_channels
+            .lock()
+            .insert(addr.to_string(), ch.clone());
+        Ok(pb::peer_client::PeerClient::new(ch))
     }
 }
 

@@ -333,6 +333,73 @@ impl AgentLink for Endpoint {
     }
 }
 
+type ForwardStream = ReceiverStream<Result<pb::ForwardEvent, Status>>;
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for Endpoint {
+    type ForwardStream = ForwardStream;
+
+    /// Runs another coordinator's command through this one's session with
+    /// the host (never passed on again: a host without a session here is
+    /// answered `not_connected`).
+    async fn forward(
+        &self,
+        req: Request<pb::ForwardRequest>,
+    ) -> Result<Response<ForwardStream>, Status> {
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a coordinator certificate is required"))?;
+        if !certs
+            .first()
+            .is_some_and(|c| orrery_tls::is_peer_coordinator(c))
+        {
+            return Err(Status::permission_denied(
+                "only another coordinator may forward commands",
+            ));
+        }
+        let r = req.into_inner();
+        let op = r
+            .command
+            .and_then(|c| c.op)
+            .ok_or_else(|| Status::invalid_argument("the request carries no command"))?;
+        let timeout = Duration::from_millis(r.timeout_ms.clamp(1_000, 86_400_000));
+        let (tx, rx) = mpsc::channel(32);
+        let hub = self.hub.clone();
+        tokio::spawn(async move {
+            use pb::forward_event::Body;
+            let event = |b: Body| pb::ForwardEvent { body: Some(b) };
+            if !hub.is_connected(r.host_id) {
+                let _ = tx.send(Ok(event(Body::NotConnected(true)))).await;
+                return;
+            }
+            let progress_tx = tx.clone();
+            let progress: crate::service::agent::Progress = Arc::new(move |p| {
+                // Progress is advisory: a full channel drops a report.
+                let _ = progress_tx.try_send(Ok(event(Body::Progress(p))));
+            });
+            let body = match hub.call_local(r.host_id, op, timeout, progress).await {
+                Ok(result) => Some(Body::Result(result)),
+                // The session went away during the command: a failure, not
+                // a host to try elsewhere (it may have run in part).
+                Err(crate::service::agent::AgentError::NotConnected(_)) => {
+                    Some(Body::Result(pb::CommandResult {
+                        ok: false,
+                        error_code: "disconnected".into(),
+                        error: "the agent disconnected".into(),
+                        ..Default::default()
+                    }))
+                }
+                // Past the deadline: the stream ends without a result.
+                Err(_) => None,
+            };
+            if let Some(b) = body {
+                let _ = tx.send(Ok(event(b))).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
 /// Binds the agent port and serves it until the process ends. Returns the
 /// bound address at once (the port may have been 0).
 pub async fn serve(
@@ -375,6 +442,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(EnrollmentServer::new(ep.clone()))
+        .add_service(pb::peer_server::PeerServer::new(ep.clone()))
         .add_service(AgentLinkServer::new(ep));
     tokio::spawn(async move {
         if let Err(e) = router

@@ -32,6 +32,11 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// The most peers asked about one silent host.
 const INVESTIGATORS: usize = 3;
 
+/// Seconds a host's recorded heartbeat (`lastpinged`) may lag its last
+/// stream heartbeat: it is written only when older, so that many hosts do
+/// not mean as many writes a second.
+pub const PING_RECORDED_EVERY_SECS: i64 = 5;
+
 /// `ha.heartbeat.interval`, `ha.lease.time`, `ha.restart.margin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HaTimes {
@@ -150,11 +155,24 @@ impl Service {
         self.ha_config.subscribe()
     }
 
-    fn stream_silence_ms(&self, host_id: i64) -> u64 {
-        self.agents
-            .silence(host_id)
+    fn stream_silence_ms(&self, h: &Host) -> u64 {
+        let local = self
+            .agents
+            .silence(h.id)
             .unwrap_or_else(|| started().elapsed())
-            .as_millis() as u64
+            .as_millis() as u64;
+        if !self.store.shared() {
+            return local;
+        }
+        // Another coordinator may hold the host's stream (its agent cannot
+        // reach this one): the heartbeat it recorded counts too, less the
+        // seconds by which recording lags (see `agent_heartbeat`) and two
+        // more for whole seconds and clocks of different machines.
+        let recorded = h.last_ping.map(|p| {
+            let age_ms = (now() - p).max(0) as u64 * 1000;
+            age_ms.saturating_sub((PING_RECORDED_EVERY_SECS as u64 + 2) * 1000)
+        });
+        recorded.map_or(local, |r| r.min(local))
     }
 
     /// One pass over the real hosts: marks silent ones Disconnected or Down
@@ -166,7 +184,7 @@ impl Service {
             .iter()
             .filter(|h| !h.simulated && h.removed.is_none())
             .collect();
-        let heard = |h: &Host| self.stream_silence_ms(h.id) < times.unheard_after_ms();
+        let heard = |h: &Host| self.stream_silence_ms(h) < times.unheard_after_ms();
         let mut suspects: Vec<&Host> = Vec::new();
         for h in &real {
             if heard(h) {
@@ -211,7 +229,7 @@ impl Service {
         for h in suspects {
             let of_host: Vec<HeartbeatSeen> =
                 seen.iter().filter(|s| s.host == h.uuid).cloned().collect();
-            let stream_ms = self.stream_silence_ms(h.id);
+            let stream_ms = self.stream_silence_ms(h);
             match judge(&times, stream_ms, &of_host) {
                 Verdict::Heard => {}
                 Verdict::Unknown => {

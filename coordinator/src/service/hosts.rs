@@ -161,6 +161,21 @@ pub fn parse_token(token: &str) -> Option<(&str, &str)> {
 }
 
 impl Service {
+    /// The agent endpoints of the other live coordinators sharing the
+    /// store (none when they cannot be read: commands then stay local).
+    pub async fn peer_endpoints(&self) -> Vec<String> {
+        self.store.peers().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list the other coordinators");
+            Vec::new()
+        })
+    }
+
+    /// Tells the other coordinators sharing the store where this one's
+    /// agent endpoint is.
+    pub async fn advertise_agent_endpoint(&self, address: &str) -> SResult<()> {
+        Ok(self.store.advertise(address).await?)
+    }
+
     pub fn load_ca(&self) -> SResult<orrery_tls::Ca> {
         let read = |n: &str| {
             std::fs::read_to_string(self.data_dir.join(n))
@@ -586,7 +601,9 @@ impl Service {
     /// writes a second.
     pub async fn agent_heartbeat(&self, host_id: i64) -> SResult<()> {
         if let Some(h) = self.load_cached::<Host>(host_id).await? {
-            let fresh = h.last_ping.is_some_and(|p| now() - p < 5);
+            let fresh = h
+                .last_ping
+                .is_some_and(|p| now() - p < fencing::PING_RECORDED_EVERY_SECS);
             if h.state == "Up" && h.ha_state == "Available" && fresh {
                 return Ok(());
             }

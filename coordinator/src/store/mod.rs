@@ -379,6 +379,15 @@ pub trait Store: Send + Sync {
     async fn barrier(&self, _token: &str) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Records where this coordinator's agent endpoint can be reached by
+    /// the other coordinators sharing the store.
+    async fn advertise(&self, _address: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The agent endpoints of the other coordinators alive now.
+    async fn peers(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Where statistics go when this store is shared (None: a file of the
     /// coordinator's own, `stats.db`).
     async fn statistics(&self) -> Result<Option<Box<dyn stats::StatsStore>>, StoreError> {

@@ -86,6 +86,12 @@ impl Store for ObservedStore {
     async fn barrier(&self, token: &str) -> Result<(), StoreError> {
         self.inner.barrier(token).await
     }
+    async fn advertise(&self, address: &str) -> Result<(), StoreError> {
+        self.inner.advertise(address).await
+    }
+    async fn peers(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.peers().await
+    }
     async fn statistics(&self) -> Result<Option<Box<dyn stats::StatsStore>>, StoreError> {
         self.inner.statistics().await
     }

@@ -169,6 +169,12 @@ pub struct PgStore {
     placer: Arc<tokio::sync::Mutex<Option<Conn>>>,
 }
 
+/// Where each live coordinator's agent endpoint is (`Store::advertise`):
+/// beside the records, outside their migrations, as it holds nothing that
+/// outlives the processes.
+const ENDPOINTS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS coordinator_endpoints (\
+    runner TEXT PRIMARY KEY, address TEXT NOT NULL)";
+
 /// The session advisory lock that serialises placement across coordinators.
 const PLACEMENT_LOCK: i64 = 0x006f_7272_6572_7950;
 
@@ -849,6 +855,60 @@ impl Store for PgStore {
             .map_err(pg)?;
         hold.locked = true;
         Ok(Some(Box::new(hold)))
+    }
+
+    async fn advertise(&self, address: &str) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        // Two coordinators creating the table at once: one may lose the
+        // race in the catalogue; the table is there when it tries again.
+        if c.client.batch_execute(ENDPOINTS_SCHEMA).await.is_err() {
+            c.client.batch_execute(ENDPOINTS_SCHEMA).await.map_err(pg)?;
+        }
+        let st = c
+            .prepare(
+                "INSERT INTO coordinator_endpoints (runner, address) VALUES ($1, $2) \
+                 ON CONFLICT (runner) DO UPDATE SET address = EXCLUDED.address",
+            )
+            .await?;
+        c.client
+            .execute(&st, &[&self.origin, &address])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn peers(&self) -> Result<Vec<String>, StoreError> {
+        let rows = {
+            let c = self.pool.get().await?;
+            let listed = c
+                .client
+                .query(
+                    "SELECT runner, address FROM coordinator_endpoints WHERE runner <> $1",
+                    &[&self.origin],
+                )
+                .await;
+            match listed {
+                Ok(rows) => rows,
+                // No coordinator has advertised yet.
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => return Ok(Vec::new()),
+                Err(e) => return Err(pg(e)),
+            }
+        };
+        let mut out = Vec::new();
+        for r in rows {
+            let (runner, address): (String, String) = (r.get(0), r.get(1));
+            if self.runner_alive(&runner).await? {
+                out.push(address);
+            } else {
+                // Gone for good: its runner id is never used again.
+                let mut c = self.pool.get().await?;
+                let st = c
+                    .prepare("DELETE FROM coordinator_endpoints WHERE runner = $1")
+                    .await?;
+                c.client.execute(&st, &[&runner]).await.map_err(pg)?;
+            }
+        }
+        Ok(out)
     }
 
     async fn statistics(&self) -> Result<Option<Box<dyn stats::StatsStore>>, StoreError> {

@@ -18,6 +18,10 @@ use std::time::{Duration, SystemTime};
 pub const COORDINATOR_NAME: &str = "orrery-coordinator";
 /// Host certificates carry the host id as `host-<uuid>` in their common name.
 const HOST_CN_PREFIX: &str = "host-";
+/// The common name of the client certificates coordinators sharing one CA
+/// present to each other (never given to a host: host certificates are
+/// named `host-<id>` whatever their CSR asks).
+pub const PEER_CN: &str = "orrery-coordinator-peer";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -387,6 +391,17 @@ pub fn peer_identity(der: &[u8]) -> Result<Option<PeerIdentity>, TlsError> {
     }))
 }
 
+/// Whether a certificate (DER) is a coordinator's peer certificate.
+pub fn is_peer_coordinator(der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(der).is_ok_and(|(_, cert)| {
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            == Some(PEER_CN)
+    })
+}
+
 pub fn pem_identity(pem: &str) -> Result<Option<PeerIdentity>, TlsError> {
     peer_identity(&pem_to_der(pem)?)
 }
@@ -530,6 +545,31 @@ mod tests {
         assert_eq!(pem_identity(&server.cert_pem).unwrap(), None);
         assert_eq!(ca.fingerprint().unwrap(), ca2.fingerprint().unwrap());
         assert_eq!(ca.fingerprint().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn only_peer_certificates_are_taken_for_another_coordinator() {
+        let (ca, _) = Ca::generate("test CA").unwrap();
+        let peer = ca.issue_client(PEER_CN, 1).unwrap();
+        assert!(is_peer_coordinator(&pem_to_der(&peer.cert_pem).unwrap()));
+        let console = ca.issue_client("orrery-console", 1).unwrap();
+        assert!(!is_peer_coordinator(
+            &pem_to_der(&console.cert_pem).unwrap()
+        ));
+        // A host asking for the peer name in its CSR still gets a host name.
+        let (_key, csr) = host_key_and_csr().unwrap();
+        let now = SystemTime::now();
+        let host = ca
+            .sign_host_csr(
+                &csr,
+                "h1",
+                &[PEER_CN.into()],
+                now,
+                now + Duration::from_secs(60),
+            )
+            .unwrap();
+        assert!(!is_peer_coordinator(&pem_to_der(&host).unwrap()));
+        assert!(!is_peer_coordinator(b"not a certificate"));
     }
 
     #[test]
