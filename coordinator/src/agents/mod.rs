@@ -151,29 +151,18 @@ impl Hub {
         timeout: Duration,
         progress: Option<Progress>,
     ) -> Result<pb::CommandResult, AgentError> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Some(p) = progress {
-            self.listeners.lock().insert(id, p);
-        }
-        let r = self.send_and_wait(host_id, id, op, timeout).await;
-        self.listeners.lock().remove(&id);
-        r
-    }
-
-    async fn send_and_wait(
-        &self,
-        host_id: i64,
-        id: u64,
-        op: pb::command::Op,
-        timeout: Duration,
-    ) -> Result<pb::CommandResult, AgentError> {
         // A host whose agent keeps its session with another coordinator
         // only (it cannot reach this one) is commanded through that one.
-        let raw = if self.is_connected(host_id) {
-            self.exchange(host_id, id, op, timeout).await
-        } else {
-            self.forward(host_id, id, op, timeout).await
-        };
+        let local = self.is_connected(host_id);
+        let raw = self
+            .with_listener(progress, |id| async move {
+                if local {
+                    self.exchange(host_id, id, op, timeout).await
+                } else {
+                    self.forward(host_id, id, op, timeout).await
+                }
+            })
+            .await;
         match raw? {
             r if r.ok => Ok(r),
             r if r.error_code == "guest-agent" => Err(AgentError::GuestAgent {
@@ -200,9 +189,22 @@ impl Hub {
         timeout: Duration,
         progress: Progress,
     ) -> Result<pb::CommandResult, AgentError> {
+        self.with_listener(Some(progress), |id| self.exchange(host_id, id, op, timeout))
+            .await
+    }
+
+    /// Runs `call` with a new command id, `progress` hearing the reports
+    /// for that id meanwhile.
+    async fn with_listener<F, Fut>(&self, progress: Option<Progress>, call: F) -> Fut::Output
+    where
+        F: FnOnce(u64) -> Fut,
+        Fut: std::future::Future,
+    {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.listeners.lock().insert(id, progress);
-        let r = self.exchange(host_id, id, op, timeout).await;
+        if let Some(p) = progress {
+            self.listeners.lock().insert(id, p);
+        }
+        let r = call(id).await;
         self.listeners.lock().remove(&id);
         r
     }
