@@ -151,6 +151,44 @@ def test_jobs_of_a_killed_coordinator_end_failed_with_a_clear_error(tmp_path, im
         b.stop()
 
 
+def test_a_snapshot_task_of_a_killed_coordinator_ends_in_error_and_frees_its_instance(
+        tmp_path, image):
+    """An instance snapshot being taken by the leader when it is killed: the
+    survivor fails its job and puts the snapshot in Error, so the next
+    snapshot task on that instance is not refused as concurrent."""
+    # a's simulated hosts take a minute per task; b's are quick.
+    a, b, zone, template = with_hosts(tmp_path, image, {"simulator_delay_ms": 60000})
+    try:
+        api_b = b.client()
+        offering = create_service_offering(api_b)
+        vm = api_b.deployVirtualMachine(zoneid=zone["id"], serviceofferingid=offering["id"],
+                                        templateid=template["id"], name=unique("snap"))
+        vm = vm["virtualmachine"]
+        api_b.stopVirtualMachine(id=vm["id"])
+        wait_for(lambda: leads(a), 10, "the first coordinator never led")
+        job = a.client(fetch_result=False).createVMSnapshot(virtualmachineid=vm["id"],
+                                                            snapshotmemory=False)
+        snap_id = job["id"]
+        wait_for(lambda: api_b.listVMSnapshot(vmsnapshotid=snap_id)["vmSnapshot"][0]["state"]
+                 == "Creating", 10, "the snapshot never began")
+        a.kill_hard()
+        wait_for(lambda: leads(b), 10, "the survivor did not take over")
+        raw_b = b.client(fetch_result=False)
+        result = wait_for(
+            lambda: (lambda r: r if r["jobstatus"] != 0 else None)(
+                raw_b.queryAsyncJobResult(jobid=job["jobid"])), 20,
+            "the killed coordinator's snapshot job stayed pending")
+        assert result["jobstatus"] == 2, result
+        assert "stopped before it completed" in result["jobresult"]["errortext"], result
+        wait_for(lambda: api_b.listVMSnapshot(vmsnapshotid=snap_id)["vmSnapshot"][0]["state"]
+                 == "Error", 10, "the interrupted snapshot was not settled")
+        again = api_b.createVMSnapshot(virtualmachineid=vm["id"], snapshotmemory=False)
+        assert again["vmsnapshot"]["state"] == "Ready", again
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_deploys_through_both_coordinators_never_overcommit_a_host(tmp_path, image):
     """Two coordinators placing at once: each decides with the other's
     placements in view (one decides at a time, after catching up with the

@@ -510,6 +510,8 @@ impl Service {
             .await?;
         let mut alive: std::collections::HashMap<String, bool> = Default::default();
         let mut n = 0;
+        // Snapshots their failed jobs were working on.
+        let (mut vm_snaps, mut snaps) = (Vec::new(), Vec::new());
         for job in pending {
             // Jobs without a runner predate sharing: only a start settles
             // those.
@@ -535,6 +537,17 @@ impl Service {
             )
             .await?;
             n += 1;
+            match serde_json::from_value::<Work>(job.work.clone()) {
+                Ok(
+                    Work::CreateVmSnapshot { snapshot_id }
+                    | Work::RevertVmSnapshot { snapshot_id }
+                    | Work::DeleteVmSnapshot { snapshot_id },
+                ) => vm_snaps.push(snapshot_id),
+                Ok(Work::CreateSnapshot { snapshot_id } | Work::RevertSnapshot { snapshot_id }) => {
+                    snaps.push(snapshot_id)
+                }
+                _ => {}
+            }
             if job.instance_type.as_deref() == Some("VirtualMachine") {
                 if let Some(uuid) = &job.instance_uuid {
                     if let Some(vm) = self.store.load_uuid::<Vm>(uuid).await? {
@@ -545,6 +558,8 @@ impl Service {
                 }
             }
         }
+        self.settle_snapshot_tasks(Some(&vm_snaps), Some(&snaps))
+            .await?;
         Ok(n)
     }
 

@@ -836,10 +836,24 @@ impl Service {
     /// being reverted to or deleted is as it was, so the next task on its
     /// instance or volume is not refused as concurrent for ever.
     pub(crate) async fn settle_interrupted_snapshots(&self) -> SResult<()> {
+        self.settle_snapshot_tasks(None, None).await
+    }
+
+    /// Like `settle_interrupted_snapshots`, for the snapshots named only
+    /// (None: every one mid-task): those whose job's coordinator is gone
+    /// while the others go on.
+    pub(crate) async fn settle_snapshot_tasks(
+        &self,
+        vm_snapshots: Option<&[i64]>,
+        snapshots: Option<&[i64]>,
+    ) -> SResult<()> {
+        let only = |q: Query, ids: Option<&[i64]>| match ids {
+            Some(ids) => q.and(Cond::In(Col::Id, ids.iter().map(|i| Val::I(*i)).collect())),
+            None => q,
+        };
         let mut tx = Tx::new();
-        let vm_snaps: Vec<VmSnapshot> = self
-            .store
-            .all(Query::new().and(Cond::In(
+        if vm_snapshots.is_none_or(|ids| !ids.is_empty()) {
+            let q = Query::new().and(Cond::In(
                 Col::State,
                 vec![
                     "Allocated".into(),
@@ -847,26 +861,27 @@ impl Service {
                     "Reverting".into(),
                     "Expunging".into(),
                 ],
-            )))
-            .await?;
-        for mut s in vm_snaps {
-            s.state = match s.state.as_str() {
-                "Reverting" => "Ready",
-                _ => "Error",
+            ));
+            let vm_snaps: Vec<VmSnapshot> = self.store.all(only(q, vm_snapshots)).await?;
+            for mut s in vm_snaps {
+                s.state = match s.state.as_str() {
+                    "Reverting" => "Ready",
+                    _ => "Error",
+                }
+                .into();
+                tx.update(&mut s);
             }
-            .into();
-            tx.update(&mut s);
         }
-        let snaps: Vec<Snapshot> = self
-            .store
-            .all(Query::new().and(Cond::In(
+        if snapshots.is_none_or(|ids| !ids.is_empty()) {
+            let q = Query::new().and(Cond::In(
                 Col::State,
                 vec![ALLOCATED.into(), CREATING.into()],
-            )))
-            .await?;
-        for mut s in snaps {
-            s.state = ERROR.into();
-            tx.update(&mut s);
+            ));
+            let snaps: Vec<Snapshot> = self.store.all(only(q, snapshots)).await?;
+            for mut s in snaps {
+                s.state = ERROR.into();
+                tx.update(&mut s);
+            }
         }
         if !tx.ops.is_empty() {
             self.store.commit(tx.ops).await?;
