@@ -122,6 +122,17 @@ def with_hosts(tmp_path, image, config: dict | None = None):
     return a, b, zone, template
 
 
+def failed_as_orphan(survivor: Coordinator, job: dict) -> None:
+    """The killed coordinator's job ends failed, within 20 s, saying why."""
+    raw = survivor.client(fetch_result=False)
+    result = wait_for(
+        lambda: (lambda r: r if r["jobstatus"] != 0 else None)(
+            raw.queryAsyncJobResult(jobid=job["jobid"])), 20,
+        "the killed coordinator's job stayed pending")
+    assert result["jobstatus"] == 2, result
+    assert "stopped before it completed" in result["jobresult"]["errortext"], result
+
+
 def test_jobs_of_a_killed_coordinator_end_failed_with_a_clear_error(tmp_path, image):
     """A deploy in flight on the leader when it is killed: the survivor takes
     over, fails the job with a clear error and settles the instance."""
@@ -136,14 +147,8 @@ def test_jobs_of_a_killed_coordinator_end_failed_with_a_clear_error(tmp_path, im
         wait_for(lambda: leads(a), 10, "the first coordinator never led")
         a.kill_hard()
         api_b = b.client()
-        raw_b = b.client(fetch_result=False)
         wait_for(lambda: leads(b), 10, "the survivor did not take over")
-        result = wait_for(
-            lambda: (lambda r: r if r["jobstatus"] != 0 else None)(
-                raw_b.queryAsyncJobResult(jobid=job["jobid"])), 20,
-            "the killed coordinator's job stayed pending")
-        assert result["jobstatus"] == 2, result
-        assert "stopped before it completed" in result["jobresult"]["errortext"], result
+        failed_as_orphan(b, job)
         vm = api_b.listVirtualMachines(id=job["id"])["virtualmachine"][0]
         assert vm["state"] not in ("Starting", "Creating"), vm
     finally:
@@ -173,13 +178,7 @@ def test_a_snapshot_task_of_a_killed_coordinator_ends_in_error_and_frees_its_ins
                  == "Creating", 10, "the snapshot never began")
         a.kill_hard()
         wait_for(lambda: leads(b), 10, "the survivor did not take over")
-        raw_b = b.client(fetch_result=False)
-        result = wait_for(
-            lambda: (lambda r: r if r["jobstatus"] != 0 else None)(
-                raw_b.queryAsyncJobResult(jobid=job["jobid"])), 20,
-            "the killed coordinator's snapshot job stayed pending")
-        assert result["jobstatus"] == 2, result
-        assert "stopped before it completed" in result["jobresult"]["errortext"], result
+        failed_as_orphan(b, job)
         wait_for(lambda: api_b.listVMSnapshot(vmsnapshotid=snap_id)["vmSnapshot"][0]["state"]
                  == "Error", 10, "the interrupted snapshot was not settled")
         again = api_b.createVMSnapshot(virtualmachineid=vm["id"], snapshotmemory=False)
