@@ -293,6 +293,11 @@ def test_a_real_host_is_commanded_through_either_coordinator(tmp_path):
         # A forwarded stop, then start, through a.
         assert lab.api.stopVirtualMachine(id=vm["id"], forced=True)["virtualmachine"]["state"] \
             == "Stopped"
+        # A volume snapshot through a: the agent sends the copy to b, which
+        # took a's upload grant over with the command.
+        root = lab.api.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"][0]
+        snap = lab.api.createSnapshot(volumeid=root["id"])["snapshot"]
+        assert snap["state"] == "BackedUp", snap
         assert lab.api.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
         wait_vm_state(lab.api, vm["id"], "Running")
 

@@ -289,6 +289,23 @@ impl Hub {
     ) -> Result<pb::CommandResult, AgentError> {
         use pb::forward_event::Body;
         let deadline = chrono::Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+        let svc = self.svc();
+        let upload = match (&op, &svc) {
+            (pb::command::Op::BackupVolume(b), Some(svc)) => {
+                svc.uploads
+                    .lookup(&b.grant)
+                    .and_then(|(_, dest, max_bytes)| {
+                        let dest = dest.strip_prefix(&svc.data_dir).ok()?;
+                        Some(pb::UploadGrant {
+                            token: b.grant.clone(),
+                            dest: dest.to_string_lossy().into_owned(),
+                            max_bytes,
+                        })
+                    })
+            }
+            _ => None,
+        };
+        let token = upload.as_ref().map(|u| u.token.clone());
         let req = pb::ForwardRequest {
             host_id,
             timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
@@ -297,6 +314,7 @@ impl Hub {
                 deadline_unix_ms: deadline.timestamp_millis(),
                 op: Some(op),
             }),
+            upload,
         };
         let run = async {
             // Not reached at all: as if it had no session either.
@@ -307,9 +325,17 @@ impl Hub {
                 .into_inner();
             loop {
                 match events.message().await {
-                    Ok(Some(pb::ForwardEvent { body: Some(b) })) => match b {
+                    Ok(Some(pb::ForwardEvent {
+                        body: Some(b),
+                        uploaded,
+                    })) => match b {
                         Body::Progress(p) => self.progress(id, p),
-                        Body::Result(r) => return Ok(r),
+                        Body::Result(r) => {
+                            if let (Some(t), Some(u), Some(svc)) = (&token, uploaded, &svc) {
+                                svc.uploads.received_elsewhere(t, u.bytes);
+                            }
+                            return Ok(r);
+                        }
                         Body::NotConnected(_) => return Err(AgentError::NotConnected(host_id)),
                     },
                     Ok(Some(_)) => {}

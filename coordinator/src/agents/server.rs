@@ -363,15 +363,41 @@ impl pb::peer_server::Peer for Endpoint {
             .and_then(|c| c.op)
             .ok_or_else(|| Status::invalid_argument("the request carries no command"))?;
         let timeout = Duration::from_millis(r.timeout_ms.clamp(1_000, 86_400_000));
+        // The agent sends the file here: the grant moves along, to a place
+        // in the shared secondary storage only.
+        let upload = match &r.upload {
+            Some(g) => {
+                let rel = std::path::Path::new(&g.dest);
+                let inside = rel.starts_with("secondary")
+                    && rel
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside {
+                    return Err(Status::invalid_argument(
+                        "an upload may only go to secondary storage",
+                    ));
+                }
+                Some((g.token.clone(), self.svc.data_dir.join(rel), g.max_bytes))
+            }
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(32);
         let hub = self.hub.clone();
+        let svc = self.svc.clone();
         tokio::spawn(async move {
             use pb::forward_event::Body;
-            let event = |b: Body| pb::ForwardEvent { body: Some(b) };
+            let event = |b: Body| pb::ForwardEvent {
+                body: Some(b),
+                uploaded: None,
+            };
             if !hub.is_connected(r.host_id) {
                 let _ = tx.send(Ok(event(Body::NotConnected(true)))).await;
                 return;
             }
+            let upload = upload.map(|(token, dest, max_bytes)| {
+                svc.uploads.adopt(&token, r.host_id, dest, max_bytes);
+                token
+            });
             let progress_tx = tx.clone();
             let progress: crate::service::agent::Progress = Arc::new(move |p| {
                 // Progress is advisory: a full channel drops a report.
@@ -392,8 +418,16 @@ impl pb::peer_server::Peer for Endpoint {
                 // Past the deadline: the stream ends without a result.
                 Err(_) => None,
             };
+            let uploaded = upload
+                .and_then(|t| svc.uploads.finished(&t))
+                .map(|bytes| pb::Uploaded { bytes });
             if let Some(b) = body {
-                let _ = tx.send(Ok(event(b))).await;
+                let _ = tx
+                    .send(Ok(pb::ForwardEvent {
+                        body: Some(b),
+                        uploaded,
+                    }))
+                    .await;
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -64,6 +64,35 @@ impl Uploads {
         token
     }
 
+    /// A grant's host, destination and size bound, to carry it to the
+    /// coordinator the agent will send the file to.
+    pub fn lookup(&self, token: &str) -> Option<(i64, PathBuf, u64)> {
+        self.grants
+            .lock()
+            .get(token)
+            .map(|g| (g.host_id, g.dest.clone(), g.max_bytes))
+    }
+
+    /// Takes over a grant another coordinator gave, under its token.
+    pub fn adopt(&self, token: &str, host_id: i64, dest: PathBuf, max_bytes: u64) {
+        self.grants.lock().insert(
+            token.to_string(),
+            Grant {
+                host_id,
+                dest,
+                max_bytes,
+                issued: Instant::now(),
+            },
+        );
+    }
+
+    /// The bytes another coordinator received for one of this one's
+    /// grants, for `finished` to report.
+    pub fn received_elsewhere(&self, token: &str, bytes: u64) {
+        self.grants.lock().remove(token);
+        self.done.lock().insert(token.to_string(), bytes);
+    }
+
     /// Takes a grant for `host_id` (once): where to write and how much.
     fn take(&self, token: &str, host_id: i64) -> Result<Grant, UploadError> {
         let mut g = self.grants.lock();
@@ -179,5 +208,29 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
         assert_eq!(u.finished(&t), Some(5));
         assert_eq!(u.finished(&t), None);
+    }
+
+    #[tokio::test]
+    async fn a_grant_carried_to_another_coordinator_reports_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (issuer, receiver) = (Uploads::default(), Uploads::default());
+        let dest = dir.path().join("s/b.qcow2");
+        let t = issuer.grant(3, dest.clone(), 8);
+        let (host, to, max) = issuer.lookup(&t).unwrap();
+        assert_eq!((host, &to, max), (3, &dest, 8));
+        receiver.adopt(&t, host, to, max);
+        // Still one host's, and within its size, where it was taken over.
+        assert_eq!(
+            receiver.receive(&t, 4, b"x".to_vec(), chunks(&[])).await,
+            Err(UploadError::WrongHost)
+        );
+        assert_eq!(
+            receiver.receive(&t, 3, b"abc".to_vec(), chunks(&[])).await,
+            Ok(3)
+        );
+        let got = receiver.finished(&t).unwrap();
+        issuer.received_elsewhere(&t, got);
+        assert_eq!(issuer.lookup(&t), None);
+        assert_eq!(issuer.finished(&t), Some(3));
     }
 }
