@@ -41,6 +41,8 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     esac
     # The Rust store tests run on both engines when this is set.
     export ORRERY_TEST_PG="$pg_url"
+    # The CA of the server's TLS certificate, for the TLS tests.
+    export ORRERY_TEST_PG_CA=/var/lib/postgresql/orrery-test-tls/ca.crt
 else
     echo "not root on Debian: the lab (libvirt, real guests) is skipped" >&2
 fi

@@ -86,7 +86,13 @@ def new_pg_database() -> str:
     name = f"orrery_{uuid.uuid4().hex[:16]}"
     subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {name}"], check=True,
                    capture_output=True, timeout=60)
-    return admin.rsplit("/", 1)[0] + "/" + name
+    url = admin.rsplit("/", 1)[0] + "/" + name
+    # With the server's CA at hand (tests/lab/postgres.sh), coordinators
+    # talk to it over TLS, verifying it.
+    ca = os.environ.get("ORRERY_TEST_PG_CA")
+    if ca and os.path.isfile(ca):
+        url += f"?sslmode=verify-full&sslrootcert={ca}"
+    return url
 
 
 class Coordinator:

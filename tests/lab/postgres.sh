@@ -31,4 +31,27 @@ DO $$ BEGIN
   END IF;
 END $$;
 SQL
+# TLS under a CA of the tests' own (the store's TLS tests verify the server
+# by address): a server certificate for 127.0.0.1 and localhost. Its CA is
+# $TLS/ca.crt (ORRERY_TEST_PG_CA in run-all.sh).
+TLS=/var/lib/postgresql/orrery-test-tls
+if [ ! -f "$TLS/server.crt" ]; then
+    mkdir -p "$TLS"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=orrery test CA" \
+        -keyout "$TLS/ca.key" -out "$TLS/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$TLS/server.key" -out "$TLS/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$TLS/ext"
+    openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$TLS/ext" -out "$TLS/server.crt" 2>/dev/null
+    chown -R postgres:postgres "$TLS"
+    chmod 600 "$TLS/server.key" "$TLS/ca.key"
+fi
+runuser -u postgres -- psql -q -p "$PORT" -v ON_ERROR_STOP=1 >/dev/null <<SQL
+ALTER SYSTEM SET ssl = on;
+ALTER SYSTEM SET ssl_cert_file = '$TLS/server.crt';
+ALTER SYSTEM SET ssl_key_file = '$TLS/server.key';
+SELECT pg_reload_conf();
+SQL
+
 echo "postgres://orrery:orrery@127.0.0.1:$PORT/postgres"

@@ -491,10 +491,10 @@ async fn statistics_stores_behave_alike() {
         Box::new(SqliteStats::open(&dir.path().join("stats.db")).unwrap()),
     )];
     if let Some(url) = fresh_pg_database().await {
-        let config: tokio_postgres::Config = url.parse().unwrap();
+        let dial = super::pg_tls::Dial::parse(&url).unwrap();
         let (a, b) = tokio::join!(
-            super::stats_pg::PgStats::open(config.clone()),
-            super::stats_pg::PgStats::open(config)
+            super::stats_pg::PgStats::open(dial.clone()),
+            super::stats_pg::PgStats::open(dial)
         );
         drop(b.unwrap());
         stores.push(("postgres", Box::new(a.unwrap())));
@@ -600,4 +600,49 @@ async fn statistics_stores_behave_alike() {
             .collect();
         assert_eq!(left, vec![200], "{engine}");
     }
+}
+
+/// With `sslmode=verify-full` and the server's CA the store's connections
+/// are TLS (PostgreSQL says so of its own session) and the store works; a
+/// CA that did not sign the server's certificate is refused at open.
+#[tokio::test]
+async fn the_store_speaks_tls_to_a_server_it_verifies() {
+    let Some(url) = fresh_pg_database().await else {
+        return;
+    };
+    let Ok(ca) = std::env::var("ORRERY_TEST_PG_CA") else {
+        return;
+    };
+    let tls_url = format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+    let store: DynStore = Arc::new(PgStore::open(&tls_url).await.unwrap());
+    store.migrate().await.unwrap();
+    let id = store.allocate_ids(Kind::InstanceGroup, 1).await.unwrap();
+    let mut tx = Tx::new();
+    tx.insert(&group(id, "over-tls"));
+    store.commit(tx.ops).await.unwrap();
+    let g: InstanceGroup = store.load(id).await.unwrap().unwrap();
+    assert_eq!(g.name, "over-tls");
+    let dial = super::pg_tls::Dial::parse(&tls_url).unwrap();
+    let (client, conn) = dial.connect().await.unwrap();
+    tokio::spawn(conn);
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the session is not TLS");
+    // Another CA: the server is not who it says.
+    let dir = tempfile::tempdir().unwrap();
+    let (other, _) = orrery_tls::Ca::generate("another CA").unwrap();
+    let other_ca = dir.path().join("other.pem");
+    std::fs::write(&other_ca, other.pem()).unwrap();
+    let wrong = format!("{url}?sslmode=require&sslrootcert={}", other_ca.display());
+    let e = PgStore::open(&wrong)
+        .await
+        .err()
+        .expect("an unverified server is refused");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
 }

@@ -9,6 +9,7 @@
 #[cfg(test)]
 pub(crate) mod engine_tests;
 pub mod observed;
+pub mod pg_tls;
 pub mod postgres;
 pub mod records;
 mod sql;

@@ -6,6 +6,7 @@
 //! by two transactions at once fails one of them with `Conflict`, exactly as
 //! a stale version does.
 
+use super::pg_tls::Dial;
 use super::sql::{self, Dialect};
 use super::sqlite::{check_not_newer, MIGRATIONS};
 use super::*;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// Connections kept open to the database.
 const POOL: usize = 8;
@@ -37,7 +38,17 @@ pub fn is_url(s: &str) -> bool {
 fn pg(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(d) => StoreError::Db(format!("{}: {}", d.code().code(), d.message())),
-        None => StoreError::Db(e.to_string()),
+        None => {
+            // Its Display leaves out the cause ("error performing TLS
+            // handshake"): the chain says which certificate and why.
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            StoreError::Db(text)
+        }
     }
 }
 
@@ -74,7 +85,7 @@ impl Conn {
 }
 
 struct Pool {
-    config: tokio_postgres::Config,
+    dial: Dial,
     idle: parking_lot::Mutex<Vec<Conn>>,
     permits: Semaphore,
 }
@@ -116,7 +127,7 @@ impl Drop for Lease<'_> {
 
 impl Pool {
     async fn connect(&self) -> Result<Conn, StoreError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(pg)?;
+        let (client, connection) = self.dial.connect().await.map_err(pg)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "PostgreSQL connection ended");
@@ -248,13 +259,9 @@ const LEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// killed leader's lock is free as soon as its connection closes, and a
 /// follower takes it at its next try. A leader that cannot reach the
 /// database stops leading at once (it may have lost the lock).
-async fn hold_lease(
-    config: tokio_postgres::Config,
-    leader: Arc<std::sync::atomic::AtomicBool>,
-    runner: String,
-) {
+async fn hold_lease(dial: Dial, leader: Arc<std::sync::atomic::AtomicBool>, runner: String) {
     loop {
-        if let Ok((client, connection)) = config.connect(NoTls).await {
+        if let Ok((client, connection)) = dial.connect().await {
             let conn = tokio::spawn(connection);
             // This process is alive while this session is.
             let _ = client
@@ -396,14 +403,14 @@ fn notice_changes(kinds: &[usize], vms: Option<Vec<i64>>) -> Option<Change> {
 /// lives, reconnecting after a failure; every (re)connection bumps every
 /// kind, since notices sent while it was away are lost.
 async fn listen(
-    config: tokio_postgres::Config,
+    dial: Dial,
     origin: String,
     gens: Arc<Vec<AtomicU64>>,
     changes: tokio::sync::mpsc::UnboundedSender<Change>,
 ) {
     use futures::StreamExt;
     loop {
-        match config.connect(NoTls).await {
+        match dial.connect().await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = futures::channel::mpsc::unbounded();
                 let drive = tokio::spawn(async move {
@@ -457,27 +464,25 @@ async fn listen(
 impl PgStore {
     /// Connects (once, to fail early on a wrong address or password).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Db(format!("invalid PostgreSQL URL: {e}")))?;
-        if config.get_application_name().is_none() {
-            config.application_name("orrery-coordinator");
+        let mut dial = Dial::parse(url)?;
+        if dial.config.get_application_name().is_none() {
+            dial.config.application_name("orrery-coordinator");
         }
         let generations: Arc<Vec<AtomicU64>> =
             Arc::new(Kind::ALL.iter().map(|_| AtomicU64::new(0)).collect());
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let (changes, changes_rx) = tokio::sync::mpsc::unbounded_channel();
         let listener = tokio::spawn(listen(
-            config.clone(),
+            dial.clone(),
             origin.clone(),
             generations.clone(),
             changes,
         ));
         let leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let lease = tokio::spawn(hold_lease(config.clone(), leader.clone(), origin.clone()));
+        let lease = tokio::spawn(hold_lease(dial.clone(), leader.clone(), origin.clone()));
         let store = PgStore {
             pool: Pool {
-                config,
+                dial,
                 idle: parking_lot::Mutex::new(Vec::new()),
                 permits: Semaphore::new(POOL),
             },
@@ -912,7 +917,7 @@ impl Store for PgStore {
     }
 
     async fn statistics(&self) -> Result<Option<Box<dyn stats::StatsStore>>, StoreError> {
-        let s = super::stats_pg::PgStats::open(self.pool.config.clone())
+        let s = super::stats_pg::PgStats::open(self.pool.dial.clone())
             .await
             .map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(Some(Box::new(s)))

@@ -7,8 +7,9 @@
 //! One connection of its own: statistics writes are a block per series per
 //! hour and the tails once a minute, and never wait behind record commits.
 
+use super::pg_tls::Dial;
 use super::stats::{SeriesKey, SeriesKind, StatsStore, StatsStoreError, StoredBlock};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stats_blocks (
@@ -32,15 +33,15 @@ fn db(e: tokio_postgres::Error) -> StatsStoreError {
 }
 
 pub struct PgStats {
-    config: tokio_postgres::Config,
+    dial: Dial,
     conn: tokio::sync::Mutex<Option<Client>>,
 }
 
 impl PgStats {
     /// Connects and creates the tables where they are missing.
-    pub async fn open(config: tokio_postgres::Config) -> Result<PgStats, StatsStoreError> {
+    pub async fn open(dial: Dial) -> Result<PgStats, StatsStoreError> {
         let s = PgStats {
-            config,
+            dial,
             conn: tokio::sync::Mutex::new(None),
         };
         let mut c = s.client().await?;
@@ -61,7 +62,7 @@ impl PgStats {
     async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, StatsStoreError> {
         let mut g = self.conn.lock().await;
         if g.as_ref().is_none_or(|c| c.is_closed()) {
-            let (client, connection) = self.config.connect(NoTls).await.map_err(db)?;
+            let (client, connection) = self.dial.connect().await.map_err(db)?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %e, "PostgreSQL statistics connection ended");
