@@ -155,24 +155,26 @@ impl Service {
         self.ha_config.subscribe()
     }
 
-    fn stream_silence_ms(&self, h: &Host) -> u64 {
-        let local = self
-            .agents
-            .silence(h.id)
-            .unwrap_or_else(|| started().elapsed())
-            .as_millis() as u64;
-        if !self.store.shared() {
-            return local;
+    /// How long the host's agent has been silent as this coordinator
+    /// knows it. `others`: other coordinators are alive, and an agent this
+    /// one never heard may keep its session with one of them (it cannot
+    /// reach this one); then the heartbeat they recorded counts, less the
+    /// seconds by which recording lags (see `agent_heartbeat`) and two more
+    /// for whole seconds and clocks of different machines. A host this one
+    /// hears itself is judged by its own stream alone, as quickly as ever.
+    fn stream_silence_ms(&self, h: &Host, others: bool) -> u64 {
+        if let Some(s) = self.agents.silence(h.id) {
+            return s.as_millis() as u64;
         }
-        // Another coordinator may hold the host's stream (its agent cannot
-        // reach this one): the heartbeat it recorded counts too, less the
-        // seconds by which recording lags (see `agent_heartbeat`) and two
-        // more for whole seconds and clocks of different machines.
+        let since_start = started().elapsed().as_millis() as u64;
+        if !others {
+            return since_start;
+        }
         let recorded = h.last_ping.map(|p| {
             let age_ms = (now() - p).max(0) as u64 * 1000;
             age_ms.saturating_sub((PING_RECORDED_EVERY_SECS as u64 + 2) * 1000)
         });
-        recorded.map_or(local, |r| r.min(local))
+        recorded.map_or(since_start, |r| r.min(since_start))
     }
 
     /// One pass over the real hosts: marks silent ones Disconnected or Down
@@ -184,7 +186,8 @@ impl Service {
             .iter()
             .filter(|h| !h.simulated && h.removed.is_none())
             .collect();
-        let heard = |h: &Host| self.stream_silence_ms(h) < times.unheard_after_ms();
+        let others = self.store.shared() && !self.peer_endpoints().await.is_empty();
+        let heard = |h: &Host| self.stream_silence_ms(h, others) < times.unheard_after_ms();
         let mut suspects: Vec<&Host> = Vec::new();
         for h in &real {
             if heard(h) {
@@ -229,7 +232,7 @@ impl Service {
         for h in suspects {
             let of_host: Vec<HeartbeatSeen> =
                 seen.iter().filter(|s| s.host == h.uuid).cloned().collect();
-            let stream_ms = self.stream_silence_ms(h);
+            let stream_ms = self.stream_silence_ms(h, others);
             match judge(&times, stream_ms, &of_host) {
                 Verdict::Heard => {}
                 Verdict::Unknown => {
