@@ -271,11 +271,21 @@ def test_a_real_host_is_commanded_through_either_coordinator(tmp_path):
         a = lab.coordinator
 
         def agent_reaches(*coordinators: Coordinator) -> None:
+            """Restarts the agent with these coordinators and waits until it
+            holds a session with each and their hello reports are settled."""
             lab.agent.stop()
-            addresses = ",".join(f"127.0.0.1:{c.agent_port}" for c in coordinators)
+            addresses = [f"127.0.0.1:{c.agent_port}" for c in coordinators]
             lab.agent.config.write_text(
-                f'domain_type = "qemu"\ncoordinator = "{addresses}"\n')
+                f'domain_type = "qemu"\ncoordinator = "{",".join(addresses)}"\n')
             lab.agent.start()
+
+            def sessions() -> bool:
+                run = re.sub(r"\x1b\[[0-9;]*m", "", lab.agent.log_path.read_text(
+                    errors="replace")).rsplit("===== agent run =====", 1)[-1]
+                return all(f"connected coordinator={x}" in run for x in addresses)
+            wait_for(sessions, 30, lambda: f"no session with each of {addresses}:\n"
+                     f"{lab.agent.log_tail()}")
+            time.sleep(2)
 
         # Only b: a (the leader) has no session with the host.
         agent_reaches(b)

@@ -894,6 +894,10 @@ impl AgentClient for Router {
         self.hub.silence(host_id)
     }
 
+    fn has_session(&self, host_id: i64) -> bool {
+        self.hub.is_connected(host_id)
+    }
+
     fn connected_agents(&self) -> usize {
         self.hub.connected()
     }

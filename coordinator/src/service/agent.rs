@@ -321,6 +321,10 @@ pub trait AgentClient: Send + Sync {
     fn silence(&self, _host_id: i64) -> Option<Duration> {
         None
     }
+    /// Whether this process holds a live session with the host now.
+    fn has_session(&self, _host_id: i64) -> bool {
+        false
+    }
     /// Drops a host's live connection, if any (the host was removed).
     fn disconnect(&self, _host_id: i64) {}
     /// Agents connected now.

@@ -156,25 +156,26 @@ impl Service {
     }
 
     /// How long the host's agent has been silent as this coordinator
-    /// knows it. `others`: other coordinators are alive, and an agent this
-    /// one never heard may keep its session with one of them (it cannot
-    /// reach this one); then the heartbeat they recorded counts, less the
-    /// seconds by which recording lags (see `agent_heartbeat`) and two more
-    /// for whole seconds and clocks of different machines. A host this one
-    /// hears itself is judged by its own stream alone, as quickly as ever.
+    /// knows it. A host with a session here is judged by its own stream
+    /// alone, as quickly as ever. Without one, while other coordinators
+    /// live (`others`), its agent may keep its session with one of them (it
+    /// cannot reach this one): then the heartbeat they recorded counts too,
+    /// less the seconds by which recording lags (see `agent_heartbeat`) and
+    /// two more for whole seconds and clocks of different machines.
     fn stream_silence_ms(&self, h: &Host, others: bool) -> u64 {
-        if let Some(s) = self.agents.silence(h.id) {
-            return s.as_millis() as u64;
-        }
-        let since_start = started().elapsed().as_millis() as u64;
-        if !others {
-            return since_start;
+        let local = self
+            .agents
+            .silence(h.id)
+            .unwrap_or_else(|| started().elapsed())
+            .as_millis() as u64;
+        if !others || self.agents.has_session(h.id) {
+            return local;
         }
         let recorded = h.last_ping.map(|p| {
             let age_ms = (now() - p).max(0) as u64 * 1000;
             age_ms.saturating_sub((PING_RECORDED_EVERY_SECS as u64 + 2) * 1000)
         });
-        recorded.map_or(since_start, |r| r.min(since_start))
+        recorded.map_or(local, |r| r.min(local))
     }
 
     /// One pass over the real hosts: marks silent ones Disconnected or Down

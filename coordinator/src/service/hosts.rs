@@ -333,37 +333,57 @@ impl Service {
         report: &HostReport,
         seen: &[DomainSeen],
     ) -> SResult<Host> {
-        let mut host: Host = self
+        // Retried on a concurrent write: with several coordinators the
+        // agent says hello to each at once, and each records it.
+        self.change_host_record(host_id, |host| {
+            host.state = "Up".into();
+            host.ha_state = "Available".into();
+            host.last_ping = Some(now());
+            if host.name.is_empty() && !report.hostname.is_empty() {
+                host.name = report.hostname.clone();
+            }
+            if !report.ip_address.is_empty() {
+                host.ip_address = report.ip_address.clone();
+            }
+            host.cpu_number = report.cpus;
+            host.cpu_speed = report.cpu_mhz;
+            host.memory_total = report.memory_bytes;
+            host.agent_version = Some(report.agent_version.clone());
+            host.facts = Some(report.facts.clone());
+            host.libvirt_tls = report.libvirt_tls;
+            true
+        })
+        .await?;
+        let host: Host = self
             .store
             .load(host_id)
             .await?
             .ok_or_else(|| ServiceError::internal("host vanished"))?;
-        host.state = "Up".into();
-        host.ha_state = "Available".into();
-        host.last_ping = Some(now());
-        if host.name.is_empty() && !report.hostname.is_empty() {
-            host.name = report.hostname.clone();
-        }
-        if !report.ip_address.is_empty() {
-            host.ip_address = report.ip_address.clone();
-        }
-        host.cpu_number = report.cpus;
-        host.cpu_speed = report.cpu_mhz;
-        host.memory_total = report.memory_bytes;
-        host.agent_version = Some(report.agent_version.clone());
-        host.facts = Some(report.facts.clone());
-        host.libvirt_tls = report.libvirt_tls;
-        let mut tx = Tx::new();
-        tx.update(&mut host);
-        self.store.commit(tx.ops).await?;
         if !report.local_dir.is_empty() {
             self.ensure_local_pool(&host, report).await?;
         }
-        self.reconcile_host(host_id, seen).await?;
-        // Beside the session: the agent answers commands only once the
-        // session is established, after this returns.
+        // On a shared store the report may be overtaken by another
+        // coordinator's job before it is applied: settled beside the session
+        // then, each change confirmed with the host (which answers commands
+        // only once the session is established, after this returns).
+        let shared = self.store.shared();
+        if !shared {
+            self.reconcile_host(host_id, seen, false).await?;
+        }
         let (svc, seen) = (self.clone(), seen.to_vec());
         tokio::spawn(async move {
+            if shared {
+                // Asked once the session is up (it is, moments after this).
+                for _ in 0..100 {
+                    if svc.agents.has_session(host_id) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                if let Err(e) = svc.reconcile_host(host_id, &seen, true).await {
+                    tracing::warn!(host = host_id, error = %e.text(), "settling the host's instances failed");
+                }
+            }
             if let Err(e) = svc.remove_stale_domains(host_id, &seen).await {
                 tracing::warn!(host = host_id, error = %e.text(), "removing stale domains failed");
             }
@@ -417,6 +437,7 @@ impl Service {
         self: &Arc<Self>,
         host_id: i64,
         seen: &[DomainSeen],
+        confirm: bool,
     ) -> SResult<()> {
         let on_host: Vec<Vm> = self.store.all(Query::new().eq(Col::Host, host_id)).await?;
         let stopped: Vec<Vm> = self
@@ -428,10 +449,10 @@ impl Service {
             .iter()
             .chain(stopped.iter().filter(|v| v.last_host_id == Some(host_id)))
         {
-            let busy = self.is_busy(&vm.uuid);
+            let busy = self.is_busy_anywhere(&vm.uuid).await?;
             rows.push(placed(vm, busy));
         }
-        self.apply_reconcile(host_id, &rows, seen).await
+        self.apply_reconcile(host_id, &rows, seen, confirm).await
     }
 
     /// Domains a returning host still has of instances that now live on
@@ -447,7 +468,7 @@ impl Service {
             };
             let elsewhere = vm.host_id.is_some_and(|h| h != host_id)
                 && vm.migrating_to != Some(host_id)
-                && !self.is_busy(&vm.uuid);
+                && !self.is_busy_anywhere(&vm.uuid).await?;
             if !elsewhere {
                 continue;
             }
@@ -483,8 +504,37 @@ impl Service {
         host_id: i64,
         rows: &[Placed],
         seen: &[DomainSeen],
+        confirm: bool,
     ) -> SResult<()> {
         for (vm_id, action) in reconcile(host_id, rows, seen) {
+            // A report can be overtaken by a job that finished meanwhile
+            // (on this coordinator or another sharing the store): with
+            // `confirm`, act only when the host still says so now.
+            let name = rows
+                .iter()
+                .find(|r| r.id == vm_id)
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
+            let still = if !confirm {
+                true
+            } else {
+                match self.agents.power_state(host_id, &name).await {
+                    Ok(p) => match action {
+                        Reconcile::PoweredOn => p == PowerState::On,
+                        Reconcile::PoweredOff => {
+                            matches!(p, PowerState::Off | PowerState::Missing)
+                        }
+                    },
+                    // No answer: left to the next report or event.
+                    Err(e) => {
+                        tracing::debug!(vm = vm_id, error = %e, "power state not confirmed; report left");
+                        false
+                    }
+                }
+            };
+            if !still {
+                continue;
+            }
             let res = match action {
                 Reconcile::PoweredOff => {
                     self.transition(
@@ -546,7 +596,7 @@ impl Service {
         }
         // Only this instance's row: one domain's event says nothing about
         // the host's other instances.
-        let rows = [placed(&vm, self.is_busy(&vm.uuid))];
+        let rows = [placed(&vm, self.is_busy_anywhere(&vm.uuid).await?)];
         if reconcile(host_id, &rows, std::slice::from_ref(d)).is_empty() {
             return Ok(());
         }
@@ -564,8 +614,8 @@ impl Service {
             return Ok(());
         };
         let confirmed = DomainSeen { power, ..d.clone() };
-        let rows = [placed(&vm, self.is_busy(&vm.uuid))];
-        self.apply_reconcile(host_id, &rows, std::slice::from_ref(&confirmed))
+        let rows = [placed(&vm, self.is_busy_anywhere(&vm.uuid).await?)];
+        self.apply_reconcile(host_id, &rows, std::slice::from_ref(&confirmed), false)
             .await
     }
 

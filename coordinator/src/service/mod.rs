@@ -300,6 +300,27 @@ impl Service {
         self.busy.lock().contains(vm_uuid)
     }
 
+    /// Whether a job of any coordinator is working on the instance: this
+    /// process's own, or, on a shared store, a pending job of another one
+    /// (whose reports it must leave to that job as it does its own).
+    pub async fn is_busy_anywhere(&self, vm_uuid: &str) -> SResult<bool> {
+        if self.is_busy(vm_uuid) {
+            return Ok(true);
+        }
+        if !self.store.shared() {
+            return Ok(false);
+        }
+        let pending: Option<Job> = self
+            .store
+            .first(
+                Query::new()
+                    .eq(Col::ResourceUuid, vm_uuid.to_string())
+                    .eq(Col::State, JOB_PENDING.to_string()),
+            )
+            .await?;
+        Ok(pending.is_some())
+    }
+
     pub fn setting_i64(&self, name: &str) -> i64 {
         self.setting(name, &[]).parse().unwrap_or(0)
     }
