@@ -223,13 +223,10 @@ impl Hub {
         };
         let (done_tx, done_rx) = oneshot::channel();
         pending.lock().insert(id, done_tx);
-        let deadline = chrono::Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
         let msg = pb::CoordinatorMessage {
-            body: Some(pb::coordinator_message::Body::Command(pb::Command {
-                id,
-                deadline_unix_ms: deadline.timestamp_millis(),
-                op: Some(op),
-            })),
+            body: Some(pb::coordinator_message::Body::Command(command(
+                id, op, timeout,
+            ))),
         };
         if tx.send(Ok(msg)).await.is_err() {
             pending.lock().remove(&id);
@@ -288,7 +285,6 @@ impl Hub {
         timeout: Duration,
     ) -> Result<pb::CommandResult, AgentError> {
         use pb::forward_event::Body;
-        let deadline = chrono::Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
         let svc = self.svc();
         let upload = match (&op, &svc) {
             (pb::command::Op::BackupVolume(b), Some(svc)) => {
@@ -309,11 +305,7 @@ impl Hub {
         let req = pb::ForwardRequest {
             host_id,
             timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
-            command: Some(pb::Command {
-                id,
-                deadline_unix_ms: deadline.timestamp_millis(),
-                op: Some(op),
-            }),
+            command: Some(command(id, op, timeout)),
             upload,
         };
         let run = async {
@@ -396,6 +388,16 @@ impl Hub {
             .lock()
             .insert(addr.to_string(), ch.clone());
         Ok(pb::peer_client::PeerClient::new(ch))
+    }
+}
+
+/// A command for an agent, due within `timeout` from now.
+fn command(id: u64, op: pb::command::Op, timeout: Duration) -> pb::Command {
+    let deadline = chrono::Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+    pb::Command {
+        id,
+        deadline_unix_ms: deadline.timestamp_millis(),
+        op: Some(op),
     }
 }
 
