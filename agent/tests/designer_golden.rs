@@ -52,3 +52,24 @@ fn uefi_secure_boot_tpm_gpu_instance_on_kvm_host() {
     assert_golden("design_uefi_secure_tpm_gpu.xml", &normalise(&xml));
     assert_eq!(Domain::from_xml(&xml).unwrap(), domain);
 }
+
+#[test]
+fn vgpu_instance_whose_gpu_is_the_display() {
+    let mut spec = lab_spec();
+    spec.internal_name = "i-3-77-VM".into();
+    spec.display_name = "render node".into();
+    spec.host_name = "render-01".into();
+    spec.vcpus = 4;
+    spec.memory_mib = 8192;
+    spec.gpu = Some(GpuSpec::Mdev {
+        uuid: "6F1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D".into(),
+        mdev_type: "nvidia-231".into(),
+    });
+    // gpudisplay offerings: the vGPU replaces the emulated video card.
+    spec.details.insert("video.hardware".into(), "none".into());
+
+    let domain = design(&spec, &kvm_facts(), &lab_config()).unwrap();
+    let xml = domain.to_xml();
+    assert_golden("design_vgpu_display.xml", &normalise(&xml));
+    assert_eq!(Domain::from_xml(&xml).unwrap(), domain);
+}
