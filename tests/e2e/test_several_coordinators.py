@@ -256,7 +256,7 @@ def test_a_real_host_is_commanded_through_either_coordinator(tmp_path):
     to the one holding the host's session. Then with a session to each: the
     guest stopped through one, and started again through the survivor after
     the leader is killed."""
-    from lab import Lab, require_lab, wait_console, wait_host_state, wait_vm_state
+    from lab import Lab, require_lab, virsh, wait_console, wait_host_state, wait_vm_state
 
     require_lab()
     # Not under pytest's 0700 temporary directory: QEMU (libvirt-qemu) must
@@ -310,6 +310,15 @@ def test_a_real_host_is_commanded_through_either_coordinator(tmp_path):
         assert snap["state"] == "BackedUp", snap
         assert lab.api.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
         wait_vm_state(lab.api, vm["id"], "Running")
+        # The guest powered off behind the API's back: only b hears the
+        # domain event, and acts on it although a leads.
+        wait_console(lab.agent, vm["instancename"], r"ORRERY-GUEST-BOOTED")
+        virsh("destroy", vm["instancename"])
+        wait_vm_state(lab.api, vm["id"], "Stopped", timeout=20)
+        events = lab.api.listEvents(type="VM.STOP", listall=True).get("event", [])
+        assert [e for e in events if e["description"]
+                == f"Instance powered off on its host. Instance Id: {vm['id']}"], events
+        assert lab.api.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
 
         # Both: the agent keeps a session with each.
         agent_reaches(a, b)

@@ -16,6 +16,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
+/// How long a coordinator that does not lead waits before acting on a
+/// domain event (see the event arm in `session`).
+const FOLLOWER_EVENT_GRACE: Duration = Duration::from_secs(2);
+
 /// Seconds between heartbeats the coordinator asks of agents.
 const HEARTBEAT_SECS: u32 = 10;
 
@@ -212,14 +216,22 @@ impl AgentLink for Endpoint {
                             tracing::warn!(error = %e.text(), "recording a heartbeat failed");
                         }
                     }
-                    // With several coordinators every one hears the agent;
-                    // the one that leads acts on what it reports.
-                    Some(pb::agent_message::Body::Event(_)) if !svc.leads() => {}
                     Some(pb::agent_message::Body::Event(ev)) => {
                         // Handled beside the stream: confirming an event
                         // asks the same agent, whose answer arrives here.
                         let (svc, host_id) = (svc.clone(), host.id);
                         tokio::spawn(async move {
+                            // With several coordinators each one holding a
+                            // session hears the event. The leader acts at
+                            // once; the others after a grace, so that an
+                            // agent reaching only them is still acted on
+                            // while, where the leader heard it too, they
+                            // find the record settled and ask nothing. Two
+                            // acting at once is safe: each confirms with the
+                            // host and commits against the record's version.
+                            if svc.shared_store() && !svc.leads() {
+                                tokio::time::sleep(FOLLOWER_EVENT_GRACE).await;
+                            }
                             if let Err(e) = svc.domain_event(host_id, &convert::event(&ev)).await {
                                 tracing::warn!(error = %e.text(), "handling a domain event failed");
                             }

@@ -241,6 +241,11 @@ impl Service {
         self.store.is_leader()
     }
 
+    /// Whether other coordinators may share this store.
+    pub fn shared_store(&self) -> bool {
+        self.store.shared()
+    }
+
     /// With a shared store, other coordinators' setting changes are picked
     /// up as their commits are announced (within half a second), and their
     /// instance changes reach the capacity view.
