@@ -341,3 +341,54 @@ def test_a_real_host_is_commanded_through_either_coordinator(tmp_path):
         if b:
             b.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def console_answer(port: int, path: str) -> str:
+    """A WebSocket upgrade at a coordinator's console proxy: the status line
+    and, for a refusal, the reason in the body."""
+    import base64
+    import os
+    import socket
+    key = base64.b64encode(os.urandom(16)).decode()
+    req = (f"GET /{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+           f"Connection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(req.encode())
+        s.settimeout(5)
+        data = b""
+        try:
+            while chunk := s.recv(4096):
+                data += chunk
+        except socket.timeout:
+            pass
+    return data.decode(errors="replace")
+
+
+def test_a_console_token_from_one_coordinator_is_taken_once_by_any(tmp_path, image):
+    """createConsoleEndpoint through one coordinator; the URL opened at the
+    other's console proxy (as behind a load balancer) finds the token, and
+    it is spent for both."""
+    a, b, zone, template = with_hosts(tmp_path, image)
+    try:
+        api_a = a.client()
+        offering = create_service_offering(api_a, name=unique("con"))
+        vm = api_a.deployVirtualMachine(zoneid=zone["id"], serviceofferingid=offering["id"],
+                                        templateid=template["id"],
+                                        name=unique("con"))["virtualmachine"]
+        ws = api_a.createConsoleEndpoint(virtualmachineid=vm["id"])["consoleendpoint"]["websocket"]
+        unknown = "The console token is unknown, used or expired"
+        # Taken at b: the token is known there (the simulated host then has
+        # no console to offer, which is the refusal's reason).
+        first = console_answer(b.console_port, ws["path"])
+        assert first.startswith("HTTP/1.1 403") and unknown not in first, first
+        # Spent: neither coordinator takes it again.
+        for c in (a, b):
+            again = console_answer(c.console_port, ws["path"])
+            assert again.startswith("HTTP/1.1 403") and unknown in again, again
+        # A fresh token, taken at the coordinator that issued it, works too.
+        ws = api_a.createConsoleEndpoint(virtualmachineid=vm["id"])["consoleendpoint"]["websocket"]
+        assert unknown not in console_answer(a.console_port, ws["path"])
+    finally:
+        for c in (a, b):
+            c.stop()

@@ -9,7 +9,7 @@ use super::*;
 use base64::Engine;
 use orrery_model::VmState;
 use rand::RngCore;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A query value's encoding: everything but unreserved characters.
 const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -20,21 +20,15 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 
 /// How long a console URL can wait before it is used.
 pub const TOKEN_TTL: Duration = Duration::from_secs(120);
-/// Tokens outstanding at once; the oldest go first beyond it.
-const MAX_TICKETS: usize = 10_000;
+/// Expired tickets removed per new one, so that unused tokens do not pile
+/// up in the store.
+const SWEEP: u64 = 64;
 
-#[derive(Debug, Clone)]
-struct Ticket {
-    vm_id: i64,
-    caller: Caller,
-    expires: Instant,
-}
-
-/// Outstanding console tokens (in memory: a restart voids them, and a URL
-/// is only ever minutes old).
+/// Where this coordinator's console proxy is reached. The tokens themselves
+/// are records (`ConsoleTicket`), so that with several coordinators any
+/// one's proxy takes a token another one issued.
 #[derive(Default)]
 pub struct ConsoleTickets {
-    tickets: parking_lot::Mutex<HashMap<String, Ticket>>,
     /// Where the console proxy is reached, e.g. `http://host:8082`; set by
     /// `serve` once its listener is bound.
     base_url: parking_lot::RwLock<Option<String>>,
@@ -58,28 +52,14 @@ pub struct ConsoleSession {
     pub password: String,
 }
 
-impl ConsoleTickets {
-    fn insert(&self, token: String, t: Ticket) {
-        let mut m = self.tickets.lock();
-        let now = Instant::now();
-        m.retain(|_, t| t.expires > now);
-        if m.len() >= MAX_TICKETS {
-            if let Some(oldest) = m
-                .iter()
-                .min_by_key(|(_, t)| t.expires)
-                .map(|(k, _)| k.clone())
-            {
-                m.remove(&oldest);
-            }
-        }
-        m.insert(token, t);
-    }
+/// The stored form of a token: its SHA-256, so that reading the store does
+/// not hand out working tokens.
+fn token_key(token: &str) -> String {
+    super::hosts::token_hash(token)
+}
 
-    /// Removes the token whatever happens next: it works once.
-    fn take(&self, token: &str) -> Option<Ticket> {
-        let t = self.tickets.lock().remove(token)?;
-        (t.expires > Instant::now()).then_some(t)
-    }
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl Service {
@@ -108,14 +88,7 @@ impl Service {
         let mut raw = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut raw);
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-        self.consoles.insert(
-            token.clone(),
-            Ticket {
-                vm_id: vm.id,
-                caller: caller.clone(),
-                expires: Instant::now() + TOKEN_TTL,
-            },
-        );
+        self.insert_console_ticket(&token, vm.id, caller).await?;
         let (host, port) = split_base(&base);
         let path = format!("console/websockify?token={token}");
         let encoded: String = percent_encoding::utf8_percent_encode(&path, QUERY_VALUE).to_string();
@@ -131,13 +104,68 @@ impl Service {
         })
     }
 
+    /// Stores a new token for `vm_id`, removing some that expired unused.
+    async fn insert_console_ticket(&self, token: &str, vm_id: i64, caller: &Caller) -> SResult<()> {
+        let at = now();
+        let ttl = i64::try_from(TOKEN_TTL.as_secs()).unwrap_or(i64::MAX);
+        let expired: Vec<ConsoleTicket> = self
+            .store
+            .list(&Query {
+                conds: vec![Cond::Le(Col::Created, Val::from(at - ttl - 1))],
+                page: Some((0, SWEEP)),
+                skip_count: true,
+                ..Default::default()
+            })
+            .await?
+            .0;
+        let mut tx = Tx::new();
+        for old in &expired {
+            tx.delete::<ConsoleTicket>(old.id);
+        }
+        tx.insert(&ConsoleTicket {
+            id: self.store.new_id::<ConsoleTicket>().await?,
+            uuid: token_key(token),
+            version: 0,
+            vm_id,
+            user_id: caller.user.id,
+            expires_ms: now_ms() + i64::try_from(TOKEN_TTL.as_millis()).unwrap_or(i64::MAX),
+            created: at,
+        });
+        self.store.commit(tx.ops).await?;
+        Ok(())
+    }
+
+    /// Takes a token: the first to spend it gets its ticket, whichever
+    /// coordinator it is; later tries, and expired tokens, get none.
+    pub(crate) async fn spend_console_ticket(&self, token: &str) -> SResult<Option<ConsoleTicket>> {
+        let Some(mut ticket) = self
+            .store
+            .load_uuid::<ConsoleTicket>(&token_key(token))
+            .await?
+        else {
+            return Ok(None);
+        };
+        // The versioned update fails for all but one of those spending it
+        // at once; the record goes in the same commit.
+        let mut tx = Tx::new();
+        tx.update(&mut ticket);
+        tx.delete::<ConsoleTicket>(ticket.id);
+        match self.store.commit(tx.ops).await {
+            Ok(()) => {}
+            Err(crate::store::StoreError::Conflict(..)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        Ok((ticket.expires_ms > now_ms()).then_some(ticket))
+    }
+
     /// Trades a console token for a session: the token is spent whether or
     /// not the session opens.
     pub async fn open_console(&self, token: &str, client: &str) -> SResult<ConsoleSession> {
         let ticket = self
-            .consoles
-            .take(token)
+            .spend_console_ticket(token)
+            .await?
             .ok_or_else(|| ServiceError::denied("The console token is unknown, used or expired"))?;
+        let caller = self.caller_for_user(ticket.user_id).await?;
         let vm: Vm = self
             .store
             .load(ticket.vm_id)
@@ -160,11 +188,11 @@ impl Service {
         let mut tx = Tx::new();
         self.event(
             &mut tx,
-            &ticket.caller,
+            &caller,
             "VM.CONSOLE",
             format!(
                 "Console session to instance {} opened from {client} by {}",
-                vm.uuid, ticket.caller.user.username
+                vm.uuid, caller.user.username
             ),
             vm.account_id,
             vm.domain_id,
@@ -201,6 +229,7 @@ fn split_base(base: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     #[test]
     fn base_urls_split_into_host_and_port() {
@@ -214,33 +243,73 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_ticket_works_once_and_not_after_it_expires() {
-        let t = ConsoleTickets::default();
+    #[tokio::test]
+    async fn a_ticket_works_once_and_not_after_it_expires() {
+        let dir = std::env::temp_dir().join(format!("orrery-console-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.join("t.db"))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let svc = Service::new(
+            Arc::new(store),
+            Arc::new(agent::Simulator::new(Duration::ZERO)),
+            dir.clone(),
+        )
+        .await
+        .unwrap();
         let caller = Caller {
-            user: Default::default(),
+            user: User {
+                id: 7,
+                ..Default::default()
+            },
             account: Default::default(),
             domain: Default::default(),
             role: Default::default(),
         };
-        t.insert(
-            "a".into(),
-            Ticket {
-                vm_id: 1,
-                caller: caller.clone(),
-                expires: Instant::now() + Duration::from_secs(60),
-            },
-        );
-        assert!(t.take("a").is_some());
-        assert!(t.take("a").is_none());
-        t.insert(
-            "b".into(),
-            Ticket {
-                vm_id: 1,
-                caller,
-                expires: Instant::now() - Duration::from_secs(1),
-            },
-        );
-        assert!(t.take("b").is_none());
+        svc.insert_console_ticket("a", 1, &caller).await.unwrap();
+        // The store holds the token's hash, not the token.
+        assert!(svc
+            .store
+            .load_uuid::<ConsoleTicket>("a")
+            .await
+            .unwrap()
+            .is_none());
+        // Spent by two at once: one gets it.
+        let (x, y) = tokio::join!(svc.spend_console_ticket("a"), svc.spend_console_ticket("a"));
+        let won: Vec<_> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+        assert_eq!(won.len(), 1);
+        assert_eq!((won[0].vm_id, won[0].user_id), (1, 7));
+        assert!(svc.spend_console_ticket("a").await.unwrap().is_none());
+        assert!(svc.spend_console_ticket("never").await.unwrap().is_none());
+
+        // Expired: refused, and swept when a later one is made.
+        svc.insert_console_ticket("b", 1, &caller).await.unwrap();
+        let mut b: ConsoleTicket = svc.store.load_uuid(&token_key("b")).await.unwrap().unwrap();
+        b.expires_ms = now_ms() - 1;
+        b.created -= 3600;
+        let mut tx = Tx::new();
+        tx.update(&mut b);
+        svc.store.commit(tx.ops).await.unwrap();
+        assert!(svc.spend_console_ticket("b").await.unwrap().is_none());
+        svc.insert_console_ticket("c", 1, &caller).await.unwrap();
+        let mut tx = Tx::new();
+        let stale = ConsoleTicket {
+            id: svc.store.new_id::<ConsoleTicket>().await.unwrap(),
+            uuid: token_key("d"),
+            created: now() - 3600,
+            ..Default::default()
+        };
+        tx.insert(&stale);
+        svc.store.commit(tx.ops).await.unwrap();
+        svc.insert_console_ticket("e", 1, &caller).await.unwrap();
+        assert!(svc
+            .store
+            .load::<ConsoleTicket>(stale.id)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(svc.spend_console_ticket("c").await.unwrap().is_some());
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -106,7 +106,8 @@ fn placed(vm: &Vm, busy: bool) -> Placed {
     }
 }
 
-fn token_hash(secret: &str) -> String {
+/// A secret's SHA-256 in hex: what the store keeps of one-time tokens.
+pub(crate) fn token_hash(secret: &str) -> String {
     sha2::Sha256::digest(secret.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

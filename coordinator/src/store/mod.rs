@@ -63,6 +63,7 @@ kinds! {
     VmSchedule => "vm_schedules", SshKeyPair => "ssh_keypairs", UserData => "user_data",
     ResourceIcon => "resource_icons", VmSnapshot => "vm_snapshots",
     Snapshot => "snapshots", SnapshotPolicy => "snapshot_policies",
+    ConsoleTicket => "console_tickets",
 }
 
 /// Indexed columns. Each record kind documents which of them it fills.

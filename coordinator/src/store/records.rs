@@ -1066,6 +1066,30 @@ entity!(UserData, Kind::UserData, |s| Index {
     ..Default::default()
 });
 
+/// An outstanding console token (`createConsoleEndpoint`), kept in the
+/// store so that any coordinator's console proxy can take it. Only a hash
+/// of the token is stored; the record is removed when the token is spent.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ConsoleTicket {
+    pub id: i64,
+    /// SHA-256 of the token, hex.
+    pub uuid: String,
+    #[serde(skip)]
+    pub version: i64,
+    pub vm_id: i64,
+    /// Who asked for it; the session it opens is recorded in their name.
+    pub user_id: i64,
+    /// Unix milliseconds after which the token no longer works.
+    pub expires_ms: i64,
+    pub created: i64,
+}
+entity!(ConsoleTicket, Kind::ConsoleTicket, |s| Index {
+    ref_id: Some(s.vm_id),
+    account_id: Some(s.user_id),
+    created: s.created,
+    ..Default::default()
+});
+
 /// The icon the web UI shows for one resource (`uploadResourceIcon`).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ResourceIcon {

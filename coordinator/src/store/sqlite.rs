@@ -39,6 +39,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005.sql")),
     (6, include_str!("migrations/0006.sql")),
     (7, include_str!("migrations/0007.sql")),
+    (8, include_str!("migrations/0008.sql")),
 ];
 
 fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
@@ -325,6 +326,10 @@ mod tests {
         (
             7,
             "9c08c92bd667440495d08e143e58e0edaf983bf0e1e5242247ff4e6f4a671a51",
+        ),
+        (
+            8,
+            "52c75278e760634e827a5cb02ee785eff4d285393c06c4dea6d4624a151958f4",
         ),
     ];
 
