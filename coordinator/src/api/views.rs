@@ -19,6 +19,8 @@ pub struct Lookup<'a> {
     cache: HashMap<(std::any::TypeId, i64), Option<Arc<dyn Any + Send + Sync>>>,
     /// NICs per instance, when a list loaded them for the whole page at once.
     nics: Option<HashMap<i64, Vec<Nic>>>,
+    /// The pool of volumes without one of their own, per zone.
+    zone_pools: HashMap<i64, Option<StoragePool>>,
 }
 
 impl<'a> Lookup<'a> {
@@ -27,7 +29,22 @@ impl<'a> Lookup<'a> {
             svc,
             cache: HashMap::new(),
             nics: None,
+            zone_pools: HashMap::new(),
         }
+    }
+
+    /// The pool a volume is on (see `Service::volume_pool`), looked up once
+    /// per zone for volumes without a pool of their own.
+    pub async fn pool_of(&mut self, v: &Volume) -> SResult<Option<StoragePool>> {
+        if v.pool_id.is_some() {
+            return self.get(v.pool_id).await;
+        }
+        if let Some(p) = self.zone_pools.get(&v.zone_id) {
+            return Ok(p.clone());
+        }
+        let p = self.svc.volume_pool(v).await?;
+        self.zone_pools.insert(v.zone_id, p.clone());
+        Ok(p)
     }
     pub async fn get<E: Record + 'static>(&mut self, id: Option<i64>) -> SResult<Option<E>> {
         let Some(id) = id else { return Ok(None) };
@@ -246,7 +263,7 @@ pub async fn volume(l: &mut Lookup<'_>, caller: &Caller, v: &Volume) -> SResult<
     let vm: Option<Vm> = l.get(v.vm_id).await?;
     let dso: Option<DiskOffering> = l.get(v.disk_offering_id).await?;
     let tmpl: Option<Template> = l.get(v.template_id).await?;
-    let pool: Option<StoragePool> = l.get(v.pool_id).await?;
+    let pool: Option<StoragePool> = l.pool_of(v).await?;
     Ok(Obj::new()
         .s("id", &v.uuid)
         .s("name", &v.name)
@@ -280,7 +297,12 @@ pub async fn volume(l: &mut Lookup<'_>, caller: &Caller, v: &Volume) -> SResult<
                 .unwrap_or_else(|| "None".into()),
         )
         .os("diskofferingid", dso.as_ref().map(|d| d.uuid.clone()))
+        .os(
+            "diskofferingdisplaytext",
+            dso.as_ref().map(|d| d.display_text.clone()),
+        )
         .os("diskofferingname", dso.map(|d| d.name))
+        .s("provisioningtype", "thin")
         .os("templateid", tmpl.as_ref().map(|t| t.uuid.clone()))
         .os("templatename", tmpl.map(|t| t.name))
         .when(caller.is_root_admin(), |o| {
@@ -339,6 +361,8 @@ pub async fn template(svc: &Service, t: &Template) -> SResult<Value> {
         .os("checksum", t.checksum.clone())
         .s("created", date(t.created))
         .v("requireshvm", t.requires_hvm)
+        .v("deployasis", false)
+        .v("directdownload", false)
         .v("tags", json!([]))
         .v("details", json!(t.details))
         .build())
@@ -635,7 +659,23 @@ pub async fn host(svc: &Service, h: &Host) -> Result<Value, ApiError> {
             "details",
             json!({"secured": (!h.simulated && h.cert_serial.is_some()).to_string()}),
         )
-        .ov("version", h.agent_version.clone())
+        .s(
+            "arch",
+            h.facts
+                .as_ref()
+                .and_then(|f| f.get("arch"))
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+                .unwrap_or("x86_64"),
+        )
+        // Simulated hosts run inside the coordinator: its version is theirs.
+        .s(
+            "version",
+            h.agent_version
+                .clone()
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+        )
+        .s("managementservername", svc.coordinator_name())
         .v("hahost", {
             let tag = svc.setting("ha.tag", &[]);
             !tag.is_empty() && h.host_tags.contains(&tag)
@@ -670,9 +710,33 @@ pub async fn storage_pool(svc: &Service, p: &StoragePool) -> Result<Value, ApiEr
         Some(h) => svc.load_cached(h).await?,
         None => None,
     };
+    let cluster: Option<Cluster> = match p.cluster_id {
+        Some(c) => svc.load_cached(c).await?,
+        None => None,
+    };
+    let pod: Option<Pod> = match p.pod_id {
+        Some(x) => svc.load_cached(x).await?,
+        None => None,
+    };
     Ok(Obj::new()
         .s("id", &p.uuid)
         .s("name", &p.name)
+        // A host's own storage is reached at the host; a shared mount point
+        // on each host, as CloudStack names such pools' address.
+        .s(
+            "ipaddress",
+            host.as_ref()
+                .map(|h| h.ip_address.clone())
+                .unwrap_or_else(|| "localhost".into()),
+        )
+        .s("provider", "DefaultPrimary")
+        .s("hypervisor", "KVM")
+        // Volumes are placed by their full size: no overprovisioning.
+        .s("overprovisionfactor", "1.0")
+        .os("clusterid", cluster.as_ref().map(|c| c.uuid.clone()))
+        .os("clustername", cluster.map(|c| c.name))
+        .os("podid", pod.as_ref().map(|x| x.uuid.clone()))
+        .os("podname", pod.map(|x| x.name))
         .os("hostid", host.as_ref().map(|h| h.uuid.clone()))
         .os("hostname", host.map(|h| h.name))
         .os("zoneid", z.as_ref().map(|z| z.uuid.clone()))

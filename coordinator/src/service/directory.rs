@@ -183,17 +183,55 @@ impl Service {
         Ok(users.into_iter().filter(|u| u.removed.is_none()).collect())
     }
 
-    /// Instances an account has that are not expunged.
-    pub async fn account_vm_count(&self, account_id: i64) -> SResult<u64> {
-        Ok(self
+    /// What an account holds, by CloudStack's resource types, for the
+    /// account's `<type>total` fields (the UI's usage dashboard).
+    pub async fn account_totals(&self, account_id: i64) -> SResult<AccountTotals> {
+        let mut t = AccountTotals::default();
+        let vms: Vec<Vm> = self
+            .store
+            .all(Query::new().eq(Col::Account, account_id).and(Cond::NotIn(
+                Col::State,
+                vec!["Expunged".into(), "Destroyed".into(), "Error".into()],
+            )))
+            .await?;
+        for vm in &vms {
+            t.vms += 1;
+            match vm.state {
+                orrery_model::VmState::Running => t.running += 1,
+                orrery_model::VmState::Stopped => t.stopped += 1,
+                _ => {}
+            }
+            t.cpu += vm.cpu_number;
+            t.memory_mb += vm.memory;
+        }
+        let volumes: Vec<Volume> = self
+            .store
+            .all(Query::new().eq(Col::Account, account_id))
+            .await?;
+        for v in volumes
+            .iter()
+            .filter(|v| v.removed.is_none() && v.state != "Destroy" && v.state != "Expunged")
+        {
+            t.volumes += 1;
+            t.primary_bytes += v.size.max(0);
+        }
+        let snapshots: Vec<Snapshot> = self
+            .store
+            .all(Query::new().eq(Col::Account, account_id))
+            .await?;
+        t.snapshots = snapshots.iter().filter(|s| s.removed.is_none()).count() as i64;
+        t.templates = self
             .store
             .count(
-                Kind::Vm,
+                Kind::Template,
                 &Query::new()
                     .eq(Col::Account, account_id)
-                    .and(Cond::NotIn(Col::State, vec!["Expunged".into()])),
+                    .and(Cond::Ne(Col::State, "Removed".into())),
             )
-            .await?)
+            .await? as i64;
+        t.gpus = self.gpus_held(account_id, None).await?;
+        t.gpu_limit = self.gpu_limit(account_id);
+        Ok(t)
     }
 
     pub async fn create_account(&self, caller: &Caller, r: NewAccount) -> SResult<Account> {
@@ -678,4 +716,21 @@ impl Service {
         }
         Ok(out)
     }
+}
+
+/// An account's holdings (see `Service::account_totals`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountTotals {
+    pub vms: i64,
+    pub running: i64,
+    pub stopped: i64,
+    pub cpu: i64,
+    pub memory_mb: i64,
+    pub volumes: i64,
+    pub primary_bytes: i64,
+    pub snapshots: i64,
+    pub templates: i64,
+    pub gpus: i64,
+    /// None: no limit.
+    pub gpu_limit: Option<i64>,
 }

@@ -208,6 +208,22 @@ impl Service {
             .sum())
     }
 
+    /// The pool a volume is on: its own, or (without one) the shared pool
+    /// of its zone, where the primary directory of every host is.
+    pub async fn volume_pool(&self, v: &Volume) -> SResult<Option<StoragePool>> {
+        if let Some(id) = v.pool_id {
+            return self.load_cached(id).await;
+        }
+        let pools: Vec<StoragePool> = self
+            .store
+            .all(Query::new().eq(Col::Zone, v.zone_id))
+            .await?;
+        Ok(pools
+            .into_iter()
+            .filter(|p| p.scope != "HOST")
+            .min_by_key(|p| p.id))
+    }
+
     /// Whether the caller sees a network: its own account's, a shared one
     /// of its domain or a domain above, or any it administers.
     async fn network_visible(&self, caller: &Caller, n: &Network) -> SResult<bool> {

@@ -241,6 +241,20 @@ impl Service {
         self.store.is_leader()
     }
 
+    /// This coordinator's name as the API shows it (`managementservername`):
+    /// the machine's host name.
+    pub fn coordinator_name(&self) -> String {
+        static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        NAME.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "localhost".into())
+        })
+        .clone()
+    }
+
     /// Whether other coordinators may share this store.
     pub fn shared_store(&self) -> bool {
         self.store.shared()

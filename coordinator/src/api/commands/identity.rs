@@ -4,7 +4,7 @@ use super::*;
 use crate::api::registry::{f, opt, req, Field, PAGING};
 use crate::api::render::{date, Obj, Reply};
 use crate::cmd;
-use crate::service::directory::{NewAccount, PeopleFilter, RoleFilter, RuleSpec};
+use crate::service::directory::{AccountTotals, NewAccount, PeopleFilter, RoleFilter, RuleSpec};
 use serde_json::Value;
 
 const ACCOUNT_FIELDS: &[Field] = &[
@@ -369,6 +369,8 @@ async fn user_json(ctx: &Ctx, u: &User) -> Result<Value, ApiError> {
         .os("apikey", u.api_key.clone())
         .os("timezone", u.timezone.clone())
         .v("isdefault", u.id <= 2)
+        .s("usersource", "native")
+        .v("is2faenabled", false)
         .build())
 }
 
@@ -379,8 +381,8 @@ async fn account_json(ctx: &Ctx, a: &Account) -> Result<Value, ApiError> {
     for u in &ctx.svc.account_users(a.id).await? {
         uj.push(user_json(ctx, u).await?);
     }
-    let vms = ctx.svc.account_vm_count(a.id).await?;
-    Ok(Obj::new()
+    let t = ctx.svc.account_totals(a.id).await?;
+    Ok(resource_fields(Obj::new(), &t)
         .s("id", &a.uuid)
         .s("name", &a.name)
         .v("accounttype", a.account_type)
@@ -392,10 +394,45 @@ async fn account_json(ctx: &Ctx, a: &Account) -> Result<Value, ApiError> {
         .os("domainpath", d.map(|d| d.path))
         .s("state", &a.state)
         .s("created", date(a.created))
-        .v("vmtotal", vms)
         .v("isdefault", a.id <= 2)
         .v("user", Value::Array(uj))
         .build())
+}
+
+/// CloudStack's per-resource fields of an account: `<type>total`,
+/// `<type>limit` and `<type>available` ("Unlimited" where no limit is set).
+/// Orrery limits GPUs only; addresses, networks, VPCs and projects are
+/// none of an account's own.
+fn resource_fields(o: Obj, t: &AccountTotals) -> Obj {
+    const GIB: i64 = 1 << 30;
+    let unlimited = [
+        ("vm", t.vms),
+        ("cpu", t.cpu),
+        ("memory", t.memory_mb),
+        ("volume", t.volumes),
+        ("primarystorage", t.primary_bytes / GIB),
+        ("secondarystorage", 0),
+        ("snapshot", t.snapshots),
+        ("template", t.templates),
+        ("ip", 0),
+        ("network", 0),
+        ("vpc", 0),
+        ("project", 0),
+    ];
+    let mut o = unlimited.iter().fold(o, |o, (name, total)| {
+        o.v(&format!("{name}total"), *total)
+            .s(&format!("{name}limit"), "Unlimited")
+            .s(&format!("{name}available"), "Unlimited")
+    });
+    o = o.v("gputotal", t.gpus);
+    o = match t.gpu_limit {
+        Some(l) => o.v("gpulimit", l).v("gpuavailable", (l - t.gpus).max(0)),
+        None => o.s("gpulimit", "Unlimited").s("gpuavailable", "Unlimited"),
+    };
+    o.v("vmrunning", t.running)
+        .v("vmstopped", t.stopped)
+        .v("receivedbytes", 0)
+        .v("sentbytes", 0)
 }
 
 async fn create_account(ctx: Ctx) -> Result<Reply, ApiError> {

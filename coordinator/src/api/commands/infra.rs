@@ -478,6 +478,7 @@ async fn cluster_json(ctx: &Ctx, c: &Cluster) -> Result<serde_json::Value, ApiEr
         .os("podname", p.map(|p| p.name))
         .s("hypervisortype", &c.hypervisor)
         .s("clustertype", "CloudManaged")
+        .s("arch", "x86_64")
         .s("allocationstate", &c.allocation_state)
         .s("managedstate", &c.managed_state)
         .s(
@@ -682,6 +683,14 @@ fn net_offering_json(o: &NetworkOffering) -> serde_json::Value {
         .v("specifyvlan", o.specify_vlan)
         .v("specifyipranges", o.specify_ip_ranges)
         .s("availability", &o.availability)
+        // Fixed for every offering Orrery has: no conserve-mode choice,
+        // egress denied by default, nothing persistent or stretched.
+        .v("conservemode", true)
+        .v("egressdefaultpolicy", false)
+        .v("ispersistent", false)
+        .v("supportspublicaccess", false)
+        .v("supportsstrechedl2subnet", false)
+        .s("internetprotocol", "IPv4")
         .s("created", date(o.created))
         .v(
             "service",
