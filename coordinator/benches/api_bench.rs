@@ -734,6 +734,7 @@ async fn list_breakdown(data_dir: &Path, keys: &Keys, instances: usize) -> Resul
     )
     .await?;
     let caller = svc
+        .identity
         .caller_by_api_key(&keys.apikey)
         .await?
         .context("admin caller")?;

@@ -328,7 +328,7 @@ async fn main() -> Result<()> {
                 );
             }
             svc.start_scheduler();
-            svc.start_stats_tasks();
+            svc.statistics.start_tasks();
             svc.follow_shared_store();
             let agent_addr = agents::server::serve(svc.clone(), hub.clone(), &agent_listen).await?;
             tracing::info!(listen = %agent_addr, "agent endpoint listening");
@@ -425,7 +425,7 @@ async fn main() -> Result<()> {
                     "jobs still running at shutdown; the next start settles them"
                 );
             }
-            if let Err(e) = svc.stats.save_tails().await {
+            if let Err(e) = svc.statistics.hub.save_tails().await {
                 tracing::warn!(error = %e, "saving statistics at shutdown failed");
             }
             Ok(())

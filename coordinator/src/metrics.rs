@@ -180,7 +180,7 @@ pub async fn render(svc: &Service) -> SResult<String> {
         reg.register(name, help, fam);
     }
 
-    let latest = svc.stats.all_latest();
+    let latest = svc.statistics.hub.all_latest();
     let ids: Vec<i64> = latest.iter().map(|(id, _)| *id).collect();
     let names: HashMap<i64, (String, String)> = svc.vm_names(&ids).await?;
     type Get = fn(&crate::service::stats::VmFigures) -> f64;
@@ -230,7 +230,7 @@ pub async fn render(svc: &Service) -> SResult<String> {
         reg.register(name, help, fam);
     }
     let size = Gauge::<i64>::default();
-    size.set(int(svc.stats.size_bytes().await.unwrap_or(0)));
+    size.set(int(svc.statistics.hub.size_bytes().await.unwrap_or(0)));
     reg.register(
         "orrery_stats_store_bytes",
         "Size of the statistics database",

@@ -164,7 +164,7 @@ impl AgentLink for Endpoint {
         });
         // Sampling settings now and after every change, for as long as the
         // session lasts.
-        let mut settings = self.svc.watch_stats_settings();
+        let mut settings = self.svc.statistics.watch_settings();
         let stx = tx.clone();
         tokio::spawn(async move {
             loop {
@@ -242,7 +242,7 @@ impl AgentLink for Endpoint {
                         hub.progress(p.command_id, p.percent);
                     }
                     Some(pb::agent_message::Body::Stats(r)) => {
-                        if let Err(e) = svc.ingest_stats(&convert::stats(&r)).await {
+                        if let Err(e) = svc.statistics.ingest(&convert::stats(&r)).await {
                             tracing::warn!(error = %e.text(), "storing statistics failed");
                         }
                     }

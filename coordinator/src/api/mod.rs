@@ -269,7 +269,7 @@ async fn handle(
                 .await
                 .is_ok()
             {
-                let _ = api.svc.logout(k).await;
+                let _ = api.svc.identity.logout(k).await;
             }
         }
         return reply(
@@ -343,7 +343,7 @@ pub async fn authorize_svc(
     if !by_type {
         return Ok(false);
     }
-    Ok(svc.role_allows(caller, cmd.name).await?)
+    Ok(svc.identity.role_allows(caller, cmd.name).await?)
 }
 
 /// The session a request claims: the `sessionkey` parameter and the
@@ -380,7 +380,7 @@ async fn authenticate(
         return Err(ApiError::unauthorized());
     }
     if let Some(key) = params.str("apikey") {
-        let Some(caller) = api.svc.caller_by_api_key(key).await? else {
+        let Some(caller) = api.svc.identity.caller_by_api_key(key).await? else {
             return Err(ApiError::unauthorized());
         };
         let secret = caller.user.secret_key.clone().unwrap_or_default();
@@ -399,7 +399,7 @@ async fn authenticate(
         return Ok(caller);
     }
     if let Some(k) = session {
-        if let Some(c) = api.svc.caller_by_session(&k).await? {
+        if let Some(c) = api.svc.identity.caller_by_session(&k).await? {
             return Ok(c);
         }
     }
@@ -433,7 +433,7 @@ async fn login(api: &Api, params: &Params, key: &str, source: std::net::IpAddr) 
             }
         }
     }
-    match api.svc.login(user, pass, &domain, source).await {
+    match api.svc.identity.login(user, pass, &domain, source).await {
         Ok(Some((c, s))) => {
             let body = json!({"loginresponse": {
                 "username": c.user.username,

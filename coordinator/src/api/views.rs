@@ -224,7 +224,7 @@ pub async fn vm(
         .s("bootmode", "legacy")
         .s("boottype", "BIOS")
         .v("deleteprotection", v.delete_protection)
-        .when_some(l.svc.stats.vm_latest(v.id), |o, f| {
+        .when_some(l.svc.statistics.hub.vm_latest(v.id), |o, f| {
             o.s("cpuused", format!("{:.2}%", f.cpu_percent))
                 .v("networkkbsread", f.network_kbs_read)
                 .v("networkkbswrite", f.network_kbs_write)

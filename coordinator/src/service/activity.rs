@@ -181,7 +181,7 @@ impl Service {
         self.store.commit(tx.ops).await?;
         self.cache_setting(scope, id, name, &value);
         if name.starts_with("vm.stats.") || name.starts_with("vm.disk.stats.") {
-            self.refresh_stats_settings();
+            self.statistics.refresh_settings();
         }
         if name.starts_with("ha.") {
             self.refresh_ha_settings();

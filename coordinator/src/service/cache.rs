@@ -41,7 +41,7 @@ pub struct RecordCache {
 /// Entries beyond this are dropped wholesale; the cache refills on demand.
 const MAX_ENTRIES: usize = 50_000;
 
-impl Service {
+impl Context {
     /// The value under `key`, derived from records of `kinds` by `load`,
     /// unless a copy is cached that no commit to any of `kinds` has made
     /// stale. The first kind names the entry's namespace.

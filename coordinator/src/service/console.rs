@@ -165,7 +165,7 @@ impl Service {
             .spend_console_ticket(token)
             .await?
             .ok_or_else(|| ServiceError::denied("The console token is unknown, used or expired"))?;
-        let caller = self.caller_for_user(ticket.user_id).await?;
+        let caller = self.identity.caller_for_user(ticket.user_id).await?;
         let vm: Vm = self
             .store
             .load(ticket.vm_id)

@@ -639,7 +639,7 @@ impl Service {
         };
         self.record(vm, "HA.RESTART", &format!("HA restart: {reason}"))
             .await?;
-        let caller = self.system_caller().await?;
+        let caller = self.identity.system_caller().await?;
         let work = super::jobs::Work::Start { vm_id: vm.id, pin };
         self.queue_vm_job(&caller, vm, "startVirtualMachine", work)
             .await?;

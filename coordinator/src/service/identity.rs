@@ -79,7 +79,29 @@ pub fn rules_allow(rules: &[RolePermission], command: &str) -> bool {
         .unwrap_or(false)
 }
 
-impl Service {
+/// The identity part of the service: who a request comes from (keys,
+/// sessions, passwords with their throttle) and what its role allows.
+pub struct Identity {
+    ctx: Arc<Context>,
+    /// Failed password logins per user and source.
+    login_throttle: parking_lot::Mutex<LoginThrottle>,
+}
+
+impl std::ops::Deref for Identity {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl Identity {
+    pub(in crate::service) fn new(ctx: Arc<Context>) -> Self {
+        Identity {
+            ctx,
+            login_throttle: parking_lot::Mutex::new(LoginThrottle::default()),
+        }
+    }
+
     pub async fn caller_for_user(&self, user_id: i64) -> SResult<Caller> {
         let user: User = self
             .store
@@ -273,7 +295,9 @@ impl Service {
             .await?;
         Ok(rules_allow(&rules, command))
     }
+}
 
+impl Service {
     /// Deletes an account: its instances are expunged whatever their delete
     /// protection (the specification says so for domain/project removal), then
     /// its users and the account itself are removed.

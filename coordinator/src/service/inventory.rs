@@ -155,7 +155,7 @@ impl Service {
             }
             if v.state == orrery_model::VmState::Running {
                 u.running += 1;
-                if let Some(f) = self.stats.vm_latest(v.id) {
+                if let Some(f) = self.statistics.hub.vm_latest(v.id) {
                     u.cpu_used_mhz += f.cpu_percent / 100.0 * (v.cpu_number * v.cpu_speed) as f64;
                 }
             }

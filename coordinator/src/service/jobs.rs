@@ -297,7 +297,7 @@ impl Service {
         let Some(job) = self.store.load_uuid::<Job>(job_uuid).await? else {
             return Ok(());
         };
-        let caller = self.caller_for_user(job.user_id).await?;
+        let caller = self.identity.caller_for_user(job.user_id).await?;
         let work: Work = serde_json::from_value(job.work.clone())
             .map_err(|e| ServiceError::internal(format!("unreadable job: {e}")))?;
         let vm_uuid = (job.instance_type.as_deref() == Some("VirtualMachine"))

@@ -153,7 +153,7 @@ impl Service {
 
     /// Runs the expiry actions of leases due at `now`.
     pub(crate) async fn expire_leases(self: &Arc<Self>, vm_ids: Vec<i64>, now: i64) -> SResult<()> {
-        let caller = self.system_caller().await?;
+        let caller = self.identity.system_caller().await?;
         for id in vm_ids {
             let Some(vm) = self.store.load::<Vm>(id).await? else {
                 continue;
@@ -238,7 +238,7 @@ impl Service {
 
     /// The feature was switched off: every active lease is cancelled, for good.
     pub(crate) async fn cancel_all_leases(&self) -> SResult<usize> {
-        let caller = self.system_caller().await?;
+        let caller = self.identity.system_caller().await?;
         let mut n = 0;
         loop {
             let mut q = Query::new().and(Cond::NotNull(Col::LeaseExpiry));
@@ -290,7 +290,7 @@ impl Service {
                     .and(Cond::Le(Col::LeaseExpiry, Val::S(format!("{horizon:012}")))),
             )
             .await?;
-        let caller = self.system_caller().await?;
+        let caller = self.identity.system_caller().await?;
         let mut tx = Tx::new();
         let mut n = 0;
         for vm in &vms {

@@ -50,7 +50,11 @@ impl Service {
         if !self.may_expunge_by_setting(caller) {
             return Err(ServiceError::denied("Parameter expunge can be passed by Admin only. Or when the allow.user.expunge.recover.vm key is set."));
         }
-        if !self.role_allows(caller, "expungeVirtualMachine").await? {
+        if !self
+            .identity
+            .role_allows(caller, "expungeVirtualMachine")
+            .await?
+        {
             return Err(ServiceError::denied(
                 "The caller's role does not allow expungeVirtualMachine, so expunge=true is refused",
             ));

@@ -112,7 +112,25 @@ pub struct OfferingFilter {
     pub page: Option<(u64, u64)>,
 }
 
-impl Service {
+/// The offerings part of the catalog: service and disk offerings, who may
+/// see and manage them (global ones the root admin's, domain ones their
+/// domain admins').
+pub struct Catalog {
+    ctx: Arc<Context>,
+}
+
+impl std::ops::Deref for Catalog {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl Catalog {
+    pub(in crate::service) fn new(ctx: Arc<Context>) -> Self {
+        Catalog { ctx }
+    }
+
     async fn domain_paths_of(&self, ids: &[i64]) -> SResult<Vec<String>> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {

@@ -135,6 +135,7 @@ impl Service {
                 .await;
         }
         let target: Option<ServiceOffering> = self
+            .catalog
             .visible_offering(caller, "serviceofferingid", &req.offering_uuid)
             .await
             .ok();
@@ -154,6 +155,7 @@ impl Service {
             )));
         }
         let new: ServiceOffering = self
+            .catalog
             .visible_offering(caller, "serviceofferingid", &req.offering_uuid)
             .await?;
         if new.is_system || new.state != "Active" {
@@ -328,6 +330,7 @@ impl Service {
     pub async fn change_offering(&self, caller: &Caller, req: ChangeOffering) -> SResult<Vm> {
         let vm: Vm = self.owned(caller, "id", &req.vm_uuid).await?;
         let new: ServiceOffering = self
+            .catalog
             .visible_offering(caller, "serviceofferingid", &req.offering_uuid)
             .await?;
         if new.is_system || new.state != "Active" {

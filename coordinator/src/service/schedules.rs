@@ -466,7 +466,7 @@ impl Service {
         fire: Option<(Action, DateTime<Utc>)>,
         skip_note: String,
     ) -> SResult<()> {
-        let caller = self.system_caller().await?;
+        let caller = self.identity.system_caller().await?;
         let vm: Option<Vm> = self.store.load(rec.vm_id).await?;
         let mut tx = Tx::new();
         rec.next_due = next.map(|t| t.timestamp());

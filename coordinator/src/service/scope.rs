@@ -21,7 +21,7 @@ pub struct ListScope {
     pub by_id: bool,
 }
 
-impl Service {
+impl Context {
     /// The account a command acts for: the caller's own, or `account` (in
     /// `domain`, or the caller's domain) when an admin names one it
     /// administers. A user may name only itself.

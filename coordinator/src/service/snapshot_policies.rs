@@ -256,7 +256,7 @@ impl Service {
                 format!("{:012}", now.timestamp()).into(),
             )))
             .await?;
-        let system = self.system_caller().await?;
+        let system = self.identity.system_caller().await?;
         let mut started = 0;
         for mut p in due {
             let Some(at) = p.next_due else { continue };

@@ -543,13 +543,35 @@ pub struct HostStats {
     pub instances: Vec<InstanceReport>,
 }
 
-impl Service {
-    pub fn stats_settings_now(&self) -> StatsSettings {
+/// The statistics part of the service: sampling settings for the agents,
+/// reports in, figures and history out (through `hub`), retention.
+pub struct Statistics {
+    ctx: Arc<Context>,
+    /// Instance and volume series and their latest figures.
+    pub hub: StatsHub,
+    /// Sampling settings as agents should apply them.
+    config: tokio::sync::watch::Sender<StatsSettings>,
+    /// Instance and volume ids by uuid, for statistics reports.
+    ids: parking_lot::Mutex<HashMap<String, i64>>,
+}
+
+impl Statistics {
+    pub(in crate::service) fn new(ctx: Arc<Context>, hub: StatsHub) -> Self {
+        Statistics {
+            ctx,
+            hub,
+            config: tokio::sync::watch::channel(StatsSettings::default()).0,
+            ids: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings_now(&self) -> StatsSettings {
         let vm = self
+            .ctx
             .setting_i64("vm.stats.interval")
             .clamp(0, u32::MAX as i64) as u32;
-        let disk_s = self.setting_i64("vm.disk.stats.interval").max(0);
-        let min_s = self.setting_i64("vm.disk.stats.interval.min").max(0);
+        let disk_s = self.ctx.setting_i64("vm.disk.stats.interval").max(0);
+        let min_s = self.ctx.setting_i64("vm.disk.stats.interval.min").max(0);
         let disk_ms = if disk_s == 0 {
             0
         } else {
@@ -558,39 +580,40 @@ impl Service {
         StatsSettings {
             vm_interval_ms: vm,
             disk_interval_ms: disk_ms,
-            user_vm_only: self.setting_bool("vm.stats.user.vm.only"),
+            user_vm_only: self.ctx.setting_bool("vm.stats.user.vm.only"),
         }
     }
 
     /// Publishes the sampling settings after a change, so every connected
     /// agent applies them without a restart.
-    pub fn refresh_stats_settings(&self) {
-        let now = self.stats_settings_now();
-        self.stats_config.send_if_modified(|cur| {
+    pub fn refresh_settings(&self) {
+        let now = self.settings_now();
+        self.config.send_if_modified(|cur| {
             let changed = *cur != now;
             *cur = now;
             changed
         });
     }
 
-    pub fn watch_stats_settings(&self) -> tokio::sync::watch::Receiver<StatsSettings> {
-        self.stats_config.subscribe()
+    pub fn watch_settings(&self) -> tokio::sync::watch::Receiver<StatsSettings> {
+        self.config.subscribe()
     }
 
     /// The id of a live instance or volume by uuid; ids never change, so
     /// they are kept once found.
     async fn id_by_uuid<E: Entity + Owned>(&self, uuid: &str) -> SResult<Option<i64>> {
-        if let Some(id) = self.stats_ids.lock().get(uuid) {
+        if let Some(id) = self.ids.lock().get(uuid) {
             return Ok(Some(*id));
         }
         let id = self
+            .ctx
             .store
             .load_uuid::<E>(uuid)
             .await?
             .filter(|e| !e.is_removed())
             .map(|e| e.id());
         if let Some(i) = id {
-            let mut m = self.stats_ids.lock();
+            let mut m = self.ids.lock();
             if m.len() > 200_000 {
                 m.clear();
             }
@@ -600,8 +623,8 @@ impl Service {
     }
 
     /// Takes one host's statistics report.
-    pub async fn ingest_stats(&self, report: &HostStats) -> SResult<usize> {
-        let keep_disks = self.setting_bool("vm.disk.stats.retention.enabled");
+    pub async fn ingest(&self, report: &HostStats) -> SResult<usize> {
+        let keep_disks = self.ctx.setting_bool("vm.disk.stats.retention.enabled");
         let mut n = 0;
         for i in &report.instances {
             let Some(vm_id) = self.id_by_uuid::<Vm>(&i.instance_uuid).await? else {
@@ -617,7 +640,7 @@ impl Service {
             };
             // No previous sample on the agent: no figure yet, shown as 0.
             s.set_cpu_percent(i.cpu_percent.clamp(0.0, 100.0));
-            self.stats.ingest_vm(vm_id, s).await?;
+            self.hub.ingest_vm(vm_id, s).await?;
             n += 1;
             if report.with_disks {
                 for d in &i.disks {
@@ -631,7 +654,7 @@ impl Service {
                             physical_size: d.allocation,
                             virtual_size: d.capacity,
                         };
-                        self.stats.ingest_volume(vol, v, keep_disks).await?;
+                        self.hub.ingest_volume(vol, v, keep_disks).await?;
                     }
                 }
             }
@@ -642,8 +665,9 @@ impl Service {
     /// Statistics of the instances on simulated hosts, made up but shaped
     /// like real ones: CPU wandering with the instance and the time,
     /// counters that only grow.
-    pub async fn simulate_stats(&self, unix_ms: i64) -> SResult<usize> {
+    pub async fn simulate(&self, unix_ms: i64) -> SResult<usize> {
         let hosts: Vec<Host> = self
+            .ctx
             .store
             .all(Query::new().and(Cond::Ne(Col::State, "Removed".into())))
             .await?;
@@ -656,12 +680,13 @@ impl Service {
             return Ok(0);
         }
         let vms: Vec<Vm> = self
+            .ctx
             .store
             .all(Query::new().eq(Col::State, "Running"))
             .await?;
         let mut report = HostStats {
             unix_ms,
-            with_disks: self.stats_settings_now().disk_interval_ms > 0,
+            with_disks: self.settings_now().disk_interval_ms > 0,
             instances: Vec::new(),
         };
         let secs = (unix_ms / 1000) as u64;
@@ -699,23 +724,23 @@ impl Service {
                 disks: vec![],
             });
         }
-        self.ingest_stats(&report).await
+        self.ingest(&report).await
     }
 
     /// Saves tails every minute, applies retention every five, and samples
     /// the simulated hosts at the configured interval.
-    pub fn start_stats_tasks(self: &Arc<Self>) {
+    pub fn start_tasks(self: &Arc<Self>) {
         let svc = self.clone();
         tokio::spawn(async move {
             let mut n: u64 = 0;
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(60)).await;
                 n += 1;
-                if let Err(e) = svc.stats.save_tails().await {
+                if let Err(e) = svc.hub.save_tails().await {
                     tracing::warn!(error = %e, "saving statistics tails failed");
                 }
-                if n.is_multiple_of(5) && svc.leads() {
-                    if let Err(e) = svc.stats_retention().await {
+                if n.is_multiple_of(5) && svc.ctx.leads() {
+                    if let Err(e) = svc.retention().await {
                         tracing::warn!(error = %e.text(), "statistics retention failed");
                     }
                 }
@@ -724,7 +749,7 @@ impl Service {
         // The simulated hosts sample like agents do: at the configured
         // interval, picking up a new interval at once.
         let svc = self.clone();
-        let mut settings = self.watch_stats_settings();
+        let mut settings = self.watch_settings();
         tokio::spawn(async move {
             loop {
                 let ms = settings.borrow_and_update().vm_interval_ms;
@@ -743,23 +768,21 @@ impl Service {
                         continue;
                     }
                 }
-                if let Err(e) = svc
-                    .simulate_stats(chrono::Utc::now().timestamp_millis())
-                    .await
-                {
+                if let Err(e) = svc.simulate(chrono::Utc::now().timestamp_millis()).await {
                     tracing::warn!(error = %e.text(), "simulated statistics failed");
                 }
             }
         });
     }
 
-    pub async fn stats_retention(&self) -> SResult<u64> {
-        let vm = self.setting_i64("vm.stats.max.retention.time");
+    pub async fn retention(&self) -> SResult<u64> {
+        let vm = self.ctx.setting_i64("vm.stats.max.retention.time");
         let vol = self
+            .ctx
             .setting_bool("vm.disk.stats.retention.enabled")
-            .then(|| self.setting_i64("vm.disk.stats.max.retention.time"));
+            .then(|| self.ctx.setting_i64("vm.disk.stats.max.retention.time"));
         Ok(self
-            .stats
+            .hub
             .apply_retention(chrono::Utc::now().timestamp_millis(), vm, vol)
             .await?)
     }

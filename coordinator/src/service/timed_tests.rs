@@ -74,7 +74,7 @@ async fn fixture_with(
     let svc = service_with(&dir, clock.clone(), wrap, delay).await;
     svc.initialise(None).await.unwrap();
     svc.ensure_simulated_hosts(2, 0).await.unwrap();
-    let admin = svc.caller_for_user(2).await.unwrap();
+    let admin = svc.identity.caller_for_user(2).await.unwrap();
     Fixture {
         dir,
         svc,
@@ -562,7 +562,7 @@ async fn a_schedule_fires_once_per_occurrence_across_a_leader_failover() {
     std::fs::write(tdir.join("t.qcow2"), vec![0u8; 4096]).unwrap();
     let f = Fixture {
         dir: b_dir.path().to_path_buf(),
-        admin: b.caller_for_user(2).await.unwrap(),
+        admin: b.identity.caller_for_user(2).await.unwrap(),
         svc: b.clone(),
         clock: clock.clone(),
     };

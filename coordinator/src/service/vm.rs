@@ -1317,7 +1317,7 @@ impl Service {
             };
             match vm.state {
                 VmState::Expunging => {
-                    let c = self.system_caller().await?;
+                    let c = self.identity.system_caller().await?;
                     self.exec_expunge(&c, vm.id).await?;
                     return Ok(());
                 }
@@ -1371,7 +1371,7 @@ impl Service {
             .store
             .all(Query::new().eq(Col::State, "Destroyed"))
             .await?;
-        let c = self.system_caller().await?;
+        let c = self.identity.system_caller().await?;
         let mut n = 0;
         for vm in vms
             .into_iter()

@@ -431,7 +431,7 @@ fn so_json(o: &ServiceOffering, domains: &[Domain]) -> Value {
 }
 
 async fn so_reply(ctx: &Ctx, o: &ServiceOffering) -> Result<Value, ApiError> {
-    Ok(so_json(o, &ctx.svc.offering_domains(o).await?))
+    Ok(so_json(o, &ctx.svc.catalog.offering_domains(o).await?))
 }
 
 /// `domainid`: one uuid or a comma-separated list; absent for a global record.
@@ -483,7 +483,11 @@ fn decode_new_so(ctx: &Ctx) -> Result<NewServiceOffering, ApiError> {
 
 async fn create_so(ctx: Ctx) -> Result<Reply, ApiError> {
     let req = decode_new_so(&ctx)?;
-    let o = ctx.svc.create_service_offering(&ctx.caller, req).await?;
+    let o = ctx
+        .svc
+        .catalog
+        .create_service_offering(&ctx.caller, req)
+        .await?;
     Ok(Reply::Object("serviceoffering", so_reply(&ctx, &o).await?))
 }
 
@@ -501,6 +505,7 @@ async fn list_so(ctx: Ctx) -> Result<Reply, ApiError> {
     let f = decode_filter(&ctx)?;
     let (os, total) = ctx
         .svc
+        .catalog
         .list_offerings::<ServiceOffering>(&ctx.caller, &f)
         .await?;
     let mut items = Vec::with_capacity(os.len());
@@ -522,6 +527,7 @@ async fn update_so(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.p.required("id")?;
     let o = ctx
         .svc
+        .catalog
         .update_offering::<ServiceOffering>(&ctx.caller, id, decode_update(&ctx))
         .await?;
     Ok(Reply::Object("serviceoffering", so_reply(&ctx, &o).await?))
@@ -530,6 +536,7 @@ async fn update_so(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn delete_so(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.p.required("id")?;
     ctx.svc
+        .catalog
         .delete_offering::<ServiceOffering>(&ctx.caller, id)
         .await?;
     Ok(Reply::Success(None))
@@ -554,7 +561,7 @@ fn do_json(o: &DiskOffering, domains: &[Domain]) -> Value {
 }
 
 async fn do_reply(ctx: &Ctx, o: &DiskOffering) -> Result<Value, ApiError> {
-    Ok(do_json(o, &ctx.svc.offering_domains(o).await?))
+    Ok(do_json(o, &ctx.svc.catalog.offering_domains(o).await?))
 }
 
 async fn create_do(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -566,7 +573,11 @@ async fn create_do(ctx: Ctx) -> Result<Reply, ApiError> {
         tags: ctx.p.string("tags"),
         domains: domain_list(&ctx),
     };
-    let o = ctx.svc.create_disk_offering(&ctx.caller, req).await?;
+    let o = ctx
+        .svc
+        .catalog
+        .create_disk_offering(&ctx.caller, req)
+        .await?;
     Ok(Reply::Object("diskoffering", do_reply(&ctx, &o).await?))
 }
 
@@ -574,6 +585,7 @@ async fn update_do(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.p.required("id")?;
     let o = ctx
         .svc
+        .catalog
         .update_offering::<DiskOffering>(&ctx.caller, id, decode_update(&ctx))
         .await?;
     Ok(Reply::Object("diskoffering", do_reply(&ctx, &o).await?))
@@ -582,6 +594,7 @@ async fn update_do(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn delete_do(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.p.required("id")?;
     ctx.svc
+        .catalog
         .delete_offering::<DiskOffering>(&ctx.caller, id)
         .await?;
     Ok(Reply::Success(None))
@@ -591,6 +604,7 @@ async fn list_do(ctx: Ctx) -> Result<Reply, ApiError> {
     let f = decode_filter(&ctx)?;
     let (os, total) = ctx
         .svc
+        .catalog
         .list_offerings::<DiskOffering>(&ctx.caller, &f)
         .await?;
     let mut items = Vec::with_capacity(os.len());

@@ -508,7 +508,7 @@ async fn volumes(ctx: Ctx) -> Result<Reply, ApiError> {
                 continue;
             };
             if let Some(v) = svc.load_uuid_cached::<Volume>(uuid).await? {
-                if let Some(f) = svc.stats.volume_latest(v.id) {
+                if let Some(f) = svc.statistics.hub.volume_latest(v.id) {
                     iops.insert(uuid.to_string(), f.io_read + f.io_write);
                 }
             }

@@ -155,7 +155,8 @@ async fn vm_history(ctx: Ctx) -> Result<Reply, ApiError> {
     for v in &vms {
         let samples = ctx
             .svc
-            .stats
+            .statistics
+            .hub
             .vm_samples(v.id, from, to)
             .await
             .map_err(crate::service::ServiceError::from)?;
@@ -202,7 +203,8 @@ async fn volume_history(ctx: Ctx) -> Result<Reply, ApiError> {
     for v in &vols {
         let samples = ctx
             .svc
-            .stats
+            .statistics
+            .hub
             .volume_samples(v.id, from, to)
             .await
             .map_err(crate::service::ServiceError::from)?;
@@ -242,7 +244,7 @@ async fn vm_metrics(ctx: Ctx) -> Result<Reply, ApiError> {
     let mut items = Vec::with_capacity(vms.len());
     for v in &vms {
         let mut item = views::vm(&mut l, &ctx.caller, v, None).await?;
-        let f = ctx.svc.stats.vm_latest(v.id);
+        let f = ctx.svc.statistics.hub.vm_latest(v.id);
         let extra = Obj::new()
             .s(
                 "cputotal",

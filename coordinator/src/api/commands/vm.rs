@@ -333,6 +333,7 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
     let zone: Zone = ctx.svc.by_uuid("zoneid", ctx.p.required("zoneid")?).await?;
     let offering: ServiceOffering = ctx
         .svc
+        .catalog
         .visible_offering(
             &ctx.caller,
             "serviceofferingid",
@@ -351,6 +352,7 @@ async fn deploy(ctx: Ctx) -> Result<Reply, ApiError> {
     let disk_offering: Option<DiskOffering> = match ctx.p.str("diskofferingid") {
         Some(u) => Some(
             ctx.svc
+                .catalog
                 .visible_offering(&ctx.caller, "diskofferingid", u)
                 .await?,
         ),

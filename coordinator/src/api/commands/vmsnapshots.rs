@@ -158,6 +158,7 @@ async fn restore(ctx: Ctx) -> Result<Reply, ApiError> {
     let disk_offering: Option<DiskOffering> = match ctx.p.str("diskofferingid") {
         Some(u) => Some(
             ctx.svc
+                .catalog
                 .visible_offering(&ctx.caller, "diskofferingid", u)
                 .await?,
         ),

@@ -154,6 +154,7 @@ async fn create_volume(ctx: Ctx) -> Result<Reply, ApiError> {
     let offering: Option<DiskOffering> = match ctx.p.str("diskofferingid") {
         Some(u) => Some(
             ctx.svc
+                .catalog
                 .visible_offering(&ctx.caller, "diskofferingid", u)
                 .await?,
         ),
@@ -252,6 +253,7 @@ async fn resize_volume(ctx: Ctx) -> Result<Reply, ApiError> {
     let offering: Option<DiskOffering> = match ctx.p.str("diskofferingid") {
         Some(u) => Some(
             ctx.svc
+                .catalog
                 .visible_offering(&ctx.caller, "diskofferingid", u)
                 .await?,
         ),
