@@ -8,6 +8,20 @@
 
 use super::*;
 
+/// A part of the service (`Identity`, `Catalog`, `Statistics`, ...) holds
+/// the shared context in its `ctx` field and reaches it through `Deref`.
+macro_rules! part_of_service {
+    ($t:ty) => {
+        impl std::ops::Deref for $t {
+            type Target = $crate::service::Context;
+            fn deref(&self) -> &$crate::service::Context {
+                &self.ctx
+            }
+        }
+    };
+}
+pub(crate) use part_of_service;
+
 pub struct Context {
     /// The store, reached only through the service's methods (a source
     /// check keeps `api/` and `agents/` off it).

@@ -87,12 +87,7 @@ pub struct Identity {
     login_throttle: parking_lot::Mutex<LoginThrottle>,
 }
 
-impl std::ops::Deref for Identity {
-    type Target = Context;
-    fn deref(&self) -> &Context {
-        &self.ctx
-    }
-}
+super::context::part_of_service!(Identity);
 
 impl Identity {
     pub(in crate::service) fn new(ctx: Arc<Context>) -> Self {

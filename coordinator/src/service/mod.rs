@@ -149,12 +149,7 @@ pub struct Service {
     pub(crate) capacity_stale: std::sync::atomic::AtomicBool,
 }
 
-impl std::ops::Deref for Service {
-    type Target = Context;
-    fn deref(&self) -> &Context {
-        &self.ctx
-    }
-}
+context::part_of_service!(Service);
 
 impl Service {
     pub async fn new(

@@ -119,12 +119,7 @@ pub struct Catalog {
     ctx: Arc<Context>,
 }
 
-impl std::ops::Deref for Catalog {
-    type Target = Context;
-    fn deref(&self) -> &Context {
-        &self.ctx
-    }
-}
+super::context::part_of_service!(Catalog);
 
 impl Catalog {
     pub(in crate::service) fn new(ctx: Arc<Context>) -> Self {

@@ -555,6 +555,8 @@ pub struct Statistics {
     ids: parking_lot::Mutex<HashMap<String, i64>>,
 }
 
+super::context::part_of_service!(Statistics);
+
 impl Statistics {
     pub(in crate::service) fn new(ctx: Arc<Context>, hub: StatsHub) -> Self {
         Statistics {
