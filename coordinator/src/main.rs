@@ -459,31 +459,38 @@ async fn main() -> Result<()> {
                 .map_err(|e| anyhow::anyhow!(e.text()))?;
             let (z, p, c) = match (zone, pod, cluster) {
                 (None, None, None) => svc
+                    .infrastructure
                     .default_cluster("KVM")
                     .await
                     .map_err(|e| anyhow::anyhow!(e.text()))?,
                 (z, p, c) => {
                     let all = InfraFilter::default();
-                    let zones = svc.list_zones(&all).await.map_err(|e| anyhow::anyhow!(e))?;
+                    let zones = svc
+                        .infrastructure
+                        .list_zones(&all)
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))?;
                     let zone: Zone = pick(zones.0, z.as_deref(), "zone")?;
                     let pod: Pod = pick(
                         list(
-                            svc.list_pods(&InfraFilter {
-                                zone: Some(zone.uuid.clone()),
-                                ..all.clone()
-                            })
-                            .await,
+                            svc.infrastructure
+                                .list_pods(&InfraFilter {
+                                    zone: Some(zone.uuid.clone()),
+                                    ..all.clone()
+                                })
+                                .await,
                         )?,
                         p.as_deref(),
                         "pod",
                     )?;
                     let cluster: Cluster = pick(
                         list(
-                            svc.list_clusters(&InfraFilter {
-                                pod: Some(pod.uuid.clone()),
-                                ..all.clone()
-                            })
-                            .await,
+                            svc.infrastructure
+                                .list_clusters(&InfraFilter {
+                                    pod: Some(pod.uuid.clone()),
+                                    ..all.clone()
+                                })
+                                .await,
                         )?,
                         c.as_deref(),
                         "cluster",

@@ -42,7 +42,7 @@ impl<'a> Lookup<'a> {
         if let Some(p) = self.zone_pools.get(&v.zone_id) {
             return Ok(p.clone());
         }
-        let p = self.svc.volume_pool(v).await?;
+        let p = self.svc.infrastructure.volume_pool(v).await?;
         self.zone_pools.insert(v.zone_id, p.clone());
         Ok(p)
     }
@@ -622,7 +622,7 @@ pub async fn host(svc: &Service, h: &Host) -> Result<Value, ApiError> {
     let z: Option<Zone> = svc.load_cached(h.zone_id).await?;
     let p: Option<Pod> = svc.load_cached(h.pod_id).await?;
     let c: Option<Cluster> = svc.load_cached(h.cluster_id).await?;
-    let (mem, cpu) = svc.host_allocation(h.id).await?;
+    let (mem, cpu) = svc.infrastructure.host_allocation(h.id).await?;
     let total = (h.cpu_number * h.cpu_speed).max(1);
     let (gpu_groups, gpu_total) =
         crate::service::gpus::groups(h.facts.as_ref(), &svc.gpus_used_on(h));
@@ -705,7 +705,7 @@ pub async fn host(svc: &Service, h: &Host) -> Result<Value, ApiError> {
 /// A storage pool as listStoragePools shows it.
 pub async fn storage_pool(svc: &Service, p: &StoragePool) -> Result<Value, ApiError> {
     let z: Option<Zone> = svc.load_cached(p.zone_id).await?;
-    let alloc = svc.pool_allocated(p).await?;
+    let alloc = svc.infrastructure.pool_allocated(p).await?;
     let host: Option<Host> = match p.host_id {
         Some(h) => svc.load_cached(h).await?,
         None => None,

@@ -250,7 +250,7 @@ impl Service {
     /// that `n` simulated hosts are registered in them.
     pub async fn ensure_simulated_hosts(&self, n: usize, gpus: usize) -> SResult<()> {
         let t = now();
-        let (zone, pod, cluster) = self.default_cluster("Simulator").await?;
+        let (zone, pod, cluster) = self.infrastructure.default_cluster("Simulator").await?;
         let existing: Vec<Host> = self
             .store
             .all(Query::new().eq(Col::Parent, cluster.id))

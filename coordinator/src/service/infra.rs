@@ -200,7 +200,32 @@ fn ranges_overlap(a: &Network, s: u32, e: u32) -> bool {
     u32::from(as_) <= e && s <= u32::from(ae)
 }
 
-impl Service {
+/// The infrastructure part of the service: zones, pods, clusters, hosts'
+/// records, storage pools, networks and network offerings, their lists and
+/// the use of hosts and pools.
+pub struct Infrastructure {
+    ctx: Arc<Context>,
+    /// For hosts' use in figures (their instances' latest statistics).
+    pub(in crate::service) statistics: Arc<super::stats::Statistics>,
+    /// The instances' address pools; a network's goes with it.
+    pub(in crate::service) ip_pools: super::vm::IpPools,
+}
+
+super::context::part_of_service!(Infrastructure);
+
+impl Infrastructure {
+    pub(in crate::service) fn new(
+        ctx: Arc<Context>,
+        statistics: Arc<super::stats::Statistics>,
+        ip_pools: super::vm::IpPools,
+    ) -> Self {
+        Infrastructure {
+            ctx,
+            statistics,
+            ip_pools,
+        }
+    }
+
     pub async fn create_zone(&self, a: ZoneArgs) -> SResult<Zone> {
         if a.name.trim().is_empty() {
             return Err(ServiceError::invalid(

@@ -3,6 +3,7 @@
 //! admin's (the command table admits no one else to its changes); networks
 //! are seen by the accounts and domains they belong to.
 
+use super::infra::Infrastructure;
 use super::*;
 
 /// Filters shared by the infrastructure lists.
@@ -76,7 +77,7 @@ fn holding() -> Vec<Val> {
         .collect()
 }
 
-impl Service {
+impl Infrastructure {
     async fn infra_query(&self, f: &InfraFilter, q: Query) -> SResult<Query> {
         let mut q = common_filters(
             q,

@@ -118,6 +118,9 @@ pub struct Service {
     /// Instance and volume statistics, their sampling settings and
     /// retention (see `stats`).
     pub statistics: Arc<stats::Statistics>,
+    /// Zones, pods, clusters, hosts' records, pools and networks (see
+    /// `infra` and `inventory`).
+    pub infrastructure: infra::Infrastructure,
     /// Callers, sessions and role rules (see `identity`).
     pub identity: identity::Identity,
     /// Service and disk offerings (see `offerings`).
@@ -128,7 +131,7 @@ pub struct Service {
     /// Progress of running jobs by the uuid of what they work on.
     pub(crate) progress: Arc<parking_lot::Mutex<std::collections::HashMap<String, u32>>>,
     /// Per-network address pools, loaded lazily from the NICs in the store.
-    pub(crate) ip_pools: tokio::sync::Mutex<HashMap<i64, vm::IpPool>>,
+    pub(crate) ip_pools: vm::IpPools,
     /// Instances a job of this process is working on; host reports leave
     /// them to the job.
     pub(crate) busy: parking_lot::Mutex<std::collections::HashSet<String>>,
@@ -180,8 +183,15 @@ impl Service {
         }
         .map_err(|e| ServiceError::internal(e.to_string()))?;
         let ctx = Arc::new(Context::new(store, agents, data_dir));
+        let statistics = Arc::new(stats::Statistics::new(ctx.clone(), hub));
+        let ip_pools = vm::IpPools::default();
         let svc = Arc::new(Service {
-            statistics: Arc::new(stats::Statistics::new(ctx.clone(), hub)),
+            infrastructure: infra::Infrastructure::new(
+                ctx.clone(),
+                statistics.clone(),
+                ip_pools.clone(),
+            ),
+            statistics,
             catalog: offerings::Catalog::new(ctx.clone()),
             identity: identity::Identity::new(ctx.clone()),
             ctx,
@@ -190,7 +200,7 @@ impl Service {
             ha_config: tokio::sync::watch::channel(fencing::HaTimes::default()).0,
             place_lock: tokio::sync::Mutex::new(()),
             progress: Arc::default(),
-            ip_pools: tokio::sync::Mutex::new(HashMap::new()),
+            ip_pools: ip_pools.clone(),
             busy: parking_lot::Mutex::new(std::collections::HashSet::new()),
             consoles: console::ConsoleTickets::default(),
             uploads: uploads::Uploads::default(),

@@ -60,7 +60,7 @@ impl Service {
     }
 
     async fn pool_free(&self, p: &StoragePool) -> SResult<i64> {
-        Ok(p.capacity_bytes - self.pool_allocated(p).await?)
+        Ok(p.capacity_bytes - self.infrastructure.pool_allocated(p).await?)
     }
 
     /// Checks the request and queues the job; returns the job uuid.

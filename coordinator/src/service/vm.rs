@@ -58,6 +58,10 @@ pub struct DeployArgs {
 
 pub const GIB: i64 = 1 << 30;
 
+/// Per-network address pools, loaded lazily from the NICs in the store;
+/// shared with the infrastructure part, which drops a deleted network's.
+pub type IpPools = Arc<tokio::sync::Mutex<HashMap<i64, IpPool>>>;
+
 /// Free addresses of one guest network.
 pub struct IpPool {
     next: u32,

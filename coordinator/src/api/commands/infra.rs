@@ -414,7 +414,11 @@ fn zone_json(z: &Zone) -> serde_json::Value {
 }
 
 pub(crate) async fn list_zones(ctx: Ctx) -> Result<Reply, ApiError> {
-    let (zones, total) = ctx.svc.list_zones(&infra_filter(&ctx)?).await?;
+    let (zones, total) = ctx
+        .svc
+        .infrastructure
+        .list_zones(&infra_filter(&ctx)?)
+        .await?;
     let items = zones
         .iter()
         .filter(|z| z.removed.is_none())
@@ -458,7 +462,11 @@ async fn pod_json(ctx: &Ctx, p: &Pod) -> Result<serde_json::Value, ApiError> {
 }
 
 pub(crate) async fn list_pods(ctx: Ctx) -> Result<Reply, ApiError> {
-    let (pods, total) = ctx.svc.list_pods(&infra_filter(&ctx)?).await?;
+    let (pods, total) = ctx
+        .svc
+        .infrastructure
+        .list_pods(&infra_filter(&ctx)?)
+        .await?;
     let mut items = Vec::new();
     for p in &pods {
         items.push(pod_json(&ctx, p).await?);
@@ -495,7 +503,11 @@ async fn cluster_json(ctx: &Ctx, c: &Cluster) -> Result<serde_json::Value, ApiEr
 }
 
 pub(crate) async fn list_clusters(ctx: Ctx) -> Result<Reply, ApiError> {
-    let (cs, total) = ctx.svc.list_clusters(&infra_filter(&ctx)?).await?;
+    let (cs, total) = ctx
+        .svc
+        .infrastructure
+        .list_clusters(&infra_filter(&ctx)?)
+        .await?;
     let mut items = Vec::new();
     for c in &cs {
         items.push(cluster_json(&ctx, c).await?);
@@ -522,7 +534,11 @@ async fn update_cluster(ctx: Ctx) -> Result<Reply, ApiError> {
             .transpose()?,
         name: ctx.p.string("clustername"),
     };
-    let c = ctx.svc.update_cluster(ctx.p.required("id")?, u).await?;
+    let c = ctx
+        .svc
+        .infrastructure
+        .update_cluster(ctx.p.required("id")?, u)
+        .await?;
     Ok(Reply::Object("cluster", cluster_json(&ctx, &c).await?))
 }
 
@@ -536,7 +552,11 @@ pub(crate) async fn list_hosts(ctx: Ctx) -> Result<Reply, ApiError> {
             return Ok(Reply::List("host", vec![], 0));
         }
     }
-    let (hs, total) = ctx.svc.list_hosts(&infra_filter(&ctx)?).await?;
+    let (hs, total) = ctx
+        .svc
+        .infrastructure
+        .list_hosts(&infra_filter(&ctx)?)
+        .await?;
     let mut items = Vec::new();
     for h in &hs {
         items.push(host_json(&ctx, h).await?);
@@ -573,12 +593,20 @@ async fn update_host(ctx: Ctx) -> Result<Reply, ApiError> {
             .raw("oscategoryid")
             .map(|raw| (!raw.trim().is_empty()).then(|| raw.to_string())),
     };
-    let h = ctx.svc.update_host(ctx.p.required("id")?, u).await?;
+    let h = ctx
+        .svc
+        .infrastructure
+        .update_host(ctx.p.required("id")?, u)
+        .await?;
     Ok(Reply::Object("host", host_json(&ctx, &h).await?))
 }
 
 pub(crate) async fn list_pools(ctx: Ctx) -> Result<Reply, ApiError> {
-    let (ps, total) = ctx.svc.list_storage_pools(&infra_filter(&ctx)?).await?;
+    let (ps, total) = ctx
+        .svc
+        .infrastructure
+        .list_storage_pools(&infra_filter(&ctx)?)
+        .await?;
     let mut items = Vec::new();
     for p in &ps {
         items.push(crate::api::views::storage_pool(&ctx.svc, p).await?);
@@ -623,6 +651,7 @@ async fn network_json(ctx: &Ctx, n: &Network) -> Result<serde_json::Value, ApiEr
 async fn list_networks(ctx: Ctx) -> Result<Reply, ApiError> {
     let (ns, total) = ctx
         .svc
+        .infrastructure
         .list_networks(&ctx.caller, &infra_filter(&ctx)?)
         .await?;
     let mut items = Vec::new();
@@ -633,7 +662,11 @@ async fn list_networks(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn list_net_offerings(ctx: Ctx) -> Result<Reply, ApiError> {
-    let (os, total) = ctx.svc.list_network_offerings(&infra_filter(&ctx)?).await?;
+    let (os, total) = ctx
+        .svc
+        .infrastructure
+        .list_network_offerings(&infra_filter(&ctx)?)
+        .await?;
     let items = os.iter().map(net_offering_json).collect();
     Ok(Reply::List("networkoffering", items, total))
 }
@@ -712,6 +745,7 @@ fn alloc_state(ctx: &Ctx) -> Result<String, ApiError> {
 async fn create_zone(ctx: Ctx) -> Result<Reply, ApiError> {
     let z = ctx
         .svc
+        .infrastructure
         .create_zone(ZoneArgs {
             name: ctx.p.required("name")?.to_string(),
             description: ctx.p.string("description"),
@@ -730,6 +764,7 @@ async fn create_pod(ctx: Ctx) -> Result<Reply, ApiError> {
     let zone: Zone = ctx.svc.by_uuid("zoneid", ctx.p.required("zoneid")?).await?;
     let p = ctx
         .svc
+        .infrastructure
         .create_pod(PodArgs {
             zone_id: zone.id,
             name: ctx.p.required("name")?.to_string(),
@@ -761,6 +796,7 @@ async fn add_cluster(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     let c = ctx
         .svc
+        .infrastructure
         .create_cluster(ClusterArgs {
             pod,
             name: ctx.p.required("clustername")?.to_string(),
@@ -811,6 +847,7 @@ async fn create_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     let o = ctx
         .svc
+        .infrastructure
         .create_network_offering(NewNetworkOffering {
             display_text: ctx.p.string("displaytext"),
             name,
@@ -838,14 +875,19 @@ async fn update_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
     };
     let o = ctx
         .svc
+        .infrastructure
         .update_network_offering(ctx.p.required("id")?, u)
         .await?;
     Ok(Reply::Object("networkoffering", net_offering_json(&o)))
 }
 
 async fn delete_net_offering(ctx: Ctx) -> Result<Reply, ApiError> {
-    let o = ctx.svc.live_network_offering(ctx.p.required("id")?).await?;
-    ctx.svc.delete_network_offering(o).await?;
+    let o = ctx
+        .svc
+        .infrastructure
+        .live_network_offering(ctx.p.required("id")?)
+        .await?;
+    ctx.svc.infrastructure.delete_network_offering(o).await?;
     Ok(Reply::Success(None))
 }
 
@@ -853,6 +895,7 @@ async fn create_network(ctx: Ctx) -> Result<Reply, ApiError> {
     let owner = owner(&ctx).await?;
     let n = ctx
         .svc
+        .infrastructure
         .create_network_for(
             &ctx.caller,
             NetworkRequest {
@@ -885,7 +928,7 @@ async fn delete_network(ctx: Ctx) -> Result<Reply, ApiError> {
     if !visible {
         return Err(ApiError::unknown_id("id", id));
     }
-    ctx.svc.delete_network(n.clone()).await?;
+    ctx.svc.infrastructure.delete_network(n.clone()).await?;
     let job = ctx
         .svc
         .done_job(&ctx.caller, "deleteNetwork", "Network", &n.uuid)

@@ -292,10 +292,14 @@ impl Sum {
 
 /// Every host's use, summed per zone and per cluster (by uuid).
 async fn sums(ctx: &Ctx) -> Result<(HashMap<String, Sum>, HashMap<String, Sum>), ApiError> {
-    let (hosts, _) = ctx.svc.list_hosts(&InfraFilter::default()).await?;
+    let (hosts, _) = ctx
+        .svc
+        .infrastructure
+        .list_hosts(&InfraFilter::default())
+        .await?;
     let (mut zones, mut clusters) = (HashMap::new(), HashMap::new());
     for h in &hosts {
-        let u = ctx.svc.host_use(h.id).await?;
+        let u = ctx.svc.infrastructure.host_use(h.id).await?;
         if let Some(z) = ctx.svc.load_cached::<Zone>(h.zone_id).await? {
             zones.entry(z.uuid).or_insert_with(Sum::default).add(h, &u);
         }
@@ -318,7 +322,11 @@ fn id_of(o: &serde_json::Map<String, Value>) -> String {
 
 async fn zones(ctx: Ctx) -> Result<Reply, ApiError> {
     let (by_zone, _) = sums(&ctx).await?;
-    let (clusters, _) = ctx.svc.list_clusters(&InfraFilter::default()).await?;
+    let (clusters, _) = ctx
+        .svc
+        .infrastructure
+        .list_clusters(&InfraFilter::default())
+        .await?;
     // Clusters per zone: enabled and managed ones, and all.
     let mut counts: HashMap<i64, (u64, u64)> = HashMap::new();
     for c in &clusters {
@@ -349,7 +357,11 @@ async fn zones(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn clusters(ctx: Ctx) -> Result<Reply, ApiError> {
     let (_, by_cluster) = sums(&ctx).await?;
-    let (all, _) = ctx.svc.list_clusters(&InfraFilter::default()).await?;
+    let (all, _) = ctx
+        .svc
+        .infrastructure
+        .list_clusters(&InfraFilter::default())
+        .await?;
     let thresholds: HashMap<String, Thresholds> = all
         .iter()
         .map(|c| (c.uuid.clone(), Thresholds::of(&ctx, Some(c.id))))
@@ -378,7 +390,12 @@ async fn clusters(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn hosts(ctx: Ctx) -> Result<Reply, ApiError> {
     let svc = ctx.svc.clone();
     let mut limits = HashMap::new();
-    for c in svc.list_clusters(&InfraFilter::default()).await?.0 {
+    for c in svc
+        .infrastructure
+        .list_clusters(&InfraFilter::default())
+        .await?
+        .0
+    {
         limits.insert(c.id, Thresholds::of(&ctx, Some(c.id)));
     }
     let r = super::infra::list_hosts(ctx).await?;
@@ -390,7 +407,10 @@ async fn hosts(ctx: Ctx) -> Result<Reply, ApiError> {
                 continue;
             };
             if let Some(h) = svc.load_uuid_cached::<Host>(uuid).await? {
-                per_host.insert(uuid.to_string(), (svc.host_use(h.id).await?, h.cluster_id));
+                per_host.insert(
+                    uuid.to_string(),
+                    (svc.infrastructure.host_use(h.id).await?, h.cluster_id),
+                );
             }
         }
     }
@@ -440,7 +460,11 @@ async fn hosts(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn pools(ctx: Ctx) -> Result<Reply, ApiError> {
-    let (ps, _) = ctx.svc.list_storage_pools(&InfraFilter::default()).await?;
+    let (ps, _) = ctx
+        .svc
+        .infrastructure
+        .list_storage_pools(&InfraFilter::default())
+        .await?;
     // Per pool: (notification, disable) thresholds for use and allocation.
     let mut limits = HashMap::new();
     for p in &ps {
@@ -541,7 +565,7 @@ async fn volumes(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn infrastructure(ctx: Ctx) -> Result<Reply, ApiError> {
-    let c = ctx.svc.infrastructure_counts().await?;
+    let c = ctx.svc.infrastructure.infrastructure_counts().await?;
     Ok(Reply::Object(
         "infrastructure",
         json!({

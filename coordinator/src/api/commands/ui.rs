@@ -308,7 +308,11 @@ async fn capabilities(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn hypervisors(ctx: Ctx) -> Result<Reply, ApiError> {
-    let names = ctx.svc.hypervisors_in_use(ctx.p.str("zoneid")).await?;
+    let names = ctx
+        .svc
+        .infrastructure
+        .hypervisors_in_use(ctx.p.str("zoneid"))
+        .await?;
     let items: Vec<serde_json::Value> = names.iter().map(|n| json!({"name": n})).collect();
     let n = items.len() as u64;
     Ok(Reply::List("hypervisor", items, n))
