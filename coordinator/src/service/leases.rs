@@ -164,7 +164,11 @@ impl Service {
             match state_of(&vm.lease).expiry(ts(now), vm.delete_protection) {
                 ExpiryDecision::NoLease => {}
                 ExpiryDecision::NotDue { expires } => {
-                    self.sched.lock().await.track_lease(id, expires.timestamp());
+                    self.schedules
+                        .state
+                        .lock()
+                        .await
+                        .track_lease(id, expires.timestamp());
                 }
                 ExpiryDecision::SkipDeleteProtected => {
                     // Stays active: it runs once protection is removed.
@@ -271,7 +275,7 @@ impl Service {
             }
             self.store.commit(tx.ops).await?;
         }
-        self.sched.lock().await.forget_leases();
+        self.schedules.state.lock().await.forget_leases();
         Ok(n)
     }
 

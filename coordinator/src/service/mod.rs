@@ -121,6 +121,9 @@ pub struct Service {
     /// Zones, pods, clusters, hosts' records, pools and networks (see
     /// `infra` and `inventory`).
     pub infrastructure: infra::Infrastructure,
+    /// Instances' cron schedules and the scheduler's due-indexes (see
+    /// `schedules`).
+    pub schedules: schedules::Schedules,
     /// Callers, sessions and role rules (see `identity`).
     pub identity: identity::Identity,
     /// Service and disk offerings (see `offerings`).
@@ -137,8 +140,6 @@ pub struct Service {
     pub(crate) busy: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Capacity held per host, from every committed instance change.
     pub(crate) capacity: Arc<capacity::CapacityView>,
-    /// Due schedules and leases (see `schedules`).
-    pub(crate) sched: tokio::sync::Mutex<schedules::SchedState>,
     /// Storage heartbeat settings as agents should apply them.
     pub(crate) ha_config: tokio::sync::watch::Sender<fencing::HaTimes>,
     /// Where the console proxy is reached.
@@ -194,9 +195,9 @@ impl Service {
             statistics,
             catalog: offerings::Catalog::new(ctx.clone()),
             identity: identity::Identity::new(ctx.clone()),
+            schedules: schedules::Schedules::new(ctx.clone()),
             ctx,
             capacity,
-            sched: tokio::sync::Mutex::new(schedules::SchedState::default()),
             ha_config: tokio::sync::watch::channel(fencing::HaTimes::default()).0,
             place_lock: tokio::sync::Mutex::new(()),
             progress: Arc::default(),

@@ -131,7 +131,7 @@ fn event_for(action: Action) -> &'static str {
     }
 }
 
-impl Service {
+impl Context {
     /// The scheduler's clock (simulated in tests).
     pub fn clock_now(&self) -> DateTime<Utc> {
         self.clock.read().now()
@@ -139,6 +139,27 @@ impl Service {
 
     pub fn set_clock(&self, c: Arc<dyn orrery_schedule::clock::Clock>) {
         *self.clock.write() = c;
+    }
+}
+
+/// The schedules part of the service: instances' cron schedules (create,
+/// update, list, delete) and the scheduler's due-indexes of schedules and
+/// leases. Firing what falls due is the service's (`scheduler_tick`): it
+/// queues instance jobs.
+pub struct Schedules {
+    ctx: Arc<Context>,
+    /// Due schedules and leases.
+    pub(crate) state: tokio::sync::Mutex<SchedState>,
+}
+
+super::context::part_of_service!(Schedules);
+
+impl Schedules {
+    pub(in crate::service) fn new(ctx: Arc<Context>) -> Self {
+        Schedules {
+            ctx,
+            state: tokio::sync::Mutex::new(SchedState::default()),
+        }
     }
 
     /// Creates a schedule; it first falls due after its start date.
@@ -182,7 +203,7 @@ impl Service {
             Some((&vm.uuid, "VirtualMachine", &vm.name)),
         );
         self.store.commit(tx.ops).await?;
-        self.sched.lock().await.track_schedule(rec.id, rec.next_due);
+        self.state.lock().await.track_schedule(rec.id, rec.next_due);
         Ok(rec)
     }
 
@@ -213,7 +234,7 @@ impl Service {
             None,
         );
         self.store.commit(tx.ops).await?;
-        self.sched.lock().await.track_schedule(rec.id, rec.next_due);
+        self.state.lock().await.track_schedule(rec.id, rec.next_due);
         Ok(rec)
     }
 
@@ -283,7 +304,7 @@ impl Service {
             );
         }
         self.store.commit(tx.ops).await?;
-        let mut st = self.sched.lock().await;
+        let mut st = self.state.lock().await;
         for r in &recs {
             st.track_schedule(r.id, None);
         }
@@ -291,7 +312,7 @@ impl Service {
     }
 
     /// Fills the due-indexes from the store.
-    async fn load_scheduler(&self, st: &mut SchedState) -> SResult<()> {
+    async fn load(&self, st: &mut SchedState) -> SResult<()> {
         let scheds: Vec<VmSchedule> = self
             .store
             .all(Query::new().eq(Col::State, "Enabled"))
@@ -311,13 +332,15 @@ impl Service {
         st.loaded = true;
         Ok(())
     }
+}
 
+impl Service {
     /// One pass of the scheduler at `now`: due schedules fire (or are skipped
     /// by the collision or catch-up rules), and, at their own intervals,
     /// expired leases run their action and expiry events are raised.
     pub async fn scheduler_tick(self: &Arc<Self>, now: DateTime<Utc>) -> SResult<TickReport> {
         let mut report = TickReport::default();
-        let mut st = self.sched.lock().await;
+        let mut st = self.schedules.state.lock().await;
         if self.store.shared() && st.loaded {
             // Schedules (and leases, at most every 10 s) set through other
             // coordinators reach the indexes by reloading them.
@@ -339,7 +362,7 @@ impl Service {
                 self.store.generation(crate::store::Kind::Vm),
             );
             st.loaded_at = now.timestamp();
-            self.load_scheduler(&mut st).await?;
+            self.schedules.load(&mut st).await?;
         }
         let due = st.schedules.pop_due(now);
         let lease_due = if now.timestamp() >= st.next_lease_run {
@@ -405,7 +428,8 @@ impl Service {
             let plan = plan_of(&rec)?;
             match catch_up(&plan, ts(at), now, default_catch_up_grace()) {
                 CatchUp::Pending { next } => {
-                    self.sched
+                    self.schedules
+                        .state
                         .lock()
                         .await
                         .track_schedule(rec.id, Some(next.timestamp()));
@@ -522,7 +546,11 @@ impl Service {
         if let Some(j) = job {
             self.spawn_job(j.uuid);
         }
-        self.sched.lock().await.track_schedule(rec.id, rec.next_due);
+        self.schedules
+            .state
+            .lock()
+            .await
+            .track_schedule(rec.id, rec.next_due);
         Ok(())
     }
 
@@ -537,7 +565,7 @@ impl Service {
                 if !svc.leads() {
                     // Another coordinator fires; on taking over, this one
                     // starts from what the store says then.
-                    svc.sched.lock().await.loaded = false;
+                    svc.schedules.state.lock().await.loaded = false;
                     continue;
                 }
                 if let Err(e) = svc.scheduler_tick(svc.clock_now()).await {

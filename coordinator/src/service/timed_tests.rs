@@ -467,6 +467,7 @@ async fn expiring_events_come_days_before() {
 
 async fn schedule(f: &Fixture, vm: &Vm, action: &str, cron: &str, tz: &str) -> VmSchedule {
     f.svc
+        .schedules
         .create_schedule(
             &f.admin,
             vm,
@@ -757,6 +758,7 @@ async fn schedule_input_errors_name_the_parameter() {
     for (action, cron, tz, start, end, param) in cases {
         let err = f
             .svc
+            .schedules
             .create_schedule(
                 &f.admin,
                 &vm,
@@ -782,6 +784,7 @@ async fn schedule_input_errors_name_the_parameter() {
     }
     let s = f
         .svc
+        .schedules
         .create_schedule(
             &f.admin,
             &vm,
@@ -816,6 +819,7 @@ async fn schedule_input_errors_name_the_parameter() {
     ] {
         let err = f
             .svc
+            .schedules
             .update_schedule(&f.admin, s.clone(), &req)
             .await
             .unwrap_err();

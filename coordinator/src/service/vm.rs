@@ -519,7 +519,7 @@ impl Service {
         );
         self.store.commit(tx.ops).await?;
         if let Some(at) = vm.lease.expires() {
-            self.sched.lock().await.track_lease(vm.id, at);
+            self.schedules.state.lock().await.track_lease(vm.id, at);
         }
         self.spawn_job(job.uuid.clone());
         Ok((vm, job))
@@ -1517,7 +1517,7 @@ impl Service {
             e => e.into(),
         })?;
         {
-            let mut st = self.sched.lock().await;
+            let mut st = self.schedules.state.lock().await;
             match vm.lease.expires() {
                 Some(at) => st.track_lease(vm.id, at),
                 None => st.untrack_lease(vm.id),

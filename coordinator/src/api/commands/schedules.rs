@@ -167,7 +167,11 @@ async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
         description: ctx.p.raw("description"),
         enabled: ctx.p.bool("enabled"),
     };
-    let s = ctx.svc.create_schedule(&ctx.caller, &vm, &req).await?;
+    let s = ctx
+        .svc
+        .schedules
+        .create_schedule(&ctx.caller, &vm, &req)
+        .await?;
     Ok(Reply::Object("vmschedule", schedule_json(&s, &vm)))
 }
 
@@ -180,7 +184,11 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
         keyword: ctx.p.string("keyword"),
         page: paging(&ctx)?,
     };
-    let (items, total) = ctx.svc.list_schedules(&ctx.caller, &vm, &f).await?;
+    let (items, total) = ctx
+        .svc
+        .schedules
+        .list_schedules(&ctx.caller, &vm, &f)
+        .await?;
     Ok(Reply::List(
         "vmschedule",
         items.iter().map(|s| schedule_json(s, &vm)).collect(),
@@ -205,7 +213,11 @@ async fn update(ctx: Ctx) -> Result<Reply, ApiError> {
         description: ctx.p.raw("description"),
         enabled: ctx.p.bool("enabled"),
     };
-    let s = ctx.svc.update_schedule(&ctx.caller, s, &req).await?;
+    let s = ctx
+        .svc
+        .schedules
+        .update_schedule(&ctx.caller, s, &req)
+        .await?;
     Ok(Reply::Object("vmschedule", schedule_json(&s, &vm)))
 }
 
@@ -216,6 +228,7 @@ async fn delete(ctx: Ctx) -> Result<Reply, ApiError> {
         uuids.push(id.to_string());
     }
     ctx.svc
+        .schedules
         .delete_schedules_of(&ctx.caller, &vm, &uuids)
         .await?;
     Ok(Reply::Success(None))
