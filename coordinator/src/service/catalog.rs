@@ -91,7 +91,7 @@ pub struct OsFilter {
     pub page: Option<(u64, u64)>,
 }
 
-impl Service {
+impl super::offerings::Catalog {
     /// Records a template and starts its download.
     pub async fn register_template(
         self: &Arc<Self>,
@@ -266,8 +266,8 @@ impl Service {
 
     /// Removes a template the caller owns (refused while instances use it,
     /// unless forced) and its file; returns the job that reports it.
-    pub async fn delete_template(
-        self: &Arc<Self>,
+    pub(in crate::service) async fn remove_template(
+        &self,
         caller: &Caller,
         uuid: &str,
         forced: bool,
@@ -315,7 +315,6 @@ impl Service {
         if let Some(p) = &t.path {
             let _ = tokio::fs::remove_file(self.data_dir.join("secondary").join(p)).await;
         }
-        self.spawn_job(job.uuid.clone());
         Ok(job.uuid)
     }
 
@@ -347,5 +346,20 @@ impl Service {
         );
         q.page = f.page;
         Ok(self.store.list::<OsCategory>(&q).await?)
+    }
+}
+
+impl Service {
+    /// Removes a template the caller owns (see `Catalog::remove_template`)
+    /// and starts the job that reports it.
+    pub async fn delete_template(
+        self: &Arc<Self>,
+        caller: &Caller,
+        uuid: &str,
+        forced: bool,
+    ) -> SResult<String> {
+        let job = self.catalog.remove_template(caller, uuid, forced).await?;
+        self.spawn_job(job.clone());
+        Ok(job)
     }
 }

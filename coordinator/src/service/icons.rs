@@ -64,7 +64,7 @@ pub fn check_image(b64: &str) -> Result<String, String> {
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-impl Service {
+impl Context {
     /// The owner (account, domain) of a resource the caller may change.
     async fn icon_target(&self, caller: &Caller, ty: &str, uuid: &str) -> SResult<(i64, i64)> {
         let p = "resourceids";

@@ -164,7 +164,7 @@ pub struct NewJob<'a> {
     pub work: Work,
 }
 
-impl Service {
+impl Context {
     /// Builds a pending job record; the caller adds it to its transaction and,
     /// after committing, calls `spawn_job`.
     pub fn new_job(&self, caller: &Caller, j: NewJob<'_>) -> Job {
@@ -193,7 +193,9 @@ impl Service {
             runner: Some(self.store.runner_id()).filter(|r| !r.is_empty()),
         }
     }
+}
 
+impl Service {
     /// Inserts a new record together with the job that works on it, in one
     /// commit, and starts the job.
     pub(crate) async fn insert_with_job<E: Record>(

@@ -126,8 +126,9 @@ pub struct Service {
     pub schedules: schedules::Schedules,
     /// Callers, sessions and role rules (see `identity`).
     pub identity: identity::Identity,
-    /// Service and disk offerings (see `offerings`).
-    pub catalog: offerings::Catalog,
+    /// Templates, ISOs, OS types, service and disk offerings (see
+    /// `offerings`, `catalog`, `templates`).
+    pub catalog: Arc<offerings::Catalog>,
     /// Serialises placement decisions with their capacity commit, so concurrent
     /// deploys never overcommit a host.
     pub(crate) place_lock: tokio::sync::Mutex<()>,
@@ -193,7 +194,7 @@ impl Service {
                 ip_pools.clone(),
             ),
             statistics,
-            catalog: offerings::Catalog::new(ctx.clone()),
+            catalog: Arc::new(offerings::Catalog::new(ctx.clone())),
             identity: identity::Identity::new(ctx.clone()),
             schedules: schedules::Schedules::new(ctx.clone()),
             ctx,

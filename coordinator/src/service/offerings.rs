@@ -112,9 +112,10 @@ pub struct OfferingFilter {
     pub page: Option<(u64, u64)>,
 }
 
-/// The offerings part of the catalog: service and disk offerings, who may
-/// see and manage them (global ones the root admin's, domain ones their
-/// domain admins').
+/// The catalog part of the service: templates and ISOs (registration,
+/// downloads, lists, removal; `catalog.rs`, `templates.rs`), OS types, and
+/// service and disk offerings with who may see and manage them (global ones
+/// the root admin's, domain ones their domain admins').
 pub struct Catalog {
     ctx: Arc<Context>,
 }

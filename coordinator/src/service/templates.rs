@@ -349,7 +349,7 @@ async fn http_get(url: &str, allowed: &[ipnet::IpNet]) -> Result<reqwest::Respon
     Err("download failed: too many redirects".into())
 }
 
-impl Service {
+impl super::offerings::Catalog {
     /// Checks a template URL when it is registered, so a refused source is a
     /// 431 on the request rather than a failed download later. Names that do
     /// not resolve now are left to the download, which checks again.

@@ -627,6 +627,7 @@ fn os_filter(ctx: &Ctx, name_param: &str) -> Result<OsFilter, ApiError> {
 async fn list_os_types(ctx: Ctx) -> Result<Reply, ApiError> {
     let (ts, total) = ctx
         .svc
+        .catalog
         .list_os_types(&os_filter(&ctx, "description")?)
         .await?;
     let mut items = Vec::new();
@@ -649,6 +650,7 @@ async fn list_os_types(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn list_os_categories(ctx: Ctx) -> Result<Reply, ApiError> {
     let (cs, total) = ctx
         .svc
+        .catalog
         .list_os_categories(&os_filter(&ctx, "name")?)
         .await?;
     Ok(Reply::List(
@@ -698,6 +700,7 @@ async fn register(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
         .map_err(ApiError::param)?;
     let t = ctx
         .svc
+        .catalog
         .register_template(
             &ctx.caller,
             NewTemplate {
@@ -753,7 +756,7 @@ async fn list_t(ctx: Ctx, iso: bool) -> Result<Reply, ApiError> {
         ready_only: ctx.p.bool("isready") == Some(true),
         page: paging(&ctx)?,
     };
-    let (slice, total) = ctx.svc.list_templates(&ctx.caller, &f).await?;
+    let (slice, total) = ctx.svc.catalog.list_templates(&ctx.caller, &f).await?;
     let mut items = Vec::new();
     for t in &slice {
         let mut item = template_json(&ctx, t).await?;
@@ -788,6 +791,7 @@ async fn update_template(ctx: Ctx) -> Result<Reply, ApiError> {
     };
     let t = ctx
         .svc
+        .catalog
         .update_template(&ctx.caller, ctx.p.required("id")?, u)
         .await?;
     Ok(Reply::Object("template", template_json(&ctx, &t).await?))
