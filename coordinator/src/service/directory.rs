@@ -108,7 +108,7 @@ fn dup_role(name: &str) -> impl Fn(StoreError) -> ServiceError + '_ {
     }
 }
 
-impl Service {
+impl super::identity::Identity {
     pub async fn create_domain(
         &self,
         caller: &Caller,
@@ -443,28 +443,6 @@ impl Service {
         Ok(a)
     }
 
-    /// Queues the removal of an account and everything it owns.
-    pub async fn queue_delete_account(
-        self: &Arc<Self>,
-        caller: &Caller,
-        a: &Account,
-    ) -> SResult<String> {
-        let job = self.new_job(
-            caller,
-            NewJob {
-                command: "deleteAccount",
-                instance_type: Some("Account"),
-                instance_uuid: Some(&a.uuid),
-                work: Work::DeleteAccount { account_id: a.id },
-            },
-        );
-        let mut tx = Tx::new();
-        tx.insert(&job);
-        self.store.commit(tx.ops).await?;
-        self.spawn_job(job.uuid.clone());
-        Ok(job.uuid)
-    }
-
     /// A user whose keys the caller may read or renew: itself, or one it
     /// administers.
     pub async fn key_user(&self, caller: &Caller, id: &str) -> SResult<User> {
@@ -715,6 +693,30 @@ impl Service {
             out.push((role, rules));
         }
         Ok(out)
+    }
+}
+
+impl Service {
+    /// Queues the removal of an account and everything it owns.
+    pub async fn queue_delete_account(
+        self: &Arc<Self>,
+        caller: &Caller,
+        a: &Account,
+    ) -> SResult<String> {
+        let job = self.new_job(
+            caller,
+            NewJob {
+                command: "deleteAccount",
+                instance_type: Some("Account"),
+                instance_uuid: Some(&a.uuid),
+                work: Work::DeleteAccount { account_id: a.id },
+            },
+        );
+        let mut tx = Tx::new();
+        tx.insert(&job);
+        self.store.commit(tx.ops).await?;
+        self.spawn_job(job.uuid.clone());
+        Ok(job.uuid)
     }
 }
 

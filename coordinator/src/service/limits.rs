@@ -24,7 +24,7 @@ pub fn gpu_units(o: &ServiceOffering) -> i64 {
     }
 }
 
-impl Service {
+impl Context {
     /// The account's GPU limit; None when unlimited.
     pub fn gpu_limit(&self, account_id: i64) -> Option<i64> {
         let v: i64 = self

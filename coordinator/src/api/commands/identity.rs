@@ -320,6 +320,7 @@ async fn domain_json(ctx: &Ctx, d: &Domain) -> Result<Value, ApiError> {
 async fn create_domain(ctx: Ctx) -> Result<Reply, ApiError> {
     let d = ctx
         .svc
+        .identity
         .create_domain(
             &ctx.caller,
             ctx.p.required("name")?,
@@ -332,6 +333,7 @@ async fn create_domain(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn list_domains(ctx: Ctx) -> Result<Reply, ApiError> {
     let all = ctx
         .svc
+        .identity
         .list_domains(&ctx.caller, ctx.p.str("id"), ctx.p.str("name"))
         .await?;
     let mut items = Vec::new();
@@ -378,10 +380,10 @@ async fn account_json(ctx: &Ctx, a: &Account) -> Result<Value, ApiError> {
     let d: Option<Domain> = ctx.svc.load_cached(a.domain_id).await?;
     let role: Option<Role> = ctx.svc.load_cached(a.role_id).await?;
     let mut uj = Vec::new();
-    for u in &ctx.svc.account_users(a.id).await? {
+    for u in &ctx.svc.identity.account_users(a.id).await? {
         uj.push(user_json(ctx, u).await?);
     }
-    let t = ctx.svc.account_totals(a.id).await?;
+    let t = ctx.svc.identity.account_totals(a.id).await?;
     Ok(resource_fields(Obj::new(), &t)
         .s("id", &a.uuid)
         .s("name", &a.name)
@@ -448,7 +450,7 @@ async fn create_account(ctx: Ctx) -> Result<Reply, ApiError> {
         email: ctx.p.string("email"),
         timezone: ctx.p.string("timezone"),
     };
-    let a = ctx.svc.create_account(&ctx.caller, r).await?;
+    let a = ctx.svc.identity.create_account(&ctx.caller, r).await?;
     Ok(Reply::Object("account", account_json(&ctx, &a).await?))
 }
 
@@ -466,6 +468,7 @@ fn people_filter(ctx: &Ctx, name_param: &str) -> Result<PeopleFilter, ApiError> 
 async fn list_accounts(ctx: Ctx) -> Result<Reply, ApiError> {
     let (accts, total) = ctx
         .svc
+        .identity
         .list_accounts(&ctx.caller, &people_filter(&ctx, "name")?)
         .await?;
     let mut items = Vec::new();
@@ -479,6 +482,7 @@ async fn list_accounts(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn list_users(ctx: Ctx) -> Result<Reply, ApiError> {
     let (users, total) = ctx
         .svc
+        .identity
         .list_users(&ctx.caller, &people_filter(&ctx, "username")?)
         .await?;
     let mut items = Vec::new();
@@ -491,6 +495,7 @@ async fn list_users(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn target_account(ctx: &Ctx) -> Result<Account, ApiError> {
     Ok(ctx
         .svc
+        .identity
         .target_account(
             &ctx.caller,
             ctx.p.str("id"),
@@ -505,6 +510,7 @@ async fn set_account_state(ctx: &Ctx, state: &str, event: &str) -> Result<Accoun
     let a = target_account(ctx).await?;
     Ok(ctx
         .svc
+        .identity
         .set_account_state(&ctx.caller, a, state, event)
         .await?)
 }
@@ -538,6 +544,7 @@ async fn delete_account(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn update_user(ctx: Ctx) -> Result<Reply, ApiError> {
     let u = ctx
         .svc
+        .identity
         .update_user(
             &ctx.caller,
             crate::service::directory::UserUpdate {
@@ -557,6 +564,7 @@ async fn update_user(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn register_keys(ctx: Ctx) -> Result<Reply, ApiError> {
     let u = ctx
         .svc
+        .identity
         .register_keys(&ctx.caller, ctx.p.required("id")?)
         .await?;
     Ok(Reply::Object(
@@ -566,7 +574,11 @@ async fn register_keys(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn get_keys(ctx: Ctx) -> Result<Reply, ApiError> {
-    let u = ctx.svc.key_user(&ctx.caller, ctx.p.required("id")?).await?;
+    let u = ctx
+        .svc
+        .identity
+        .key_user(&ctx.caller, ctx.p.required("id")?)
+        .await?;
     Ok(Reply::Object(
         "userkeys",
         Obj::new()
@@ -590,6 +602,7 @@ fn role_json(r: &Role) -> Value {
 async fn create_role(ctx: Ctx) -> Result<Reply, ApiError> {
     let role = ctx
         .svc
+        .identity
         .create_role(
             ctx.p.required("name")?,
             ctx.p.str("type"),
@@ -623,6 +636,7 @@ async fn import_role(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     let role = ctx
         .svc
+        .identity
         .import_role(name, ty, &rules, ctx.p.str("description").unwrap_or(""))
         .await?;
     Ok(Reply::Object("role", role_json(&role)))
@@ -635,7 +649,7 @@ async fn list_roles(ctx: Ctx) -> Result<Reply, ApiError> {
         role_type: ctx.p.string("type"),
         page: paging(&ctx)?,
     };
-    let (roles, total) = ctx.svc.list_roles(&f).await?;
+    let (roles, total) = ctx.svc.identity.list_roles(&f).await?;
     Ok(Reply::List(
         "role",
         roles.iter().map(role_json).collect(),
@@ -644,7 +658,7 @@ async fn list_roles(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn delete_role(ctx: Ctx) -> Result<Reply, ApiError> {
-    ctx.svc.delete_role(ctx.p.required("id")?).await?;
+    ctx.svc.identity.delete_role(ctx.p.required("id")?).await?;
     Ok(Reply::Success(None))
 }
 
@@ -667,6 +681,7 @@ async fn create_perm(ctx: Ctx) -> Result<Reply, ApiError> {
     };
     let (role, p) = ctx
         .svc
+        .identity
         .create_role_permission(ctx.p.required("roleid")?, &spec)
         .await?;
     Ok(Reply::Object("rolepermission", perm_json(&role, &p)))
@@ -674,7 +689,12 @@ async fn create_perm(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn list_perms(ctx: Ctx) -> Result<Reply, ApiError> {
     let mut items = Vec::new();
-    for (role, rules) in ctx.svc.list_role_permissions(ctx.p.str("roleid")).await? {
+    for (role, rules) in ctx
+        .svc
+        .identity
+        .list_role_permissions(ctx.p.str("roleid"))
+        .await?
+    {
         items.extend(rules.iter().map(|p| perm_json(&role, p)));
     }
     let n = items.len() as u64;
