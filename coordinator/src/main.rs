@@ -381,7 +381,7 @@ async fn main() -> Result<()> {
             let console_url = console_url
                 .or_else(|| file.console_url.clone())
                 .unwrap_or_else(|| format!("http://{console_addr}"));
-            svc.set_console_base_url(&console_url);
+            svc.guest_access.set_console_base_url(&console_url);
             tracing::info!(listen = %console_addr, url = %console_url, "console proxy at /console/");
             let novnc = file
                 .novnc_dir

@@ -80,7 +80,12 @@ async fn console_access(
         Ok(c) => c,
         Err(e) => return plain(StatusCode::UNAUTHORIZED, e.text),
     };
-    match api.svc.create_console_endpoint(&caller, vm).await {
+    match api
+        .svc
+        .guest_access
+        .create_console_endpoint(&caller, vm)
+        .await
+    {
         Ok(e) => (StatusCode::FOUND, [(header::LOCATION, e.url)]).into_response(),
         Err(e) => {
             let e = ApiError::from(e);

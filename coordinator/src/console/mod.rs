@@ -106,7 +106,12 @@ async fn websocket(
     let token = q.get("token").map(String::as_str).unwrap_or("");
     // The token is spent here, before the upgrade: a second use of the
     // same URL is refused with a plain 403.
-    let session = match st.svc.open_console(token, &peer.ip().to_string()).await {
+    let session = match st
+        .svc
+        .guest_access
+        .open_console(token, &peer.ip().to_string())
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::info!(%peer, error = %e.text(), "console refused");

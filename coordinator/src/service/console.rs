@@ -62,7 +62,7 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-impl Service {
+impl super::access::GuestAccess {
     /// Where the console proxy listens, as browsers reach it.
     pub fn set_console_base_url(&self, url: &str) {
         *self.consoles.base_url.write() = Some(url.trim_end_matches('/').to_string());
@@ -267,7 +267,10 @@ mod tests {
             domain: Default::default(),
             role: Default::default(),
         };
-        svc.insert_console_ticket("a", 1, &caller).await.unwrap();
+        svc.guest_access
+            .insert_console_ticket("a", 1, &caller)
+            .await
+            .unwrap();
         // The store holds the token's hash, not the token.
         assert!(svc
             .store
@@ -276,23 +279,47 @@ mod tests {
             .unwrap()
             .is_none());
         // Spent by two at once: one gets it.
-        let (x, y) = tokio::join!(svc.spend_console_ticket("a"), svc.spend_console_ticket("a"));
+        let (x, y) = tokio::join!(
+            svc.guest_access.spend_console_ticket("a"),
+            svc.guest_access.spend_console_ticket("a")
+        );
         let won: Vec<_> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
         assert_eq!(won.len(), 1);
         assert_eq!((won[0].vm_id, won[0].user_id), (1, 7));
-        assert!(svc.spend_console_ticket("a").await.unwrap().is_none());
-        assert!(svc.spend_console_ticket("never").await.unwrap().is_none());
+        assert!(svc
+            .guest_access
+            .spend_console_ticket("a")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(svc
+            .guest_access
+            .spend_console_ticket("never")
+            .await
+            .unwrap()
+            .is_none());
 
         // Expired: refused, and swept when a later one is made.
-        svc.insert_console_ticket("b", 1, &caller).await.unwrap();
+        svc.guest_access
+            .insert_console_ticket("b", 1, &caller)
+            .await
+            .unwrap();
         let mut b: ConsoleTicket = svc.store.load_uuid(&token_key("b")).await.unwrap().unwrap();
         b.expires_ms = now_ms() - 1;
         b.created -= 3600;
         let mut tx = Tx::new();
         tx.update(&mut b);
         svc.store.commit(tx.ops).await.unwrap();
-        assert!(svc.spend_console_ticket("b").await.unwrap().is_none());
-        svc.insert_console_ticket("c", 1, &caller).await.unwrap();
+        assert!(svc
+            .guest_access
+            .spend_console_ticket("b")
+            .await
+            .unwrap()
+            .is_none());
+        svc.guest_access
+            .insert_console_ticket("c", 1, &caller)
+            .await
+            .unwrap();
         let mut tx = Tx::new();
         let stale = ConsoleTicket {
             id: svc.store.new_id::<ConsoleTicket>().await.unwrap(),
@@ -302,14 +329,22 @@ mod tests {
         };
         tx.insert(&stale);
         svc.store.commit(tx.ops).await.unwrap();
-        svc.insert_console_ticket("e", 1, &caller).await.unwrap();
+        svc.guest_access
+            .insert_console_ticket("e", 1, &caller)
+            .await
+            .unwrap();
         assert!(svc
             .store
             .load::<ConsoleTicket>(stale.id)
             .await
             .unwrap()
             .is_none());
-        assert!(svc.spend_console_ticket("c").await.unwrap().is_some());
+        assert!(svc
+            .guest_access
+            .spend_console_ticket("c")
+            .await
+            .unwrap()
+            .is_some());
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -1,6 +1,7 @@
 //! The only module that combines the store, placement and the agents. API
 //! handlers call into it with an authenticated caller and typed arguments.
 
+pub mod access;
 pub mod activity;
 pub mod affinity;
 pub mod agent;
@@ -125,7 +126,9 @@ pub struct Service {
     /// `schedules`).
     pub schedules: schedules::Schedules,
     /// Callers, sessions and role rules (see `identity`).
-    pub identity: identity::Identity,
+    pub identity: Arc<identity::Identity>,
+    /// SSH key pairs, user data and console endpoints (see `access`).
+    pub guest_access: access::GuestAccess,
     /// Templates, ISOs, OS types, service and disk offerings (see
     /// `offerings`, `catalog`, `templates`).
     pub catalog: Arc<offerings::Catalog>,
@@ -143,8 +146,6 @@ pub struct Service {
     pub(crate) capacity: Arc<capacity::CapacityView>,
     /// Storage heartbeat settings as agents should apply them.
     pub(crate) ha_config: tokio::sync::watch::Sender<fencing::HaTimes>,
-    /// Where the console proxy is reached.
-    pub(crate) consoles: console::ConsoleTickets,
     /// Grants for files hosts send into secondary storage.
     pub uploads: uploads::Uploads,
     /// Barriers sent through a shared store's commit channel, by token,
@@ -187,6 +188,7 @@ impl Service {
         let ctx = Arc::new(Context::new(store, agents, data_dir));
         let statistics = Arc::new(stats::Statistics::new(ctx.clone(), hub));
         let ip_pools = vm::IpPools::default();
+        let identity = Arc::new(identity::Identity::new(ctx.clone()));
         let svc = Arc::new(Service {
             infrastructure: infra::Infrastructure::new(
                 ctx.clone(),
@@ -195,7 +197,8 @@ impl Service {
             ),
             statistics,
             catalog: Arc::new(offerings::Catalog::new(ctx.clone())),
-            identity: identity::Identity::new(ctx.clone()),
+            identity: identity.clone(),
+            guest_access: access::GuestAccess::new(ctx.clone(), identity),
             schedules: schedules::Schedules::new(ctx.clone()),
             ctx,
             capacity,
@@ -204,7 +207,6 @@ impl Service {
             progress: Arc::default(),
             ip_pools: ip_pools.clone(),
             busy: parking_lot::Mutex::new(std::collections::HashSet::new()),
-            consoles: console::ConsoleTickets::default(),
             uploads: uploads::Uploads::default(),
             barriers: parking_lot::Mutex::new(HashMap::new()),
             capacity_stale: std::sync::atomic::AtomicBool::new(false),

@@ -22,6 +22,36 @@ pub struct ListScope {
 }
 
 impl Context {
+    /// The start of a list query for an account's named records (affinity
+    /// groups, key pairs): the caller's scope, live records, and the record
+    /// `id` names, `name` exactly (case as `name_nocase` says) and `keyword`
+    /// within names.
+    pub(crate) async fn named_list_query<E: Entity + 'static>(
+        &self,
+        caller: &Caller,
+        scope: &ListScope,
+        id: Option<&str>,
+        name: Option<(&str, bool)>,
+        keyword: Option<&str>,
+    ) -> SResult<Query> {
+        let mut q = Query::new();
+        q.conds = self.scope(caller, scope).await?;
+        q = q.and(Cond::Ne(Col::State, "Removed".into()));
+        if let Some(id) = id {
+            let e: E = self.by_uuid("id", id).await?;
+            q = q.eq(Col::Id, e.id());
+        }
+        match name {
+            Some((n, true)) => q = q.and(Cond::EqNoCase(Col::Name, n.to_string())),
+            Some((n, false)) => q = q.eq(Col::Name, n.to_string()),
+            None => {}
+        }
+        if let Some(k) = keyword {
+            q = q.and(Cond::Contains(vec![Col::Name], k.to_string()));
+        }
+        Ok(q)
+    }
+
     /// The account a command acts for: the caller's own, or `account` (in
     /// `domain`, or the caller's domain) when an admin names one it
     /// administers. A user may name only itself.

@@ -218,7 +218,7 @@ fn check_name(name: &str) -> SResult<&str> {
     Ok(n)
 }
 
-impl Service {
+impl super::access::GuestAccess {
     async fn keypair_named(&self, owner: &Account, name: &str) -> SResult<Option<SshKeyPair>> {
         Ok(self
             .store

@@ -228,7 +228,7 @@ pub struct UserDataFilter {
     pub page: Option<(u64, u64)>,
 }
 
-impl Service {
+impl super::access::GuestAccess {
     fn userdata_max(&self) -> usize {
         self.setting_i64("vm.userdata.max.length")
             .clamp(1, MAX_POST as i64) as usize

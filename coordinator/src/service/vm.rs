@@ -262,7 +262,10 @@ impl Service {
         )?;
         // Every named key pair must be the owner's; the instance keeps
         // their public keys as they are now.
-        let pairs = self.ssh_keypairs_for(&a.owner, &a.keypairs).await?;
+        let pairs = self
+            .guest_access
+            .ssh_keypairs_for(&a.owner, &a.keypairs)
+            .await?;
         let req = super::userdata::UserDataRequest {
             userdata: a.userdata.clone(),
             userdata_id: a.userdata_ref.clone(),
@@ -270,6 +273,7 @@ impl Service {
             post: a.post,
         };
         let resolved = self
+            .guest_access
             .resolve_userdata(caller, &a.owner, a.template.as_ref(), &req)
             .await?;
         a.userdata = resolved.userdata;
@@ -1424,7 +1428,8 @@ impl Service {
                 None => None,
             };
             Some(
-                self.resolve_userdata(caller, &owner, template.as_ref(), &u.userdata)
+                self.guest_access
+                    .resolve_userdata(caller, &owner, template.as_ref(), &u.userdata)
                     .await?,
             )
         };

@@ -37,6 +37,7 @@ pub fn commands() -> Vec<Command> {
 async fn create_endpoint(ctx: Ctx) -> Result<Reply, ApiError> {
     let e = ctx
         .svc
+        .guest_access
         .create_console_endpoint(&ctx.caller, ctx.p.required("virtualmachineid")?)
         .await?;
     Ok(Reply::Object(

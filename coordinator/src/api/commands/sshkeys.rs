@@ -121,6 +121,7 @@ async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
     let owner = owner(&ctx).await?;
     let (k, private) = ctx
         .svc
+        .guest_access
         .create_ssh_keypair(&ctx.caller, &owner, ctx.p.required("name")?)
         .await?;
     one(&ctx, &k, Some(private)).await
@@ -130,6 +131,7 @@ async fn register(ctx: Ctx) -> Result<Reply, ApiError> {
     let owner = owner(&ctx).await?;
     let k = ctx
         .svc
+        .guest_access
         .register_ssh_keypair(
             &ctx.caller,
             &owner,
@@ -150,6 +152,7 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
     };
     let (pairs, total) = ctx
         .svc
+        .guest_access
         .list_ssh_keypairs(&ctx.caller, &scope_of(&ctx), &f)
         .await?;
     let mut items = Vec::new();
@@ -162,6 +165,7 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn delete(ctx: Ctx) -> Result<Reply, ApiError> {
     let owner = owner(&ctx).await?;
     ctx.svc
+        .guest_access
         .delete_ssh_keypair(&ctx.caller, &owner, ctx.p.required("name")?)
         .await?;
     Ok(Reply::Success(None))
@@ -176,6 +180,7 @@ async fn reset(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     let vm = ctx
         .svc
+        .guest_access
         .reset_ssh_keys(&ctx.caller, ctx.p.required("id")?, &names)
         .await?;
     let job = ctx

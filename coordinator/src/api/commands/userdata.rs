@@ -136,6 +136,7 @@ async fn register(ctx: Ctx) -> Result<Reply, ApiError> {
     let owner = owner(&ctx).await?;
     let u = ctx
         .svc
+        .guest_access
         .register_userdata(
             &ctx.caller,
             &owner,
@@ -157,6 +158,7 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
     };
     let (items, total) = ctx
         .svc
+        .guest_access
         .list_userdata(&ctx.caller, &scope_of(&ctx), &f)
         .await?;
     let mut out = Vec::new();
@@ -168,6 +170,7 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn delete(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.svc
+        .guest_access
         .delete_userdata(&ctx.caller, ctx.p.required("id")?)
         .await?;
     Ok(Reply::Success(None))
@@ -185,6 +188,7 @@ async fn link(ctx: Ctx) -> Result<Reply, ApiError> {
     };
     let t = ctx
         .svc
+        .guest_access
         .link_userdata(
             &ctx.caller,
             id,
@@ -208,6 +212,7 @@ async fn reset(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     let vm = ctx
         .svc
+        .guest_access
         .reset_userdata(&ctx.caller, ctx.p.required("id")?, &req)
         .await?;
     super::vm::vm_reply(&ctx.svc, &ctx.caller, &vm).await
