@@ -503,6 +503,7 @@ async fn main() -> Result<()> {
             let mut out = std::io::stdout().lock();
             for _ in 0..count {
                 let token = svc
+                    .infrastructure
                     .create_enroll_token(&z, &p, &c, ttl)
                     .await
                     .map_err(|e| anyhow::anyhow!(e.text()))?;

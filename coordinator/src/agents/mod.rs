@@ -838,6 +838,7 @@ impl AgentClient for Router {
             .flatten()
             .ok_or(AgentError::NotConnected(host_id))?;
         let pem = svc
+            .infrastructure
             .sign_renewal(&host, &csr_der)
             .map_err(|e| AgentError::Failed {
                 host: host_id,

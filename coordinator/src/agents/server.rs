@@ -59,6 +59,7 @@ impl Enrollment for Endpoint {
         let r = req.into_inner();
         let (host, cert, ca) = self
             .svc
+            .infrastructure
             .enroll(&r.token, &r.csr_der, &r.hostname, &r.addresses)
             .await
             .map_err(status)?;
@@ -87,6 +88,7 @@ impl Endpoint {
             .map_err(|e| Status::unauthenticated(e.to_string()))?
             .ok_or_else(|| Status::unauthenticated("the certificate names no host"))?;
         self.svc
+            .infrastructure
             .authorise_agent(&ident.host_id, &ident.serial_hex)
             .await
             .map_err(|e| Status::permission_denied(e.text()))

@@ -161,7 +161,7 @@ pub fn parse_token(token: &str) -> Option<(&str, &str)> {
     orrery_tls::split_token(token)
 }
 
-impl Service {
+impl Context {
     /// The agent endpoints of the other live coordinators sharing the
     /// store (none when they cannot be read: commands then stay local).
     pub async fn peer_endpoints(&self) -> Vec<String> {
@@ -185,7 +185,9 @@ impl Service {
         orrery_tls::Ca::load(&read("ca.pem")?, &read("ca.key")?)
             .map_err(|e| ServiceError::internal(format!("loading the CA: {e}")))
     }
+}
 
+impl super::infra::Infrastructure {
     /// Creates a one-time enrolment token for a host joining `cluster`.
     pub async fn create_enroll_token(
         &self,
@@ -326,6 +328,69 @@ impl Service {
         Ok(host)
     }
 
+    /// Signs a renewal CSR for a host, naming what enrolment recorded and the
+    /// address it reports now; the serial becomes current once the agent
+    /// confirms it stored the certificate.
+    pub fn sign_renewal(&self, host: &Host, csr_der: &[u8]) -> SResult<String> {
+        let ca = self.load_ca()?;
+        let not_before = SystemTime::now() - Duration::from_secs(300);
+        let not_after = SystemTime::now() + Duration::from_secs(HOST_CERT_DAYS * 86400);
+        ca.sign_host_csr(
+            csr_der,
+            &host.uuid,
+            &renewal_names(host),
+            not_before,
+            not_after,
+        )
+        .map_err(|e| ServiceError::internal(format!("signing the renewal: {e}")))
+    }
+
+    pub async fn set_host_certificate(&self, host_id: i64, cert_pem: &str) -> SResult<()> {
+        let ident = orrery_tls::pem_identity(cert_pem)
+            .map_err(|e| ServiceError::internal(e.to_string()))?
+            .ok_or_else(|| ServiceError::internal("certificate names no host"))?;
+        let mut h: Host = self
+            .store
+            .load(host_id)
+            .await?
+            .ok_or_else(|| ServiceError::internal("host vanished"))?;
+        h.cert_serial = Some(ident.serial_hex);
+        h.cert_not_after = Some(ident.not_after_unix);
+        let mut tx = Tx::new();
+        tx.update(&mut h);
+        self.store.commit(tx.ops).await?;
+        Ok(())
+    }
+
+    /// Removes a host for good; its certificate stops working at once. Only a
+    /// host without instances, and in maintenance or not connected, unless
+    /// forced.
+    pub async fn delete_host(&self, mut h: Host, forced: bool) -> SResult<()> {
+        let vms: Vec<Vm> = self.store.all(Query::new().eq(Col::Host, h.id)).await?;
+        if !vms.is_empty() {
+            return Err(ServiceError::in_use(format!(
+                "Host {} still runs {} instance(s); stop or migrate them first",
+                h.uuid,
+                vms.len()
+            )));
+        }
+        if !forced && h.state == "Up" && h.resource_state != "Maintenance" {
+            return Err(ServiceError::state(format!(
+                "Host {} is Up and not in maintenance; put it in maintenance or pass forced=true",
+                h.uuid
+            )));
+        }
+        h.removed = Some(now());
+        h.state = "Removed".into();
+        h.cert_serial = None;
+        let mut tx = Tx::new();
+        tx.update(&mut h);
+        self.store.commit(tx.ops).await?;
+        Ok(())
+    }
+}
+
+impl Service {
     /// An agent connected and said hello: record its facts, mark the host Up,
     /// and settle every instance against what the host really runs.
     pub async fn agent_connected(
@@ -733,67 +798,6 @@ impl Service {
                     .await?;
             }
         }
-        Ok(())
-    }
-
-    /// Signs a renewal CSR for a host, naming what enrolment recorded and the
-    /// address it reports now; the serial becomes current once the agent
-    /// confirms it stored the certificate.
-    pub fn sign_renewal(&self, host: &Host, csr_der: &[u8]) -> SResult<String> {
-        let ca = self.load_ca()?;
-        let not_before = SystemTime::now() - Duration::from_secs(300);
-        let not_after = SystemTime::now() + Duration::from_secs(HOST_CERT_DAYS * 86400);
-        ca.sign_host_csr(
-            csr_der,
-            &host.uuid,
-            &renewal_names(host),
-            not_before,
-            not_after,
-        )
-        .map_err(|e| ServiceError::internal(format!("signing the renewal: {e}")))
-    }
-
-    pub async fn set_host_certificate(&self, host_id: i64, cert_pem: &str) -> SResult<()> {
-        let ident = orrery_tls::pem_identity(cert_pem)
-            .map_err(|e| ServiceError::internal(e.to_string()))?
-            .ok_or_else(|| ServiceError::internal("certificate names no host"))?;
-        let mut h: Host = self
-            .store
-            .load(host_id)
-            .await?
-            .ok_or_else(|| ServiceError::internal("host vanished"))?;
-        h.cert_serial = Some(ident.serial_hex);
-        h.cert_not_after = Some(ident.not_after_unix);
-        let mut tx = Tx::new();
-        tx.update(&mut h);
-        self.store.commit(tx.ops).await?;
-        Ok(())
-    }
-
-    /// Removes a host for good; its certificate stops working at once. Only a
-    /// host without instances, and in maintenance or not connected, unless
-    /// forced.
-    pub async fn delete_host(&self, mut h: Host, forced: bool) -> SResult<()> {
-        let vms: Vec<Vm> = self.store.all(Query::new().eq(Col::Host, h.id)).await?;
-        if !vms.is_empty() {
-            return Err(ServiceError::in_use(format!(
-                "Host {} still runs {} instance(s); stop or migrate them first",
-                h.uuid,
-                vms.len()
-            )));
-        }
-        if !forced && h.state == "Up" && h.resource_state != "Maintenance" {
-            return Err(ServiceError::state(format!(
-                "Host {} is Up and not in maintenance; put it in maintenance or pass forced=true",
-                h.uuid
-            )));
-        }
-        h.removed = Some(now());
-        h.state = "Removed".into();
-        h.cert_serial = None;
-        let mut tx = Tx::new();
-        tx.update(&mut h);
-        self.store.commit(tx.ops).await?;
         Ok(())
     }
 }

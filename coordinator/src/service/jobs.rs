@@ -414,7 +414,9 @@ impl Service {
             }
             Work::RenewCertificate { host_id } => {
                 let pem = self.agents.renew_certificate(host_id).await?;
-                self.set_host_certificate(host_id, &pem).await?;
+                self.infrastructure
+                    .set_host_certificate(host_id, &pem)
+                    .await?;
                 Ok(JobOutput::Success)
             }
             Work::Migrate { vm_id, host_id } => self.exec_migrate(vm_id, host_id).await,

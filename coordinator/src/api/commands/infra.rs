@@ -949,6 +949,7 @@ async fn delete_host(ctx: Ctx) -> Result<Reply, ApiError> {
     let h = live_host(&ctx, "id").await?;
     let id = h.id;
     ctx.svc
+        .infrastructure
         .delete_host(h, ctx.p.bool_or("forced", false))
         .await?;
     ctx.svc.agents.disconnect(id);
