@@ -186,6 +186,27 @@ impl super::identity::Identity {
     /// What an account holds, by CloudStack's resource types, for the
     /// account's `<type>total` fields (the UI's usage dashboard).
     pub async fn account_totals(&self, account_id: i64) -> SResult<AccountTotals> {
+        // Summed from the records, so kept until one of their kinds changes:
+        // a dashboard's repeated look does not reread an account's instances.
+        let kinds = [
+            Kind::Vm,
+            Kind::Volume,
+            Kind::Snapshot,
+            Kind::Template,
+            Kind::ServiceOffering,
+        ];
+        let mut t = self
+            .cached(
+                &kinds,
+                format!("totals:{account_id}"),
+                self.count_holdings(account_id),
+            )
+            .await?;
+        t.gpu_limit = self.gpu_limit(account_id);
+        Ok(t)
+    }
+
+    async fn count_holdings(&self, account_id: i64) -> SResult<AccountTotals> {
         let mut t = AccountTotals::default();
         let vms: Vec<Vm> = self
             .store
@@ -230,7 +251,6 @@ impl super::identity::Identity {
             )
             .await? as i64;
         t.gpus = self.gpus_held(account_id, None).await?;
-        t.gpu_limit = self.gpu_limit(account_id);
         Ok(t)
     }
 
