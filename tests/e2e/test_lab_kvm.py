@@ -225,7 +225,10 @@ def test_uefi_secure_boot_and_vtpm_are_seen_from_inside(lab):
     assert nvram, "no NVRAM for the UEFI instance"
 
     # Expunged: the TPM state and the variable store go with the instance.
+    # (Stopped forced first: the restarted guests may still be booting and
+    # not yet heed the power button a plain destroy presses first.)
     for vm in (secure, legacy, tis2, bios):
+        lab.api.stopVirtualMachine(id=vm["id"], forced=True)
         lab.api.destroyVirtualMachine(id=vm["id"], expunge=True)
     assert not state.exists()
     assert not list((lab.agent.state_dir / "nvram").glob(f"{secure['instancename']}*"))
