@@ -730,7 +730,13 @@ pub async fn storage_pool(svc: &Service, p: &StoragePool) -> Result<Value, ApiEr
                 .unwrap_or_else(|| "localhost".into()),
         )
         .s("provider", "DefaultPrimary")
-        .s("hypervisor", "KVM")
+        .s(
+            "hypervisor",
+            host.as_ref()
+                .map(|h| h.hypervisor.clone())
+                .or_else(|| cluster.as_ref().map(|c| c.hypervisor.clone()))
+                .unwrap_or_else(|| "KVM".into()),
+        )
         // Volumes are placed by their full size: no overprovisioning.
         .s("overprovisionfactor", "1.0")
         .os("clusterid", cluster.as_ref().map(|c| c.uuid.clone()))

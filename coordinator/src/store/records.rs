@@ -1085,7 +1085,6 @@ pub struct ConsoleTicket {
 }
 entity!(ConsoleTicket, Kind::ConsoleTicket, |s| Index {
     ref_id: Some(s.vm_id),
-    account_id: Some(s.user_id),
     created: s.created,
     ..Default::default()
 });
