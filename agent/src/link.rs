@@ -6,6 +6,7 @@
 //! `StatsConfig` asks for them; see [`crate::stats`].
 
 use crate::ha::{Ha, HaSettings};
+use crate::hypervisor::{DomainInfo, Power};
 use crate::ops::{OpError, Ops, TemplateSource, AGENT_VERSION};
 use crate::state::StateDir;
 use crate::stats::{self, StatsSettings};
@@ -163,6 +164,22 @@ pub async fn run(ops: Arc<Ops>, state: Arc<StateDir>, coordinator: String, ha: A
     }
 }
 
+/// The domains of `now` whose power differs from the baseline `last` once
+/// the agent's own commands' `notes` are applied to it; `last` becomes `now`.
+fn power_changes<'a>(
+    last: &mut HashMap<String, Power>,
+    notes: Vec<(String, Power)>,
+    now: &'a [DomainInfo],
+) -> Vec<&'a DomainInfo> {
+    last.extend(notes);
+    let changed = now
+        .iter()
+        .filter(|d| last.get(&d.name) != Some(&d.power))
+        .collect();
+    *last = now.iter().map(|d| (d.name.clone(), d.power)).collect();
+    changed
+}
+
 async fn send(tx: &mpsc::Sender<pb::AgentMessage>, body: pb::agent_message::Body) -> bool {
     tx.send(pb::AgentMessage { body: Some(body) }).await.is_ok()
 }
@@ -201,30 +218,31 @@ async fn session(
     // Watch power states and report changes (a guest shutting itself down).
     {
         let (ops, tx) = (ops.clone(), tx.clone());
-        let mut last: HashMap<String, crate::hypervisor::Power> =
+        let mut last: HashMap<String, Power> =
             domains.iter().map(|d| (d.name.clone(), d.power)).collect();
+        // Notes older than this session's first list are in that list.
+        let (mut noted, _) = ops.power_notes.since(u64::MAX);
         tasks.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
+                // Taken before the list: a command finishing in between
+                // leaves a note the list already agrees with.
+                let (seq, notes) = ops.power_notes.since(noted);
                 let Ok(now) = ops.domains().await else {
                     continue;
                 };
-                let mut seen = HashMap::new();
-                for d in &now {
-                    seen.insert(d.name.clone(), d.power);
-                    if last.get(&d.name) != Some(&d.power) {
-                        let ev = pb::DomainEvent {
-                            name: d.name.clone(),
-                            instance_uuid: d.instance_uuid.clone().unwrap_or_default(),
-                            state: Ops::reports(std::slice::from_ref(d))[0].state,
-                            reason: "power state changed".into(),
-                        };
-                        if !send(&tx, pb::agent_message::Body::Event(ev)).await {
-                            return;
-                        }
+                noted = seq;
+                for d in power_changes(&mut last, notes, &now) {
+                    let ev = pb::DomainEvent {
+                        name: d.name.clone(),
+                        instance_uuid: d.instance_uuid.clone().unwrap_or_default(),
+                        state: Ops::reports(std::slice::from_ref(d))[0].state,
+                        reason: "power state changed".into(),
+                    };
+                    if !send(&tx, pb::agent_message::Body::Event(ev)).await {
+                        return;
                     }
                 }
-                last = seen;
             }
         });
     }
@@ -405,5 +423,53 @@ mod tests {
                 "{a}: {b:?}"
             );
         }
+    }
+
+    fn dom(name: &str, power: Power) -> DomainInfo {
+        DomainInfo {
+            name: name.into(),
+            instance_uuid: None,
+            power,
+        }
+    }
+
+    fn names(changed: Vec<&DomainInfo>) -> Vec<&str> {
+        changed.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_guest_started_here_and_destroyed_between_polls_is_reported() {
+        let notes = crate::ops::PowerNotes::default();
+        let (mut noted, _) = notes.since(u64::MAX);
+        let mut last: HashMap<String, Power> = [("a".into(), Power::Off)].into();
+        // Started by a command, destroyed out of band before the next poll.
+        notes.note("a", Power::On);
+        let (seq, taken) = notes.since(noted);
+        noted = seq;
+        let now = [dom("a", Power::Off)];
+        assert_eq!(names(power_changes(&mut last, taken, &now)), ["a"]);
+        // Taken once: the next poll with the same state reports nothing.
+        let (_, taken) = notes.since(noted);
+        assert!(taken.is_empty());
+        assert!(power_changes(&mut last, taken, &now).is_empty());
+    }
+
+    #[test]
+    fn the_agents_own_commands_are_not_reported_as_changes() {
+        let notes = crate::ops::PowerNotes::default();
+        let (noted, _) = notes.since(u64::MAX);
+        let mut last: HashMap<String, Power> =
+            [("a".into(), Power::On), ("b".into(), Power::On)].into();
+        notes.note("a", Power::Off);
+        let (_, taken) = notes.since(noted);
+        // a stopped by a command; b shut itself down.
+        let now = [
+            dom("a", Power::Off),
+            dom("b", Power::Off),
+            dom("c", Power::On),
+        ];
+        assert_eq!(names(power_changes(&mut last, taken, &now)), ["b", "c"]);
+        notes.forget("a");
+        assert!(notes.since(0).1.is_empty());
     }
 }

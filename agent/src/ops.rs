@@ -98,6 +98,47 @@ pub struct Ops {
     pub libvirt_tls: std::sync::atomic::AtomicBool,
     /// What guests on this host learn about themselves over HTTP.
     pub meta: Arc<MetadataService>,
+    /// Power states this agent's own commands left behind.
+    pub power_notes: PowerNotes,
+}
+
+/// Power states the agent's own commands left behind, for the sessions'
+/// power watchers: a watcher polls every few seconds, so a guest started
+/// here and destroyed out of band before its next poll would look unchanged
+/// (off, then off) and never be reported. Each watcher applies the notes
+/// newer than the last it took to its own baseline before comparing.
+#[derive(Default)]
+pub struct PowerNotes {
+    inner: parking_lot::Mutex<Notes>,
+}
+
+/// The last sequence number given, and each domain's latest note with its
+/// sequence number.
+type Notes = (u64, std::collections::HashMap<String, (u64, Power)>);
+
+impl PowerNotes {
+    pub fn note(&self, name: &str, power: Power) {
+        let mut g = self.inner.lock();
+        g.0 += 1;
+        let seq = g.0;
+        g.1.insert(name.to_string(), (seq, power));
+    }
+
+    /// A domain gone from the host needs no baseline any more.
+    pub fn forget(&self, name: &str) {
+        self.inner.lock().1.remove(name);
+    }
+
+    /// The notes made after `seen` and the sequence number to pass next.
+    pub fn since(&self, seen: u64) -> (u64, Vec<(String, Power)>) {
+        let g = self.inner.lock();
+        let notes =
+            g.1.iter()
+                .filter(|(_, (seq, _))| *seq > seen)
+                .map(|(n, (_, p))| (n.clone(), *p))
+                .collect();
+        (g.0, notes)
+    }
 }
 
 /// libvirt network and bridge names for a guest network (bridge names are
@@ -222,6 +263,7 @@ impl Ops {
             cfg,
             info: OnceCell::new(),
             libvirt_tls: Default::default(),
+            power_notes: PowerNotes::default(),
         }
     }
 
@@ -1134,6 +1176,7 @@ impl Ops {
         let xml = self.render(&spec).await?;
         self.hv.define(&xml).await?;
         self.hv.start(&s.name).await?;
+        self.power_notes.note(&s.name, Power::On);
         Ok(())
     }
 
@@ -1248,6 +1291,7 @@ impl Ops {
         } else {
             self.hv.shutdown(name, timeout).await?;
         }
+        self.power_notes.note(name, Power::Off);
         // Its vGPUs go with the run; whole GPUs are free once it is off.
         if let Ok(xml) = self.hv.domain_xml(name).await {
             self.release_vgpus(&xml).await;
@@ -1274,6 +1318,7 @@ impl Ops {
             Ok(()) | Err(HvError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        self.power_notes.forget(name);
         if let Some(dom) = dom {
             for d in &dom.devices.disks {
                 let Some(src) = &d.source else { continue };
