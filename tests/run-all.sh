@@ -61,11 +61,12 @@ esac
 export ORRERY_COORDINATOR_BIN="$target_dir/debug/orrery-coordinator"
 export ORRERY_AGENT_BIN="$target_dir/debug/orrery-agent"
 
+# The slowest tests are listed after each pass, to keep the suite in time.
 step "pytest tests/e2e on the embedded store (coordinator: $ORRERY_COORDINATOR_BIN)"
-env -u ORRERY_TEST_PG "$VENV/bin/pytest" -q tests/e2e "$@"
+env -u ORRERY_TEST_PG "$VENV/bin/pytest" -q --durations=20 tests/e2e "$@"
 
 # The same suite with every coordinator's records in PostgreSQL.
 if [ -n "${ORRERY_TEST_PG:-}" ]; then
     step "pytest tests/e2e on PostgreSQL"
-    "$VENV/bin/pytest" -q tests/e2e "$@"
+    "$VENV/bin/pytest" -q --durations=20 tests/e2e "$@"
 fi
