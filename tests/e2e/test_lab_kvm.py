@@ -103,6 +103,24 @@ def test_graceful_and_forced_stop_then_start_with_changes(lab):
     assert domain_state(inst) == "shut off"
 
 
+def test_a_guest_stopped_while_it_boots_still_shuts_down_cleanly(lab):
+    """The first press of the power button comes before the guest listens
+    to it (its acpid starts late in boot); the agent presses again until the
+    guest powers itself off, instead of waiting out `vm.stop.timeout` and
+    pulling the plug."""
+    api = lab.api
+    vm = lab.deploy(unique("early"))
+    inst = vm["instancename"]
+    assert "ORRERY-GUEST-POWERBUTTON" not in lab.agent.console(inst)
+    stopped = api.stopVirtualMachine(id=vm["id"])["virtualmachine"]
+    assert stopped["state"] == "Stopped"
+    console = lab.agent.console(inst)
+    # Booted, then powered off by its own handler: not destroyed.
+    assert console.index("ORRERY-GUEST-BOOTED") < console.index("ORRERY-GUEST-POWERBUTTON")
+    assert domain_state(inst) == "shut off"
+    api.destroyVirtualMachine(id=vm["id"], expunge=True)
+
+
 def test_reboot_keeps_the_domain(lab):
     vm = lab.deploy(unique("reboot"))
     inst = vm["instancename"]

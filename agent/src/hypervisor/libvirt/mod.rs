@@ -51,6 +51,10 @@ use netxml::{HostXml, NetworkXml};
 /// How often a domain's state is checked while waiting for it to stop.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How often a graceful stop presses the power button again while the
+/// guest stays on.
+const POWER_BUTTON_AGAIN: Duration = Duration::from_secs(10);
+
 /// Interface names are limited to IFNAMSIZ - 1 bytes.
 const MAX_BRIDGE_NAME: usize = 15;
 
@@ -175,6 +179,33 @@ pub struct LibvirtHypervisor {
 static SILENCE_DEFAULT_ERROR_HANDLER: Once = Once::new();
 
 impl LibvirtHypervisor {
+    /// One press of the guest's ACPI power button (libvirt's default
+    /// shutdown where the flag is not supported).
+    async fn press_power_button(&self, name: &str) -> Result<(), HvError> {
+        let owned = name.to_string();
+        self.call(move |c| {
+            let subject = Subject::Domain(&owned);
+            let d = c
+                .lookup_domain_by_name(&owned)
+                .map_err(|e| map_err(e, subject))?;
+            // Checked here so every driver answers alike (the test driver
+            // reports an internal error instead).
+            if power_of(d.info().map_err(|e| map_err(e, subject))?.state) == Power::Off {
+                return Err(not_running(&owned));
+            }
+            d.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+                .or_else(|e| {
+                    if flags_unsupported(&e) {
+                        d.shutdown()
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| map_err(e, subject))
+        })
+        .await
+    }
+
     pub async fn connect(uri: &str) -> Result<Self, HvError> {
         // libvirt's default handler prints every error to stderr, including
         // the expected ones (a lookup of a domain that is not there); errors
@@ -567,28 +598,8 @@ impl Hypervisor for LibvirtHypervisor {
 
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<(), HvError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let owned = name.to_string();
-        self.call(move |c| {
-            let subject = Subject::Domain(&owned);
-            let d = c
-                .lookup_domain_by_name(&owned)
-                .map_err(|e| map_err(e, subject))?;
-            // Checked here so every driver answers alike (the test driver
-            // reports an internal error instead).
-            if power_of(d.info().map_err(|e| map_err(e, subject))?.state) == Power::Off {
-                return Err(not_running(&owned));
-            }
-            d.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
-                .or_else(|e| {
-                    if flags_unsupported(&e) {
-                        d.shutdown()
-                    } else {
-                        Err(e)
-                    }
-                })
-                .map_err(|e| map_err(e, subject))
-        })
-        .await?;
+        self.press_power_button(name).await?;
+        let mut next_press = tokio::time::Instant::now() + POWER_BUTTON_AGAIN;
         loop {
             match self.power(name).await {
                 Ok(Power::Off) => return Ok(()),
@@ -600,6 +611,18 @@ impl Hypervisor for LibvirtHypervisor {
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 break;
+            }
+            if now >= next_press {
+                // A guest still booting may not listen to the button yet
+                // (its ACPI handler not started): pressed again, as a
+                // person at the machine would, until the timeout.
+                match self.press_power_button(name).await {
+                    Ok(()) => {}
+                    Err(HvError::NotFound(_)) => return Ok(()),
+                    Err(e) if e.is_operation_invalid() => {}
+                    Err(e) => return Err(e),
+                }
+                next_press = now + POWER_BUTTON_AGAIN;
             }
             tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
         }
