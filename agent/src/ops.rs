@@ -769,7 +769,6 @@ impl Ops {
         };
         outcome?;
         self.meta.remove(&m.name);
-        self.power_notes.forget(&m.name);
         if !m.shared_storage {
             configdrive::remove(&self.cfg.config_drive_dir(), &m.name).await;
         }

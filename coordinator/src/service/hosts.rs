@@ -40,12 +40,6 @@ pub struct DomainSeen {
     pub power: PowerState,
 }
 
-/// How often a deferred domain event looks whether the instance's job is
-/// done, and how long it waits at most (a migration or a large snapshot may
-/// take long; past this the host's next reconnect settles the record).
-const DEFERRED_EVENT_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-const DEFERRED_EVENT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
-
 /// What reconciling a host's report decides for one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reconcile {
@@ -668,11 +662,8 @@ impl Service {
         }
         // Only this instance's row: one domain's event says nothing about
         // the host's other instances.
-        if reconcile(host_id, &[placed(&vm, false)], std::slice::from_ref(d)).is_empty() {
-            return Ok(());
-        }
-        if self.is_busy_anywhere(&vm.uuid).await? {
-            self.defer_event(host_id, d);
+        let rows = [placed(&vm, self.is_busy_anywhere(&vm.uuid).await?)];
+        if reconcile(host_id, &rows, std::slice::from_ref(d)).is_empty() {
             return Ok(());
         }
         // An event can be overtaken by a job (a stop, a start) that finished
@@ -689,62 +680,9 @@ impl Service {
             return Ok(());
         };
         let confirmed = DomainSeen { power, ..d.clone() };
-        if self.is_busy_anywhere(&vm.uuid).await? {
-            self.defer_event(host_id, d);
-            return Ok(());
-        }
-        let rows = [placed(&vm, false)];
+        let rows = [placed(&vm, self.is_busy_anywhere(&vm.uuid).await?)];
         self.apply_reconcile(host_id, &rows, std::slice::from_ref(&confirmed), false)
             .await
-    }
-
-    /// An event about an instance a job is working on is left to that job,
-    /// but the job may not be about power (a snapshot, a volume attach, a
-    /// scaling) and end with the record as it began: the event is looked at
-    /// again, against the host's word then, once no job works on the
-    /// instance. The agent reports a change once, so dropping it would leave
-    /// the record wrong until the host reconnects. One watcher per instance
-    /// is enough, since the second look asks the host.
-    fn defer_event(self: &Arc<Self>, host_id: i64, d: &DomainSeen) {
-        let Some(uuid) = d.instance_uuid.clone() else {
-            return;
-        };
-        if !self.deferred_events.lock().insert(uuid.clone()) {
-            return;
-        }
-        tracing::debug!(vm = %uuid, "domain event deferred until the instance's job is done");
-        let (svc, d) = (self.clone(), d.clone());
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + DEFERRED_EVENT_PATIENCE;
-            let idle = loop {
-                tokio::time::sleep(DEFERRED_EVENT_CHECK).await;
-                match svc.is_busy_anywhere(&uuid).await {
-                    Ok(false) => break true,
-                    Ok(true) if tokio::time::Instant::now() < deadline => {}
-                    Ok(true) => break false,
-                    Err(e) => {
-                        tracing::warn!(vm = %uuid, error = %e.text(), "a deferred domain event was dropped");
-                        break false;
-                    }
-                }
-            };
-            svc.deferred_events.lock().remove(&uuid);
-            if idle {
-                if let Err(e) = svc.clone().recheck_event(host_id, d).await {
-                    tracing::warn!(vm = %uuid, error = %e.text(), "handling a deferred domain event failed");
-                }
-            }
-        });
-    }
-
-    /// `reconcile_host_one` behind a named future type: it runs from a task
-    /// that `reconcile_host_one` itself spawns.
-    fn recheck_event(
-        self: Arc<Self>,
-        host_id: i64,
-        d: DomainSeen,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = SResult<()>> + Send>> {
-        Box::pin(async move { self.reconcile_host_one(host_id, &d).await })
     }
 
     /// An HA-enabled instance stopped without anyone asking: start it again,

@@ -142,9 +142,6 @@ pub struct Service {
     /// Instances a job of this process is working on; host reports leave
     /// them to the job.
     pub(crate) busy: parking_lot::Mutex<std::collections::HashSet<String>>,
-    /// Instances with a domain event waiting for their job to end (see
-    /// `hosts::Service::defer_event`).
-    pub(crate) deferred_events: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Capacity held per host, from every committed instance change.
     pub(crate) capacity: Arc<capacity::CapacityView>,
     /// Storage heartbeat settings as agents should apply them.
@@ -210,7 +207,6 @@ impl Service {
             progress: Arc::default(),
             ip_pools: ip_pools.clone(),
             busy: parking_lot::Mutex::new(std::collections::HashSet::new()),
-            deferred_events: parking_lot::Mutex::new(std::collections::HashSet::new()),
             uploads: uploads::Uploads::default(),
             barriers: parking_lot::Mutex::new(HashMap::new()),
             capacity_stale: std::sync::atomic::AtomicBool::new(false),

@@ -1,8 +1,7 @@
 //! Leases and schedules end to end inside one process, on simulated time: a
 //! real SQLite store, the simulated hosts, and a manual clock driving the
-//! scheduler's ticks. Also how host events meet the instances' jobs.
+//! scheduler's ticks.
 
-use super::agent::PowerState;
 use super::schedules::TickReport;
 use super::vm::{DeployArgs, VmUpdate};
 use super::*;
@@ -1195,64 +1194,4 @@ async fn snapshots_left_mid_task_are_settled_at_start() {
         .await
         .unwrap();
     jobs_done(&f).await;
-}
-
-#[tokio::test]
-async fn a_power_event_during_an_unrelated_job_is_acted_on_once_the_job_ends() {
-    let f = fixture().await;
-    let o = f.offering(None).await;
-    let vm = f.deploy(&o, LeaseRequest::default()).await;
-    let host = vm.host_id.unwrap();
-    // A job that is not about power (a snapshot, say) works on it while the
-    // guest powers off behind the API's back.
-    f.svc.busy.lock().insert(vm.uuid.clone());
-    f.svc
-        .agents
-        .stop(host, &vm.instance_name, true)
-        .await
-        .unwrap();
-    let off = hosts::DomainSeen {
-        name: vm.instance_name.clone(),
-        instance_uuid: Some(vm.uuid.clone()),
-        power: PowerState::Off,
-    };
-    f.svc.domain_event(host, &off).await.unwrap();
-    // A second event while the first waits adds no second watcher.
-    f.svc.domain_event(host, &off).await.unwrap();
-    assert_eq!(f.svc.deferred_events.lock().len(), 1);
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(f.vm(vm.id).await.state, VmState::Running, "left to the job");
-    f.svc.busy.lock().remove(&vm.uuid);
-    let vm = f.settle(vm.id, VmState::Stopped).await;
-    assert_eq!(vm.host_id, None);
-    assert!(f.svc.deferred_events.lock().is_empty());
-}
-
-#[tokio::test]
-async fn a_deferred_event_the_job_made_true_changes_nothing() {
-    let f = fixture().await;
-    let o = f.offering(None).await;
-    let vm = f.deploy(&o, LeaseRequest::default()).await;
-    let host = vm.host_id.unwrap();
-    f.svc.busy.lock().insert(vm.uuid.clone());
-    // Reported off during the job, but on again when the job ends (a
-    // reboot): the second look asks the host and leaves the record.
-    let off = hosts::DomainSeen {
-        name: vm.instance_name.clone(),
-        instance_uuid: Some(vm.uuid.clone()),
-        power: PowerState::Off,
-    };
-    f.svc.domain_event(host, &off).await.unwrap();
-    f.svc.busy.lock().remove(&vm.uuid);
-    for _ in 0..100 {
-        if f.svc.deferred_events.lock().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(f.svc.deferred_events.lock().is_empty());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let after = f.vm(vm.id).await;
-    assert_eq!(after.state, VmState::Running);
-    assert_eq!(after.version, vm.version);
 }
