@@ -23,6 +23,8 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Where libvirt's QEMU driver is configured, for QEMU's user when libvirt
 /// does not report it.
 const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
+/// How long one question about a running migration's progress may take.
+const PROGRESS_QUERY: Duration = Duration::from_secs(2);
 
 /// Where templates come from (the coordinator, over the agent link).
 #[async_trait::async_trait]
@@ -761,8 +763,13 @@ impl Ops {
                             ))),
                         };
                     }
-                    if let Ok(Some(p)) = self.hv.job_progress(&m.name).await {
-                        progress("migrating", p.percent());
+                    // A query stuck behind a busy monitor must not hold
+                    // up the time limit above; the next tick asks again.
+                    match tokio::time::timeout(PROGRESS_QUERY, self.hv.job_progress(&m.name)).await {
+                        Ok(Ok(Some(p))) => progress("migrating", p.percent()),
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => tracing::debug!(instance = %m.name, error = %e, "asking how far the migration has come"),
+                        Err(_) => tracing::debug!(instance = %m.name, "asking how far the migration has come took too long"),
                     }
                 }
             }
@@ -1749,13 +1756,29 @@ mod tests {
         let p = JobProgress {
             processed: 50,
             total: 200,
+            remaining: None,
         };
         assert_eq!(p.percent(), 25);
         let over = JobProgress {
             processed: 300,
             total: 200,
+            remaining: None,
         };
         assert_eq!(over.percent(), 100);
+        // Mostly empty memory: few bytes sent, most of it covered.
+        let sparse = JobProgress {
+            processed: 2,
+            total: 200,
+            remaining: Some(50),
+        };
+        assert_eq!(sparse.percent(), 75);
+        // A remaining figure past the total (dirtied again) is not negative.
+        let dirtied = JobProgress {
+            processed: 20,
+            total: 200,
+            remaining: Some(400),
+        };
+        assert_eq!(dirtied.percent(), 10);
     }
 
     const SCALED: &str = "i-2-9-grow";

@@ -105,6 +105,12 @@ def pytest_runtest_makereport(item, call):
         if lab is not None and getattr(lab, "agent", None) is not None:
             report.sections.append(("agent log", lab.agent.log_tail()))
             report.sections.append(("lab coordinator log", lab.coordinator.log_tail()))
+        mlab = item.funcargs.get("mlab")
+        if mlab is not None and getattr(mlab, "hosts", None):
+            # Several hosts: what each agent and the coordinator said last.
+            report.sections.append(("lab coordinator log", mlab.coordinator.log_tail()))
+            for host in sorted(mlab.hosts):
+                report.sections.append((f"{host} agent log", mlab.log_tail(host, 60)))
         for name in ("fresh_coordinator", "coordinator"):
             coordinator = item.funcargs.get(name)
             if isinstance(coordinator, Coordinator):

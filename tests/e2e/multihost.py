@@ -166,4 +166,13 @@ class MultiLab:
         # The coordinator first, so it does not react to hosts vanishing; the
         # hosts' guests go with their hosts.
         self.coordinator.stop()
+        keep = os.environ.get("ORRERY_LAB_KEEP_LOGS")
+        if keep:
+            # The hosts' directories go with them; their agents' logs are
+            # what tells a failure's story afterwards.
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            for host in self.hosts:
+                log = self.host_dir(host) / "agent.log"
+                if log.exists():
+                    shutil.copy(log, Path(keep) / f"{self.base.name}-{host}-agent.log")
         self.hosts_sh("down", check=False)

@@ -367,8 +367,8 @@ def test_network_cut_mid_migration_leaves_the_guest_on_the_source(mlab):
     source = host_of(mlab, vm["id"])
     dest = next(h for h in ("h1", "h2", "h3") if h != source)
     _slow_migrations(mlab)
+    outcome = _migrate_in_background(mlab, vm["id"], dest)
     try:
-        outcome = _migrate_in_background(mlab, vm["id"], dest)
         _wait_migrating(mlab, vm["id"])
         # The job reports how far the copy has come.
         def progress():
@@ -376,7 +376,8 @@ def test_network_cut_mid_migration_leaves_the_guest_on_the_source(mlab):
             return max((j.get("jobprocstatus", 0) for j in jobs
                         if j.get("jobinstanceid") == vm["id"] and j["jobstatus"] == 0),
                        default=0)
-        wait_for(lambda: progress() > 0, 30, "the migration job never reported progress")
+        wait_for(lambda: progress() > 0, 60, "the migration job never reported progress")
+        assert outcome["thread"].is_alive(), f"the migration ended before the cut: {outcome}"
         mlab.hosts_sh("partition", dest)
         outcome["thread"].join(timeout=180)
         assert not outcome["thread"].is_alive(), "the migration never ended"
@@ -384,6 +385,8 @@ def test_network_cut_mid_migration_leaves_the_guest_on_the_source(mlab):
     finally:
         mlab.hosts_sh("heal", dest)
         mlab.api.updateConfiguration(name="vm.migrate.speed", value="0")
+        # A failure above leaves no migration running into the next test.
+        outcome["thread"].join(timeout=180)
     listed = wait_vm_state(mlab.api, vm["id"], "Running", timeout=60)
     assert listed["hostid"] == mlab.host_id(source)
     assert vm["instancename"] in domains(mlab, source)
@@ -404,15 +407,17 @@ def test_destination_killed_mid_migration_leaves_the_guest_on_the_source(mlab):
     source = host_of(mlab, vm["id"])
     dest = next(h for h in ("h3", "h2", "h1") if h != source)
     _slow_migrations(mlab)
+    outcome = _migrate_in_background(mlab, vm["id"], dest)
     try:
-        outcome = _migrate_in_background(mlab, vm["id"], dest)
         _wait_migrating(mlab, vm["id"])
+        assert outcome["thread"].is_alive(), f"the migration ended before the kill: {outcome}"
         mlab.hosts_sh("kill", dest)
         outcome["thread"].join(timeout=180)
         assert not outcome["thread"].is_alive(), "the migration never ended"
         assert "error" in outcome, outcome
     finally:
         mlab.api.updateConfiguration(name="vm.migrate.speed", value="0")
+        outcome["thread"].join(timeout=180)
     listed = wait_vm_state(mlab.api, vm["id"], "Running", timeout=60)
     assert listed["hostid"] == mlab.host_id(source)
     assert vm["instancename"] in domains(mlab, source)

@@ -165,17 +165,29 @@ pub struct MigrationPlan {
 /// How far a running job (a migration) has come, in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JobProgress {
+    /// Bytes sent so far.
     pub processed: u64,
     pub total: u64,
+    /// Bytes still to send, where the hypervisor says.
+    pub remaining: Option<u64>,
 }
 
 impl JobProgress {
-    /// Whole percent done, 0 while the total is unknown.
+    /// Whole percent done, 0 while the total is unknown. The part already
+    /// covered (total less remaining) counts where it is known: a guest's
+    /// untouched memory is sent as a marker per page, so the bytes sent
+    /// alone lag far behind how much of the guest has been copied.
     pub fn percent(&self) -> u32 {
         if self.total == 0 {
             return 0;
         }
-        ((self.processed.min(self.total) as u128 * 100) / self.total as u128) as u32
+        let covered = self
+            .remaining
+            .map(|r| self.total.saturating_sub(r))
+            .unwrap_or(0)
+            .max(self.processed)
+            .min(self.total);
+        ((covered as u128 * 100) / self.total as u128) as u32
     }
 }
 

@@ -884,6 +884,7 @@ impl Hypervisor for LibvirtHypervisor {
             Ok(Some(JobProgress {
                 processed: j.data_processed.unwrap_or(0),
                 total: j.data_total.unwrap_or(0),
+                remaining: j.data_remaining,
             }))
         })
         .await
