@@ -662,8 +662,17 @@ impl Service {
         }
         // Only this instance's row: one domain's event says nothing about
         // the host's other instances.
-        let rows = [placed(&vm, self.is_busy_anywhere(&vm.uuid).await?)];
+        let busy = self.is_busy_anywhere(&vm.uuid).await?;
+        let rows = [placed(&vm, busy)];
         if reconcile(host_id, &rows, std::slice::from_ref(d)).is_empty() {
+            if busy
+                && self.is_busy(&vm.uuid)
+                && !reconcile(host_id, &[placed(&vm, false)], std::slice::from_ref(d)).is_empty()
+            {
+                // Left to this process's job; looked at again when that job
+                // ends, if it is one that leaves the power state alone.
+                self.power_rechecks.lock().insert(vm.uuid.clone(), host_id);
+            }
             return Ok(());
         }
         // An event can be overtaken by a job (a stop, a start) that finished
@@ -683,6 +692,31 @@ impl Service {
         let rows = [placed(&vm, self.is_busy_anywhere(&vm.uuid).await?)];
         self.apply_reconcile(host_id, &rows, std::slice::from_ref(&confirmed), false)
             .await
+    }
+
+    /// A power event about `vm_uuid` came while a job worked on it, and the
+    /// job (one that does not start, stop or move instances) has ended:
+    /// the host's word now decides, as for an event that came just now.
+    pub(crate) async fn recheck_power(
+        self: &Arc<Self>,
+        host_id: i64,
+        vm_uuid: &str,
+    ) -> SResult<()> {
+        let Some(vm) = self.store.load_uuid::<Vm>(vm_uuid).await? else {
+            return Ok(());
+        };
+        // Only an instance still Running where the event came from: any
+        // other state was set by someone who knew better since.
+        if vm.state != VmState::Running || vm.host_id != Some(host_id) {
+            return Ok(());
+        }
+        let seen = DomainSeen {
+            name: vm.instance_name.clone(),
+            instance_uuid: Some(vm.uuid.clone()),
+            // Asked again of the host before anything is done.
+            power: PowerState::Missing,
+        };
+        self.reconcile_host_one(host_id, &seen).await
     }
 
     /// An HA-enabled instance stopped without anyone asking: start it again,

@@ -124,6 +124,27 @@ pub enum Work {
     },
 }
 
+impl Work {
+    /// Whether the work neither starts, stops, reboots nor restores its
+    /// instance: a power event that comes during it is news the job does
+    /// not act on. (A scale that moves the instance for room, or a volume's
+    /// live move, ends with the record where the instance is; a left event
+    /// from a host the instance no longer runs on is not looked at.)
+    fn leaves_power_alone(&self) -> bool {
+        matches!(
+            self,
+            Work::Scale { .. }
+                | Work::MigrateVolume { .. }
+                | Work::AttachVolume { .. }
+                | Work::DetachVolume { .. }
+                | Work::ResizeVolume { .. }
+                | Work::CreateVmSnapshot { .. }
+                | Work::DeleteVmSnapshot { .. }
+                | Work::CreateSnapshot { .. }
+        )
+    }
+}
+
 /// What a finished job returns, rendered when the job completes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind")]
@@ -308,10 +329,12 @@ impl Service {
         if let Some(u) = &vm_uuid {
             self.busy.lock().insert(u.clone());
         }
+        let leaves_power_alone = work.leaves_power_alone();
         let outcome = self.execute(&caller, work).await;
-        if let Some(u) = &vm_uuid {
+        let recheck = vm_uuid.as_ref().and_then(|u| {
             self.busy.lock().remove(u);
-        }
+            self.power_rechecks.lock().remove(u)
+        });
         // A job's outcome is written whatever it takes: with the data disk
         // full, the write fails until space comes back, and a job left
         // pending would hang its client for good.
@@ -320,6 +343,16 @@ impl Service {
             self.finish_job(job.id, outcome.clone())
         })
         .await;
+        if let (true, Some(host_id), Some(u)) = (leaves_power_alone, recheck, &vm_uuid) {
+            // A guest that powered itself off (or crashed) during, say, a
+            // volume snapshot: its event was left to this job, which does
+            // not look at power. A job that starts, stops or moves the
+            // instance settles power itself; a left event about it would
+            // only be older news (a start the lock manager refused).
+            if let Err(e) = self.recheck_power(host_id, u).await {
+                tracing::warn!(vm = %u, error = %e.text(), "power state after a job not checked");
+            }
+        }
         if let (true, Some(u)) = (failed, &vm_uuid) {
             // A failed job may not have recorded the instance's new state
             // (Starting, Creating), holding capacity: settle it from what the

@@ -142,6 +142,9 @@ pub struct Service {
     /// Instances a job of this process is working on; host reports leave
     /// them to the job.
     pub(crate) busy: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// Instances (uuid) whose power event a job of this process was
+    /// working on when it came, with the host it came from.
+    pub(crate) power_rechecks: parking_lot::Mutex<HashMap<String, i64>>,
     /// Capacity held per host, from every committed instance change.
     pub(crate) capacity: Arc<capacity::CapacityView>,
     /// Storage heartbeat settings as agents should apply them.
@@ -207,6 +210,7 @@ impl Service {
             progress: Arc::default(),
             ip_pools: ip_pools.clone(),
             busy: parking_lot::Mutex::new(std::collections::HashSet::new()),
+            power_rechecks: parking_lot::Mutex::new(HashMap::new()),
             uploads: uploads::Uploads::default(),
             barriers: parking_lot::Mutex::new(HashMap::new()),
             capacity_stale: std::sync::atomic::AtomicBool::new(false),

@@ -433,6 +433,52 @@ async fn lease_destroy_waits_for_delete_protection_to_go() {
     assert_eq!(v.lease, Lease::Expired);
 }
 
+/// A guest that powers itself off while a job that leaves power alone (a
+/// live scale) works on it: the event is left to the job, which does not
+/// look at power, and taken once the job ends, so the record does not stay
+/// Running until the host next reconnects.
+#[tokio::test]
+async fn a_power_off_during_a_scale_is_taken_once_the_job_ends() {
+    let f = fixture_with(|s| s, std::time::Duration::from_millis(300)).await;
+    let o = f.offering(None).await;
+    let vm = f.deploy(&o, LeaseRequest::default()).await;
+    let host = vm.host_id.unwrap();
+    let size = reshape::NewSize {
+        offering_id: o.id,
+        cpu: 1,
+        speed: 100,
+        memory: 64,
+        customized: false,
+    };
+    f.svc
+        .queue_vm_job(
+            &f.admin,
+            &vm,
+            "scaleVirtualMachine",
+            jobs::Work::Scale { vm_id: vm.id, size },
+        )
+        .await
+        .unwrap();
+    until("the scale job runs", || f.svc.is_busy(&vm.uuid)).await;
+    // The guest powers itself off; its host says so.
+    f.svc
+        .agents
+        .stop(host, &vm.instance_name, true)
+        .await
+        .unwrap();
+    let seen = hosts::DomainSeen {
+        name: vm.instance_name.clone(),
+        instance_uuid: Some(vm.uuid.clone()),
+        power: agent::PowerState::Off,
+    };
+    f.svc.domain_event(host, &seen).await.unwrap();
+    assert!(f.svc.is_busy(&vm.uuid), "the job outlived the event");
+    assert_eq!(f.vm(vm.id).await.state, VmState::Running, "left to the job");
+    let stopped = f.settle(vm.id, VmState::Stopped).await;
+    assert_eq!(stopped.last_host_id, Some(host));
+    assert!(f.svc.power_rechecks.lock().is_empty());
+}
+
 #[tokio::test]
 async fn disabling_the_feature_cancels_leases_for_good() {
     let f = fixture().await;
