@@ -695,7 +695,7 @@ impl Service {
     }
 
     /// A power event about `vm_uuid` came while a job worked on it, and the
-    /// job (one that does not start, stop or move instances) has ended:
+    /// job (a live scale or volume move, which settle no power) has ended:
     /// the host's word now decides, as for an event that came just now.
     pub(crate) async fn recheck_power(
         self: &Arc<Self>,

@@ -125,23 +125,15 @@ pub enum Work {
 }
 
 impl Work {
-    /// Whether the work neither starts, stops, reboots nor restores its
-    /// instance: a power event that comes during it is news the job does
-    /// not act on. (A scale that moves the instance for room, or a volume's
-    /// live move, ends with the record where the instance is; a left event
-    /// from a host the instance no longer runs on is not looked at.)
+    /// Whether the work, though it holds its instance (a job on the
+    /// instance itself), neither starts, stops, reboots nor restores it: a
+    /// power event that comes during it is news the job does not act on.
+    /// (A scale that moves the instance for room, or a volume's live move,
+    /// ends with the record where the instance is; a left event from a host
+    /// it no longer runs on is not looked at.) Volume and snapshot jobs do
+    /// not hold the instance: events during them are taken at once.
     fn leaves_power_alone(&self) -> bool {
-        matches!(
-            self,
-            Work::Scale { .. }
-                | Work::MigrateVolume { .. }
-                | Work::AttachVolume { .. }
-                | Work::DetachVolume { .. }
-                | Work::ResizeVolume { .. }
-                | Work::CreateVmSnapshot { .. }
-                | Work::DeleteVmSnapshot { .. }
-                | Work::CreateSnapshot { .. }
-        )
+        matches!(self, Work::Scale { .. } | Work::MigrateVolume { .. })
     }
 }
 
@@ -345,8 +337,8 @@ impl Service {
         .await;
         if let (true, Some(host_id), Some(u)) = (leaves_power_alone, recheck, &vm_uuid) {
             // A guest that powered itself off (or crashed) during, say, a
-            // volume snapshot: its event was left to this job, which does
-            // not look at power. A job that starts, stops or moves the
+            // live scale: its event was left to this job, which does not
+            // look at power. A job that starts, stops or moves the
             // instance settles power itself; a left event about it would
             // only be older news (a start the lock manager refused).
             if let Err(e) = self.recheck_power(host_id, u).await {
